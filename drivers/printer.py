@@ -1,0 +1,101 @@
+"""Receipt printer on python-escpos: backend from config, styled lines to ESC/POS, GB18030 for Chinese printers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from typing import Any
+
+from firmware.config import PrinterConfig
+from firmware.errors import DeviceError
+from firmware.receipt import Receipt
+
+log = logging.getLogger(__name__)
+
+FS_CHINESE_ON = b"\x1c\x26"     # FS &: Chinese character mode (GB18030 on Chinese firmware)
+FS_CHINESE_OFF = b"\x1c\x2e"    # FS .: back to single-byte mode
+
+
+def _import_escpos() -> Any:
+    """Import python-escpos with its import-time side effects contained (temp dir, root logging)."""
+    cache = os.path.join(tempfile.gettempdir(), "countertop-escpos")
+    os.makedirs(cache, exist_ok=True)
+    os.environ.setdefault("ESCPOS_CAPABILITIES_PICKLE_DIR", cache)
+    root = logging.getLogger()
+    before = list(root.handlers)
+    import escpos.printer as printers  # noqa: PLC0415 - deferred: heavy and not needed by an idle terminal
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+    return printers
+
+
+class ReceiptPrinter:
+    """Prints Receipts through one python-escpos backend; opens the device on first print, reopens after errors."""
+
+    def __init__(self, cfg: PrinterConfig) -> None:
+        self._cfg = cfg
+        self._device: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """False for backend 'none' (no printer fitted)."""
+        return self._cfg.backend != "none"
+
+    def _open(self) -> Any:
+        printers = _import_escpos()
+        c = self._cfg
+        kw = {"profile": c.profile}
+        if c.backend == "usb":
+            vid, pid = (int(x, 16) for x in c.usb.split(":"))
+            dev = printers.Usb(vid, pid, **kw)
+        elif c.backend == "serial":
+            dev = printers.Serial(devfile=c.devfile, baudrate=c.baudrate, dsrdtr=False, **kw)
+        elif c.backend == "network":
+            dev = printers.Network(host=c.host, port=c.port, timeout=10, **kw)
+        else:
+            dev = printers.File(devfile=c.devfile, **kw)
+        dev.open()
+        return dev
+
+    def print_receipts(self, receipts: list[Receipt]) -> None:
+        """Print each receipt and cut after it (blocking: call from a worker thread)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            try:
+                if self._device is None:
+                    self._device = self._open()
+                for receipt in receipts:
+                    self._print_one(self._device, receipt)
+            except Exception as exc:  # python-escpos and its backends raise many unrelated types
+                self._drop()
+                raise DeviceError(f"printer ({self._cfg.backend}): {exc!r}", screen="PRINTER ERROR") from None
+
+    def _print_one(self, dev: Any, receipt: Receipt) -> None:
+        dev.hw("INIT")
+        for line in receipt.lines:
+            dev.set(align=line.align, bold=line.bold, double_height=line.big, double_width=line.big,
+                    normal_textsize=not line.big)
+            if self._cfg.chinese and not line.text.isascii():
+                dev._raw(FS_CHINESE_ON + line.text.encode("gb18030", errors="replace") + FS_CHINESE_OFF + b"\n")
+            else:
+                dev.text(line.text + "\n")
+        dev.set_with_default()
+        dev.cut()
+
+    def _drop(self) -> None:
+        dev, self._device = self._device, None
+        if dev is not None:
+            try:
+                dev.close()
+            except Exception:  # already broken; nothing more to do
+                log.debug("printer: close after error failed", exc_info=True)
+
+    def close(self) -> None:
+        """Release the device."""
+        with self._lock:
+            self._drop()

@@ -1,0 +1,1 @@
+"""Countertop terminal firmware: pure transaction core plus the asyncio shell around it."""

@@ -1,0 +1,89 @@
+"""The `countertop` command: run on real hardware, run on the simulator, check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import logs
+from .config import Config, load
+from .errors import ConfigError, TerminalError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _run(cfg: Config) -> int:
+    from drivers.display import ConsoleDisplay
+    from drivers.hid import open_input_device
+    from drivers.printer import ReceiptPrinter
+
+    from .terminal import Devices, Terminal
+
+    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
+    devices = Devices(open_keypad=lambda: open_input_device(cfg.keypad),
+                      open_magstripe=lambda: open_input_device(cfg.magstripe),
+                      printer=ReceiptPrinter(cfg.printer), display=ConsoleDisplay(stream, cfg.display.width))
+    terminal = Terminal(cfg, devices)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, terminal.stop)
+        await terminal.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `countertop` console command."""
+    parser = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the terminal on real hardware")
+    p_run.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_run.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p_sim = sub.add_parser("sim", help="run the terminal on the hardware simulator")
+    p_sim.add_argument("--config", default=str(CONFIG_DIR / "sim.toml"))
+    p_sim.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
+    p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
+    p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
+    p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "check-config":
+            for f in args.files:
+                cfg = load(f)
+                print(f"{f}: ok (terminal {cfg.terminal.terminal_id}, {cfg.terminal.currency.alpha})")
+            return 0
+        cfg = load(args.config)
+        level = logging.DEBUG if args.debug else logging.INFO
+        if args.command == "run":
+            logs.setup(level, cfg.terminal.data_dir / "countertop.log")
+            return _run(cfg)
+        data = Path(args.data) if args.data else cfg.terminal.data_dir
+        logs.setup(level, data / "countertop.log", console_level=logging.CRITICAL)
+        if args.scenario:
+            from hwsim.scenario import run_scenario
+            return run_scenario(args.scenario, cfg, data)
+        from hwsim.console import interactive
+        return interactive(cfg, data)
+    except ConfigError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 2
+    except TerminalError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Terminal configuration: TOML files read with tomllib, checked key by key into typed, frozen objects.
+
+Every section is read whole; an unknown key, a wrong type or an out-of-range value stops start-up
+with one line naming the file, the key and what is wrong (ConfigError).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .money import Currency
+
+LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
+PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")
+_REQUIRED = object()
+_USB_ID = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+
+
+class _Section:
+    """Reads one TOML table; remembers which keys were read so leftovers can be rejected."""
+
+    def __init__(self, source: str, name: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        self.source, self.name, self.table, self.seen = source, name, table, set()
+
+    def fail(self, key: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.source}: [{self.name}] {key}: {what}")
+
+    def get(self, key: str, kind: type, default: Any = _REQUIRED,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            if default is _REQUIRED:
+                raise self.fail(key, "missing")
+            return default
+        value = self.table[key]
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.fail(key, f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.fail(key, problem)
+        return value
+
+    def sub(self, key: str) -> _Section:
+        self.seen.add(key)
+        return _Section(self.source, f"{self.name}.{key}", self.table.get(key, {}))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (a typo?)")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a table", list: "a list"}.get(kind, kind.__name__)
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
+
+
+def _hex_len(n: int) -> Callable[[Any], str | None]:
+    return lambda v: None if len(v) == n and _HEX.match(v) else f"must be {n} hex digits"
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    """Identity and money rules of this terminal."""
+
+    terminal_id: str
+    merchant_id: str
+    currency: Currency
+    min_amount: int
+    max_amount: int
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class MerchantConfig:
+    """What the receipt header says about the shop."""
+
+    name: str
+    address: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each waiting state waits."""
+
+    amount: float = 60.0
+    card: float = 60.0
+    pin: float = 30.0
+    host: float = 30.0
+    result: float = 15.0
+
+
+@dataclass(frozen=True)
+class InputDeviceConfig:
+    """How to find an evdev input device: by path, by USB vendor:product, or by name."""
+
+    path: str = ""
+    usb: str = ""
+    name: str = ""
+    keys: dict[str, str] = field(default_factory=dict)   # logical key -> evdev key name (keypad only)
+
+    def describe(self) -> str:
+        return self.path or (f"usb {self.usb}" if self.usb else f"name {self.name!r}")
+
+
+@dataclass(frozen=True)
+class PrinterConfig:
+    """Which python-escpos backend, where, and how the printer handles text."""
+
+    backend: str = "none"
+    usb: str = ""
+    devfile: str = ""
+    baudrate: int = 9600
+    host: str = ""
+    port: int = 9100
+    profile: str = "default"
+    width: int = 32                 # characters per line in the normal font
+    chinese: bool = False           # printer takes GB18030 in Chinese mode (FS &)
+    language: str = "en"            # receipt labels: "en" or "zh" (bilingual)
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    """The customer/cashier display."""
+
+    kind: str = "console"
+    tty: str = "-"                  # "-" is standard output
+    width: int = 20
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """The acquirer's ISO 8583 endpoint."""
+
+    host: str
+    port: int
+    tls: bool = False
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class PinConfig:
+    """DUKPT key material injected in this PIN pad (never the BDK) and PIN length rules."""
+
+    ipek: bytes = field(repr=False)
+    ksn: bytes
+    min_length: int = 4
+    max_length: int = 12
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole terminal configuration."""
+
+    source: str
+    terminal: TerminalConfig
+    merchant: MerchantConfig
+    timeouts: Timeouts
+    keypad: InputDeviceConfig
+    magstripe: InputDeviceConfig
+    printer: PrinterConfig
+    display: DisplayConfig
+    host: HostConfig
+    pin: PinConfig
+
+
+def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
+    path = sec.get("path", str, "")
+    usb = sec.get("usb", str, "", lambda v: None if _USB_ID.match(v) else "must be VVVV:PPPP in hex")
+    name = sec.get("name", str, "")
+    if not (path or usb or name):
+        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
+    keys: dict[str, str] = {}
+    if with_keys:
+        ksec = sec.sub("keys")
+        for k in LOGICAL_KEYS:
+            keys[k] = ksec.get(k, str, "", lambda v: None if v.startswith("KEY_") else "must be an evdev name like KEY_ENTER")
+        ksec.done()
+        keys = {k: v for k, v in keys.items() if v}
+        for k in ("ENTER", "CANCEL", "CLEAR"):
+            if k not in keys:
+                raise ksec.fail(k, "missing: the keypad needs ENTER, CANCEL and CLEAR")
+    sec.done()
+    return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
+
+
+def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
+    """Validate a parsed TOML document; relative paths resolve against `base`."""
+    top = _Section(source, "", doc)
+    top.name = "top level"
+
+    t = top.sub("terminal")
+    tid = t.get("terminal_id", str, check=lambda v: None if len(v) == 8 and v.isalnum() else "must be 8 letters or digits")
+    mid = t.get("merchant_id", str, check=lambda v: None if 1 <= len(v) <= 15 and v.isalnum() else "must be 1 to 15 letters or digits")
+    cur_code = t.get("currency", str)
+    try:
+        currency = Currency.of(cur_code)
+    except ConfigError as exc:
+        raise t.fail("currency", str(exc)) from None
+    lo = t.get("min_amount", int, 1, _between(1, 10**12 - 1))
+    hi = t.get("max_amount", int, 99_999_999, _between(1, 10**12 - 1))
+    if hi < lo:
+        raise t.fail("max_amount", f"must not be below min_amount ({lo})")
+    data_dir = Path(t.get("data_dir", str, "data"))
+    t.done()
+    terminal = TerminalConfig(tid, mid, currency, lo, hi, data_dir if data_dir.is_absolute() else base / data_dir)
+
+    m = top.sub("merchant")
+    merchant = MerchantConfig(m.get("name", str, check=lambda v: None if v.strip() else "must not be empty"),
+                              m.get("address", str, ""), m.get("phone", str, ""))
+    m.done()
+
+    s = top.sub("timeouts")
+    timeouts = Timeouts(**{k: s.get(k, float, getattr(Timeouts, k), _between(1, 600))
+                           for k in ("amount", "card", "pin", "host", "result")})
+    s.done()
+
+    keypad = _input_device(top.sub("keypad"), with_keys=True)
+    magstripe = _input_device(top.sub("magstripe"), with_keys=False)
+
+    p = top.sub("printer")
+    backend = p.get("backend", str, "none", lambda v: None if v in PRINTER_BACKENDS else f"must be one of {', '.join(PRINTER_BACKENDS)}")
+    printer = PrinterConfig(
+        backend=backend,
+        usb=p.get("usb", str, "", lambda v: None if _USB_ID.match(v) else "must be VVVV:PPPP in hex"),
+        devfile=p.get("devfile", str, ""),
+        baudrate=p.get("baudrate", int, 9600, _between(1200, 921600)),
+        host=p.get("host", str, ""),
+        port=p.get("port", int, 9100, _between(1, 65535)),
+        profile=p.get("profile", str, "default"),
+        width=p.get("width", int, 32, _between(24, 64)),
+        chinese=p.get("chinese", bool, False),
+        language=p.get("language", str, "en", lambda v: None if v in ("en", "zh") else 'must be "en" or "zh"'),
+    )
+    needs = {"usb": "usb", "serial": "devfile", "network": "host", "file": "devfile"}.get(backend)
+    if needs and not getattr(printer, needs):
+        raise p.fail(needs, f"missing: the {backend} backend needs it")
+    p.done()
+
+    d = top.sub("display")
+    display = DisplayConfig(d.get("kind", str, "console", lambda v: None if v == "console" else 'must be "console"'),
+                            d.get("tty", str, "-"), d.get("width", int, 20, _between(16, 80)))
+    d.done()
+
+    h = top.sub("host")
+    host = HostConfig(h.get("host", str, check=lambda v: None if v.strip() else "must not be empty"),
+                      h.get("port", int, check=_between(1, 65535)),
+                      h.get("tls", bool, False), h.get("ca_file", str, ""))
+    h.done()
+
+    k = top.sub("pin")
+    pin = PinConfig(
+        ipek=bytes.fromhex(k.get("ipek", str, check=_hex_len(32))),
+        ksn=bytes.fromhex(k.get("ksn", str, check=_hex_len(20))),
+        min_length=k.get("min_length", int, 4, _between(4, 12)),
+        max_length=k.get("max_length", int, 12, _between(4, 12)),
+    )
+    if pin.max_length < pin.min_length:
+        raise k.fail("max_length", "must not be below min_length")
+    k.done()
+    top.done()
+    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file. Relative data paths resolve against the current directory."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(doc, str(path), Path.cwd())

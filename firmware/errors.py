@@ -1,0 +1,58 @@
+"""The one exception hierarchy of the terminal: every error the firmware raises is a TerminalError."""
+
+
+class TerminalError(Exception):
+    """Base of all terminal errors; `screen` is a short text fit for the display."""
+
+    screen = "ERROR"
+
+    def __init__(self, message: str, screen: str | None = None) -> None:
+        super().__init__(message)
+        if screen is not None:
+            self.screen = screen
+
+
+class ConfigError(TerminalError):
+    """A configuration file is missing, malformed or holds an invalid value."""
+
+    screen = "CONFIG ERROR"
+
+
+class CardReadError(TerminalError):
+    """A card read failed: bad swipe, garbled track, failed check digit."""
+
+    screen = "READ ERROR, SWIPE AGAIN"
+
+
+class CodecError(TerminalError):
+    """A host message could not be encoded or decoded."""
+
+    screen = "HOST ERROR"
+
+
+class HostError(TerminalError):
+    """The acquirer host link failed; `sent` says whether the request may have reached the host."""
+
+    screen = "HOST NOT AVAILABLE"
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class DeviceError(TerminalError):
+    """A device could not be found, opened, or written."""
+
+    screen = "DEVICE ERROR"
+
+
+class JournalError(TerminalError):
+    """The transaction journal refused an operation (integrity, schema)."""
+
+    screen = "JOURNAL ERROR"
+
+
+class KeyMaterialError(TerminalError):
+    """Key material is missing or exhausted (DUKPT counter overflow)."""
+
+    screen = "KEY ERROR"

@@ -1,0 +1,359 @@
+"""The sale flow as a pure state machine: step(state, event, cfg) -> (state, effects). No I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Union
+
+from .messages import AuthResponse
+from .money import Currency, format_minor
+from .pin import EncryptedPin
+from .track import MagCard
+
+AMOUNT_DIGITS = 10          # at most 10 digits of minor units can be keyed
+
+# --- events (inputs) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """A logical keypad key: '0'..'9', ENTER, CANCEL, CLEAR, F1..F4, MENU."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Swiped:
+    """A good magstripe read."""
+
+    card: MagCard
+
+
+@dataclass(frozen=True)
+class BadRead:
+    """A card read that failed; `reason` is for the log, never shown with card data."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PinProgress:
+    """The PIN pad holds `digits` digits now (for the stars on screen)."""
+
+    digits: int
+
+
+@dataclass(frozen=True)
+class PinEntered:
+    """The customer confirmed the PIN; only the encrypted block arrives here."""
+
+    pin: EncryptedPin
+
+
+@dataclass(frozen=True)
+class HostAnswered:
+    """The acquirer answered (already journaled by the shell)."""
+
+    response: AuthResponse
+    stan: int
+
+
+@dataclass(frozen=True)
+class HostFailed:
+    """No usable answer. `sent` tells whether the request may have reached the host."""
+
+    reason: str
+    sent: bool
+    stan: int | None = None
+
+
+@dataclass(frozen=True)
+class TimerExpired:
+    """The one flow timer ran out."""
+
+
+Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, HostAnswered, HostFailed, TimerExpired]
+
+# --- effects (outputs) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Show:
+    """Put these lines on the display."""
+
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """(Re)start the flow timer; any earlier one is forgotten."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StopTimer:
+    """Stop the flow timer."""
+
+
+@dataclass(frozen=True)
+class CollectPin:
+    """Route digit/CLEAR/ENTER keys to the PIN pad; the PIN block will be bound to this PAN."""
+
+    pan: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EndPin:
+    """Stop PIN collection and wipe what was typed."""
+
+
+@dataclass(frozen=True)
+class Authorize:
+    """Journal, then send a sale to the acquirer; the shell answers with HostAnswered/HostFailed."""
+
+    amount: int
+    card: MagCard
+    pin: EncryptedPin
+
+
+@dataclass(frozen=True)
+class AbortAuthorization:
+    """The cashier cancelled while the host was asked; the shell answers with one final host event."""
+
+
+@dataclass(frozen=True)
+class PrintReceipts:
+    """Print merchant and customer copies of a finished sale."""
+
+    amount: int
+    masked_pan: str
+    entry_mode: str
+    response: AuthResponse
+    stan: int
+
+
+Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, Authorize, AbortAuthorization, PrintReceipts]
+
+# --- configuration and states ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """What the flow needs to know: currency, limits, timeouts (seconds), PIN tries."""
+
+    currency: Currency
+    min_amount: int = 1
+    max_amount: int = 99_999_999
+    amount_timeout: float = 60.0
+    card_timeout: float = 60.0
+    pin_timeout: float = 30.0
+    result_timeout: float = 15.0
+    pin_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Amount:
+    """Keying an amount (0 is the idle screen)."""
+
+    value: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class AwaitCard:
+    """Amount confirmed; waiting for a swipe."""
+
+    amount: int
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class AwaitPin:
+    """Card read; the customer types the PIN."""
+
+    amount: int
+    card: MagCard
+    attempt: int = 1
+    digits: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class Authorizing:
+    """Request with the host; `cancelling` once the cashier pressed CANCEL."""
+
+    amount: int
+    card: MagCard
+    attempt: int
+    cancelling: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome on screen until a key or the timer."""
+
+    lines: tuple[str, ...] = field(default=())
+
+
+State = Union[Amount, AwaitCard, AwaitPin, Authorizing, Result]
+
+IDLE = Amount()
+
+# Response code -> second screen line for declines.
+DECLINE_TEXT = {
+    "05": "DO NOT HONOR",
+    "14": "INVALID CARD NUMBER",
+    "41": "LOST CARD",
+    "43": "STOLEN CARD",
+    "51": "INSUFFICIENT FUNDS",
+    "54": "EXPIRED CARD",
+    "55": "WRONG PIN",
+    "57": "NOT PERMITTED",
+    "61": "OVER LIMIT",
+    "75": "PIN TRIES EXCEEDED",
+    "91": "ISSUER UNAVAILABLE",
+    "96": "SYSTEM ERROR",
+}
+
+
+def money(amount: int, cfg: FlowConfig) -> str:
+    """'CNY 12.50' for the screen."""
+    return f"{cfg.currency.alpha} {format_minor(amount, cfg.currency)}"
+
+
+def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
+    """The screen for a state."""
+    if isinstance(state, Amount):
+        lines = ("ENTER AMOUNT", money(state.value, cfg))
+    elif isinstance(state, AwaitCard):
+        lines = (money(state.amount, cfg), "PLEASE SWIPE CARD")
+    elif isinstance(state, AwaitPin):
+        lines = (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
+    elif isinstance(state, Authorizing):
+        lines = (money(state.amount, cfg), "CANCELLING..." if state.cancelling else "PROCESSING...")
+    else:
+        lines = state.lines
+    notice = getattr(state, "notice", "")
+    return (notice, *lines) if notice else lines
+
+
+def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
+    """Move to `state`: its screen, its timer, plus `extra` effects first."""
+    effects: list[Effect] = list(extra)
+    effects.append(Show(render(state, cfg)))
+    if isinstance(state, Amount):
+        effects.append(StartTimer(cfg.amount_timeout) if state.value else StopTimer())
+    elif isinstance(state, AwaitCard):
+        effects.append(StartTimer(cfg.card_timeout))
+    elif isinstance(state, AwaitPin):
+        effects.append(StartTimer(cfg.pin_timeout))
+    elif isinstance(state, Authorizing):
+        effects.append(StopTimer())        # the host link owns the host timeout
+    else:
+        effects.append(StartTimer(cfg.result_timeout))
+    return state, effects
+
+
+def _result(lines: tuple[str, ...], cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
+    return enter(Result(lines), cfg, *extra)
+
+
+def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    """Advance the flow by one event. Events that mean nothing in a state are ignored (no effects)."""
+    if isinstance(state, Amount):
+        return _amount(state, event, cfg)
+    if isinstance(state, AwaitCard):
+        return _await_card(state, event, cfg)
+    if isinstance(state, AwaitPin):
+        return _await_pin(state, event, cfg)
+    if isinstance(state, Authorizing):
+        return _authorizing(state, event, cfg)
+    return _shown_result(state, event, cfg)
+
+
+def _amount(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, Key):
+        k = event.name
+        if k.isdigit() and len(k) == 1:
+            if len(str(state.value)) >= AMOUNT_DIGITS:
+                return enter(replace(state, notice="MAX DIGITS"), cfg)
+            return enter(Amount(state.value * 10 + int(k)), cfg)
+        if k == "CLEAR":
+            return enter(Amount(state.value // 10), cfg)
+        if k == "CANCEL":
+            return enter(IDLE, cfg)
+        if k == "ENTER" and state.value:
+            if state.value < cfg.min_amount:
+                return enter(Amount(state.value, "AMOUNT TOO LOW"), cfg)
+            if state.value > cfg.max_amount:
+                return enter(Amount(state.value, "AMOUNT TOO HIGH"), cfg)
+            return enter(AwaitCard(state.value), cfg)
+    elif isinstance(event, TimerExpired) and state.value:
+        return enter(IDLE, cfg)
+    elif isinstance(event, (Swiped, BadRead)):
+        return enter(replace(state, notice="ENTER AMOUNT FIRST"), cfg)
+    return state, []
+
+
+def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, Swiped):
+        return enter(AwaitPin(state.amount, event.card), cfg, CollectPin(event.card.pan))
+    if isinstance(event, BadRead):
+        return enter(replace(state, notice="READ ERROR, SWIPE AGAIN"), cfg)
+    if isinstance(event, Key):
+        if event.name == "CANCEL":
+            return _result(("CANCELLED",), cfg)
+        if event.name == "CLEAR":
+            return enter(Amount(state.amount), cfg)
+    elif isinstance(event, TimerExpired):
+        return _result(("TIMEOUT", "NO CARD PRESENTED"), cfg)
+    return state, []
+
+
+def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, PinProgress):
+        return enter(replace(state, digits=event.digits, notice=""), cfg)
+    if isinstance(event, PinEntered):
+        nxt = Authorizing(state.amount, state.card, state.attempt)
+        return enter(nxt, cfg, EndPin(), Authorize(state.amount, state.card, event.pin))
+    if isinstance(event, Key) and event.name == "CANCEL":
+        return _result(("CANCELLED",), cfg, EndPin())
+    if isinstance(event, TimerExpired):
+        return _result(("TIMEOUT", "NO PIN ENTERED"), cfg, EndPin())
+    return state, []
+
+
+def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, HostAnswered):
+        resp = event.response
+        receipt = PrintReceipts(state.amount, state.card.masked_pan, "SWIPE", resp, event.stan)
+        if resp.approved:
+            return _result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}"), cfg, receipt)
+        if resp.response_code == "55" and state.attempt < cfg.pin_attempts and not state.cancelling:
+            retry = AwaitPin(state.amount, state.card, state.attempt + 1, notice="WRONG PIN, TRY AGAIN")
+            return enter(retry, cfg, CollectPin(state.card.pan))
+        reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
+        return _result(("DECLINED", reason), cfg, receipt)
+    if isinstance(event, HostFailed):
+        if state.cancelling:
+            lines = ("CANCELLED", "CHECK WITH HOST" if event.sent else "NOT CHARGED")
+        elif event.sent:
+            lines = ("NO HOST ANSWER", "NOT APPROVED")
+        else:
+            lines = ("HOST NOT AVAILABLE", "NOT CHARGED")
+        return _result(lines, cfg)
+    if isinstance(event, Key) and event.name == "CANCEL" and not state.cancelling:
+        return enter(replace(state, cancelling=True), cfg, AbortAuthorization())
+    return state, []
+
+
+def _shown_result(state: Result, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, TimerExpired):
+        return enter(IDLE, cfg)
+    if isinstance(event, Key):
+        if event.name.isdigit() and len(event.name) == 1:
+            return _amount(IDLE, event, cfg)
+        if event.name in ("ENTER", "CANCEL", "CLEAR"):
+            return enter(IDLE, cfg)
+    return state, []

@@ -1,0 +1,89 @@
+"""Mapping between typed authorization requests/responses and ISO 8583 message dicts (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .errors import CodecError
+
+POS_ENTRY_MAGSTRIPE_PIN = "021"     # 02 = magnetic stripe read, 1 = terminal can accept PINs
+
+
+@dataclass(frozen=True)
+class SaleRequest:
+    """What the terminal asks the acquirer: one 0200 financial request."""
+
+    stan: int
+    amount: int                      # minor units
+    currency_numeric: str            # ISO 4217 numeric, e.g. "156"
+    track2: str = field(repr=False)
+    pin_block: str = field(repr=False)
+    ksn: str
+    terminal_id: str
+    merchant_id: str
+    local_time: datetime             # terminal's wall clock, for fields 12/13
+    utc_time: datetime               # for field 7
+    entry_mode: str = POS_ENTRY_MAGSTRIPE_PIN
+    processing_code: str = "000000"
+
+
+@dataclass(frozen=True)
+class AuthResponse:
+    """The acquirer's answer: response code, and on approval an auth code; RRN always when given."""
+
+    stan: int
+    response_code: str
+    auth_code: str
+    rrn: str
+    terminal_id: str
+
+    @property
+    def approved(self) -> bool:
+        """Response code 00."""
+        return self.response_code == "00"
+
+
+def sale_to_iso(req: SaleRequest) -> dict[str, str]:
+    """The 0200 message dict for a sale request."""
+    if not 0 < req.amount < 10**12:
+        raise CodecError(f"amount {req.amount} does not fit field 4")
+    return {
+        "t": "0200",
+        "3": req.processing_code,
+        "4": f"{req.amount:012d}",
+        "7": req.utc_time.strftime("%m%d%H%M%S"),
+        "11": f"{req.stan:06d}",
+        "12": req.local_time.strftime("%H%M%S"),
+        "13": req.local_time.strftime("%m%d"),
+        "22": req.entry_mode,
+        "35": req.track2,
+        "41": req.terminal_id.ljust(8)[:8],
+        "42": req.merchant_id.ljust(15)[:15],
+        "49": req.currency_numeric,
+        "52": req.pin_block,
+        "53": req.ksn,
+    }
+
+
+def iso_to_response(doc: dict[str, str]) -> AuthResponse:
+    """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
+    if doc.get("t") != "0210":
+        raise CodecError(f"expected a 0210 response, got MTI {doc.get('t')!r}")
+    for f in ("11", "39"):
+        if f not in doc:
+            raise CodecError(f"response lacks field {f}")
+    rc = doc["39"]
+    if len(rc) != 2 or not rc.isalnum():
+        raise CodecError(f"response code {rc!r} is not two alphanumerics")
+    if not doc["11"].isdigit():
+        raise CodecError("response field 11 is not numeric")
+    if rc == "00" and not doc.get("38", "").strip():
+        raise CodecError("approval without an authorization code (field 38)")
+    return AuthResponse(
+        stan=int(doc["11"]),
+        response_code=rc,
+        auth_code=doc.get("38", "").strip(),
+        rrn=doc.get("37", "").strip(),
+        terminal_id=doc.get("41", "").strip(),
+    )

@@ -1,0 +1,103 @@
+"""Receipt layout (pure): a finished sale, the shop and the time in; styled lines for the printer out."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from .flow import DECLINE_TEXT, PrintReceipts
+from .money import Currency, format_minor
+
+
+@dataclass(frozen=True)
+class Line:
+    """One printed line: text plus alignment and emphasis."""
+
+    text: str
+    align: str = "left"          # left | center | right
+    bold: bool = False
+    big: bool = False            # double height and width
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The lines of one ticket, cut after the last one."""
+
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True)
+class Header:
+    """What every receipt of this terminal states about the shop and the terminal."""
+
+    merchant_name: str
+    merchant_address: str
+    terminal_id: str
+    merchant_id: str
+    currency: Currency
+    language: str = "en"           # "en" or "zh" (Chinese with English)
+    width: int = 32
+
+
+# label -> Chinese label, used when language is "zh"
+_ZH = {
+    "MERCHANT COPY": "商户存根", "CUSTOMER COPY": "持卡人存根", "SALE": "消费",
+    "MERCHANT ID": "商户号", "TERMINAL ID": "终端号", "CARD": "卡号", "ENTRY": "输入方式",
+    "SWIPE": "刷卡", "DATE/TIME": "日期时间", "TRACE": "流水号", "RRN": "参考号",
+    "AUTH CODE": "授权码", "AMOUNT": "金额", "APPROVED": "交易成功", "DECLINED": "交易失败",
+    "PIN VERIFIED": "密码已验证", "NO SIGNATURE REQUIRED": "免签名", "THANK YOU": "谢谢惠顾",
+    "RESPONSE": "应答码",
+}
+
+
+def text_width(text: str) -> int:
+    """Printed width in columns: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _label(key: str, language: str) -> str:
+    return f"{_ZH[key]} {key}" if language == "zh" and key in _ZH else key
+
+
+def _pair(label: str, value: str, width: int) -> list[Line]:
+    """'LABEL      value' on one line, or two lines when it does not fit."""
+    gap = width - text_width(label) - text_width(value)
+    if gap >= 1:
+        return [Line(label + " " * gap + value)]
+    return [Line(label), Line(value, align="right")]
+
+
+def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime) -> Receipt:
+    """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale."""
+    lang, w = header.language, header.width
+    resp = sale.response
+    lines = [Line(header.merchant_name, align="center", bold=True)]
+    if header.merchant_address:
+        lines.append(Line(header.merchant_address, align="center"))
+    lines.append(Line(_label(copy, lang), align="center"))
+    lines.append(Line("-" * w))
+    lines += _pair(_label("MERCHANT ID", lang), header.merchant_id, w)
+    lines += _pair(_label("TERMINAL ID", lang), header.terminal_id, w)
+    lines += _pair(_label("CARD", lang), sale.masked_pan, w)
+    lines += _pair(_label("ENTRY", lang), _label(sale.entry_mode, lang), w)
+    lines += _pair(_label("DATE/TIME", lang), printed_at.strftime("%Y-%m-%d %H:%M:%S"), w)
+    lines += _pair(_label("TRACE", lang), f"{sale.stan:06d}", w)
+    lines += _pair(_label("RRN", lang), resp.rrn or "-", w)
+    if resp.approved:
+        lines += _pair(_label("AUTH CODE", lang), resp.auth_code, w)
+    lines.append(Line("-" * w))
+    lines.append(Line(_label("SALE", lang), bold=True))
+    amount = f"{header.currency.alpha} {format_minor(sale.amount, header.currency)}"
+    lines += _pair(_label("AMOUNT", lang), amount, w)
+    lines.append(Line("-" * w))
+    if resp.approved:
+        lines.append(Line(_label("APPROVED", lang), align="center", bold=True, big=True))
+        lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
+        lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+    else:
+        lines.append(Line(_label("DECLINED", lang), align="center", bold=True, big=True))
+        reason = DECLINE_TEXT.get(resp.response_code, "")
+        lines += _pair(_label("RESPONSE", lang), f"{resp.response_code} {reason}".strip(), w)
+    lines.append(Line(_label("THANK YOU", lang), align="center"))
+    return Receipt(tuple(lines))

@@ -1,0 +1,306 @@
+"""The imperative shell: one asyncio loop that feeds device and host events to the pure flow and performs its effects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from drivers.display import Display
+from drivers.hid import InputDevice, read_keypad, read_magstripe
+from drivers.printer import ReceiptPrinter
+
+from . import dialect, flow
+from .config import Config
+from .dukpt import DukptKey, ksn_counter, next_counter
+from .errors import CodecError, DeviceError, HostError, TerminalError
+from .hostlink import HostLink
+from .journal import Journal, NewSale
+from .messages import SaleRequest, iso_to_response, sale_to_iso
+from .pin import PinEntry
+from .receipt import Header, sale_receipt
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY = 2.0
+
+
+@dataclass
+class Devices:
+    """What the shell drives: openers for the input devices (so it can reopen them), printer, display."""
+
+    open_keypad: Callable[[], InputDevice]
+    open_magstripe: Callable[[], InputDevice]
+    printer: ReceiptPrinter
+    display: Display
+
+
+@dataclass(frozen=True)
+class _TimerFired:
+    generation: int
+
+
+def local_now() -> datetime:
+    """Wall-clock time in the local zone, for journal stamps and receipts."""
+    return datetime.now().astimezone()
+
+
+class Terminal:
+    """Boots (journal recovery), runs the event loop until stop(), and performs the flow's effects."""
+
+    def __init__(self, config: Config, devices: Devices, clock: Callable[[], datetime] = local_now) -> None:
+        self.config = config
+        self.devices = devices
+        self._clock = clock
+        t = config.terminal
+        self.flow_cfg = flow.FlowConfig(
+            currency=t.currency, min_amount=t.min_amount, max_amount=t.max_amount,
+            amount_timeout=config.timeouts.amount, card_timeout=config.timeouts.card,
+            pin_timeout=config.timeouts.pin, result_timeout=config.timeouts.result)
+        self.header = Header(config.merchant.name, config.merchant.address, t.terminal_id, t.merchant_id,
+                             t.currency, config.printer.language, config.printer.width)
+        self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
+        self._host = HostLink(config.host)
+        self.journal: Journal | None = None
+        self.state: flow.State = flow.IDLE
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_gen = 0
+        self._pin: PinEntry | None = None
+        self._pin_pan = ""
+        self._auth_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Event | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Boot, then process events until stop() is called."""
+        self._stopping = asyncio.Event()
+        self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
+        self.journal.recover(self._clock())
+        self._spawn(self._input_loop("keypad", self.devices.open_keypad,
+                                     lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
+        self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
+                                     lambda dev: read_magstripe(dev, self.post)))
+        self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
+        self._perform(effects)
+        log.info("terminal %s ready", self.config.terminal.terminal_id)
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper.done():
+                    break
+                try:
+                    self._dispatch(getter.result())
+                finally:
+                    self._queue.task_done()
+                getter = asyncio.ensure_future(self._queue.get())
+        finally:
+            getter.cancel()
+            stopper.cancel()
+            await self._shutdown()
+
+    async def settle(self) -> None:
+        """Wait until every event handed in so far, and those its callbacks hand in, has been handled."""
+        for _ in range(3):
+            for _ in range(5):
+                await asyncio.sleep(0)      # let device reader callbacks deliver what they already read
+            await self._queue.join()
+
+    def stop(self) -> None:
+        """Ask run() to finish (clean shutdown)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pin is not None:
+            self._pin.wipe()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.devices.printer.close)
+        if self.journal is not None:
+            self.journal.close()
+        log.info("terminal stopped")
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("terminal: background task failed", exc_info=task.exception())
+
+    async def _input_loop(self, what: str, opener: Callable[[], InputDevice],
+                          reader: Callable[[InputDevice], Any]) -> None:
+        """Open an input device and read it; when it fails or goes away, retry until it is back."""
+        reported = False
+        while True:
+            device = None
+            try:
+                device = opener()
+                if reported:
+                    log.info("%s: device is back", what)
+                reported = False
+                await reader(device)
+                return
+            except (OSError, TerminalError) as exc:
+                if not reported:
+                    log.error("%s: %s; retrying every %g s", what, exc, RECONNECT_DELAY)
+                    reported = True
+            finally:
+                if device is not None:
+                    try:
+                        device.close()
+                    except OSError:
+                        pass
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def post(self, event: Any) -> None:
+        """Hand an event to the loop (call from the loop's thread)."""
+        self._queue.put_nowait(event)
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, _TimerFired):
+            if event.generation != self._timer_gen:
+                return
+            event = flow.TimerExpired()
+        elif isinstance(event, flow.Key) and self._pin is not None and event.name not in ("CANCEL",):
+            event = self._pin_key(event.name)
+            if event is None:
+                return
+        started = time.monotonic()
+        before = type(self.state).__name__
+        try:
+            self.state, effects = flow.step(self.state, event, self.flow_cfg)
+        except Exception:
+            log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
+            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, flow.EndPin())
+        self._perform(effects)
+        log.debug("flow: %s + %s -> %s [%s] %.1f ms", before, type(event).__name__, type(self.state).__name__,
+                  ", ".join(type(e).__name__ for e in effects), (time.monotonic() - started) * 1000)
+
+    def _pin_key(self, name: str) -> Any:
+        """Keys while the PIN pad is armed: digits and CLEAR stay here; ENTER encrypts."""
+        assert self._pin is not None
+        if name == "ENTER":
+            if not self._pin.complete:
+                return flow.PinProgress(self._pin.count)
+            assert self.journal is not None
+            ksn = self.config.pin.ksn
+            counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
+            try:
+                encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
+            except TerminalError as exc:
+                log.error("pin: %s", exc)
+                return flow.Key("CANCEL")
+            return flow.PinEntered(encrypted)
+        self._pin.press(name)
+        return flow.PinProgress(self._pin.count)
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _perform(self, effects: list[Any]) -> None:
+        for eff in effects:
+            try:
+                self._perform_one(eff)
+            except Exception:
+                log.exception("terminal: effect %s failed", type(eff).__name__)
+
+    def _perform_one(self, eff: Any) -> None:
+        if isinstance(eff, flow.Show):
+            self.devices.display.show(eff.lines)
+        elif isinstance(eff, flow.StartTimer):
+            self._set_timer(eff.seconds)
+        elif isinstance(eff, flow.StopTimer):
+            self._set_timer(None)
+        elif isinstance(eff, flow.CollectPin):
+            self._end_pin()
+            self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
+            self._pin_pan = eff.pan
+        elif isinstance(eff, flow.EndPin):
+            self._end_pin()
+        elif isinstance(eff, flow.Authorize):
+            self._auth_task = self._spawn(self._authorize(eff))
+        elif isinstance(eff, flow.AbortAuthorization):
+            if self._auth_task is not None and not self._auth_task.done():
+                self._auth_task.cancel()
+        elif isinstance(eff, flow.PrintReceipts):
+            self._spawn(self._print(eff))
+        else:
+            raise TypeError(f"unknown effect {eff!r}")
+
+    def _end_pin(self) -> None:
+        if self._pin is not None:
+            self._pin.wipe()
+        self._pin, self._pin_pan = None, ""
+
+    def _set_timer(self, seconds: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_gen += 1
+        if seconds is not None:
+            gen = self._timer_gen
+            self._timer = asyncio.get_running_loop().call_later(seconds, self.post, _TimerFired(gen))
+
+    async def _authorize(self, eff: flow.Authorize) -> None:
+        """Journal the sale as pending, exchange it with the host, journal the outcome, then tell the flow."""
+        assert self.journal is not None
+        t = self.config.terminal
+        now = self._clock()
+        row, stan = self.journal.begin_sale(NewSale(
+            method="card", entry_mode="swipe", amount=eff.amount, currency=t.currency.alpha,
+            masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id, merchant_id=t.merchant_id), now)
+        sent = False
+        try:
+            message = dialect.encode(sale_to_iso(SaleRequest(
+                stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
+                pin_block=eff.pin.block, ksn=eff.pin.ksn, terminal_id=t.terminal_id, merchant_id=t.merchant_id,
+                local_time=now, utc_time=now.astimezone(timezone.utc))))
+            sent = True
+            answer = await self._host.exchange(message, self.config.timeouts.host)
+            response = iso_to_response(dialect.decode(answer))
+            if response.stan != stan or response.terminal_id != t.terminal_id:
+                raise CodecError(f"answer for stan {response.stan:06d}/{response.terminal_id!r}, expected {stan:06d}")
+        except asyncio.CancelledError:
+            status = "unknown" if sent else "failed"
+            self.journal.finish(row, status, self._clock(), note="cancelled while the host was asked")
+            self.post(flow.HostFailed("cancelled", sent=sent, stan=stan))
+            return
+        except HostError as exc:
+            log.warning("sale stan %06d: %s", stan, exc)
+            self.journal.finish(row, "unknown" if exc.sent else "failed", self._clock(), note=str(exc)[:200])
+            self.post(flow.HostFailed(str(exc), sent=exc.sent, stan=stan))
+            return
+        except CodecError as exc:
+            log.warning("sale stan %06d: %s", stan, exc)
+            self.journal.finish(row, "unknown" if sent else "failed", self._clock(), note=str(exc)[:200])
+            self.post(flow.HostFailed(str(exc), sent=sent, stan=stan))
+            return
+        self.journal.finish(row, "approved" if response.approved else "declined", self._clock(),
+                            response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
+        log.info("sale stan %06d: response %s", stan, response.response_code)
+        self.post(flow.HostAnswered(response, stan))
+
+    async def _print(self, eff: flow.PrintReceipts) -> None:
+        now = self._clock()
+        receipts = [sale_receipt(eff, self.header, copy, now) for copy in ("MERCHANT COPY", "CUSTOMER COPY")]
+        try:
+            await asyncio.to_thread(self.devices.printer.print_receipts, receipts)
+        except DeviceError as exc:
+            log.error("%s", exc)
+            self.devices.display.show(self.devices.display.lines + (exc.screen,))

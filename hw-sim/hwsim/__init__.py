@@ -1,0 +1,6 @@
+"""Countertop hardware simulator: simulated devices, test cards and acquirer, and the Simulator harness."""
+
+from .cards import CATALOG, TestCard
+from .simulator import Simulator
+
+__all__ = ["CATALOG", "Simulator", "TestCard"]

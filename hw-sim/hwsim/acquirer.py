@@ -1,0 +1,210 @@
+"""The simulated acquirer: a real TCP server on loopback speaking ISO 8583 with an issuer behind it.
+
+The issuer holds the test accounts (balance, PIN, status), derives each DUKPT key from the BDK to
+decrypt PIN blocks, and answers 00/05/14/43/51/54/55/75/91. Faults make the next request misbehave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import logging
+import secrets
+import struct
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import iso8583
+import iso8583.specs
+import psec.pinblock
+
+from firmware import dukpt
+
+from .cards import CATALOG, TestCard
+
+log = logging.getLogger(__name__)
+
+FAULTS = ("timeout", "late", "drop", "twice", "garble")
+PIN_TRIES = 3
+
+# The acquirer's own copy of the dialect contract: default_ascii, field 53 carries the 20-digit KSN.
+SPEC = copy.deepcopy(iso8583.specs.default_ascii)
+SPEC["53"]["max_len"] = 20
+
+
+@dataclass
+class Account:
+    """The issuer's record of one card."""
+
+    pan: str
+    pin: str
+    balance: int
+    status: str = "active"
+    pin_failures: int = 0
+
+
+class Issuer:
+    """Authorization decisions: pure apart from the account records it updates."""
+
+    def __init__(self, bdk: bytes, cards: list[TestCard]) -> None:
+        self._bdk = bdk
+        self.accounts = {c.pan: Account(c.pan, c.pin, c.balance, c.status)
+                         for c in cards if c.status != "unknown"}
+
+    def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str) -> bool:
+        try:
+            ksn = bytes.fromhex(ksn_hex)
+            key = dukpt.pin_key(dukpt.derive_ipek(self._bdk, ksn), ksn)
+            clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
+            pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
+        except (ValueError, dukpt.KeyMaterialError):   # a malformed block or KSN is a wrong PIN
+            return False
+        return secrets.compare_digest(pin, account.pin) and account.status != "pin_mismatch"
+
+    def authorize(self, doc: dict[str, str], today: datetime) -> str:
+        """Response code for a 0200; debits the account on approval."""
+        track2 = doc.get("35", "")
+        pan, _, rest = track2.partition("=")
+        if len(rest) < 7 or not rest[:4].isdigit():
+            return "30"                                   # format error
+        account = self.accounts.get(pan)
+        if account is None:
+            return "14"
+        if account.status == "issuer_down":
+            return "91"
+        if account.status == "stolen":
+            return "43"
+        if account.status == "do_not_honor":
+            return "05"
+        if rest[:4] < today.strftime("%y%m"):
+            return "54"
+        if account.pin_failures >= PIN_TRIES:
+            return "75"
+        if not self._pin_ok(account, doc.get("52", ""), doc.get("53", "")):
+            account.pin_failures += 1
+            return "75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch" else "55"
+        account.pin_failures = 0
+        amount = int(doc["4"])
+        if amount > account.balance:
+            return "51"
+        account.balance -= amount
+        return "00"
+
+
+class Acquirer:
+    """The acquirer host: TCP server in its own thread and event loop; `ledger` and `host_log` for tests."""
+
+    def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0) -> None:
+        self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards)
+        self.ledger: list[dict[str, Any]] = []
+        self.host_log: list[tuple[str, bytes]] = []
+        self.late_delay = late_delay
+        self.port = 0
+        self._fault: str | None = None
+        self._rrn = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="hwsim-acquirer", daemon=True)
+
+    # --- control ---------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Listen on 127.0.0.1 (a free port); returns the port."""
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop)
+        self._server = fut.result(5)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def stop(self) -> None:
+        """Close the server and its loop."""
+        async def _close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(_close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def fault(self, kind: str | None) -> None:
+        """Make the next request misbehave: timeout, late, drop, twice, garble; None clears."""
+        if kind is not None and kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULTS)}")
+        with self._lock:
+            self._fault = kind
+
+    def _take_fault(self) -> str | None:
+        with self._lock:
+            kind, self._fault = self._fault, None
+            return kind
+
+    def _log(self, direction: str, raw: bytes) -> None:
+        with self._lock:
+            self.host_log.append((direction, bytes(raw)))
+
+    # --- protocol ----------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(2)
+                raw = await reader.readexactly(struct.unpack(">H", header)[0])
+                self._log("request", raw)
+                fault = self._take_fault()
+                if fault == "drop":
+                    return
+                answer = self._answer(raw)
+                if answer is None:
+                    return
+                if fault == "timeout":
+                    await reader.read()          # never answer; wait for the terminal to hang up
+                    return
+                if fault == "late":
+                    await asyncio.sleep(self.late_delay)
+                if fault == "garble":
+                    answer = b"\x00\xffNOT ISO 8583" + secrets.token_bytes(8)
+                self._log("response", answer)
+                writer.write(struct.pack(">H", len(answer)) + answer)
+                if fault == "twice":
+                    writer.write(struct.pack(">H", len(answer)) + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, raw: bytes) -> bytes | None:
+        try:
+            doc, _ = iso8583.decode(raw, SPEC)
+        except iso8583.DecodeError as exc:
+            log.warning("acquirer: undecodable request: %s", exc)
+            return None
+        mti = doc["t"]
+        if mti == "0200":
+            return self._sale(doc)
+        log.warning("acquirer: unsupported MTI %s", mti)
+        return None
+
+    def _sale(self, doc: dict[str, str]) -> bytes:
+        required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
+        missing = [f for f in required if f not in doc]
+        rc = "30" if missing or not doc.get("4", "").isdigit() else self.issuer.authorize(doc, datetime.now())
+        rrn = f"{datetime.now():%y%j}{next(self._rrn):07d}"
+        auth = f"{secrets.randbelow(1_000_000):06d}" if rc == "00" else ""
+        with self._lock:
+            self.ledger.append({"stan": int(doc.get("11", "0") or 0), "amount": int(doc.get("4", "0") or 0),
+                                "rrn": rrn, "response_code": rc, "reversed": False,
+                                "terminal_id": doc.get("41", "").strip()})
+        out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
+        out.update({"t": "0210", "37": rrn, "39": rc})
+        if auth:
+            out["38"] = auth
+        raw, _ = iso8583.encode(out, SPEC)
+        return bytes(raw)

@@ -1,0 +1,108 @@
+"""Simulated HID input devices: real evdev InputEvents through a pipe, read by evdev's own EventIO code."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+
+from evdev import ecodes
+from evdev.eventio_async import EventIO
+
+_EVENT = struct.Struct("llHHi")   # struct input_event on 64-bit Linux: timeval, type, code, value
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Like evdev's DeviceInfo: bus, vendor, product, version."""
+
+    bustype: int
+    vendor: int
+    product: int
+    version: int
+
+
+class SimInputDevice(EventIO):
+    """An evdev device whose kernel side is a pipe: read_one/read_loop/async_read_loop run unchanged."""
+
+    def __init__(self, name: str, vendor: int = 0x1209, product: int = 0x0001) -> None:
+        self._rfd, self._wfd = os.pipe()
+        self.fd = self._rfd
+        self.path = f"sim:{name}"
+        self.name = name
+        self.phys = "hwsim"
+        self.info = DeviceInfo(ecodes.BUS_USB, vendor, product, 1)
+        self.grabbed = False
+        self._wlock = threading.Lock()
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def grab(self) -> None:
+        """Exclusive access (EVIOCGRAB on a real device); recorded so tests can check the driver asks for it."""
+        self.grabbed = True
+
+    def ungrab(self) -> None:
+        self.grabbed = False
+
+    def capabilities(self, verbose: bool = False, absinfo: bool = True) -> dict[int, list[int]]:
+        return {ecodes.EV_KEY: sorted(c for c in ecodes.KEY if isinstance(c, int))}
+
+    def close(self) -> None:
+        super().close()          # drops the loop reader
+
+    def destroy(self) -> None:
+        """Close both pipe ends (the simulated device is unplugged for good)."""
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def emit(self, events: list[tuple[int, int, int]]) -> None:
+        """Write (type, code, value) events as the kernel would, stamped with the current time."""
+        now = time.time()
+        sec, usec = int(now), int((now % 1) * 1_000_000)
+        data = b"".join(_EVENT.pack(sec, usec, t, c, v) for t, c, v in events)
+        with self._wlock:
+            os.write(self._wfd, data)
+
+    def press(self, code: int, shift: bool = False) -> None:
+        """One key stroke (down, up), with a shift press around it when asked, each followed by SYN_REPORT."""
+        syn = (ecodes.EV_SYN, ecodes.SYN_REPORT, 0)
+        events = []
+        if shift:
+            events += [(ecodes.EV_KEY, ecodes.KEY_LEFTSHIFT, 1), syn]
+        events += [(ecodes.EV_KEY, code, 1), syn, (ecodes.EV_KEY, code, 0), syn]
+        if shift:
+            events += [(ecodes.EV_KEY, ecodes.KEY_LEFTSHIFT, 0), syn]
+        self.emit(events)
+
+
+# How a US-layout HID keyboard-wedge reader types each character: (key name, shift).
+_UNSHIFTED_ROW = "`1234567890-=[]\\;',./ "
+_SHIFTED_ROW = "~!@#$%^&*()_+{}|:\"<>? "
+_ROW_KEYS = ("GRAVE 1 2 3 4 5 6 7 8 9 0 MINUS EQUAL LEFTBRACE RIGHTBRACE BACKSLASH SEMICOLON APOSTROPHE "
+             "COMMA DOT SLASH SPACE").split()
+
+
+def keystroke(ch: str) -> tuple[int, bool]:
+    """The key code and shift state a US HID keyboard uses to type `ch`."""
+    if ch.isalpha() and ch.isascii():
+        return ecodes.ecodes["KEY_" + ch.upper()], ch.isupper()
+    if ch in _UNSHIFTED_ROW:
+        return ecodes.ecodes["KEY_" + _ROW_KEYS[_UNSHIFTED_ROW.index(ch)]], False
+    if ch in _SHIFTED_ROW:
+        return ecodes.ecodes["KEY_" + _ROW_KEYS[_SHIFTED_ROW.index(ch)]], True
+    if ch == "\n":
+        return ecodes.KEY_ENTER, False
+    raise ValueError(f"a HID keyboard cannot type {ch!r}")
+
+
+def type_text(device: SimInputDevice, text: str) -> None:
+    """Type `text` on `device` key by key, as a keyboard-wedge card reader does."""
+    for ch in text:
+        code, shift = keystroke(ch)
+        device.press(code, shift)

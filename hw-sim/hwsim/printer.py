@@ -1,0 +1,167 @@
+"""A virtual ESC/POS printer on a serial pty: decodes the bytes python-escpos sends back into receipt text."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import tty
+from dataclasses import dataclass, field
+
+ESC, GS, FS, LF, CR = 0x1B, 0x1D, 0x1C, 0x0A, 0x0D
+# Commands with a fixed number of parameter bytes after the two command bytes.
+_FIXED = {
+    (ESC, ord("@")): 0, (ESC, ord("t")): 1, (ESC, ord("!")): 1, (ESC, ord("E")): 1, (ESC, ord("a")): 1,
+    (ESC, ord("-")): 1, (ESC, ord("M")): 1, (ESC, ord("{")): 1, (ESC, ord("d")): 1, (ESC, ord("2")): 0,
+    (ESC, ord("3")): 1, (ESC, ord("G")): 1, (ESC, ord("V")): 1, (ESC, ord("J")): 1, (ESC, ord("p")): 3,
+    (GS, ord("!")): 1, (GS, ord("b")): 1, (GS, ord("B")): 1, (GS, ord("h")): 1, (GS, ord("w")): 1,
+    (GS, ord("H")): 1, (GS, ord("f")): 1, (FS, ord("&")): 0, (FS, ord(".")): 0,
+}
+
+
+@dataclass
+class EscposDecoder:
+    """Incremental ESC/POS decoder: text lines per receipt, split at each cut (GS V)."""
+
+    receipts: list[str] = field(default_factory=list)
+    unknown: list[bytes] = field(default_factory=list)
+    _buf: bytearray = field(default_factory=bytearray)
+    _line: bytearray = field(default_factory=bytearray)
+    _pieces: list[str] = field(default_factory=list)
+    _lines: list[str] = field(default_factory=list)
+    _chinese: bool = False
+
+    def _flush_text(self) -> None:
+        # Bytes of the current mode: GB18030 in Chinese mode, code page 437 (ESC t 0) otherwise.
+        self._pieces.append(self._line.decode("gb18030" if self._chinese else "cp437", errors="replace"))
+        self._line.clear()
+
+    def _set_chinese(self, on: bool) -> None:
+        self._flush_text()
+        self._chinese = on
+
+    def _end_line(self) -> None:
+        self._flush_text()
+        self._lines.append("".join(self._pieces))
+        self._pieces = []
+
+    def _cut(self) -> None:
+        if self._line or self._pieces:
+            self._end_line()
+        while self._lines and not self._lines[-1].strip():
+            self._lines.pop()
+        self.receipts.append("\n".join(self._lines))
+        self._lines = []
+
+    def feed(self, data: bytes) -> int:
+        """Decode what can be decoded; returns how many receipts were completed by this data."""
+        self._buf += data
+        done = len(self.receipts)
+        while self._buf:
+            used = self._step()
+            if used == 0:
+                break            # incomplete command: wait for more bytes
+            del self._buf[:used]
+        return len(self.receipts) - done
+
+    def _step(self) -> int:
+        b = self._buf
+        c = b[0]
+        if c == LF:
+            self._end_line()
+            return 1
+        if c == CR:
+            return 1
+        if c not in (ESC, GS, FS):
+            if c < 0x20 and not self._chinese:
+                self.unknown.append(bytes([c]))
+            else:
+                self._line.append(c)
+            return 1
+        if len(b) < 2:
+            return 0
+        cmd = (c, b[1])
+        if cmd == (GS, ord("V")):                      # cut: GS V m, or GS V m n for m in 65/66
+            if len(b) < 3:
+                return 0
+            size = 4 if b[2] in (65, 66) else 3
+            if len(b) < size:
+                return 0
+            self._cut()
+            return size
+        if cmd in ((GS, ord("(")), (ESC, ord("("))):   # GS ( fn pL pH data (QR and friends)
+            if len(b) < 5:
+                return 0
+            size = 5 + b[3] + 256 * b[4]
+            return size if len(b) >= size else 0
+        if cmd == (GS, ord("v")):                      # GS v 0 m xL xH yL yH raster image
+            if len(b) < 8:
+                return 0
+            size = 8 + (b[4] + 256 * b[5]) * (b[6] + 256 * b[7])
+            if len(b) < size:
+                return 0
+            self._lines.append("[image]")
+            return size
+        if cmd not in _FIXED:
+            self.unknown.append(bytes(b[:2]))
+            return 2
+        size = 2 + _FIXED[cmd]
+        if len(b) < size:
+            return 0
+        if cmd == (FS, ord("&")):
+            self._set_chinese(True)
+        elif cmd in ((FS, ord(".")), (ESC, ord("@"))):
+            self._set_chinese(False)
+        return size
+
+
+class VirtualPrinter:
+    """A pty whose slave is the printer's serial device; a thread reads and decodes the master side."""
+
+    def __init__(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.devfile = os.ttyname(self._slave)
+        self.decoder = EscposDecoder()
+        self.raw = bytearray()
+        self._cond = threading.Condition()
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._pump, name="hwsim-printer", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            ready, _, _ = select.select([self._master, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            try:
+                data = os.read(self._master, 65536)
+            except OSError:
+                return
+            with self._cond:
+                self.raw += data
+                if self.decoder.feed(data):
+                    self._cond.notify_all()
+
+    @property
+    def receipts(self) -> list[str]:
+        """Decoded receipts so far, one per cut."""
+        with self._cond:
+            return list(self.decoder.receipts)
+
+    def wait_for_receipts(self, count: int, timeout: float) -> list[str]:
+        """Block until at least `count` receipts were cut; TimeoutError otherwise."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.decoder.receipts) >= count, timeout):
+                raise TimeoutError(f"{len(self.decoder.receipts)} receipts after {timeout} s, expected {count}")
+            return list(self.decoder.receipts)
+
+    def close(self) -> None:
+        """Stop the reader and close the pty."""
+        os.write(self._stop_w, b"x")
+        self._thread.join(2)
+        for fd in (self._master, self._slave, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

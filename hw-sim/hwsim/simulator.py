@@ -1,0 +1,226 @@
+"""The Simulator harness: the real firmware and drivers wired to simulated devices and a simulated acquirer."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import logging
+import re
+import sqlite3
+import struct
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from evdev import ecodes
+
+from drivers.display import Display
+from drivers.printer import ReceiptPrinter
+from firmware.config import Config, load
+from firmware.terminal import Devices, Terminal
+
+from .acquirer import Acquirer
+from .cards import card
+from .inputs import SimInputDevice, type_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim.toml"
+# ANSI X9.24-1 test BDK: only the acquirer simulator knows it; the terminal holds the IPEK derived from it.
+SIM_BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+_TOKEN = re.compile(r"\{([A-Z0-9]+)\}|(\d)|(\s)|(.)")
+
+
+def _pending_bytes(fd: int) -> int:
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", buf)[0]
+
+
+class Simulator:
+    """Firmware + simulated keypad, magstripe reader, printer, display and acquirer, with a blocking API."""
+
+    def __init__(self, data_dir: str | Path, config: str | Path | Config | None = None,
+                 late_delay: float | None = None, display: Display | None = None) -> None:
+        base = config if isinstance(config, Config) else load(config or DEFAULT_CONFIG)
+        self.data_dir = Path(data_dir)
+        self._base = base
+        self._late_delay = late_delay
+        self._display_factory = display
+        self._cond = threading.Condition()
+        self._graveyard: list[Any] = []
+        self.config: Config = base
+        self.host: Acquirer | None = None
+        self.terminal: Terminal | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the acquirer and printer, then boot the terminal."""
+        from .printer import VirtualPrinter
+        late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
+        self.host = Acquirer(SIM_BDK, late_delay=late)
+        port = self.host.start()
+        self.printer = VirtualPrinter()
+        b = self._base
+        self.config = dataclasses.replace(
+            b,
+            terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
+            host=dataclasses.replace(b.host, host="127.0.0.1", port=port, tls=False),
+            printer=dataclasses.replace(b.printer, backend="serial", devfile=self.printer.devfile),
+        )
+        self._boot()
+
+    def _boot(self) -> None:
+        cfg = self.config
+        self.keypad_device = SimInputDevice(cfg.keypad.name or "hwsim keypad", 0x1209, 0x0001)
+        self.reader_device = SimInputDevice(cfg.magstripe.name or "hwsim magstripe", 0x1209, 0x0002)
+        self.display = self._display_factory or Display(cfg.display.width)
+        self.display.listen(self._screen_changed)
+        devices = Devices(open_keypad=lambda: self.keypad_device, open_magstripe=lambda: self.reader_device,
+                          printer=ReceiptPrinter(cfg.printer), display=self.display)
+        self.terminal = Terminal(cfg, devices)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(self._loop, self.terminal),
+                                        name="countertop-firmware", daemon=True)
+        self._thread.start()
+        self.wait_for("ENTER AMOUNT", timeout=10)
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, terminal: Terminal) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(terminal.run())
+        except RuntimeError:
+            pass                 # loop stopped from outside: the simulated power cut
+
+    def _halt(self, crash: bool) -> None:
+        if crash:
+            # Power cut: the loop stops where it is; nothing is flushed, closed or cancelled.
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._graveyard.append((self._loop, self.terminal))
+        else:
+            assert self.terminal is not None
+            self._loop.call_soon_threadsafe(self.terminal.stop)
+            self._thread.join(10)
+            self._loop.close()
+        for dev in (self.keypad_device, self.reader_device):
+            dev.destroy()
+
+    def restart(self, crash: bool = True) -> None:
+        """Power-cycle the terminal (crash=True: no clean shutdown) and boot it on the same data."""
+        self._halt(crash)
+        self._boot()
+
+    def close(self) -> None:
+        """Shut everything down."""
+        if self.terminal is not None:
+            self._halt(crash=False)
+            self.terminal = None
+        if self.host is not None:
+            self.host.stop()
+        self.printer.close()
+
+    # --- observation ----------------------------------------------------------------------
+
+    def _screen_changed(self, lines: tuple[str, ...]) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def screen(self) -> str:
+        """The display's text now."""
+        return self.display.text
+
+    def wait_for(self, text: str, timeout: float = 10) -> str:
+        """Block until the screen contains `text`; TimeoutError shows what the screen says instead."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: text in self.display.text, timeout):
+                raise TimeoutError(f"{text!r} not on screen after {timeout} s; screen:\n{self.display.text}")
+            return self.display.text
+
+    @property
+    def receipts(self) -> list[str]:
+        """Decoded receipt texts, one per cut."""
+        return self.printer.receipts
+
+    def wait_for_receipts(self, count: int, timeout: float = 10) -> list[str]:
+        """Block until `count` receipts have been cut."""
+        return self.printer.wait_for_receipts(count, timeout)
+
+    @property
+    def printer_bytes(self) -> bytes:
+        """Every byte the printer received."""
+        return bytes(self.printer.raw)
+
+    @property
+    def host_log(self) -> list[tuple[str, bytes]]:
+        """('request' | 'response', raw ISO 8583 bytes without the length header), in order."""
+        assert self.host is not None
+        return list(self.host.host_log)
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The journal's rows, read from the database file on its own connection."""
+        path = self.data_dir / "journal.sqlite3"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM transactions ORDER BY id")]
+        finally:
+            db.close()
+
+    # --- input ----------------------------------------------------------------------------
+
+    def _settle(self, device: SimInputDevice, timeout: float = 5.0) -> None:
+        """Wait until the firmware has read and handled everything typed on `device`."""
+        deadline = time.monotonic() + timeout
+        while _pending_bytes(device.fileno()) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert self.terminal is not None
+        asyncio.run_coroutine_threadsafe(self.terminal.settle(), self._loop).result(timeout)
+
+    def keys(self, text: str) -> None:
+        """Press keypad keys: digits, and named keys in braces ({ENTER} {CANCEL} {CLEAR} {F1}..{F4} {MENU})."""
+        keymap = self.config.keypad.keys
+        for m in _TOKEN.finditer(text):
+            named, digit, space, other = m.groups()
+            if space:
+                continue
+            if other:
+                raise ValueError(f"the keypad has no key {other!r}; use digits and {{NAMES}}")
+            if digit:
+                code = ecodes.ecodes[f"KEY_KP{digit}"]
+            elif named in keymap:
+                code = ecodes.ecodes[keymap[named]]
+            else:
+                raise ValueError(f"the keypad has no key {named!r}; it has {', '.join(keymap)}")
+            self.keypad_device.press(code)
+        self._settle(self.keypad_device)
+
+    def pin(self, digits: str, timeout: float = 5.0) -> None:
+        """Wait for the PIN prompt as a customer would, then type the digits and ENTER."""
+        self.wait_for("ENTER PIN", timeout)
+        self.keys(digits + "{ENTER}")
+
+    def swipe(self, card_id: str | None = None, *, track1: str | None = None, track2: str | None = None,
+              raw: str | None = None) -> None:
+        """Swipe a catalog card, or these tracks (with sentinels), or `raw` characters, then Enter."""
+        if card_id is not None:
+            c = card(card_id)
+            text = c.track1 + c.track2
+        elif raw is not None:
+            text = raw
+        else:
+            text = (track1 or "") + (track2 or "")
+        type_text(self.reader_device, text + "\n")
+        self._settle(self.reader_device)
