@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 import threading
 from typing import Callable, TextIO
 
@@ -34,8 +35,8 @@ class Display:
         return "\n".join(self.lines)
 
     def show(self, lines: tuple[str, ...]) -> None:
-        """Replace the screen."""
-        fitted = tuple(line[: self.width] for line in lines)
+        """Replace the screen; a line wider than the display wraps at word boundaries."""
+        fitted = tuple(part for line in lines for part in (textwrap.wrap(line, self.width) or [""]))
         with self._lock:
             self._lines = fitted
         for callback in self._listeners:

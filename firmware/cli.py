@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(level, data / "countertop.log", console_level=logging.CRITICAL)
         if args.scenario:
             from hwsim.scenario import run_scenario
-            return run_scenario(args.scenario, cfg, data)
+            return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
         from hwsim.console import interactive
         return interactive(cfg, data)
     except ConfigError as exc:

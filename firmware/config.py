@@ -27,11 +27,11 @@ class _Section:
 
     def __init__(self, source: str, name: str, table: Any) -> None:
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
+            raise ConfigError(f"{source}: [{name}] must be a table")  # noqa: B904
         self.source, self.name, self.table, self.seen = source, name, table, set()
 
     def fail(self, key: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{self.name}] {key}: {what}")
+        return ConfigError(f"{self.source}: [{self.name or 'top level'}] {key}: {what}")
 
     def get(self, key: str, kind: type, default: Any = _REQUIRED,
             check: Callable[[Any], str | None] | None = None) -> Any:
@@ -54,7 +54,7 @@ class _Section:
 
     def sub(self, key: str) -> _Section:
         self.seen.add(key)
-        return _Section(self.source, f"{self.name}.{key}", self.table.get(key, {}))
+        return _Section(self.source, f"{self.name}.{key}" if self.name else key, self.table.get(key, {}))
 
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.seen)
@@ -185,8 +185,6 @@ def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
     path = sec.get("path", str, "")
     usb = sec.get("usb", str, "", lambda v: None if _USB_ID.match(v) else "must be VVVV:PPPP in hex")
     name = sec.get("name", str, "")
-    if not (path or usb or name):
-        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
     keys: dict[str, str] = {}
     if with_keys:
         ksec = sec.sub("keys")
@@ -197,14 +195,15 @@ def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
         for k in ("ENTER", "CANCEL", "CLEAR"):
             if k not in keys:
                 raise ksec.fail(k, "missing: the keypad needs ENTER, CANCEL and CLEAR")
-    sec.done()
+    sec.done()                                  # a typo'd key is reported before what it left missing
+    if not (path or usb or name):
+        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
     return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
 
 
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     """Validate a parsed TOML document; relative paths resolve against `base`."""
     top = _Section(source, "", doc)
-    top.name = "top level"
 
     t = top.sub("terminal")
     tid = t.get("terminal_id", str, check=lambda v: None if len(v) == 8 and v.isalnum() else "must be 8 letters or digits")

@@ -60,7 +60,6 @@ class HostLink:
             remaining = max(0.0, deadline - loop.time())
             answer = await asyncio.wait_for(read_frame(reader), remaining)
             log.debug("host: received %d bytes", len(answer))
-            return answer
         except asyncio.TimeoutError:
             raise HostError(f"no answer within {timeout:g} s", sent=True) from None
         except asyncio.IncompleteReadError:
@@ -68,8 +67,9 @@ class HostLink:
         except OSError as exc:
             raise HostError(f"connection failed during the exchange: {exc!r}", sent=True) from None
         finally:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
-                pass
+            writer.close()          # a late or second answer now lands on a closed socket
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+        return answer

@@ -101,10 +101,14 @@ class Terminal:
                 finally:
                     self._queue.task_done()
                 getter = asyncio.ensure_future(self._queue.get())
+        except asyncio.CancelledError:
+            await self._shutdown()
+            raise
         finally:
             getter.cancel()
             stopper.cancel()
-            await self._shutdown()
+        # Not in `finally`: a power cut (the loop simply stops) must not run a clean shutdown.
+        await self._shutdown()
 
     async def settle(self) -> None:
         """Wait until every event handed in so far, and those its callbacks hand in, has been handled."""

@@ -132,6 +132,7 @@ class Acquirer:
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            self._loop.close()
 
     def fault(self, kind: str | None) -> None:
         """Make the next request misbehave: timeout, late, drop, twice, garble; None clears."""

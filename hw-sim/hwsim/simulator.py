@@ -48,9 +48,9 @@ class Simulator:
         self.data_dir = Path(data_dir)
         self._base = base
         self._late_delay = late_delay
-        self._display_factory = display
         self._cond = threading.Condition()
-        self._graveyard: list[Any] = []
+        self.display = display or Display(base.display.width)
+        self.display.listen(self._screen_changed)
         self.config: Config = base
         self.host: Acquirer | None = None
         self.terminal: Terminal | None = None
@@ -84,8 +84,6 @@ class Simulator:
         cfg = self.config
         self.keypad_device = SimInputDevice(cfg.keypad.name or "hwsim keypad", 0x1209, 0x0001)
         self.reader_device = SimInputDevice(cfg.magstripe.name or "hwsim magstripe", 0x1209, 0x0002)
-        self.display = self._display_factory or Display(cfg.display.width)
-        self.display.listen(self._screen_changed)
         devices = Devices(open_keypad=lambda: self.keypad_device, open_magstripe=lambda: self.reader_device,
                           printer=ReceiptPrinter(cfg.printer), display=self.display)
         self.terminal = Terminal(cfg, devices)
@@ -108,7 +106,9 @@ class Simulator:
             # Power cut: the loop stops where it is; nothing is flushed, closed or cancelled.
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-            self._graveyard.append((self._loop, self.terminal))
+            self._bury(self._loop)
+            assert self.terminal is not None
+            self.terminal.devices.printer.close()      # the OS closes the serial port of a dead process
         else:
             assert self.terminal is not None
             self._loop.call_soon_threadsafe(self.terminal.stop)
@@ -116,6 +116,24 @@ class Simulator:
             self._loop.close()
         for dev in (self.keypad_device, self.reader_device):
             dev.destroy()
+
+    @staticmethod
+    def _bury(loop: asyncio.AbstractEventLoop) -> None:
+        """Dispose of a loop stopped mid-flight without resuming any of its tasks.
+
+        Each frozen coroutine is closed (GeneratorExit runs only its `finally` blocks: sockets and
+        devices are released, as the OS does at a power cut; no `except CancelledError` handler, so
+        nothing is journaled), then the loop runs its ready callbacks once to close the transports.
+        """
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task._log_destroy_pending = False          # noqa: SLF001 - these tasks die on purpose
+            task.get_coro().close()
+        for task in tasks:
+            task.cancel()                              # scheduled wake-ups then end quietly as cancelled
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        loop.close()
 
     def restart(self, crash: bool = True) -> None:
         """Power-cycle the terminal (crash=True: no clean shutdown) and boot it on the same data."""

@@ -1,0 +1,91 @@
+"""`countertop sim`: the terminal on the simulator, driven by a person from a text console."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+from drivers.display import ConsoleDisplay
+from firmware.config import Config
+
+from .cards import CATALOG
+from .simulator import Simulator
+
+HELP = """\
+Type keypad keys, or a command:
+  1250            digits on the keypad (amounts are in minor units: 1250 is 12.50)
+  enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
+  swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
+  pin 1234        type a PIN and ENTER (waits for the PIN prompt)
+  cards           list the test cards and what the issuer answers
+  fault KIND      the next host request: timeout | late | drop | twice | garble | none
+  journal         show the journal            receipts   show all receipts again
+  restart         power-cut and reboot        help | quit
+An empty line presses ENTER."""
+
+
+def _receipt_printer(sim: Simulator, out: TextIO, stop: threading.Event) -> None:
+    """Show each receipt on the console as the virtual printer cuts it."""
+    seen = 0
+    while not stop.is_set():
+        try:
+            receipts = sim.wait_for_receipts(seen + 1, timeout=1.0)
+        except TimeoutError:
+            continue
+        for text in receipts[seen:]:
+            out.write("\n.------------- receipt -------------.\n" + text + "\n'----------------- cut -------------'\n")
+        out.flush()
+        seen = len(receipts)
+
+
+def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF."""
+    display = ConsoleDisplay(out, cfg.display.width)
+    stop = threading.Event()
+    with Simulator(data_dir, cfg, display=display) as sim:
+        threading.Thread(target=_receipt_printer, args=(sim, out, stop), daemon=True).start()
+        out.write(f"Countertop simulator: terminal {cfg.terminal.terminal_id}, journal in {data_dir}\n{HELP}\n")
+        while True:
+            out.write("> ")
+            out.flush()
+            line = inp.readline()
+            if not line:
+                break
+            words = shlex.split(line.strip()) if line.strip() else ["enter"]
+            cmd, rest = words[0].lower(), words[1:]
+            try:
+                if cmd in ("quit", "exit", "q"):
+                    break
+                if cmd == "help":
+                    out.write(HELP + "\n")
+                elif cmd == "cards":
+                    for c in CATALOG.values():
+                        out.write(f"  {c.id:22} {c.pan[:6]}…{c.pan[-4:]}  {c.outcome}\n")
+                elif cmd == "swipe" and rest:
+                    sim.swipe(rest[0])
+                elif cmd == "swipe-raw" and rest:
+                    sim.swipe(raw=" ".join(rest))
+                elif cmd == "pin" and rest:
+                    sim.pin(rest[0])
+                elif cmd == "fault" and rest:
+                    sim.host.fault(None if rest[0] == "none" else rest[0])
+                    out.write(f"next host request: {rest[0]}\n")
+                elif cmd == "journal":
+                    for r in sim.journal():
+                        out.write(f"  #{r['id']} {r['created_at']} {r['kind']} {r['amount']} {r['currency']} "
+                                  f"{r['status']} stan {r['stan']:06d} {r['masked_pan']} rc {r['response_code']}\n")
+                elif cmd == "receipts":
+                    out.write("\n\n".join(sim.receipts) + "\n")
+                elif cmd == "restart":
+                    sim.restart(crash=True)
+                elif cmd.upper() in ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU"):
+                    sim.keys("{" + cmd.upper() + "}")
+                else:
+                    sim.keys(" ".join(words))
+            except (ValueError, KeyError, TimeoutError) as exc:
+                out.write(f"?? {exc}\n")
+        stop.set()
+    return 0

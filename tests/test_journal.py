@@ -1,0 +1,108 @@
+"""The journal: schema, counters, recovery, and what survives a process killed mid-flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+
+import pytest
+
+from firmware.errors import JournalError
+from firmware.journal import Journal, NewSale
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+SALE = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
+
+
+def test_wal_full_and_schema_version(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
+    assert j._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    j.close()
+    Journal(tmp_path / "j.sqlite3").close()                                # reopening migrates nothing
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = sqlite3.connect(tmp_path / "j.sqlite3")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(JournalError, match="newer"):
+        Journal(tmp_path / "j.sqlite3")
+
+
+def test_sale_lifecycle_and_stan(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    row, stan = j.begin_sale(SALE, NOW)
+    assert stan == 1 and j.rows()[0]["status"] == "pending"
+    j.finish(row, "approved", NOW, response_code="00", auth_code="123456", rrn="263300000001")
+    j.finish(row, "unknown", NOW)                                           # completed rows stay as they are
+    r = j.rows()[0]
+    assert (r["status"], r["auth_code"], r["masked_pan"]) == ("approved", "123456", "424242******4242")
+    assert j.begin_sale(SALE, NOW)[1] == 2
+    with pytest.raises(JournalError):
+        j.finish(row, "pending", NOW)
+
+
+def test_stan_wraps_after_999999(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    j._db.execute("INSERT INTO counters VALUES ('stan', 999998)")
+    assert [j.begin_sale(SALE, NOW)[1] for _ in range(3)] == [999999, 1, 2]
+
+
+def test_amount_must_be_positive(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        j.begin_sale(NewSale("card", "swipe", 0, "CNY", "", "T", "M"), NOW)
+
+
+def test_recover_marks_pending_unknown(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    row, _ = j.begin_sale(SALE, NOW)
+    assert [r["id"] for r in j.recover(NOW)] == [row]
+    assert j.rows()[0]["status"] == "unknown"
+    assert j.recover(NOW) == []
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from datetime import datetime, timezone
+    from pathlib import Path
+    from firmware.journal import Journal, NewSale
+    now = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    j = Journal(Path(sys.argv[1]))
+    sale = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
+    approved, _ = j.begin_sale(sale, now)
+    j.finish(approved, "approved", now, response_code="00", auth_code="654321", rrn="1")
+    in_flight, _ = j.begin_sale(sale, now)
+    j.take_counter("dukpt", 1)
+    os.kill(os.getpid(), signal.SIGKILL)      # power cut: no close, no atexit, nothing flushed by Python
+""")
+
+
+def test_sigkill_loses_nothing_committed(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], cwd=os.getcwd(), capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    j = Journal(path)
+    rows = j.rows()
+    assert [r["status"] for r in rows] == ["approved", "pending"]
+    assert rows[0]["auth_code"] == "654321"
+    j.recover(NOW)
+    assert [r["status"] for r in j.rows()] == ["approved", "unknown"]
+    assert j.counter("stan") == 2 and j.counter("dukpt") == 1
+    assert j.begin_sale(SALE, NOW)[1] == 3                                  # STAN never reused
+
+
+def test_rows_never_hold_card_data(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    row, _ = j.begin_sale(SALE, NOW)
+    j.finish(row, "approved", NOW, response_code="00", auth_code="1", rrn="2")
+    j.close()
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"4242424242424242" not in data

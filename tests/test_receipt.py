@@ -1,0 +1,101 @@
+"""Receipt layout and the ESC/POS printer driver: exact bytes through python-escpos's File backend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
+from firmware.config import PrinterConfig
+from firmware.errors import DeviceError
+from firmware.flow import PrintReceipts
+from firmware.messages import AuthResponse
+from firmware.money import Currency
+from firmware.receipt import Header, Line, Receipt, sale_receipt, text_width
+from hwsim.printer import EscposDecoder
+
+WHEN = datetime(2026, 11, 26, 21, 5, 9)
+APPROVED = AuthResponse(stan=7, response_code="00", auth_code="654321", rrn="263300000007", terminal_id="SIM00001")
+SALE = PrintReceipts(amount=1250, masked_pan="424242******4242", entry_mode="SWIPE", response=APPROVED, stan=7)
+
+
+def header(language="en", name="CORNER SHOP"):
+    return Header(name, "1 Main St", "SIM00001", "102030405060708", Currency.of("CNY"), language, 32)
+
+
+def test_english_receipt_has_every_required_field():
+    text = "\n".join(line.text for line in sale_receipt(SALE, header(), "CUSTOMER COPY", WHEN).lines)
+    for needle in ("CORNER SHOP", "1 Main St", "CUSTOMER COPY", "102030405060708", "SIM00001",
+                   "424242******4242", "SWIPE", "2026-11-26 21:05:09", "000007", "263300000007", "654321",
+                   "CNY 12.50", "APPROVED"):
+        assert needle in text, needle
+
+
+def test_lines_fit_the_paper_in_both_languages():
+    for lang in ("en", "zh"):
+        for line in sale_receipt(SALE, header(lang, "示例小店"), "MERCHANT COPY", WHEN).lines:
+            assert text_width(line.text) <= 32, line
+
+
+def test_declined_receipt_states_reason():
+    declined = PrintReceipts(1250, "424242******4242", "SWIPE",
+                             AuthResponse(7, "51", "", "263300000007", "SIM00001"), 7)
+    text = "\n".join(line.text for line in sale_receipt(declined, header("zh"), "MERCHANT COPY", WHEN).lines)
+    assert "交易失败 DECLINED" in text and "51 INSUFFICIENT FUNDS" in text and "AUTH CODE" not in text
+
+
+def _print(tmp_path, chinese: bool, receipt: Receipt) -> bytes:
+    out = tmp_path / "printer.bin"
+    printer = ReceiptPrinter(PrinterConfig(backend="file", devfile=str(out), chinese=chinese))
+    printer.print_receipts([receipt])
+    printer.close()
+    return out.read_bytes()
+
+
+def test_golden_bytes_ascii(tmp_path):
+    raw = _print(tmp_path, False, Receipt((Line("HELLO", align="center", bold=True), Line("TOTAL 1.00"))))
+    normal = b"\x1b!\x00" * 3                                    # python-escpos resets the text size thrice
+    assert raw == (
+        b"\x1b@"                                                    # ESC @ initialise
+        + normal + b"\x1bE\x01\x1ba\x01" + b"\x1bt\x00HELLO\n"      # bold, centred, code page 0
+        + normal + b"\x1bE\x00\x1ba\x00TOTAL 1.00\n"                 # bold off, left
+        + normal + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"  # set_with_default
+        + b"\x1bd\x06\x1dV\x00")                                     # feed 6, GS V 0 full cut
+    assert FS_CHINESE_ON not in raw
+
+
+def test_chinese_goes_out_as_gb18030_in_chinese_mode(tmp_path):
+    raw = _print(tmp_path, True, Receipt((Line("示例小店 DEMO"), Line("TOTAL"))))
+    assert FS_CHINESE_ON + "示例小店 DEMO".encode("gb18030") + FS_CHINESE_OFF + b"\n" in raw
+    dec = EscposDecoder()
+    assert dec.feed(raw) == 1
+    assert dec.receipts == ["示例小店 DEMO\nTOTAL"]
+    assert dec.unknown == []
+
+
+def test_full_receipt_decodes_back_to_its_lines(tmp_path):
+    receipt = sale_receipt(SALE, header("zh", "示例小店"), "MERCHANT COPY", WHEN)
+    dec = EscposDecoder()
+    dec.feed(_print(tmp_path, True, receipt))
+    assert dec.receipts[0].split("\n") == [line.text for line in receipt.lines]
+    assert dec.unknown == []
+
+
+def test_decoder_waits_for_split_commands():
+    dec = EscposDecoder()
+    data = b"\x1b@AB\n\x1b!\x00CD\n\x1dV\x41\x03"
+    for i in range(len(data)):
+        dec.feed(data[i:i + 1])                   # one byte at a time, as a slow serial line delivers it
+    assert dec.receipts == ["AB\nCD"]
+
+
+def test_missing_printer_is_a_device_error(tmp_path):
+    printer = ReceiptPrinter(PrinterConfig(backend="file", devfile=str(tmp_path / "no" / "such" / "lp0")))
+    with pytest.raises(DeviceError) as err:
+        printer.print_receipts([Receipt((Line("x"),))])
+    assert err.value.screen == "PRINTER ERROR"
+
+
+def test_backend_none_prints_nothing():
+    ReceiptPrinter(PrinterConfig(backend="none")).print_receipts([Receipt((Line("x"),))])

@@ -1,0 +1,88 @@
+"""ISO/IEC 7813 track parsing: good swipes, malformed swipes, and properties over arbitrary input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, strategies as st
+
+from firmware.cardsec import luhn_valid
+from firmware.errors import CardReadError
+from firmware.track import parse_swipe
+
+T1 = "%B4242424242424242^TEST/CARD^30121010000000000000000?"
+T2 = ";4242424242424242=30121010000000000000?"
+
+
+def test_both_tracks():
+    card = parse_swipe(T1 + T2)
+    assert card.pan == "4242424242424242"
+    assert card.expiry == "3012"
+    assert card.service_code == "101"
+    assert card.name == "TEST/CARD"
+    assert card.track2 == "4242424242424242=30121010000000000000"
+    assert card.masked_pan == "424242******4242"
+
+
+def test_track2_alone_and_track1_error_marker():
+    assert parse_swipe(T2).pan == "4242424242424242"
+    assert parse_swipe("%E?" + T2).name == ""
+
+
+def test_card_data_stays_out_of_repr():
+    text = repr(parse_swipe(T1 + T2))
+    assert "4242424242424242" not in text and "3012" not in text and "TEST/CARD" not in text
+
+
+@pytest.mark.parametrize("swipe, reason", [
+    ("", "empty"),
+    (T1, "track 2 missing"),                                          # half the card: track 1 only
+    (";4242424242424242=3012101000", "unexpected characters"),        # no end sentinel
+    ("4242424242424242=30121010000000000000?", "unexpected characters"),  # no start sentinel
+    (";4242424242424242=30121010000000000000?xyz", "unexpected characters"),
+    (";4242424242424241=30121010000000000000?", "Luhn"),
+    (";4242424242424242=30131010000000000000?", "expiry month"),
+    (";42424242=30121010000000000000?", "track 2 malformed"),       # too short a PAN
+    (";4242424242424242D30121010000000000000?", "track 2 malformed"),
+    ("%B4000000000000002^X/Y^30121010000?" + T2, "disagree"),
+    ("%B4242424242424242^^3012101?" + T2, "track 1 malformed"),
+    (";E?", "track 2 malformed"),
+])
+def test_bad_swipes_give_a_reason(swipe, reason):
+    with pytest.raises(CardReadError, match=reason):
+        parse_swipe(swipe)
+
+
+def _luhn_complete(body: str) -> str:
+    for d in "0123456789":
+        if luhn_valid(body + d):
+            return body + d
+    raise AssertionError
+
+
+pans = st.text("0123456789", min_size=11, max_size=18).map(_luhn_complete)
+expiries = st.tuples(st.integers(0, 99), st.integers(1, 12)).map(lambda t: f"{t[0]:02d}{t[1]:02d}")
+names = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ /.", min_size=2, max_size=26).filter(lambda s: s.strip())
+
+
+@given(pans, expiries, st.text("0123456789", min_size=3, max_size=3), st.text("0123456789", max_size=10), names)
+def test_any_wellformed_card_parses(pan, expiry, sc, disc, name):
+    t1 = f"%B{pan}^{name}^{expiry}{sc}{disc}?"
+    t2 = f";{pan}={expiry}{sc}{disc}?"
+    card = parse_swipe(t1 + t2)
+    assert (card.pan, card.expiry, card.service_code, card.name) == (pan, expiry, sc, name.strip())
+
+
+@given(st.text(max_size=120))
+def test_garbage_only_ever_raises_card_read_error(text):
+    try:
+        card = parse_swipe(text)
+    except CardReadError:
+        return
+    assert luhn_valid(card.pan)     # whatever parsed must be a plausible card
+
+
+@given(pans, expiries, st.integers(1, 30))
+def test_truncated_swipe_is_rejected(pan, expiry, cut):
+    t2 = f";{pan}={expiry}1010000000000?"
+    with pytest.raises(CardReadError):
+        parse_swipe(t2[:-cut])
