@@ -51,6 +51,13 @@ class PinEntered:
 
 
 @dataclass(frozen=True)
+class PinFailed:
+    """The PIN pad could not produce a block (key material missing or exhausted)."""
+
+    screen: str
+
+
+@dataclass(frozen=True)
 class HostAnswered:
     """The acquirer answered (already journaled by the shell)."""
 
@@ -72,7 +79,7 @@ class TimerExpired:
     """The one flow timer ran out."""
 
 
-Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, HostAnswered, HostFailed, TimerExpired]
+Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired]
 
 # --- effects (outputs) ------------------------------------------------------------------------
 
@@ -317,6 +324,8 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, l
     if isinstance(event, PinEntered):
         nxt = Authorizing(state.amount, state.card, state.attempt)
         return enter(nxt, cfg, EndPin(), Authorize(state.amount, state.card, event.pin))
+    if isinstance(event, PinFailed):
+        return _result(("PIN PAD ERROR", event.screen), cfg, EndPin())
     if isinstance(event, Key) and event.name == "CANCEL":
         return _result(("CANCELLED",), cfg, EndPin())
     if isinstance(event, TimerExpired):

@@ -205,12 +205,15 @@ class Terminal:
                 return flow.PinProgress(self._pin.count)
             assert self.journal is not None
             ksn = self.config.pin.ksn
-            counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
             try:
+                # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
+                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
+                                                    next_counter)
                 encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
             except TerminalError as exc:
                 log.error("pin: %s", exc)
-                return flow.Key("CANCEL")
+                self._pin.wipe()
+                return flow.PinFailed(exc.screen)
             return flow.PinEntered(encrypted)
         self._pin.press(name)
         return flow.PinProgress(self._pin.count)

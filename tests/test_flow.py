@@ -126,7 +126,8 @@ def test_pin_entered_authorizes():
     assert StopTimer() in eff
 
 
-@pytest.mark.parametrize("event, text", [(Key("CANCEL"), "CANCELLED"), (TimerExpired(), "NO PIN")])
+@pytest.mark.parametrize("event, text", [(Key("CANCEL"), "CANCELLED"), (TimerExpired(), "NO PIN"),
+                                         (flow.PinFailed("KEY ERROR"), "PIN PAD ERROR\nKEY ERROR")])
 def test_pin_cancel_and_timeout_end_pin_collection(event, text):
     state, eff = run(AwaitPin(1250, CARD), event)
     assert isinstance(state, Result) and EndPin() in eff and text in screen(eff)
