@@ -33,4 +33,4 @@ def decode(raw: bytes) -> dict[str, str]:
         doc, _ = iso8583.decode(raw, SPEC)
     except iso8583.DecodeError as exc:
         raise CodecError(f"cannot decode message: field {exc.field} at byte {exc.pos}: {exc.msg}") from None
-    return {k: v for k, v in doc.items() if k not in ("p", "s")} | {"t": doc["t"]}
+    return {k: v for k, v in doc.items() if k not in ("p", "1")}      # bitmaps are the codec's business

@@ -1,8 +1,10 @@
 """The transaction journal: SQLite in WAL mode with synchronous=FULL, versioned schema, persistent counters.
 
 A sale row is written (status 'pending') before its request leaves for the host and completed when
-the answer arrives; rows hold the masked PAN only. At boot, rows left 'pending' by a crash become
-'unknown' (the host may or may not have approved them).
+the answer arrives; rows hold the masked PAN only. A sale whose outcome is unknown (no usable answer,
+or 'pending' at boot after a power cut) gets a reversal row in the same database transaction: that
+row is the persistent reversal queue ('queued' until the host acknowledges it; the sale is then
+'reversed').
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from .errors import JournalError
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "approved", "declined", "failed", "unknown")
+# Sale statuses; reversal rows are 'queued' then 'acknowledged'.
+STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed")
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: transactions and counters
@@ -45,7 +48,17 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX transactions_created ON transactions (created_at);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # 2: reversals: rows linked to their original, the original's field 7, send attempts
+    """
+    ALTER TABLE transactions ADD COLUMN original_id INTEGER REFERENCES transactions (id);
+    ALTER TABLE transactions ADD COLUMN transmitted_at TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX transactions_original ON transactions (original_id);
+    CREATE INDEX transactions_queue ON transactions (kind, status);
+    """,
 )
+
+STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,23 @@ class NewSale:
     amount: int
     currency: str
     masked_pan: str
+    terminal_id: str
+    merchant_id: str
+    transmitted_at: str = ""     # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
+
+
+@dataclass(frozen=True)
+class QueuedReversal:
+    """A reversal waiting for the host's acknowledgement, with what its 0400 must say of the original."""
+
+    id: int
+    stan: int
+    attempts: int
+    original_id: int
+    original_stan: int
+    original_transmitted_at: str
+    amount: int
+    currency: str
     terminal_id: str
     merchant_id: str
 
@@ -113,37 +143,80 @@ class Journal:
         """Take the next STAN (1..999999, wrapping) and write a pending sale row; returns (row id, stan)."""
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
-            stan = self._advance("stan", 1, lambda v: v % 999_999 + 1)
+            stan = self._advance("stan", 1, STAN_STEP)
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
-                " terminal_id, merchant_id, created_at, updated_at)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                " terminal_id, merchant_id, created_at, updated_at, transmitted_at)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
-                 sale.terminal_id, sale.merchant_id, stamp, stamp))
+                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at))
             return int(cur.lastrowid), stan
 
     def finish(self, row_id: int, status: str, now: datetime, *, response_code: str = "",
                auth_code: str = "", rrn: str = "", note: str = "") -> None:
-        """Complete a pending row with its outcome. A row already completed is left as it is."""
-        if status not in STATUSES or status == "pending":
-            raise JournalError(f"not a final status: {status!r}")
+        """Complete a pending sale with its outcome; 'unknown' also queues its reversal, atomically.
+
+        A row already completed is left as it is.
+        """
+        if status not in STATUSES or status in ("pending", "reversed"):
+            raise JournalError(f"not a final sale status: {status!r}")
+        stamp = now.isoformat(timespec="seconds")
         with self._tx():
             cur = self._db.execute(
                 "UPDATE transactions SET status = ?, response_code = ?, auth_code = ?, rrn = ?, note = ?,"
                 " updated_at = ? WHERE id = ? AND status = 'pending'",
-                (status, response_code, auth_code, rrn, note, now.isoformat(timespec="seconds"), row_id))
+                (status, response_code, auth_code, rrn, note, stamp, row_id))
             if cur.rowcount != 1:
                 log.warning("journal: row %d was not pending; outcome %s not recorded", row_id, status)
+            elif status == "unknown":
+                self._queue_reversal(row_id, stamp)
+
+    def _queue_reversal(self, sale_id: int, stamp: str) -> int:
+        # Caller holds a transaction. The reversal takes its own STAN now and keeps it for every retry.
+        stan = self._advance("stan", 1, STAN_STEP)
+        cur = self._db.execute(
+            "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
+            " terminal_id, merchant_id, created_at, updated_at, original_id)"
+            " SELECT 'reversal', method, entry_mode, amount, currency, 'queued', ?, masked_pan, terminal_id,"
+            " merchant_id, ?, ?, id FROM transactions WHERE id = ?", (stan, stamp, stamp, sale_id))
+        log.warning("journal: sale %d has no known outcome; reversal %d queued", sale_id, cur.lastrowid)
+        return int(cur.lastrowid)
 
     def recover(self, now: datetime) -> list[dict[str, Any]]:
-        """At boot: rows a crash left pending become 'unknown'; returns them."""
+        """At boot: sales a power cut left pending become 'unknown' and get a reversal; returns them."""
+        stamp = now.isoformat(timespec="seconds")
         with self._tx():
-            rows = [dict(r) for r in self._db.execute("SELECT * FROM transactions WHERE status = 'pending'")]
-            self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host answer',"
-                             " updated_at = ? WHERE status = 'pending'", (now.isoformat(timespec="seconds"),))
-        for r in rows:
-            log.warning("journal: sale %d (stan %06d) was interrupted; its outcome is unknown", r["id"], r["stan"])
+            rows = [dict(r) for r in self._db.execute(
+                "SELECT * FROM transactions WHERE kind = 'sale' AND status = 'pending'")]
+            for r in rows:
+                self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
+                                 " answer', updated_at = ? WHERE id = ?", (stamp, r["id"]))
+                self._queue_reversal(r["id"], stamp)
         return rows
+
+    def queued_reversals(self) -> list[QueuedReversal]:
+        """Reversals not yet acknowledged by the host, oldest first."""
+        rows = self._db.execute(
+            "SELECT r.id, r.stan, r.attempts, o.id, o.stan, o.transmitted_at, o.amount, o.currency,"
+            " o.terminal_id, o.merchant_id FROM transactions r JOIN transactions o ON o.id = r.original_id"
+            " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id").fetchall()
+        return [QueuedReversal(*r) for r in rows]
+
+    def reversal_attempted(self, rev_id: int, now: datetime, note: str) -> None:
+        """Count a send attempt that got no acknowledgement."""
+        with self._tx():
+            self._db.execute("UPDATE transactions SET attempts = attempts + 1, note = ?, updated_at = ?"
+                             " WHERE id = ?", (note[:200], now.isoformat(timespec="seconds"), rev_id))
+
+    def reversal_acknowledged(self, rev_id: int, response_code: str, now: datetime) -> None:
+        """The host acknowledged the reversal: it is done, and its sale is 'reversed'."""
+        stamp = now.isoformat(timespec="seconds")
+        with self._tx():
+            self._db.execute("UPDATE transactions SET status = 'acknowledged', response_code = ?,"
+                             " attempts = attempts + 1, note = '', updated_at = ? WHERE id = ?",
+                             (response_code, stamp, rev_id))
+            self._db.execute("UPDATE transactions SET status = 'reversed', updated_at = ? WHERE id ="
+                             " (SELECT original_id FROM transactions WHERE id = ?)", (stamp, rev_id))
 
     def rows(self) -> list[dict[str, Any]]:
         """Every transaction row, oldest first."""

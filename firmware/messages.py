@@ -66,10 +66,10 @@ def sale_to_iso(req: SaleRequest) -> dict[str, str]:
     }
 
 
-def iso_to_response(doc: dict[str, str]) -> AuthResponse:
-    """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
-    if doc.get("t") != "0210":
-        raise CodecError(f"expected a 0210 response, got MTI {doc.get('t')!r}")
+def _checked(doc: dict[str, str], mti: str) -> tuple[int, str]:
+    """STAN and response code of an answer with the expected MTI; CodecError on anything off."""
+    if doc.get("t") != mti:
+        raise CodecError(f"expected a {mti} response, got MTI {doc.get('t')!r}")
     for f in ("11", "39"):
         if f not in doc:
             raise CodecError(f"response lacks field {f}")
@@ -78,12 +78,62 @@ def iso_to_response(doc: dict[str, str]) -> AuthResponse:
         raise CodecError(f"response code {rc!r} is not two alphanumerics")
     if not doc["11"].isdigit():
         raise CodecError("response field 11 is not numeric")
+    return int(doc["11"]), rc
+
+
+def iso_to_response(doc: dict[str, str]) -> AuthResponse:
+    """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
+    stan, rc = _checked(doc, "0210")
     if rc == "00" and not doc.get("38", "").strip():
         raise CodecError("approval without an authorization code (field 38)")
     return AuthResponse(
-        stan=int(doc["11"]),
+        stan=stan,
         response_code=rc,
         auth_code=doc.get("38", "").strip(),
         rrn=doc.get("37", "").strip(),
         terminal_id=doc.get("41", "").strip(),
     )
+
+
+@dataclass(frozen=True)
+class ReversalRequest:
+    """A 0400 (0401 when repeated) cancelling a sale whose outcome the terminal does not know."""
+
+    stan: int
+    amount: int
+    currency_numeric: str
+    terminal_id: str
+    merchant_id: str
+    original_stan: int
+    original_transmitted_at: str     # field 7 of the original request, MMDDhhmmss
+    local_time: datetime
+    utc_time: datetime
+    repeat: bool = False
+    processing_code: str = "000000"
+
+
+def original_data_elements(mti: str, stan: int, transmitted_at: str) -> str:
+    """Field 90: original MTI, STAN, transmission date/time, then acquirer and forwarder ids (zeros)."""
+    return f"{mti}{stan:06d}{(transmitted_at or '0' * 10):0>10}" + "0" * 22
+
+
+def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
+    """The 0400/0401 message dict for a reversal."""
+    return {
+        "t": "0401" if req.repeat else "0400",
+        "3": req.processing_code,
+        "4": f"{req.amount:012d}",
+        "7": req.utc_time.strftime("%m%d%H%M%S"),
+        "11": f"{req.stan:06d}",
+        "12": req.local_time.strftime("%H%M%S"),
+        "13": req.local_time.strftime("%m%d"),
+        "41": req.terminal_id.ljust(8)[:8],
+        "42": req.merchant_id.ljust(15)[:15],
+        "49": req.currency_numeric,
+        "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
+    }
+
+
+def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
+    """STAN and response code of a 0410; any 0410 for our STAN means the host has dealt with it."""
+    return _checked(doc, "0410")

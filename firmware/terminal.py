@@ -22,6 +22,7 @@ from .journal import Journal, NewSale
 from .messages import SaleRequest, iso_to_response, sale_to_iso
 from .pin import PinEntry
 from .receipt import Header, sale_receipt
+from .reversals import ReversalSender
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Terminal:
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
         self._host = HostLink(config.host)
         self.journal: Journal | None = None
+        self._reversals: ReversalSender | None = None
         self.state: flow.State = flow.IDLE
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -82,6 +84,8 @@ class Terminal:
         self._stopping = asyncio.Event()
         self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
         self.journal.recover(self._clock())
+        self._reversals = ReversalSender(self.journal, self._host, self.config, self._clock)
+        self._spawn(self._reversals.flush())          # reversals a crash or an outage left behind
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
         self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
@@ -265,38 +269,47 @@ class Terminal:
             self._timer = asyncio.get_running_loop().call_later(seconds, self.post, _TimerFired(gen))
 
     async def _authorize(self, eff: flow.Authorize) -> None:
-        """Journal the sale as pending, exchange it with the host, journal the outcome, then tell the flow."""
-        assert self.journal is not None
+        """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
+        assert self.journal is not None and self._reversals is not None
         t = self.config.terminal
+        try:
+            queue_empty = await self._reversals.flush()
+        except asyncio.CancelledError:
+            self.post(flow.HostFailed("cancelled before sending", sent=False))
+            return
         now = self._clock()
+        utc = now.astimezone(timezone.utc)
         row, stan = self.journal.begin_sale(NewSale(
             method="card", entry_mode="swipe", amount=eff.amount, currency=t.currency.alpha,
-            masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id, merchant_id=t.merchant_id), now)
+            masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id, merchant_id=t.merchant_id,
+            transmitted_at=utc.strftime("%m%d%H%M%S")), now)
+        if not queue_empty:
+            note = "not sent: an earlier reversal is not yet acknowledged by the host"
+            self.journal.finish(row, "failed", self._clock(), note=note)
+            self.post(flow.HostFailed(note, sent=False, stan=stan))
+            return
         sent = False
         try:
             message = dialect.encode(sale_to_iso(SaleRequest(
                 stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
                 pin_block=eff.pin.block, ksn=eff.pin.ksn, terminal_id=t.terminal_id, merchant_id=t.merchant_id,
-                local_time=now, utc_time=now.astimezone(timezone.utc))))
+                local_time=now, utc_time=utc)))
             sent = True
             answer = await self._host.exchange(message, self.config.timeouts.host)
             response = iso_to_response(dialect.decode(answer))
             if response.stan != stan or response.terminal_id != t.terminal_id:
                 raise CodecError(f"answer for stan {response.stan:06d}/{response.terminal_id!r}, expected {stan:06d}")
-        except asyncio.CancelledError:
-            status = "unknown" if sent else "failed"
-            self.journal.finish(row, status, self._clock(), note="cancelled while the host was asked")
-            self.post(flow.HostFailed("cancelled", sent=sent, stan=stan))
-            return
-        except HostError as exc:
-            log.warning("sale stan %06d: %s", stan, exc)
-            self.journal.finish(row, "unknown" if exc.sent else "failed", self._clock(), note=str(exc)[:200])
-            self.post(flow.HostFailed(str(exc), sent=exc.sent, stan=stan))
-            return
-        except CodecError as exc:
-            log.warning("sale stan %06d: %s", stan, exc)
-            self.journal.finish(row, "unknown" if sent else "failed", self._clock(), note=str(exc)[:200])
-            self.post(flow.HostFailed(str(exc), sent=sent, stan=stan))
+        except (asyncio.CancelledError, HostError, CodecError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            reason = "cancelled while the host was asked" if cancelled else str(exc)
+            maybe_sent = exc.sent if isinstance(exc, HostError) else sent
+            if not cancelled:
+                log.warning("sale stan %06d: %s", stan, reason)
+            # 'unknown' queues a reversal in the same database transaction; send it now.
+            self.journal.finish(row, "unknown" if maybe_sent else "failed", self._clock(), note=reason[:200])
+            self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan))
+            if maybe_sent:
+                self._spawn(self._reversals.flush())
             return
         self.journal.finish(row, "approved" if response.approved else "declined", self._clock(),
                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from firmware.errors import JournalError
-from firmware.journal import Journal, NewSale
+from firmware.journal import _MIGRATIONS, Journal, NewSale
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 SALE = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
@@ -23,9 +23,22 @@ def test_wal_full_and_schema_version(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
-    assert j._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert j._db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
     j.close()
     Journal(tmp_path / "j.sqlite3").close()                                # reopening migrates nothing
+
+
+def test_upgrade_from_schema_1_keeps_rows(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute("INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, terminal_id,"
+               " merchant_id, created_at, updated_at) VALUES ('sale','card','swipe',5,'CNY','approved',1,'T','M','x','x')")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    [row] = j.rows()
+    assert row["status"] == "approved" and row["original_id"] is None and row["attempts"] == 0
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -61,19 +74,40 @@ def test_amount_must_be_positive(tmp_path):
         j.begin_sale(NewSale("card", "swipe", 0, "CNY", "", "T", "M"), NOW)
 
 
-def test_recover_marks_pending_unknown(tmp_path):
+def test_recover_marks_pending_unknown_and_queues_its_reversal(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
-    row, _ = j.begin_sale(SALE, NOW)
+    row, stan = j.begin_sale(SALE, NOW)
     assert [r["id"] for r in j.recover(NOW)] == [row]
     assert j.rows()[0]["status"] == "unknown"
+    [queued] = j.queued_reversals()
+    assert (queued.original_id, queued.original_stan, queued.amount, queued.stan) == (row, stan, 1250, stan + 1)
     assert j.recover(NOW) == []
+    assert len(j.queued_reversals()) == 1                                   # queued once, not per boot
+
+
+def test_unknown_outcome_queues_a_reversal_until_acknowledged(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    row, _ = j.begin_sale(SALE, NOW)
+    j.finish(row, "declined", NOW, response_code="51")
+    assert j.queued_reversals() == []                                       # a known outcome needs none
+    row, _ = j.begin_sale(SALE, NOW)
+    j.finish(row, "unknown", NOW, note="no answer")
+    [q] = j.queued_reversals()
+    j.reversal_attempted(q.id, NOW, "host down")
+    [q] = j.queued_reversals()
+    assert q.attempts == 1
+    j.reversal_acknowledged(q.id, "00", NOW)
+    assert j.queued_reversals() == []
+    by_id = {r["id"]: r for r in j.rows()}
+    assert by_id[row]["status"] == "reversed" and by_id[q.id]["status"] == "acknowledged"
+    assert by_id[q.id]["original_id"] == row and by_id[q.id]["attempts"] == 2
 
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from datetime import datetime, timezone
     from pathlib import Path
-    from firmware.journal import Journal, NewSale
+    from firmware.journal import _MIGRATIONS, Journal, NewSale
     now = datetime(2026, 11, 26, tzinfo=timezone.utc)
     j = Journal(Path(sys.argv[1]))
     sale = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
@@ -94,9 +128,9 @@ def test_sigkill_loses_nothing_committed(tmp_path):
     assert [r["status"] for r in rows] == ["approved", "pending"]
     assert rows[0]["auth_code"] == "654321"
     j.recover(NOW)
-    assert [r["status"] for r in j.rows()] == ["approved", "unknown"]
-    assert j.counter("stan") == 2 and j.counter("dukpt") == 1
-    assert j.begin_sale(SALE, NOW)[1] == 3                                  # STAN never reused
+    assert [r["status"] for r in j.rows()] == ["approved", "unknown", "queued"]
+    assert j.counter("stan") == 3 and j.counter("dukpt") == 1               # the reversal took STAN 3
+    assert j.begin_sale(SALE, NOW)[1] == 4                                  # STAN never reused
 
 
 def test_rows_never_hold_card_data(tmp_path):

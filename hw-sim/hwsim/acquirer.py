@@ -103,7 +103,8 @@ class Acquirer:
         self.host_log: list[tuple[str, bytes]] = []
         self.late_delay = late_delay
         self.port = 0
-        self._fault: str | None = None
+        self._faults: list[str] = []
+        self._accounts_of: dict[int, str] = {}      # ledger index -> PAN, the issuer's side only
         self._rrn = itertools.count(1)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -134,17 +135,16 @@ class Acquirer:
             self._thread.join(5)
             self._loop.close()
 
-    def fault(self, kind: str | None) -> None:
-        """Make the next request misbehave: timeout, late, drop, twice, garble; None clears."""
+    def fault(self, kind: str | None, times: int = 1) -> None:
+        """Make the next `times` requests misbehave: timeout, late, drop, twice, garble; None clears."""
         if kind is not None and kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULTS)}")
         with self._lock:
-            self._fault = kind
+            self._faults = [] if kind is None else [kind] * times
 
     def _take_fault(self) -> str | None:
         with self._lock:
-            kind, self._fault = self._fault, None
-            return kind
+            return self._faults.pop(0) if self._faults else None
 
     def _log(self, direction: str, raw: bytes) -> None:
         with self._lock:
@@ -190,6 +190,8 @@ class Acquirer:
         mti = doc["t"]
         if mti == "0200":
             return self._sale(doc)
+        if mti in ("0400", "0401"):
+            return self._reversal(doc)
         log.warning("acquirer: unsupported MTI %s", mti)
         return None
 
@@ -200,12 +202,34 @@ class Acquirer:
         rrn = f"{datetime.now():%y%j}{next(self._rrn):07d}"
         auth = f"{secrets.randbelow(1_000_000):06d}" if rc == "00" else ""
         with self._lock:
+            self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]
             self.ledger.append({"stan": int(doc.get("11", "0") or 0), "amount": int(doc.get("4", "0") or 0),
                                 "rrn": rrn, "response_code": rc, "reversed": False,
-                                "terminal_id": doc.get("41", "").strip()})
+                                "terminal_id": doc.get("41", "").strip(), "transmitted_at": doc.get("7", "")})
         out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
         out.update({"t": "0210", "37": rrn, "39": rc})
         if auth:
             out["38"] = auth
+        raw, _ = iso8583.encode(out, SPEC)
+        return bytes(raw)
+
+    def _reversal(self, doc: dict[str, str]) -> bytes:
+        """0400/0401: find the original by terminal, STAN and field 7 (field 90); undo it once; always acknowledge."""
+        original = doc.get("90", "")
+        stan, transmitted = original[4:10], original[10:20]
+        rc = "25"                                              # unable to locate the original
+        with self._lock:
+            for i, entry in enumerate(self.ledger):
+                if (f"{entry['stan']:06d}", entry["transmitted_at"], entry["terminal_id"]) == \
+                        (stan, transmitted, doc.get("41", "").strip()):
+                    rc = "00"
+                    if entry["response_code"] == "00" and not entry["reversed"]:
+                        entry["reversed"] = True
+                        account = self.issuer.accounts.get(self._accounts_of.get(i, ""))
+                        if account is not None:
+                            account.balance += entry["amount"]
+                    break
+        out = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
+        out.update({"t": "0410", "39": rc})
         raw, _ = iso8583.encode(out, SPEC)
         return bytes(raw)
