@@ -41,6 +41,26 @@ def _run(cfg: Config) -> int:
     return 0
 
 
+def _hash_pin() -> int:
+    import getpass
+
+    from .operators import hash_pin
+
+    if sys.stdin.isatty():
+        pin, again = getpass.getpass("operator PIN: "), getpass.getpass("again: ")
+        if pin != again:
+            print("countertop: the two PINs differ", file=sys.stderr)
+            return 2
+    else:
+        pin = sys.stdin.readline().strip()
+    try:
+        print(hash_pin(pin))
+    except ValueError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `countertop` console command."""
     parser = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
@@ -53,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
     p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
     p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    sub.add_parser("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]")
     p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
     p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "hash-pin":
+            return _hash_pin()
         if args.command == "check-config":
             for f in args.files:
                 cfg = load(f)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 from .money import Currency
+from .operators import check_hash_format
 
 LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
 PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")
@@ -166,6 +167,21 @@ class PinConfig:
 
 
 @dataclass(frozen=True)
+class OperatorsConfig:
+    """Operator PIN hashes (made by `countertop hash-pin`) and the lockout after wrong PINs."""
+
+    manager_pin: str = field(default="", repr=False)
+    cashier_pin: str = field(default="", repr=False)
+    max_failures: int = 3
+    lockout: int = 300               # seconds
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        """Role -> PIN hash, for the roles that have one."""
+        return {r: h for r, h in (("manager", self.manager_pin), ("cashier", self.cashier_pin)) if h}
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole terminal configuration."""
 
@@ -179,6 +195,7 @@ class Config:
     display: DisplayConfig
     host: HostConfig
     pin: PinConfig
+    operators: OperatorsConfig = OperatorsConfig()
 
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
@@ -274,8 +291,17 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     if pin.max_length < pin.min_length:
         raise k.fail("max_length", "must not be below min_length")
     k.done()
+
+    o = top.sub("operators")
+    operators = OperatorsConfig(
+        manager_pin=o.get("manager_pin", str, "", check_hash_format),
+        cashier_pin=o.get("cashier_pin", str, "", check_hash_format),
+        max_failures=o.get("max_failures", int, 3, _between(1, 10)),
+        lockout=o.get("lockout", int, 300, _between(10, 86400)),
+    )
+    o.done()
     top.done()
-    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin)
+    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators)
 
 
 def load(path: str | Path) -> Config:

@@ -79,7 +79,61 @@ class TimerExpired:
     """The one flow timer ran out."""
 
 
-Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired]
+@dataclass(frozen=True)
+class OperatorChecked:
+    """The manager PIN was checked: ok, or a short reason (wrong, locked)."""
+
+    ok: bool
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class OriginalSale:
+    """What the journal knows of a sale that a void or refund would go against (no card data)."""
+
+    id: int
+    stan: int
+    amount: int
+    masked_pan: str
+    method: str
+    status: str
+    created_at: str          # ISO 8601 local time
+    batch: int
+    refunded: int
+
+
+@dataclass(frozen=True)
+class OriginalFound:
+    """The journal's answer to FindOriginal, with what decides whether a void is still possible."""
+
+    sale: OriginalSale
+    current_batch: int
+    today: str               # YYYY-MM-DD, local
+
+
+@dataclass(frozen=True)
+class OriginalMissing:
+    """No sale with that trace number."""
+
+    notice: str
+
+
+@dataclass(frozen=True)
+class CashRefunded:
+    """A cash refund was journaled."""
+
+    stan: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The journal refused a void or refund (limits, state); nothing was sent."""
+
+    notice: str
+
+
+Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
+              OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused]
 
 # --- effects (outputs) ------------------------------------------------------------------------
 
@@ -131,16 +185,43 @@ class AbortAuthorization:
 
 @dataclass(frozen=True)
 class PrintReceipts:
-    """Print merchant and customer copies of a finished sale."""
+    """Print merchant and customer copies of a finished sale, void or refund."""
 
     amount: int
     masked_pan: str
     entry_mode: str
     response: AuthResponse
     stan: int
+    kind: str = "SALE"                 # SALE | VOID | REFUND
+    route: str = ""                    # for refunds: CARD | CASH
+    original_stan: int | None = None
 
 
-Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, Authorize, AbortAuthorization, PrintReceipts]
+@dataclass(frozen=True)
+class CollectOperatorPin:
+    """Route digit/CLEAR/ENTER keys to the operator PIN pad; the shell answers with OperatorChecked."""
+
+
+@dataclass(frozen=True)
+class FindOriginal:
+    """Look up the sale with this trace number; the shell answers OriginalFound or OriginalMissing."""
+
+    stan: int
+
+
+@dataclass(frozen=True)
+class SubmitFollowUp:
+    """Journal and carry out a void or refund; the shell answers HostAnswered/HostFailed (card route),
+    CashRefunded (cash route) or Refused."""
+
+    kind: str                           # "void" | "refund"
+    original_id: int
+    amount: int
+    route: str                          # "card" | "cash"
+
+
+Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, Authorize, AbortAuthorization, PrintReceipts,
+               CollectOperatorPin, FindOriginal, SubmitFollowUp]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -203,7 +284,70 @@ class Result:
     lines: tuple[str, ...] = field(default=())
 
 
-State = Union[Amount, AwaitCard, AwaitPin, Authorizing, Result]
+@dataclass(frozen=True)
+class OperatorPin:
+    """The manager types their PIN to open the back-office menu."""
+
+    digits: int = 0
+
+
+@dataclass(frozen=True)
+class Menu:
+    """Back-office menu: void or refund."""
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """Keying the trace number (STAN) of the original sale."""
+
+    kind: str                           # "void" | "refund"
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class Looking:
+    """Waiting for the journal to find the original."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class ConfirmVoid:
+    """Showing the sale to void; ENTER confirms."""
+
+    sale: OriginalSale
+
+
+@dataclass(frozen=True)
+class RefundAmount:
+    """Keying the refund amount (at most what is left of the sale)."""
+
+    sale: OriginalSale
+    value: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class RefundRoute:
+    """Choosing where the money goes: back to the card, or cash from the till."""
+
+    sale: OriginalSale
+    amount: int
+
+
+@dataclass(frozen=True)
+class Submitting:
+    """A void or refund is with the journal and, for the card route, the host."""
+
+    kind: str
+    sale: OriginalSale
+    amount: int
+    route: str
+
+
+State = Union[Amount, AwaitCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
+              ConfirmVoid, RefundAmount, RefundRoute, Submitting]
+BACK_OFFICE = (OperatorPin, Menu, TraceEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
 IDLE = Amount()
 
@@ -239,6 +383,8 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
         lines = (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
     elif isinstance(state, Authorizing):
         lines = (money(state.amount, cfg), "CANCELLING..." if state.cancelling else "PROCESSING...")
+    elif isinstance(state, BACK_OFFICE):
+        lines = _render_back_office(state, cfg)
     else:
         lines = state.lines
     notice = getattr(state, "notice", "")
@@ -255,8 +401,10 @@ def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Ef
         effects.append(StartTimer(cfg.card_timeout))
     elif isinstance(state, AwaitPin):
         effects.append(StartTimer(cfg.pin_timeout))
-    elif isinstance(state, Authorizing):
-        effects.append(StopTimer())        # the host link owns the host timeout
+    elif isinstance(state, (Authorizing, Looking, Submitting)):
+        effects.append(StopTimer())        # the journal and the host link own these waits
+    elif isinstance(state, BACK_OFFICE):
+        effects.append(StartTimer(cfg.amount_timeout))
     else:
         effects.append(StartTimer(cfg.result_timeout))
     return state, effects
@@ -276,6 +424,8 @@ def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effec
         return _await_pin(state, event, cfg)
     if isinstance(state, Authorizing):
         return _authorizing(state, event, cfg)
+    if isinstance(state, BACK_OFFICE):
+        return _back_office(state, event, cfg)
     return _shown_result(state, event, cfg)
 
 
@@ -290,6 +440,8 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[E
             return enter(Amount(state.value // 10), cfg)
         if k == "CANCEL":
             return enter(IDLE, cfg)
+        if k == "MENU" and not state.value:
+            return enter(OperatorPin(), cfg, CollectOperatorPin())
         if k == "ENTER" and state.value:
             if state.value < cfg.min_amount:
                 return enter(Amount(state.value, "AMOUNT TOO LOW"), cfg)
@@ -365,4 +517,124 @@ def _shown_result(state: Result, event: Event, cfg: FlowConfig) -> tuple[State, 
             return _amount(IDLE, event, cfg)
         if event.name in ("ENTER", "CANCEL", "CLEAR"):
             return enter(IDLE, cfg)
+    return state, []
+
+
+# --- back office: void (撤销) and refund (退货) --------------------------------------------------
+
+KIND_TITLE = {"void": "VOID", "refund": "REFUND"}
+
+
+def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
+    if isinstance(state, OperatorPin):
+        return ("MANAGER PIN", "*" * state.digits or "_")
+    if isinstance(state, Menu):
+        return ("1 VOID  2 REFUND", "CANCEL TO EXIT")
+    if isinstance(state, TraceEntry):
+        return (KIND_TITLE[state.kind], "TRACE NO.", state.value or "_")
+    if isinstance(state, Looking):
+        return (KIND_TITLE[state.kind], "SEARCHING...")
+    if isinstance(state, ConfirmVoid):
+        sale = state.sale
+        return (f"VOID {money(sale.amount, cfg)}", sale.masked_pan, sale.created_at[:16].replace("T", " "),
+                "ENTER TO CONFIRM")
+    if isinstance(state, RefundAmount):
+        sale = state.sale
+        return (f"REFUND TRACE {sale.stan:06d}", f"PAID {money(sale.amount, cfg)}",
+                f"LEFT {money(sale.amount - sale.refunded, cfg)}", f"AMOUNT {money(state.value, cfg)}")
+    if isinstance(state, RefundRoute):
+        return (f"REFUND {money(state.amount, cfg)}", "1 TO CARD  2 CASH")
+    assert isinstance(state, Submitting)
+    return (KIND_TITLE[state.kind], money(state.amount, cfg), "PROCESSING...")
+
+
+def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    cancel = isinstance(event, Key) and event.name == "CANCEL"
+    if isinstance(state, Submitting):
+        return _submitting(state, event, cfg)
+    if cancel or isinstance(event, TimerExpired):
+        lines = ("CANCELLED",) if cancel else ("TIMEOUT",)
+        return _result(lines, cfg, EndPin()) if isinstance(state, OperatorPin) else _result(lines, cfg)
+    if isinstance(state, OperatorPin):
+        if isinstance(event, PinProgress):
+            return enter(OperatorPin(event.digits), cfg)
+        if isinstance(event, OperatorChecked):
+            if event.ok:
+                return enter(Menu(), cfg, EndPin())
+            return _result(("ACCESS DENIED", event.notice), cfg, EndPin())
+    elif isinstance(state, Menu) and isinstance(event, Key):
+        if event.name in ("1", "2"):
+            return enter(TraceEntry("void" if event.name == "1" else "refund"), cfg)
+    elif isinstance(state, TraceEntry) and isinstance(event, Key):
+        k = event.name
+        if k.isdigit() and len(k) == 1 and len(state.value) < 6:
+            return enter(replace(state, value=state.value + k), cfg)
+        if k == "CLEAR":
+            return enter(replace(state, value=state.value[:-1]), cfg)
+        if k == "ENTER" and state.value:
+            return enter(Looking(state.kind), cfg, FindOriginal(int(state.value)))
+    elif isinstance(state, Looking):
+        if isinstance(event, OriginalMissing):
+            return _result(("NOT FOUND", event.notice), cfg)
+        if isinstance(event, OriginalFound):
+            return _found(state.kind, event, cfg)
+    elif isinstance(state, ConfirmVoid) and isinstance(event, Key) and event.name == "ENTER":
+        sale = state.sale
+        return enter(Submitting("void", sale, sale.amount, "card"), cfg,
+                     SubmitFollowUp("void", sale.id, sale.amount, "card"))
+    elif isinstance(state, RefundAmount) and isinstance(event, Key):
+        k, left = event.name, state.sale.amount - state.sale.refunded
+        if k.isdigit() and len(k) == 1 and len(str(state.value)) < AMOUNT_DIGITS:
+            return enter(replace(state, value=state.value * 10 + int(k), notice=""), cfg)
+        if k == "CLEAR":
+            return enter(replace(state, value=state.value // 10, notice=""), cfg)
+        if k == "ENTER" and state.value:
+            if state.value > left:
+                return enter(replace(state, notice="MORE THAN IS LEFT"), cfg)
+            return enter(RefundRoute(state.sale, state.value), cfg)
+    elif isinstance(state, RefundRoute) and isinstance(event, Key) and event.name in ("1", "2"):
+        route = "card" if event.name == "1" else "cash"
+        return enter(Submitting("refund", state.sale, state.amount, route), cfg,
+                     SubmitFollowUp("refund", state.sale.id, state.amount, route))
+    return state, []
+
+
+def _found(kind: str, event: OriginalFound, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    sale = event.sale
+    if sale.status != "approved":
+        return _result(("NOT ALLOWED", f"SALE IS {sale.status.upper()}"), cfg)
+    if kind == "refund":
+        if sale.refunded >= sale.amount:
+            return _result(("NOT ALLOWED", "ALREADY FULLY REFUNDED"), cfg)
+        return enter(RefundAmount(sale), cfg)
+    if sale.batch != event.current_batch or sale.created_at[:10] != event.today:
+        return _result(("VOID NOT POSSIBLE", "SETTLED: USE REFUND"), cfg)
+    if sale.refunded:
+        return _result(("VOID NOT POSSIBLE", "ALREADY REFUNDED"), cfg)
+    return enter(ConfirmVoid(sale), cfg)
+
+
+def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    title = KIND_TITLE[state.kind]
+    sale = state.sale
+    if isinstance(event, HostAnswered):
+        resp = event.response
+        if not resp.approved:
+            reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
+            return _result((f"{title} DECLINED", reason), cfg)
+        receipt = PrintReceipts(state.amount, sale.masked_pan, "SWIPE", resp, event.stan, title,
+                                state.route.upper() if state.kind == "refund" else "", sale.stan)
+        return _result((f"{title} APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}"), cfg, receipt)
+    if isinstance(event, CashRefunded):
+        resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
+        receipt = PrintReceipts(state.amount, sale.masked_pan, "SWIPE", resp, event.stan, "REFUND", "CASH", sale.stan)
+        return _result(("CASH REFUND", money(state.amount, cfg), "PAY OUT FROM THE TILL"), cfg, receipt)
+    if isinstance(event, Refused):
+        return _result(("NOT ALLOWED", event.notice), cfg)
+    if isinstance(event, HostFailed):
+        if event.sent:
+            return _result(("NO HOST ANSWER", "WILL RETRY BY ITSELF"), cfg)
+        return _result(("HOST NOT AVAILABLE", "NOTHING SENT"), cfg)
+    if isinstance(event, Key) and event.name == "CANCEL":
+        return state, [Show(("PLEASE WAIT",) + render(state, cfg))]
     return state, []

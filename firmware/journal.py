@@ -20,8 +20,9 @@ from .errors import JournalError
 
 log = logging.getLogger(__name__)
 
-# Sale statuses; reversal rows are 'queued' then 'acknowledged'.
-STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed")
+# Sale, void and refund statuses; reversal rows are 'queued' then 'acknowledged'.
+STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed", "voided")
+FOLLOW_UPS = ("void", "refund")
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: transactions and counters
@@ -56,6 +57,32 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX transactions_original ON transactions (original_id);
     CREATE INDEX transactions_queue ON transactions (kind, status);
     """,
+    # 3: voids and refunds: batch numbers, idempotency keys, limits enforced by the database itself
+    """
+    ALTER TABLE transactions ADD COLUMN batch INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE transactions ADD COLUMN idem_key TEXT NOT NULL DEFAULT '';
+    CREATE INDEX transactions_stan ON transactions (stan);
+    CREATE TRIGGER follow_up_needs_approved_sale BEFORE INSERT ON transactions
+    WHEN NEW.kind IN ('void', 'refund') BEGIN
+        SELECT RAISE(ABORT, 'the original is not an approved sale') WHERE NOT EXISTS
+            (SELECT 1 FROM transactions WHERE id = NEW.original_id AND kind = 'sale' AND status = 'approved');
+    END;
+    CREATE TRIGGER refund_within_original BEFORE INSERT ON transactions WHEN NEW.kind = 'refund' BEGIN
+        SELECT RAISE(ABORT, 'refunds would exceed the original amount') WHERE NEW.amount +
+            (SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE original_id = NEW.original_id
+             AND kind IN ('refund', 'void') AND status IN ('pending', 'approved', 'unknown'))
+            > (SELECT amount FROM transactions WHERE id = NEW.original_id);
+    END;
+    CREATE TRIGGER void_only_untouched BEFORE INSERT ON transactions WHEN NEW.kind = 'void' BEGIN
+        SELECT RAISE(ABORT, 'the sale already has a refund or a void') WHERE EXISTS
+            (SELECT 1 FROM transactions WHERE original_id = NEW.original_id AND kind IN ('void', 'refund')
+             AND status IN ('pending', 'approved', 'unknown'));
+    END;
+    CREATE VIEW transaction_summary AS
+        SELECT t.*, (SELECT COALESCE(SUM(r.amount), 0) FROM transactions r
+                     WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
+        FROM transactions t;
+    """,
 )
 
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
@@ -73,6 +100,27 @@ class NewSale:
     terminal_id: str
     merchant_id: str
     transmitted_at: str = ""     # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A void or refund row with what its message must say of the original sale."""
+
+    id: int
+    kind: str                     # "void" | "refund"
+    method: str                   # "card" | "cash"
+    stan: int
+    amount: int
+    idem_key: str
+    transmitted_at: str
+    original_id: int
+    original_stan: int
+    original_transmitted_at: str
+    original_amount: int
+    original_rrn: str
+    original_auth_code: str
+    terminal_id: str
+    merchant_id: str
 
 
 @dataclass(frozen=True)
@@ -136,8 +184,22 @@ class Journal:
         with self._tx():
             return self._advance(name, first, step)
 
+    def set_counter(self, name: str, value: int) -> None:
+        """Durably set a counter."""
+        with self._tx():
+            self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
     def _tx(self) -> "_Tx":
         return _Tx(self._db)
+
+    def current_batch(self) -> int:
+        """The open batch's number (settlement closes it)."""
+        return self.counter("batch") or 1
+
+    def close_batch(self) -> int:
+        """Close the open batch (after settlement); returns the new batch number."""
+        return self.take_counter("batch", 2)
 
     def begin_sale(self, sale: NewSale, now: datetime) -> tuple[int, int]:
         """Take the next STAN (1..999999, wrapping) and write a pending sale row; returns (row id, stan)."""
@@ -146,30 +208,82 @@ class Journal:
             stan = self._advance("stan", 1, STAN_STEP)
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
-                " terminal_id, merchant_id, created_at, updated_at, transmitted_at)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
-                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at))
+                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch()))
             return int(cur.lastrowid), stan
+
+    def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
+                        transmitted_at: str, now: datetime) -> FollowUp:
+        """Write a pending void or refund against an approved sale; the database refuses one that would
+        void a refunded sale, refund a voided one, or refund more in total than the sale."""
+        if kind not in FOLLOW_UPS:
+            raise JournalError(f"not a follow-up kind: {kind!r}")
+        stamp = now.isoformat(timespec="seconds")
+        try:
+            with self._tx():
+                stan = self._advance("stan", 1, STAN_STEP)
+                cur = self._db.execute(
+                    "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan,"
+                    " masked_pan, terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch,"
+                    " original_id, idem_key)"
+                    " SELECT ?, ?, entry_mode, ?, currency, 'pending', ?, masked_pan, terminal_id, merchant_id,"
+                    " ?, ?, ?, ?, id, ? FROM transactions WHERE id = ?",
+                    (kind, method, amount, stan, stamp, stamp, transmitted_at, self.current_batch(), idem_key,
+                     original_id))
+                if cur.rowcount != 1:
+                    raise JournalError(f"no transaction {original_id}")
+                row_id = int(cur.lastrowid)
+        except sqlite3.IntegrityError as exc:
+            raise JournalError(f"{kind} refused: {exc}", screen="NOT ALLOWED") from None
+        return self._follow_ups("r.id = ?", (row_id,))[0]
+
+    def _follow_ups(self, where: str, args: tuple[Any, ...]) -> list[FollowUp]:
+        rows = self._db.execute(
+            "SELECT r.id, r.kind, r.method, r.stan, r.amount, r.idem_key, r.transmitted_at, o.id, o.stan,"
+            " o.transmitted_at, o.amount, o.rrn, o.auth_code, r.terminal_id, r.merchant_id"
+            f" FROM transactions r JOIN transactions o ON o.id = r.original_id WHERE {where} ORDER BY r.id",
+            args).fetchall()
+        return [FollowUp(*r) for r in rows]
+
+    def retries(self) -> list[FollowUp]:
+        """Card voids and refunds whose answer was lost: resent with the same STAN and idempotency key."""
+        return self._follow_ups("r.kind IN ('void', 'refund') AND r.method = 'card' AND r.status = 'unknown'", ())
+
+    def find_sale(self, stan: int) -> dict[str, Any] | None:
+        """The most recent sale with this trace number, with its refunded total."""
+        row = self._db.execute("SELECT * FROM transaction_summary WHERE kind = 'sale' AND stan = ?"
+                               " ORDER BY id DESC LIMIT 1", (stan,)).fetchone()
+        return None if row is None else dict(row)
 
     def finish(self, row_id: int, status: str, now: datetime, *, response_code: str = "",
                auth_code: str = "", rrn: str = "", note: str = "") -> None:
-        """Complete a pending sale with its outcome; 'unknown' also queues its reversal, atomically.
+        """Complete a pending sale, void or refund with its outcome, atomically with what follows from it:
+        an unknown sale queues its reversal; an approved void marks its sale 'voided'. A void or refund
+        left 'unknown' stays so, to be resent (same STAN and key) until the host answers.
 
-        A row already completed is left as it is.
+        Only pending rows (and unknown voids/refunds) are completed; others are left as they are.
         """
-        if status not in STATUSES or status in ("pending", "reversed"):
-            raise JournalError(f"not a final sale status: {status!r}")
+        if status not in STATUSES or status in ("pending", "reversed", "voided"):
+            raise JournalError(f"not a final status: {status!r}")
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
             cur = self._db.execute(
                 "UPDATE transactions SET status = ?, response_code = ?, auth_code = ?, rrn = ?, note = ?,"
-                " updated_at = ? WHERE id = ? AND status = 'pending'",
+                " updated_at = ?, attempts = attempts + 1 WHERE id = ? AND (status = 'pending'"
+                " OR (status = 'unknown' AND kind IN ('void', 'refund')))",
                 (status, response_code, auth_code, rrn, note, stamp, row_id))
             if cur.rowcount != 1:
-                log.warning("journal: row %d was not pending; outcome %s not recorded", row_id, status)
-            elif status == "unknown":
+                log.warning("journal: row %d was not open; outcome %s not recorded", row_id, status)
+                return
+            kind, original = self._db.execute("SELECT kind, original_id FROM transactions WHERE id = ?",
+                                              (row_id,)).fetchone()
+            if kind == "sale" and status == "unknown":
                 self._queue_reversal(row_id, stamp)
+            elif kind == "void" and status == "approved":
+                self._db.execute("UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?",
+                                 (stamp, original))
 
     def _queue_reversal(self, sale_id: int, stamp: str) -> int:
         # Caller holds a transaction. The reversal takes its own STAN now and keeps it for every retry.
@@ -183,15 +297,16 @@ class Journal:
         return int(cur.lastrowid)
 
     def recover(self, now: datetime) -> list[dict[str, Any]]:
-        """At boot: sales a power cut left pending become 'unknown' and get a reversal; returns them."""
+        """At boot: rows a power cut left pending become 'unknown' (a sale also gets its reversal; a card
+        void or refund is resent); returns them."""
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
-            rows = [dict(r) for r in self._db.execute(
-                "SELECT * FROM transactions WHERE kind = 'sale' AND status = 'pending'")]
+            rows = [dict(r) for r in self._db.execute("SELECT * FROM transactions WHERE status = 'pending'")]
             for r in rows:
                 self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
                                  " answer', updated_at = ? WHERE id = ?", (stamp, r["id"]))
-                self._queue_reversal(r["id"], stamp)
+                if r["kind"] == "sale":
+                    self._queue_reversal(r["id"], stamp)
         return rows
 
     def queued_reversals(self) -> list[QueuedReversal]:
@@ -202,11 +317,11 @@ class Journal:
             " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id").fetchall()
         return [QueuedReversal(*r) for r in rows]
 
-    def reversal_attempted(self, rev_id: int, now: datetime, note: str) -> None:
-        """Count a send attempt that got no acknowledgement."""
+    def note_attempt(self, row_id: int, now: datetime, note: str) -> None:
+        """Count a send attempt (reversal or resent void/refund) that got no usable answer."""
         with self._tx():
             self._db.execute("UPDATE transactions SET attempts = attempts + 1, note = ?, updated_at = ?"
-                             " WHERE id = ?", (note[:200], now.isoformat(timespec="seconds"), rev_id))
+                             " WHERE id = ?", (note[:200], now.isoformat(timespec="seconds"), row_id))
 
     def reversal_acknowledged(self, rev_id: int, response_code: str, now: datetime) -> None:
         """The host acknowledged the reversal: it is done, and its sale is 'reversed'."""
@@ -219,8 +334,8 @@ class Journal:
                              " (SELECT original_id FROM transactions WHERE id = ?)", (stamp, rev_id))
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every transaction row, oldest first."""
-        return [dict(r) for r in self._db.execute("SELECT * FROM transactions ORDER BY id")]
+        """Every transaction row, oldest first, with a sale's approved refunds summed as `refunded`."""
+        return [dict(r) for r in self._db.execute("SELECT * FROM transaction_summary ORDER BY id")]
 
 
 class _Tx:

@@ -137,3 +137,55 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
 def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
     """STAN and response code of a 0410; any 0410 for our STAN means the host has dealt with it."""
     return _checked(doc, "0410")
+
+
+FOLLOW_UP_PROCESSING = {"void": "020000", "refund": "200000"}
+POS_ENTRY_NO_CARD = "010"            # 01 = manual/no card present, 0 = no PIN
+
+
+@dataclass(frozen=True)
+class FollowUpRequest:
+    """A void (processing code 02) or refund (20) of an earlier sale, as a 0200 without card data.
+
+    The host finds the account from the original's RRN and authorization code; field 48 carries the
+    idempotency key, so a retry after a lost answer cannot void or refund twice.
+    """
+
+    kind: str
+    stan: int
+    amount: int
+    currency_numeric: str
+    terminal_id: str
+    merchant_id: str
+    original_stan: int
+    original_transmitted_at: str
+    original_rrn: str
+    original_auth_code: str
+    idem_key: str
+    local_time: datetime
+    utc_time: datetime
+
+
+def follow_up_to_iso(req: FollowUpRequest) -> dict[str, str]:
+    """The 0200 message dict for a void or refund."""
+    if req.kind not in FOLLOW_UP_PROCESSING:
+        raise CodecError(f"not a follow-up kind: {req.kind!r}")
+    if not 0 < req.amount < 10**12:
+        raise CodecError(f"amount {req.amount} does not fit field 4")
+    return {
+        "t": "0200",
+        "3": FOLLOW_UP_PROCESSING[req.kind],
+        "4": f"{req.amount:012d}",
+        "7": req.utc_time.strftime("%m%d%H%M%S"),
+        "11": f"{req.stan:06d}",
+        "12": req.local_time.strftime("%H%M%S"),
+        "13": req.local_time.strftime("%m%d"),
+        "22": POS_ENTRY_NO_CARD,
+        "37": req.original_rrn.rjust(12, "0")[:12],
+        "38": req.original_auth_code.rjust(6, "0")[:6],
+        "41": req.terminal_id.ljust(8)[:8],
+        "42": req.merchant_id.ljust(15)[:15],
+        "48": req.idem_key,
+        "49": req.currency_numeric,
+        "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
+    }

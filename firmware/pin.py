@@ -57,6 +57,13 @@ class PinEntry:
             self._digits[i] = 0
         self._digits.clear()
 
+    def take(self) -> str:
+        """The digits as text, wiped here (for an operator PIN, which is hashed, not enciphered)."""
+        try:
+            return self._digits.decode()
+        finally:
+            self.wipe()
+
     def encrypt(self, pan: str, key: DukptKey, counter: int) -> EncryptedPin:
         """Build the format-0 block for `pan`, encrypt it under the DUKPT PIN key for `counter`, wipe."""
         try:

@@ -47,7 +47,8 @@ _ZH = {
     "SWIPE": "刷卡", "DATE/TIME": "日期时间", "TRACE": "流水号", "RRN": "参考号",
     "AUTH CODE": "授权码", "AMOUNT": "金额", "APPROVED": "交易成功", "DECLINED": "交易失败",
     "PIN VERIFIED": "密码已验证", "NO SIGNATURE REQUIRED": "免签名", "THANK YOU": "谢谢惠顾",
-    "RESPONSE": "应答码",
+    "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
+    "REFUND TO": "退款方式", "TO CARD": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
 }
 
 
@@ -69,7 +70,7 @@ def _pair(label: str, value: str, width: int) -> list[Line]:
 
 
 def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime) -> Receipt:
-    """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale."""
+    """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale, void or refund."""
     lang, w = header.language, header.width
     resp = sale.response
     lines = [Line(header.merchant_name, align="center", bold=True)]
@@ -80,21 +81,31 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     lines += _pair(_label("MERCHANT ID", lang), header.merchant_id, w)
     lines += _pair(_label("TERMINAL ID", lang), header.terminal_id, w)
     lines += _pair(_label("CARD", lang), sale.masked_pan, w)
-    lines += _pair(_label("ENTRY", lang), _label(sale.entry_mode, lang), w)
+    if sale.kind == "SALE":
+        lines += _pair(_label("ENTRY", lang), _label(sale.entry_mode, lang), w)
     lines += _pair(_label("DATE/TIME", lang), printed_at.strftime("%Y-%m-%d %H:%M:%S"), w)
     lines += _pair(_label("TRACE", lang), f"{sale.stan:06d}", w)
-    lines += _pair(_label("RRN", lang), resp.rrn or "-", w)
-    if resp.approved:
+    if sale.original_stan is not None:
+        lines += _pair(_label("ORIGINAL TRACE", lang), f"{sale.original_stan:06d}", w)
+    if resp.rrn:
+        lines += _pair(_label("RRN", lang), resp.rrn, w)
+    if resp.approved and resp.auth_code:
         lines += _pair(_label("AUTH CODE", lang), resp.auth_code, w)
     lines.append(Line("-" * w))
-    lines.append(Line(_label("SALE", lang), bold=True))
-    amount = f"{header.currency.alpha} {format_minor(sale.amount, header.currency)}"
+    lines.append(Line(_label(sale.kind, lang), bold=True, big=sale.kind != "SALE"))
+    if sale.route:
+        lines += _pair(_label("REFUND TO", lang), _label("TO CARD" if sale.route == "CARD" else "CASH", lang), w)
+    sign = "-" if sale.kind != "SALE" else ""
+    amount = f"{header.currency.alpha} {sign}{format_minor(sale.amount, header.currency)}"
     lines += _pair(_label("AMOUNT", lang), amount, w)
     lines.append(Line("-" * w))
     if resp.approved:
         lines.append(Line(_label("APPROVED", lang), align="center", bold=True, big=True))
-        lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
-        lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+        if sale.kind == "SALE":
+            lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
+            lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+        elif copy == "MERCHANT COPY":
+            lines += [Line(""), Line(_label("CASHIER SIGNATURE", lang)), Line(""), Line("_" * w)]
     else:
         lines.append(Line(_label("DECLINED", lang), align="center", bold=True, big=True))
         reason = DECLINE_TEXT.get(resp.response_code, "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +23,8 @@ from .journal import Journal, NewSale
 from .messages import SaleRequest, iso_to_response, sale_to_iso
 from .pin import PinEntry
 from .receipt import Header, sale_receipt
-from .reversals import ReversalSender
+from .outbox import Outbox
+from .operators import OperatorGate
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,14 @@ class Terminal:
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
         self._host = HostLink(config.host)
         self.journal: Journal | None = None
-        self._reversals: ReversalSender | None = None
+        self._outbox: Outbox | None = None
+        self._gate: OperatorGate | None = None
         self.state: flow.State = flow.IDLE
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
         self._pin: PinEntry | None = None
-        self._pin_pan = ""
+        self._pin_pan = ""                     # "" while the operator PIN pad is armed
         self._auth_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
@@ -84,8 +87,10 @@ class Terminal:
         self._stopping = asyncio.Event()
         self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
         self.journal.recover(self._clock())
-        self._reversals = ReversalSender(self.journal, self._host, self.config, self._clock)
-        self._spawn(self._reversals.flush())          # reversals a crash or an outage left behind
+        ops = self.config.operators
+        self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
+        self._outbox = Outbox(self.journal, self._host, self.config, self._clock)
+        self._spawn(self._outbox.flush())             # what a crash or an outage left for the host
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
         self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
@@ -202,25 +207,34 @@ class Terminal:
                   ", ".join(type(e).__name__ for e in effects), (time.monotonic() - started) * 1000)
 
     def _pin_key(self, name: str) -> Any:
-        """Keys while the PIN pad is armed: digits and CLEAR stay here; ENTER encrypts."""
-        assert self._pin is not None
-        if name == "ENTER":
-            if not self._pin.complete:
-                return flow.PinProgress(self._pin.count)
-            assert self.journal is not None
-            ksn = self.config.pin.ksn
-            try:
-                # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
-                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
-                                                    next_counter)
-                encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
-            except TerminalError as exc:
-                log.error("pin: %s", exc)
-                self._pin.wipe()
-                return flow.PinFailed(exc.screen)
-            return flow.PinEntered(encrypted)
-        self._pin.press(name)
-        return flow.PinProgress(self._pin.count)
+        """Keys while a PIN pad is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
+        checks (operator PIN, off the loop: scrypt takes tens of milliseconds)."""
+        assert self._pin is not None and self.journal is not None
+        if name != "ENTER":
+            self._pin.press(name)
+            return flow.PinProgress(self._pin.count)
+        if not self._pin.complete:
+            return flow.PinProgress(self._pin.count)
+        if not self._pin_pan:
+            self._spawn(self._check_operator(self._pin.take()))
+            return None
+        ksn = self.config.pin.ksn
+        try:
+            # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
+            counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
+            encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+            self._pin.wipe()
+            return flow.PinFailed(exc.screen)
+        return flow.PinEntered(encrypted)
+
+    async def _check_operator(self, pin: str) -> None:
+        assert self._gate is not None
+        ok, notice = await asyncio.to_thread(self._gate.check, pin, "manager", time.time())
+        if not ok:
+            log.warning("operator: manager PIN refused (%s)", notice)
+        self.post(flow.OperatorChecked(ok, notice))
 
     # --- effects --------------------------------------------------------------------------
 
@@ -242,8 +256,15 @@ class Terminal:
             self._end_pin()
             self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
             self._pin_pan = eff.pan
+        elif isinstance(eff, flow.CollectOperatorPin):
+            self._end_pin()
+            self._pin = PinEntry(4, 12)
         elif isinstance(eff, flow.EndPin):
             self._end_pin()
+        elif isinstance(eff, flow.FindOriginal):
+            self._find_original(eff.stan)
+        elif isinstance(eff, flow.SubmitFollowUp):
+            self._auth_task = self._spawn(self._follow_up(eff))
         elif isinstance(eff, flow.Authorize):
             self._auth_task = self._spawn(self._authorize(eff))
         elif isinstance(eff, flow.AbortAuthorization):
@@ -270,10 +291,10 @@ class Terminal:
 
     async def _authorize(self, eff: flow.Authorize) -> None:
         """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
-        assert self.journal is not None and self._reversals is not None
+        assert self.journal is not None and self._outbox is not None
         t = self.config.terminal
         try:
-            queue_empty = await self._reversals.flush()
+            queue_empty = await self._outbox.flush()
         except asyncio.CancelledError:
             self.post(flow.HostFailed("cancelled before sending", sent=False))
             return
@@ -309,12 +330,55 @@ class Terminal:
             self.journal.finish(row, "unknown" if maybe_sent else "failed", self._clock(), note=reason[:200])
             self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan))
             if maybe_sent:
-                self._spawn(self._reversals.flush())
+                self._spawn(self._outbox.flush())
             return
         self.journal.finish(row, "approved" if response.approved else "declined", self._clock(),
                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
         log.info("sale stan %06d: response %s", stan, response.response_code)
         self.post(flow.HostAnswered(response, stan))
+
+    def _find_original(self, stan: int) -> None:
+        assert self.journal is not None
+        row = self.journal.find_sale(stan)
+        if row is None:
+            self.post(flow.OriginalMissing(f"TRACE {stan:06d} UNKNOWN"))
+            return
+        sale = flow.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
+                                 method=row["method"], status=row["status"], created_at=row["created_at"],
+                                 batch=row["batch"], refunded=row["refunded"])
+        self.post(flow.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
+
+    async def _follow_up(self, eff: flow.SubmitFollowUp) -> None:
+        """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
+        assert self.journal is not None and self._outbox is not None
+        if eff.route == "card" and not await self._outbox.flush():
+            self.post(flow.HostFailed("the host has not yet heard earlier messages", sent=False))
+            return
+        now = self._clock()
+        try:
+            f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, eff.route, secrets.token_hex(16),
+                                             now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now)
+        except TerminalError as exc:
+            log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
+            self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40]))
+            return
+        if eff.route == "cash":
+            self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
+            self.post(flow.CashRefunded(f.stan))
+            return
+        try:
+            response = await self._outbox.exchange_follow_up(f)
+        except (HostError, CodecError) as exc:
+            sent = exc.sent if isinstance(exc, HostError) else True
+            log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
+            # 'unknown' keeps it in the outbox: resent with the same STAN and key until the host answers.
+            self.journal.finish(f.id, "unknown" if sent else "failed", self._clock(), note=str(exc)[:200])
+            self.post(flow.HostFailed(str(exc), sent=sent, stan=f.stan))
+            if sent:
+                self._spawn(self._outbox.flush())
+            return
+        self._outbox.record(f, response)
+        self.post(flow.HostAnswered(response, f.stan))
 
     async def _print(self, eff: flow.PrintReceipts) -> None:
         now = self._clock()

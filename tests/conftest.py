@@ -50,12 +50,25 @@ def sales(sim) -> list[dict]:
 
 
 def assert_ledger_agrees(sim) -> None:
-    """No customer charged without a recorded approval, none charged twice, none recorded but not charged."""
-    charged = sorted(e["stan"] for e in sim.host.ledger if e["response_code"] == "00" and not e["reversed"])
-    recorded = sorted(r["stan"] for r in sales(sim) if r["status"] == "approved")
+    """The acquirer and the journal tell the same story: no customer charged without a recorded approval,
+    none charged twice, no refund or void landed that the journal does not show, none shown that did not land."""
+    ledger, rows = sim.host.ledger, sim.journal()
+    by_rrn = {r["rrn"]: r for r in rows if r["kind"] == "sale"}
+    charged = sorted(e["stan"] for e in ledger if e["kind"] == "sale" and e["response_code"] == "00"
+                     and not e["reversed"] and not e["voided"])
+    recorded = sorted(r["stan"] for r in rows if r["kind"] == "sale" and r["status"] == "approved")
     assert charged == recorded, f"host charged {charged}, journal approved {recorded}"
-    undecided = [r for r in sales(sim) if r["status"] in ("pending", "unknown")]
-    assert not undecided, f"sales without a settled outcome: {undecided}"
+    voided_host = sorted(e["stan"] for e in ledger if e["kind"] == "sale" and e["voided"])
+    voided_journal = sorted(r["stan"] for r in rows if r["kind"] == "sale" and r["status"] == "voided")
+    assert voided_host == voided_journal, f"host voided {voided_host}, journal {voided_journal}"
+    for rrn, sale in by_rrn.items():
+        host_refunds = sum(e["amount"] for e in ledger if e["kind"] == "refund" and e.get("original_rrn") == rrn
+                           and e["response_code"] == "00")
+        card_refunds = sum(r["amount"] for r in rows if r["kind"] == "refund" and r["method"] == "card"
+                           and r["original_id"] == sale["id"] and r["status"] == "approved")
+        assert host_refunds == card_refunds, f"sale {rrn}: host refunded {host_refunds}, journal {card_refunds}"
+    undecided = [r for r in rows if r["status"] in ("pending", "unknown", "queued")]
+    assert not undecided, f"rows without a settled outcome: {undecided}"
 
 
 __all__ = ["ROOT", "SIM_TOML", "Timeouts", "assert_ledger_agrees", "sales", "sim_config", "wait_until"]

@@ -34,3 +34,13 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     assert "Traceback" not in err
     assert "terminal stopped" in log.read_text()
     assert (tmp_path / "data" / "journal.sqlite3").exists()
+
+
+def test_hash_pin_command():
+    from firmware.operators import pin_matches
+    ok = subprocess.run([sys.executable, "-m", "firmware.cli", "hash-pin"], input="2468\n",
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and pin_matches("2468", ok.stdout.strip())
+    bad = subprocess.run([sys.executable, "-m", "firmware.cli", "hash-pin"], input="12\n",
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "4 to 12 digits" in bad.stderr

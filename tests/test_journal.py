@@ -93,7 +93,7 @@ def test_unknown_outcome_queues_a_reversal_until_acknowledged(tmp_path):
     row, _ = j.begin_sale(SALE, NOW)
     j.finish(row, "unknown", NOW, note="no answer")
     [q] = j.queued_reversals()
-    j.reversal_attempted(q.id, NOW, "host down")
+    j.note_attempt(q.id, NOW, "host down")
     [q] = j.queued_reversals()
     assert q.attempts == 1
     j.reversal_acknowledged(q.id, "00", NOW)

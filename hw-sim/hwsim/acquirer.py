@@ -105,6 +105,7 @@ class Acquirer:
         self.port = 0
         self._faults: list[str] = []
         self._accounts_of: dict[int, str] = {}      # ledger index -> PAN, the issuer's side only
+        self._answered: dict[str, bytes] = {}       # idempotency key -> the answer given
         self._rrn = itertools.count(1)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -195,23 +196,69 @@ class Acquirer:
         log.warning("acquirer: unsupported MTI %s", mti)
         return None
 
+    def _new_rrn(self) -> str:
+        return f"{datetime.now():%y%j}{next(self._rrn):07d}"
+
+    def _answer_0210(self, doc: dict[str, str], rc: str, rrn: str) -> bytes:
+        out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
+        out.update({"t": "0210", "37": rrn, "39": rc})
+        if rc == "00":
+            out["38"] = f"{secrets.randbelow(1_000_000):06d}"
+        raw, _ = iso8583.encode(out, SPEC)
+        return bytes(raw)
+
     def _sale(self, doc: dict[str, str]) -> bytes:
+        if doc.get("3") in ("020000", "200000"):
+            return self._follow_up(doc)
         required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
         missing = [f for f in required if f not in doc]
         rc = "30" if missing or not doc.get("4", "").isdigit() else self.issuer.authorize(doc, datetime.now())
-        rrn = f"{datetime.now():%y%j}{next(self._rrn):07d}"
-        auth = f"{secrets.randbelow(1_000_000):06d}" if rc == "00" else ""
+        rrn = self._new_rrn()
         with self._lock:
             self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]
-            self.ledger.append({"stan": int(doc.get("11", "0") or 0), "amount": int(doc.get("4", "0") or 0),
-                                "rrn": rrn, "response_code": rc, "reversed": False,
-                                "terminal_id": doc.get("41", "").strip(), "transmitted_at": doc.get("7", "")})
-        out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
-        out.update({"t": "0210", "37": rrn, "39": rc})
-        if auth:
-            out["38"] = auth
-        raw, _ = iso8583.encode(out, SPEC)
-        return bytes(raw)
+            self.ledger.append({"kind": "sale", "stan": int(doc.get("11", "0") or 0),
+                                "amount": int(doc.get("4", "0") or 0), "rrn": rrn, "response_code": rc,
+                                "reversed": False, "voided": False, "terminal_id": doc.get("41", "").strip(),
+                                "transmitted_at": doc.get("7", "")})
+        return self._answer_0210(doc, rc, rrn)
+
+    def _follow_up(self, doc: dict[str, str]) -> bytes:
+        """Void (processing code 02) or refund (20) found by the original's RRN; field 48 is the
+        idempotency key: a repeat gets the first answer again and moves no money."""
+        key = doc.get("48", "")
+        with self._lock:
+            if key and key in self._answered:
+                return self._answered[key]
+        kind = "void" if doc["3"] == "020000" else "refund"
+        amount = int(doc.get("4", "0") or 0)
+        tid = doc.get("41", "").strip()
+        rc, rrn = "25", self._new_rrn()
+        with self._lock:
+            index = next((i for i, e in enumerate(self.ledger) if e["kind"] == "sale" and e["rrn"] == doc.get("37")
+                          and e["terminal_id"] == tid and e["response_code"] == "00"), None)
+            if index is not None:
+                sale = self.ledger[index]
+                refunded = sum(e["amount"] for e in self.ledger if e["kind"] == "refund"
+                               and e["original_rrn"] == sale["rrn"] and e["response_code"] == "00")
+                account = self.issuer.accounts.get(self._accounts_of.get(index, ""))
+                if sale["reversed"] or sale["voided"]:
+                    rc = "12"                                  # invalid transaction: already undone
+                elif kind == "void" and (amount != sale["amount"] or refunded):
+                    rc = "13"                                  # a void is for the full, untouched amount
+                elif kind == "refund" and refunded + amount > sale["amount"]:
+                    rc = "13"                                  # invalid amount: more than is left
+                else:
+                    rc = "00"
+                    sale["voided"] = sale["voided"] or kind == "void"
+                    if account is not None:
+                        account.balance += amount
+            self.ledger.append({"kind": kind, "stan": int(doc.get("11", "0") or 0), "amount": amount, "rrn": rrn,
+                                "response_code": rc, "reversed": False, "voided": False, "terminal_id": tid,
+                                "transmitted_at": doc.get("7", ""), "original_rrn": doc.get("37", "")})
+            answer = self._answer_0210(doc, rc, rrn)
+            if key:
+                self._answered[key] = answer
+            return answer
 
     def _reversal(self, doc: dict[str, str]) -> bytes:
         """0400/0401: find the original by terminal, STAN and field 7 (field 90); undo it once; always acknowledge."""
@@ -220,7 +267,8 @@ class Acquirer:
         rc = "25"                                              # unable to locate the original
         with self._lock:
             for i, entry in enumerate(self.ledger):
-                if (f"{entry['stan']:06d}", entry["transmitted_at"], entry["terminal_id"]) == \
+                if entry["kind"] == "sale" and \
+                        (f"{entry['stan']:06d}", entry["transmitted_at"], entry["terminal_id"]) == \
                         (stan, transmitted, doc.get("41", "").strip()):
                     rc = "00"
                     if entry["response_code"] == "00" and not entry["reversed"]:

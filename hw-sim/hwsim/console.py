@@ -20,6 +20,7 @@ Type keypad keys, or a command:
   enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
   swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
+  menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
   fault KIND      the next host request: timeout | late | drop | twice | garble | none
   journal         show the journal            receipts   show all receipts again

@@ -188,12 +188,12 @@ class Simulator:
         return list(self.host.host_log)
 
     def journal(self) -> list[dict[str, Any]]:
-        """The journal's rows, read from the database file on its own connection."""
+        """The journal's rows (a sale's approved refunds summed as `refunded`), read on a connection of its own."""
         path = self.data_dir / "journal.sqlite3"
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM transactions ORDER BY id")]
+            return [dict(r) for r in db.execute("SELECT * FROM transaction_summary ORDER BY id")]
         finally:
             db.close()
 

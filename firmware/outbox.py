@@ -1,0 +1,91 @@
+"""The outbox: what the host must still hear before anything new is sent — queued reversals (0400/0401)
+and card voids/refunds whose answer was lost (resent with the same STAN and idempotency key)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import dialect
+from .config import Config
+from .errors import CodecError, HostError
+from .hostlink import HostLink
+from .journal import FollowUp, Journal, QueuedReversal
+from .messages import (AuthResponse, FollowUpRequest, ReversalRequest, follow_up_to_iso, iso_to_response,
+                       iso_to_reversal_ack, reversal_to_iso)
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Flushes the journal's outbox, one flush at a time. Triggered at boot, after an exchange whose
+    answer was lost, and before every new sale, void or refund (which waits until the outbox is empty)."""
+
+    def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime]) -> None:
+        self._journal, self._host, self._config, self._clock = journal, host, config, clock
+        self._lock = asyncio.Lock()
+
+    async def flush(self) -> bool:
+        """Send every queued reversal, then every lost void/refund; True when nothing is left."""
+        async with self._lock:
+            for queued in self._journal.queued_reversals():
+                if not await self._reverse(queued):
+                    return False
+            for follow_up in self._journal.retries():
+                if not await self._resend(follow_up):
+                    return False
+            return True
+
+    async def _reverse(self, q: QueuedReversal) -> bool:
+        now = self._clock()
+        req = ReversalRequest(
+            stan=q.stan, amount=q.amount, currency_numeric=self._config.terminal.currency.numeric,
+            terminal_id=q.terminal_id, merchant_id=q.merchant_id, original_stan=q.original_stan,
+            original_transmitted_at=q.original_transmitted_at, local_time=now,
+            utc_time=now.astimezone(timezone.utc), repeat=q.attempts > 0)
+        try:
+            answer = await self._host.exchange(dialect.encode(reversal_to_iso(req)), self._config.timeouts.host)
+            stan, rc = iso_to_reversal_ack(dialect.decode(answer))
+            if stan != q.stan:
+                raise CodecError(f"acknowledgement for stan {stan:06d}, expected {q.stan:06d}")
+        except (HostError, CodecError) as exc:
+            log.warning("reversal %d of sale stan %06d not acknowledged: %s", q.id, q.original_stan, exc)
+            self._journal.note_attempt(q.id, self._clock(), str(exc))
+            return False
+        self._journal.reversal_acknowledged(q.id, rc, self._clock())
+        log.info("reversal %d of sale stan %06d acknowledged (%s)", q.id, q.original_stan, rc)
+        return True
+
+    async def exchange_follow_up(self, f: FollowUp) -> AuthResponse:
+        """Send a void/refund and return the host's answer; HostError/CodecError when there is none."""
+        now = self._clock()
+        req = FollowUpRequest(
+            kind=f.kind, stan=f.stan, amount=f.amount, currency_numeric=self._config.terminal.currency.numeric,
+            terminal_id=f.terminal_id, merchant_id=f.merchant_id, original_stan=f.original_stan,
+            original_transmitted_at=f.original_transmitted_at, original_rrn=f.original_rrn,
+            original_auth_code=f.original_auth_code, idem_key=f.idem_key, local_time=now,
+            utc_time=now.astimezone(timezone.utc))
+        answer = await self._host.exchange(dialect.encode(follow_up_to_iso(req)), self._config.timeouts.host)
+        response = iso_to_response(dialect.decode(answer))
+        if response.stan != f.stan:
+            raise CodecError(f"answer for stan {response.stan:06d}, expected {f.stan:06d}")
+        return response
+
+    def record(self, f: FollowUp, response: AuthResponse) -> None:
+        """Journal the host's answer to a void/refund."""
+        self._journal.finish(f.id, "approved" if response.approved else "declined", self._clock(),
+                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
+        log.info("%s stan %06d of sale stan %06d: response %s", f.kind, f.stan, f.original_stan,
+                 response.response_code)
+
+    async def _resend(self, f: FollowUp) -> bool:
+        try:
+            response = await self.exchange_follow_up(f)
+        except (HostError, CodecError) as exc:
+            log.warning("%s stan %06d still without an answer: %s", f.kind, f.stan, exc)
+            self._journal.note_attempt(f.id, self._clock(), str(exc))
+            return False
+        self.record(f, response)
+        return True
