@@ -22,7 +22,7 @@ def main(sales: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, Simulator(tmp) as sim:
         for _ in range(sales):
             sim.keys("1250{ENTER}")
-            sim.wait_for("PLEASE SWIPE CARD")
+            sim.wait_for("SWIPE CARD")
             t0 = time.perf_counter()
             sim.swipe("visa-approve")
             sim.wait_for("ENTER PIN")

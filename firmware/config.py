@@ -167,6 +167,18 @@ class PinConfig:
 
 
 @dataclass(frozen=True)
+class ContactlessConfig:
+    """The contactless reader (nfcpy device path; empty: none) and the EMV contactless limits (minor units)."""
+
+    device: str = ""
+    cvm_limit: int = 10000
+    transaction_limit: int = 500000
+    floor_limit: int = 0
+    aids: tuple[str, ...] = ("A0000000031010", "A0000000041010", "A000000333010101", "A000000333010102")
+    country: str = "156"             # ISO 3166 numeric, tag 9F1A
+
+
+@dataclass(frozen=True)
 class OperatorsConfig:
     """Operator PIN hashes (made by `countertop hash-pin`) and the lockout after wrong PINs."""
 
@@ -196,6 +208,7 @@ class Config:
     host: HostConfig
     pin: PinConfig
     operators: OperatorsConfig = OperatorsConfig()
+    contactless: ContactlessConfig = ContactlessConfig()
 
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
@@ -300,8 +313,24 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         lockout=o.get("lockout", int, 300, _between(10, 86400)),
     )
     o.done()
+
+    c = top.sub("contactless")
+    aids = c.get("aids", list, list(ContactlessConfig.aids),
+                 lambda v: None if v and all(isinstance(a, str) and 10 <= len(a) <= 32 and _HEX.match(a) for a in v)
+                 else "must be a list of AIDs in hex (10 to 32 digits)")
+    contactless = ContactlessConfig(
+        device=c.get("device", str, "", lambda v: None if not v or v.split(":")[0] in ("usb", "tty", "udp")
+                     else "must be an nfcpy path: usb:VVVV:PPPP, tty:PORT:DRIVER or udp:HOST:PORT"),
+        cvm_limit=c.get("cvm_limit", int, 10000, _between(0, 10**12 - 1)),
+        transaction_limit=c.get("transaction_limit", int, 500000, _between(0, 10**12 - 1)),
+        floor_limit=c.get("floor_limit", int, 0, _between(0, 10**12 - 1)),
+        aids=tuple(a.upper() for a in aids),
+        country=c.get("country", str, "156", lambda v: None if len(v) == 3 and v.isdigit() else "must be 3 digits"),
+    )
+    c.done()
     top.done()
-    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators)
+    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
+                  contactless)
 
 
 def load(path: str | Path) -> Config:

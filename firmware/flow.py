@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Union
 
+from typing import Any
+
+from .emv import ChipCard
 from .messages import AuthResponse
 from .money import Currency, format_minor
 from .pin import EncryptedPin
 from .track import MagCard
+
+Card = Union[MagCard, ChipCard]
 
 AMOUNT_DIGITS = 10          # at most 10 digits of minor units can be keyed
 
@@ -33,6 +38,28 @@ class Swiped:
 class BadRead:
     """A card read that failed; `reason` is for the log, never shown with card data."""
 
+    reason: str
+
+
+@dataclass(frozen=True)
+class Tapped:
+    """A contactless card is in the field; `session` is the reader's handle to talk to it."""
+
+    session: Any
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """The contactless kernel finished: online authorization data for this card."""
+
+    card: ChipCard
+
+
+@dataclass(frozen=True)
+class CardFailed:
+    """A contactless read ended without usable data; `screen` tells the customer what to do."""
+
+    screen: str
     reason: str
 
 
@@ -132,7 +159,7 @@ class Refused:
     notice: str
 
 
-Event = Union[Key, Swiped, BadRead, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
+Event = Union[Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
               OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused]
 
 # --- effects (outputs) ------------------------------------------------------------------------
@@ -170,12 +197,27 @@ class EndPin:
 
 
 @dataclass(frozen=True)
+class ReadCard:
+    """Run the contactless kernel with the card in the field; the shell answers CardRead or CardFailed."""
+
+    session: Any
+    amount: int
+
+
+@dataclass(frozen=True)
+class ReleaseCard:
+    """A card was tapped when no sale wanted it: let it go."""
+
+    session: Any
+
+
+@dataclass(frozen=True)
 class Authorize:
     """Journal, then send a sale to the acquirer; the shell answers with HostAnswered/HostFailed."""
 
     amount: int
-    card: MagCard
-    pin: EncryptedPin
+    card: Card
+    pin: EncryptedPin | None
 
 
 @dataclass(frozen=True)
@@ -195,6 +237,10 @@ class PrintReceipts:
     kind: str = "SALE"                 # SALE | VOID | REFUND
     route: str = ""                    # for refunds: CARD | CASH
     original_stan: int | None = None
+    cvm: str = "online_pin"            # none | online_pin | cdcvm
+    aid: str = ""                      # chip data for contactless receipts
+    label: str = ""
+    cryptogram: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,7 +266,7 @@ class SubmitFollowUp:
     route: str                          # "card" | "cash"
 
 
-Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, Authorize, AbortAuthorization, PrintReceipts,
+Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp]
 
 # --- configuration and states ---------------------------------------------------------------
@@ -238,6 +284,7 @@ class FlowConfig:
     pin_timeout: float = 30.0
     result_timeout: float = 15.0
     pin_attempts: int = 3
+    contactless_limit: int = 0       # largest amount offered for tapping; 0: no contactless reader
 
 
 @dataclass(frozen=True)
@@ -257,11 +304,18 @@ class AwaitCard:
 
 
 @dataclass(frozen=True)
+class ReadingCard:
+    """The contactless kernel is talking to the card."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
 class AwaitPin:
     """Card read; the customer types the PIN."""
 
     amount: int
-    card: MagCard
+    card: Card
     attempt: int = 1
     digits: int = 0
     notice: str = ""
@@ -272,7 +326,7 @@ class Authorizing:
     """Request with the host; `cancelling` once the cashier pressed CANCEL."""
 
     amount: int
-    card: MagCard
+    card: Card
     attempt: int
     cancelling: bool = False
 
@@ -345,7 +399,7 @@ class Submitting:
     route: str
 
 
-State = Union[Amount, AwaitCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
+State = Union[Amount, AwaitCard, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
               ConfirmVoid, RefundAmount, RefundRoute, Submitting]
 BACK_OFFICE = (OperatorPin, Menu, TraceEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
@@ -363,9 +417,15 @@ DECLINE_TEXT = {
     "57": "NOT PERMITTED",
     "61": "OVER LIMIT",
     "75": "PIN TRIES EXCEEDED",
+    "82": "CARD AUTH FAILED",
     "91": "ISSUER UNAVAILABLE",
     "96": "SYSTEM ERROR",
 }
+
+
+def wants_tap(state: State, cfg: FlowConfig) -> bool:
+    """True while the contactless reader should look for a card (RF field on)."""
+    return isinstance(state, AwaitCard) and 0 < state.amount <= cfg.contactless_limit
 
 
 def money(amount: int, cfg: FlowConfig) -> str:
@@ -378,7 +438,9 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, Amount):
         lines = ("ENTER AMOUNT", money(state.value, cfg))
     elif isinstance(state, AwaitCard):
-        lines = (money(state.amount, cfg), "PLEASE SWIPE CARD")
+        lines = (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
+    elif isinstance(state, ReadingCard):
+        lines = (money(state.amount, cfg), "READING CARD...")
     elif isinstance(state, AwaitPin):
         lines = (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
     elif isinstance(state, Authorizing):
@@ -401,7 +463,7 @@ def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Ef
         effects.append(StartTimer(cfg.card_timeout))
     elif isinstance(state, AwaitPin):
         effects.append(StartTimer(cfg.pin_timeout))
-    elif isinstance(state, (Authorizing, Looking, Submitting)):
+    elif isinstance(state, (Authorizing, Looking, Submitting, ReadingCard)):
         effects.append(StopTimer())        # the journal and the host link own these waits
     elif isinstance(state, BACK_OFFICE):
         effects.append(StartTimer(cfg.amount_timeout))
@@ -416,10 +478,14 @@ def _result(lines: tuple[str, ...], cfg: FlowConfig, *extra: Effect) -> tuple[St
 
 def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
     """Advance the flow by one event. Events that mean nothing in a state are ignored (no effects)."""
+    if isinstance(event, Tapped) and not isinstance(state, AwaitCard):
+        return state, [ReleaseCard(event.session)]          # a card no sale asked for
     if isinstance(state, Amount):
         return _amount(state, event, cfg)
     if isinstance(state, AwaitCard):
         return _await_card(state, event, cfg)
+    if isinstance(state, ReadingCard):
+        return _reading_card(state, event, cfg)
     if isinstance(state, AwaitPin):
         return _await_pin(state, event, cfg)
     if isinstance(state, Authorizing):
@@ -460,6 +526,12 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> tuple[State,
         return enter(AwaitPin(state.amount, event.card), cfg, CollectPin(event.card.pan))
     if isinstance(event, BadRead):
         return enter(replace(state, notice="READ ERROR, SWIPE AGAIN"), cfg)
+    if isinstance(event, Tapped):
+        if not wants_tap(state, cfg):
+            return state, [ReleaseCard(event.session)]
+        return enter(ReadingCard(state.amount), cfg, ReadCard(event.session, state.amount))
+    if isinstance(event, CardFailed):
+        return enter(replace(state, notice=event.screen), cfg)
     if isinstance(event, Key):
         if event.name == "CANCEL":
             return _result(("CANCELLED",), cfg)
@@ -468,6 +540,25 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> tuple[State,
     elif isinstance(event, TimerExpired):
         return _result(("TIMEOUT", "NO CARD PRESENTED"), cfg)
     return state, []
+
+
+def _reading_card(state: ReadingCard, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, CardRead):
+        card = event.card
+        if card.cvm == "online_pin":
+            return enter(AwaitPin(state.amount, card), cfg, CollectPin(card.pan))
+        return enter(Authorizing(state.amount, card, 1), cfg, Authorize(state.amount, card, None))
+    if isinstance(event, CardFailed):
+        return enter(AwaitCard(state.amount, notice=event.screen), cfg)
+    return state, []                      # the kernel takes milliseconds; CANCEL waits for it
+
+
+def _receipt(state: Authorizing, resp: AuthResponse, stan: int) -> PrintReceipts:
+    card = state.card
+    if isinstance(card, ChipCard):
+        return PrintReceipts(state.amount, card.masked_pan, "CONTACTLESS", resp, stan, cvm=card.cvm, aid=card.aid,
+                             label=card.label, cryptogram=card.cryptogram)
+    return PrintReceipts(state.amount, card.masked_pan, "SWIPE", resp, stan)
 
 
 def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
@@ -488,9 +579,12 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, l
 def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
     if isinstance(event, HostAnswered):
         resp = event.response
-        receipt = PrintReceipts(state.amount, state.card.masked_pan, "SWIPE", resp, event.stan)
+        receipt = _receipt(state, resp, event.stan)
         if resp.approved:
             return _result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}"), cfg, receipt)
+        if resp.response_code == "55" and isinstance(state.card, ChipCard) and not state.cancelling:
+            # A new PIN needs a new cryptogram: the card must be tapped again.
+            return enter(AwaitCard(state.amount, notice="WRONG PIN, TAP AGAIN"), cfg)
         if resp.response_code == "55" and state.attempt < cfg.pin_attempts and not state.cancelling:
             retry = AwaitPin(state.amount, state.card, state.attempt + 1, notice="WRONG PIN, TRY AGAIN")
             return enter(retry, cfg, CollectPin(state.card.pan))

@@ -8,6 +8,7 @@ from datetime import datetime
 from .errors import CodecError
 
 POS_ENTRY_MAGSTRIPE_PIN = "021"     # 02 = magnetic stripe read, 1 = terminal can accept PINs
+POS_ENTRY_CONTACTLESS = "071"       # 07 = contactless chip (EMV), 1 = terminal can accept PINs
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class SaleRequest:
     amount: int                      # minor units
     currency_numeric: str            # ISO 4217 numeric, e.g. "156"
     track2: str = field(repr=False)
-    pin_block: str = field(repr=False)
+    pin_block: str = field(repr=False)   # "" when no PIN was entered (contactless under the CVM limit)
     ksn: str
     terminal_id: str
     merchant_id: str
@@ -26,6 +27,7 @@ class SaleRequest:
     utc_time: datetime               # for field 7
     entry_mode: str = POS_ENTRY_MAGSTRIPE_PIN
     processing_code: str = "000000"
+    icc_data: str = ""               # field 55: BER-TLV of the chip data, as hex
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ def sale_to_iso(req: SaleRequest) -> dict[str, str]:
         "41": req.terminal_id.ljust(8)[:8],
         "42": req.merchant_id.ljust(15)[:15],
         "49": req.currency_numeric,
-        "52": req.pin_block,
-        "53": req.ksn,
+        **({"52": req.pin_block, "53": req.ksn} if req.pin_block else {}),
+        **({"55": req.icc_data} if req.icc_data else {}),
     }
 
 

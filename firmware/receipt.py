@@ -49,6 +49,7 @@ _ZH = {
     "PIN VERIFIED": "密码已验证", "NO SIGNATURE REQUIRED": "免签名", "THANK YOU": "谢谢惠顾",
     "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
     "REFUND TO": "退款方式", "TO CARD": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
+    "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
 }
 
 
@@ -83,6 +84,10 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     lines += _pair(_label("CARD", lang), sale.masked_pan, w)
     if sale.kind == "SALE":
         lines += _pair(_label("ENTRY", lang), _label(sale.entry_mode, lang), w)
+    if sale.aid:
+        lines += _pair(_label("APP", lang), sale.label or "-", w)
+        lines += _pair("AID", sale.aid, w)
+        lines += _pair("ARQC", sale.cryptogram, w)
     lines += _pair(_label("DATE/TIME", lang), printed_at.strftime("%Y-%m-%d %H:%M:%S"), w)
     lines += _pair(_label("TRACE", lang), f"{sale.stan:06d}", w)
     if sale.original_stan is not None:
@@ -102,7 +107,10 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     if resp.approved:
         lines.append(Line(_label("APPROVED", lang), align="center", bold=True, big=True))
         if sale.kind == "SALE":
-            lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
+            if sale.cvm == "online_pin":
+                lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
+            elif sale.cvm == "cdcvm":
+                lines.append(Line(_label("VERIFIED ON DEVICE", lang), align="center"))
             lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
         elif copy == "MERCHANT COPY":
             lines += [Line(""), Line(_label("CASHIER SIGNATURE", lang)), Line(""), Line("_" * w)]

@@ -12,15 +12,17 @@ from typing import Any, Callable
 
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe
+from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
 
 from . import dialect, flow
 from .config import Config
 from .dukpt import DukptKey, ksn_counter, next_counter
+from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
 from .journal import Journal, NewSale
-from .messages import SaleRequest, iso_to_response, sale_to_iso
+from .messages import POS_ENTRY_CONTACTLESS, SaleRequest, iso_to_response, sale_to_iso
 from .pin import PinEntry
 from .receipt import Header, sale_receipt
 from .outbox import Outbox
@@ -46,6 +48,16 @@ class _TimerFired:
     generation: int
 
 
+def icc_hex(icc: dict[str, str]) -> str:
+    """Field 55: the chip data objects as BER-TLV, in hex."""
+    out = ""
+    for tag, value in icc.items():
+        n = len(value) // 2
+        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}"
+        out += tag + length + value
+    return out
+
+
 def local_now() -> datetime:
     """Wall-clock time in the local zone, for journal stamps and receipts."""
     return datetime.now().astimezone()
@@ -62,7 +74,8 @@ class Terminal:
         self.flow_cfg = flow.FlowConfig(
             currency=t.currency, min_amount=t.min_amount, max_amount=t.max_amount,
             amount_timeout=config.timeouts.amount, card_timeout=config.timeouts.card,
-            pin_timeout=config.timeouts.pin, result_timeout=config.timeouts.result)
+            pin_timeout=config.timeouts.pin, result_timeout=config.timeouts.result,
+            contactless_limit=config.contactless.transaction_limit if config.contactless.device else 0)
         self.header = Header(config.merchant.name, config.merchant.address, t.terminal_id, t.merchant_id,
                              t.currency, config.printer.language, config.printer.width)
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
@@ -79,6 +92,7 @@ class Terminal:
         self._auth_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
+        self._nfc: NfcReader | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -95,6 +109,9 @@ class Terminal:
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
         self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
                                      lambda dev: read_magstripe(dev, self.post)))
+        if self.config.contactless.device:
+            self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
+            self._nfc.start()
         self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
         self._perform(effects)
         log.info("terminal %s ready", self.config.terminal.terminal_id)
@@ -140,6 +157,8 @@ class Terminal:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.devices.printer.close)
+        if self._nfc is not None:
+            self._nfc.stop()
         if self.journal is not None:
             self.journal.close()
         log.info("terminal stopped")
@@ -203,6 +222,8 @@ class Terminal:
             log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
             self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, flow.EndPin())
         self._perform(effects)
+        if self._nfc is not None:
+            self._nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
         log.debug("flow: %s + %s -> %s [%s] %.1f ms", before, type(event).__name__, type(self.state).__name__,
                   ", ".join(type(e).__name__ for e in effects), (time.monotonic() - started) * 1000)
 
@@ -265,6 +286,10 @@ class Terminal:
             self._find_original(eff.stan)
         elif isinstance(eff, flow.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff))
+        elif isinstance(eff, flow.ReadCard):
+            self._spawn(self._read_card(eff))
+        elif isinstance(eff, flow.ReleaseCard):
+            eff.session.close()
         elif isinstance(eff, flow.Authorize):
             self._auth_task = self._spawn(self._authorize(eff))
         elif isinstance(eff, flow.AbortAuthorization):
@@ -300,10 +325,11 @@ class Terminal:
             return
         now = self._clock()
         utc = now.astimezone(timezone.utc)
+        chip = eff.card if isinstance(eff.card, ChipCard) else None
         row, stan = self.journal.begin_sale(NewSale(
-            method="card", entry_mode="swipe", amount=eff.amount, currency=t.currency.alpha,
-            masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id, merchant_id=t.merchant_id,
-            transmitted_at=utc.strftime("%m%d%H%M%S")), now)
+            method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
+            currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
+            merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S")), now)
         if not queue_empty:
             note = "not sent: an earlier reversal is not yet acknowledged by the host"
             self.journal.finish(row, "failed", self._clock(), note=note)
@@ -311,10 +337,11 @@ class Terminal:
             return
         sent = False
         try:
+            extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
             message = dialect.encode(sale_to_iso(SaleRequest(
                 stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
-                pin_block=eff.pin.block, ksn=eff.pin.ksn, terminal_id=t.terminal_id, merchant_id=t.merchant_id,
-                local_time=now, utc_time=utc)))
+                pin_block=eff.pin.block if eff.pin else "", ksn=eff.pin.ksn if eff.pin else "",
+                terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra)))
             sent = True
             answer = await self._host.exchange(message, self.config.timeouts.host)
             response = iso_to_response(dialect.decode(answer))
@@ -336,6 +363,40 @@ class Terminal:
                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
         log.info("sale stan %06d: response %s", stan, response.response_code)
         self.post(flow.HostAnswered(response, stan))
+
+    async def _read_card(self, eff: flow.ReadCard) -> None:
+        """Run the contactless kernel against the card in the field; journal a read that fails."""
+        session = eff.session
+        t = self.config.terminal
+        c = self.config.contactless
+        params = KernelParams(amount=eff.amount, currency_numeric=t.currency.numeric, country_numeric=c.country,
+                              today=self._clock().date(), unpredictable=secrets.token_bytes(4),
+                              supported_aids=c.aids, cvm_limit=c.cvm_limit, floor_limit=c.floor_limit)
+        started = time.monotonic()
+        steps = kernel(params)
+        try:
+            apdu = next(steps)
+            while True:
+                apdu = steps.send(await session.transceive(apdu))
+        except StopIteration as done:
+            card: ChipCard = done.value
+            log.info("contactless: %s read in %.0f ms, %d APDUs, CVM %s", card.masked_pan,
+                     (time.monotonic() - started) * 1000, card.apdus, card.cvm)
+            self.post(flow.CardRead(card))
+        except CardError as exc:
+            log.warning("contactless: %s", exc)
+            self._journal_failed_read(eff.amount, str(exc))
+            self.post(flow.CardFailed(exc.screen, str(exc)))
+        finally:
+            steps.close()
+            session.close()
+
+    def _journal_failed_read(self, amount: int, reason: str) -> None:
+        assert self.journal is not None
+        t = self.config.terminal
+        row, _ = self.journal.begin_sale(NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id,
+                                                 t.merchant_id), self._clock())
+        self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
     def _find_original(self, stan: int) -> None:
         assert self.journal is not None

@@ -16,7 +16,7 @@ from conftest import ROOT, assert_ledger_agrees, sales, sim_config, wait_until
 
 def sale(sim, card_id: str, amount: str = "1250", pin: str = "1234") -> None:
     sim.keys(amount + "{ENTER}")
-    sim.wait_for("PLEASE SWIPE CARD")
+    sim.wait_for("SWIPE CARD")
     sim.swipe(card_id)
     sim.pin(pin)
 

@@ -85,7 +85,7 @@ def test_swipe_before_amount_is_refused():
 def test_enter_waits_for_card():
     state, eff = run(IDLE, *keys("1250"), Key("ENTER"))
     assert state == AwaitCard(1250)
-    assert "PLEASE SWIPE CARD" in screen(eff) and StartTimer(45) in eff
+    assert "SWIPE CARD" in screen(eff) and StartTimer(45) in eff
 
 
 def test_bad_read_asks_again():

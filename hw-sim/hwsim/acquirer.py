@@ -13,6 +13,7 @@ import logging
 import secrets
 import struct
 import threading
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,10 @@ import psec.pinblock
 
 from firmware import dukpt
 
+from firmware.emv import CardError, tlv_items
+
 from .cards import CATALOG, TestCard
+from .emvcard import CardProfile, cryptogram_scheme, generate_ac
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +48,27 @@ class Account:
     balance: int
     status: str = "active"
     pin_failures: int = 0
+    kernel: str = ""              # chip cards: "visa" | "mastercard" (which cryptogram version)
+    imk_ac: str = ""              # chip cards: issuer master key for application cryptograms
+    psn: str = "00"
+    last_atc: int = -1            # highest ATC seen: a cryptogram at or below it is a replay
 
 
 class Issuer:
     """Authorization decisions: pure apart from the account records it updates."""
 
-    def __init__(self, bdk: bytes, cards: list[TestCard]) -> None:
+    def __init__(self, bdk: bytes, cards: list[TestCard], contactless: list[CardProfile] = ()) -> None:
         self._bdk = bdk
         self.accounts = {c.pan: Account(c.pan, c.pin, c.balance, c.status)
                          for c in cards if c.status != "unknown"}
+        for profile in contactless:
+            self.add_contactless(profile)
+
+    def add_contactless(self, p: CardProfile) -> None:
+        """Open (or keep) the account of a contactless card profile."""
+        if p.payment and p.pan not in self.accounts:
+            self.accounts[p.pan] = Account(p.pan, p.pin, p.balance, p.status, kernel=p.kernel,
+                                           imk_ac=p.issuer_imk_ac or p.imk_ac, psn=p.psn, last_atc=p.atc)
 
     def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str) -> bool:
         try:
@@ -64,41 +80,81 @@ class Issuer:
             return False
         return secrets.compare_digest(pin, account.pin) and account.status != "pin_mismatch"
 
-    def authorize(self, doc: dict[str, str], today: datetime) -> str:
-        """Response code for a 0200; debits the account on approval."""
+    def verify_arqc(self, account: Account, icc_hex: str) -> bytes:
+        """The ARQC from field 55 when it verifies under the card's key and its ATC is new, else b""."""
+        try:
+            items = dict(tlv_items(bytes.fromhex(icc_hex)))
+            atc = int.from_bytes(items["9F36"], "big")
+            iad = items["9F10"]
+            cvr = iad[3:7] if account.kernel == "visa" else iad[2:8]
+            scheme = cryptogram_scheme(account.kernel, account.imk_ac, account.pan, account.psn)
+            expected = generate_ac(scheme, items, cvr)
+        except (KeyError, ValueError, CardError) as exc:
+            log.warning("acquirer: unusable chip data: %s", exc)
+            return b""
+        if not secrets.compare_digest(expected, items["9F26"]) or atc <= account.last_atc:
+            return b""
+        account.last_atc = atc
+        return expected
+
+    def authorize(self, doc: dict[str, str], today: datetime) -> tuple[str, str]:
+        """(response code, field 55 answer) for a 0200; debits the account on approval. For chip data
+        the cryptogram is checked first and the answer carries the ARPC (tag 91) for the card."""
+        rc, arqc = self._decide(doc, today)
+        if not arqc:
+            return rc, ""
+        account = self.accounts[doc["35"].partition("=")[0]]
+        scheme = cryptogram_scheme(account.kernel, account.imk_ac, account.pan, account.psn)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arpc = scheme.generate_arpc(arqc, rc.encode())
+        return rc, ("91" + f"{len(arpc) + 2:02X}" + arpc.hex() + rc.encode().hex()).upper()
+
+    def _decide(self, doc: dict[str, str], today: datetime) -> tuple[str, bytes]:
+        """The response code, and the verified ARQC when the request carried chip data."""
         track2 = doc.get("35", "")
         pan, _, rest = track2.partition("=")
         if len(rest) < 7 or not rest[:4].isdigit():
-            return "30"                                   # format error
+            return "30", b""                              # format error
         account = self.accounts.get(pan)
         if account is None:
-            return "14"
+            return "14", b""
         if account.status == "issuer_down":
-            return "91"
+            return "91", b""
         if account.status == "stolen":
-            return "43"
+            return "43", b""
         if account.status == "do_not_honor":
-            return "05"
+            return "05", b""
         if rest[:4] < today.strftime("%y%m"):
-            return "54"
+            return "54", b""
+        arqc = b""
+        if "55" in doc:
+            arqc = self.verify_arqc(account, doc["55"])
+            if not arqc:
+                return "82", b""                          # cryptogram failed or replayed
+        elif account.kernel:
+            return "05", b""                              # a chip card's data without its chip data
         if account.pin_failures >= PIN_TRIES:
-            return "75"
-        if not self._pin_ok(account, doc.get("52", ""), doc.get("53", "")):
-            account.pin_failures += 1
-            return "75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch" else "55"
-        account.pin_failures = 0
+            return "75", arqc
+        if "52" in doc or not arqc:                       # no PIN on a tap means the CVM was not PIN
+            if not self._pin_ok(account, doc.get("52", ""), doc.get("53", "")):
+                account.pin_failures += 1
+                return ("75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch"
+                        else "55"), arqc
+            account.pin_failures = 0
         amount = int(doc["4"])
         if amount > account.balance:
-            return "51"
+            return "51", arqc
         account.balance -= amount
-        return "00"
+        return "00", arqc
 
 
 class Acquirer:
     """The acquirer host: TCP server in its own thread and event loop; `ledger` and `host_log` for tests."""
 
-    def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0) -> None:
-        self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards)
+    def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0,
+                 contactless: list[CardProfile] = ()) -> None:
+        self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards, contactless)
         self.ledger: list[dict[str, Any]] = []
         self.host_log: list[tuple[str, bytes]] = []
         self.late_delay = late_delay
@@ -199,9 +255,11 @@ class Acquirer:
     def _new_rrn(self) -> str:
         return f"{datetime.now():%y%j}{next(self._rrn):07d}"
 
-    def _answer_0210(self, doc: dict[str, str], rc: str, rrn: str) -> bytes:
+    def _answer_0210(self, doc: dict[str, str], rc: str, rrn: str, icc: str = "") -> bytes:
         out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
         out.update({"t": "0210", "37": rrn, "39": rc})
+        if icc:
+            out["55"] = icc
         if rc == "00":
             out["38"] = f"{secrets.randbelow(1_000_000):06d}"
         raw, _ = iso8583.encode(out, SPEC)
@@ -212,7 +270,8 @@ class Acquirer:
             return self._follow_up(doc)
         required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
         missing = [f for f in required if f not in doc]
-        rc = "30" if missing or not doc.get("4", "").isdigit() else self.issuer.authorize(doc, datetime.now())
+        rc, icc = ("30", "") if missing or not doc.get("4", "").isdigit() else \
+            self.issuer.authorize(doc, datetime.now())
         rrn = self._new_rrn()
         with self._lock:
             self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]
@@ -220,7 +279,7 @@ class Acquirer:
                                 "amount": int(doc.get("4", "0") or 0), "rrn": rrn, "response_code": rc,
                                 "reversed": False, "voided": False, "terminal_id": doc.get("41", "").strip(),
                                 "transmitted_at": doc.get("7", "")})
-        return self._answer_0210(doc, rc, rrn)
+        return self._answer_0210(doc, rc, rrn, icc)
 
     def _follow_up(self, doc: dict[str, str]) -> bytes:
         """Void (processing code 02) or refund (20) found by the original's RRN; field 48 is the

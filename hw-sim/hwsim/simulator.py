@@ -24,6 +24,7 @@ from firmware.terminal import Devices, Terminal
 
 from .acquirer import Acquirer
 from .cards import card
+from .emvcard import CardApplet, contactless_catalog, load_profile
 from .inputs import SimInputDevice, type_text
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Simulator:
         self._base = base
         self._late_delay = late_delay
         self._cond = threading.Condition()
+        self._wallet: dict[str, CardApplet] = {}
         self.display = display or Display(base.display.width)
         self.display.listen(self._screen_changed)
         self.config: Config = base
@@ -66,17 +68,21 @@ class Simulator:
 
     def start(self) -> None:
         """Start the acquirer and printer, then boot the terminal."""
+        from .nfcfield import RfField
         from .printer import VirtualPrinter
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
-        self.host = Acquirer(SIM_BDK, late_delay=late)
+        self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()))
         port = self.host.start()
         self.printer = VirtualPrinter()
+        self.field = RfField()
         b = self._base
         self.config = dataclasses.replace(
             b,
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
             host=dataclasses.replace(b.host, host="127.0.0.1", port=port, tls=False),
             printer=dataclasses.replace(b.printer, backend="serial", devfile=self.printer.devfile),
+            contactless=dataclasses.replace(b.contactless, device=f"udp:127.0.0.1:{self.field.port}"
+                                            if b.contactless.device else ""),
         )
         self._boot()
 
@@ -148,6 +154,7 @@ class Simulator:
         if self.host is not None:
             self.host.stop()
         self.printer.close()
+        self.field.close()
 
     # --- observation ----------------------------------------------------------------------
 
@@ -242,3 +249,32 @@ class Simulator:
             text = (track1 or "") + (track2 or "")
         type_text(self.reader_device, text + "\n")
         self._settle(self.reader_device)
+
+    def tap(self, card_id: str | None = None, *, profile: str | Path | None = None) -> CardApplet:
+        """Hold a contactless card in the field: a catalog id (hwsim/cards/) or a profile TOML file.
+
+        Like a customer, the card stays until remove_card() (or until its profile makes it vanish).
+        Returns the card, whose `apdus` counts the commands it answered.
+        """
+        if (card_id is None) == (profile is None):
+            raise ValueError("tap() takes a catalog id or profile=PATH")
+        if card_id is not None:
+            catalog = contactless_catalog()
+            if card_id not in catalog:
+                raise KeyError(f"no contactless card {card_id!r}; the catalog has: {', '.join(catalog)}")
+            chosen = catalog[card_id]
+        else:
+            chosen = load_profile(profile)  # type: ignore[arg-type]
+            assert self.host is not None
+            self.host.issuer.add_contactless(chosen)
+        # A card keeps its ATC from tap to tap, as a real one does (a reused ATC is a replay to the issuer).
+        applet = self._wallet.get(chosen.id)
+        if applet is None or applet.profile != chosen:
+            applet = self._wallet[chosen.id] = CardApplet(chosen)
+        applet.apdus = 0
+        self.field.present(applet)
+        return applet
+
+    def remove_card(self) -> None:
+        """Take the contactless card out of the field."""
+        self.field.remove()

@@ -1,0 +1,145 @@
+"""Contactless reader on nfcpy: nfcpy blocks, so it lives in its own thread; the loop gets Tapped events
+and talks to the card through a CardSession whose APDUs the reader thread carries out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any, Callable
+
+from firmware.emv import CardNotSupported, CardRemoved
+from firmware.flow import CardFailed, Tapped
+
+log = logging.getLogger(__name__)
+
+APDU_TIMEOUT = 2.0          # seconds the loop waits for one APDU's answer
+RECONNECT_DELAY = 2.0
+
+
+class CardSession:
+    """One card in the field. `transceive` is awaited on the loop; the reader thread does the radio work."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._requests: queue.Queue[tuple[bytes, asyncio.Future[bytes]] | None] = queue.Queue()
+
+    async def transceive(self, apdu: bytes) -> bytes:
+        """Send a command APDU, return the response APDU; CardRemoved when the card is gone."""
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._requests.put((apdu, future))
+        try:
+            return await asyncio.wait_for(future, APDU_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise CardRemoved("no answer from the card") from None
+
+    def close(self) -> None:
+        """The kernel is done with the card (the reader releases it)."""
+        self._requests.put(None)
+
+    def serve(self, tag: Any, errors: tuple[type[BaseException], ...]) -> None:
+        """Reader thread: carry out APDUs until close()."""
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            apdu, future = item
+            try:
+                answer = bytes(tag.transceive(apdu))
+            except errors as exc:
+                _call(self._loop, _fail, future, CardRemoved(f"card left the field: {exc!r}"))
+                return
+            _call(self._loop, _answer, future, answer)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Run `fn(*args)` on the loop from the reader thread; nothing to do once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        log.debug("nfc: the loop is closed")
+
+
+def _answer(future: asyncio.Future[bytes], data: bytes) -> None:
+    if not future.done():
+        future.set_result(data)
+
+
+def _fail(future: asyncio.Future[bytes], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class NfcReader:
+    """nfcpy ContactlessFrontend on `path` (usb:..., tty:..., udp:host:port), polled only when asked."""
+
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop, emit: Callable[[Any], None]) -> None:
+        self._path, self._loop, self._emit = path, loop, emit
+        self._polling = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nfc-reader", daemon=True)
+
+    def start(self) -> None:
+        """Start the reader thread (it opens the device; the RF field stays off until polling)."""
+        self._thread.start()
+
+    def set_polling(self, on: bool) -> None:
+        """Look for cards (True) or switch the field off (False)."""
+        (self._polling.set if on else self._polling.clear)()
+
+    def stop(self) -> None:
+        """Ask the thread to end. It does within one poll (nfcpy waits up to a second for an answer
+        to each probe); it is a daemon, so nobody needs to wait for it."""
+        self._stopped.set()
+        self._polling.set()
+
+    def _post(self, event: Any) -> None:
+        _call(self._loop, self._emit, event)
+
+    def _run(self) -> None:
+        import nfc                           # deferred: nfcpy is heavy and only this thread needs it
+        import nfc.clf
+        import nfc.tag.tt4
+
+        errors = (nfc.clf.CommunicationError, nfc.tag.TagCommandError, OSError)
+        clf = None
+        reported = False
+        while not self._stopped.is_set():
+            self._polling.wait()
+            if self._stopped.is_set():
+                break
+            if clf is None:
+                try:
+                    clf = nfc.ContactlessFrontend(self._path)
+                    if reported:
+                        log.info("nfc: reader %s is back", self._path)
+                    reported = False
+                except (OSError, IOError) as exc:
+                    if not reported:
+                        log.error("nfc: cannot open reader %s: %s; retrying every %g s", self._path, exc,
+                                  RECONNECT_DELAY)
+                        reported = True
+                    self._stopped.wait(RECONNECT_DELAY)
+                    continue
+
+            def on_connect(tag: Any) -> bool:
+                if not isinstance(tag, nfc.tag.tt4.Type4Tag):
+                    log.info("nfc: %s is not an ISO-DEP card", tag.type)
+                    self._post(CardFailed(CardNotSupported.screen, f"{tag.type} is not an ISO-DEP card"))
+                    return False
+                session = CardSession(self._loop)
+                self._post(Tapped(session))
+                session.serve(tag, errors)
+                return False                  # release at once; the loop decides whether to poll again
+
+            try:
+                clf.connect(rdwr={"targets": ["106A"], "on-connect": on_connect, "iterations": 1,
+                                  "interval": 0.05, "beep-on-connect": False},
+                            terminate=lambda: not self._polling.is_set() or self._stopped.is_set())
+            except errors as exc:
+                log.warning("nfc: reader error %s; reopening", exc)
+                clf.close()
+                clf = None
+        if clf is not None:
+            clf.close()
