@@ -15,6 +15,7 @@ from firmware.flow import CardFailed, Tapped
 log = logging.getLogger(__name__)
 
 APDU_TIMEOUT = 2.0          # seconds the loop waits for one APDU's answer
+READER_DOWN = "TAP NOT AVAILABLE, SWIPE"
 RECONNECT_DELAY = 2.0
 
 
@@ -106,22 +107,23 @@ class NfcReader:
         clf = None
         reported = False
         while not self._stopped.is_set():
-            self._polling.wait()
-            if self._stopped.is_set():
-                break
             if clf is None:
                 try:
                     clf = nfc.ContactlessFrontend(self._path)
                     if reported:
                         log.info("nfc: reader %s is back", self._path)
                     reported = False
-                except (OSError, IOError) as exc:
+                except OSError as exc:
                     if not reported:
                         log.error("nfc: cannot open reader %s: %s; retrying every %g s", self._path, exc,
                                   RECONNECT_DELAY)
+                        self._post(CardFailed(READER_DOWN, f"reader {self._path}: {exc}"))
                         reported = True
                     self._stopped.wait(RECONNECT_DELAY)
                     continue
+            self._polling.wait()
+            if self._stopped.is_set():
+                break
 
             def on_connect(tag: Any) -> bool:
                 if not isinstance(tag, nfc.tag.tt4.Type4Tag):

@@ -16,6 +16,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     text = text.replace('name = "hwsim magstripe"', 'usb = "0801:0001"')
     text = text.replace('backend = "serial"', 'backend = "file"').replace('devfile = "/dev/null"', f'devfile = "{tmp_path}/lp0"')
     text = text.replace('data_dir = "data/sim"', f'data_dir = "{tmp_path}/data"')
+    text = text.replace('device = "udp:127.0.0.1:54321"', 'device = "tty:nonexistent:pn532"')
     cfg = tmp_path / "board.toml"
     cfg.write_text(text, encoding="utf-8")
 
@@ -23,7 +24,8 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "data" / "countertop.log"
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (log.exists() and "magstripe:" in log.read_text()):
+    while time.monotonic() < deadline and not (log.exists() and "magstripe:" in log.read_text()
+                                               and "nfc: cannot open" in log.read_text()):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
@@ -31,6 +33,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     assert "ENTER AMOUNT" in out and "CNY 0.00" in out            # the console display drew the idle screen
     assert "keypad: cannot open /nonexistent/input/event7" in err  # a clear line per missing device
     assert "no input device with usb 0801:0001" in err
+    assert "nfc: cannot open reader tty:nonexistent:pn532" in err
     assert "Traceback" not in err
     assert "terminal stopped" in log.read_text()
     assert (tmp_path / "data" / "journal.sqlite3").exists()

@@ -12,6 +12,7 @@ from drivers.display import ConsoleDisplay
 from firmware.config import Config
 
 from .cards import CATALOG
+from .emvcard import contactless_catalog
 from .simulator import Simulator
 
 HELP = """\
@@ -19,6 +20,7 @@ Type keypad keys, or a command:
   1250            digits on the keypad (amounts are in minor units: 1250 is 12.50)
   enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
   swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
+  tap CARD        hold a contactless card (or a profile .toml file) in the field; remove takes it away
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
@@ -63,8 +65,19 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                 if cmd == "help":
                     out.write(HELP + "\n")
                 elif cmd == "cards":
+                    out.write("magstripe (swipe ID):\n")
                     for c in CATALOG.values():
                         out.write(f"  {c.id:22} {c.pan[:6]}…{c.pan[-4:]}  {c.outcome}\n")
+                    out.write("contactless (tap ID):\n")
+                    for p in contactless_catalog().values():
+                        out.write(f"  {p.id:22} {p.kernel:10} {p.label}\n")
+                elif cmd == "tap" and rest:
+                    if rest[0].endswith(".toml"):
+                        sim.tap(profile=rest[0])
+                    else:
+                        sim.tap(rest[0])
+                elif cmd == "remove":
+                    sim.remove_card()
                 elif cmd == "swipe" and rest:
                     sim.swipe(rest[0])
                 elif cmd == "swipe-raw" and rest:
