@@ -139,9 +139,13 @@ class NfcReader:
                 clf.connect(rdwr={"targets": ["106A"], "on-connect": on_connect, "iterations": 1,
                                   "interval": 0.05, "beep-on-connect": False},
                             terminate=lambda: not self._polling.is_set() or self._stopped.is_set())
-            except errors as exc:
-                log.warning("nfc: reader error %s; reopening", exc)
-                clf.close()
+            except Exception as exc:  # nfcpy raises many types; the reader thread must survive them all
+                log.warning("nfc: reader error %r; reopening", exc)
+                try:
+                    clf.close()
+                except Exception:
+                    log.debug("nfc: close after error failed", exc_info=True)
                 clf = None
+                self._stopped.wait(0.2)
         if clf is not None:
             clf.close()
