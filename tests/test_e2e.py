@@ -223,8 +223,9 @@ def _scenario(*args):
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_scenario_command_passes_and_reports(tmp_path):
-    proc = _scenario(str(ROOT / "tests" / "scenarios" / "sale_approved.toml"), "--data", str(tmp_path))
+@pytest.mark.parametrize("name", ["sale_approved", "tap_approved"])
+def test_scenario_command_passes_and_reports(tmp_path, name):
+    proc = _scenario(str(ROOT / "tests" / "scenarios" / f"{name}.toml"), "--data", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["passed"] and len(report["receipts"]) == 2

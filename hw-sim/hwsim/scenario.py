@@ -13,7 +13,8 @@ from firmware.config import Config
 
 from .simulator import Simulator
 
-ACTIONS = ("keys", "swipe", "swipe_track1", "swipe_track2", "swipe_raw", "pin", "fault", "restart",
+ACTIONS = ("keys", "swipe", "swipe_track1", "swipe_track2", "swipe_raw", "tap", "tap_profile", "remove_card",
+           "pin", "fault", "restart",
            "expect_screen", "expect_receipts", "expect_receipt", "expect_journal")
 OPTIONS = ("timeout", "note")
 
@@ -69,6 +70,12 @@ def _do(sim: Simulator, step: dict[str, Any]) -> None:
         sim.swipe(track1=step.get("swipe_track1"), track2=step.get("swipe_track2"))
     elif "swipe_raw" in step:
         sim.swipe(raw=step["swipe_raw"])
+    elif "tap" in step:
+        sim.tap(step["tap"])
+    elif "tap_profile" in step:
+        sim.tap(profile=step["tap_profile"])
+    elif "remove_card" in step:
+        sim.remove_card()
     elif "pin" in step:
         sim.pin(step["pin"], timeout)
     elif "fault" in step:
