@@ -1,7 +1,9 @@
-"""Display drivers: the screen model (lines of text) and a text-console renderer for the board's tty."""
+"""Display drivers: the screen model (lines of text and an optional QR code), a text-console renderer for
+the board's tty, and a raster rendering for graphic displays (and the simulator's screenshots)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import textwrap
 import threading
@@ -10,12 +12,20 @@ from typing import Callable, TextIO
 log = logging.getLogger(__name__)
 
 
+def qr_symbol(payload: str):  # noqa: ANN201 - segno.QRCode
+    """The QR symbol for a payload (segno; error correction M, as wallets use)."""
+    import segno                                       # deferred: only needed while a code is shown
+    return segno.make(payload, error="m", micro=False)
+
+
 class Display:
-    """The current screen: a few lines of text, fitted to the width; listeners hear every change."""
+    """The current screen: a few lines of text, fitted to the width, and maybe a QR code; listeners hear
+    every change."""
 
     def __init__(self, width: int = 20) -> None:
         self.width = width
         self._lines: tuple[str, ...] = ()
+        self._qr = ""
         self._listeners: list[Callable[[tuple[str, ...]], None]] = []
         self._lock = threading.Lock()
 
@@ -30,32 +40,69 @@ class Display:
             return self._lines
 
     @property
+    def qr(self) -> str:
+        """The payload of the QR code on screen, or ""."""
+        with self._lock:
+            return self._qr
+
+    @property
     def text(self) -> str:
         """The screen as one string, lines joined by newlines."""
         return "\n".join(self.lines)
 
-    def show(self, lines: tuple[str, ...]) -> None:
+    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
         """Replace the screen; a line wider than the display wraps at word boundaries."""
         fitted = tuple(part for line in lines for part in (textwrap.wrap(line, self.width) or [""]))
         with self._lock:
-            self._lines = fitted
+            self._lines, self._qr = fitted, qr
         for callback in self._listeners:
             callback(fitted)
 
+    def png(self, scale: int = 4) -> bytes:
+        """The screen as a PNG, as a graphic display would show it: the text, then the code."""
+        from PIL import Image, ImageDraw               # deferred: graphic rendering only
+
+        lines, payload = self.lines, self.qr
+        line_h, margin = 14, 8
+        qr_img = None
+        if payload:
+            buf = io.BytesIO()
+            qr_symbol(payload).save(buf, kind="png", scale=scale, border=4)
+            qr_img = Image.open(io.BytesIO(buf.getvalue())).convert("L")
+        text_w = max(6 * self.width, 120)
+        width = max(text_w, qr_img.width if qr_img else 0) + 2 * margin
+        height = margin * 2 + line_h * max(len(lines), 1) + (qr_img.height + margin if qr_img else 0)
+        image = Image.new("L", (width, height), 255)
+        draw = ImageDraw.Draw(image)
+        for i, line in enumerate(lines):
+            draw.text((margin, margin + i * line_h), line.encode("ascii", "replace").decode(), fill=0)
+        if qr_img is not None:
+            image.paste(qr_img, ((width - qr_img.width) // 2, margin + line_h * len(lines) + margin))
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
 
 class ConsoleDisplay(Display):
-    """A Display that also draws itself on a text console (HDMI tty or a terminal window)."""
+    """A Display that also draws itself on a text console (HDMI tty or a terminal window); a QR code is
+    drawn with half-block characters, two modules per character cell."""
 
     def __init__(self, stream: TextIO, width: int = 20) -> None:
         super().__init__(width)
         self._stream = stream
 
-    def show(self, lines: tuple[str, ...]) -> None:
-        super().show(lines)
+    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
+        redraw_qr = qr and qr != self.qr
+        super().show(lines, qr)
         border = "+" + "-" * (self.width + 2) + "+"
         body = [f"| {line.center(self.width)} |" for line in self.lines] or [f"| {'':{self.width}} |"]
+        text = "\n".join([border, *body, border]) + "\n"
+        if redraw_qr:
+            buf = io.StringIO()
+            qr_symbol(qr).terminal(out=buf, compact=True, border=2)
+            text += buf.getvalue()
         try:
-            self._stream.write("\n".join([border, *body, border]) + "\n")
+            self._stream.write(text)
             self._stream.flush()
         except OSError as exc:
             log.error("display: cannot write to the console: %s", exc)

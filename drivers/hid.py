@@ -11,7 +11,7 @@ from evdev import ecodes
 
 from firmware.config import InputDeviceConfig
 from firmware.errors import CardReadError, DeviceError
-from firmware.flow import BadRead, Event, Key, Swiped
+from firmware.flow import BadRead, Event, Key, Scanned, Swiped
 from firmware.track import parse_swipe
 
 log = logging.getLogger(__name__)
@@ -196,3 +196,20 @@ async def read_magstripe(device: InputDevice, emit: Callable[[Event], None], pau
     finally:
         if timer is not None:
             timer.cancel()
+
+
+async def read_scanner(device: InputDevice, emit: Callable[[Event], None], max_chars: int = 512) -> None:
+    """Read codes from a 2D scanner in keyboard mode: each code is the characters typed before Enter."""
+    decoder = KeyDecoder()
+    buf: list[str] = []
+    device.grab()
+    async for event in device.async_read_loop():
+        ch = decoder.feed(event)
+        if ch is None:
+            continue
+        if ch == "\n":
+            if buf:
+                emit(Scanned("".join(buf)))
+            buf.clear()
+        elif len(buf) < max_chars:
+            buf.append(ch)

@@ -85,6 +85,10 @@ class ReceiptPrinter:
             else:
                 dev.text(line.text + "\n")
         dev.set_with_default()
+        if receipt.qr:
+            dev.set(align="center")
+            dev.qr(receipt.qr, native=True, size=5)   # GS ( k: the printer draws it
+            dev.set_with_default()
         dev.cut()
 
     def _drop(self) -> None:

@@ -179,6 +179,31 @@ class ContactlessConfig:
 
 
 @dataclass(frozen=True)
+class WalletConfig:
+    """The wallet acquirer (empty provider: none), its credentials, and how long the terminal waits."""
+
+    provider: str = ""               # "alipay"
+    gateway: str = ""                # e.g. https://openapi.alipay.com/gateway.do
+    app_id: str = ""
+    private_key: str = ""            # path to the merchant's RSA private key (PEM)
+    provider_public_key: str = ""    # path to the provider's RSA public key (PEM)
+    subject: str = "Countertop"
+    qr_timeout: int = 120            # seconds a shown code stays valid
+    poll_interval: float = 2.0       # first status query after this; backs off to 5 s
+    confirm_timeout: float = 30.0    # seconds a scanned code may wait for the payer's confirmation
+    confirm_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """The 2D barcode scanner (a HID keyboard); empty: none."""
+
+    path: str = ""
+    usb: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class OperatorsConfig:
     """Operator PIN hashes (made by `countertop hash-pin`) and the lockout after wrong PINs."""
 
@@ -209,6 +234,8 @@ class Config:
     pin: PinConfig
     operators: OperatorsConfig = OperatorsConfig()
     contactless: ContactlessConfig = ContactlessConfig()
+    wallet: WalletConfig = WalletConfig()
+    scanner: InputDeviceConfig | None = None
 
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
@@ -328,9 +355,31 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         country=c.get("country", str, "156", lambda v: None if len(v) == 3 and v.isdigit() else "must be 3 digits"),
     )
     c.done()
+
+    w = top.sub("wallet")
+    provider = w.get("provider", str, "", lambda v: None if v in ("", "alipay") else 'must be "alipay" or empty')
+    wallet = WalletConfig(
+        provider=provider,
+        gateway=w.get("gateway", str, "", lambda v: None if not v or v.startswith(("https://", "http://127.0.0.1"))
+                      else "must be an https:// URL (plain http only to a loopback simulator)"),
+        app_id=w.get("app_id", str, ""),
+        private_key=w.get("private_key", str, ""),
+        provider_public_key=w.get("provider_public_key", str, ""),
+        subject=w.get("subject", str, "Countertop"),
+        qr_timeout=w.get("qr_timeout", int, 120, _between(10, 900)),
+        poll_interval=w.get("poll_interval", float, 2.0, _between(0.1, 10)),
+        confirm_timeout=w.get("confirm_timeout", float, 30.0, _between(1, 120)),
+        confirm_interval=w.get("confirm_interval", float, 5.0, _between(0.1, 30)),
+    )
+    if provider:
+        for key in ("gateway", "app_id", "private_key", "provider_public_key"):
+            if not getattr(wallet, key):
+                raise w.fail(key, f"missing: the {provider} provider needs it")
+    w.done()
+    scanner = _input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None
     top.done()
     return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
-                  contactless)
+                  contactless, wallet, scanner)
 
 
 def load(path: str | Path) -> Config:

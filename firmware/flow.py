@@ -12,6 +12,7 @@ from .messages import AuthResponse
 from .money import Currency, format_minor
 from .pin import EncryptedPin
 from .track import MagCard
+from .wallet import classify_code
 
 Card = Union[MagCard, ChipCard]
 
@@ -107,6 +108,45 @@ class TimerExpired:
 
 
 @dataclass(frozen=True)
+class Scanned:
+    """The 2D scanner read a code (a customer's payment code, or a receipt's reference)."""
+
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OrderShown:
+    """The wallet provider created the order; `payload` is the code to show."""
+
+    payload: str
+    order_no: str
+
+
+@dataclass(frozen=True)
+class WalletConfirming:
+    """The payer must confirm in the app; the shell keeps asking the provider."""
+
+
+@dataclass(frozen=True)
+class WalletPaid:
+    """The provider says the order is paid (journaled already)."""
+
+    order_no: str
+    trade_no: str
+    payer: str
+    stan: int
+    entry: str                  # "QR" (customer scanned the terminal) | "CODE" (terminal scanned the customer)
+
+
+@dataclass(frozen=True)
+class WalletEnded:
+    """The wallet payment did not happen (declined, closed, cancelled) or its fate is unknown for now."""
+
+    state: str                  # failed | closed | unknown
+    reason: str
+
+
+@dataclass(frozen=True)
 class OperatorChecked:
     """The manager PIN was checked: ok, or a short reason (wrong, locked)."""
 
@@ -160,16 +200,18 @@ class Refused:
 
 
 Event = Union[Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
-              OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused]
+              OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
+              WalletConfirming, WalletPaid, WalletEnded]
 
 # --- effects (outputs) ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Show:
-    """Put these lines on the display."""
+    """Put these lines (and, when given, this QR code) on the display."""
 
     lines: tuple[str, ...]
+    qr: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,6 +283,34 @@ class PrintReceipts:
     aid: str = ""                      # chip data for contactless receipts
     label: str = ""
     cryptogram: str = ""
+    wallet: str = ""                   # wallet payments: provider, order and trade numbers
+    order_no: str = ""
+    trade_no: str = ""
+
+
+@dataclass(frozen=True)
+class StartQrOrder:
+    """Create an order at the wallet provider and show its code; the shell answers OrderShown, then
+    WalletPaid or WalletEnded when the provider says so."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
+class PayByCode:
+    """Charge the customer's scanned payment code; the shell answers WalletPaid/WalletEnded
+    (WalletConfirming first when the payer has to confirm in the app)."""
+
+    amount: int
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EndWalletOrder:
+    """Close (shown code) or cancel (scanned code) the open wallet order so that no payment lands unseen;
+    the shell answers WalletEnded, or WalletPaid when the payment got there first."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -267,7 +337,7 @@ class SubmitFollowUp:
 
 
 Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
-               CollectOperatorPin, FindOriginal, SubmitFollowUp]
+               CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -285,6 +355,8 @@ class FlowConfig:
     result_timeout: float = 15.0
     pin_attempts: int = 3
     contactless_limit: int = 0       # largest amount offered for tapping; 0: no contactless reader
+    wallet: str = ""                 # wallet provider name ("alipay"); "" for none
+    qr_timeout: int = 120            # seconds a shown code stays valid
 
 
 @dataclass(frozen=True)
@@ -301,6 +373,24 @@ class AwaitCard:
 
     amount: int
     notice: str = ""
+
+
+@dataclass(frozen=True)
+class WalletBusy:
+    """A wallet request is with the provider (creating, charging, waiting for the payer, closing)."""
+
+    amount: int
+    text: str
+    cancellable: bool = False
+
+
+@dataclass(frozen=True)
+class ShowingQR:
+    """The code is on screen; the customer scans and pays; a countdown runs."""
+
+    amount: int
+    payload: str
+    remaining: int
 
 
 @dataclass(frozen=True)
@@ -399,7 +489,7 @@ class Submitting:
     route: str
 
 
-State = Union[Amount, AwaitCard, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
+State = Union[Amount, AwaitCard, WalletBusy, ShowingQR, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
               ConfirmVoid, RefundAmount, RefundRoute, Submitting]
 BACK_OFFICE = (OperatorPin, Menu, TraceEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
@@ -441,6 +531,10 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
         lines = (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
     elif isinstance(state, ReadingCard):
         lines = (money(state.amount, cfg), "READING CARD...")
+    elif isinstance(state, WalletBusy):
+        lines = (money(state.amount, cfg), state.text)
+    elif isinstance(state, ShowingQR):
+        lines = (money(state.amount, cfg), f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}")
     elif isinstance(state, AwaitPin):
         lines = (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
     elif isinstance(state, Authorizing):
@@ -456,14 +550,16 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
 def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
     """Move to `state`: its screen, its timer, plus `extra` effects first."""
     effects: list[Effect] = list(extra)
-    effects.append(Show(render(state, cfg)))
+    effects.append(Show(render(state, cfg), state.payload if isinstance(state, ShowingQR) else ""))
     if isinstance(state, Amount):
         effects.append(StartTimer(cfg.amount_timeout) if state.value else StopTimer())
     elif isinstance(state, AwaitCard):
         effects.append(StartTimer(cfg.card_timeout))
     elif isinstance(state, AwaitPin):
         effects.append(StartTimer(cfg.pin_timeout))
-    elif isinstance(state, (Authorizing, Looking, Submitting, ReadingCard)):
+    elif isinstance(state, ShowingQR):
+        effects.append(StartTimer(1.0))    # the countdown
+    elif isinstance(state, (Authorizing, Looking, Submitting, ReadingCard, WalletBusy)):
         effects.append(StopTimer())        # the journal and the host link own these waits
     elif isinstance(state, BACK_OFFICE):
         effects.append(StartTimer(cfg.amount_timeout))
@@ -486,6 +582,8 @@ def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effec
         return _await_card(state, event, cfg)
     if isinstance(state, ReadingCard):
         return _reading_card(state, event, cfg)
+    if isinstance(state, (WalletBusy, ShowingQR)):
+        return _wallet(state, event, cfg)
     if isinstance(state, AwaitPin):
         return _await_pin(state, event, cfg)
     if isinstance(state, Authorizing):
@@ -532,13 +630,51 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> tuple[State,
         return enter(ReadingCard(state.amount), cfg, ReadCard(event.session, state.amount))
     if isinstance(event, CardFailed):
         return enter(replace(state, notice=event.screen), cfg)
+    if isinstance(event, Scanned):
+        kind = classify_code(event.code)
+        if kind and kind == cfg.wallet:
+            return enter(WalletBusy(state.amount, "PROCESSING..."), cfg, PayByCode(state.amount, event.code))
+        notice = f"{kind.upper()} NOT SET UP" if kind else "CODE NOT SUPPORTED"
+        return enter(replace(state, notice=notice), cfg)
     if isinstance(event, Key):
+        if event.name == "F1" and cfg.wallet:
+            return enter(WalletBusy(state.amount, "PREPARING QR CODE"), cfg, StartQrOrder(state.amount))
         if event.name == "CANCEL":
             return _result(("CANCELLED",), cfg)
         if event.name == "CLEAR":
             return enter(Amount(state.amount), cfg)
     elif isinstance(event, TimerExpired):
         return _result(("TIMEOUT", "NO CARD PRESENTED"), cfg)
+    return state, []
+
+
+WALLET_NAMES = {"alipay": "ALIPAY 支付宝", "wechat": "WECHAT PAY 微信支付"}
+
+
+def _wallet(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    if isinstance(event, OrderShown) and isinstance(state, WalletBusy):
+        return enter(ShowingQR(state.amount, event.payload, cfg.qr_timeout), cfg)
+    if isinstance(event, WalletConfirming):
+        return enter(WalletBusy(state.amount, "CONFIRM IN YOUR APP", cancellable=True), cfg)
+    if isinstance(event, WalletPaid):
+        resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
+        receipt = PrintReceipts(state.amount, event.payer, event.entry, resp, event.stan, cvm="wallet",
+                                wallet=WALLET_NAMES.get(cfg.wallet, cfg.wallet.upper()), order_no=event.order_no,
+                                trade_no=event.trade_no)
+        return _result(("PAID", money(state.amount, cfg), cfg.wallet.upper()), cfg, receipt)
+    if isinstance(event, WalletEnded):
+        title = {"failed": "PAYMENT FAILED", "closed": "NOT PAID", "unknown": "PAYMENT UNKNOWN"}[event.state]
+        return _result((title, event.reason), cfg)
+    cancel = isinstance(event, Key) and event.name == "CANCEL"
+    if isinstance(state, ShowingQR):
+        if isinstance(event, TimerExpired):
+            if state.remaining > 1:
+                return enter(replace(state, remaining=state.remaining - 1), cfg)
+            return enter(WalletBusy(state.amount, "CODE EXPIRED, CLOSING"), cfg, EndWalletOrder("CODE EXPIRED"))
+        if cancel:
+            return enter(WalletBusy(state.amount, "CLOSING ORDER..."), cfg, EndWalletOrder("CANCELLED"))
+    elif cancel and state.cancellable:
+        return enter(WalletBusy(state.amount, "CANCELLING..."), cfg, EndWalletOrder("CANCELLED"))
     return state, []
 
 

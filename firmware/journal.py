@@ -21,7 +21,7 @@ from .errors import JournalError
 log = logging.getLogger(__name__)
 
 # Sale, void and refund statuses; reversal rows are 'queued' then 'acknowledged'.
-STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed", "voided")
+STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed", "voided", "cancelled")
 FOLLOW_UPS = ("void", "refund")
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -83,6 +83,19 @@ _MIGRATIONS: tuple[str, ...] = (
                      WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
         FROM transactions t;
     """,
+    # 4: wallet payments: provider, the terminal's order number, the provider's trade number, the payer
+    """
+    ALTER TABLE transactions ADD COLUMN provider TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN order_no TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN wallet_trade_no TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN payer TEXT NOT NULL DEFAULT '';
+    CREATE INDEX transactions_order ON transactions (order_no);
+    DROP VIEW transaction_summary;
+    CREATE VIEW transaction_summary AS
+        SELECT t.*, (SELECT COALESCE(SUM(r.amount), 0) FROM transactions r
+                     WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
+        FROM transactions t;
+    """,
 )
 
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
@@ -100,6 +113,8 @@ class NewSale:
     terminal_id: str
     merchant_id: str
     transmitted_at: str = ""     # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
+    provider: str = ""           # wallet payments: "alipay", ...
+    order_no: str = ""           # wallet payments: the terminal's order number at the provider
 
 
 @dataclass(frozen=True)
@@ -208,10 +223,11 @@ class Journal:
             stan = self._advance("stan", 1, STAN_STEP)
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
-                " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
-                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch()))
+                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
+                 sale.provider, sale.order_no))
             return int(cur.lastrowid), stan
 
     def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
@@ -251,6 +267,11 @@ class Journal:
         """Card voids and refunds whose answer was lost: resent with the same STAN and idempotency key."""
         return self._follow_ups("r.kind IN ('void', 'refund') AND r.method = 'card' AND r.status = 'unknown'", ())
 
+    def unsettled_wallet_orders(self) -> list[dict[str, Any]]:
+        """Wallet sales whose outcome is not known yet: to be asked of the provider (and closed)."""
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM transactions WHERE method = 'wallet' AND kind = 'sale' AND status = 'unknown' ORDER BY id")]
+
     def find_sale(self, stan: int) -> dict[str, Any] | None:
         """The most recent sale with this trace number, with its refunded total."""
         row = self._db.execute("SELECT * FROM transaction_summary WHERE kind = 'sale' AND stan = ?"
@@ -258,7 +279,7 @@ class Journal:
         return None if row is None else dict(row)
 
     def finish(self, row_id: int, status: str, now: datetime, *, response_code: str = "",
-               auth_code: str = "", rrn: str = "", note: str = "") -> None:
+               auth_code: str = "", rrn: str = "", note: str = "", wallet_trade_no: str = "", payer: str = "") -> None:
         """Complete a pending sale, void or refund with its outcome, atomically with what follows from it:
         an unknown sale queues its reversal; an approved void marks its sale 'voided'. A void or refund
         left 'unknown' stays so, to be resent (same STAN and key) until the host answers.
@@ -271,15 +292,16 @@ class Journal:
         with self._tx():
             cur = self._db.execute(
                 "UPDATE transactions SET status = ?, response_code = ?, auth_code = ?, rrn = ?, note = ?,"
-                " updated_at = ?, attempts = attempts + 1 WHERE id = ? AND (status = 'pending'"
-                " OR (status = 'unknown' AND kind IN ('void', 'refund')))",
-                (status, response_code, auth_code, rrn, note, stamp, row_id))
+                " updated_at = ?, attempts = attempts + 1, wallet_trade_no = ?, payer = ? WHERE id = ? AND"
+                " (status = 'pending' OR (status = 'unknown' AND (kind IN ('void', 'refund') OR method = 'wallet')))",
+                (status, response_code, auth_code, rrn, note, stamp, wallet_trade_no, payer, row_id))
             if cur.rowcount != 1:
                 log.warning("journal: row %d was not open; outcome %s not recorded", row_id, status)
                 return
             kind, original = self._db.execute("SELECT kind, original_id FROM transactions WHERE id = ?",
                                               (row_id,)).fetchone()
-            if kind == "sale" and status == "unknown":
+            method = self._db.execute("SELECT method FROM transactions WHERE id = ?", (row_id,)).fetchone()[0]
+            if kind == "sale" and status == "unknown" and method == "card":
                 self._queue_reversal(row_id, stamp)
             elif kind == "void" and status == "approved":
                 self._db.execute("UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?",
@@ -305,7 +327,7 @@ class Journal:
             for r in rows:
                 self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
                                  " answer', updated_at = ? WHERE id = ?", (stamp, r["id"]))
-                if r["kind"] == "sale":
+                if r["kind"] == "sale" and r["method"] == "card":
                     self._queue_reversal(r["id"], stamp)
         return rows
 

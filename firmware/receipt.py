@@ -22,9 +22,10 @@ class Line:
 
 @dataclass(frozen=True)
 class Receipt:
-    """The lines of one ticket, cut after the last one."""
+    """The lines of one ticket, cut after the last one; `qr` is printed as a QR symbol before the cut."""
 
     lines: tuple[Line, ...]
+    qr: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ _ZH = {
     "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
     "REFUND TO": "退款方式", "TO CARD": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
+    "WALLET": "支付方式", "ORDER NO": "订单号", "TRADE NO": "交易号", "PAYER": "付款账户",
+    "QR": "顾客扫码", "CODE": "扫顾客付款码",
 }
 
 
@@ -81,7 +84,11 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     lines.append(Line("-" * w))
     lines += _pair(_label("MERCHANT ID", lang), header.merchant_id, w)
     lines += _pair(_label("TERMINAL ID", lang), header.terminal_id, w)
-    lines += _pair(_label("CARD", lang), sale.masked_pan, w)
+    if sale.wallet:
+        lines += _pair(_label("WALLET", lang), sale.wallet, w)
+        lines += _pair(_label("PAYER", lang), sale.masked_pan or "-", w)
+    else:
+        lines += _pair(_label("CARD", lang), sale.masked_pan, w)
     if sale.kind == "SALE":
         lines += _pair(_label("ENTRY", lang), _label(sale.entry_mode, lang), w)
     if sale.aid:
@@ -92,6 +99,10 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     lines += _pair(_label("TRACE", lang), f"{sale.stan:06d}", w)
     if sale.original_stan is not None:
         lines += _pair(_label("ORIGINAL TRACE", lang), f"{sale.original_stan:06d}", w)
+    if sale.order_no:
+        lines += _pair(_label("ORDER NO", lang), sale.order_no, w)
+    if sale.trade_no:
+        lines += _pair(_label("TRADE NO", lang), sale.trade_no, w)
     if resp.rrn:
         lines += _pair(_label("RRN", lang), resp.rrn, w)
     if resp.approved and resp.auth_code:
@@ -119,4 +130,4 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
         reason = DECLINE_TEXT.get(resp.response_code, "")
         lines += _pair(_label("RESPONSE", lang), f"{resp.response_code} {reason}".strip(), w)
     lines.append(Line(_label("THANK YOU", lang), align="center"))
-    return Receipt(tuple(lines))
+    return Receipt(tuple(lines), qr=sale.order_no)

@@ -17,6 +17,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     text = text.replace('backend = "serial"', 'backend = "file"').replace('devfile = "/dev/null"', f'devfile = "{tmp_path}/lp0"')
     text = text.replace('data_dir = "data/sim"', f'data_dir = "{tmp_path}/data"')
     text = text.replace('device = "udp:127.0.0.1:54321"', 'device = "tty:nonexistent:pn532"')
+    text = text.replace('provider = "alipay"', 'provider = ""')
     cfg = tmp_path / "board.toml"
     cfg.write_text(text, encoding="utf-8")
 
@@ -47,3 +48,13 @@ def test_hash_pin_command():
     bad = subprocess.run([sys.executable, "-m", "firmware.cli", "hash-pin"], input="12\n",
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "4 to 12 digits" in bad.stderr
+
+
+def test_run_with_missing_wallet_keys_says_so(tmp_path):
+    text = SIM_TOML.read_text(encoding="utf-8").replace('data_dir = "data/sim"', f'data_dir = "{tmp_path}/data"')
+    cfg = tmp_path / "board.toml"
+    cfg.write_text(text, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "[wallet] keys:" in proc.stderr and "Traceback" not in proc.stderr

@@ -70,11 +70,17 @@ class Simulator:
         """Start the acquirer and printer, then boot the terminal."""
         from .nfcfield import RfField
         from .printer import VirtualPrinter
+        from .walletgw import WalletGateway
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
         self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()))
         port = self.host.start()
         self.printer = VirtualPrinter()
         self.field = RfField()
+        self.wallet = WalletGateway(app_id=self._base.wallet.app_id or "2021000000000000")
+        keys = self.data_dir / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        (keys / "merchant_private.pem").write_bytes(self.wallet.merchant_private_pem)
+        (keys / "alipay_public.pem").write_bytes(self.wallet.gateway_public_pem)
         b = self._base
         self.config = dataclasses.replace(
             b,
@@ -83,6 +89,10 @@ class Simulator:
             printer=dataclasses.replace(b.printer, backend="serial", devfile=self.printer.devfile),
             contactless=dataclasses.replace(b.contactless, device=f"udp:127.0.0.1:{self.field.port}"
                                             if b.contactless.device else ""),
+            wallet=dataclasses.replace(b.wallet, gateway=self.wallet.url, app_id=self.wallet.app_id,
+                                       private_key=str(keys / "merchant_private.pem"),
+                                       provider_public_key=str(keys / "alipay_public.pem"))
+            if b.wallet.provider else b.wallet,
         )
         self._boot()
 
@@ -90,8 +100,12 @@ class Simulator:
         cfg = self.config
         self.keypad_device = SimInputDevice(cfg.keypad.name or "hwsim keypad", 0x1209, 0x0001)
         self.reader_device = SimInputDevice(cfg.magstripe.name or "hwsim magstripe", 0x1209, 0x0002)
+        self.scanner_device = SimInputDevice(cfg.scanner.name or "hwsim scanner", 0x1209, 0x0003) \
+            if cfg.scanner else None
+        scanner = self.scanner_device
         devices = Devices(open_keypad=lambda: self.keypad_device, open_magstripe=lambda: self.reader_device,
-                          printer=ReceiptPrinter(cfg.printer), display=self.display)
+                          printer=ReceiptPrinter(cfg.printer), display=self.display,
+                          open_scanner=(lambda: scanner) if scanner else None)
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(self._loop, self.terminal),
@@ -120,8 +134,9 @@ class Simulator:
             self._loop.call_soon_threadsafe(self.terminal.stop)
             self._thread.join(10)
             self._loop.close()
-        for dev in (self.keypad_device, self.reader_device):
-            dev.destroy()
+        for dev in (self.keypad_device, self.reader_device, self.scanner_device):
+            if dev is not None:
+                dev.destroy()
 
     @staticmethod
     def _bury(loop: asyncio.AbstractEventLoop) -> None:
@@ -155,6 +170,7 @@ class Simulator:
             self.host.stop()
         self.printer.close()
         self.field.close()
+        self.wallet.close()
 
     # --- observation ----------------------------------------------------------------------
 
@@ -274,6 +290,24 @@ class Simulator:
         applet.apdus = 0
         self.field.present(applet)
         return applet
+
+    def scan(self, code: str) -> None:
+        """Scan a code with the 2D scanner (typed as a keyboard-mode scanner types it, then Enter)."""
+        if self.scanner_device is None:
+            raise RuntimeError("this configuration has no [scanner]")
+        type_text(self.scanner_device, code + "\n")
+        self._settle(self.scanner_device)
+
+    @property
+    def display_qr(self) -> str:
+        """The payload of the QR code on screen ("" when none)."""
+        return self.display.qr
+
+    def screenshot(self, path: str | Path) -> Path:
+        """Save the screen as a PNG, as a graphic display would show it."""
+        path = Path(path)
+        path.write_bytes(self.display.png())
+        return path
 
     def remove_card(self) -> None:
         """Take the contactless card out of the field."""
