@@ -773,7 +773,8 @@ def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
         return (f"REFUND TRACE {sale.stan:06d}", f"PAID {money(sale.amount, cfg)}",
                 f"LEFT {money(sale.amount - sale.refunded, cfg)}", f"AMOUNT {money(state.value, cfg)}")
     if isinstance(state, RefundRoute):
-        return (f"REFUND {money(state.amount, cfg)}", "1 TO CARD  2 CASH")
+        back = "WALLET" if state.sale.method == "wallet" else "CARD"
+        return (f"REFUND {money(state.amount, cfg)}", f"1 TO {back}  2 CASH")
     assert isinstance(state, Submitting)
     return (KIND_TITLE[state.kind], money(state.amount, cfg), "PROCESSING...")
 
@@ -852,8 +853,9 @@ def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> tuple[State
         if not resp.approved:
             reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
             return _result((f"{title} DECLINED", reason), cfg)
+        route = ("WALLET" if sale.method == "wallet" else "CARD") if state.route == "card" else "CASH"
         receipt = PrintReceipts(state.amount, sale.masked_pan, "SWIPE", resp, event.stan, title,
-                                state.route.upper() if state.kind == "refund" else "", sale.stan)
+                                route if state.kind == "refund" else "", sale.stan)
         return _result((f"{title} APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}"), cfg, receipt)
     if isinstance(event, CashRefunded):
         resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")

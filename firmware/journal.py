@@ -123,7 +123,7 @@ class FollowUp:
 
     id: int
     kind: str                     # "void" | "refund"
-    method: str                   # "card" | "cash"
+    method: str                   # "card" | "wallet" (back the way it came) | "cash"
     stan: int
     amount: int
     idem_key: str
@@ -136,6 +136,7 @@ class FollowUp:
     original_auth_code: str
     terminal_id: str
     merchant_id: str
+    original_order_no: str = ""   # wallet sales: the order at the provider
 
 
 @dataclass(frozen=True)
@@ -258,14 +259,15 @@ class Journal:
     def _follow_ups(self, where: str, args: tuple[Any, ...]) -> list[FollowUp]:
         rows = self._db.execute(
             "SELECT r.id, r.kind, r.method, r.stan, r.amount, r.idem_key, r.transmitted_at, o.id, o.stan,"
-            " o.transmitted_at, o.amount, o.rrn, o.auth_code, r.terminal_id, r.merchant_id"
+            " o.transmitted_at, o.amount, o.rrn, o.auth_code, r.terminal_id, r.merchant_id, o.order_no"
             f" FROM transactions r JOIN transactions o ON o.id = r.original_id WHERE {where} ORDER BY r.id",
             args).fetchall()
         return [FollowUp(*r) for r in rows]
 
-    def retries(self) -> list[FollowUp]:
-        """Card voids and refunds whose answer was lost: resent with the same STAN and idempotency key."""
-        return self._follow_ups("r.kind IN ('void', 'refund') AND r.method = 'card' AND r.status = 'unknown'", ())
+    def retries(self, method: str = "card") -> list[FollowUp]:
+        """Voids and refunds (to the card, or to the wallet) whose answer was lost: resent with the same
+        STAN and idempotency key."""
+        return self._follow_ups("r.kind IN ('void', 'refund') AND r.method = ? AND r.status = 'unknown'", (method,))
 
     def unsettled_wallet_orders(self) -> list[dict[str, Any]]:
         """Wallet sales whose outcome is not known yet: to be asked of the provider (and closed)."""
@@ -354,6 +356,11 @@ class Journal:
                              (response_code, stamp, rev_id))
             self._db.execute("UPDATE transactions SET status = 'reversed', updated_at = ? WHERE id ="
                              " (SELECT original_id FROM transactions WHERE id = ?)", (stamp, rev_id))
+
+    def row(self, row_id: int) -> dict[str, Any] | None:
+        """One row by id, with `refunded`."""
+        found = self._db.execute("SELECT * FROM transaction_summary WHERE id = ?", (row_id,)).fetchone()
+        return None if found is None else dict(found)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every transaction row, oldest first, with a sale's approved refunds summed as `refunded`."""

@@ -49,7 +49,7 @@ _ZH = {
     "AUTH CODE": "授权码", "AMOUNT": "金额", "APPROVED": "交易成功", "DECLINED": "交易失败",
     "PIN VERIFIED": "密码已验证", "NO SIGNATURE REQUIRED": "免签名", "THANK YOU": "谢谢惠顾",
     "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
-    "REFUND TO": "退款方式", "TO CARD": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
+    "REFUND TO": "退款方式", "TO CARD": "原路退回", "TO WALLET": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式", "ORDER NO": "订单号", "TRADE NO": "交易号", "PAYER": "付款账户",
     "QR": "顾客扫码", "CODE": "扫顾客付款码",
@@ -110,7 +110,8 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     lines.append(Line("-" * w))
     lines.append(Line(_label(sale.kind, lang), bold=True, big=sale.kind != "SALE"))
     if sale.route:
-        lines += _pair(_label("REFUND TO", lang), _label("TO CARD" if sale.route == "CARD" else "CASH", lang), w)
+        route = {"CARD": "TO CARD", "WALLET": "TO WALLET"}.get(sale.route, "CASH")
+        lines += _pair(_label("REFUND TO", lang), _label(route, lang), w)
     sign = "-" if sale.kind != "SALE" else ""
     amount = f"{header.currency.alpha} {sign}{format_minor(sale.amount, header.currency)}"
     lines += _pair(_label("AMOUNT", lang), amount, w)

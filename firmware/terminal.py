@@ -21,8 +21,8 @@ from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
-from .journal import Journal, NewSale
-from .messages import POS_ENTRY_CONTACTLESS, SaleRequest, iso_to_response, sale_to_iso
+from .journal import FollowUp, Journal, NewSale
+from .messages import POS_ENTRY_CONTACTLESS, AuthResponse, SaleRequest, iso_to_response, sale_to_iso
 from .pin import PinEntry
 from .receipt import Header, sale_receipt
 from .wallet import AlipayClient, WalletError, WalletProvider, WalletResult
@@ -450,8 +450,12 @@ class Terminal:
             self.post(flow.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
         now = self._clock()
+        original = self.journal.row(eff.original_id) or {}
+        method = eff.route
+        if eff.route == "card" and original.get("method") == "wallet":
+            method = "wallet"                                  # back the way it came: to the payer's wallet
         try:
-            f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, eff.route, secrets.token_hex(16),
+            f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, method, secrets.token_hex(16),
                                              now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now)
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
@@ -460,6 +464,12 @@ class Terminal:
         if eff.route == "cash":
             self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
             self.post(flow.CashRefunded(f.stan))
+            return
+        if method == "wallet":
+            outcome = await self._wallet_refund(f)
+            self.post(outcome)
+            if isinstance(outcome, flow.HostFailed) and self._wallet is not None:
+                self._spawn(self._reconcile_wallet())          # resend at once (same request number)
             return
         try:
             response = await self._outbox.exchange_follow_up(f)
@@ -588,9 +598,31 @@ class Terminal:
             ended = WalletResult("closed", reason)
         self._settle_wallet(row, order_no, stan, kind, ended)
 
+    async def _wallet_refund(self, f: FollowUp) -> Any:
+        """Refund (or void) a wallet sale at the provider; the idempotency key is the provider's
+        out_request_no, so a resend after a lost answer refunds once. Returns the event for the flow."""
+        assert self.journal is not None
+        if self._wallet is None:
+            self.journal.finish(f.id, "failed", self._clock(), note="no wallet provider configured")
+            return flow.Refused("NO WALLET PROVIDER")
+        try:
+            result = await self._wallet.refund(f.original_order_no, f.amount, f.idem_key)
+        except WalletError as exc:
+            log.warning("wallet %s %d: %s", f.kind, f.id, exc)
+            self.journal.finish(f.id, "unknown", self._clock(), note=str(exc)[:200])    # resent at reconcile
+            return flow.HostFailed(str(exc), sent=True, stan=f.stan)
+        approved = result.state == "paid"
+        self.journal.finish(f.id, "approved" if approved else "declined", self._clock(), note=result.reason,
+                            wallet_trade_no=result.trade_no)
+        code = "00" if approved else "05"
+        return flow.HostAnswered(AuthResponse(f.stan, code, "", "", self.config.terminal.terminal_id), f.stan)
+
     async def _reconcile_wallet(self) -> None:
-        """Orders whose fate is unknown (a crash, a lost answer): ask the provider, close what is open."""
+        """Orders whose fate is unknown (a crash, a lost answer): ask the provider, close what is open;
+        resend wallet refunds whose answer was lost."""
         assert self.journal is not None and self._wallet is not None
+        for f in self.journal.retries("wallet"):
+            await self._wallet_refund(f)
         for row in self.journal.unsettled_wallet_orders():
             order_no = row["order_no"]
             try:

@@ -186,3 +186,35 @@ def test_mpqr_vectors():
     built = mpqr.build(mpqr.MerchantQR("COM.EXAMPLE", "M1", "5411", "156", "9.90", "CN", "SHOP", "BEIJING", "REF1",
                                        name_zh="小店"))
     assert mpqr.parse(built)["54"] == "9.90" and mpqr.sub_objects(mpqr.parse(built)["64"])["01"] == "小店"
+
+
+def _manager_refund(sim, stan: int, amount: str, route_key: str):
+    sim.keys("{ENTER}{MENU}")
+    sim.wait_for("MANAGER PIN")
+    sim.keys("8888{ENTER}")
+    sim.wait_for("1 VOID")
+    sim.keys(f"2{stan}{{ENTER}}")
+    sim.wait_for("REFUND TRACE")
+    sim.keys(amount + "{ENTER}")
+    sim.wait_for("1 TO WALLET  2 CASH")
+    sim.keys(route_key)
+
+
+def test_refund_back_to_the_wallet_lands_once(wsim):
+    show_code(wsim)
+    order_no = wsim.wallet.pay()
+    wsim.wait_for("PAID")
+    sale = wallet_rows(wsim)[0]
+    wsim.wallet.fault("bad_signature")                    # the first refund's answer cannot be believed
+    _manager_refund(wsim, sale["stan"], "500", "1")
+    wsim.wait_for("WILL RETRY BY ITSELF")
+    wait_until(lambda: [r for r in wsim.journal() if r["kind"] == "refund"][0]["status"] == "approved",
+               what="refund resent")
+    order = wsim.wallet.orders[order_no]
+    assert list(order.refunds.values()) == ["5.00"]      # refunded once
+    refund_requests = [p for m, p in wsim.wallet.requests if m == "alipay.trade.refund"]
+    keys = {__import__("json").loads(p["biz_content"])["out_request_no"] for p in refund_requests}
+    assert len(refund_requests) >= 2 and len(keys) == 1  # every attempt carried the same idempotency key
+    _manager_refund(wsim, sale["stan"], "750", "1")
+    wsim.wait_for("REFUND APPROVED")
+    assert sorted(order.refunds.values()) == ["5.00", "7.50"]
