@@ -21,6 +21,10 @@ Type keypad keys, or a command:
   enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
   swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
   tap CARD        hold a contactless card (or a profile .toml file) in the field; remove takes it away
+  f1              on the card screen: show a wallet QR code; then: wallet pay | wallet scan
+  scan CODE       scan a code with the 2D scanner (an Alipay payment code: 28 followed by 16 digits)
+  wallet BEHAVIOUR  the next scanned payer: pay | confirm | insufficient | never_confirm | user_cancels
+  screenshot FILE save the screen as a PNG
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
@@ -78,6 +82,17 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                         sim.tap(rest[0])
                 elif cmd == "remove":
                     sim.remove_card()
+                elif cmd == "scan" and rest:
+                    sim.scan(rest[0])
+                elif cmd == "wallet" and rest:
+                    if rest[0] == "pay":
+                        out.write(f"customer paid order {sim.wallet.pay()}\n")
+                    elif rest[0] == "scan":
+                        sim.wallet.scan()
+                    else:
+                        sim.wallet.next_code(rest[0])
+                elif cmd == "screenshot" and rest:
+                    out.write(f"saved {sim.screenshot(rest[0])}\n")
                 elif cmd == "swipe" and rest:
                     sim.swipe(rest[0])
                 elif cmd == "swipe-raw" and rest:
@@ -99,7 +114,7 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                     sim.keys("{" + cmd.upper() + "}")
                 else:
                     sim.keys(" ".join(words))
-            except (ValueError, KeyError, TimeoutError) as exc:
+            except (ValueError, KeyError, LookupError, TimeoutError, RuntimeError) as exc:
                 out.write(f"?? {exc}\n")
         stop.set()
     return 0
