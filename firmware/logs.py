@@ -28,3 +28,6 @@ def setup(level: int = logging.INFO, log_file: Path | None = None, console_level
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
+    # nfcpy's debug traces are raw APDUs in hex (track 2 equivalent data among them), which the PAN filter
+    # cannot recognise inside longer hex runs: keep them off even in --debug.
+    logging.getLogger("nfc").setLevel(logging.INFO)
