@@ -91,6 +91,7 @@ class HostAnswered:
 
     response: AuthResponse
     stan: int
+    reference: str = ""          # the sale's reference, printed and encoded on the receipt
 
 
 @dataclass(frozen=True)
@@ -320,9 +321,14 @@ class CollectOperatorPin:
 
 @dataclass(frozen=True)
 class FindOriginal:
-    """Look up the sale with this trace number; the shell answers OriginalFound or OriginalMissing."""
+    """Look up a sale by trace number, by the reference printed (and encoded as a QR code) on its receipt,
+    or by date + amount + card last four; the shell answers OriginalFound or OriginalMissing."""
 
-    stan: int
+    stan: int = 0
+    reference: str = ""
+    date: str = ""                       # MMDD
+    amount: int = 0
+    last4: str = ""
 
 
 @dataclass(frozen=True)
@@ -442,10 +448,21 @@ class Menu:
 
 @dataclass(frozen=True)
 class TraceEntry:
-    """Keying the trace number (STAN) of the original sale."""
+    """Keying the trace number (STAN) of the original sale (or scanning its receipt; F2 searches)."""
 
     kind: str                           # "void" | "refund"
     value: str = ""
+
+
+@dataclass(frozen=True)
+class SearchEntry:
+    """Finding the original by date (MMDD), amount and the card's last four digits, one field at a time."""
+
+    kind: str
+    field: str = "date"                 # date | amount | last4
+    value: str = ""
+    date: str = ""
+    amount: int = 0
 
 
 @dataclass(frozen=True)
@@ -489,9 +506,9 @@ class Submitting:
     route: str
 
 
-State = Union[Amount, AwaitCard, WalletBusy, ShowingQR, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
+State = Union[SearchEntry, Amount, AwaitCard, WalletBusy, ShowingQR, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
               ConfirmVoid, RefundAmount, RefundRoute, Submitting]
-BACK_OFFICE = (OperatorPin, Menu, TraceEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
+BACK_OFFICE = (OperatorPin, Menu, TraceEntry, SearchEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
 IDLE = Amount()
 
@@ -689,12 +706,12 @@ def _reading_card(state: ReadingCard, event: Event, cfg: FlowConfig) -> tuple[St
     return state, []                      # the kernel takes milliseconds; CANCEL waits for it
 
 
-def _receipt(state: Authorizing, resp: AuthResponse, stan: int) -> PrintReceipts:
+def _receipt(state: Authorizing, resp: AuthResponse, stan: int, reference: str) -> PrintReceipts:
     card = state.card
     if isinstance(card, ChipCard):
         return PrintReceipts(state.amount, card.masked_pan, "CONTACTLESS", resp, stan, cvm=card.cvm, aid=card.aid,
-                             label=card.label, cryptogram=card.cryptogram)
-    return PrintReceipts(state.amount, card.masked_pan, "SWIPE", resp, stan)
+                             label=card.label, cryptogram=card.cryptogram, order_no=reference)
+    return PrintReceipts(state.amount, card.masked_pan, "SWIPE", resp, stan, order_no=reference)
 
 
 def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
@@ -715,7 +732,7 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> tuple[State, l
 def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
     if isinstance(event, HostAnswered):
         resp = event.response
-        receipt = _receipt(state, resp, event.stan)
+        receipt = _receipt(state, resp, event.stan, event.reference)
         if resp.approved:
             return _result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}"), cfg, receipt)
         if resp.response_code == "55" and isinstance(state.card, ChipCard) and not state.cancelling:
@@ -761,7 +778,11 @@ def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, Menu):
         return ("1 VOID  2 REFUND", "CANCEL TO EXIT")
     if isinstance(state, TraceEntry):
-        return (KIND_TITLE[state.kind], "TRACE NO.", state.value or "_")
+        return (KIND_TITLE[state.kind], "TRACE NO. OR SCAN", state.value or "_", "F2 SEARCH")
+    if isinstance(state, SearchEntry):
+        prompt = {"date": "DATE MMDD", "amount": "AMOUNT", "last4": "CARD LAST 4"}[state.field]
+        shown = money(int(state.value or 0), cfg) if state.field == "amount" else (state.value or "_")
+        return (f"{KIND_TITLE[state.kind]} SEARCH", prompt, shown)
     if isinstance(state, Looking):
         return (KIND_TITLE[state.kind], "SEARCHING...")
     if isinstance(state, ConfirmVoid):
@@ -803,7 +824,13 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
         if k == "CLEAR":
             return enter(replace(state, value=state.value[:-1]), cfg)
         if k == "ENTER" and state.value:
-            return enter(Looking(state.kind), cfg, FindOriginal(int(state.value)))
+            return enter(Looking(state.kind), cfg, FindOriginal(stan=int(state.value)))
+        if k == "F2":
+            return enter(SearchEntry(state.kind), cfg)
+    elif isinstance(state, TraceEntry) and isinstance(event, Scanned):
+        return enter(Looking(state.kind), cfg, FindOriginal(reference=event.code))
+    elif isinstance(state, SearchEntry) and isinstance(event, Key):
+        return _search(state, event.name, cfg)
     elif isinstance(state, Looking):
         if isinstance(event, OriginalMissing):
             return _result(("NOT FOUND", event.notice), cfg)
@@ -828,6 +855,24 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
         return enter(Submitting("refund", state.sale, state.amount, route), cfg,
                      SubmitFollowUp("refund", state.sale.id, state.amount, route))
     return state, []
+
+
+def _search(state: SearchEntry, k: str, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    limit = {"date": 4, "amount": AMOUNT_DIGITS, "last4": 4}[state.field]
+    if k.isdigit() and len(k) == 1 and len(state.value) < limit:
+        return enter(replace(state, value=state.value + k), cfg)
+    if k == "CLEAR":
+        return enter(replace(state, value=state.value[:-1]), cfg)
+    if k != "ENTER" or len(state.value) < (1 if state.field == "amount" else 4):
+        return state, []
+    if state.field == "date":
+        month, day = int(state.value[:2]), int(state.value[2:])
+        if not (1 <= month <= 12 and 1 <= day <= 31):
+            return enter(replace(state, value=""), cfg)
+        return enter(SearchEntry(state.kind, "amount", date=state.value), cfg)
+    if state.field == "amount":
+        return enter(SearchEntry(state.kind, "last4", date=state.date, amount=int(state.value)), cfg)
+    return enter(Looking(state.kind), cfg, FindOriginal(date=state.date, amount=state.amount, last4=state.value))
 
 
 def _found(kind: str, event: OriginalFound, cfg: FlowConfig) -> tuple[State, list[Effect]]:

@@ -222,13 +222,15 @@ class Journal:
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
             stan = self._advance("stan", 1, STAN_STEP)
+            # Every sale gets a reference (wallet sales: their order number at the provider).
+            reference = sale.order_no or f"{sale.terminal_id}{now:%y%m%d%H%M%S}{stan:06d}"
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no)"
                 " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, sale.order_no))
+                 sale.provider, reference))
             return int(cur.lastrowid), stan
 
     def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
@@ -274,10 +276,19 @@ class Journal:
         return [dict(r) for r in self._db.execute(
             "SELECT * FROM transactions WHERE method = 'wallet' AND kind = 'sale' AND status = 'unknown' ORDER BY id")]
 
-    def find_sale(self, stan: int) -> dict[str, Any] | None:
-        """The most recent sale with this trace number, with its refunded total."""
-        row = self._db.execute("SELECT * FROM transaction_summary WHERE kind = 'sale' AND stan = ?"
-                               " ORDER BY id DESC LIMIT 1", (stan,)).fetchone()
+    def find_sale(self, stan: int = 0, reference: str = "", date: str = "", amount: int = 0,
+                  last4: str = "") -> dict[str, Any] | None:
+        """The most recent sale with this trace number, or this receipt reference, or this date (MMDD, within
+        the last year) + amount + card last four; with its refunded total."""
+        if reference:
+            where, args = "order_no = ?", (reference,)
+        elif date:
+            where, args = ("substr(created_at, 6, 2) || substr(created_at, 9, 2) = ? AND amount = ?"
+                           " AND masked_pan LIKE ? AND created_at >= date('now', '-366 days')"), (date, amount, f"%{last4}")
+        else:
+            where, args = "stan = ?", (stan,)
+        row = self._db.execute(f"SELECT * FROM transaction_summary WHERE kind = 'sale' AND {where}"
+                               " ORDER BY id DESC LIMIT 1", args).fetchone()
         return None if row is None else dict(row)
 
     def finish(self, row_id: int, status: str, now: datetime, *, response_code: str = "",

@@ -51,7 +51,7 @@ _ZH = {
     "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
     "REFUND TO": "退款方式", "TO CARD": "原路退回", "TO WALLET": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
-    "WALLET": "支付方式", "ORDER NO": "订单号", "TRADE NO": "交易号", "PAYER": "付款账户",
+    "WALLET": "支付方式", "REFERENCE": "交易参考号", "TRADE NO": "交易号", "PAYER": "付款账户",
     "QR": "顾客扫码", "CODE": "扫顾客付款码",
 }
 
@@ -100,7 +100,7 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     if sale.original_stan is not None:
         lines += _pair(_label("ORIGINAL TRACE", lang), f"{sale.original_stan:06d}", w)
     if sale.order_no:
-        lines += _pair(_label("ORDER NO", lang), sale.order_no, w)
+        lines += _pair(_label("REFERENCE", lang), sale.order_no, w)
     if sale.trade_no:
         lines += _pair(_label("TRADE NO", lang), sale.trade_no, w)
     if resp.rrn:

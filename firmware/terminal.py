@@ -309,7 +309,7 @@ class Terminal:
         elif isinstance(eff, flow.EndPin):
             self._end_pin()
         elif isinstance(eff, flow.FindOriginal):
-            self._find_original(eff.stan)
+            self._find_original(eff)
         elif isinstance(eff, flow.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff))
         elif isinstance(eff, flow.StartQrOrder):
@@ -396,7 +396,8 @@ class Terminal:
         self.journal.finish(row, "approved" if response.approved else "declined", self._clock(),
                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
         log.info("sale stan %06d: response %s", stan, response.response_code)
-        self.post(flow.HostAnswered(response, stan))
+        reference = (self.journal.row(row) or {}).get("order_no", "")
+        self.post(flow.HostAnswered(response, stan, reference))
 
     async def _read_card(self, eff: flow.ReadCard) -> None:
         """Run the contactless kernel against the card in the field; journal a read that fails."""
@@ -432,11 +433,12 @@ class Terminal:
                                                  t.merchant_id), self._clock())
         self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
-    def _find_original(self, stan: int) -> None:
+    def _find_original(self, eff: flow.FindOriginal) -> None:
         assert self.journal is not None
-        row = self.journal.find_sale(stan)
+        row = self.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
         if row is None:
-            self.post(flow.OriginalMissing(f"TRACE {stan:06d} UNKNOWN"))
+            what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
+            self.post(flow.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
             return
         sale = flow.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
                                  method=row["method"], status=row["status"], created_at=row["created_at"],

@@ -15,9 +15,10 @@ PAN = "4242424242424242"
 
 
 def approved_sale(sim, amount="1250", card="visa-approve") -> dict:
+    printed = len(sim.receipts)
     sale(sim, card, amount=amount)
     sim.wait_for("APPROVED")
-    sim.wait_for_receipts(len(sim.receipts) + 2 if len(sim.receipts) % 2 else len(sim.receipts))
+    sim.wait_for_receipts(printed + 2)                  # both copies are out before the next step
     sim.keys("{ENTER}")
     return [r for r in sim.journal() if r["kind"] == "sale"][-1]
 
@@ -198,3 +199,39 @@ def test_cancel_anywhere_in_the_back_office(sim):
     start(sim, "void", 1)
     sim.wait_for("NOT FOUND")
     assert sim.journal() == []
+
+
+def test_find_the_sale_by_scanning_its_receipt(sim):
+    original = approved_sale(sim)
+    receipt = sim.receipts[0]
+    assert original["order_no"] in receipt.replace("\n", "")         # the reference is printed ...
+    assert original["order_no"].encode() in sim.printer_bytes          # ... and encoded as a QR code
+    manager(sim)
+    sim.wait_for("1 VOID")
+    sim.keys("2")
+    sim.wait_for("TRACE NO. OR SCAN")
+    sim.scan(original["order_no"])
+    screen = sim.wait_for("REFUND TRACE")
+    assert f"{original['stan']:06d}" in screen and "LEFT CNY 12.50" in screen
+
+
+def test_find_the_sale_by_date_amount_and_last_four(sim):
+    approved_sale(sim, amount="1250")
+    second = approved_sale(sim, amount="990", card="mc-approve")
+    month_day = second["created_at"][5:7] + second["created_at"][8:10]
+    manager(sim)
+    sim.wait_for("1 VOID")
+    sim.keys("2{F2}")
+    sim.wait_for("DATE MMDD")
+    sim.keys(month_day + "{ENTER}")
+    sim.wait_for("AMOUNT")
+    sim.keys("990{ENTER}")
+    sim.wait_for("CARD LAST 4")
+    sim.keys("4444{ENTER}")
+    screen = sim.wait_for("REFUND TRACE")
+    assert f"{second['stan']:06d}" in screen and "PAID CNY 9.90" in screen
+    sim.keys("{CANCEL}{ENTER}")
+    manager(sim)
+    sim.wait_for("1 VOID")
+    sim.keys("2{F2}" + month_day + "{ENTER}990{ENTER}4242{ENTER}")   # amount of one sale, card of the other
+    sim.wait_for("NO SUCH SALE")
