@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from datetime import date
 from pathlib import Path
 
 from . import logs
@@ -38,6 +39,46 @@ def _run(cfg: Config) -> int:
         await terminal.run()
 
     asyncio.run(main())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import reports
+    from .journal import Journal
+    from .money import Currency
+
+    first, last = args.first, args.last or args.first
+    for value in (first, last):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            print(f"countertop: {value!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+            return 2
+    if args.data_dir:
+        data = Path(args.data_dir)
+    else:
+        data = load(args.config).terminal.data_dir
+    path = data / "journal.sqlite3"
+    if not path.exists():
+        print(f"countertop: no journal in {data}", file=sys.stderr)
+        return 2
+    journal = Journal(path)
+    try:
+        if args.command == "export":
+            sys.stdout.write(reports.as_csv(journal.rows_between(first, last)))
+            return 0
+        rows = journal.rows_between(first, last)
+        currency = Currency.of(rows[0]["currency"] if rows else "CNY")
+        report = reports.build(journal.figures(first, last), date.fromisoformat(first), date.fromisoformat(last),
+                               currency.alpha)
+    finally:
+        journal.close()
+    if args.format == "json":
+        print(reports.as_json(report))
+    elif args.format == "csv":
+        sys.stdout.write(reports.report_csv(report, currency))
+    else:
+        print("\n".join(reports.as_text(report, currency)))
     return 0
 
 
@@ -74,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
     p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
     sub.add_parser("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]")
+    today = date.today().isoformat()
+    for name, helptext in (("report", "sales report for a date range (text, csv or json)"),
+                           ("export", "every transaction of a date range as CSV, one row each")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--from", dest="first", default=today, help="first local date, YYYY-MM-DD (default today)")
+        p.add_argument("--to", dest="last", default=None, help="last local date, YYYY-MM-DD (default: --from)")
+        p.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+        p.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+        if name == "report":
+            p.add_argument("--format", choices=("text", "csv", "json"), default="text")
     p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
     p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
     args = parser.parse_args(argv)
@@ -81,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "hash-pin":
             return _hash_pin()
+        if args.command in ("report", "export"):
+            return _report(args)
         if args.command == "check-config":
             for f in args.files:
                 cfg = load(f)

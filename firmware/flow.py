@@ -315,6 +315,11 @@ class EndWalletOrder:
 
 
 @dataclass(frozen=True)
+class PrintReport:
+    """Print today's sales report (X report: running totals, nothing closed)."""
+
+
+@dataclass(frozen=True)
 class CollectOperatorPin:
     """Route digit/CLEAR/ENTER keys to the operator PIN pad; the shell answers with OperatorChecked."""
 
@@ -343,7 +348,8 @@ class SubmitFollowUp:
 
 
 Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
-               CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder]
+               CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
+               PrintReport]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -776,7 +782,7 @@ def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, OperatorPin):
         return ("MANAGER PIN", "*" * state.digits or "_")
     if isinstance(state, Menu):
-        return ("1 VOID  2 REFUND", "CANCEL TO EXIT")
+        return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "CANCEL TO EXIT")
     if isinstance(state, TraceEntry):
         return (KIND_TITLE[state.kind], "TRACE NO. OR SCAN", state.value or "_", "F2 SEARCH")
     if isinstance(state, SearchEntry):
@@ -817,6 +823,8 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
     elif isinstance(state, Menu) and isinstance(event, Key):
         if event.name in ("1", "2"):
             return enter(TraceEntry("void" if event.name == "1" else "refund"), cfg)
+        if event.name == "3":
+            return _result(("REPORT PRINTED",), cfg, PrintReport())
     elif isinstance(state, TraceEntry) and isinstance(event, Key):
         k = event.name
         if k.isdigit() and len(k) == 1 and len(state.value) < 6:

@@ -368,6 +368,34 @@ class Journal:
             self._db.execute("UPDATE transactions SET status = 'reversed', updated_at = ? WHERE id ="
                              " (SELECT original_id FROM transactions WHERE id = ?)", (stamp, rev_id))
 
+    def figures(self, first: str, last: str) -> dict[str, Any]:
+        """Aggregates for local dates first..last (YYYY-MM-DD, inclusive), counted by SQLite."""
+        span = (first, last + "\uffff")            # created_at starts with the local date
+        where = "created_at >= ? AND created_at < ?"
+
+        def one(sql: str) -> tuple[int, int]:
+            count, amount = self._db.execute(sql + f" AND {where}", span).fetchone()
+            return int(count), int(amount or 0)
+
+        sales = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale' AND status = 'approved'")
+        refunds = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'refund' AND status = 'approved'")
+        voids = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'void' AND status = 'approved'")
+        declined = one("SELECT COUNT(*), 0 FROM transactions WHERE kind = 'sale' AND status = 'declined'")[0]
+        methods = {(m, e): (c, a) for m, e, c, a in self._db.execute(
+            "SELECT method, entry_mode, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
+            f" AND status = 'approved' AND {where} GROUP BY method, entry_mode", span)}
+        by_hour = {int(h): (c, a) for h, c, a in self._db.execute(
+            "SELECT substr(created_at, 12, 2), COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
+            f" AND status = 'approved' AND {where} GROUP BY 1", span)}
+        return {"sales": sales, "refunds": refunds, "voids": voids, "declined": declined, "methods": methods,
+                "by_hour": by_hour}
+
+    def rows_between(self, first: str, last: str) -> list[dict[str, Any]]:
+        """Rows created on local dates first..last, oldest first."""
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM transaction_summary WHERE created_at >= ? AND created_at < ? ORDER BY id",
+            (first, last + "\uffff"))]
+
     def row(self, row_id: int) -> dict[str, Any] | None:
         """One row by id, with `refunded`."""
         found = self._db.execute("SELECT * FROM transaction_summary WHERE id = ?", (row_id,)).fetchone()

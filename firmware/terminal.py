@@ -24,7 +24,8 @@ from .hostlink import HostLink
 from .journal import FollowUp, Journal, NewSale
 from .messages import POS_ENTRY_CONTACTLESS, AuthResponse, SaleRequest, iso_to_response, sale_to_iso
 from .pin import PinEntry
-from .receipt import Header, sale_receipt
+from . import reports
+from .receipt import Header, Line, Receipt, sale_receipt
 from .wallet import AlipayClient, WalletError, WalletProvider, WalletResult
 from .outbox import Outbox
 from .operators import OperatorGate
@@ -331,6 +332,8 @@ class Terminal:
                 self._auth_task.cancel()
         elif isinstance(eff, flow.PrintReceipts):
             self._spawn(self._print(eff))
+        elif isinstance(eff, flow.PrintReport):
+            self._spawn(self._print_report())
         else:
             raise TypeError(f"unknown effect {eff!r}")
 
@@ -645,11 +648,25 @@ class Terminal:
                                     payer=result.payer)
                 log.info("wallet order %s reconciled: %s", order_no, status)
 
-    async def _print(self, eff: flow.PrintReceipts) -> None:
-        now = self._clock()
-        receipts = [sale_receipt(eff, self.header, copy, now) for copy in ("MERCHANT COPY", "CUSTOMER COPY")]
+    async def _print_report(self) -> None:
+        assert self.journal is not None
+        today = self._clock().date()
+        report = reports.build(self.journal.figures(today.isoformat(), today.isoformat()), today, today,
+                               self.config.terminal.currency.alpha)
+        lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width)
+        header = [Line(self.config.merchant.name, align="center", bold=True),
+                  Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
+                  Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center")]
+        await self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
+
+    async def _print_receipts(self, receipts: list[Receipt]) -> None:
         try:
             await asyncio.to_thread(self.devices.printer.print_receipts, receipts)
         except DeviceError as exc:
             log.error("%s", exc)
             self.devices.display.show(self.devices.display.lines + (exc.screen,))
+
+    async def _print(self, eff: flow.PrintReceipts) -> None:
+        now = self._clock()
+        await self._print_receipts([sale_receipt(eff, self.header, copy, now)
+                                    for copy in ("MERCHANT COPY", "CUSTOMER COPY")])

@@ -1,0 +1,136 @@
+"""Reports from the journal: totals, the split by payment method, sales by hour, and a CSV export.
+
+The journal does the counting (SQL aggregation over indexed columns); this module only lays the
+figures out as text, CSV or JSON. Amounts stay integer minor units until they are printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from .money import Currency, format_minor
+
+METHOD_NAMES = {
+    ("card", "swipe"): "card swipe",
+    ("card", "contactless"): "card contactless",
+    ("wallet", "qr"): "wallet (code shown)",
+    ("wallet", "code"): "wallet (code scanned)",
+}
+
+
+@dataclass(frozen=True)
+class MethodLine:
+    """One payment method's approved sales."""
+
+    method: str
+    count: int
+    amount: int
+    share_permille: int          # of the sales amount, in tenths of a percent (integer arithmetic)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a period report says."""
+
+    first_day: str
+    last_day: str
+    currency: str
+    sales_count: int
+    sales_amount: int
+    refund_count: int
+    refund_amount: int
+    void_count: int
+    void_amount: int
+    declined_count: int
+    methods: list[MethodLine] = field(default_factory=list)
+    by_hour: dict[int, tuple[int, int]] = field(default_factory=dict)      # hour -> (count, amount)
+
+    @property
+    def net_amount(self) -> int:
+        """Sales less refunds (voided sales are not in the sales)."""
+        return self.sales_amount - self.refund_amount
+
+
+def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Report:
+    """Turn the journal's aggregates into a Report (pure)."""
+    sales_amount = figures["sales"][1]
+    methods = []
+    for (method, entry), (count, amount) in sorted(figures["methods"].items()):
+        share = (amount * 1000 + sales_amount // 2) // sales_amount if sales_amount else 0
+        name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
+        methods.append(MethodLine(name, count, amount, share))
+    return Report(first.isoformat(), last.isoformat(), currency, *figures["sales"], *figures["refunds"],
+                  *figures["voids"], figures["declined"], methods, dict(figures["by_hour"]))
+
+
+def as_text(r: Report, cur: Currency, width: int = 32) -> list[str]:
+    """The report as printed lines (fits 58 mm paper at 32 columns)."""
+    def money(v: int) -> str:
+        return f"{cur.alpha} {format_minor(v, cur)}"
+
+    def pair(label: str, value: str) -> list[str]:
+        if len(label) + len(value) + 1 > width:
+            return [label, value.rjust(width)]
+        return [label + " " * (width - len(label) - len(value)) + value]
+
+    period = r.first_day if r.first_day == r.last_day else f"{r.first_day}..{r.last_day}"
+    lines = ["SALES REPORT 销售报表".center(width - 4), *pair("PERIOD", period), "-" * width,
+             *pair(f"SALES ({r.sales_count})", money(r.sales_amount)),
+             *pair(f"REFUNDS ({r.refund_count})", "-" + money(r.refund_amount)),
+             *pair("NET", money(r.net_amount)),
+             *pair(f"VOIDED ({r.void_count})", money(r.void_amount)),
+             *pair("DECLINED", str(r.declined_count)), "-" * width, "BY PAYMENT METHOD"]
+    for m in r.methods:
+        lines += pair(f" {m.method} ({m.count})", f"{m.share_permille // 10}.{m.share_permille % 10}%  {money(m.amount)}")
+    if r.by_hour:
+        lines += ["-" * width, "BY HOUR"]
+        for hour, (count, amount) in sorted(r.by_hour.items()):
+            lines += pair(f" {hour:02d}:00 ({count})", money(amount))
+    return lines
+
+
+def as_json(r: Report) -> str:
+    """The report as JSON (amounts in minor units)."""
+    data = asdict(r)
+    data["net_amount"] = r.net_amount
+    data["by_hour"] = {f"{h:02d}": {"count": c, "amount": a} for h, (c, a) in sorted(r.by_hour.items())}
+    return json.dumps(data, ensure_ascii=False, indent=2)
+
+
+EXPORT_COLUMNS = ("id", "created_at", "kind", "method", "entry_mode", "status", "amount", "currency", "stan",
+                  "reference", "masked_pan", "auth_code", "rrn", "provider", "wallet_trade_no", "original_id",
+                  "response_code")
+
+
+def as_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per transaction with a header; amounts as decimals in their currency."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        cur = Currency.of(row["currency"])
+        values = {**row, "amount": format_minor(row["amount"], cur), "reference": row.get("order_no", "")}
+        writer.writerow(["" if values.get(c) is None else values.get(c, "") for c in EXPORT_COLUMNS])
+    return out.getvalue()
+
+
+def report_csv(r: Report, cur: Currency) -> str:
+    """The report's figures as CSV (one line per figure), for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["figure", "count", "amount", "currency"])
+    writer.writerow(["sales", r.sales_count, format_minor(r.sales_amount, cur), cur.alpha])
+    writer.writerow(["refunds", r.refund_count, format_minor(r.refund_amount, cur), cur.alpha])
+    writer.writerow(["net", "", format_minor(r.net_amount, cur), cur.alpha])
+    writer.writerow(["voided", r.void_count, format_minor(r.void_amount, cur), cur.alpha])
+    writer.writerow(["declined", r.declined_count, "", ""])
+    for m in r.methods:
+        writer.writerow([f"method: {m.method}", m.count, format_minor(m.amount, cur), cur.alpha])
+    for hour, (count, amount) in sorted(r.by_hour.items()):
+        writer.writerow([f"hour {hour:02d}", count, format_minor(amount, cur), cur.alpha])
+    return out.getvalue()

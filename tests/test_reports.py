@@ -1,0 +1,105 @@
+"""Reports: every figure against hand-computed totals on a known journal, and the command-line tools."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import date, datetime, timezone, timedelta
+
+from firmware import reports
+from firmware.journal import Journal, NewSale
+from firmware.money import Currency
+
+CN = timezone(timedelta(hours=8))
+DAY = "2026-11-26"
+
+
+def at(hour: int, minute: int = 0, day: int = 26) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=CN)
+
+
+def sale(j, amount, status, when, method="card", entry="swipe", pan="424242******4242"):
+    row, stan = j.begin_sale(NewSale(method, entry, amount, "CNY", pan, "SIM00001", "102030405060708"), when)
+    if status != "pending":
+        j.finish(row, status, when, response_code="00" if status == "approved" else "51")
+    return row
+
+
+def known_journal(path) -> Journal:
+    j = Journal(path)
+    s1 = sale(j, 1250, "approved", at(9, 15))                        # swipe
+    sale(j, 990, "approved", at(9, 40), entry="contactless")          # tap
+    sale(j, 5000, "approved", at(14, 5), method="wallet", entry="qr", pan="")
+    sale(j, 300, "declined", at(14, 30))
+    s5 = sale(j, 2000, "approved", at(18, 0))                         # voided below
+    sale(j, 777, "approved", at(10, 0, day=25))                       # the day before: not in the day report
+    f = j.begin_follow_up("refund", s1, 250, "card", "k1", "", at(19, 0))
+    j.finish(f.id, "approved", at(19, 0))
+    f = j.begin_follow_up("refund", s1, 100, "cash", "k2", "", at(19, 5))
+    j.finish(f.id, "approved", at(19, 5))
+    v = j.begin_follow_up("void", s5, 2000, "card", "k3", "", at(18, 10))
+    j.finish(v.id, "approved", at(18, 10))
+    return j
+
+
+def test_day_report_figures(tmp_path):
+    j = known_journal(tmp_path / "j.sqlite3")
+    r = reports.build(j.figures(DAY, DAY), date(2026, 11, 26), date(2026, 11, 26), "CNY")
+    # Sales that stand: 12.50 + 9.90 + 50.00 (the 20.00 sale was voided, the 3.00 one declined).
+    assert (r.sales_count, r.sales_amount) == (3, 7240)
+    assert (r.refund_count, r.refund_amount) == (2, 350)
+    assert (r.void_count, r.void_amount) == (1, 2000)
+    assert r.declined_count == 1 and r.net_amount == 6890
+    split = {m.method: (m.count, m.amount, m.share_permille) for m in r.methods}
+    assert split == {"card swipe": (1, 1250, 173), "card contactless": (1, 990, 137),
+                     "wallet (code shown)": (1, 5000, 691)}                    # 1250/7240 = 17.3 %, ...
+    assert r.by_hour == {9: (2, 2240), 14: (1, 5000)}
+    text = "\n".join(reports.as_text(r, Currency.of("CNY")))
+    assert "SALES (3)" in text and "CNY 72.40" in text and "NET" in text and "CNY 68.90" in text
+    assert all(len(line) <= 32 for line in reports.as_text(r, Currency.of("CNY")) if line.isascii())
+
+
+def test_range_report_includes_the_day_before(tmp_path):
+    j = known_journal(tmp_path / "j.sqlite3")
+    r = reports.build(j.figures("2026-11-25", DAY), date(2026, 11, 25), date(2026, 11, 26), "CNY")
+    assert (r.sales_count, r.sales_amount) == (4, 8017)
+
+
+def test_command_line_report_and_export(tmp_path):
+    known_journal(tmp_path / "j.sqlite3").close()
+    (tmp_path / "j.sqlite3").rename(tmp_path / "journal.sqlite3")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "firmware.cli", *a, "--data-dir", str(tmp_path)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    out = run("report", "--from", DAY, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["sales_amount"] == 7240 and data["net_amount"] == 6890 and data["by_hour"]["09"]["count"] == 2
+    exported = run("export", "--from", "2026-11-25", "--to", DAY)
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == 9 and rows[0]["amount"] == "12.50" and rows[0]["currency"] == "CNY"
+    assert rows[0]["masked_pan"] == "424242******4242" and rows[0]["reference"].startswith("SIM00001")
+    assert run("report", "--from", "26/11/2026").returncode == 2
+    text = run("report", "--from", DAY)
+    assert "SALES REPORT" in text.stdout and "CNY 72.40" in text.stdout
+
+
+def test_report_printed_from_the_terminal(tmp_path):
+    from hwsim import Simulator
+    from conftest import sim_config
+    with Simulator(tmp_path / "data", sim_config()) as sim:
+        sim.keys("1250{ENTER}")
+        sim.swipe("visa-approve")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
+        sim.wait_for_receipts(2)
+        sim.keys("{ENTER}{MENU}")
+        sim.wait_for("MANAGER PIN")
+        sim.keys("8888{ENTER}")
+        sim.wait_for("3 TODAY'S REPORT")
+        sim.keys("3")
+        sim.wait_for("REPORT PRINTED")
+        report = sim.wait_for_receipts(3)[2]
+    assert "销售报表" in report and "SALES (1)" in report and "CNY 12.50" in report and "示例小店" in report
