@@ -148,6 +148,14 @@ class WalletEnded:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """The settlement's outcome (the shell has printed the slip)."""
+
+    outcome: str                 # in_balance | out_of_balance | failed
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class OperatorChecked:
     """The manager PIN was checked: ok, or a short reason (wrong, locked)."""
 
@@ -202,7 +210,7 @@ class Refused:
 
 Event = Union[Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
               OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
-              WalletConfirming, WalletPaid, WalletEnded]
+              WalletConfirming, WalletPaid, WalletEnded, Settled]
 
 # --- effects (outputs) ------------------------------------------------------------------------
 
@@ -315,6 +323,11 @@ class EndWalletOrder:
 
 
 @dataclass(frozen=True)
+class Settle:
+    """Settle the open batch with the acquirer (0500); the shell answers Settled."""
+
+
+@dataclass(frozen=True)
 class PrintReport:
     """Print today's sales report (X report: running totals, nothing closed)."""
 
@@ -349,7 +362,7 @@ class SubmitFollowUp:
 
 Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
-               PrintReport]
+               PrintReport, Settle]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -775,14 +788,14 @@ def _shown_result(state: Result, event: Event, cfg: FlowConfig) -> tuple[State, 
 
 # --- back office: void (撤销) and refund (退货) --------------------------------------------------
 
-KIND_TITLE = {"void": "VOID", "refund": "REFUND"}
+KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT"}
 
 
 def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, OperatorPin):
         return ("MANAGER PIN", "*" * state.digits or "_")
     if isinstance(state, Menu):
-        return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "CANCEL TO EXIT")
+        return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "CANCEL TO EXIT")
     if isinstance(state, TraceEntry):
         return (KIND_TITLE[state.kind], "TRACE NO. OR SCAN", state.value or "_", "F2 SEARCH")
     if isinstance(state, SearchEntry):
@@ -825,6 +838,12 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
             return enter(TraceEntry("void" if event.name == "1" else "refund"), cfg)
         if event.name == "3":
             return _result(("REPORT PRINTED",), cfg, PrintReport())
+        if event.name == "4":
+            return enter(Looking("settle"), cfg, Settle())
+    elif isinstance(state, Looking) and isinstance(event, Settled):
+        title = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE",
+                 "failed": "SETTLEMENT FAILED"}[event.outcome]
+        return _result((title, event.detail), cfg)
     elif isinstance(state, TraceEntry) and isinstance(event, Key):
         k = event.name
         if k.isdigit() and len(k) == 1 and len(state.value) < 6:

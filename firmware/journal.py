@@ -96,6 +96,19 @@ _MIGRATIONS: tuple[str, ...] = (
                      WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
         FROM transactions t;
     """,
+    # 5: settlement: one row per settled batch, with both sides' totals
+    """
+    CREATE INDEX transactions_batch ON transactions (batch);
+    CREATE TABLE settlements (
+        batch         INTEGER PRIMARY KEY,       -- a batch is settled once
+        created_at    TEXT NOT NULL,
+        debits        INTEGER NOT NULL, debit_amount  INTEGER NOT NULL,
+        credits       INTEGER NOT NULL, credit_amount INTEGER NOT NULL,
+        host_debits   INTEGER, host_debit_amount INTEGER, host_credits INTEGER, host_credit_amount INTEGER,
+        response_code TEXT NOT NULL,
+        in_balance    INTEGER NOT NULL
+    );
+    """,
 )
 
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
@@ -216,6 +229,30 @@ class Journal:
     def close_batch(self) -> int:
         """Close the open batch (after settlement); returns the new batch number."""
         return self.take_counter("batch", 2)
+
+    def batch_totals(self, batch: int) -> tuple[int, int, int, int]:
+        """(sales, sales amount, refunds, refunds amount) that went through the acquirer in `batch`:
+        approved card sales not voided or reversed, approved card refunds."""
+        debits = self._db.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
+                                  " AND kind = 'sale' AND method = 'card' AND status = 'approved'", (batch,)).fetchone()
+        credits = self._db.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
+                                   " AND kind = 'refund' AND method = 'card' AND status = 'approved'",
+                                   (batch,)).fetchone()
+        return int(debits[0]), int(debits[1]), int(credits[0]), int(credits[1])
+
+    def record_settlement(self, batch: int, totals: tuple[int, int, int, int],
+                          host: tuple[int, int, int, int] | None, response_code: str, in_balance: bool,
+                          now: datetime) -> int:
+        """Record the host's answer to a settlement and close the batch, in one transaction; returns
+        the new batch number. JournalError when the batch was settled already."""
+        try:
+            with self._tx():
+                self._db.execute("INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (batch, now.isoformat(timespec="seconds"), *totals, *(host or (None,) * 4),
+                                  response_code, int(in_balance)))
+                return self._advance("batch", 2, lambda v: v + 1)
+        except sqlite3.IntegrityError:
+            raise JournalError(f"batch {batch} is settled already") from None
 
     def begin_sale(self, sale: NewSale, now: datetime) -> tuple[int, int]:
         """Take the next STAN (1..999999, wrapping) and write a pending sale row; returns (row id, stan)."""

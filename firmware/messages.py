@@ -191,3 +191,55 @@ def follow_up_to_iso(req: FollowUpRequest) -> dict[str, str]:
         "49": req.currency_numeric,
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """What a batch moved through the acquirer: sales are debits to cardholders, refunds credits."""
+
+    debits: int = 0
+    debit_amount: int = 0
+    credits: int = 0
+    credit_amount: int = 0
+
+    @property
+    def net(self) -> int:
+        """Debits less credits, minor units."""
+        return self.debit_amount - self.credit_amount
+
+
+@dataclass(frozen=True)
+class SettlementRequest:
+    """A 0500 reconciliation request closing batch `batch` with the terminal's totals."""
+
+    stan: int
+    batch: int
+    totals: BatchTotals
+    currency_numeric: str
+    terminal_id: str
+    merchant_id: str
+    local_time: datetime
+    utc_time: datetime
+
+
+def settlement_to_iso(req: SettlementRequest) -> dict[str, str]:
+    """The 0500 message dict (fields 74/76 counts, 86/88 amounts, 97 net with its C/D sign, 60 batch)."""
+    t = req.totals
+    return {
+        "t": "0500", "3": "920000", "7": req.utc_time.strftime("%m%d%H%M%S"), "11": f"{req.stan:06d}",
+        "12": req.local_time.strftime("%H%M%S"), "13": req.local_time.strftime("%m%d"),
+        "41": req.terminal_id.ljust(8)[:8], "42": req.merchant_id.ljust(15)[:15], "49": req.currency_numeric,
+        "60": f"{req.batch:06d}", "74": f"{t.credits:010d}", "76": f"{t.debits:010d}",
+        "86": f"{t.credit_amount:016d}", "88": f"{t.debit_amount:016d}",
+        "97": ("D" if t.net >= 0 else "C") + f"{abs(t.net):016d}",
+    }
+
+
+def iso_to_settlement(doc: dict[str, str]) -> tuple[int, str, BatchTotals | None]:
+    """(STAN, response code, the host's totals when it sent them) from a 0510."""
+    stan, rc = _checked(doc, "0510")
+    try:
+        host = BatchTotals(int(doc["76"]), int(doc["88"]), int(doc["74"]), int(doc["86"])) if "88" in doc else None
+    except (KeyError, ValueError):
+        raise CodecError("0510 totals are not numeric") from None
+    return stan, rc, host

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from .messages import BatchTotals
 from .money import Currency, format_minor
 
 METHOD_NAMES = {
@@ -134,3 +135,22 @@ def report_csv(r: Report, cur: Currency) -> str:
     for hour, (count, amount) in sorted(r.by_hour.items()):
         writer.writerow([f"hour {hour:02d}", count, format_minor(amount, cur), cur.alpha])
     return out.getvalue()
+
+
+def settlement_text(batch: int, mine: BatchTotals, host: BatchTotals | None, in_balance: bool, cur: Currency,
+                    width: int = 32) -> list[str]:
+    """The settlement slip: the terminal's totals and, when they differ, the host's beside them."""
+    def money(v: int) -> str:
+        return format_minor(v, cur)
+
+    lines = ["SETTLEMENT 结算".center(width - 2), f"BATCH {batch:06d}", "-" * width,
+             f"{'':12}{'TERMINAL':>10}{'HOST':>10}"[:width]]
+    host = host or BatchTotals()
+    for label, a, b in (("SALES #", str(mine.debits), str(host.debits)),
+                        ("SALES", money(mine.debit_amount), money(host.debit_amount)),
+                        ("REFUNDS #", str(mine.credits), str(host.credits)),
+                        ("REFUNDS", money(mine.credit_amount), money(host.credit_amount)),
+                        ("NET", money(mine.net), money(host.net))):
+        lines.append(f"{label:<12}{a:>10}{b:>10}"[:width])
+    lines += ["-" * width, ("IN BALANCE 平账" if in_balance else "OUT OF BALANCE 不平").center(width - 2)]
+    return lines

@@ -22,7 +22,8 @@ from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
 from .journal import FollowUp, Journal, NewSale
-from .messages import POS_ENTRY_CONTACTLESS, AuthResponse, SaleRequest, iso_to_response, sale_to_iso
+from .messages import (POS_ENTRY_CONTACTLESS, AuthResponse, BatchTotals, SaleRequest, SettlementRequest,
+                       iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
 from . import reports
 from .receipt import Header, Line, Receipt, sale_receipt
@@ -334,6 +335,8 @@ class Terminal:
             self._spawn(self._print(eff))
         elif isinstance(eff, flow.PrintReport):
             self._spawn(self._print_report())
+        elif isinstance(eff, flow.Settle):
+            self._auth_task = self._spawn(self._settle())
         else:
             raise TypeError(f"unknown effect {eff!r}")
 
@@ -647,6 +650,41 @@ class Terminal:
                 self.journal.finish(row["id"], status, self._clock(), note="reconciled", wallet_trade_no=result.trade_no,
                                     payer=result.payer)
                 log.info("wallet order %s reconciled: %s", order_no, status)
+
+    async def _settle(self) -> None:
+        """Send the open batch's totals (0500); record the host's answer and close the batch; print the slip."""
+        assert self.journal is not None and self._outbox is not None
+        t = self.config.terminal
+        if not await self._outbox.flush():
+            self.post(flow.Settled("failed", "EARLIER MESSAGES PENDING"))
+            return
+        batch = self.journal.current_batch()
+        mine = BatchTotals(*self.journal.batch_totals(batch))
+        now = self._clock()
+        stan = self.journal.take_counter("stan", 1, lambda v: v % 999_999 + 1)
+        try:
+            answer = await self._host.exchange(dialect.encode(settlement_to_iso(SettlementRequest(
+                stan, batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now,
+                now.astimezone(timezone.utc)))), self.config.timeouts.host)
+            got_stan, rc, host = iso_to_settlement(dialect.decode(answer))
+            if got_stan != stan:
+                raise CodecError(f"settlement answer for stan {got_stan:06d}, expected {stan:06d}")
+        except (HostError, CodecError) as exc:
+            log.warning("settlement of batch %d: %s", batch, exc)
+            self.post(flow.Settled("failed", "TRY AGAIN"))              # the batch stays open
+            return
+        in_balance = rc == "00"
+        host_tuple = (host.debits, host.debit_amount, host.credits, host.credit_amount) if host else None
+        try:
+            self.journal.record_settlement(batch, (mine.debits, mine.debit_amount, mine.credits, mine.credit_amount),
+                                           host_tuple, rc, in_balance, self._clock())
+        except TerminalError as exc:
+            self.post(flow.Settled("failed", exc.screen))
+            return
+        log.info("batch %d settled: %s", batch, "in balance" if in_balance else f"out of balance ({rc})")
+        lines = reports.settlement_text(batch, mine, host, in_balance, t.currency, self.config.printer.width)
+        await self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
+        self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {batch:06d}"))
 
     async def _print_report(self) -> None:
         assert self.journal is not None

@@ -162,6 +162,7 @@ class Acquirer:
         self._faults: list[str] = []
         self._accounts_of: dict[int, str] = {}      # ledger index -> PAN, the issuer's side only
         self._answered: dict[str, bytes] = {}       # idempotency key -> the answer given
+        self._settled_batches: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self._rrn = itertools.count(1)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -249,6 +250,8 @@ class Acquirer:
             return self._sale(doc)
         if mti in ("0400", "0401"):
             return self._reversal(doc)
+        if mti == "0500":
+            return self._settlement(doc)
         log.warning("acquirer: unsupported MTI %s", mti)
         return None
 
@@ -278,7 +281,7 @@ class Acquirer:
             self.ledger.append({"kind": "sale", "stan": int(doc.get("11", "0") or 0),
                                 "amount": int(doc.get("4", "0") or 0), "rrn": rrn, "response_code": rc,
                                 "reversed": False, "voided": False, "terminal_id": doc.get("41", "").strip(),
-                                "transmitted_at": doc.get("7", "")})
+                                "transmitted_at": doc.get("7", ""), "settled": False})
         return self._answer_0210(doc, rc, rrn, icc)
 
     def _follow_up(self, doc: dict[str, str]) -> bytes:
@@ -313,7 +316,8 @@ class Acquirer:
                         account.balance += amount
             self.ledger.append({"kind": kind, "stan": int(doc.get("11", "0") or 0), "amount": amount, "rrn": rrn,
                                 "response_code": rc, "reversed": False, "voided": False, "terminal_id": tid,
-                                "transmitted_at": doc.get("7", ""), "original_rrn": doc.get("37", "")})
+                                "transmitted_at": doc.get("7", ""), "original_rrn": doc.get("37", ""),
+                                "settled": False})
             answer = self._answer_0210(doc, rc, rrn)
             if key:
                 self._answered[key] = answer
@@ -338,5 +342,32 @@ class Acquirer:
                     break
         out = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
         out.update({"t": "0410", "39": rc})
+        raw, _ = iso8583.encode(out, SPEC)
+        return bytes(raw)
+
+    def _settlement(self, doc: dict[str, str]) -> bytes:
+        """0500: the host's own totals for this terminal since its last settlement, compared with the
+        terminal's; 00 in balance, 95 out of balance. Either way the host cuts over (the batch is closed)."""
+        tid = doc.get("41", "").strip()
+        batch_key = (tid, doc.get("60", ""))
+        with self._lock:
+            host = self._settled_batches.get(batch_key)
+            if host is None:                       # a repeat of the same batch gets the same answer
+                open_entries = [e for e in self.ledger if e["terminal_id"] == tid and not e["settled"]
+                                and e["response_code"] == "00"]
+                sales = [e for e in open_entries if e["kind"] == "sale" and not e["reversed"] and not e["voided"]]
+                refunds = [e for e in open_entries if e["kind"] == "refund"]
+                host = (len(sales), sum(e["amount"] for e in sales), len(refunds), sum(e["amount"] for e in refunds))
+                self._settled_batches[batch_key] = host
+                for e in self.ledger:
+                    if e["terminal_id"] == tid:
+                        e["settled"] = True
+        try:
+            terminal = (int(doc["76"]), int(doc["88"]), int(doc["74"]), int(doc["86"]))
+        except (KeyError, ValueError):
+            terminal = None
+        out = {k: doc[k] for k in ("3", "7", "11", "41", "42", "49", "60") if k in doc}
+        out.update({"t": "0510", "39": "00" if terminal == host else "95", "76": f"{host[0]:010d}",
+                    "88": f"{host[1]:016d}", "74": f"{host[2]:010d}", "86": f"{host[3]:016d}"})
         raw, _ = iso8583.encode(out, SPEC)
         return bytes(raw)

@@ -1,0 +1,74 @@
+"""End-of-day settlement (结算): in balance, out of balance, once per batch, and what it means for voids."""
+
+from __future__ import annotations
+
+from firmware import dialect
+
+from conftest import sales
+from test_refunds import approved_sale, manager, refund, start
+
+
+def settle(sim):
+    manager(sim)
+    sim.wait_for("4 SETTLEMENT")
+    sim.keys("4")
+
+
+def test_settlement_in_balance_then_void_is_refused(sim):
+    first = approved_sale(sim, amount="1250")
+    approved_sale(sim, amount="990", card="mc-approve")
+    refund(sim, first["stan"], "250", "card")
+    sim.wait_for("REFUND APPROVED")
+    sim.keys("{ENTER}")
+    printed = len(sim.wait_for_receipts(6))
+    settle(sim)
+    sim.wait_for("SETTLED, IN BALANCE")
+    slip = sim.wait_for_receipts(printed + 1)[-1]
+    assert "结算" in slip and "平账" in slip and "BATCH 000001" in slip
+    assert "SALES #" in slip and "22.40" in slip and "2.50" in slip and "19.90" in slip
+    request = [dialect.decode(raw) for d, raw in sim.host_log if d == "request"][-1]
+    assert (request["t"], request["76"], request["88"], request["74"], request["86"], request["97"]) == \
+        ("0500", "0000000002", "0000000000002240", "0000000001", "0000000000000250", "D0000000000001990")
+    sim.keys("{ENTER}")
+    start(sim, "void", first["stan"])
+    sim.wait_for("SETTLED: USE REFUND")                   # the batch is closed
+    sim.keys("{ENTER}")
+    approved_sale(sim, amount="500")
+    assert sales(sim)[-1]["batch"] == 2                   # the next batch opened by itself
+
+
+def test_out_of_balance_prints_both_sides(sim):
+    approved_sale(sim, amount="1250")
+    # The host knows of a sale the terminal does not (say, a restored terminal): the totals differ.
+    sim.host.ledger.append({"kind": "sale", "stan": 999, "amount": 700, "rrn": "x", "response_code": "00",
+                            "reversed": False, "voided": False, "terminal_id": "SIM00001", "transmitted_at": "",
+                            "settled": False})
+    printed = len(sim.receipts)
+    settle(sim)
+    sim.wait_for("OUT OF BALANCE")
+    slip = sim.wait_for_receipts(printed + 1)[-1]
+    assert "不平" in slip and "12.50" in slip and "19.50" in slip      # terminal 12.50, host 19.50
+
+
+def test_settlement_without_the_host_keeps_the_batch_open(sim):
+    approved_sale(sim)
+    sim.host.fault("timeout")
+    settle(sim)
+    sim.wait_for("SETTLEMENT FAILED", timeout=10)
+    sim.keys("{ENTER}")
+    settle(sim)
+    sim.wait_for("SETTLED, IN BALANCE")                  # the same batch, settled on the second try
+
+
+def test_a_batch_settles_once(tmp_path):
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from firmware.errors import JournalError
+    from firmware.journal import Journal
+    j = Journal(tmp_path / "j.sqlite3")
+    now = datetime.now(timezone.utc)
+    assert j.record_settlement(1, (0, 0, 0, 0), (0, 0, 0, 0), "00", True, now) == 2
+    with pytest.raises(JournalError, match="settled already"):
+        j.record_settlement(1, (0, 0, 0, 0), None, "00", True, now)
