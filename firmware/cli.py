@@ -42,6 +42,30 @@ def _run(cfg: Config) -> int:
     return 0
 
 
+def _journal_path(args: argparse.Namespace) -> Path | None:
+    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
+    path = data / "journal.sqlite3"
+    if not path.exists():
+        print(f"countertop: no journal in {data}", file=sys.stderr)
+        return None
+    return path
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .journal import Journal
+
+    path = _journal_path(args)
+    if path is None:
+        return 2
+    journal = Journal(path)
+    try:
+        ok, summary = journal.verify_audit()
+    finally:
+        journal.close()
+    print(f"audit log {'ok' if ok else 'BROKEN'}: {summary}")
+    return 0 if ok else 1
+
+
 def _report(args: argparse.Namespace) -> int:
     from . import reports
     from .journal import Journal
@@ -54,13 +78,8 @@ def _report(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"countertop: {value!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
             return 2
-    if args.data_dir:
-        data = Path(args.data_dir)
-    else:
-        data = load(args.config).terminal.data_dir
-    path = data / "journal.sqlite3"
-    if not path.exists():
-        print(f"countertop: no journal in {data}", file=sys.stderr)
+    path = _journal_path(args)
+    if path is None:
         return 2
     journal = Journal(path)
     try:
@@ -125,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
         if name == "report":
             p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p_aud = sub.add_parser("audit", help="check the audit log's hash chain")
+    p_aud.add_argument("action", choices=("verify",))
+    p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_aud.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
     p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
     p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
     args = parser.parse_args(argv)
@@ -134,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _hash_pin()
         if args.command in ("report", "export"):
             return _report(args)
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "check-config":
             for f in args.files:
                 cfg = load(f)

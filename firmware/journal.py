@@ -9,6 +9,7 @@ row is the persistent reversal queue ('queued' until the host acknowledges it; t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -109,7 +110,26 @@ _MIGRATIONS: tuple[str, ...] = (
         in_balance    INTEGER NOT NULL
     );
     """,
+    # 6: the audit log: who did what, each entry chained to the one before by its SHA-256
+    """
+    CREATE TABLE audit (
+        id        INTEGER PRIMARY KEY,
+        at        TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
+    """,
 )
+
+AUDIT_GENESIS = "0" * 64
+
+
+def audit_hash(prev: str, at: str, actor: str, action: str, detail: str) -> str:
+    """SHA-256 of an audit entry chained to the previous entry's hash."""
+    return hashlib.sha256("\x1f".join((prev, at, actor, action, detail)).encode("utf-8")).hexdigest()
 
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
 
@@ -432,6 +452,34 @@ class Journal:
         return [dict(r) for r in self._db.execute(
             "SELECT * FROM transaction_summary WHERE created_at >= ? AND created_at < ? ORDER BY id",
             (first, last + "\uffff"))]
+
+    def audit(self, actor: str, action: str, detail: str, now: datetime) -> None:
+        """Append an audit entry (operator sign-ins, voids, refunds, settlements, reports)."""
+        at = now.isoformat(timespec="seconds")
+        with self._tx():
+            last = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev = last[0] if last else AUDIT_GENESIS
+            self._db.execute("INSERT INTO audit (at, actor, action, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                             (at, actor, action, detail, prev, audit_hash(prev, at, actor, action, detail)))
+            self._advance("audit_entries", 1, lambda v: v + 1)
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """(True, summary) when the chain is whole; else (False, where it breaks). An edited entry breaks its
+        hash, a removed one the chain or the count (kept apart from the entries)."""
+        prev, count, expected_id = AUDIT_GENESIS, 0, None
+        for row in self._db.execute("SELECT id, at, actor, action, detail, prev_hash, hash FROM audit ORDER BY id"):
+            entry_id, at, actor, action, detail, prev_hash, digest = row
+            if expected_id is not None and entry_id != expected_id:
+                return False, f"entry {expected_id} is missing"
+            if prev_hash != prev:
+                return False, f"entry {entry_id} does not follow the entry before it"
+            if audit_hash(prev_hash, at, actor, action, detail) != digest:
+                return False, f"entry {entry_id} was altered"
+            prev, count, expected_id = digest, count + 1, entry_id + 1
+        recorded = self.counter("audit_entries") or 0
+        if recorded != count:
+            return False, f"{recorded - count} entries at the end were removed"
+        return True, f"{count} entries, chain intact"
 
     def row(self, row_id: int) -> dict[str, Any] | None:
         """One row by id, with `refunded`."""

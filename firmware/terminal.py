@@ -281,6 +281,8 @@ class Terminal:
     async def _check_operator(self, pin: str) -> None:
         assert self._gate is not None
         ok, notice = await asyncio.to_thread(self._gate.check, pin, "manager", time.time())
+        assert self.journal is not None
+        self.journal.audit("manager", "sign-in" if ok else "sign-in refused", notice, self._clock())
         if not ok:
             log.warning("operator: manager PIN refused (%s)", notice)
         self.post(flow.OperatorChecked(ok, notice))
@@ -469,6 +471,8 @@ class Terminal:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
             self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40]))
             return
+        self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
+                           f" (row {f.id})", now)
         if eff.route == "cash":
             self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
             self.post(flow.CashRefunded(f.stan))
@@ -682,6 +686,7 @@ class Terminal:
             self.post(flow.Settled("failed", exc.screen))
             return
         log.info("batch %d settled: %s", batch, "in balance" if in_balance else f"out of balance ({rc})")
+        self.journal.audit("manager", "settlement", f"batch {batch}: {rc}", self._clock())
         lines = reports.settlement_text(batch, mine, host, in_balance, t.currency, self.config.printer.width)
         await self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
         self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {batch:06d}"))
@@ -689,6 +694,7 @@ class Terminal:
     async def _print_report(self) -> None:
         assert self.journal is not None
         today = self._clock().date()
+        self.journal.audit("manager", "report", today.isoformat(), self._clock())
         report = reports.build(self.journal.figures(today.isoformat(), today.isoformat()), today, today,
                                self.config.terminal.currency.alpha)
         lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width)
