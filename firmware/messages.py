@@ -46,23 +46,30 @@ class AuthResponse:
         return self.response_code == "00"
 
 
+def _header(stan: int, local: datetime, utc: datetime, terminal_id: str, merchant_id: str,
+            currency_numeric: str) -> dict[str, str]:
+    """The fields every request carries: times (7, 12, 13), trace (11), terminal and merchant (41, 42),
+    currency (49)."""
+    return {
+        "7": utc.strftime("%m%d%H%M%S"),
+        "11": f"{stan:06d}",
+        "12": local.strftime("%H%M%S"),
+        "13": local.strftime("%m%d"),
+        "41": terminal_id.ljust(8)[:8],
+        "42": merchant_id.ljust(15)[:15],
+        "49": currency_numeric,
+    }
+
+
 def sale_to_iso(req: SaleRequest) -> dict[str, str]:
     """The 0200 message dict for a sale request."""
     if not 0 < req.amount < 10**12:
         raise CodecError(f"amount {req.amount} does not fit field 4")
     return {
-        "t": "0200",
-        "3": req.processing_code,
-        "4": f"{req.amount:012d}",
-        "7": req.utc_time.strftime("%m%d%H%M%S"),
-        "11": f"{req.stan:06d}",
-        "12": req.local_time.strftime("%H%M%S"),
-        "13": req.local_time.strftime("%m%d"),
+        "t": "0200", "3": req.processing_code, "4": f"{req.amount:012d}",
+        **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": req.entry_mode,
         "35": req.track2,
-        "41": req.terminal_id.ljust(8)[:8],
-        "42": req.merchant_id.ljust(15)[:15],
-        "49": req.currency_numeric,
         **({"52": req.pin_block, "53": req.ksn} if req.pin_block else {}),
         **({"55": req.icc_data} if req.icc_data else {}),
     }
@@ -122,16 +129,8 @@ def original_data_elements(mti: str, stan: int, transmitted_at: str) -> str:
 def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
     """The 0400/0401 message dict for a reversal."""
     return {
-        "t": "0401" if req.repeat else "0400",
-        "3": req.processing_code,
-        "4": f"{req.amount:012d}",
-        "7": req.utc_time.strftime("%m%d%H%M%S"),
-        "11": f"{req.stan:06d}",
-        "12": req.local_time.strftime("%H%M%S"),
-        "13": req.local_time.strftime("%m%d"),
-        "41": req.terminal_id.ljust(8)[:8],
-        "42": req.merchant_id.ljust(15)[:15],
-        "49": req.currency_numeric,
+        "t": "0401" if req.repeat else "0400", "3": req.processing_code, "4": f"{req.amount:012d}",
+        **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
 
@@ -175,20 +174,12 @@ def follow_up_to_iso(req: FollowUpRequest) -> dict[str, str]:
     if not 0 < req.amount < 10**12:
         raise CodecError(f"amount {req.amount} does not fit field 4")
     return {
-        "t": "0200",
-        "3": FOLLOW_UP_PROCESSING[req.kind],
-        "4": f"{req.amount:012d}",
-        "7": req.utc_time.strftime("%m%d%H%M%S"),
-        "11": f"{req.stan:06d}",
-        "12": req.local_time.strftime("%H%M%S"),
-        "13": req.local_time.strftime("%m%d"),
+        "t": "0200", "3": FOLLOW_UP_PROCESSING[req.kind], "4": f"{req.amount:012d}",
+        **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": POS_ENTRY_NO_CARD,
         "37": req.original_rrn.rjust(12, "0")[:12],
         "38": req.original_auth_code.rjust(6, "0")[:6],
-        "41": req.terminal_id.ljust(8)[:8],
-        "42": req.merchant_id.ljust(15)[:15],
         "48": req.idem_key,
-        "49": req.currency_numeric,
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
 
@@ -226,9 +217,8 @@ def settlement_to_iso(req: SettlementRequest) -> dict[str, str]:
     """The 0500 message dict (fields 74/76 counts, 86/88 amounts, 97 net with its C/D sign, 60 batch)."""
     t = req.totals
     return {
-        "t": "0500", "3": "920000", "7": req.utc_time.strftime("%m%d%H%M%S"), "11": f"{req.stan:06d}",
-        "12": req.local_time.strftime("%H%M%S"), "13": req.local_time.strftime("%m%d"),
-        "41": req.terminal_id.ljust(8)[:8], "42": req.merchant_id.ljust(15)[:15], "49": req.currency_numeric,
+        "t": "0500", "3": "920000",
+        **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "60": f"{req.batch:06d}", "74": f"{t.credits:010d}", "76": f"{t.debits:010d}",
         "86": f"{t.credit_amount:016d}", "88": f"{t.debit_amount:016d}",
         "97": ("D" if t.net >= 0 else "C") + f"{abs(t.net):016d}",

@@ -21,7 +21,7 @@ from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
-from .journal import FollowUp, Journal, NewSale
+from .journal import STAN_STEP, FollowUp, Journal, NewSale
 from .messages import (POS_ENTRY_CONTACTLESS, AuthResponse, BatchTotals, SaleRequest, SettlementRequest,
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
@@ -665,7 +665,7 @@ class Terminal:
         batch = self.journal.current_batch()
         mine = BatchTotals(*self.journal.batch_totals(batch))
         now = self._clock()
-        stan = self.journal.take_counter("stan", 1, lambda v: v % 999_999 + 1)
+        stan = self.journal.take_counter("stan", 1, STAN_STEP)
         try:
             answer = await self._host.exchange(dialect.encode(settlement_to_iso(SettlementRequest(
                 stan, batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now,
