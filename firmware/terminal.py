@@ -21,13 +21,14 @@ from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
-from .journal import STAN_STEP, FollowUp, Journal, NewSale
+from .journal import STAN_STEP, Journal, NewSale
 from .messages import (POS_ENTRY_CONTACTLESS, AuthResponse, BatchTotals, SaleRequest, SettlementRequest,
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
 from . import reports
 from .receipt import Header, Line, Receipt, sale_receipt
-from .wallet import AlipayClient, WalletError, WalletProvider, WalletResult
+from .wallet import AlipayClient, WalletError, WalletProvider
+from .walletdesk import WalletDesk
 from .outbox import Outbox
 from .operators import OperatorGate
 
@@ -113,8 +114,8 @@ class Terminal:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._nfc: NfcReader | None = None
-        self._wallet: WalletProvider | None = make_wallet(config)
-        self._wallet_order: tuple[int, str, str, int] | None = None   # (row, order number, "qr" | "code", stan)
+        self._wallet_provider: WalletProvider | None = make_wallet(config)
+        self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -135,8 +136,10 @@ class Terminal:
         if self.devices.open_scanner is not None:
             self._spawn(self._input_loop("scanner", self.devices.open_scanner,
                                          lambda dev: read_scanner(dev, self.post)))
-        if self._wallet is not None:
-            self._spawn(self._reconcile_wallet())     # orders a crash or an outage left open
+        if self._wallet_provider is not None:
+            self._wallet = WalletDesk(self._wallet_provider, self.journal, self.config, self._clock, self.post,
+                                      self._spawn)
+            self._spawn(self._wallet.reconcile())     # orders a crash or an outage left open
         if self.config.contactless.device:
             self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
             self._nfc.start()
@@ -317,13 +320,16 @@ class Terminal:
         elif isinstance(eff, flow.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff))
         elif isinstance(eff, flow.StartQrOrder):
-            self._wallet_task = self._spawn(self._qr_order(eff.amount))
+            assert self._wallet is not None
+            self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount))
         elif isinstance(eff, flow.PayByCode):
-            self._wallet_task = self._spawn(self._code_payment(eff.amount, eff.code))
+            assert self._wallet is not None
+            self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code))
         elif isinstance(eff, flow.EndWalletOrder):
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
-            self._spawn(self._end_wallet_order(eff.reason))
+            assert self._wallet is not None
+            self._spawn(self._wallet.end_order(eff.reason))
         elif isinstance(eff, flow.ReadCard):
             self._spawn(self._read_card(eff))
         elif isinstance(eff, flow.ReleaseCard):
@@ -478,10 +484,14 @@ class Terminal:
             self.post(flow.CashRefunded(f.stan))
             return
         if method == "wallet":
-            outcome = await self._wallet_refund(f)
+            if self._wallet is None:
+                self.journal.finish(f.id, "failed", self._clock(), note="no wallet provider configured")
+                self.post(flow.Refused("NO WALLET PROVIDER"))
+                return
+            outcome = await self._wallet.refund(f)
             self.post(outcome)
-            if isinstance(outcome, flow.HostFailed) and self._wallet is not None:
-                self._spawn(self._reconcile_wallet())          # resend at once (same request number)
+            if isinstance(outcome, flow.HostFailed):
+                self._spawn(self._wallet.reconcile())          # resend at once (same request number)
             return
         try:
             response = await self._outbox.exchange_follow_up(f)
@@ -496,164 +506,6 @@ class Terminal:
             return
         self._outbox.record(f, response)
         self.post(flow.HostAnswered(response, f.stan))
-
-    # --- wallets ----------------------------------------------------------------------------
-
-    def _begin_wallet(self, amount: int, kind: str) -> tuple[int, str, int]:
-        """Journal a pending wallet sale before the provider hears of it; (row, order number, stan)."""
-        assert self.journal is not None and self._wallet is not None
-        t = self.config.terminal
-        now = self._clock()
-        order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
-        row, stan = self.journal.begin_sale(NewSale("wallet", kind, amount, t.currency.alpha, "", t.terminal_id,
-                                                    t.merchant_id, provider=self._wallet.name, order_no=order_no),
-                                            now)
-        self._wallet_order = (row, order_no, kind, stan)
-        return row, order_no, stan
-
-    def _settle_wallet(self, row: int, order_no: str, stan: int, kind: str, result: WalletResult) -> bool:
-        """Journal a final provider answer and tell the flow; False when the order is still open."""
-        assert self.journal is not None
-        if result.state == "paid":
-            self.journal.finish(row, "approved", self._clock(), wallet_trade_no=result.trade_no, payer=result.payer)
-            self.post(flow.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
-        elif result.state == "closed":
-            self.journal.finish(row, "cancelled", self._clock(), note=result.reason)
-            self.post(flow.WalletEnded("closed", result.reason or "ORDER CLOSED"))
-        elif result.state == "failed":
-            self.journal.finish(row, "declined", self._clock(), note=result.reason)
-            self.post(flow.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
-        else:
-            return False
-        self._wallet_order = None
-        return True
-
-    async def _qr_order(self, amount: int) -> None:
-        """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
-        assert self.journal is not None and self._wallet is not None
-        row, order_no, stan = self._begin_wallet(amount, "qr")
-        try:
-            created = await self._wallet.create_order(order_no, amount, self.config.wallet.subject)
-        except WalletError as exc:
-            log.warning("wallet order %s: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=str(exc)[:200])   # closed at reconcile
-            self._wallet_order = None
-            self.post(flow.WalletEnded("unknown", exc.screen))
-            return
-        if created.state != "waiting":
-            self._settle_wallet(row, order_no, stan, "qr", created)
-            return
-        self.post(flow.OrderShown(created.qr, order_no))
-        delay = self.config.wallet.poll_interval
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
-            try:
-                result = await self._wallet.query(order_no)
-            except WalletError as exc:
-                log.warning("wallet order %s: query failed: %s", order_no, exc)
-                continue                                     # keep asking; the countdown bounds the wait
-            if result.state in ("paid", "closed", "failed") and self._settle_wallet(row, order_no, stan, "qr", result):
-                return
-
-    async def _code_payment(self, amount: int, code: str) -> None:
-        """Charge a scanned code; when the payer must confirm, ask every few seconds, then cancel."""
-        assert self.journal is not None and self._wallet is not None
-        w = self.config.wallet
-        row, order_no, stan = self._begin_wallet(amount, "code")
-        try:
-            result = await self._wallet.pay_by_code(order_no, amount, code, w.subject)
-        except WalletError as exc:
-            log.warning("wallet payment %s: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=str(exc)[:200])
-            self._wallet_order = None
-            self._spawn(self._reconcile_wallet())
-            self.post(flow.WalletEnded("unknown", "CHECKING WITH WALLET"))
-            return
-        if result.state == "waiting":
-            self.post(flow.WalletConfirming())
-            deadline = asyncio.get_running_loop().time() + w.confirm_timeout
-            while asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(w.confirm_interval)
-                try:
-                    result = await self._wallet.query(order_no)
-                except WalletError as exc:
-                    log.warning("wallet payment %s: query failed: %s", order_no, exc)
-                    continue
-                if result.state != "waiting":
-                    break
-            if result.state == "waiting":
-                await self._end_wallet_order("CUSTOMER DID NOT CONFIRM")
-                return
-        if not self._settle_wallet(row, order_no, stan, "code", result):
-            await self._end_wallet_order("PAYMENT FAILED")
-
-    async def _end_wallet_order(self, reason: str) -> None:
-        """Close (shown code) or cancel (scanned code) the open order; a payment that got there first wins."""
-        assert self.journal is not None and self._wallet is not None
-        if self._wallet_order is None:
-            return
-        row, order_no, kind, stan = self._wallet_order
-        try:
-            ended = await (self._wallet.close(order_no) if kind == "qr" else self._wallet.cancel(order_no))
-            if ended.state != "closed":
-                ended = await self._wallet.query(order_no)          # paid in the meantime, or never created
-                if ended.state in ("not_found", "waiting"):
-                    ended = WalletResult("closed", reason)
-        except WalletError as exc:
-            log.warning("wallet order %s: could not close: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=f"close failed: {exc}"[:200])
-            self._wallet_order = None
-            self.post(flow.WalletEnded("unknown", "CHECKING WITH WALLET"))
-            return
-        if ended.state == "closed":
-            ended = WalletResult("closed", reason)
-        self._settle_wallet(row, order_no, stan, kind, ended)
-
-    async def _wallet_refund(self, f: FollowUp) -> Any:
-        """Refund (or void) a wallet sale at the provider; the idempotency key is the provider's
-        out_request_no, so a resend after a lost answer refunds once. Returns the event for the flow."""
-        assert self.journal is not None
-        if self._wallet is None:
-            self.journal.finish(f.id, "failed", self._clock(), note="no wallet provider configured")
-            return flow.Refused("NO WALLET PROVIDER")
-        try:
-            result = await self._wallet.refund(f.original_order_no, f.amount, f.idem_key)
-        except WalletError as exc:
-            log.warning("wallet %s %d: %s", f.kind, f.id, exc)
-            self.journal.finish(f.id, "unknown", self._clock(), note=str(exc)[:200])    # resent at reconcile
-            return flow.HostFailed(str(exc), sent=True, stan=f.stan)
-        approved = result.state == "paid"
-        self.journal.finish(f.id, "approved" if approved else "declined", self._clock(), note=result.reason,
-                            wallet_trade_no=result.trade_no)
-        code = "00" if approved else "05"
-        return flow.HostAnswered(AuthResponse(f.stan, code, "", "", self.config.terminal.terminal_id), f.stan)
-
-    async def _reconcile_wallet(self) -> None:
-        """Orders whose fate is unknown (a crash, a lost answer): ask the provider, close what is open;
-        resend wallet refunds whose answer was lost."""
-        assert self.journal is not None and self._wallet is not None
-        for f in self.journal.retries("wallet"):
-            await self._wallet_refund(f)
-        for row in self.journal.unsettled_wallet_orders():
-            order_no = row["order_no"]
-            try:
-                result = await self._wallet.query(order_no)
-                if result.state in ("waiting", "not_found"):
-                    closer = self._wallet.close if row["entry_mode"] == "qr" else self._wallet.cancel
-                    result = await closer(order_no)
-                    if result.state != "closed":
-                        result = await self._wallet.query(order_no)
-                    if result.state == "not_found":
-                        result = WalletResult("closed", "NEVER CREATED")
-            except WalletError as exc:
-                log.warning("wallet order %s still unknown: %s", order_no, exc)
-                continue
-            status = {"paid": "approved", "closed": "cancelled", "failed": "declined"}.get(result.state)
-            if status:
-                self.journal.finish(row["id"], status, self._clock(), note="reconciled", wallet_trade_no=result.trade_no,
-                                    payer=result.payer)
-                log.info("wallet order %s reconciled: %s", order_no, status)
 
     async def _settle(self) -> None:
         """Send the open batch's totals (0500); record the host's answer and close the batch; print the slip."""
