@@ -323,6 +323,14 @@ class EndWalletOrder:
 
 
 @dataclass(frozen=True)
+class PrintCode:
+    """Print the code on screen (for a customer who would rather scan paper)."""
+
+    payload: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class Settle:
     """Settle the open batch with the acquirer (0500); the shell answers Settled."""
 
@@ -362,7 +370,7 @@ class SubmitFollowUp:
 
 Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
-               PrintReport, Settle]
+               PrintReport, Settle, PrintCode]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -570,7 +578,8 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     elif isinstance(state, WalletBusy):
         lines = (money(state.amount, cfg), state.text)
     elif isinstance(state, ShowingQR):
-        lines = (money(state.amount, cfg), f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}")
+        lines = (money(state.amount, cfg), f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}",
+                 "F2 PRINT CODE")
     elif isinstance(state, AwaitPin):
         lines = (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
     elif isinstance(state, Authorizing):
@@ -709,6 +718,8 @@ def _wallet(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> tup
             return enter(WalletBusy(state.amount, "CODE EXPIRED, CLOSING"), cfg, EndWalletOrder("CODE EXPIRED"))
         if cancel:
             return enter(WalletBusy(state.amount, "CLOSING ORDER..."), cfg, EndWalletOrder("CANCELLED"))
+        if isinstance(event, Key) and event.name == "F2":
+            return state, [PrintCode(state.payload, state.amount)]
     elif cancel and state.cancellable:
         return enter(WalletBusy(state.amount, "CANCELLING..."), cfg, EndWalletOrder("CANCELLED"))
     return state, []

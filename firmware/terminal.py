@@ -343,6 +343,11 @@ class Terminal:
             self._spawn(self._print(eff))
         elif isinstance(eff, flow.PrintReport):
             self._spawn(self._print_report())
+        elif isinstance(eff, flow.PrintCode):
+            lines = (Line(self.config.merchant.name, align="center", bold=True),
+                     Line(f"{flow.money(eff.amount, self.flow_cfg)}", align="center", big=True),
+                     Line("SCAN TO PAY 扫码支付", align="center"))
+            self._spawn(self._print_receipts([Receipt(lines, qr=eff.payload)]))
         elif isinstance(eff, flow.Settle):
             self._auth_task = self._spawn(self._settle())
         else:

@@ -50,6 +50,16 @@ def test_code_on_screen_decodes_from_the_screenshot(wsim, tmp_path):
     assert wallet_rows(wsim)[0]["order_no"] == order_no and wallet_rows(wsim)[0]["status"] == "pending"
 
 
+def test_code_can_be_printed(wsim):
+    payload = show_code(wsim)
+    assert "F2 PRINT CODE" in wsim.screen
+    wsim.keys("{F2}")
+    slip = wsim.wait_for_receipts(1)[0]
+    assert "SCAN TO PAY" in slip and "CNY 12.50" in slip
+    assert payload.encode() in wsim.printer_bytes                     # GS ( k carries the payload
+    assert "SCAN TO PAY" in wsim.screen                               # the code stays on screen
+
+
 def test_customer_pays_the_code(wsim):
     show_code(wsim)
     order_no = wsim.wallet.pay()
