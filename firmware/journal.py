@@ -122,6 +122,10 @@ _MIGRATIONS: tuple[str, ...] = (
         hash      TEXT NOT NULL
     );
     """,
+    # 7: reports: equality on kind and status, then a range of dates, answered from one index
+    """
+    CREATE INDEX transactions_report ON transactions (kind, status, created_at);
+    """,
 )
 
 AUDIT_GENESIS = "0" * 64
