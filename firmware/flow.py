@@ -538,6 +538,7 @@ State = Union[SearchEntry, Amount, AwaitCard, WalletBusy, ShowingQR, ReadingCard
 BACK_OFFICE = (OperatorPin, Menu, TraceEntry, SearchEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
 IDLE = Amount()
+TERMINAL_ERROR = "terminal error"           # HostFailed.reason when the shell itself failed
 
 # Response code -> second screen line for declines.
 DECLINE_TEXT = {
@@ -774,7 +775,9 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[Sta
         reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
         return _result(("DECLINED", reason), cfg, receipt)
     if isinstance(event, HostFailed):
-        if state.cancelling:
+        if event.reason == TERMINAL_ERROR:
+            lines = ("TERMINAL ERROR", "NOT APPROVED")
+        elif state.cancelling:
             lines = ("CANCELLED", "CHECK WITH HOST" if event.sent else "NOT CHARGED")
         elif event.sent:
             lines = ("NO HOST ANSWER", "NOT APPROVED")

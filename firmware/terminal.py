@@ -194,16 +194,20 @@ class Terminal:
             self.journal.close()
         log.info("terminal stopped")
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Any, fallback: Any = None) -> asyncio.Task[Any]:
+        """Run `coro` as a task. When the flow waits for its answer, `fallback` is the event posted
+        should it fail unexpectedly (a full disk, a bug): the screen moves on instead of waiting forever."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t: self._task_done(t, fallback))
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], fallback: Any) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("terminal: background task failed", exc_info=task.exception())
+            if fallback is not None:
+                self.post(fallback)
 
     async def _input_loop(self, what: str, opener: Callable[[], InputDevice],
                           reader: Callable[[InputDevice], Any]) -> None:
@@ -268,7 +272,7 @@ class Terminal:
         if not self._pin.complete:
             return flow.PinProgress(self._pin.count)
         if not self._pin_pan:
-            self._spawn(self._check_operator(self._pin.take()))
+            self._spawn(self._check_operator(self._pin.take()), flow.OperatorChecked(False, "TERMINAL ERROR"))
             return None
         ksn = self.config.pin.ksn
         try:
@@ -318,24 +322,26 @@ class Terminal:
         elif isinstance(eff, flow.FindOriginal):
             self._find_original(eff)
         elif isinstance(eff, flow.SubmitFollowUp):
-            self._auth_task = self._spawn(self._follow_up(eff))
+            self._auth_task = self._spawn(self._follow_up(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
         elif isinstance(eff, flow.StartQrOrder):
             assert self._wallet is not None
-            self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount))
+            self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount),
+                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
         elif isinstance(eff, flow.PayByCode):
             assert self._wallet is not None
-            self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code))
+            self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code),
+                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
         elif isinstance(eff, flow.EndWalletOrder):
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
             assert self._wallet is not None
-            self._spawn(self._wallet.end_order(eff.reason))
+            self._spawn(self._wallet.end_order(eff.reason), flow.WalletEnded("unknown", "TERMINAL ERROR"))
         elif isinstance(eff, flow.ReadCard):
-            self._spawn(self._read_card(eff))
+            self._spawn(self._read_card(eff), flow.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
         elif isinstance(eff, flow.ReleaseCard):
             eff.session.close()
         elif isinstance(eff, flow.Authorize):
-            self._auth_task = self._spawn(self._authorize(eff))
+            self._auth_task = self._spawn(self._authorize(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
         elif isinstance(eff, flow.AbortAuthorization):
             if self._auth_task is not None and not self._auth_task.done():
                 self._auth_task.cancel()
@@ -349,7 +355,7 @@ class Terminal:
                      Line("SCAN TO PAY 扫码支付", align="center"))
             self._spawn(self._print_receipts([Receipt(lines, qr=eff.payload)]))
         elif isinstance(eff, flow.Settle):
-            self._auth_task = self._spawn(self._settle())
+            self._auth_task = self._spawn(self._settle(), flow.Settled("failed", "TERMINAL ERROR"))
         else:
             raise TypeError(f"unknown effect {eff!r}")
 
