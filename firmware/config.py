@@ -153,7 +153,9 @@ class HostConfig:
     host: str
     port: int
     tls: bool = False
-    ca_file: str = ""
+    ca_file: str = ""                # PEM bundle (or the pinned certificate) to trust instead of the system's
+    client_cert: str = ""            # PEM certificate chain, when the acquirer wants a client certificate
+    client_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,13 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     h = top.sub("host")
     host = HostConfig(h.get("host", str, check=lambda v: None if v.strip() else "must not be empty"),
                       h.get("port", int, check=_between(1, 65535)),
-                      h.get("tls", bool, False), h.get("ca_file", str, ""))
+                      h.get("tls", bool, False), h.get("ca_file", str, ""),
+                      h.get("client_cert", str, ""), h.get("client_key", str, ""))
+    if not host.tls and host.host not in ("127.0.0.1", "localhost", "::1"):
+        raise h.fail("tls", "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
+                             "simulator on this machine)")
+    if bool(host.client_cert) != bool(host.client_key):
+        raise h.fail("client_key" if host.client_cert else "client_cert", "missing: give both or neither")
     h.done()
 
     k = top.sub("pin")

@@ -41,7 +41,11 @@ class HostLink:
         self._connect_timeout = connect_timeout
         self._ssl: ssl.SSLContext | None = None
         if cfg.tls:
+            # Certificate and host name are checked (the default context); TLS 1.2 at least.
             self._ssl = ssl.create_default_context(cafile=cfg.ca_file or None)
+            self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+            if cfg.client_cert:
+                self._ssl.load_cert_chain(cfg.client_cert, cfg.client_key)
 
     async def exchange(self, message: bytes, timeout: float) -> bytes:
         """Send one message and return the answer's bytes; HostError says whether it may have been sent."""
