@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import re
+import secrets
+from pathlib import Path
 
 # 13-19 digits, optionally inside track-like text; used to scrub log lines.
 _PAN_LIKE = re.compile(r"(?<!\d)(\d{6})\d{3,9}(\d{4})(?!\d)")
@@ -46,3 +51,25 @@ class RedactingFilter(logging.Filter):
         if clean != msg:
             record.msg, record.args = clean, None
         return True
+
+
+def card_token(key: bytes, pan: str) -> str:
+    """A keyed token of a card number (HMAC-SHA256, 32 hex digits): the same card gives the same token on
+    this terminal, and nobody without the key can tell which card it is."""
+    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+
+def load_token_key(path: Path) -> bytes:
+    """The terminal's card-token key, made (32 random bytes, readable by the owner only) on first use."""
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key

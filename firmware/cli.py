@@ -81,6 +81,7 @@ def _report(args: argparse.Namespace) -> int:
     path = _journal_path(args)
     if path is None:
         return 2
+    rules = reports.rules_from(load(args.config))
     journal = Journal(path)
     try:
         if args.command == "export":
@@ -90,14 +91,15 @@ def _report(args: argparse.Namespace) -> int:
         currency = Currency.of(rows[0]["currency"] if rows else "CNY")
         report = reports.build(journal.figures(first, last), date.fromisoformat(first), date.fromisoformat(last),
                                currency.alpha)
+        found = reports.anomalies(journal.anomaly_rows(first, last), rules, currency)
     finally:
         journal.close()
     if args.format == "json":
-        print(reports.as_json(report))
+        print(reports.as_json(report, found))
     elif args.format == "csv":
         sys.stdout.write(reports.report_csv(report, currency))
     else:
-        print("\n".join(reports.as_text(report, currency)))
+        print("\n".join(reports.as_text(report, currency) + reports.anomalies_text(found)))
     return 0
 
 

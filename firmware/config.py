@@ -206,6 +206,16 @@ class ScannerConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    """When a report flags records for a second look."""
+
+    opening_hours: str = "08-22"      # local hours the shop sells in, "HH-HH"
+    refund_share_percent: int = 20
+    declines_per_card: int = 3
+    just_under_count: int = 3
+
+
+@dataclass(frozen=True)
 class OperatorsConfig:
     """Operator PIN hashes (made by `countertop hash-pin`) and the lockout after wrong PINs."""
 
@@ -238,6 +248,7 @@ class Config:
     contactless: ContactlessConfig = ContactlessConfig()
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
+    reports: ReportsConfig = ReportsConfig()
 
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
@@ -385,9 +396,22 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
                 raise w.fail(key, f"missing: the {provider} provider needs it")
     w.done()
     scanner = _input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None
+    r = top.sub("reports")
+    hours = r.get("opening_hours", str, "08-22", _opening_hours)
+    reports = ReportsConfig(hours, r.get("refund_share_percent", int, 20, _between(1, 100)),
+                            r.get("declines_per_card", int, 3, _between(2, 100)),
+                            r.get("just_under_count", int, 3, _between(2, 1000)))
+    r.done()
     top.done()
     return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
-                  contactless, wallet, scanner)
+                  contactless, wallet, scanner, reports)
+
+
+def _opening_hours(v: str) -> str | None:
+    start, _, end = v.partition("-")
+    if start.isdigit() and end.isdigit() and 0 <= int(start) < int(end) <= 24:
+        return None
+    return 'must be "HH-HH", e.g. "08-22"'
 
 
 def load(path: str | Path) -> Config:

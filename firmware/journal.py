@@ -126,6 +126,12 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX transactions_report ON transactions (kind, status, created_at);
     """,
+    # 8: a keyed token of the card number (HMAC-SHA256 under the terminal's key): the only way a card is
+    # recognised across transactions
+    """
+    ALTER TABLE transactions ADD COLUMN card_token TEXT NOT NULL DEFAULT '';
+    CREATE INDEX transactions_token ON transactions (card_token);
+    """,
 )
 
 AUDIT_GENESIS = "0" * 64
@@ -152,6 +158,7 @@ class NewSale:
     transmitted_at: str = ""     # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
     provider: str = ""           # wallet payments: "alipay", ...
     order_no: str = ""           # wallet payments: the terminal's order number at the provider
+    card_token: str = ""         # card payments: keyed token of the PAN (never the PAN)
 
 
 @dataclass(frozen=True)
@@ -287,11 +294,11 @@ class Journal:
             reference = sale.order_no or f"{sale.terminal_id}{now:%y%m%d%H%M%S}{stan:06d}"
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
-                " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
+                " card_token) VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, reference))
+                 sale.provider, reference, sale.card_token))
             return int(cur.lastrowid), stan
 
     def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
@@ -450,6 +457,13 @@ class Journal:
             f" AND status = 'approved' AND {where} GROUP BY 1", span)}
         return {"sales": sales, "refunds": refunds, "voids": voids, "declined": declined, "methods": methods,
                 "by_hour": by_hour}
+
+    def anomaly_rows(self, first: str, last: str) -> list[dict[str, Any]]:
+        """Sales and refunds of the period with what the anomaly rules look at (no card data)."""
+        return [dict(r) for r in self._db.execute(
+            "SELECT id, kind, method, entry_mode, status, amount, created_at, stan, card_token, masked_pan"
+            " FROM transactions WHERE kind IN ('sale', 'refund') AND created_at >= ? AND created_at < ? ORDER BY id",
+            (first, last + "\uffff"))]
 
     def rows_between(self, first: str, last: str) -> list[dict[str, Any]]:
         """Rows created on local dates first..last, oldest first."""

@@ -95,9 +95,18 @@ def as_text(r: Report, cur: Currency, width: int = 32) -> list[str]:
     return lines
 
 
-def as_json(r: Report) -> str:
+def rules_from(config: Any) -> AnomalyRules:
+    """Anomaly thresholds from a Config: its [reports] section, its CVM limit and largest amount."""
+    start, _, end = config.reports.opening_hours.partition("-")
+    return AnomalyRules(config.reports.refund_share_percent, config.reports.declines_per_card,
+                        (int(start), int(end)), (config.contactless.cvm_limit, config.terminal.max_amount),
+                        config.reports.just_under_count)
+
+
+def as_json(r: Report, found: list[Anomaly] | None = None) -> str:
     """The report as JSON (amounts in minor units)."""
     data = asdict(r)
+    data["anomalies"] = [asdict(a) for a in found or []]
     data["net_amount"] = r.net_amount
     data["by_hour"] = {f"{h:02d}": {"count": c, "amount": a} for h, (c, a) in sorted(r.by_hour.items())}
     return json.dumps(data, ensure_ascii=False, indent=2)
@@ -153,4 +162,67 @@ def settlement_text(batch: int, mine: BatchTotals, host: BatchTotals | None, in_
                         ("NET", money(mine.net), money(host.net))):
         lines.append(f"{label:<12}{a:>10}{b:>10}"[:width])
     lines += ["-" * width, ("IN BALANCE 平账" if in_balance else "OUT OF BALANCE 不平").center(width - 2)]
+    return lines
+
+
+@dataclass(frozen=True)
+class AnomalyRules:
+    """Thresholds for the records worth a second look."""
+
+    refund_share_percent: int = 20          # refunds above this share of the sales amount
+    declines_per_card: int = 3              # this many declines of one card (by token) in the period
+    opening: tuple[int, int] = (8, 22)      # sales outside [open, close) local hours
+    limits: tuple[int, ...] = ()            # amounts a fraudster stays just under (CVM limit, max amount)
+    just_under_count: int = 3               # this many sales within 5 % below one of the limits
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One rule that fired, with the transactions behind it (journal ids)."""
+
+    rule: str
+    detail: str
+    ids: tuple[int, ...]
+
+
+def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) -> list[Anomaly]:
+    """Apply the rules to the period's sales and refunds (pure)."""
+    found: list[Anomaly] = []
+    sales = [r for r in rows if r["kind"] == "sale" and r["status"] == "approved"]
+    refunds = [r for r in rows if r["kind"] == "refund" and r["status"] == "approved"]
+    sold, refunded = sum(r["amount"] for r in sales), sum(r["amount"] for r in refunds)
+    if refunds and refunded * 100 > rules.refund_share_percent * sold:
+        share = refunded * 100 // sold if sold else 100
+        found.append(Anomaly("refund share", f"refunds {format_minor(refunded, cur)} are {share}% of sales",
+                             tuple(r["id"] for r in refunds)))
+    declines: dict[str, list[int]] = {}
+    for r in rows:
+        if r["kind"] == "sale" and r["status"] == "declined" and r["card_token"]:
+            declines.setdefault(r["card_token"], []).append(r["id"])
+    for token, ids in declines.items():
+        if len(ids) >= rules.declines_per_card:
+            masked = next(r["masked_pan"] for r in rows if r["id"] == ids[0])
+            found.append(Anomaly("declines on one card", f"{len(ids)} declines of {masked}", tuple(ids)))
+    start, end = rules.opening
+    late = [r["id"] for r in sales if not start <= int(r["created_at"][11:13]) < end]
+    if late:
+        found.append(Anomaly("outside opening hours", f"{len(late)} sales outside {start:02d}:00-{end:02d}:00",
+                             tuple(late)))
+    for limit in rules.limits:
+        near = [r["id"] for r in sales if limit * 95 // 100 <= r["amount"] < limit]
+        if len(near) >= rules.just_under_count:
+            found.append(Anomaly("just under a limit", f"{len(near)} sales just under {format_minor(limit, cur)}",
+                                 tuple(near)))
+    return found
+
+
+def anomalies_text(found: list[Anomaly], width: int = 32) -> list[str]:
+    """The anomalies section of a printed or text report."""
+    if not found:
+        return ["-" * width, "NOTHING UNUSUAL"]
+    lines = ["-" * width, "WORTH A LOOK"]
+    for a in found:
+        lines.append(f"* {a.rule}")
+        lines.append(f"  {a.detail}")
+        lines.append(f"  rows {', '.join(str(i) for i in a.ids)}"[:width])
     return lines

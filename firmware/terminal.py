@@ -16,6 +16,7 @@ from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
 
 from . import dialect, flow
+from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
@@ -114,6 +115,7 @@ class Terminal:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._nfc: NfcReader | None = None
+        self._token_key = b""
         self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
@@ -124,6 +126,7 @@ class Terminal:
         """Boot, then process events until stop() is called."""
         self._stopping = asyncio.Event()
         self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
+        self._token_key = load_token_key(self.config.terminal.data_dir / "keys" / "card_token.key")
         self.journal.recover(self._clock())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
@@ -388,7 +391,8 @@ class Terminal:
         row, stan = self.journal.begin_sale(NewSale(
             method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
             currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
-            merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S")), now)
+            merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
+            card_token=card_token(self._token_key, eff.card.pan)), now)
         if not queue_empty:
             note = "not sent: an earlier reversal is not yet acknowledged by the host"
             self.journal.finish(row, "failed", self._clock(), note=note)
@@ -560,7 +564,10 @@ class Terminal:
         self.journal.audit("manager", "report", today.isoformat(), self._clock())
         report = reports.build(self.journal.figures(today.isoformat(), today.isoformat()), today, today,
                                self.config.terminal.currency.alpha)
-        lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width)
+        found = reports.anomalies(self.journal.anomaly_rows(today.isoformat(), today.isoformat()),
+                                  reports.rules_from(self.config), self.config.terminal.currency)
+        lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width) + \
+            reports.anomalies_text(found, self.config.printer.width)
         header = [Line(self.config.merchant.name, align="center", bold=True),
                   Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
                   Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center")]

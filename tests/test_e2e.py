@@ -78,6 +78,10 @@ def test_wrong_pin_then_right_pin(sim):
     sim.wait_for("APPROVED")
     rows = sim.journal()
     assert [(r["status"], r["response_code"]) for r in rows] == [("declined", "55"), ("approved", "00")]
+    # One card, one keyed token (and not a hash anyone could recompute from the card number alone).
+    import hashlib
+    assert rows[0]["card_token"] == rows[1]["card_token"] and len(rows[0]["card_token"]) == 32
+    assert rows[0]["card_token"] != hashlib.sha256(b"4242424242424242").hexdigest()[:32]
     ksns = [r["53"] for r in requests(sim)]
     assert ksns[0] != ksns[1]                          # a fresh DUKPT key for every PIN block
     assert len(sim.wait_for_receipts(2)) == 2          # only the final outcome is printed

@@ -103,3 +103,65 @@ def test_report_printed_from_the_terminal(tmp_path):
         sim.wait_for("REPORT PRINTED")
         report = sim.wait_for_receipts(3)[2]
     assert "销售报表" in report and "SALES (1)" in report and "CNY 12.50" in report and "示例小店" in report
+
+
+RULES = reports.AnomalyRules(refund_share_percent=20, declines_per_card=3, opening=(8, 22), limits=(10000,),
+                             just_under_count=3)
+CNY = Currency.of("CNY")
+
+
+def rows_of(j):
+    return j.anomaly_rows("2026-11-01", "2026-11-30")
+
+
+def sale_with_token(j, amount, status, when, token="t1"):
+    row, _ = j.begin_sale(NewSale("card", "swipe", amount, "CNY", "424242******4242", "SIM00001", "1",
+                                  card_token=token), when)
+    j.finish(row, status, when)
+    return row
+
+
+def test_anomaly_rules_quiet_day(tmp_path):
+    j = known_journal(tmp_path / "j.sqlite3")                          # refunds 3.50 of 72.40: 4.8 %
+    assert reports.anomalies(rows_of(j), RULES, CNY) == []
+
+
+def test_refund_share_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    s1 = sale(j, 1000, "approved", at(10))
+    f = j.begin_follow_up("refund", s1, 300, "cash", "k", "", at(11))
+    j.finish(f.id, "approved", at(11))
+    [a] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert a.rule == "refund share" and "30%" in a.detail and a.ids == (f.id,)
+    loose = reports.AnomalyRules(refund_share_percent=40, limits=())
+    assert reports.anomalies(rows_of(j), loose, CNY) == []
+
+
+def test_declines_on_one_card_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    ids = [sale_with_token(j, 500, "declined", at(10, m), "cardA") for m in range(3)]
+    sale_with_token(j, 500, "declined", at(11), "cardB")                 # another card: not counted with A
+    sale_with_token(j, 500, "declined", at(11, 5), "cardB")
+    [a] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert a.rule == "declines on one card" and a.ids == tuple(ids) and "424242******4242" in a.detail
+
+
+def test_outside_hours_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    sale(j, 500, "approved", at(12))
+    late = sale(j, 500, "approved", at(23, 30))
+    [a] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert a.rule == "outside opening hours" and a.ids == (late,)
+
+
+def test_just_under_the_limit_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    near = [sale(j, amount, "approved", at(12, i)) for i, amount in enumerate((9999, 9600, 9500))]
+    sale(j, 10000, "approved", at(13))                                   # at the limit: not "under"
+    sale(j, 9000, "approved", at(13, 5))                                 # well under: not suspicious
+    [a] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert a.rule == "just under a limit" and a.ids == tuple(near)
+    two = Journal(tmp_path / "k.sqlite3")
+    for i in range(2):
+        sale(two, 9990, "approved", at(12, i))
+    assert reports.anomalies(rows_of(two), RULES, CNY) == []
