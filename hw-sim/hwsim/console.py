@@ -80,6 +80,13 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                         sim.tap(profile=rest[0])
                     else:
                         sim.tap(rest[0])
+                    if "TAP OR SWIPE" in sim.screen:             # like a customer: hold it until it is read
+                        try:
+                            sim.wait_while("TAP OR SWIPE", timeout=3)
+                            sim.wait_while("READING CARD", timeout=3)
+                            sim.wait_while("PROCESSING", timeout=sim.config.timeouts.host + 1)
+                        except TimeoutError:
+                            out.write("?? the card was not read (is the field on? amount over the tap limit?)\n")
                 elif cmd == "remove":
                     sim.remove_card()
                 elif cmd == "scan" and rest:

@@ -190,6 +190,13 @@ class Simulator:
                 raise TimeoutError(f"{text!r} not on screen after {timeout} s; screen:\n{self.display.text}")
             return self.display.text
 
+    def wait_while(self, text: str, timeout: float = 10) -> str:
+        """Block while the screen contains `text` (e.g. until a tapped card has been read); returns the screen."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: text not in self.display.text, timeout):
+                raise TimeoutError(f"{text!r} still on screen after {timeout} s")
+            return self.display.text
+
     @property
     def receipts(self) -> list[str]:
         """Decoded receipt texts, one per cut."""
