@@ -27,7 +27,7 @@ def thread_cpu(native_id: int) -> float:
 
 
 def main(seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as tmp, Simulator(tmp) as sim:
+    with tempfile.TemporaryDirectory() as tmp, Simulator(tmp):
         time.sleep(1.0)                                         # let boot work settle
         # The firmware's threads: the event loop, the NFC reader, asyncio's workers (not the simulator's).
         firmware = [t.native_id for t in threading.enumerate()

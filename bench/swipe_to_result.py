@@ -44,7 +44,7 @@ def main(sales: int) -> None:
     print(f"{sales} approved sales")
     print(line("swipe -> PIN prompt", swipe_ms))
     print(line("PIN ENTER -> APPROVED", pin_ms))
-    print(line("swipe -> APPROVED (no human time)", [a + b for a, b in zip(swipe_ms, pin_ms)]))
+    print(line("swipe -> APPROVED (no human time)", [a + b for a, b in zip(swipe_ms, pin_ms, strict=True)]))
 
 
 if __name__ == "__main__":

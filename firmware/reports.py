@@ -199,7 +199,7 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     for r in rows:
         if r["kind"] == "sale" and r["status"] == "declined" and r["card_token"]:
             declines.setdefault(r["card_token"], []).append(r["id"])
-    for token, ids in declines.items():
+    for ids in declines.values():
         if len(ids) >= rules.declines_per_card:
             masked = next(r["masked_pan"] for r in rows if r["id"] == ids[0])
             found.append(Anomaly("declines on one card", f"{len(ids)} declines of {masked}", tuple(ids)))

@@ -23,7 +23,7 @@ from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import CodecError, DeviceError, HostError, TerminalError
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal, NewSale
-from .messages import (POS_ENTRY_CONTACTLESS, AuthResponse, BatchTotals, SaleRequest, SettlementRequest,
+from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, SettlementRequest,
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
 from . import reports

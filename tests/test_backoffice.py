@@ -12,7 +12,7 @@ from firmware.flow import (ConfirmVoid, FindOriginal, Key, Menu, OperatorChecked
 from firmware.messages import AuthResponse, FollowUpRequest, follow_up_to_iso
 from firmware.operators import OperatorGate, hash_pin, pin_matches, role_of
 
-from test_flow import CFG, run, screen
+from test_flow import run, screen
 
 SALE = OriginalSale(id=3, stan=7, amount=1250, masked_pan="424242******4242", method="card", status="approved",
                     created_at="2026-11-26T21:05:09+08:00", batch=1, refunded=0)

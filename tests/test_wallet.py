@@ -9,6 +9,7 @@ import zxingcpp
 from PIL import Image
 
 from firmware import mpqr
+from firmware.errors import CodecError
 from firmware.wallet import classify_code
 from hwsim import Simulator
 
@@ -191,7 +192,7 @@ def test_mpqr_vectors():
               "0708A60086670902ME91320016A0112233449988770708123456786304A13A")
     fields = mpqr.parse(sample)
     assert fields["54"] == "23.72" and mpqr.sub_objects(fields["64"])["01"] == "最佳运输"
-    with pytest.raises(Exception):
+    with pytest.raises(CodecError, match="CRC"):
         mpqr.parse(sample[:-1] + "B")
     built = mpqr.build(mpqr.MerchantQR("COM.EXAMPLE", "M1", "5411", "156", "9.90", "CN", "SHOP", "BEIJING", "REF1",
                                        name_zh="小店"))
