@@ -85,13 +85,25 @@ def test_cashier_cancels_and_the_order_is_closed(wsim):
         wsim.wallet.pay()                                # a late payment cannot land
 
 
-def test_code_expires_then_closed(wsim):
+@pytest.mark.parametrize("customer", ["never scans", "scans but never pays"])
+def test_code_expires_then_closed_and_a_late_payment_cannot_land(wsim, customer):
     show_code(wsim)
-    wsim.wallet.scan()                                   # scanned but never paid
+    if customer == "scans but never pays":
+        wsim.wallet.scan()
     wsim.wait_for("CODE EXPIRED", timeout=6)
     wsim.wait_for("NOT PAID", timeout=6)
     assert wallet_rows(wsim)[0]["status"] == "cancelled"
     assert [m for m, _ in wsim.wallet.requests][-1] == "alipay.trade.close"
+    with pytest.raises(LookupError):
+        wsim.wallet.pay()                                # the order is closed: the payment is refused
+
+
+def test_payment_arriving_as_the_code_expires_is_kept(wsim):
+    show_code(wsim)
+    wsim.wallet.pay_when_closed()                        # pays just as the countdown ends
+    wsim.wait_for("CODE EXPIRED", timeout=6)
+    wsim.wait_for("PAID", timeout=6)
+    assert wallet_rows(wsim)[0]["status"] == "approved"
 
 
 def test_payment_at_the_moment_of_closing_is_kept(wsim):
