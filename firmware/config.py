@@ -153,6 +153,7 @@ class HostConfig:
     host: str
     port: int
     tls: bool = False
+    dialect: str = "default"         # the ISO 8583 dialect: "default" (TDES DUKPT) or "aes-dukpt"
     ca_file: str = ""                # PEM bundle (or the pinned certificate) to trust instead of the system's
     client_cert: str = ""            # PEM certificate chain, when the acquirer wants a client certificate
     client_key: str = ""
@@ -160,12 +161,18 @@ class HostConfig:
 
 @dataclass(frozen=True)
 class PinConfig:
-    """DUKPT key material injected in this PIN pad (never the BDK) and PIN length rules."""
+    """DUKPT key material injected in this PIN pad (never the BDK) and PIN length rules.
+
+    scheme "tdes": ISO 9564 format 0 under ANSI X9.24-1 TDES DUKPT (ipek, ksn);
+    scheme "aes": format 4 under X9.24-3 AES-128 DUKPT (initial_key, key_id)."""
 
     ipek: bytes = field(repr=False)
     ksn: bytes
     min_length: int = 4
     max_length: int = 12
+    scheme: str = "tdes"
+    initial_key: bytes = field(default=b"", repr=False)
+    key_id: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -331,8 +338,10 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     h = top.sub("host")
     host = HostConfig(h.get("host", str, check=lambda v: None if v.strip() else "must not be empty"),
                       h.get("port", int, check=_between(1, 65535)),
-                      h.get("tls", bool, False), h.get("ca_file", str, ""),
-                      h.get("client_cert", str, ""), h.get("client_key", str, ""))
+                      h.get("tls", bool, False), h.get("dialect", str, "default",
+                                                       lambda v: None if v in ("default", "aes-dukpt")
+                                                       else 'must be "default" or "aes-dukpt"'),
+                      h.get("ca_file", str, ""), h.get("client_cert", str, ""), h.get("client_key", str, ""))
     if not host.tls and host.host not in ("127.0.0.1", "localhost", "::1"):
         raise h.fail("tls", "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
                              "simulator on this machine)")
@@ -341,12 +350,19 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     h.done()
 
     k = top.sub("pin")
+    scheme = k.get("scheme", str, "tdes", lambda v: None if v in ("tdes", "aes") else 'must be "tdes" or "aes"')
+    tdes = scheme == "tdes"
     pin = PinConfig(
-        ipek=bytes.fromhex(k.get("ipek", str, check=_hex_len(32))),
-        ksn=bytes.fromhex(k.get("ksn", str, check=_hex_len(20))),
+        ipek=bytes.fromhex(k.get("ipek", str, _REQUIRED if tdes else "", _hex_len(32))),
+        ksn=bytes.fromhex(k.get("ksn", str, _REQUIRED if tdes else "", _hex_len(20))),
         min_length=k.get("min_length", int, 4, _between(4, 12)),
         max_length=k.get("max_length", int, 12, _between(4, 12)),
+        scheme=scheme,
+        initial_key=bytes.fromhex(k.get("initial_key", str, "" if tdes else _REQUIRED, _hex_len(32))),
+        key_id=bytes.fromhex(k.get("key_id", str, "" if tdes else _REQUIRED, _hex_len(16))),
     )
+    if (scheme == "aes") != (host.dialect == "aes-dukpt"):
+        raise k.fail("scheme", f'"{scheme}" needs [host] dialect = "{"aes-dukpt" if scheme == "aes" else "default"}"')
     if pin.max_length < pin.min_length:
         raise k.fail("max_length", "must not be below min_length")
     k.done()

@@ -2,8 +2,8 @@
 
 Derivation data is one AES block: version 01, key block counter 01, key usage (8001 initial key,
 8000 derivation, 1000 PIN encryption), algorithm 0002 (AES-128), length 0080, then the initial key ID
-(for the initial key) or the key ID's last four bytes and the 32-bit counter. Not yet wired to a host
-profile: the dialect's fields 52/53 would need room for a 16-byte block and a 12-byte KSN.
+(for the initial key) or the key ID's last four bytes and the 32-bit counter. Chosen per host profile:
+[pin] scheme = "aes" with [host] dialect = "aes-dukpt" (fields 52/53 wide enough for its block and KSN).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import dialect
+from .dialect import DEFAULT, Dialect
 from .config import Config
 from .errors import CodecError, HostError
 from .hostlink import HostLink
@@ -23,8 +23,10 @@ class Outbox:
     """Flushes the journal's outbox, one flush at a time. Triggered at boot, after an exchange whose
     answer was lost, and before every new sale, void or refund (which waits until the outbox is empty)."""
 
-    def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime]) -> None:
+    def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime],
+                 dialect: Dialect = DEFAULT) -> None:
         self._journal, self._host, self._config, self._clock = journal, host, config, clock
+        self._dialect = dialect
         self._lock = asyncio.Lock()
 
     async def flush(self) -> bool:
@@ -46,8 +48,8 @@ class Outbox:
             original_transmitted_at=q.original_transmitted_at, local_time=now,
             utc_time=now.astimezone(timezone.utc), repeat=q.attempts > 0)
         try:
-            answer = await self._host.exchange(dialect.encode(reversal_to_iso(req)), self._config.timeouts.host)
-            stan, rc = iso_to_reversal_ack(dialect.decode(answer))
+            answer = await self._host.exchange(self._dialect.encode(reversal_to_iso(req)), self._config.timeouts.host)
+            stan, rc = iso_to_reversal_ack(self._dialect.decode(answer))
             if stan != q.stan:
                 raise CodecError(f"acknowledgement for stan {stan:06d}, expected {q.stan:06d}")
         except (HostError, CodecError) as exc:
@@ -67,8 +69,8 @@ class Outbox:
             original_transmitted_at=f.original_transmitted_at, original_rrn=f.original_rrn,
             original_auth_code=f.original_auth_code, idem_key=f.idem_key, local_time=now,
             utc_time=now.astimezone(timezone.utc))
-        answer = await self._host.exchange(dialect.encode(follow_up_to_iso(req)), self._config.timeouts.host)
-        response = iso_to_response(dialect.decode(answer))
+        answer = await self._host.exchange(self._dialect.encode(follow_up_to_iso(req)), self._config.timeouts.host)
+        response = iso_to_response(self._dialect.decode(answer))
         if response.stan != f.stan:
             raise CodecError(f"answer for stan {response.stan:06d}, expected {f.stan:06d}")
         return response

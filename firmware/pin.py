@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import psec.pinblock
 
+from . import dukpt_aes
 from .dukpt import DukptKey
 
 DIGITS = frozenset("0123456789")
@@ -63,6 +64,15 @@ class PinEntry:
             return self._digits.decode()
         finally:
             self.wipe()
+
+    def encrypt_aes(self, pan: str, initial_key: bytes, key_id: bytes, counter: int) -> EncryptedPin:
+        """ISO 9564 format 4 under the AES DUKPT PIN key for `counter`; wipes the digits."""
+        try:
+            key = dukpt_aes.pin_key(initial_key, key_id, counter)
+            block = psec.pinblock.encipher_pinblock_iso_4(key, self._digits.decode(), pan)
+        finally:
+            self.wipe()
+        return EncryptedPin(block=block.hex().upper(), ksn=dukpt_aes.ksn(key_id, counter).hex().upper())
 
     def encrypt(self, pan: str, key: DukptKey, counter: int) -> EncryptedPin:
         """Build the format-0 block for `pan`, encrypt it under the DUKPT PIN key for `counter`, wipe."""

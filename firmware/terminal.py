@@ -15,7 +15,8 @@ from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
 
-from . import dialect, flow
+from . import dukpt_aes, flow
+from .dialect import DIALECTS
 from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
@@ -102,6 +103,7 @@ class Terminal:
                              t.currency, config.printer.language, config.printer.width)
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
         self._host = HostLink(config.host)
+        self._dialect = DIALECTS[config.host.dialect]
         self.journal: Journal | None = None
         self._outbox: Outbox | None = None
         self._gate: OperatorGate | None = None
@@ -130,7 +132,7 @@ class Terminal:
         self.journal.recover(self._clock())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
-        self._outbox = Outbox(self.journal, self._host, self.config, self._clock)
+        self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect)
         self._spawn(self._outbox.flush())             # what a crash or an outage left for the host
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
@@ -277,11 +279,17 @@ class Terminal:
         if not self._pin_pan:
             self._spawn(self._check_operator(self._pin.take()), flow.OperatorChecked(False, "TERMINAL ERROR"))
             return None
-        ksn = self.config.pin.ksn
+        pin_cfg = self.config.pin
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
-            counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
-            encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
+            if pin_cfg.scheme == "aes":
+                counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
+                encrypted = self._pin.encrypt_aes(self._pin_pan, pin_cfg.initial_key, pin_cfg.key_id, counter)
+            else:
+                ksn = pin_cfg.ksn
+                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
+                                                    next_counter)
+                encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
         except TerminalError as exc:
             log.error("pin: %s", exc)
             self._pin.wipe()
@@ -401,13 +409,13 @@ class Terminal:
         sent = False
         try:
             extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
-            message = dialect.encode(sale_to_iso(SaleRequest(
+            message = self._dialect.encode(sale_to_iso(SaleRequest(
                 stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
                 pin_block=eff.pin.block if eff.pin else "", ksn=eff.pin.ksn if eff.pin else "",
                 terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra)))
             sent = True
             answer = await self._host.exchange(message, self.config.timeouts.host)
-            response = iso_to_response(dialect.decode(answer))
+            response = iso_to_response(self._dialect.decode(answer))
             if response.stan != stan or response.terminal_id != t.terminal_id:
                 raise CodecError(f"answer for stan {response.stan:06d}/{response.terminal_id!r}, expected {stan:06d}")
         except (asyncio.CancelledError, HostError, CodecError) as exc:
@@ -534,10 +542,10 @@ class Terminal:
         now = self._clock()
         stan = self.journal.take_counter("stan", 1, STAN_STEP)
         try:
-            answer = await self._host.exchange(dialect.encode(settlement_to_iso(SettlementRequest(
+            answer = await self._host.exchange(self._dialect.encode(settlement_to_iso(SettlementRequest(
                 stan, batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now,
                 now.astimezone(timezone.utc)))), self.config.timeouts.host)
-            got_stan, rc, host = iso_to_settlement(dialect.decode(answer))
+            got_stan, rc, host = iso_to_settlement(self._dialect.decode(answer))
             if got_stan != stan:
                 raise CodecError(f"settlement answer for stan {got_stan:06d}, expected {stan:06d}")
         except (HostError, CodecError) as exc:

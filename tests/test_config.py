@@ -83,3 +83,15 @@ def test_check_config_command(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     assert "[host] port" in bad.stderr
+
+
+def test_pin_scheme_and_dialect_go_together(tmp_path):
+    text = SIM_TOML.read_text(encoding="utf-8").replace('[pin]\n', '[pin]\nscheme = "aes"\n'
+                                                       'initial_key = "1273671EA26AC29AFA4D1084127652A1"\n'
+                                                       'key_id = "1234567890123456"\n')
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r'\[pin\] scheme: "aes" needs \[host\] dialect = "aes-dukpt"'):
+        load(path)
+    path = _write(tmp_path, text.replace('port = 8583', 'port = 8583\ndialect = "aes-dukpt"'))
+    cfg = load(path)
+    assert cfg.pin.scheme == "aes" and cfg.host.dialect == "aes-dukpt"

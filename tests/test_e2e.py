@@ -265,3 +265,26 @@ def test_a_failing_journal_does_not_freeze_the_terminal(sim):
     sim.keys("{ENTER}")
     sale(sim, "visa-approve")
     sim.wait_for("APPROVED")
+
+
+def test_aes_dukpt_host_profile(tmp_path):
+    """The AES profile: format-4 PIN blocks under X9.24-3 AES DUKPT, in the dialect that has room for them."""
+    import dataclasses
+
+    from firmware import dukpt_aes
+    from firmware.dialect import AES_DUKPT
+    from hwsim.acquirer import AES_BDK
+    cfg = sim_config()
+    key_id = bytes.fromhex("1234567890123456")
+    cfg = dataclasses.replace(
+        cfg, host=dataclasses.replace(cfg.host, dialect="aes-dukpt"),
+        pin=dataclasses.replace(cfg.pin, scheme="aes", key_id=key_id,
+                                initial_key=dukpt_aes.initial_key(AES_BDK, key_id)))
+    with Simulator(tmp_path, cfg) as sim:
+        sale(sim, "visa-approve", pin="9999")
+        sim.wait_for("WRONG PIN, TRY AGAIN")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
+        reqs = [AES_DUKPT.decode(raw) for d, raw in sim.host_log if d == "request"]
+    assert [len(r["52"]) for r in reqs] == [32, 32]
+    assert [r["53"] for r in reqs] == ["123456789012345600000001", "123456789012345600000002"]

@@ -22,7 +22,7 @@ import iso8583
 import iso8583.specs
 import psec.pinblock
 
-from firmware import dukpt
+from firmware import dukpt, dukpt_aes
 
 from firmware.emv import CardError, tlv_items
 
@@ -37,6 +37,12 @@ PIN_TRIES = 3
 # The acquirer's own copy of the dialect contract: default_ascii, field 53 carries the 20-digit KSN.
 SPEC = copy.deepcopy(iso8583.specs.default_ascii)
 SPEC["53"]["max_len"] = 20
+# ... and of the AES DUKPT profile: a 16-byte format-4 PIN block, a 12-byte KSN.
+SPEC_AES = copy.deepcopy(SPEC)
+SPEC_AES["52"]["max_len"] = 32
+SPEC_AES["53"]["max_len"] = 24
+# The X9.24-3 test BDK for AES-128 DUKPT.
+AES_BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")
 
 
 @dataclass
@@ -73,9 +79,14 @@ class Issuer:
     def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str) -> bool:
         try:
             ksn = bytes.fromhex(ksn_hex)
-            key = dukpt.pin_key(dukpt.derive_ipek(self._bdk, ksn), ksn)
-            clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
-            pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
+            if len(ksn) == 12:                              # AES DUKPT: key ID + 32-bit counter, format 4
+                initial = dukpt_aes.initial_key(AES_BDK, ksn[:8])
+                key = dukpt_aes.pin_key(initial, ksn[:8], int.from_bytes(ksn[8:], "big"))
+                pin = psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block_hex), account.pan)
+            else:
+                key = dukpt.pin_key(dukpt.derive_ipek(self._bdk, ksn), ksn)
+                clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
+                pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
         except (ValueError, dukpt.KeyMaterialError):   # a malformed block or KSN is a wrong PIN
             return False
         return secrets.compare_digest(pin, account.pin) and account.status != "pin_mismatch"
@@ -153,7 +164,8 @@ class Acquirer:
     """The acquirer host: TCP server in its own thread and event loop; `ledger` and `host_log` for tests."""
 
     def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0,
-                 contactless: list[CardProfile] = ()) -> None:
+                 contactless: list[CardProfile] = (), dialect: str = "default") -> None:
+        self._spec = SPEC_AES if dialect == "aes-dukpt" else SPEC
         self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards, contactless)
         self.ledger: list[dict[str, Any]] = []
         self.host_log: list[tuple[str, bytes]] = []
@@ -241,7 +253,7 @@ class Acquirer:
 
     def _answer(self, raw: bytes) -> bytes | None:
         try:
-            doc, _ = iso8583.decode(raw, SPEC)
+            doc, _ = iso8583.decode(raw, self._spec)
         except iso8583.DecodeError as exc:
             log.warning("acquirer: undecodable request: %s", exc)
             return None
@@ -265,7 +277,7 @@ class Acquirer:
             out["55"] = icc
         if rc == "00":
             out["38"] = f"{secrets.randbelow(1_000_000):06d}"
-        raw, _ = iso8583.encode(out, SPEC)
+        raw, _ = iso8583.encode(out, self._spec)
         return bytes(raw)
 
     def _sale(self, doc: dict[str, str]) -> bytes:
@@ -342,7 +354,7 @@ class Acquirer:
                     break
         out = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
         out.update({"t": "0410", "39": rc})
-        raw, _ = iso8583.encode(out, SPEC)
+        raw, _ = iso8583.encode(out, self._spec)
         return bytes(raw)
 
     def _settlement(self, doc: dict[str, str]) -> bytes:
@@ -369,5 +381,5 @@ class Acquirer:
         out = {k: doc[k] for k in ("3", "7", "11", "41", "42", "49", "60") if k in doc}
         out.update({"t": "0510", "39": "00" if terminal == host else "95", "76": f"{host[0]:010d}",
                     "88": f"{host[1]:016d}", "74": f"{host[2]:010d}", "86": f"{host[3]:016d}"})
-        raw, _ = iso8583.encode(out, SPEC)
+        raw, _ = iso8583.encode(out, self._spec)
         return bytes(raw)

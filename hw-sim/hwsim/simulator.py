@@ -72,7 +72,8 @@ class Simulator:
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
-        self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()))
+        self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()),
+                             dialect=self._base.host.dialect)
         port = self.host.start()
         self.printer = VirtualPrinter()
         self.field = RfField()
