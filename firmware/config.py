@@ -185,6 +185,9 @@ class ContactlessConfig:
     floor_limit: int = 0
     aids: tuple[str, ...] = ("A0000000031010", "A0000000041010", "A000000333010101", "A000000333010102")
     country: str = "156"             # ISO 3166 numeric, tag 9F1A
+    tac_denial: str = "0010000000"   # terminal action codes: TVR bits that decline offline / go online / default
+    tac_online: str = "DC4004F800"
+    tac_default: str = "DC4000A800"
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,9 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         floor_limit=c.get("floor_limit", int, 0, _between(0, 10**12 - 1)),
         aids=tuple(a.upper() for a in aids),
         country=c.get("country", str, "156", lambda v: None if len(v) == 3 and v.isdigit() else "must be 3 digits"),
+        tac_denial=c.get("tac_denial", str, "0010000000", _hex_len(10)).upper(),
+        tac_online=c.get("tac_online", str, "DC4004F800", _hex_len(10)).upper(),
+        tac_default=c.get("tac_default", str, "DC4000A800", _hex_len(10)).upper(),
     )
     c.done()
 

@@ -21,7 +21,7 @@ SW_OK = b"\x90\x00"
 SW_NOT_FOUND = b"\x6a\x82"
 
 # Tags sent to the issuer in field 55 when the card or terminal has them.
-ICC_TAGS = ("5F2A", "5F34", "82", "84", "95", "9A", "9C", "9F02", "9F03", "9F09", "9F10", "9F1A", "9F26",
+ICC_TAGS = ("5F2A", "5F34", "82", "84", "95", "9A", "9B", "9C", "9F02", "9F03", "9F09", "9F10", "9F1A", "9F26",
             "9F27", "9F33", "9F34", "9F35", "9F36", "9F37", "9F6E")
 # Cryptogram information data (9F27), top two bits.
 CID_AAC, CID_TC, CID_ARQC = 0x00, 0x40, 0x80
@@ -61,6 +61,9 @@ class KernelParams:
     terminal_type: str = "22"        # 9F35: attended, online only, merchant
     capabilities: str = "E04000"     # 9F33: keypad; enciphered PIN online; no signature
     transaction_type: str = "00"     # 9C: goods and services
+    tac_denial: str = "0010000000"   # terminal action codes (5 bytes hex, TVR bit masks)
+    tac_online: str = "DC4004F800"
+    tac_default: str = "DC4000A800"
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,24 @@ def kernel(p: KernelParams) -> Generator[bytes, bytes, ChipCard]:
         raise CardError("the card declined (AAC)", screen="DECLINED BY CARD")
     # An online-only terminal asks for ARQC; a TC from the card still goes online for authorization.
 
-    # 6. CVM selection.
+    # 6. Terminal risk management and action analysis. The TVR sent to the issuer (95) stays as the card
+    #    hashed it; this one, with what the terminal found since, decides whether to decline offline.
+    risk = bytearray(tvr)
+    today = p.today.strftime("%y%m%d")
+    expiry, effective = card.get("5F24"), card.get("5F25")
+    if isinstance(expiry, bytes) and len(expiry) == 3 and expiry.hex() < today:
+        risk[1] |= 0x40                                  # expired application
+    if isinstance(effective, bytes) and len(effective) == 3 and effective.hex() > today:
+        risk[1] |= 0x20                                  # application not yet effective
+    iac_denial = card.get("9F0E") if isinstance(card.get("9F0E"), bytes) else bytes(5)
+    denial = int.from_bytes(bytes.fromhex(p.tac_denial), "big") | int.from_bytes(iac_denial, "big")  # type: ignore[arg-type]
+    if int.from_bytes(risk, "big") & denial:
+        raise CardError(f"terminal action analysis: TVR {risk.hex().upper()} meets the denial codes",
+                        screen="DECLINED BY TERMINAL")
+    tsi = bytearray(2)
+    tsi[0] |= 0x08                                       # terminal risk management was performed
+
+    # 7. CVM selection.
     ctq = card.get("9F6C", b"\x00\x00")
     cdcvm = isinstance(ctq, bytes) and len(ctq) >= 2 and bool(ctq[1] & 0x80)
     if p.amount <= p.cvm_limit:
@@ -266,6 +286,9 @@ def kernel(p: KernelParams) -> Generator[bytes, bytes, ChipCard]:
         cvm = "online_pin"
     # The CVM result goes in 9F34; the TVR stays as the card hashed it, or the issuer could not verify the ARQC.
     terminal["9F34"] = {"none": b"\x1f\x00\x02", "cdcvm": b"\x01\x00\x02", "online_pin": b"\x02\x00\x00"}[cvm]
+    if cvm != "none":
+        tsi[0] |= 0x40                                   # cardholder verification was performed
+    terminal["9B"] = bytes(tsi)
 
     icc = {**{k: v for k, v in terminal.items()}, **{k: v for k, v in card.items() if isinstance(v, bytes)}}
     icc["84"] = bytes.fromhex(chosen[0])

@@ -443,7 +443,8 @@ class Terminal:
         c = self.config.contactless
         params = KernelParams(amount=eff.amount, currency_numeric=t.currency.numeric, country_numeric=c.country,
                               today=self._clock().date(), unpredictable=secrets.token_bytes(4),
-                              supported_aids=c.aids, cvm_limit=c.cvm_limit, floor_limit=c.floor_limit)
+                              supported_aids=c.aids, cvm_limit=c.cvm_limit, floor_limit=c.floor_limit,
+                              tac_denial=c.tac_denial, tac_online=c.tac_online, tac_default=c.tac_default)
         started = time.monotonic()
         steps = kernel(params)
         try:

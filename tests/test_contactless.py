@@ -142,3 +142,30 @@ def test_bring_your_own_card_profile(sim, tmp_path):
     sim.tap(profile=profile)
     sim.wait_for("APPROVED")
     assert "MY BANK" in sim.wait_for_receipts(2)[0]
+
+
+def test_expired_card_goes_online_and_the_issuer_declines(sim):
+    tap_sale(sim, "visa-tap-expired", "5000")
+    sim.wait_for("EXPIRED CARD")
+    assert sales(sim)[0]["response_code"] == "54"
+
+
+def test_terminal_action_codes_decline_offline(tmp_path):
+    import dataclasses
+
+    from hwsim import Simulator
+
+    from conftest import sim_config
+    cfg = sim_config()
+    cfg = dataclasses.replace(cfg, contactless=dataclasses.replace(cfg.contactless, tac_denial="0050000000"))
+    with Simulator(tmp_path, cfg) as sim:                      # denial: service not allowed, expired application
+        tap_sale(sim, "visa-tap-expired", "5000")
+        sim.wait_for("DECLINED BY TERMINAL")
+        assert sim.host_log == []                              # declined before anything went online
+        assert sales(sim)[0]["status"] == "failed" and "action analysis" in sales(sim)[0]["note"]
+        sim.keys("{CANCEL}{ENTER}5000{ENTER}")
+        sim.wait_for("TAP OR SWIPE CARD")
+        sim.tap("visa-tap-approve")                            # a card in date still goes through
+        sim.wait_for("APPROVED")
+        icc = dict(tlv_items(bytes.fromhex(last_request(sim)["55"])))
+        assert icc["9B"] == bytes.fromhex("0800")              # TSI: terminal risk management performed
