@@ -254,12 +254,8 @@ class Journal:
         return _Tx(self._db)
 
     def current_batch(self) -> int:
-        """The open batch's number (settlement closes it)."""
+        """The open batch's number (record_settlement closes it)."""
         return self.counter("batch") or 1
-
-    def close_batch(self) -> int:
-        """Close the open batch (after settlement); returns the new batch number."""
-        return self.take_counter("batch", 2)
 
     def batch_totals(self, batch: int) -> tuple[int, int, int, int]:
         """(sales, sales amount, refunds, refunds amount) that went through the acquirer in `batch`:

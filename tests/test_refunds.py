@@ -67,7 +67,11 @@ def test_void_same_day_before_settlement(sim):
 
 def test_void_refused_after_settlement(sim):
     original = approved_sale(sim)
-    Journal(sim.data_dir / "journal.sqlite3").close_batch()          # what end-of-day settlement does
+    manager(sim)                                                       # end of day: settle with the host
+    sim.wait_for("4 SETTLEMENT")
+    sim.keys("4")
+    sim.wait_for("SETTLED, IN BALANCE")
+    sim.keys("{ENTER}")
     start(sim, "void", original["stan"])
     sim.wait_for("SETTLED: USE REFUND")
     assert [r["kind"] for r in sim.journal()] == ["sale"]
