@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 APDU_TIMEOUT = 2.0          # seconds the loop waits for one APDU's answer
 READER_DOWN = "TAP NOT AVAILABLE, SWIPE"
+TWO_CARDS = "PRESENT ONE CARD"
 RECONNECT_DELAY = 2.0
+COLLISION_PAUSE = 0.3       # seconds between polls while two cards are in the field
 
 
 class CardSession:
@@ -79,6 +81,7 @@ class NfcReader:
         self._path, self._loop, self._emit = path, loop, emit
         self._polling = threading.Event()
         self._stopped = threading.Event()
+        self._collided = False                 # "two cards" already said for this pair
         self._thread = threading.Thread(target=self._run, name="nfc-reader", daemon=True)
 
     def start(self) -> None:
@@ -125,20 +128,8 @@ class NfcReader:
             if self._stopped.is_set():
                 break
 
-            def on_connect(tag: Any) -> bool:
-                if not isinstance(tag, nfc.tag.tt4.Type4Tag):
-                    log.info("nfc: %s is not an ISO-DEP card", tag.type)
-                    self._post(CardFailed(CardNotSupported.screen, f"{tag.type} is not an ISO-DEP card"))
-                    return False
-                session = CardSession(self._loop)
-                self._post(Tapped(session))
-                session.serve(tag, errors)
-                return False                  # release at once; the loop decides whether to poll again
-
             try:
-                clf.connect(rdwr={"targets": ["106A"], "on-connect": on_connect, "iterations": 1,
-                                  "interval": 0.05, "beep-on-connect": False},
-                            terminate=lambda: not self._polling.is_set() or self._stopped.is_set())
+                self._poll_once(clf, nfc, errors)
             except Exception as exc:  # nfcpy raises many types; the reader thread must survive them all
                 log.warning("nfc: reader error %r; reopening", exc)
                 try:
@@ -149,3 +140,50 @@ class NfcReader:
                 self._stopped.wait(0.2)
         if clf is not None:
             clf.close()
+
+    def _poll_once(self, clf: Any, nfc: Any, errors: tuple[type[BaseException], ...]) -> None:
+        """One round of the polling loop: find a card, make sure it is alone, activate it, hand it over."""
+        from nfc.clf import RemoteTarget
+
+        first = clf.sense(RemoteTarget("106A"), RemoteTarget("106B"), iterations=1)
+        if first is None or not self._polling.is_set():
+            return
+        alone = _alone(clf, first)
+        if alone is None:
+            if not self._collided:
+                log.info("nfc: more than one card in the field")
+                self._post(CardFailed(TWO_CARDS, "more than one card in the field"))
+            self._collided = True
+            self._stopped.wait(COLLISION_PAUSE)
+            return
+        self._collided = False
+        tag = nfc.tag.activate(clf, alone)
+        if not isinstance(tag, nfc.tag.tt4.Type4Tag):
+            kind = getattr(tag, "type", "an unknown tag")
+            log.info("nfc: %s is not an ISO-DEP card", kind)
+            self._post(CardFailed(CardNotSupported.screen, f"{kind} is not an ISO-DEP card"))
+            self._stopped.wait(COLLISION_PAUSE)
+            return
+        session = CardSession(self._loop)
+        self._post(Tapped(session))
+        session.serve(tag, errors)          # until the kernel is done; the loop decides whether to poll again
+
+
+def _alone(clf: Any, first: Any) -> Any:
+    """The card `first` again, ready for activation, when no card of the other technology answers; else None.
+
+    Two cards of one technology are resolved by the reader chip's anticollision (nfcpy's sense hands over one
+    card and has no way to ask for more), so only a Type A card beside a Type B card shows up here. Every
+    nfcpy sense switches the field off first, so the first card is woken and selected again by its UID.
+    On real readers a silent answer costs microseconds; nfcpy's UDP driver waits 1 s for one.
+    """
+    from nfc.clf import RemoteTarget
+
+    if first.brty.endswith("A"):
+        if clf.sense(RemoteTarget("106B"), iterations=1) is not None:
+            return None
+        return clf.sense(RemoteTarget("106A", sel_req=bytearray(first.sdd_res)), iterations=1)
+    if clf.sense(RemoteTarget("106A"), iterations=1) is not None:
+        return None
+    again = clf.sense(RemoteTarget("106B"), iterations=1)
+    return again if again is not None and again.sensb_res[1:5] == first.sensb_res[1:5] else None

@@ -169,3 +169,39 @@ def test_terminal_action_codes_decline_offline(tmp_path):
         sim.wait_for("APPROVED")
         icc = dict(tlv_items(bytes.fromhex(last_request(sim)["55"])))
         assert icc["9B"] == bytes.fromhex("0800")              # TSI: terminal risk management performed
+
+
+def test_type_b_card(sim):
+    card = tap_sale(sim, "visa-tap-type-b", "5000")            # REQB / ATTRIB instead of REQA / RATS
+    sim.wait_for("APPROVED")
+    assert card.apdus == 4
+    [row] = sales(sim)
+    assert (row["status"], row["entry_mode"]) == ("approved", "contactless")
+    assert_ledger_agrees(sim)
+
+
+def test_two_cards_in_the_field(sim):
+    a = sim.tap("visa-tap-approve")                            # a wallet with two cards laid on the reader
+    b = sim.tap("visa-tap-type-b", together=True)
+    sim.keys("5000{ENTER}")
+    sim.wait_for("PRESENT ONE CARD")
+    assert "TAP OR SWIPE CARD" in sim.screen                   # still waiting for a card
+    assert a.apdus == b.apdus == 0 and sales(sim) == []        # neither card was read
+    sim.remove_card(b)
+    sim.wait_for("APPROVED")
+    assert a.apdus == 4 and b.apdus == 0
+    [row] = sales(sim)
+    assert row["masked_pan"][-4:] == a.profile.pan[-4:]
+    assert_ledger_agrees(sim)
+
+
+def test_two_type_a_cards_charge_one_once(sim):
+    # The reader chip resolves a Type A collision itself and nfcpy hands over one card (see README): the
+    # terminal cannot say PRESENT ONE CARD here, but it must still charge exactly one card exactly once.
+    a = sim.tap("visa-tap-approve")
+    b = sim.tap("mc-tap-approve", together=True)
+    sim.keys("5000{ENTER}")
+    sim.wait_for("APPROVED")
+    assert sorted([a.apdus, b.apdus]) in ([0, 4], [0, 5])
+    assert len(sales(sim)) == 1
+    assert_ledger_agrees(sim)

@@ -46,6 +46,7 @@ class CardProfile:
     status: str = "active"             # the issuer's view: active | stolen | do_not_honor
     payment: bool = True               # False: a transit/NDEF card with no payment application
     vanish_after: int = 0              # leaves the field after this many APDUs (0: stays)
+    technology: str = "A"              # ISO/IEC 14443 Type "A" or "B"
 
     @property
     def track2_eq(self) -> bytes:
@@ -55,7 +56,7 @@ class CardProfile:
 
 
 _KEYS = {"kernel", "aid", "label", "pan", "psn", "expiry", "imk_ac", "atc", "pin", "balance", "cdcvm", "name",
-         "issuer_imk_ac", "status", "payment", "vanish_after"}
+         "issuer_imk_ac", "status", "payment", "vanish_after", "technology"}
 
 
 def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
@@ -72,13 +73,17 @@ def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
         kernel = doc["kernel"]
         if kernel not in ("visa", "mastercard"):
             raise ValueError('kernel must be "visa" or "mastercard"')
+        technology = str(doc.get("technology", "A")).upper()
+        if technology not in ("A", "B"):
+            raise ValueError('technology must be "A" or "B"')
         balance = parse_major(str(doc.get("balance", "0")), Currency.of(currency))
         return CardProfile(id=path.stem, kernel=kernel, aid=doc["aid"].upper(), label=doc["label"], pan=doc["pan"],
                            psn=doc.get("psn", "00"), expiry=doc["expiry"], imk_ac=doc["imk_ac"],
                            atc=int(doc.get("atc", 1)), pin=str(doc.get("pin", "1234")), balance=balance,
                            cdcvm=bool(doc.get("cdcvm", False)), name=doc.get("name", "CARDHOLDER/TEST"),
                            issuer_imk_ac=doc.get("issuer_imk_ac", ""), status=doc.get("status", "active"),
-                           payment=bool(doc.get("payment", True)), vanish_after=int(doc.get("vanish_after", 0)))
+                           payment=bool(doc.get("payment", True)), vanish_after=int(doc.get("vanish_after", 0)),
+                           technology=technology)
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:

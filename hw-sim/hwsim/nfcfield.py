@@ -1,17 +1,26 @@
-"""The simulated RF field: an ISO/IEC 14443-4 Type A card on the far side of nfcpy's own UDP driver.
+"""The simulated RF field: ISO/IEC 14443 Type A and Type B cards on the far side of nfcpy's own UDP driver.
 
-nfcpy opened with `udp:127.0.0.1:PORT` sends datagrams `b"106A <hex frame>"` (no CRC) and a bare
-`b"RFOFF"` when it closes. The card here answers activation (SENS_REQ, SDD, SEL, RATS) and ISO-DEP
-blocks (I-blocks with chaining both ways, R(ACK)/R(NAK), S(DESELECT)); the APDUs inside go to a
-CardApplet. With no card in the field nothing answers, as in real life.
+nfcpy opened with `udp:127.0.0.1:PORT` sends datagrams `b"106A <hex frame>"` / `b"106B <hex frame>"` (no CRC)
+and a bare `b"RFOFF"` when it closes. Each card in the field keeps its ISO/IEC 14443-3 state (IDLE, READY,
+ACTIVE, HALT) and answers activation as the standard says: Type A REQA/WUPA, anticollision, SELECT, HLTA, RATS;
+Type B REQB/WUPB, ATTRIB, HLTB. The one card in protocol state answers ISO-DEP blocks (I-blocks with chaining
+both ways, R(ACK)/R(NAK), S(DESELECT)); the APDUs inside go to its CardApplet.
+
+More than one card may be in the field. Real reader chips resolve a Type A bit collision themselves and hand
+the host one card; here the card with the larger UID wins, as the chip's "pick the 1 bit" rule does for some
+pair. Two Type B cards answering the same REQB slot garble it: the datagram carries no frame, which nfcpy
+reads as a transmission error, as a reader chip reports a CRC error. With no card in the field (or
+none that may answer) nothing answers, as in real life: nfcpy's UDP driver waits 1 s for a silent answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import select
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from .emvcard import CardApplet
@@ -22,27 +31,44 @@ ATQA = bytes.fromhex("0400")
 SAK_ISO_DEP = 0x20
 # ATS: TL, T0 (TA, TB, TC present; FSCI 8 = 256 bytes), TA, TB (FWI 10: ~0.3 s frame waiting time), TC.
 ATS = bytes.fromhex("057880A002")
+# ATQB protocol info: bit rates 106 only; FSCI 8 (256 bytes) + ISO 14443-4 compliant; FWI 10, no NAD/CID.
+PROT_INFO_B = bytes.fromhex("0081A0")
 FSD = 256
+COLLISION = b""             # an answer garbled by two cards talking at once: sent as a datagram without data
+
+
+@dataclass(eq=False)
+class FieldCard:
+    """One card in the field: its applet, technology, identifier (NFCID1 or PUPI) and 14443-3 state."""
+
+    applet: CardApplet
+    tech: str                          # "A" or "B"
+    uid: bytes
+    state: str = "idle"                # idle | ready | active | protocol | halt
+
+
+def default_uid(card_id: str, tech: str) -> bytes:
+    """A stable identifier for a card: a random-UID-style NFCID1 (08 ...) for Type A, a PUPI for Type B."""
+    digest = hashlib.sha256(card_id.encode()).digest()
+    return b"\x08" + digest[:3] if tech == "A" else digest[:4]
 
 
 class RfField:
-    """A UDP endpoint playing whatever card is in the field; one thread, blocking select (no polling)."""
+    """A UDP endpoint playing the cards in the field; one thread, blocking select (no polling)."""
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self._lock = threading.Lock()
-        self._applet: CardApplet | None = None
-        self._uid = b""
-        self._pending_req: tuple[str, Any] | None = None    # a SENS_REQ nobody answered (empty field)
+        self._cards: list[FieldCard] = []
+        self._pending: tuple[str, bytes, Any] | None = None  # a request nobody answered (empty field)
         self._reset_link()
         self._stop_r, self._stop_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="hwsim-rf-field", daemon=True)
         self._thread.start()
 
     def _reset_link(self) -> None:
-        self._active = False           # ISO-DEP active (after RATS)
         self._pcb = 0                  # last block number the reader used
         self._rx = b""                 # chained command being received
         self._tx = b""                 # chained response still to send
@@ -50,26 +76,38 @@ class RfField:
 
     # --- test control ----------------------------------------------------------------------
 
-    def present(self, applet: CardApplet, uid: bytes = bytes.fromhex("08A1B2C3")) -> None:
-        """Put a card in the field; a reader that is polling sees it at once."""
+    def present(self, applet: CardApplet, tech: str = "A", uid: bytes | None = None, *,
+                together: bool = False) -> FieldCard:
+        """Put a card in the field (beside the ones there when `together`); a polling reader sees it at once."""
+        if tech not in ("A", "B"):
+            raise ValueError("tech must be 'A' or 'B'")
+        card = FieldCard(applet, tech, uid or default_uid(applet.profile.id, tech))
         with self._lock:
-            self._applet, self._uid = applet, uid
-            self._reset_link()
-            pending, self._pending_req = self._pending_req, None
-        if pending is not None:
-            brty, addr = pending
-            self._send(brty, ATQA, addr)
+            if not together:
+                self._cards.clear()
+                self._reset_link()
+            self._cards.append(card)
+            pending, self._pending = self._pending, None
+            answer = self._frame(pending[0], pending[1]) if pending else None
+        if pending is not None and answer is not None:
+            self._send(pending[0], answer, pending[2])
+        return card
 
-    def remove(self) -> None:
-        """Take the card out of the field."""
+    def remove(self, applet: CardApplet | None = None) -> None:
+        """Take a card (or every card) out of the field."""
         with self._lock:
-            self._applet = None
-            self._reset_link()
+            if applet is None:
+                self._cards.clear()
+            else:
+                self._cards = [c for c in self._cards if c.applet is not applet]
+            if self._protocol() is None:
+                self._reset_link()
 
     @property
-    def card(self) -> CardApplet | None:
-        """The card in the field, if any."""
-        return self._applet
+    def cards(self) -> list[CardApplet]:
+        """The cards in the field."""
+        with self._lock:
+            return [c.applet for c in self._cards]
 
     def close(self) -> None:
         """Stop the thread and close the socket."""
@@ -81,7 +119,7 @@ class RfField:
     # --- radio ----------------------------------------------------------------------------------
 
     def _send(self, brty: str, frame: bytes, addr: Any) -> None:
-        self._sock.sendto(f"{brty} {frame.hex()}".encode(), addr)
+        self._sock.sendto(f"{brty} {frame.hex()}".strip().encode(), addr)
 
     def _run(self) -> None:
         while True:
@@ -93,7 +131,9 @@ class RfField:
             except OSError:
                 return
             if datagram.startswith(b"RFOFF"):
-                with self._lock:
+                with self._lock:                              # field off: every card loses power
+                    for card in self._cards:
+                        card.state = "idle"
                     self._reset_link()
                 continue
             try:
@@ -102,36 +142,95 @@ class RfField:
             except ValueError:
                 continue
             with self._lock:
-                answer = self._frame(brty, frame, addr)
+                answer = self._frame(brty, frame)
+                if answer is None and (frame in (b"\x26", b"\x52") or (frame[:1] == b"\x05" and len(frame) == 3)):
+                    self._pending = (brty, frame, addr)
             if answer is not None:
                 self._last = answer
                 self._send(brty, answer, addr)
 
-    def _frame(self, brty: str, frame: bytes, addr: Any) -> bytes | None:
-        applet = self._applet
-        if applet is None or brty != "106A" or not frame:
-            if frame in (b"\x26", b"\x52"):
-                self._pending_req = (brty, addr)
-            return None
-        if applet.profile.vanish_after and applet.apdus >= applet.profile.vanish_after:
-            self._applet = None                              # the customer pulled the card away
-            return None
-        if frame in (b"\x26", b"\x52"):                      # SENS_REQ / ALL_REQ
-            self._reset_link()
-            return ATQA
-        if frame == b"\x93\x20":                             # SDD_REQ, cascade level 1
-            uid = self._uid
-            return uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]])
-        if frame[:2] == b"\x93\x70":                         # SEL_REQ
-            return bytes([SAK_ISO_DEP]) if frame[2:6] == self._uid else None
-        if frame[0] == 0xE0 and len(frame) == 2:             # RATS
-            self._active = True
-            return ATS
-        if not self._active:
-            return None
-        return self._iso_dep(frame)
+    def _protocol(self) -> FieldCard | None:
+        return next((c for c in self._cards if c.state == "protocol"), None)
 
-    def _iso_dep(self, block: bytes) -> bytes | None:
+    def _frame(self, brty: str, frame: bytes) -> bytes | None:
+        if not frame:
+            return None
+        for card in list(self._cards):
+            vanish = card.applet.profile.vanish_after
+            if vanish and card.applet.apdus >= vanish:
+                self._cards.remove(card)                      # the customer pulled the card away
+        if brty == "106A":
+            return self._type_a(frame)
+        if brty == "106B":
+            return self._type_b(frame)
+        return None
+
+    def _type_a(self, frame: bytes) -> bytes | None:
+        cards = [c for c in self._cards if c.tech == "A"]
+        if frame in (b"\x26", b"\x52"):                      # REQA / WUPA (WUPA also wakes halted cards)
+            woken = [c for c in cards if c.state != "halt" or frame == b"\x52"]
+            for card in woken:
+                if card.state == "protocol":
+                    self._reset_link()
+                card.state = "ready"
+            return ATQA if woken else None
+        ready = [c for c in cards if c.state == "ready"]
+        if frame == b"\x93\x20":                             # SDD_REQ, cascade level 1
+            if not ready:
+                return None
+            uid = max(ready, key=lambda c: c.uid).uid
+            return uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]])
+        if frame[:2] == b"\x93\x70":                         # SEL_REQ: the named card is selected, the rest idle
+            chosen = None
+            for card in ready:
+                if card.uid == frame[2:6]:
+                    card.state, chosen = "active", card
+                else:
+                    card.state = "idle"
+            return bytes([SAK_ISO_DEP]) if chosen else None
+        active = next((c for c in cards if c.state == "active"), None)
+        if frame[:2] == b"\x50\x00":                         # HLTA: no answer
+            if active:
+                active.state = "halt"
+            return None
+        if frame[0] == 0xE0 and len(frame) == 2:             # RATS
+            if active is None:
+                return None
+            active.state = "protocol"
+            self._reset_link()
+            return ATS
+        card = self._protocol()
+        return self._iso_dep(card, frame) if card and card.tech == "A" else None
+
+    def _type_b(self, frame: bytes) -> bytes | None:
+        cards = [c for c in self._cards if c.tech == "B"]
+        if frame[0] == 0x05 and len(frame) == 3:             # REQB / WUPB (PARAM bit 4)
+            wake = bool(frame[2] & 0x08)
+            woken = [c for c in cards if c.state in ("idle", "ready") or (wake and c.state == "halt")]
+            if not woken:
+                return None
+            for card in woken:
+                card.state = "ready"
+            if len(woken) > 1:
+                return COLLISION                             # all answer in the one slot: the reader hears noise
+            return b"\x50" + woken[0].uid + b"\x00\x00\x00\x00" + PROT_INFO_B
+        if frame[0] == 0x1D and len(frame) >= 9:             # ATTRIB
+            card = next((c for c in cards if c.state == "ready" and c.uid == frame[1:5]), None)
+            if card is None:
+                return None
+            card.state = "protocol"
+            self._reset_link()
+            return b"\x00"                                   # MBLI 0, CID 0
+        if frame[0] == 0x50 and len(frame) == 5:             # HLTB
+            card = next((c for c in cards if c.uid == frame[1:5] and c.state != "idle"), None)
+            if card is None:
+                return None
+            card.state = "halt"
+            return b"\x00"
+        card = self._protocol()
+        return self._iso_dep(card, frame) if card and card.tech == "B" else None
+
+    def _iso_dep(self, card: FieldCard, block: bytes) -> bytes | None:
         pcb = block[0]
         if pcb & 0xE2 == 0x02:                               # I-block (02/03, chaining 12/13)
             self._pcb = pcb & 0x01
@@ -139,16 +238,15 @@ class RfField:
             if pcb & 0x10:                                   # more to come: acknowledge
                 return bytes([0xA2 | self._pcb])
             apdu, self._rx = self._rx, b""
-            assert self._applet is not None
-            self._tx = self._applet.process(apdu)
+            self._tx = card.applet.process(apdu)
             return self._next_chunk()
         if pcb & 0xF6 == 0xA2:                               # R(ACK): the reader wants our next chunk
             self._pcb = pcb & 0x01
             return self._next_chunk() if self._tx else None
         if pcb & 0xF6 == 0xB2:                               # R(NAK): presence check or lost block
             return bytes([0xA2 | (pcb & 0x01)]) if (pcb & 0x01) != self._pcb else self._last
-        if pcb & 0xF7 == 0xC2:                               # S(DESELECT)
-            self._active = False
+        if pcb & 0xF7 == 0xC2:                               # S(DESELECT): the card halts
+            card.state = "halt"
             return bytes([pcb])
         return None
 

@@ -274,10 +274,12 @@ class Simulator:
         type_text(self.reader_device, text + "\n")
         self._settle(self.reader_device)
 
-    def tap(self, card_id: str | None = None, *, profile: str | Path | None = None) -> CardApplet:
+    def tap(self, card_id: str | None = None, *, profile: str | Path | None = None,
+            together: bool = False) -> CardApplet:
         """Hold a contactless card in the field: a catalog id (hwsim/cards/) or a profile TOML file.
 
         Like a customer, the card stays until remove_card() (or until its profile makes it vanish).
+        `together=True` holds it beside the cards already there (a wallet with two cards in it).
         Returns the card, whose `apdus` counts the commands it answered.
         """
         if (card_id is None) == (profile is None):
@@ -296,7 +298,7 @@ class Simulator:
         if applet is None or applet.profile != chosen:
             applet = self._wallet[chosen.id] = CardApplet(chosen)
         applet.apdus = 0
-        self.field.present(applet)
+        self.field.present(applet, chosen.technology, together=together)
         return applet
 
     def scan(self, code: str) -> None:
@@ -317,6 +319,6 @@ class Simulator:
         path.write_bytes(self.display.png())
         return path
 
-    def remove_card(self) -> None:
-        """Take the contactless card out of the field."""
-        self.field.remove()
+    def remove_card(self, card: CardApplet | None = None) -> None:
+        """Take a contactless card (by default every card) out of the field."""
+        self.field.remove(card)
