@@ -233,11 +233,29 @@ class OperatorsConfig:
     cashier_pin: str = field(default="", repr=False)
     max_failures: int = 3
     lockout: int = 300               # seconds
+    admin_pin: str = field(default="", repr=False)
 
     @property
     def hashes(self) -> dict[str, str]:
         """Role -> PIN hash, for the roles that have one."""
-        return {r: h for r, h in (("manager", self.manager_pin), ("cashier", self.cashier_pin)) if h}
+        return {r: h for r, h in (("admin", self.admin_pin), ("manager", self.manager_pin),
+                                  ("cashier", self.cashier_pin)) if h}
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """Master/session keys: "" (none: DUKPT only, no MAC), "tdes" (retail MAC) or "aes" (AES-CMAC).
+    The terminal master key is in the key store (`countertop keys load tmk`), never in this file."""
+
+    scheme: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Signed software updates: the release key (Ed25519 public key, hex) and where the slots live."""
+
+    release_key: str = ""
+    slots_dir: str = "slots"
 
 
 @dataclass(frozen=True)
@@ -259,6 +277,8 @@ class Config:
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
     reports: ReportsConfig = ReportsConfig()
+    keys: KeysConfig = KeysConfig()
+    update: UpdateConfig = UpdateConfig()
 
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
@@ -352,8 +372,14 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         raise h.fail("client_key" if host.client_cert else "client_cert", "missing: give both or neither")
     h.done()
 
+    ks = top.sub("keys")
+    keys_cfg = KeysConfig(ks.get("scheme", str, "", lambda v: None if v in ("", "tdes", "aes")
+                                 else 'must be "", "tdes" or "aes"'))
+    ks.done()
+
     k = top.sub("pin")
-    scheme = k.get("scheme", str, "tdes", lambda v: None if v in ("tdes", "aes") else 'must be "tdes" or "aes"')
+    scheme = k.get("scheme", str, "tdes", lambda v: None if v in ("tdes", "aes", "session")
+                   else 'must be "tdes", "aes" or "session"')
     tdes = scheme == "tdes"
     pin = PinConfig(
         ipek=bytes.fromhex(k.get("ipek", str, _REQUIRED if tdes else "", _hex_len(32))),
@@ -361,10 +387,15 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         min_length=k.get("min_length", int, 4, _between(4, 12)),
         max_length=k.get("max_length", int, 12, _between(4, 12)),
         scheme=scheme,
-        initial_key=bytes.fromhex(k.get("initial_key", str, "" if tdes else _REQUIRED, _hex_len(32))),
-        key_id=bytes.fromhex(k.get("key_id", str, "" if tdes else _REQUIRED, _hex_len(16))),
+        initial_key=bytes.fromhex(k.get("initial_key", str, _REQUIRED if scheme == "aes" else "", _hex_len(32))),
+        key_id=bytes.fromhex(k.get("key_id", str, _REQUIRED if scheme == "aes" else "", _hex_len(16))),
     )
-    if (scheme == "aes") != (host.dialect == "aes-dukpt"):
+    if scheme == "session" and not keys_cfg.scheme:
+        raise k.fail("scheme", '"session" needs [keys] scheme = "tdes" or "aes" (the PIN key comes at sign-on)')
+    if scheme == "session" and (keys_cfg.scheme == "aes") != (host.dialect == "aes-dukpt"):
+        raise k.fail("scheme", f'"session" with [keys] scheme = "{keys_cfg.scheme}" needs [host] dialect = '
+                               f'"{"aes-dukpt" if keys_cfg.scheme == "aes" else "default"}" (the PIN block size)')
+    if scheme != "session" and (scheme == "aes") != (host.dialect == "aes-dukpt"):
         raise k.fail("scheme", f'"{scheme}" needs [host] dialect = "{"aes-dukpt" if scheme == "aes" else "default"}"')
     if pin.max_length < pin.min_length:
         raise k.fail("max_length", "must not be below min_length")
@@ -376,6 +407,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         cashier_pin=o.get("cashier_pin", str, "", check_hash_format),
         max_failures=o.get("max_failures", int, 3, _between(1, 10)),
         lockout=o.get("lockout", int, 300, _between(10, 86400)),
+        admin_pin=o.get("admin_pin", str, "", check_hash_format),
     )
     o.done()
 
@@ -424,9 +456,14 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
                             r.get("declines_per_card", int, 3, _between(2, 100)),
                             r.get("just_under_count", int, 3, _between(2, 1000)))
     r.done()
+    u = top.sub("update")
+    update = UpdateConfig(u.get("release_key", str, "", lambda v: None if not v or (len(v) == 64 and _HEX.match(v))
+                                else "must be an Ed25519 public key, 64 hex digits"),
+                          u.get("slots_dir", str, "slots", lambda v: None if v.strip() else "must not be empty"))
+    u.done()
     top.done()
     return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
-                  contactless, wallet, scanner, reports)
+                  contactless, wallet, scanner, reports, keys_cfg, update)
 
 
 def _opening_hours(v: str) -> str | None:

@@ -56,3 +56,27 @@ class KeyMaterialError(TerminalError):
     """Key material is missing or exhausted (DUKPT counter overflow)."""
 
     screen = "KEY ERROR"
+
+
+class MacError(CodecError):
+    """A host message's MAC is missing or does not verify: the message is as good as never received."""
+
+    screen = "HOST ERROR"
+
+
+class SignOnError(TerminalError):
+    """Sign-on failed: no answer, a refusal, or working keys whose check values do not match."""
+
+    screen = "SIGN-ON FAILED"
+
+
+class UpdateError(TerminalError):
+    """A software package was refused: unsigned, tampered, older than installed, or failed to install."""
+
+    screen = "UPDATE REFUSED"
+
+
+class PermissionDenied(TerminalError):
+    """The operator's role does not allow the action."""
+
+    screen = "NOT ALLOWED"

@@ -101,6 +101,7 @@ class HostFailed:
     reason: str
     sent: bool
     stan: int | None = None
+    title: str = ""                       # what the screen says instead of the default (nothing was sent)
 
 
 @dataclass(frozen=True)
@@ -782,7 +783,7 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[Sta
         elif event.sent:
             lines = ("NO HOST ANSWER", "NOT APPROVED")
         else:
-            lines = ("HOST NOT AVAILABLE", "NOT CHARGED")
+            lines = (event.title or "HOST NOT AVAILABLE", "NOT CHARGED")
         return _result(lines, cfg)
     if isinstance(event, Key) and event.name == "CANCEL" and not state.cancelling:
         return enter(replace(state, cancelling=True), cfg, AbortAuthorization())
@@ -952,7 +953,7 @@ def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> tuple[State
     if isinstance(event, HostFailed):
         if event.sent:
             return _result(("NO HOST ANSWER", "WILL RETRY BY ITSELF"), cfg)
-        return _result(("HOST NOT AVAILABLE", "NOTHING SENT"), cfg)
+        return _result((event.title or "HOST NOT AVAILABLE", "NOTHING SENT"), cfg)
     if isinstance(event, Key) and event.name == "CANCEL":
         return state, [Show(("PLEASE WAIT",) + render(state, cfg))]
     return state, []

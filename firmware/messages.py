@@ -70,7 +70,8 @@ def sale_to_iso(req: SaleRequest) -> dict[str, str]:
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": req.entry_mode,
         "35": req.track2,
-        **({"52": req.pin_block, "53": req.ksn} if req.pin_block else {}),
+        **({"52": req.pin_block} if req.pin_block else {}),
+        **({"53": req.ksn} if req.pin_block and req.ksn else {}),     # no KSN: the session PIN key
         **({"55": req.icc_data} if req.icc_data else {}),
     }
 
@@ -233,3 +234,21 @@ def iso_to_settlement(doc: dict[str, str]) -> tuple[int, str, BatchTotals | None
     except (KeyError, ValueError):
         raise CodecError("0510 totals are not numeric") from None
     return stan, rc, host
+
+
+NMI_SIGN_ON = "001"
+
+
+def signon_to_iso(stan: int, terminal_id: str, merchant_id: str, local: datetime, utc: datetime) -> dict[str, str]:
+    """0800 sign-on (network management code 001 in field 70): asks the host for fresh working keys."""
+    doc = {k: v for k, v in _header(stan, local, utc, terminal_id, merchant_id, "").items() if k != "49"}
+    doc.update({"t": "0800", "70": NMI_SIGN_ON})
+    return doc
+
+
+def iso_to_signon(doc: dict[str, str]) -> tuple[int, str, str]:
+    """STAN, response code and key block (field 62) of an 0810; CodecError on anything off."""
+    stan, rc = _checked(doc, "0810")
+    if rc == "00" and not doc.get("62"):
+        raise CodecError("sign-on approved without working keys (field 62)")
+    return stan, rc, doc.get("62", "")

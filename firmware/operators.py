@@ -1,4 +1,4 @@
-"""Operator roles (cashier, manager): PINs stored as scrypt hashes, and a lockout after repeated failures."""
+"""Operator roles (cashier < manager < admin): PINs stored as scrypt hashes, and a lockout after repeated failures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Protocol
 
 from .errors import ConfigError
 
-ROLES = ("manager", "cashier")
+ROLES = ("admin", "manager", "cashier")
+RANK = {"cashier": 1, "manager": 2, "admin": 3}       # a role may do what the roles below it may
 _N, _R, _P = 2**14, 8, 1          # scrypt cost: ~16 MiB, tens of milliseconds on a Pi 4
 
 
@@ -63,14 +64,14 @@ class OperatorGate:
         self._hashes, self._max, self._lockout, self._store = hashes, max_failures, lockout_seconds, store
 
     def check(self, pin: str, role: str, now: float) -> tuple[bool, str]:
-        """(True, "") when `pin` is `role`'s PIN; else (False, a short screen text)."""
-        if not self._hashes.get(role):
+        """(True, "") when `pin` is the PIN of `role` or of a higher role; else (False, a short screen text)."""
+        if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]):
             return False, f"NO {role.upper()} PIN SET"
         locked_until = self._store.counter(f"operator:{role}:locked_until") or 0
         if now < locked_until:
             return False, f"LOCKED, TRY IN {int(locked_until - now) // 60 + 1} MIN"
         found = role_of(pin, self._hashes)
-        if found == role:
+        if found is not None and RANK[found] >= RANK[role]:
             self._store.set_counter(f"operator:{role}:failures", 0)
             return True, ""
         failures = self._store.take_counter(f"operator:{role}:failures", 1)

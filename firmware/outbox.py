@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
-from .dialect import DEFAULT, Dialect
+from .dialect import DEFAULT
 from .config import Config
-from .errors import CodecError, HostError
+from .errors import CodecError, HostError, SignOnError
 from .hostlink import HostLink
 from .journal import FollowUp, Journal, QueuedReversal
 from .messages import (AuthResponse, FollowUpRequest, ReversalRequest, follow_up_to_iso, iso_to_response,
@@ -24,20 +24,31 @@ class Outbox:
     answer was lost, and before every new sale, void or refund (which waits until the outbox is empty)."""
 
     def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime],
-                 dialect: Dialect = DEFAULT) -> None:
+                 dialect: Any = DEFAULT, ready: Callable[[], Awaitable[None]] | None = None) -> None:
         self._journal, self._host, self._config, self._clock = journal, host, config, clock
         self._dialect = dialect
+        self._ready = ready                  # sign-on, when the host profile uses session keys
         self._lock = asyncio.Lock()
+        self.blocked_by = ""                 # why the last flush stopped, for the screen and the journal
 
     async def flush(self) -> bool:
-        """Send every queued reversal, then every lost void/refund; True when nothing is left."""
+        """Sign on if needed, send every queued reversal, then every lost void/refund; True when nothing is
+        left (and the host may be sent something new)."""
         async with self._lock:
+            self.blocked_by = "not sent: an earlier reversal is not yet acknowledged by the host"
+            if self._ready is not None:
+                try:
+                    await self._ready()
+                except SignOnError as exc:
+                    self.blocked_by = f"not sent: {exc}"
+                    return False
             for queued in self._journal.queued_reversals():
                 if not await self._reverse(queued):
                     return False
             for follow_up in self._journal.retries():
                 if not await self._resend(follow_up):
                     return False
+            self.blocked_by = ""
             return True
 
     async def _reverse(self, q: QueuedReversal) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import psec.pinblock
 
 from . import dukpt_aes
-from .dukpt import DukptKey
+from .dukpt import DukptKey, tdes_ecb_encrypt
 
 DIGITS = frozenset("0123456789")
 
@@ -73,6 +73,18 @@ class PinEntry:
         finally:
             self.wipe()
         return EncryptedPin(block=block.hex().upper(), ksn=dukpt_aes.ksn(key_id, counter).hex().upper())
+
+    def encrypt_session(self, pan: str, scheme: str, pin_key: bytes) -> EncryptedPin:
+        """Under the sign-on PIN key: format 0 by TDES (scheme "tdes") or format 4 by AES ("aes"); wipes."""
+        try:
+            if scheme == "aes":
+                block = psec.pinblock.encipher_pinblock_iso_4(pin_key, self._digits.decode(), pan)
+            else:
+                clear = psec.pinblock.encode_pinblock_iso_0(self._digits.decode(), pan)
+                block = tdes_ecb_encrypt(pin_key, clear)
+        finally:
+            self.wipe()
+        return EncryptedPin(block=block.hex().upper(), ksn="")
 
     def encrypt(self, pan: str, key: DukptKey, counter: int) -> EncryptedPin:
         """Build the format-0 block for `pan`, encrypt it under the DUKPT PIN key for `counter`, wipe."""

@@ -16,14 +16,16 @@ from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
 
 from . import dukpt_aes, flow
-from .dialect import DIALECTS
+from .dialect import DIALECTS, MacCodec
 from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
-from .errors import CodecError, DeviceError, HostError, TerminalError
+from .errors import CodecError, DeviceError, HostError, SignOnError, TerminalError
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal, NewSale
+from .keystore import KeyStore
+from .signon import Session
 from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, SettlementRequest,
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
@@ -103,7 +105,9 @@ class Terminal:
                              t.currency, config.printer.language, config.printer.width)
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
         self._host = HostLink(config.host)
-        self._dialect = DIALECTS[config.host.dialect]
+        self._dialect: Any = DIALECTS[config.host.dialect]    # wrapped in a MacCodec with session keys
+        self._session: Session | None = None
+        self._keystore: KeyStore | None = None
         self.journal: Journal | None = None
         self._outbox: Outbox | None = None
         self._gate: OperatorGate | None = None
@@ -132,7 +136,15 @@ class Terminal:
         self.journal.recover(self._clock())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
-        self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect)
+        self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
+        if self.config.keys.scheme:
+            t = self.config.terminal
+            self._session = Session(self.config.keys.scheme, self._keystore, self._host, self._dialect, self.journal,
+                                    t.terminal_id, t.merchant_id, self.config.timeouts.host, self._clock)
+            self._dialect = MacCodec(self._dialect, self.config.keys.scheme, self._session.mac_key,
+                                     self._session.invalidate)
+        self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect,
+                              self._session.ensure if self._session else None)
         self._spawn(self._outbox.flush())             # what a crash or an outage left for the host
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
@@ -282,7 +294,12 @@ class Terminal:
         pin_cfg = self.config.pin
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
-            if pin_cfg.scheme == "aes":
+            if pin_cfg.scheme == "session":
+                pin_key = self._session.pin_key() if self._session else None
+                if pin_key is None:
+                    raise SignOnError("no PIN key: the terminal has not signed on")
+                encrypted = self._pin.encrypt_session(self._pin_pan, self.config.keys.scheme, pin_key)
+            elif pin_cfg.scheme == "aes":
                 counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
                 encrypted = self._pin.encrypt_aes(self._pin_pan, pin_cfg.initial_key, pin_cfg.key_id, counter)
             else:
@@ -305,6 +322,13 @@ class Terminal:
             log.warning("operator: manager PIN refused (%s)", notice)
         self.post(flow.OperatorChecked(ok, notice))
 
+    async def _sign_on_quietly(self) -> None:
+        assert self._session is not None
+        try:
+            await self._session.ensure()
+        except SignOnError as exc:
+            log.warning("%s", exc)
+
     # --- effects --------------------------------------------------------------------------
 
     def _perform(self, effects: list[Any]) -> None:
@@ -325,6 +349,9 @@ class Terminal:
             self._end_pin()
             self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
             self._pin_pan = eff.pan
+            if self._session is not None:
+                # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
+                self._spawn(self._sign_on_quietly())
         elif isinstance(eff, flow.CollectOperatorPin):
             self._end_pin()
             self._pin = PinEntry(4, 12)
@@ -402,9 +429,10 @@ class Terminal:
             merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
             card_token=card_token(self._token_key, eff.card.pan)), now)
         if not queue_empty:
-            note = "not sent: an earlier reversal is not yet acknowledged by the host"
-            self.journal.finish(row, "failed", self._clock(), note=note)
-            self.post(flow.HostFailed(note, sent=False, stan=stan))
+            note = self._outbox.blocked_by
+            self.journal.finish(row, "failed", self._clock(), note=note[:200])
+            title = "SIGN-ON FAILED" if "sign-on" in note else ""
+            self.post(flow.HostFailed(note, sent=False, stan=stan, title=title))
             return
         sent = False
         try:

@@ -22,7 +22,7 @@ import iso8583
 import iso8583.specs
 import psec.pinblock
 
-from firmware import dukpt, dukpt_aes
+from firmware import dukpt, dukpt_aes, keys
 
 from firmware.emv import CardError, tlv_items
 
@@ -31,7 +31,8 @@ from .emvcard import CardProfile, cryptogram_scheme, generate_ac
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("timeout", "late", "drop", "twice", "garble")
+FAULTS = ("timeout", "late", "drop", "twice", "garble", "badmac", "badkcv")
+SIGN_ON_MTIS = ("0800", "0810")
 PIN_TRIES = 3
 
 # The acquirer's own copy of the dialect contract: default_ascii, field 53 carries the 20-digit KSN.
@@ -76,10 +77,18 @@ class Issuer:
             self.accounts[p.pan] = Account(p.pan, p.pin, p.balance, p.status, kernel=p.kernel,
                                            imk_ac=p.issuer_imk_ac or p.imk_ac, psn=p.psn, last_atc=p.atc)
 
-    def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str) -> bool:
+    def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str,
+                session: tuple[str, bytes] | None = None) -> bool:
         try:
             ksn = bytes.fromhex(ksn_hex)
-            if len(ksn) == 12:                              # AES DUKPT: key ID + 32-bit counter, format 4
+            if not ksn and session is not None:             # master/session: the sign-on PIN key
+                scheme, key = session
+                if scheme == "aes":
+                    pin = psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block_hex), account.pan)
+                else:
+                    clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
+                    pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
+            elif len(ksn) == 12:                              # AES DUKPT: key ID + 32-bit counter, format 4
                 initial = dukpt_aes.initial_key(AES_BDK, ksn[:8])
                 key = dukpt_aes.pin_key(initial, ksn[:8], int.from_bytes(ksn[8:], "big"))
                 pin = psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block_hex), account.pan)
@@ -108,10 +117,12 @@ class Issuer:
         account.last_atc = atc
         return expected
 
-    def authorize(self, doc: dict[str, str], today: datetime) -> tuple[str, str]:
+    def authorize(self, doc: dict[str, str], today: datetime,
+                  session: tuple[str, bytes] | None = None) -> tuple[str, str]:
         """(response code, field 55 answer) for a 0200; debits the account on approval. For chip data
-        the cryptogram is checked first and the answer carries the ARPC (tag 91) for the card."""
-        rc, arqc = self._decide(doc, today)
+        the cryptogram is checked first and the answer carries the ARPC (tag 91) for the card.
+        `session` is (scheme, PIN key) of the terminal's sign-on, for PIN blocks without a KSN."""
+        rc, arqc = self._decide(doc, today, session)
         if not arqc:
             return rc, ""
         account = self.accounts[doc["35"].partition("=")[0]]
@@ -121,7 +132,8 @@ class Issuer:
             arpc = scheme.generate_arpc(arqc, rc.encode())
         return rc, ("91" + f"{len(arpc) + 2:02X}" + arpc.hex() + rc.encode().hex()).upper()
 
-    def _decide(self, doc: dict[str, str], today: datetime) -> tuple[str, bytes]:
+    def _decide(self, doc: dict[str, str], today: datetime,
+                session: tuple[str, bytes] | None = None) -> tuple[str, bytes]:
         """The response code, and the verified ARQC when the request carried chip data."""
         track2 = doc.get("35", "")
         pan, _, rest = track2.partition("=")
@@ -148,7 +160,7 @@ class Issuer:
         if account.pin_failures >= PIN_TRIES:
             return "75", arqc
         if "52" in doc or not arqc:                       # no PIN on a tap means the CVM was not PIN
-            if not self._pin_ok(account, doc.get("52", ""), doc.get("53", "")):
+            if not self._pin_ok(account, doc.get("52", ""), doc.get("53", ""), session):
                 account.pin_failures += 1
                 return ("75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch"
                         else "55"), arqc
@@ -164,8 +176,11 @@ class Acquirer:
     """The acquirer host: TCP server in its own thread and event loop; `ledger` and `host_log` for tests."""
 
     def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0,
-                 contactless: list[CardProfile] = (), dialect: str = "default") -> None:
+                 contactless: list[CardProfile] = (), dialect: str = "default", key_scheme: str = "",
+                 tmk: bytes = b"") -> None:
         self._spec = SPEC_AES if dialect == "aes-dukpt" else SPEC
+        self.key_scheme, self._tmk = key_scheme, tmk           # master/session keys, when the profile has them
+        self.working: dict[str, tuple[bytes, bytes]] = {}      # terminal id -> (PIN key, MAC key) of its sign-on
         self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards, contactless)
         self.ledger: list[dict[str, Any]] = []
         self.host_log: list[tuple[str, bytes]] = []
@@ -231,7 +246,7 @@ class Acquirer:
                 fault = self._take_fault()
                 if fault == "drop":
                     return
-                answer = self._answer(raw)
+                answer = self._answer(raw, fault)
                 if answer is None:
                     return
                 if fault == "timeout":
@@ -251,21 +266,86 @@ class Acquirer:
         finally:
             writer.close()
 
-    def _answer(self, raw: bytes) -> bytes | None:
+    def _answer(self, raw: bytes, fault: str | None = None) -> bytes | None:
         try:
             doc, _ = iso8583.decode(raw, self._spec)
         except iso8583.DecodeError as exc:
             log.warning("acquirer: undecodable request: %s", exc)
             return None
         mti = doc["t"]
+        if mti == "0800":
+            return self._sign_on(doc, corrupt_kcv=fault == "badkcv")
+        tid = doc.get("41", "").strip()
+        if self.key_scheme and mti not in SIGN_ON_MTIS:
+            mac_key = self.working.get(tid, (b"", b""))[1]
+            if not mac_key or not self._mac_ok(raw, doc, mac_key):
+                return self._mac_refusal(doc)
         if mti == "0200":
-            return self._sale(doc)
-        if mti in ("0400", "0401"):
-            return self._reversal(doc)
-        if mti == "0500":
-            return self._settlement(doc)
-        log.warning("acquirer: unsupported MTI %s", mti)
-        return None
+            answer = self._sale(doc)
+        elif mti in ("0400", "0401"):
+            answer = self._reversal(doc)
+        elif mti == "0500":
+            answer = self._settlement(doc)
+        else:
+            log.warning("acquirer: unsupported MTI %s", mti)
+            return None
+        if self.key_scheme:
+            answer = self._with_mac(answer, self.working[tid][1], corrupt=fault == "badmac")
+        return answer
+
+    # --- master/session keys -------------------------------------------------------------------
+
+    def _sign_on(self, doc: dict[str, str], corrupt_kcv: bool) -> bytes:
+        """0800/001: fresh PIN and MAC keys for the terminal, wrapped under its master key (field 62)."""
+        out = {k: doc[k] for k in ("7", "11", "41", "42", "70") if k in doc}
+        out["t"] = "0810"
+        if not self.key_scheme or doc.get("70") != "001":
+            out["39"] = "12"
+        else:
+            pin_key, mac_key = keys.new_key(), keys.new_key()
+            block = keys.key_block(self.key_scheme, self._tmk, pin_key, mac_key)
+            if corrupt_kcv:
+                block = block[:-2] + ("00" if block[-2:] != "00" else "11")
+            with self._lock:
+                self.working[doc.get("41", "").strip()] = (pin_key, mac_key)
+            out.update({"39": "00", "62": block})
+        raw, _ = iso8583.encode(out, self._spec)
+        return bytes(raw)
+
+    def _session_pin(self, doc: dict[str, str]) -> tuple[str, bytes] | None:
+        keys_of = self.working.get(doc.get("41", "").strip())
+        return (self.key_scheme, keys_of[0]) if self.key_scheme and keys_of else None
+
+    def _mac_ok(self, raw: bytes, doc: dict[str, str], mac_key: bytes) -> bool:
+        field = "128" if "128" in doc else "64"
+        if field not in doc or max(int(k) for k in doc if k.isdigit()) != int(field):
+            return False
+        return secrets.compare_digest(keys.mac(self.key_scheme, mac_key, raw[:-16]).hex().upper().encode(),
+                                      raw[-16:].upper())
+
+    def _with_mac(self, answer: bytes, mac_key: bytes, corrupt: bool) -> bytes:
+        doc, _ = iso8583.decode(answer, self._spec)
+        field = "128" if any(k.isdigit() and int(k) > 64 for k in doc) else "64"
+        doc[field] = "0" * 16
+        raw, _ = iso8583.encode({k: v for k, v in doc.items() if k not in ("p", "1")}, self._spec)
+        data = bytes(raw)[:-16]
+        mac = keys.mac(self.key_scheme, mac_key, data)
+        if corrupt:
+            mac = bytes([mac[0] ^ 0x01]) + mac[1:]
+        return data + mac.hex().upper().encode()
+
+    def _mac_refusal(self, doc: dict[str, str]) -> bytes:
+        """A0: the request's MAC did not verify (or the terminal never signed on). Nothing is done."""
+        mti = {"0200": "0210", "0400": "0410", "0401": "0410", "0500": "0510"}.get(doc["t"], "0810")
+        out = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
+        out.update({"t": mti, "39": "A0"})
+        with self._lock:
+            self.ledger.append({"kind": "refused", "stan": int(doc.get("11", "0") or 0), "amount": 0, "rrn": "",
+                                "response_code": "A0", "reversed": False, "voided": False,
+                                "terminal_id": doc.get("41", "").strip(), "transmitted_at": doc.get("7", ""),
+                                "settled": False})
+        raw, _ = iso8583.encode(out, self._spec)
+        return bytes(raw)
 
     def _new_rrn(self) -> str:
         return f"{datetime.now():%y%j}{next(self._rrn):07d}"
@@ -286,7 +366,7 @@ class Acquirer:
         required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
         missing = [f for f in required if f not in doc]
         rc, icc = ("30", "") if missing or not doc.get("4", "").isdigit() else \
-            self.issuer.authorize(doc, datetime.now())
+            self.issuer.authorize(doc, datetime.now(), self._session_pin(doc))
         rrn = self._new_rrn()
         with self._lock:
             self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]

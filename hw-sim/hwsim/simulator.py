@@ -20,6 +20,8 @@ from evdev import ecodes
 from drivers.display import Display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
+from firmware.keystore import KeyStore
+from firmware.signon import MASTER_KEY
 from firmware.terminal import Devices, Terminal
 
 from .acquirer import Acquirer
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim.toml"
 # ANSI X9.24-1 test BDK: only the acquirer simulator knows it; the terminal holds the IPEK derived from it.
 SIM_BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The terminal master key the simulated acquirer shares with the terminal (as if loaded at installation).
+SIM_TMK = bytes.fromhex("C1D0F8FB4958670DBA40AB1F3752EF0D")
 _TOKEN = re.compile(r"\{([A-Z0-9]+)\}|(\d)|(\s)|(.)")
 
 
@@ -72,8 +76,11 @@ class Simulator:
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
+        scheme = self._base.keys.scheme
         self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()),
-                             dialect=self._base.host.dialect)
+                             dialect=self._base.host.dialect, key_scheme=scheme, tmk=SIM_TMK if scheme else b"")
+        if scheme and KeyStore(self.data_dir / "keys").get(MASTER_KEY) is None:
+            KeyStore(self.data_dir / "keys").put(MASTER_KEY, SIM_TMK, scheme)     # the installer's key loading
         port = self.host.start()
         self.printer = VirtualPrinter()
         self.field = RfField()
