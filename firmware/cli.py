@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from . import logs
@@ -103,6 +104,84 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from .admin import load_key, reader
+    from .journal import Journal
+    from .keystore import KeyStore
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
+    if args.action == "list":
+        for name, scheme, check in KeyStore(data / "keys").listing():
+            print(f"{name:12} {scheme:5} KCV {check[:6]}")
+        return 0
+    if not args.name:
+        print("countertop: keys load needs a key name (tmk for the terminal master key)", file=sys.stderr)
+        return 2
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        load_key(cfg, journal, args.name, args.scheme or cfg.keys.scheme or "tdes", args.components, reader())
+    finally:
+        journal.close()
+    return 0
+
+
+def _slots(cfg: Config, data_dir: str | None) -> "Path":
+    data = Path(data_dir) if data_dir else cfg.terminal.data_dir
+    slots = Path(cfg.update.slots_dir)
+    return slots if slots.is_absolute() else data / slots
+
+
+def _update(args: argparse.Namespace) -> int:
+    from .admin import reader, sign_in
+    from .journal import Journal
+    from .update import Slots, verify_package
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        sign_in(cfg, journal, reader(), "admin", f"update from {Path(args.package).name}")
+        try:
+            package = verify_package(Path(args.package), cfg.update.release_key)
+            slot = Slots(_slots(cfg, args.data_dir)).install(package)
+        except TerminalError as exc:
+            journal.audit("admin", "update refused", f"{Path(args.package).name}: {exc}", datetime.now().astimezone())
+            raise
+        journal.audit("admin", "update installed", f"{package.version} into slot {slot}", datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"version {package.version} installed into slot {slot}; it runs from the next start and is kept only "
+          f"when it passes the boot check")
+    return 0
+
+
+def _boot_check(args: argparse.Namespace) -> int:
+    from .update import Slots, self_check
+
+    cfg = load(args.config)
+    print(Slots(_slots(cfg, args.data_dir)).boot_check(self_check(Path(args.config).resolve())))
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from .update import build_package, new_release_key
+
+    if args.action == "keygen":
+        public = new_release_key(Path(args.key))
+        print(f"private key written to {args.key} (keep it off the terminals)\n[update] release_key = \"{public}\"")
+        return 0
+    if not (args.version and args.out):
+        print("countertop: release sign needs --version and --out", file=sys.stderr)
+        return 2
+    manifest = build_package(Path(args.root), args.version, Path(args.key).read_bytes(), Path(args.out))
+    print(f"{args.out}: version {args.version}, {len(manifest['files'])} files, signed")  # type: ignore[arg-type]
+    return 0
+
+
 def _hash_pin() -> int:
     import getpass
 
@@ -150,6 +229,28 @@ def main(argv: list[str] | None = None) -> int:
     p_aud.add_argument("action", choices=("verify",))
     p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
     p_aud.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_keys = sub.add_parser("keys", help="load a key by components (admin PIN) or list stored keys' check values")
+    p_keys.add_argument("action", choices=("load", "list"))
+    p_keys.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
+    p_keys.add_argument("--scheme", choices=("tdes", "aes"), help="default: [keys] scheme, else tdes")
+    p_keys.add_argument("--components", type=int, default=2, choices=range(1, 10), metavar="N",
+                        help="how many components make the key (default 2)")
+    p_keys.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_keys.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_upd = sub.add_parser("update", help="install a signed software package into the other slot (admin PIN)")
+    p_upd.add_argument("package")
+    p_upd.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_upd.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_boot = sub.add_parser("boot-check", help="keep a freshly installed slot if it passes its self-check, "
+                                               "else return to the previous slot (run before the service)")
+    p_boot.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_boot.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_rel = sub.add_parser("release", help="make a release key, or a signed package of this source tree")
+    p_rel.add_argument("action", choices=("keygen", "sign"))
+    p_rel.add_argument("--key", required=True, help="the Ed25519 private key file (PEM)")
+    p_rel.add_argument("--version", help="the package's version, N.N.N")
+    p_rel.add_argument("--out", help="the package file to write")
+    p_rel.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
     p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
     p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
     args = parser.parse_args(argv)
@@ -161,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "update":
+            return _update(args)
+        if args.command == "boot-check":
+            return _boot_check(args)
+        if args.command == "release":
+            return _release(args)
         if args.command == "check-config":
             for f in args.files:
                 cfg = load(f)
