@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .keystore import KeyStore
 
 # 13-19 digits, optionally inside track-like text; used to scrub log lines.
 _PAN_LIKE = re.compile(r"(?<!\d)(\d{6})\d{3,9}(\d{4})(?!\d)")
@@ -53,23 +56,26 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+TOKEN_KEY = "card-token"
+
+
 def card_token(key: bytes, pan: str) -> str:
     """A keyed token of a card number (HMAC-SHA256, 32 hex digits): the same card gives the same token on
     this terminal, and nobody without the key can tell which card it is."""
     return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
-def load_token_key(path: Path) -> bytes:
-    """The terminal's card-token key, made (32 random bytes, readable by the owner only) on first use."""
-    try:
-        key = path.read_bytes()
-        if len(key) == 32:
-            return key
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
+def load_token_key(store: "KeyStore", legacy: Path | None = None) -> bytes:
+    """The terminal's card-token key, sealed in the key store; made (32 random bytes) on first use. A key
+    left in the clear by an older version (`legacy`) is sealed and its file removed."""
+    key = store.get(TOKEN_KEY)
+    if key is not None:
+        return bytes(key)
+    if legacy is not None and legacy.exists() and len(legacy.read_bytes()) == 32:
+        fresh = legacy.read_bytes()
+    else:
+        fresh = secrets.token_bytes(32)
+    store.put(TOKEN_KEY, fresh, "hmac")
+    if legacy is not None and legacy.exists():
+        legacy.unlink()
+    return fresh

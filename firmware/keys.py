@@ -11,6 +11,8 @@ Pure functions over bytes; the key store and the sign-on exchange live elsewhere
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +38,10 @@ def _check(scheme: str, key: bytes) -> None:
 
 
 def kcv(scheme: str, key: bytes) -> bytes:
-    """The key check value (4 bytes for TDES as acquirers send it, 5 for AES)."""
+    """The key check value (4 bytes for TDES as acquirers send it, 5 for AES; for an "hmac" key, the
+    first 5 bytes of its HMAC-SHA256 over 16 zero bytes)."""
+    if scheme == "hmac":
+        return hmac.new(bytes(key), bytes(16), hashlib.sha256).digest()[:5]
     _check(scheme, key)
     if scheme == "tdes":
         with warnings.catch_warnings():

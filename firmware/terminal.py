@@ -132,11 +132,11 @@ class Terminal:
         """Boot, then process events until stop() is called."""
         self._stopping = asyncio.Event()
         self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
-        self._token_key = load_token_key(self.config.terminal.data_dir / "keys" / "card_token.key")
+        self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
+        self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
         self.journal.recover(self._clock())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
-        self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
         if self.config.keys.scheme:
             t = self.config.terminal
             self._session = Session(self.config.keys.scheme, self._keystore, self._host, self._dialect, self.journal,

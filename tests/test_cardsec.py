@@ -34,3 +34,19 @@ def test_filter_rewrites_records(caplog):
         logger.info("card %s", "5555555555554444")
     assert "5555555555554444" not in caplog.text
     assert "555555******4444" in caplog.text
+
+
+def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
+    from firmware.cardsec import load_token_key
+    from firmware.keystore import KeyStore
+
+    store = KeyStore(tmp_path / "keys")
+    key = load_token_key(store)
+    assert len(key) == 32 and load_token_key(store) == key              # made once, then kept
+    assert key.hex() not in (tmp_path / "keys" / "card-token.sealed").read_text()
+    legacy = tmp_path / "old" / "card_token.key"
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"\x07" * 32)
+    other = KeyStore(tmp_path / "keys2")
+    assert load_token_key(other, legacy) == b"\x07" * 32 and not legacy.exists()
+    assert load_token_key(other, legacy) == b"\x07" * 32
