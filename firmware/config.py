@@ -382,12 +382,12 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
                    else 'must be "tdes", "aes" or "session"')
     tdes = scheme == "tdes"
     pin = PinConfig(
-        ipek=bytes.fromhex(k.get("ipek", str, _REQUIRED if tdes else "", _hex_len(32))),
+        ipek=bytes.fromhex(k.get("ipek", str, "", _hex_len(32))),      # "": sealed in the key store
         ksn=bytes.fromhex(k.get("ksn", str, _REQUIRED if tdes else "", _hex_len(20))),
         min_length=k.get("min_length", int, 4, _between(4, 12)),
         max_length=k.get("max_length", int, 12, _between(4, 12)),
         scheme=scheme,
-        initial_key=bytes.fromhex(k.get("initial_key", str, _REQUIRED if scheme == "aes" else "", _hex_len(32))),
+        initial_key=bytes.fromhex(k.get("initial_key", str, "", _hex_len(32))),   # "": in the key store
         key_id=bytes.fromhex(k.get("key_id", str, _REQUIRED if scheme == "aes" else "", _hex_len(16))),
     )
     if scheme == "session" and not keys_cfg.scheme:

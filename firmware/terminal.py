@@ -21,7 +21,7 @@ from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
-from .errors import CodecError, DeviceError, HostError, SignOnError, TerminalError
+from .errors import CodecError, DeviceError, HostError, KeyMaterialError, SignOnError, TerminalError
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal, NewSale
 from .keystore import KeyStore
@@ -104,6 +104,7 @@ class Terminal:
         self.header = Header(config.merchant.name, config.merchant.address, t.terminal_id, t.merchant_id,
                              t.currency, config.printer.language, config.printer.width)
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
+        self._aes_initial = config.pin.initial_key
         self._host = HostLink(config.host)
         self._dialect: Any = DIALECTS[config.host.dialect]    # wrapped in a MacCodec with session keys
         self._session: Session | None = None
@@ -134,6 +135,7 @@ class Terminal:
         self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
         self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
         self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
+        self._load_dukpt_keys()
         self.journal.recover(self._clock())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
@@ -301,11 +303,15 @@ class Terminal:
                 encrypted = self._pin.encrypt_session(self._pin_pan, self.config.keys.scheme, pin_key)
             elif pin_cfg.scheme == "aes":
                 counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
-                encrypted = self._pin.encrypt_aes(self._pin_pan, pin_cfg.initial_key, pin_cfg.key_id, counter)
+                if not self._aes_initial:
+                    raise KeyMaterialError("no AES DUKPT initial key")
+                encrypted = self._pin.encrypt_aes(self._pin_pan, self._aes_initial, pin_cfg.key_id, counter)
             else:
                 ksn = pin_cfg.ksn
                 counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
                                                     next_counter)
+                if not self._dukpt.ipek:
+                    raise KeyMaterialError("no DUKPT initial key")
                 encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
         except TerminalError as exc:
             log.error("pin: %s", exc)
@@ -321,6 +327,23 @@ class Terminal:
         if not ok:
             log.warning("operator: manager PIN refused (%s)", notice)
         self.post(flow.OperatorChecked(ok, notice))
+
+    def _load_dukpt_keys(self) -> None:
+        """DUKPT initial keys left out of the config come from the key store (`countertop keys load ipek`
+        or `dukpt-aes`); without them PIN entry says KEY ERROR."""
+        assert self._keystore is not None
+        pin = self.config.pin
+        try:
+            if pin.scheme == "tdes" and not pin.ipek:
+                ipek = self._keystore.get("ipek")
+                self._dukpt = DukptKey(bytes(ipek) if ipek else b"", pin.ksn)
+            elif pin.scheme == "aes" and not pin.initial_key:
+                initial = self._keystore.get("dukpt-aes")
+                self._aes_initial = bytes(initial) if initial else b""
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+        if (pin.scheme == "tdes" and not self._dukpt.ipek) or (pin.scheme == "aes" and not self._aes_initial):
+            log.error("pin: no DUKPT initial key in [pin] or in the key store; PIN entry will fail")
 
     async def _sign_on_quietly(self) -> None:
         assert self._session is not None

@@ -191,3 +191,24 @@ def test_host_that_lost_our_keys_and_a_bad_kcv(msim):
     msim.pin("1234")
     msim.wait_for("APPROVED")
     assert_ledger_agrees(msim)
+
+
+def test_dukpt_initial_key_from_the_key_store(tmp_path):
+    from hwsim import Simulator
+    cfg = sim_config(host=2.0)
+    ipek = cfg.pin.ipek
+    cfg = dataclasses.replace(cfg, pin=dataclasses.replace(cfg.pin, ipek=b""))        # not in the config file
+    with Simulator(tmp_path / "none", cfg) as sim:
+        sim.keys("25000{ENTER}")
+        sim.wait_for("SWIPE")
+        sim.swipe("visa-approve")
+        sim.pin("1234")
+        sim.wait_for("KEY ERROR")                            # no key anywhere: nothing is sent
+        assert sim.host.ledger == []
+    KeyStore(tmp_path / "sealed" / "keys").put("ipek", ipek, "tdes")                  # as `keys load ipek` does
+    with Simulator(tmp_path / "sealed", cfg) as sim:
+        sim.keys("25000{ENTER}")
+        sim.wait_for("SWIPE")
+        sim.swipe("visa-approve")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
