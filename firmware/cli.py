@@ -182,6 +182,39 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_install(args: argparse.Namespace) -> int:
+    """Check a new configuration, then (admin PIN, audited) put it in place of the running one atomically."""
+    import hashlib
+    import os
+    import shutil
+
+    from .admin import reader, sign_in
+    from .journal import Journal
+
+    new, target = Path(args.file), Path(args.config)
+    fresh = load(new)                                   # refuse a broken file before anyone signs in
+    data = Path(args.data_dir) if args.data_dir else fresh.terminal.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    running = load(target) if target.exists() else fresh
+    cfg = dataclasses.replace(running, terminal=dataclasses.replace(running.terminal, data_dir=data))
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        sign_in(cfg, journal, reader(), "admin", f"install configuration {new.name}")
+        tmp = target.with_name(target.name + ".new")
+        shutil.copyfile(new, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if target.exists():
+            shutil.copyfile(target, target.with_name(target.name + ".previous"))
+        os.replace(tmp, target)
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
+        journal.audit("admin", "configuration installed", f"{target} sha256 {digest}", datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"{target}: replaced (the old one is {target.name}.previous); restart the terminal to use it")
+    return 0
+
+
 def _hash_pin() -> int:
     import getpass
 
@@ -251,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     p_rel.add_argument("--version", help="the package's version, N.N.N")
     p_rel.add_argument("--out", help="the package file to write")
     p_rel.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
+    p_cfg = sub.add_parser("config", help="check a new configuration file and install it (admin PIN)")
+    p_cfg.add_argument("action", choices=("install",))
+    p_cfg.add_argument("file", help="the new configuration")
+    p_cfg.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"), help="the one it replaces")
+    p_cfg.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
     p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
     p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
     args = parser.parse_args(argv)
@@ -266,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args)
         if args.command == "update":
             return _update(args)
+        if args.command == "config":
+            return _config_install(args)
         if args.command == "boot-check":
             return _boot_check(args)
         if args.command == "release":

@@ -197,3 +197,26 @@ def test_a_sealed_key_does_not_open_elsewhere(tmp_path):
     from firmware.errors import KeyMaterialError
     with pytest.raises(KeyMaterialError, match="does not open"):
         store.get("other")
+
+
+def test_configuration_install_needs_the_admin(tmp_path, monkeypatch, capsys):
+    live, data = tmp_path / "countertop.toml", tmp_path / "data"
+    shutil.copyfile(SIM_TOML, live)
+    new = tmp_path / "new.toml"
+    new.write_text(SIM_TOML.read_text(encoding="utf-8").replace("max_failures = 3", "max_failures = 5"),
+                   encoding="utf-8")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[terminal\\n", encoding="utf-8")
+    code, out = _cli(monkeypatch, capsys, ["9999"], "config", "install", str(broken), "--config", str(live),
+                     "--data-dir", str(data))
+    assert code == 2 and "not valid TOML" in out and live.read_bytes() == SIM_TOML.read_bytes()
+    code, out = _cli(monkeypatch, capsys, ["8888"], "config", "install", str(new), "--config", str(live),
+                     "--data-dir", str(data))
+    assert code == 1 and "needs the admin PIN" in out and live.read_bytes() == SIM_TOML.read_bytes()
+    code, out = _cli(monkeypatch, capsys, ["9999"], "config", "install", str(new), "--config", str(live),
+                     "--data-dir", str(data))
+    assert code == 0 and "max_failures = 5" in live.read_text(encoding="utf-8")
+    assert (tmp_path / "countertop.toml.previous").read_bytes() == SIM_TOML.read_bytes()
+    with sqlite3.connect(data / "journal.sqlite3") as db:
+        actions = [r[0] for r in db.execute("SELECT action FROM audit ORDER BY id")]
+    assert actions == ["sign-in refused", "sign-in", "configuration installed"]
