@@ -215,6 +215,55 @@ def _config_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _items(args: argparse.Namespace) -> int:
+    from .admin import reader, sign_in
+    from .items import parse_catalog
+    from .journal import Journal
+    from .money import format_minor
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    cur = cfg.terminal.currency
+    if args.action == "list":
+        path = data / "journal.sqlite3"
+        if not path.exists():
+            print(f"countertop: no journal in {data}", file=sys.stderr)
+            return 2
+        journal = Journal(path)
+        try:
+            for item in journal.catalog().values():
+                print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  {item.name}")
+        finally:
+            journal.close()
+        return 0
+    if not args.file:
+        print("countertop: items import needs a CSV file (plu,name,price,tax_rate)", file=sys.stderr)
+        return 2
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"countertop: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    items, errors = parse_catalog(raw, cur)
+    if errors:
+        for error in errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(f"countertop: nothing imported ({len(errors)} bad lines)", file=sys.stderr)
+        return 2
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
+        sign_in(cfg, journal, reader(), "manager", f"import items from {Path(args.file).name}")
+        written, removed = journal.import_items(items, datetime.now().astimezone(), replace=args.replace)
+        journal.audit("manager", "items imported", f"{Path(args.file).name}: {written} written, {removed} removed",
+                      datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
+    return 0
+
+
 def _hash_pin() -> int:
     import getpass
 
@@ -284,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     p_rel.add_argument("--version", help="the package's version, N.N.N")
     p_rel.add_argument("--out", help="the package file to write")
     p_rel.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
+    p_items = sub.add_parser("items", help="import the item catalogue from CSV (manager PIN), or list it")
+    p_items.add_argument("action", choices=("import", "list"))
+    p_items.add_argument("file", nargs="?", help="CSV with the header plu,name,price,tax_rate")
+    p_items.add_argument("--replace", action="store_true", help="remove items that are not in the file")
+    p_items.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_items.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
     p_cfg = sub.add_parser("config", help="check a new configuration file and install it (admin PIN)")
     p_cfg.add_argument("action", choices=("install",))
     p_cfg.add_argument("file", help="the new configuration")
@@ -304,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args)
         if args.command == "update":
             return _update(args)
+        if args.command == "items":
+            return _items(args)
         if args.command == "config":
             return _config_install(args)
         if args.command == "boot-check":

@@ -234,6 +234,7 @@ class OperatorsConfig:
     max_failures: int = 3
     lockout: int = 300               # seconds
     admin_pin: str = field(default="", repr=False)
+    cashiers: dict[str, str] = field(default_factory=dict, repr=False)   # cashier number -> PIN hash
 
     @property
     def hashes(self) -> dict[str, str]:
@@ -408,6 +409,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         max_failures=o.get("max_failures", int, 3, _between(1, 10)),
         lockout=o.get("lockout", int, 300, _between(10, 86400)),
         admin_pin=o.get("admin_pin", str, "", check_hash_format),
+        cashiers=o.get("cashiers", dict, {}, _cashier_table),
     )
     o.done()
 
@@ -464,6 +466,16 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     top.done()
     return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
                   contactless, wallet, scanner, reports, keys_cfg, update)
+
+
+def _cashier_table(v: dict[str, Any]) -> str | None:
+    for number, stored in v.items():
+        if not (number.isalnum() and 1 <= len(number) <= 8):
+            return f"cashier number {number!r} must be 1 to 8 letters or digits"
+        problem = check_hash_format(stored) if isinstance(stored, str) else "must be a string"
+        if problem:
+            return f"cashier {number}: {problem}"
+    return None
 
 
 def _opening_hours(v: str) -> str | None:

@@ -8,6 +8,7 @@ from typing import Union
 from typing import Any
 
 from .emv import ChipCard
+from .items import MAX_PLU, MAX_QTY, BasketLine, Item, line_for, total
 from .messages import AuthResponse
 from .money import Currency, format_minor
 from .pin import EncryptedPin
@@ -158,10 +159,11 @@ class Settled:
 
 @dataclass(frozen=True)
 class OperatorChecked:
-    """The manager PIN was checked: ok, or a short reason (wrong, locked)."""
+    """An operator PIN was checked: ok (and whose it is), or a short reason (wrong, locked)."""
 
     ok: bool
     notice: str = ""
+    who: str = ""
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,10 @@ class PrintReport:
 
 @dataclass(frozen=True)
 class CollectOperatorPin:
-    """Route digit/CLEAR/ENTER keys to the operator PIN pad; the shell answers with OperatorChecked."""
+    """Route digit/CLEAR/ENTER keys to the operator PIN pad; the shell checks the PIN for `role` (or a
+    higher one) and answers with OperatorChecked."""
+
+    role: str = "manager"
 
 
 @dataclass(frozen=True)
@@ -369,9 +374,16 @@ class SubmitFollowUp:
     route: str                          # "card" | "cash"
 
 
+@dataclass(frozen=True)
+class HoldBasket:
+    """The amount is confirmed: these basket lines (none for a plain amount) belong to the payment that follows."""
+
+    lines: tuple[BasketLine, ...]
+
+
 Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
-               PrintReport, Settle, PrintCode]
+               PrintReport, Settle, PrintCode, HoldBasket]
 
 # --- configuration and states ---------------------------------------------------------------
 
@@ -391,6 +403,26 @@ class FlowConfig:
     contactless_limit: int = 0       # largest amount offered for tapping; 0: no contactless reader
     wallet: str = ""                 # wallet provider name ("alipay"); "" for none
     qr_timeout: int = 120            # seconds a shown code stays valid
+    catalog: dict[str, Item] = field(default_factory=dict, compare=False)   # PLU -> item; empty: no F3
+
+
+@dataclass(frozen=True)
+class ItemCode:
+    """F3 at the amount screen: keying an item's PLU code for the basket."""
+
+    basket: tuple[BasketLine, ...] = ()
+    code: str = ""
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class ItemQty:
+    """How many of the item just keyed (ENTER alone: one)."""
+
+    basket: tuple[BasketLine, ...]
+    item: Item
+    quantity: int = 0
+    notice: str = ""
 
 
 @dataclass(frozen=True)
@@ -399,6 +431,7 @@ class Amount:
 
     value: int = 0
     notice: str = ""
+    basket: tuple[BasketLine, ...] = ()      # the lines keyed by PLU; value is then their total
 
 
 @dataclass(frozen=True)
@@ -464,9 +497,10 @@ class Result:
 
 @dataclass(frozen=True)
 class OperatorPin:
-    """The manager types their PIN to open the back-office menu."""
+    """An operator types their PIN: the manager to open the back-office menu, a cashier (F4) to sign in."""
 
     digits: int = 0
+    purpose: str = "menu"            # "menu" | "signin"
 
 
 @dataclass(frozen=True)
@@ -534,7 +568,7 @@ class Submitting:
     route: str
 
 
-State = Union[SearchEntry, Amount, AwaitCard, WalletBusy, ShowingQR, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
+State = Union[SearchEntry, Amount, ItemCode, ItemQty, AwaitCard, WalletBusy, ShowingQR, ReadingCard, AwaitPin, Authorizing, Result, OperatorPin, Menu, TraceEntry, Looking,
               ConfirmVoid, RefundAmount, RefundRoute, Submitting]
 BACK_OFFICE = (OperatorPin, Menu, TraceEntry, SearchEntry, Looking, ConfirmVoid, RefundAmount, RefundRoute, Submitting)
 
@@ -571,8 +605,17 @@ def money(amount: int, cfg: FlowConfig) -> str:
 
 def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     """The screen for a state."""
-    if isinstance(state, Amount):
+    if isinstance(state, Amount) and state.basket:
+        last = state.basket[-1]
+        lines = (f"{len(state.basket)} LINES  {last.name} x{last.quantity}", "TOTAL " + money(state.value, cfg),
+                 "F3 ITEM  ENTER PAY")
+    elif isinstance(state, Amount):
         lines = ("ENTER AMOUNT", money(state.value, cfg))
+    elif isinstance(state, ItemCode):
+        lines = ("ITEM CODE (PLU)", state.code or "_") + \
+            ((f"{len(state.basket)} LINES " + money(total(state.basket), cfg),) if state.basket else ())
+    elif isinstance(state, ItemQty):
+        lines = (state.item.name, money(state.item.price, cfg), f"QTY {state.quantity or 1}")
     elif isinstance(state, AwaitCard):
         lines = (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
     elif isinstance(state, ReadingCard):
@@ -608,7 +651,7 @@ def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Ef
         effects.append(StartTimer(1.0))    # the countdown
     elif isinstance(state, (Authorizing, Looking, Submitting, ReadingCard, WalletBusy)):
         effects.append(StopTimer())        # the journal and the host link own these waits
-    elif isinstance(state, BACK_OFFICE):
+    elif isinstance(state, BACK_OFFICE + (ItemCode, ItemQty)):
         effects.append(StartTimer(cfg.amount_timeout))
     else:
         effects.append(StartTimer(cfg.result_timeout))
@@ -624,7 +667,9 @@ def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effec
     if isinstance(event, Tapped) and not isinstance(state, AwaitCard):
         return state, [ReleaseCard(event.session)]          # a card no sale asked for
     if isinstance(state, Amount):
-        return _amount(state, event, cfg)
+        return _basket(state, event, cfg) if state.basket else _amount(state, event, cfg)
+    if isinstance(state, (ItemCode, ItemQty)):
+        return _item_entry(state, event, cfg)
     if isinstance(state, AwaitCard):
         return _await_card(state, event, cfg)
     if isinstance(state, ReadingCard):
@@ -653,16 +698,89 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[E
             return enter(IDLE, cfg)
         if k == "MENU" and not state.value:
             return enter(OperatorPin(), cfg, CollectOperatorPin())
+        if k == "F4" and not state.value:
+            return enter(OperatorPin(purpose="signin"), cfg, CollectOperatorPin("cashier"))
+        if k == "F3" and cfg.catalog:
+            if state.value:
+                return enter(replace(state, notice="CLEAR AMOUNT FIRST"), cfg)
+            return enter(ItemCode(), cfg)
         if k == "ENTER" and state.value:
             if state.value < cfg.min_amount:
                 return enter(Amount(state.value, "AMOUNT TOO LOW"), cfg)
             if state.value > cfg.max_amount:
                 return enter(Amount(state.value, "AMOUNT TOO HIGH"), cfg)
-            return enter(AwaitCard(state.value), cfg)
+            return enter(AwaitCard(state.value), cfg, HoldBasket(()))
     elif isinstance(event, TimerExpired) and state.value:
         return enter(IDLE, cfg)
     elif isinstance(event, (Swiped, BadRead)):
         return enter(replace(state, notice="ENTER AMOUNT FIRST"), cfg)
+    return state, []
+
+
+def _basket(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    """The amount screen once items are in the basket: F3 adds, CLEAR drops the last line, ENTER pays."""
+    if isinstance(event, Key):
+        k = event.name
+        if k == "F3":
+            return enter(ItemCode(state.basket), cfg)
+        if k == "CLEAR":
+            rest = state.basket[:-1]
+            return enter(Amount(total(rest), basket=rest), cfg)
+        if k == "CANCEL":
+            return enter(IDLE, cfg)
+        if k == "ENTER":
+            if state.value < cfg.min_amount:
+                return enter(replace(state, notice="AMOUNT TOO LOW"), cfg)
+            return enter(AwaitCard(state.value), cfg, HoldBasket(state.basket))
+        if k.isdigit():
+            return enter(replace(state, notice="F3 ADDS AN ITEM"), cfg)
+    elif isinstance(event, TimerExpired):
+        return enter(IDLE, cfg)
+    elif isinstance(event, (Swiped, BadRead)):
+        return enter(replace(state, notice="PRESS ENTER FIRST"), cfg)
+    return state, []
+
+
+def _back_to_basket(basket: tuple[BasketLine, ...], cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    return enter(Amount(total(basket), basket=basket) if basket else IDLE, cfg)
+
+
+def _item_entry(state: ItemCode | ItemQty, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    """PLU code, then quantity; each ENTER moves on, CLEAR steps back, CANCEL returns to the basket."""
+    if isinstance(event, TimerExpired):
+        return enter(IDLE, cfg)
+    if not isinstance(event, Key):
+        return state, []
+    k = event.name
+    if k == "CANCEL":
+        return _back_to_basket(state.basket, cfg)
+    if isinstance(state, ItemCode):
+        if k.isdigit() and len(k) == 1:
+            if len(state.code) >= MAX_PLU:
+                return enter(replace(state, notice="MAX DIGITS"), cfg)
+            return enter(ItemCode(state.basket, state.code + k), cfg)
+        if k == "CLEAR":
+            return enter(ItemCode(state.basket, state.code[:-1]), cfg) if state.code else \
+                _back_to_basket(state.basket, cfg)
+        if k == "ENTER" and state.code:
+            item = cfg.catalog.get(state.code)
+            if item is None:
+                return enter(ItemCode(state.basket, "", notice=f"NO ITEM {state.code}"), cfg)
+            return enter(ItemQty(state.basket, item), cfg)
+        return state, []
+    if k.isdigit() and len(k) == 1:
+        quantity = state.quantity * 10 + int(k)
+        if quantity > MAX_QTY:
+            return enter(replace(state, notice="MAX QUANTITY"), cfg)
+        return enter(ItemQty(state.basket, state.item, quantity), cfg)
+    if k == "CLEAR":
+        return enter(ItemQty(state.basket, state.item, state.quantity // 10), cfg) if state.quantity else \
+            enter(ItemCode(state.basket, state.item.plu), cfg)
+    if k == "ENTER":
+        basket = state.basket + (line_for(state.item, state.quantity or 1),)
+        if total(basket) > cfg.max_amount:
+            return enter(replace(state, notice="AMOUNT TOO HIGH"), cfg)
+        return enter(Amount(total(basket), basket=basket), cfg)
     return state, []
 
 
@@ -808,7 +926,7 @@ KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT"}
 
 def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, OperatorPin):
-        return ("MANAGER PIN", "*" * state.digits or "_")
+        return ("CASHIER SIGN-IN PIN" if state.purpose == "signin" else "MANAGER PIN", "*" * state.digits or "_")
     if isinstance(state, Menu):
         return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "CANCEL TO EXIT")
     if isinstance(state, TraceEntry):
@@ -843,8 +961,10 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
         return _result(lines, cfg, EndPin()) if isinstance(state, OperatorPin) else _result(lines, cfg)
     if isinstance(state, OperatorPin):
         if isinstance(event, PinProgress):
-            return enter(OperatorPin(event.digits), cfg)
+            return enter(OperatorPin(event.digits, state.purpose), cfg)
         if isinstance(event, OperatorChecked):
+            if event.ok and state.purpose == "signin":
+                return _result(("SIGNED IN", event.who.upper()), cfg, EndPin())
             if event.ok:
                 return enter(Menu(), cfg, EndPin())
             return _result(("ACCESS DENIED", event.notice), cfg, EndPin())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import JournalError
+from .items import BasketLine, Item
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,28 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE transactions ADD COLUMN card_token TEXT NOT NULL DEFAULT '';
     CREATE INDEX transactions_token ON transactions (card_token);
     """,
+    # 9: the item catalogue, the lines of each sale's basket, and who was signed in at the till
+    """
+    CREATE TABLE items (
+        plu         TEXT PRIMARY KEY CHECK (length(plu) BETWEEN 1 AND 8),
+        name        TEXT NOT NULL CHECK (length(name) > 0),
+        price       INTEGER NOT NULL CHECK (price > 0),
+        tax_rate_bp INTEGER NOT NULL DEFAULT 0 CHECK (tax_rate_bp BETWEEN 0 AND 10000),
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE sale_lines (
+        transaction_id INTEGER NOT NULL REFERENCES transactions (id),
+        line_no        INTEGER NOT NULL,
+        plu            TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        quantity       INTEGER NOT NULL CHECK (quantity > 0),
+        unit_price     INTEGER NOT NULL CHECK (unit_price > 0),
+        tax_rate_bp    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (transaction_id, line_no)
+    );
+    CREATE INDEX sale_lines_plu ON sale_lines (plu);
+    ALTER TABLE transactions ADD COLUMN operator TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 AUDIT_GENESIS = "0" * 64
@@ -159,6 +182,8 @@ class NewSale:
     provider: str = ""           # wallet payments: "alipay", ...
     order_no: str = ""           # wallet payments: the terminal's order number at the provider
     card_token: str = ""         # card payments: keyed token of the PAN (never the PAN)
+    lines: tuple[BasketLine, ...] = ()   # the basket, when the amount came from the item catalogue
+    operator: str = ""           # who was signed in at the till
 
 
 @dataclass(frozen=True)
@@ -291,14 +316,73 @@ class Journal:
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
-                " card_token) VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " card_token, operator) VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, reference, sale.card_token))
-            return int(cur.lastrowid), stan
+                 sale.provider, reference, sale.card_token, sale.operator))
+            row = int(cur.lastrowid)
+            self._db.executemany(
+                "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price, tax_rate_bp)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(row, n, ln.plu, ln.name, ln.quantity, ln.unit_price, ln.tax_rate_bp)
+                 for n, ln in enumerate(sale.lines, start=1)])
+            return row, stan
+
+    # --- the item catalogue ---------------------------------------------------------------------
+
+    def import_items(self, items: list[Item], now: datetime, replace: bool = False) -> tuple[int, int]:
+        """Add or update catalogue items (all or nothing); with `replace`, items not in the list go.
+        Returns (items written, items removed)."""
+        stamp = now.isoformat(timespec="seconds")
+        with self._tx():
+            removed = 0
+            if replace:
+                keep = {i.plu for i in items}
+                gone = [p for (p,) in self._db.execute("SELECT plu FROM items") if p not in keep]
+                self._db.executemany("DELETE FROM items WHERE plu = ?", [(p,) for p in gone])
+                removed = len(gone)
+            self._db.executemany(
+                "INSERT INTO items (plu, name, price, tax_rate_bp, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(plu) DO UPDATE SET name = excluded.name, price = excluded.price,"
+                " tax_rate_bp = excluded.tax_rate_bp, updated_at = excluded.updated_at",
+                [(i.plu, i.name, i.price, i.tax_rate_bp, stamp) for i in items])
+        return len(items), removed
+
+    def catalog(self) -> dict[str, Item]:
+        """The catalogue, by PLU."""
+        return {r[0]: Item(r[0], r[1], r[2], r[3]) for r in
+                self._db.execute("SELECT plu, name, price, tax_rate_bp FROM items ORDER BY plu")}
+
+    def lines_of(self, transaction_id: int) -> list[BasketLine]:
+        """The basket of a sale (empty for a plain amount)."""
+        return [BasketLine(*r) for r in self._db.execute(
+            "SELECT plu, name, quantity, unit_price, tax_rate_bp FROM sale_lines WHERE transaction_id = ?"
+            " ORDER BY line_no", (transaction_id,))]
+
+    def best_sellers(self, first: str, last: str, limit: int = 10) -> dict[str, list[tuple[str, str, int, int]]]:
+        """Items of approved sales in first..last: the top `limit` by quantity and by revenue, each as
+        (plu, name, quantity, revenue)."""
+        rows = [(p, n, int(q), int(a)) for p, n, q, a in self._db.execute(
+            "SELECT l.plu, MAX(l.name), SUM(l.quantity), SUM(l.quantity * l.unit_price) FROM sale_lines l"
+            " JOIN transactions t ON t.id = l.transaction_id WHERE t.kind = 'sale' AND t.status = 'approved'"
+            " AND t.created_at >= ? AND t.created_at < ? GROUP BY l.plu", (first, last + "\uffff"))]
+        return {"by_quantity": sorted(rows, key=lambda r: (-r[2], -r[3], r[0]))[:limit],
+                "by_revenue": sorted(rows, key=lambda r: (-r[3], -r[2], r[0]))[:limit]}
+
+    def by_operator(self, first: str, last: str) -> dict[str, tuple[int, int, int, int]]:
+        """Per operator: (sales count, sales amount, refunds count, refunds amount) of first..last."""
+        out: dict[str, list[int]] = {}
+        for op, kind, count, amount in self._db.execute(
+                "SELECT operator, kind, COUNT(*), SUM(amount) FROM transactions WHERE kind IN ('sale', 'refund')"
+                " AND status = 'approved' AND created_at >= ? AND created_at < ? GROUP BY operator, kind",
+                (first, last + "\uffff")):
+            entry = out.setdefault(op, [0, 0, 0, 0])
+            base = 0 if kind == "sale" else 2
+            entry[base], entry[base + 1] = int(count), int(amount or 0)
+        return {op: (v[0], v[1], v[2], v[3]) for op, v in out.items()}
 
     def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
-                        transmitted_at: str, now: datetime) -> FollowUp:
+                        transmitted_at: str, now: datetime, operator: str = "") -> FollowUp:
         """Write a pending void or refund against an approved sale; the database refuses one that would
         void a refunded sale, refund a voided one, or refund more in total than the sale."""
         if kind not in FOLLOW_UPS:
@@ -310,11 +394,11 @@ class Journal:
                 cur = self._db.execute(
                     "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan,"
                     " masked_pan, terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch,"
-                    " original_id, idem_key)"
+                    " original_id, idem_key, card_token, operator)"
                     " SELECT ?, ?, entry_mode, ?, currency, 'pending', ?, masked_pan, terminal_id, merchant_id,"
-                    " ?, ?, ?, ?, id, ? FROM transactions WHERE id = ?",
+                    " ?, ?, ?, ?, id, ?, card_token, ? FROM transactions WHERE id = ?",
                     (kind, method, amount, stan, stamp, stamp, transmitted_at, self.current_batch(), idem_key,
-                     original_id))
+                     operator, original_id))
                 if cur.rowcount != 1:
                     raise JournalError(f"no transaction {original_id}")
                 row_id = int(cur.lastrowid)

@@ -60,26 +60,44 @@ class OperatorGate:
     Failures and the lock survive restarts (kept in the journal's counters); time is passed in.
     """
 
-    def __init__(self, hashes: dict[str, str], max_failures: int, lockout_seconds: int, store: "CounterStore") -> None:
+    def __init__(self, hashes: dict[str, str], max_failures: int, lockout_seconds: int, store: "CounterStore",
+                 cashiers: dict[str, str] | None = None) -> None:
         self._hashes, self._max, self._lockout, self._store = hashes, max_failures, lockout_seconds, store
+        self._cashiers = cashiers or {}          # cashier number -> PIN hash: each cashier signs in as themself
+
+    def _who(self, pin: str) -> tuple[str | None, str]:
+        """(role, name) of the PIN's owner: ("cashier", "cashier 02") for a numbered cashier."""
+        found = role_of(pin, self._hashes)
+        if found is not None:
+            return found, found
+        for number, stored in self._cashiers.items():
+            if pin_matches(pin, stored):
+                return "cashier", f"cashier {number}"
+        return None, ""
 
     def check(self, pin: str, role: str, now: float) -> tuple[bool, str]:
         """(True, "") when `pin` is the PIN of `role` or of a higher role; else (False, a short screen text)."""
-        if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]):
-            return False, f"NO {role.upper()} PIN SET"
+        ok, notice, _ = self.sign_in(pin, role, now)
+        return ok, notice
+
+    def sign_in(self, pin: str, role: str, now: float) -> tuple[bool, str, str]:
+        """Like check, and who it is ("manager", "cashier 02", ...) when it succeeds."""
+        if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]) and \
+                not (role == "cashier" and self._cashiers):
+            return False, f"NO {role.upper()} PIN SET", ""
         locked_until = self._store.counter(f"operator:{role}:locked_until") or 0
         if now < locked_until:
-            return False, f"LOCKED, TRY IN {int(locked_until - now) // 60 + 1} MIN"
-        found = role_of(pin, self._hashes)
+            return False, f"LOCKED, TRY IN {int(locked_until - now) // 60 + 1} MIN", ""
+        found, who = self._who(pin)
         if found is not None and RANK[found] >= RANK[role]:
             self._store.set_counter(f"operator:{role}:failures", 0)
-            return True, ""
+            return True, "", who
         failures = self._store.take_counter(f"operator:{role}:failures", 1)
         if failures >= self._max:
             self._store.set_counter(f"operator:{role}:locked_until", int(now) + self._lockout)
             self._store.set_counter(f"operator:{role}:failures", 0)
-            return False, f"LOCKED, TRY IN {self._lockout // 60 or 1} MIN"
-        return False, f"{role.upper()} ONLY" if found else "WRONG OPERATOR PIN"
+            return False, f"LOCKED, TRY IN {self._lockout // 60 or 1} MIN", ""
+        return False, (f"{role.upper()} ONLY" if found else "WRONG OPERATOR PIN"), ""
 
 
 class CounterStore(Protocol):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .flow import DECLINE_TEXT, PrintReceipts
+from .items import BasketLine
 from .money import Currency, format_minor
 
 
@@ -52,7 +53,7 @@ _ZH = {
     "REFUND TO": "退款方式", "TO CARD": "原路退回", "TO WALLET": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式", "REFERENCE": "交易参考号", "TRADE NO": "交易号", "PAYER": "付款账户",
-    "QR": "顾客扫码", "CODE": "扫顾客付款码",
+    "QR": "顾客扫码", "CODE": "扫顾客付款码", "ITEMS": "商品", "TAX INCL.": "其中税额",
 }
 
 
@@ -73,8 +74,23 @@ def _pair(label: str, value: str, width: int) -> list[Line]:
     return [Line(label), Line(value, align="right")]
 
 
-def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime) -> Receipt:
-    """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale, void or refund."""
+def item_lines(lines: tuple[BasketLine, ...] | list[BasketLine], header: Header) -> list[Line]:
+    """A basket on paper: each item's name, then 'qty x unit price' and the line amount; the tax inside."""
+    w, cur = header.width, header.currency
+    out = [Line(_label("ITEMS", header.language), bold=True)]
+    for ln in lines:
+        out.append(Line(ln.name))
+        out += _pair(f"  {ln.quantity} x {format_minor(ln.unit_price, cur)}", format_minor(ln.amount, cur), w)
+    tax = sum(ln.tax for ln in lines)
+    if tax:
+        out += _pair(_label("TAX INCL.", header.language), format_minor(tax, cur), w)
+    return out
+
+
+def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime,
+                 basket: tuple[BasketLine, ...] = ()) -> Receipt:
+    """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale, void or refund;
+    a sale keyed by PLU lists its basket."""
     lang, w = header.language, header.width
     resp = sale.response
     lines = [Line(header.merchant_name, align="center", bold=True)]
@@ -108,6 +124,9 @@ def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: dat
     if resp.approved and resp.auth_code:
         lines += _pair(_label("AUTH CODE", lang), resp.auth_code, w)
     lines.append(Line("-" * w))
+    if basket:
+        lines += item_lines(basket, header)
+        lines.append(Line("-" * w))
     lines.append(Line(_label(sale.kind, lang), bold=True, big=sale.kind != "SALE"))
     if sale.route:
         route = {"CARD": "TO CARD", "WALLET": "TO WALLET"}.get(sale.route, "CASH")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -119,6 +120,10 @@ class Terminal:
         self._pin: PinEntry | None = None
         self._pin_pan = ""                     # "" while the operator PIN pad is armed
         self._auth_task: asyncio.Task[None] | None = None
+        self._basket: tuple[Any, ...] = ()      # the confirmed amount's basket lines (HoldBasket)
+        self._operator = ""                      # who signed in at the till (F4), on every sale
+        self._back_office = ""                   # who opened the back office, on every void and refund
+        self._operator_role = "manager"          # what the operator PIN pad is checking for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._nfc: NfcReader | None = None
@@ -137,8 +142,9 @@ class Terminal:
         self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
         self._load_dukpt_keys()
         self.journal.recover(self._clock())
+        self.flow_cfg = dataclasses.replace(self.flow_cfg, catalog=self.journal.catalog())
         ops = self.config.operators
-        self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal)
+        self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
         if self.config.keys.scheme:
             t = self.config.terminal
             self._session = Session(self.config.keys.scheme, self._keystore, self._host, self._dialect, self.journal,
@@ -268,6 +274,10 @@ class Terminal:
             event = self._pin_key(event.name)
             if event is None:
                 return
+        if isinstance(event, flow.Key) and event.name == "F3" and isinstance(self.state, flow.Amount) \
+                and not self.state.basket and self.journal is not None:
+            # A new basket: read the catalogue afresh, so an import counts without a restart.
+            self.flow_cfg = dataclasses.replace(self.flow_cfg, catalog=self.journal.catalog())
         started = time.monotonic()
         before = type(self.state).__name__
         try:
@@ -321,12 +331,20 @@ class Terminal:
 
     async def _check_operator(self, pin: str) -> None:
         assert self._gate is not None
-        ok, notice = await asyncio.to_thread(self._gate.check, pin, "manager", time.time())
+        role = self._operator_role
+        ok, notice, who = await asyncio.to_thread(self._gate.sign_in, pin, role, time.time())
         assert self.journal is not None
-        self.journal.audit("manager", "sign-in" if ok else "sign-in refused", notice, self._clock())
+        self.journal.audit(who or role, "sign-in" if ok else "sign-in refused",
+                           notice or ("at the till" if role == "cashier" else "back office"), self._clock())
         if not ok:
-            log.warning("operator: manager PIN refused (%s)", notice)
-        self.post(flow.OperatorChecked(ok, notice))
+            log.warning("operator: %s PIN refused (%s)", role, notice)
+        elif role == "cashier":
+            self._operator = who                 # the sales that follow are theirs
+            if self._wallet is not None:
+                self._wallet.operator = who
+        else:
+            self._back_office = who              # the voids and refunds that follow are theirs
+        self.post(flow.OperatorChecked(ok, notice, who))
 
     def _load_dukpt_keys(self) -> None:
         """DUKPT initial keys left out of the config come from the key store (`countertop keys load ipek`
@@ -378,12 +396,17 @@ class Terminal:
         elif isinstance(eff, flow.CollectOperatorPin):
             self._end_pin()
             self._pin = PinEntry(4, 12)
+            self._operator_role = eff.role
         elif isinstance(eff, flow.EndPin):
             self._end_pin()
         elif isinstance(eff, flow.FindOriginal):
             self._find_original(eff)
         elif isinstance(eff, flow.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
+        elif isinstance(eff, flow.HoldBasket):
+            self._basket = eff.lines
+            if self._wallet is not None:
+                self._wallet.basket = eff.lines
         elif isinstance(eff, flow.StartQrOrder):
             assert self._wallet is not None
             self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount),
@@ -450,7 +473,7 @@ class Terminal:
             method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
             currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
             merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
-            card_token=card_token(self._token_key, eff.card.pan)), now)
+            card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator), now)
         if not queue_empty:
             note = self._outbox.blocked_by
             self.journal.finish(row, "failed", self._clock(), note=note[:200])
@@ -547,7 +570,8 @@ class Terminal:
             method = "wallet"                                  # back the way it came: to the payer's wallet
         try:
             f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, method, secrets.token_hex(16),
-                                             now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now)
+                                             now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now,
+                                             operator=self._back_office)
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
             self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40]))
@@ -642,5 +666,6 @@ class Terminal:
 
     async def _print(self, eff: flow.PrintReceipts) -> None:
         now = self._clock()
-        await self._print_receipts([sale_receipt(eff, self.header, copy, now)
+        lines = self._basket if eff.kind == "SALE" else ()
+        await self._print_receipts([sale_receipt(eff, self.header, copy, now, lines)
                                     for copy in ("MERCHANT COPY", "CUSTOMER COPY")])

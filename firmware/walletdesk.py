@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from . import flow
 from .config import Config
+from .items import BasketLine
 from .journal import FollowUp, Journal, NewSale
 from .messages import AuthResponse
 from .wallet import WalletError, WalletProvider, WalletResult
@@ -26,6 +27,8 @@ class WalletDesk:
         self.provider, self.journal, self._config = provider, journal, config
         self._clock, self._post, self._spawn = clock, post, spawn
         self.order: tuple[int, str, str, int] | None = None        # (row, order number, "qr" | "code", stan)
+        self.basket: tuple[BasketLine, ...] = ()                    # the lines of the next order (HoldBasket)
+        self.operator = ""                                          # who is signed in at the till
 
     def _begin(self, amount: int, kind: str) -> tuple[int, str, int]:
         """Journal a pending wallet sale before the provider hears of it; (row, order number, stan)."""
@@ -33,7 +36,8 @@ class WalletDesk:
         now = self._clock()
         order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
         row, stan = self.journal.begin_sale(NewSale("wallet", kind, amount, t.currency.alpha, "", t.terminal_id,
-                                                    t.merchant_id, provider=self.provider.name, order_no=order_no),
+                                                    t.merchant_id, provider=self.provider.name, order_no=order_no,
+                                                    lines=self.basket, operator=self.operator),
                                             now)
         self.order = (row, order_no, kind, stan)
         return row, order_no, stan

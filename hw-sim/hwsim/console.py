@@ -21,6 +21,9 @@ Type keypad keys, or a command:
   enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
   swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
   tap CARD        hold a contactless card (or a profile .toml file) in the field; remove takes it away
+  f3              at ENTER AMOUNT: key an item's PLU code, ENTER, a quantity, ENTER (the sample
+                  catalogue config/items-sample.csv: 1001 water, 1002 cola, 2001 apples, ...); F3 again
+                  for the next item, CLEAR drops the last line, ENTER pays the basket
   f1              on the card screen: show a wallet QR code; then: wallet pay | wallet scan
   scan CODE       scan a code with the 2D scanner (an Alipay payment code: 28 followed by 16 digits)
   wallet BEHAVIOUR  the next scanned payer: pay | confirm | insufficient | never_confirm | user_cancels
@@ -28,7 +31,7 @@ Type keypad keys, or a command:
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
-  fault KIND      the next host request: timeout | late | drop | twice | garble | none
+  fault KIND      the next host request: timeout | late | drop | twice | garble | badmac | badkcv | none
   journal         show the journal            receipts   show all receipts again
   restart         power-cut and reboot        help | quit
 An empty line presses ENTER."""
@@ -52,7 +55,8 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
     """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF."""
     display = ConsoleDisplay(out, cfg.display.width)
     stop = threading.Event()
-    with Simulator(data_dir, cfg, display=display) as sim:
+    items = Path(__file__).resolve().parents[2] / "config" / "items-sample.csv"
+    with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None) as sim:
         threading.Thread(target=_receipt_printer, args=(sim, out, stop), daemon=True).start()
         out.write(f"Countertop simulator: terminal {cfg.terminal.terminal_id}, journal in {data_dir}\n{HELP}\n")
         while True:

@@ -12,6 +12,7 @@ import struct
 import termios
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,13 @@ class Simulator:
     """Firmware + simulated keypad, magstripe reader, printer, display and acquirer, with a blocking API."""
 
     def __init__(self, data_dir: str | Path, config: str | Path | Config | None = None,
-                 late_delay: float | None = None, display: Display | None = None) -> None:
+                 late_delay: float | None = None, display: Display | None = None,
+                 items: str | Path | None = None) -> None:
         base = config if isinstance(config, Config) else load(config or DEFAULT_CONFIG)
         self.data_dir = Path(data_dir)
         self._base = base
         self._late_delay = late_delay
+        self._items = Path(items) if items else None     # a catalogue CSV to stock an empty journal with
         self._cond = threading.Condition()
         self._wallet: dict[str, CardApplet] = {}
         self.display = display or Display(base.display.width)
@@ -102,7 +105,24 @@ class Simulator:
                                        provider_public_key=str(keys / "alipay_public.pem"))
             if b.wallet.provider else b.wallet,
         )
+        if self._items is not None:
+            self._stock(self._items)
         self._boot()
+
+    def _stock(self, csv_path: Path) -> None:
+        """Import a catalogue into a journal that has none, as the shop would with `countertop items import`."""
+        from firmware.items import parse_catalog
+        from firmware.journal import Journal
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(self.data_dir / "journal.sqlite3")
+        try:
+            if not journal.catalog():
+                items, errors = parse_catalog(csv_path.read_bytes(), self._base.terminal.currency)
+                if errors:
+                    raise ValueError(f"{csv_path}: {errors[0]}")
+                journal.import_items(items, datetime.now().astimezone())
+        finally:
+            journal.close()
 
     def _boot(self) -> None:
         cfg = self.config

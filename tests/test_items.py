@@ -1,0 +1,173 @@
+"""The item catalogue: CSV import (UTF-8, GB18030, bad lines), keying a basket by PLU, the basket stored
+with the sale and printed, and best sellers counted from sales that stand."""
+
+from __future__ import annotations
+
+import io
+import sys
+from datetime import datetime
+
+import pytest
+
+from firmware import cli, flow
+from firmware.items import BasketLine, Item, line_for, parse_catalog, total
+from firmware.journal import Journal, NewSale
+from firmware.money import Currency
+
+from conftest import ROOT, SIM_TOML, assert_ledger_agrees, sales
+
+CNY = Currency.of("CNY")
+SAMPLE = ROOT / "config" / "items-sample.csv"
+
+
+def test_parse_utf8_with_bom_and_gb18030():
+    text = "plu,name,price,tax_rate\n1001,矿泉水 WATER,2.00,13\n2001,苹果,12,6.5%\n4001,报纸,1.5,\n"
+    for raw in (b"\xef\xbb\xbf" + text.encode("utf-8"), text.encode("gb18030")):
+        items, errors = parse_catalog(raw, CNY)
+        assert errors == []
+        assert items == [Item("1001", "矿泉水 WATER", 200, 1300), Item("2001", "苹果", 1200, 650),
+                         Item("4001", "报纸", 150, 0)]
+
+
+def test_bad_lines_are_each_named():
+    raw = ("plu,name,price,tax_rate\n1001,Water,2.00,13\nABC,Bad code,1.00,0\n1002,,1.00,0\n1003,Cheap,0.00,0\n"
+           "1004,Odd,1.234,0\n1005,Taxed,1.00,13.333\n1001,Again,2.00,13\n").encode()
+    items, errors = parse_catalog(raw, CNY)
+    assert [i.plu for i in items] == ["1001"]
+    assert errors == ["line 3: plu must be 1 to 8 digits", "line 4: name is empty", "line 5: price must be above zero",
+                      "line 6: price: not an amount in CNY: '1.234'",
+                      "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
+                      "line 8: plu 1001 appears twice"]
+    assert parse_catalog(b"code,title\n1,x\n", CNY)[1] == [
+        "line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"]
+
+
+def test_line_arithmetic_is_integer():
+    line = BasketLine("1", "x", 3, 377, 1300)                  # 11.31 with 13% inside
+    assert line.amount == 1131 and line.tax == 130             # 1131 * 13 / 113 = 130.1 -> 130
+    assert BasketLine("1", "x", 1, 113, 1300).tax == 13
+    assert total([line, line_for(Item("2", "y", 50), 2)]) == 1231
+
+
+CATALOG = {"1001": Item("1001", "WATER", 200, 1300), "2001": Item("2001", "APPLE", 1200, 900)}
+CFG = flow.FlowConfig(CNY, max_amount=5000, catalog=CATALOG)
+
+
+def keys(state, names, cfg=CFG):
+    effects = []
+    for name in names:
+        state, effects = flow.step(state, flow.Key(name), cfg)
+    return state, effects
+
+
+def test_keying_a_basket():
+    state, _ = keys(flow.IDLE, ["F3", "1", "0", "0", "1", "ENTER", "3", "ENTER"])
+    assert state == flow.Amount(600, basket=(BasketLine("1001", "WATER", 3, 200, 1300),))
+    assert "TOTAL CNY 6.00" in flow.render(state, CFG)
+    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "ENTER"])           # ENTER alone: one
+    assert state.value == 1800 and len(state.basket) == 2
+    state, effects = keys(state, ["ENTER"])
+    assert state == flow.AwaitCard(1800) and flow.HoldBasket(state_basket := effects[0].lines) in effects
+    assert [ln.plu for ln in state_basket] == ["1001", "2001"]
+
+
+def test_basket_corrections_and_refusals():
+    state, _ = keys(flow.IDLE, ["F3", "9", "9", "ENTER"])
+    assert isinstance(state, flow.ItemCode) and state.notice == "NO ITEM 99"
+    state, _ = keys(state, ["1", "0", "0", "1", "ENTER", "CLEAR", "CLEAR"])         # back to the code, then out
+    assert isinstance(state, flow.ItemCode) and state.code == "100"
+    state, _ = keys(state, ["1", "ENTER", "2", "ENTER", "F3", "2", "0", "0", "1", "ENTER", "ENTER"])
+    assert state.value == 1600
+    state, _ = keys(state, ["CLEAR"])                                               # drops the last line
+    assert state.value == 400 and len(state.basket) == 1
+    state, _ = keys(state, ["7"])
+    assert state.notice == "F3 ADDS AN ITEM" and state.value == 400
+    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "5", "ENTER"])        # 60.00 > max 50.00
+    assert isinstance(state, flow.ItemQty) and state.notice == "AMOUNT TOO HIGH"
+    state, _ = keys(state, ["CANCEL"])
+    assert state.value == 400                                                       # the basket survives
+    state, _ = keys(flow.IDLE, ["5", "F3"])
+    assert state.notice == "CLEAR AMOUNT FIRST"                                     # no mixing a typed amount
+    plain, effects = keys(flow.IDLE, ["5", "0", "0", "ENTER"])
+    assert plain == flow.AwaitCard(500) and flow.HoldBasket(()) in effects          # a plain amount has no lines
+    no_catalog, _ = keys(flow.IDLE, ["F3"], flow.FlowConfig(CNY))
+    assert no_catalog == flow.IDLE
+
+
+def test_basket_sale_end_to_end(tmp_path):
+    from hwsim import Simulator
+
+    with Simulator(tmp_path / "data", SIM_TOML, items=SAMPLE) as sim:
+        sim.keys("{F3}1001{ENTER}2{ENTER}")                 # two waters
+        sim.keys("{F3}2001{ENTER}{ENTER}")                  # one kilo of apples
+        sim.wait_for("TOTAL CNY 16.00")
+        sim.keys("{ENTER}")
+        sim.wait_for("SWIPE")
+        sim.swipe("visa-approve")
+        sim.wait_for("ENTER PIN")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
+        merchant, customer = sim.wait_for_receipts(2)
+        journal = Journal(sim.data_dir / "journal.sqlite3")
+        try:
+            [row] = sales(sim)
+            assert row["amount"] == 1600
+            assert [(ln.plu, ln.quantity, ln.amount) for ln in journal.lines_of(row["id"])] == \
+                [("1001", 2, 400), ("2001", 1, 1200)]
+        finally:
+            journal.close()
+        for receipt in (merchant, customer):
+            assert "矿泉水 WATER 550ML" in receipt and "苹果 APPLE (1KG)" in receipt
+            assert "2 x 2.00" in receipt and "12.00" in receipt
+        assert_ledger_agrees(sim)
+
+
+def test_best_sellers_count_only_sales_that_stand(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    now = datetime(2026, 11, 26, 10, 0)
+    water, apple, bread = Item("1001", "WATER", 200), Item("2001", "APPLE", 1200), Item("3001", "BREAD", 500)
+
+    def sale(lines, status):
+        row, _ = j.begin_sale(NewSale("card", "swipe", total(lines), "CNY", "", "T1", "M1", lines=tuple(lines)), now)
+        j.finish(row, status, now, response_code="00" if status == "approved" else "05")
+
+    sale([line_for(water, 5), line_for(apple, 1)], "approved")
+    sale([line_for(water, 1), line_for(bread, 2)], "approved")
+    sale([line_for(bread, 9)], "declined")                   # never sold
+    best = j.best_sellers("2026-11-26", "2026-11-26")
+    assert best["by_quantity"] == [("1001", "WATER", 6, 1200), ("3001", "BREAD", 2, 1000), ("2001", "APPLE", 1, 1200)]
+    assert best["by_revenue"] == [("1001", "WATER", 6, 1200), ("2001", "APPLE", 1, 1200), ("3001", "BREAD", 2, 1000)]
+    assert j.best_sellers("2026-11-27", "2026-11-27") == {"by_quantity": [], "by_revenue": []}
+    j.close()
+
+
+def _cli(monkeypatch, capsys, lines, *argv):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(x + "\n" for x in lines)))
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_items_import_command(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("plu,name,price\n1,ok,1.00\n2,,1.00\n", encoding="utf-8")
+    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(bad), "--config", str(SIM_TOML),
+                     "--data-dir", str(data))
+    assert code == 2 and "line 3: name is empty" in out and "nothing imported" in out
+    code, out = _cli(monkeypatch, capsys, ["1111"], "items", "import", str(SAMPLE), "--config", str(SIM_TOML),
+                     "--data-dir", str(data))
+    assert code == 1 and "needs the manager PIN" in out                             # a cashier may not
+    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(SAMPLE), "--config", str(SIM_TOML),
+                     "--data-dir", str(data))
+    assert code == 0 and "8 items imported" in out
+    code, out = _cli(monkeypatch, capsys, [], "items", "list", "--config", str(SIM_TOML), "--data-dir", str(data))
+    assert code == 0 and "矿泉水 WATER 550ML" in out and "13.90" in out
+    smaller = tmp_path / "smaller.csv"
+    smaller.write_text("plu,name,price,tax_rate\n1001,水,2.50,13\n", encoding="utf-8")
+    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(smaller), "--replace", "--config",
+                     str(SIM_TOML), "--data-dir", str(data))
+    assert code == 0 and "1 items imported, 7 removed" in out
+    j = Journal(data / "journal.sqlite3")
+    assert j.catalog() == {"1001": Item("1001", "水", 250, 1300)}
+    j.close()
