@@ -95,12 +95,17 @@ def _report(args: argparse.Namespace) -> int:
         found = reports.anomalies(journal.anomaly_rows(first, last), rules, currency)
     finally:
         journal.close()
+    if args.charts:
+        folder = Path(args.charts)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, png in reports.charts(report, currency).items():
+            (folder / name).write_bytes(png)
     if args.format == "json":
         print(reports.as_json(report, found))
     elif args.format == "csv":
         sys.stdout.write(reports.report_csv(report, currency))
     else:
-        print("\n".join(reports.as_text(report, currency) + reports.anomalies_text(found)))
+        print("\n".join(reports.as_text(report, currency, args.width) + reports.anomalies_text(found, args.width)))
     return 0
 
 
@@ -307,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
         if name == "report":
             p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+            p.add_argument("--width", type=int, default=32, choices=(32, 42, 48),
+                           help="text columns: 32 for 58 mm paper, 48 for 80 mm")
+            p.add_argument("--charts", metavar="DIR", help="also write sales-by-hour.png and method-split.png here")
     p_aud = sub.add_parser("audit", help="check the audit log's hash chain")
     p_aud.add_argument("action", choices=("verify",))
     p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")

@@ -536,13 +536,15 @@ class Journal:
             "SELECT substr(created_at, 12, 2), COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
             f" AND status = 'approved' AND {where} GROUP BY 1", span)}
         return {"sales": sales, "refunds": refunds, "voids": voids, "declined": declined, "methods": methods,
-                "by_hour": by_hour}
+                "by_hour": by_hour, "best": self.best_sellers(first, last), "operators": self.by_operator(first, last)}
 
     def anomaly_rows(self, first: str, last: str) -> list[dict[str, Any]]:
         """Sales and refunds of the period with what the anomaly rules look at (no card data)."""
         return [dict(r) for r in self._db.execute(
-            "SELECT id, kind, method, entry_mode, status, amount, created_at, stan, card_token, masked_pan"
-            " FROM transactions WHERE kind IN ('sale', 'refund') AND created_at >= ? AND created_at < ? ORDER BY id",
+            "SELECT t.id, t.kind, t.method, t.entry_mode, t.status, t.amount, t.created_at, t.stan, t.card_token,"
+            " t.masked_pan, t.original_id, COALESCE(o.method, '') AS original_method FROM transactions t"
+            " LEFT JOIN transactions o ON o.id = t.original_id"
+            " WHERE t.kind IN ('sale', 'refund') AND t.created_at >= ? AND t.created_at < ? ORDER BY t.id",
             (first, last + "\uffff"))]
 
     def rows_between(self, first: str, last: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .messages import BatchTotals
 from .money import Currency, format_minor
+from .receipt import text_width
 
 METHOD_NAMES = {
     ("card", "swipe"): "card swipe",
@@ -35,6 +36,27 @@ class MethodLine:
 
 
 @dataclass(frozen=True)
+class ItemLine:
+    """One item's sold quantity and revenue in the period."""
+
+    plu: str
+    name: str
+    quantity: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class OperatorLine:
+    """What one operator rang up: approved sales and refunds ("" is nobody signed in)."""
+
+    operator: str
+    sales_count: int
+    sales_amount: int
+    refund_count: int
+    refund_amount: int
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything a period report says."""
 
@@ -50,6 +72,9 @@ class Report:
     declined_count: int
     methods: list[MethodLine] = field(default_factory=list)
     by_hour: dict[int, tuple[int, int]] = field(default_factory=dict)      # hour -> (count, amount)
+    items_by_quantity: list[ItemLine] = field(default_factory=list)
+    items_by_revenue: list[ItemLine] = field(default_factory=list)
+    operators: list[OperatorLine] = field(default_factory=list)
 
     @property
     def net_amount(self) -> int:
@@ -65,19 +90,34 @@ def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Re
         share = (amount * 1000 + sales_amount // 2) // sales_amount if sales_amount else 0
         name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
         methods.append(MethodLine(name, count, amount, share))
+    best = figures.get("best", {})
+    operators = [OperatorLine(op, *v) for op, v in sorted(figures.get("operators", {}).items())]
     return Report(first.isoformat(), last.isoformat(), currency, *figures["sales"], *figures["refunds"],
-                  *figures["voids"], figures["declined"], methods, dict(figures["by_hour"]))
+                  *figures["voids"], figures["declined"], methods, dict(figures["by_hour"]),
+                  [ItemLine(*x) for x in best.get("by_quantity", [])], [ItemLine(*x) for x in best.get("by_revenue", [])],
+                  operators)
 
 
-def as_text(r: Report, cur: Currency, width: int = 32) -> list[str]:
-    """The report as printed lines (fits 58 mm paper at 32 columns)."""
+def _fit(text: str, width: int) -> str:
+    """`text` cut to `width` printed columns (CJK characters take two)."""
+    out, used = "", 0
+    for ch in text:
+        w = text_width(ch)
+        if used + w > width:
+            break
+        out, used = out + ch, used + w
+    return out
+
+
+def as_text(r: Report, cur: Currency, width: int = 32, top: int = 5) -> list[str]:
+    """The report as printed lines: 32 columns for 58 mm paper, 48 for 80 mm (CJK counted double)."""
     def money(v: int) -> str:
         return f"{cur.alpha} {format_minor(v, cur)}"
 
     def pair(label: str, value: str) -> list[str]:
-        if len(label) + len(value) + 1 > width:
-            return [label, value.rjust(width)]
-        return [label + " " * (width - len(label) - len(value)) + value]
+        if text_width(label) + text_width(value) + 1 > width:
+            return [_fit(label, width), value.rjust(width)]
+        return [label + " " * (width - text_width(label) - text_width(value)) + value]
 
     period = r.first_day if r.first_day == r.last_day else f"{r.first_day}..{r.last_day}"
     lines = ["SALES REPORT 销售报表".center(width - 4), *pair("PERIOD", period), "-" * width,
@@ -92,6 +132,19 @@ def as_text(r: Report, cur: Currency, width: int = 32) -> list[str]:
         lines += ["-" * width, "BY HOUR"]
         for hour, (count, amount) in sorted(r.by_hour.items()):
             lines += pair(f" {hour:02d}:00 ({count})", money(amount))
+    for title, items, value in (("BEST SELLERS BY QUANTITY", r.items_by_quantity, lambda i: f"x{i.quantity}"),
+                                ("BEST SELLERS BY REVENUE", r.items_by_revenue, lambda i: money(i.amount))):
+        if items:
+            lines += ["-" * width, title]
+            for item in items[:top]:
+                shown = value(item)
+                lines += pair(" " + _fit(item.name, width - text_width(shown) - 2), shown)
+    if any(o.operator for o in r.operators):
+        lines += ["-" * width, "BY OPERATOR"]
+        for o in r.operators:
+            lines += pair(f" {o.operator or 'not signed in'} ({o.sales_count})", money(o.sales_amount))
+            if o.refund_count:
+                lines += pair(f"   refunds ({o.refund_count})", "-" + money(o.refund_amount))
     return lines
 
 
@@ -109,6 +162,7 @@ def as_json(r: Report, found: list[Anomaly] | None = None) -> str:
     data["anomalies"] = [asdict(a) for a in found or []]
     data["net_amount"] = r.net_amount
     data["by_hour"] = {f"{h:02d}": {"count": c, "amount": a} for h, (c, a) in sorted(r.by_hour.items())}
+    data["operators"] = {o.operator: {k: v for k, v in asdict(o).items() if k != "operator"} for o in r.operators}
     return json.dumps(data, ensure_ascii=False, indent=2)
 
 
@@ -143,6 +197,13 @@ def report_csv(r: Report, cur: Currency) -> str:
         writer.writerow([f"method: {m.method}", m.count, format_minor(m.amount, cur), cur.alpha])
     for hour, (count, amount) in sorted(r.by_hour.items()):
         writer.writerow([f"hour {hour:02d}", count, format_minor(amount, cur), cur.alpha])
+    for item in r.items_by_revenue:
+        writer.writerow([f"item {item.plu} {item.name}", item.quantity, format_minor(item.amount, cur), cur.alpha])
+    for o in r.operators:
+        writer.writerow([f"operator {o.operator or '-'}: sales", o.sales_count, format_minor(o.sales_amount, cur),
+                         cur.alpha])
+        writer.writerow([f"operator {o.operator or '-'}: refunds", o.refund_count,
+                         format_minor(o.refund_amount, cur), cur.alpha])
     return out.getvalue()
 
 
@@ -208,6 +269,10 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     if late:
         found.append(Anomaly("outside opening hours", f"{len(late)} sales outside {start:02d}:00-{end:02d}:00",
                              tuple(late)))
+    cash_back = [r["id"] for r in refunds if r["method"] == "cash" and r.get("original_method") in ("card", "wallet")]
+    if cash_back:
+        found.append(Anomaly("refund not to the paying card", f"{len(cash_back)} cash refunds of card or wallet sales",
+                             tuple(cash_back)))
     for limit in rules.limits:
         near = [r["id"] for r in sales if limit * 95 // 100 <= r["amount"] < limit]
         if len(near) >= rules.just_under_count:
@@ -226,3 +291,57 @@ def anomalies_text(found: list[Anomaly], width: int = 32) -> list[str]:
         lines.append(f"  {a.detail}")
         lines.append(f"  rows {', '.join(str(i) for i in a.ids)}"[:width])
     return lines
+
+
+# --- charts -----------------------------------------------------------------------------------------
+
+CHART_BAR = (37, 99, 235)
+CHART_INK = (20, 20, 20)
+METHOD_COLOURS = ((37, 99, 235), (16, 185, 129), (245, 158, 11), (239, 68, 68), (139, 92, 246), (100, 116, 139))
+
+
+def charts(r: Report, cur: Currency) -> dict[str, bytes]:
+    """PNG charts of a report: sales by hour (bars, 0-23 h) and the payment-method split (one stacked bar with
+    a legend). Labels are ASCII: Pillow's built-in font has no CJK glyphs."""
+    from PIL import Image, ImageDraw      # deferred: only the report command draws
+
+    out: dict[str, bytes] = {}
+    width, height, left, bottom, top = 720, 360, 60, 40, 40
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((left, 12), f"Sales by hour, {r.first_day}..{r.last_day} ({cur.alpha})", fill=CHART_INK)
+    peak = max((a for _, a in r.by_hour.values()), default=0)
+    plot_h, slot = height - top - bottom, (width - left - 20) // 24
+    draw.line((left, height - bottom, width - 20, height - bottom), fill=CHART_INK)
+    for hour in range(24):
+        x = left + hour * slot
+        amount = r.by_hour.get(hour, (0, 0))[1]
+        if amount and peak:
+            bar = max(1, amount * plot_h // peak)
+            draw.rectangle((x + 3, height - bottom - bar, x + slot - 3, height - bottom - 1), fill=CHART_BAR)
+        if hour % 3 == 0:
+            draw.text((x + 2, height - bottom + 6), f"{hour:02d}", fill=CHART_INK)
+    draw.text((4, top - 4), format_minor(peak, cur), fill=CHART_INK)
+    out["sales-by-hour.png"] = _png(img)
+
+    img = Image.new("RGB", (width, 80 + 22 * max(1, len(r.methods))), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((20, 12), f"Payment methods, {r.first_day}..{r.last_day} ({cur.alpha})", fill=CHART_INK)
+    x, bar_w = 20, width - 40
+    for i, m in enumerate(r.methods):
+        span = m.amount * bar_w // r.sales_amount if r.sales_amount else 0
+        colour = METHOD_COLOURS[i % len(METHOD_COLOURS)]
+        draw.rectangle((x, 36, x + span, 60), fill=colour)
+        x += span
+        y = 72 + 22 * i
+        draw.rectangle((20, y, 34, y + 14), fill=colour)
+        draw.text((42, y + 2), f"{m.method}: {m.count} sales, {format_minor(m.amount, cur)}, "
+                               f"{m.share_permille // 10}.{m.share_permille % 10}%", fill=CHART_INK)
+    out["method-split.png"] = _png(img)
+    return out
+
+
+def _png(img: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -7,7 +7,6 @@ import io
 import sys
 from datetime import datetime
 
-import pytest
 
 from firmware import cli, flow
 from firmware.items import BasketLine, Item, line_for, parse_catalog, total
@@ -171,3 +170,39 @@ def test_items_import_command(tmp_path, monkeypatch, capsys):
     j = Journal(data / "journal.sqlite3")
     assert j.catalog() == {"1001": Item("1001", "水", 250, 1300)}
     j.close()
+
+
+def test_cashier_sign_in_and_the_80mm_report(tmp_path):
+    import dataclasses
+
+    from hwsim import Simulator
+
+    from conftest import sim_config
+    cfg = sim_config()
+    cfg = dataclasses.replace(cfg, printer=dataclasses.replace(cfg.printer, width=48))          # 80 mm paper
+    with Simulator(tmp_path / "data", cfg, items=SAMPLE) as sim:
+        sim.keys("{F4}")
+        sim.wait_for("CASHIER SIGN-IN PIN")
+        sim.keys("1234{ENTER}")
+        sim.wait_for("WRONG OPERATOR PIN")
+        sim.keys("{ENTER}{F4}")
+        sim.wait_for("CASHIER SIGN-IN PIN")
+        sim.keys("3333{ENTER}")
+        sim.wait_for("CASHIER 02")
+        sim.keys("{ENTER}{F3}3002{ENTER}3{ENTER}{ENTER}")                 # three milks, 41.70
+        sim.wait_for("SWIPE")
+        sim.swipe("visa-approve")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
+        sim.wait_for_receipts(2)
+        sim.keys("{ENTER}{MENU}")
+        sim.wait_for("MANAGER PIN")
+        sim.keys("8888{ENTER}")
+        sim.wait_for("3 TODAY'S REPORT")
+        sim.keys("3")
+        sim.wait_for("REPORT PRINTED")
+        report = sim.wait_for_receipts(3)[2]
+        [row] = sales(sim)
+    assert row["operator"] == "cashier 02"
+    assert "牛奶 MILK 1L" in report and "x3" in report and "cashier 02 (1)" in report and "CNY 41.70" in report
+    assert "示例小店" in report

@@ -10,6 +10,7 @@ import sys
 from datetime import date, datetime, timezone, timedelta
 
 from firmware import reports
+from firmware.receipt import text_width
 from firmware.journal import Journal, NewSale
 from firmware.money import Currency
 
@@ -123,13 +124,27 @@ def sale_with_token(j, amount, status, when, token="t1"):
 
 def test_anomaly_rules_quiet_day(tmp_path):
     j = known_journal(tmp_path / "j.sqlite3")                          # refunds 3.50 of 72.40: 4.8 %
-    assert reports.anomalies(rows_of(j), RULES, CNY) == []
+    found = reports.anomalies(rows_of(j), RULES, CNY)
+    # Only the 1.00 paid out in cash for a card sale stands out (the 2.50 went back to the card).
+    assert [(a.rule, len(a.ids)) for a in found] == [("refund not to the paying card", 1)]
+
+
+def test_cash_refund_of_a_card_sale_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    s1 = sale(j, 20000, "approved", at(10))                            # refunds stay under the 20 % share
+    f = j.begin_follow_up("refund", s1, 1000, "card", "k1", "", at(11))
+    j.finish(f.id, "approved", at(11))
+    assert reports.anomalies(rows_of(j), RULES, CNY) == []             # back to the card: nothing to see
+    f = j.begin_follow_up("refund", s1, 500, "cash", "k2", "", at(12))
+    j.finish(f.id, "approved", at(12))
+    [found] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert found.rule == "refund not to the paying card" and found.ids == (f.id,)
 
 
 def test_refund_share_rule(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     s1 = sale(j, 1000, "approved", at(10))
-    f = j.begin_follow_up("refund", s1, 300, "cash", "k", "", at(11))
+    f = j.begin_follow_up("refund", s1, 300, "card", "k", "", at(11))
     j.finish(f.id, "approved", at(11))
     [a] = reports.anomalies(rows_of(j), RULES, CNY)
     assert a.rule == "refund share" and "30%" in a.detail and a.ids == (f.id,)
@@ -165,3 +180,73 @@ def test_just_under_the_limit_rule(tmp_path):
     for i in range(2):
         sale(two, 9990, "approved", at(12, i))
     assert reports.anomalies(rows_of(two), RULES, CNY) == []
+
+
+def items_and_operators_journal(path) -> Journal:
+    from firmware.items import Item, line_for
+    j = Journal(path)
+    water, apple = Item("1001", "矿泉水 WATER", 200, 1300), Item("2001", "苹果 APPLE", 1200, 900)
+    for lines, status, who, hour in (([line_for(water, 3)], "approved", "cashier 01", 9),
+                                     ([line_for(water, 1), line_for(apple, 2)], "approved", "cashier 02", 10),
+                                     ([line_for(apple, 5)], "declined", "cashier 02", 11),
+                                     ([line_for(apple, 1)], "approved", "cashier 01", 12)):
+        total = sum(x.amount for x in lines)
+        row, _ = j.begin_sale(NewSale("card", "swipe", total, "CNY", "424242******4242", "SIM00001", "1",
+                                      lines=tuple(lines), operator=who), at(hour))
+        j.finish(row, status, at(hour), response_code="00" if status == "approved" else "51")
+    f = j.begin_follow_up("refund", 1, 200, "card", "k1", "", at(13), operator="manager")
+    j.finish(f.id, "approved", at(13))
+    return j
+
+
+def test_items_and_operators_in_the_report(tmp_path):
+    j = items_and_operators_journal(tmp_path / "j.sqlite3")
+    r = reports.build(j.figures(DAY, DAY), date(2026, 11, 26), date(2026, 11, 26), "CNY")
+    # Water: 3 + 1 = 4 sold, 8.00; apples: 2 + 1 = 3 sold (the declined 5 never left), 36.00.
+    assert [(i.plu, i.quantity, i.amount) for i in r.items_by_quantity] == [("1001", 4, 800), ("2001", 3, 3600)]
+    assert [(i.plu, i.quantity, i.amount) for i in r.items_by_revenue] == [("2001", 3, 3600), ("1001", 4, 800)]
+    ops = {o.operator: (o.sales_count, o.sales_amount, o.refund_count, o.refund_amount) for o in r.operators}
+    assert ops == {"cashier 01": (2, 1800, 0, 0), "cashier 02": (1, 2600, 0, 0), "manager": (0, 0, 1, 200)}
+    for width in (32, 48):                                                 # 58 mm and 80 mm paper
+        lines = reports.as_text(r, CNY, width)
+        assert all(text_width(x) <= width for x in lines), width
+        text = "\n".join(lines)
+        assert "BEST SELLERS BY QUANTITY" in text and "苹果 APPLE" in text and "x4" in text
+        assert "BY OPERATOR" in text and "cashier 02 (1)" in text and "-CNY 2.00" in text
+    data = json.loads(reports.as_json(r))
+    assert data["items_by_revenue"][0]["name"] == "苹果 APPLE" and data["operators"]["cashier 01"]["sales_amount"] == 1800
+    rows = list(csv.reader(io.StringIO(reports.report_csv(r, CNY))))
+    assert ["item 2001 苹果 APPLE", "3", "36.00", "CNY"] in rows
+    assert ["operator manager: refunds", "1", "2.00", "CNY"] in rows
+
+
+def test_charts(tmp_path):
+    from PIL import Image
+    j = known_journal(tmp_path / "j.sqlite3")
+    r = reports.build(j.figures(DAY, DAY), date(2026, 11, 26), date(2026, 11, 26), "CNY")
+    pngs = reports.charts(r, CNY)
+    assert set(pngs) == {"sales-by-hour.png", "method-split.png"}
+    hours = Image.open(io.BytesIO(pngs["sales-by-hour.png"])).convert("RGB")
+    slot, left, base = (720 - 60 - 20) // 24, 60, 360 - 40 - 1
+
+    def bar_height(hour):
+        x = left + hour * slot + slot // 2
+        return sum(1 for y in range(0, base + 1) if hours.getpixel((x, y)) == reports.CHART_BAR)
+
+    # 09:00 sold 22.40 and 14:00 sold 50.00: the 14:00 bar is the full height, 09:00 is 22.40/50.00 of it.
+    assert bar_height(14) == 360 - 40 - 40 and bar_height(9) == 2240 * 280 // 5000
+    assert bar_height(3) == 0
+    split = Image.open(io.BytesIO(pngs["method-split.png"])).convert("RGB")
+    colours = [split.getpixel((x, 48)) for x in range(20, 700)]
+    widths = [colours.count(c) for c in reports.METHOD_COLOURS[:3]]
+    assert abs(widths[2] - 680 * 691 // 1000) <= 3                    # wallet 69.1 % of the bar
+
+
+def test_report_command_writes_charts_and_80mm(tmp_path):
+    j = known_journal(tmp_path / "journal.sqlite3")
+    j.close()
+    out = subprocess.run([sys.executable, "-m", "firmware.cli", "report", "--from", DAY, "--data-dir", str(tmp_path),
+                          "--width", "48", "--charts", str(tmp_path / "charts")], capture_output=True, text=True,
+                         check=True).stdout
+    assert max(len(x) for x in out.splitlines()) <= 48 and "SALES REPORT" in out
+    assert (tmp_path / "charts" / "sales-by-hour.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
