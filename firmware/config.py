@@ -223,6 +223,7 @@ class ReportsConfig:
     refund_share_percent: int = 20
     declines_per_card: int = 3
     just_under_count: int = 3
+    fallback_per_card: int = 2
 
 
 @dataclass(frozen=True)
@@ -456,7 +457,8 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     hours = r.get("opening_hours", str, "08-22", _opening_hours)
     reports = ReportsConfig(hours, r.get("refund_share_percent", int, 20, _between(1, 100)),
                             r.get("declines_per_card", int, 3, _between(2, 100)),
-                            r.get("just_under_count", int, 3, _between(2, 1000)))
+                            r.get("just_under_count", int, 3, _between(2, 1000)),
+                            r.get("fallback_per_card", int, 2, _between(1, 100)))
     r.done()
     u = top.sub("update")
     update = UpdateConfig(u.get("release_key", str, "", lambda v: None if not v or (len(v) == 64 and _HEX.match(v))

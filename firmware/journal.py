@@ -154,6 +154,7 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX sale_lines_plu ON sale_lines (plu);
     ALTER TABLE transactions ADD COLUMN operator TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN chip_swiped INTEGER NOT NULL DEFAULT 0;
     """,
 )
 
@@ -184,6 +185,7 @@ class NewSale:
     card_token: str = ""         # card payments: keyed token of the PAN (never the PAN)
     lines: tuple[BasketLine, ...] = ()   # the basket, when the amount came from the item catalogue
     operator: str = ""           # who was signed in at the till
+    chip_swiped: bool = False    # a chip card's stripe was swiped (service code 2xx/6xx): fallback
 
 
 @dataclass(frozen=True)
@@ -316,10 +318,11 @@ class Journal:
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
-                " card_token, operator) VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " card_token, operator, chip_swiped)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, reference, sale.card_token, sale.operator))
+                 sale.provider, reference, sale.card_token, sale.operator, int(sale.chip_swiped)))
             row = int(cur.lastrowid)
             self._db.executemany(
                 "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price, tax_rate_bp)"
@@ -542,7 +545,7 @@ class Journal:
         """Sales and refunds of the period with what the anomaly rules look at (no card data)."""
         return [dict(r) for r in self._db.execute(
             "SELECT t.id, t.kind, t.method, t.entry_mode, t.status, t.amount, t.created_at, t.stan, t.card_token,"
-            " t.masked_pan, t.original_id, COALESCE(o.method, '') AS original_method FROM transactions t"
+            " t.masked_pan, t.original_id, t.chip_swiped, COALESCE(o.method, '') AS original_method FROM transactions t"
             " LEFT JOIN transactions o ON o.id = t.original_id"
             " WHERE t.kind IN ('sale', 'refund') AND t.created_at >= ? AND t.created_at < ? ORDER BY t.id",
             (first, last + "\uffff"))]

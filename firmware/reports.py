@@ -153,7 +153,7 @@ def rules_from(config: Any) -> AnomalyRules:
     start, _, end = config.reports.opening_hours.partition("-")
     return AnomalyRules(config.reports.refund_share_percent, config.reports.declines_per_card,
                         (int(start), int(end)), (config.contactless.cvm_limit, config.terminal.max_amount),
-                        config.reports.just_under_count)
+                        config.reports.just_under_count, config.reports.fallback_per_card)
 
 
 def as_json(r: Report, found: list[Anomaly] | None = None) -> str:
@@ -235,6 +235,7 @@ class AnomalyRules:
     opening: tuple[int, int] = (8, 22)      # sales outside [open, close) local hours
     limits: tuple[int, ...] = ()            # amounts a fraudster stays just under (CVM limit, max amount)
     just_under_count: int = 3               # this many sales within 5 % below one of the limits
+    fallback_per_card: int = 2              # this many swipes of one chip card's stripe (fallback)
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,15 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     if late:
         found.append(Anomaly("outside opening hours", f"{len(late)} sales outside {start:02d}:00-{end:02d}:00",
                              tuple(late)))
+    swiped: dict[str, list[int]] = {}
+    for r in rows:
+        if r["kind"] == "sale" and r.get("chip_swiped") and r["card_token"]:
+            swiped.setdefault(r["card_token"], []).append(r["id"])
+    for ids in swiped.values():
+        if len(ids) >= rules.fallback_per_card:
+            masked = next(r["masked_pan"] for r in rows if r["id"] == ids[0])
+            found.append(Anomaly("fallback swipes of a chip card",
+                                 f"{len(ids)} swipes of chip card {masked} (a copied stripe?)", tuple(ids)))
     cash_back = [r["id"] for r in refunds if r["method"] == "cash" and r.get("original_method") in ("card", "wallet")]
     if cash_back:
         found.append(Anomaly("refund not to the paying card", f"{len(cash_back)} cash refunds of card or wallet sales",

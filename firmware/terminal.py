@@ -473,7 +473,8 @@ class Terminal:
             method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
             currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
             merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
-            card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator), now)
+            card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
+            chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6")), now)
         if not queue_empty:
             note = self._outbox.blocked_by
             self.journal.finish(row, "failed", self._clock(), note=note[:200])

@@ -250,3 +250,43 @@ def test_report_command_writes_charts_and_80mm(tmp_path):
                          check=True).stdout
     assert max(len(x) for x in out.splitlines()) <= 48 and "SALES REPORT" in out
     assert (tmp_path / "charts" / "sales-by-hour.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fallback_swipes_rule(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+
+    def swipe(token, chip, hour):
+        row, _ = j.begin_sale(NewSale("card", "swipe", 800, "CNY", "476173******0010", "SIM00001", "1",
+                                      card_token=token, chip_swiped=chip), at(hour))
+        j.finish(row, "approved", at(hour))
+        return row
+
+    swipe("cardA", True, 10)
+    swipe("cardB", True, 11)                                           # another chip card, once: fine
+    swipe("cardA", False, 12)                                          # a stripe-only swipe: not fallback
+    assert reports.anomalies(rows_of(j), RULES, CNY) == []
+    third = swipe("cardA", True, 13)
+    [a] = reports.anomalies(rows_of(j), RULES, CNY)
+    assert a.rule == "fallback swipes of a chip card" and a.ids == (1, third) and "476173" in a.detail
+
+
+def test_a_swiped_chip_card_is_journaled_as_fallback(tmp_path):
+    from hwsim import Simulator
+    from hwsim.cards import card
+    from conftest import sim_config
+    c = card("visa-approve")
+    with Simulator(tmp_path / "data", sim_config()) as sim:
+        for n in range(2):
+            sim.keys(f"{n + 1}00{{ENTER}}")
+            sim.wait_for("SWIPE")
+            sim.swipe(track2=f";{c.pan}={c.expiry}201{c.discretionary}?")   # service code 2xx: the card has a chip
+            sim.pin("1234")
+            sim.wait_for("APPROVED")
+            sim.keys("{ENTER}")
+        rows = [dict(r) for r in sim.journal() if r["kind"] == "sale"]
+        assert [r["chip_swiped"] for r in rows] == [1, 1]
+        journal = Journal(sim.data_dir / "journal.sqlite3")
+        all_day = reports.AnomalyRules(opening=(0, 24), limits=())            # whatever the hour the test runs
+        found = reports.anomalies(journal.anomaly_rows("2000-01-01", "2100-01-01"), all_day, CNY)
+        journal.close()
+    assert [a.rule for a in found] == ["fallback swipes of a chip card"]
