@@ -71,4 +71,15 @@ def assert_ledger_agrees(sim) -> None:
     assert not undecided, f"rows without a settled outcome: {undecided}"
 
 
-__all__ = ["ROOT", "SIM_TOML", "Timeouts", "assert_ledger_agrees", "sales", "sim_config", "wait_until"]
+def print_todays_report(sim, receipts_before: int) -> str:
+    """From the result screen: MENU, the manager PIN, 3; returns the printed report's text."""
+    sim.keys("{ENTER}{MENU}")
+    sim.wait_for("MANAGER PIN")
+    sim.keys("8888{ENTER}")
+    sim.wait_for("3 TODAY'S REPORT")
+    sim.keys("3")
+    sim.wait_for("REPORT PRINTED")
+    return sim.wait_for_receipts(receipts_before + 1)[receipts_before]
+
+
+__all__ = ["print_todays_report", "ROOT", "SIM_TOML", "Timeouts", "assert_ledger_agrees", "sales", "sim_config", "wait_until"]

@@ -13,7 +13,7 @@ from firmware.items import BasketLine, Item, line_for, parse_catalog, total
 from firmware.journal import Journal, NewSale
 from firmware.money import Currency
 
-from conftest import ROOT, SIM_TOML, assert_ledger_agrees, sales
+from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
 
 CNY = Currency.of("CNY")
 SAMPLE = ROOT / "config" / "items-sample.csv"
@@ -195,13 +195,7 @@ def test_cashier_sign_in_and_the_80mm_report(tmp_path):
         sim.pin("1234")
         sim.wait_for("APPROVED")
         sim.wait_for_receipts(2)
-        sim.keys("{ENTER}{MENU}")
-        sim.wait_for("MANAGER PIN")
-        sim.keys("8888{ENTER}")
-        sim.wait_for("3 TODAY'S REPORT")
-        sim.keys("3")
-        sim.wait_for("REPORT PRINTED")
-        report = sim.wait_for_receipts(3)[2]
+        report = print_todays_report(sim, 2)
         [row] = sales(sim)
     assert row["operator"] == "cashier 02"
     assert "牛奶 MILK 1L" in report and "x3" in report and "cashier 02 (1)" in report and "CNY 41.70" in report

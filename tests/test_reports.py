@@ -89,20 +89,14 @@ def test_command_line_report_and_export(tmp_path):
 
 def test_report_printed_from_the_terminal(tmp_path):
     from hwsim import Simulator
-    from conftest import sim_config
+    from conftest import print_todays_report, sim_config
     with Simulator(tmp_path / "data", sim_config()) as sim:
         sim.keys("1250{ENTER}")
         sim.swipe("visa-approve")
         sim.pin("1234")
         sim.wait_for("APPROVED")
         sim.wait_for_receipts(2)
-        sim.keys("{ENTER}{MENU}")
-        sim.wait_for("MANAGER PIN")
-        sim.keys("8888{ENTER}")
-        sim.wait_for("3 TODAY'S REPORT")
-        sim.keys("3")
-        sim.wait_for("REPORT PRINTED")
-        report = sim.wait_for_receipts(3)[2]
+        report = print_todays_report(sim, 2)
     assert "销售报表" in report and "SALES (1)" in report and "CNY 12.50" in report and "示例小店" in report
 
 
