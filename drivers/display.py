@@ -7,6 +7,7 @@ import io
 import logging
 import textwrap
 import threading
+import unicodedata
 from typing import Callable, TextIO
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class ConsoleDisplay(Display):
         redraw_qr = qr and qr != self.qr
         super().show(lines, qr)
         border = "+" + "-" * (self.width + 2) + "+"
-        body = [f"| {line.center(self.width)} |" for line in self.lines] or [f"| {'':{self.width}} |"]
+        body = [f"| {_center(line, self.width)} |" for line in self.lines] or [f"| {'':{self.width}} |"]
         text = "\n".join([border, *body, border]) + "\n"
         if redraw_qr:
             buf = io.StringIO()
@@ -106,3 +107,10 @@ class ConsoleDisplay(Display):
             self._stream.flush()
         except OSError as exc:
             log.error("display: cannot write to the console: %s", exc)
+
+
+def _center(text: str, width: int) -> str:
+    """Centre `text` in `width` terminal columns (CJK characters take two)."""
+    used = sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+    left = max(0, width - used) // 2
+    return " " * left + text + " " * max(0, width - used - left)

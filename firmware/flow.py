@@ -607,8 +607,8 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     """The screen for a state."""
     if isinstance(state, Amount) and state.basket:
         last = state.basket[-1]
-        lines = (f"{len(state.basket)} LINES  {last.name} x{last.quantity}", "TOTAL " + money(state.value, cfg),
-                 "F3 ITEM  ENTER PAY")
+        lines = (f"{last.name} x{last.quantity}", "TOTAL " + money(state.value, cfg),
+                 f"{len(state.basket)} LINE{'S' if len(state.basket) > 1 else ''}  F3 ITEM  ENTER PAY")
     elif isinstance(state, Amount):
         lines = ("ENTER AMOUNT", money(state.value, cfg))
     elif isinstance(state, ItemCode):
