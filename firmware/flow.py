@@ -608,7 +608,7 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, Amount) and state.basket:
         last = state.basket[-1]
         lines = (f"{last.name} x{last.quantity}", "TOTAL " + money(state.value, cfg),
-                 f"{len(state.basket)} LINE{'S' if len(state.basket) > 1 else ''}  F3 ITEM  ENTER PAY")
+                 f"F3 ADD  ENTER PAY ({len(state.basket)})")
     elif isinstance(state, Amount):
         lines = ("ENTER AMOUNT", money(state.value, cfg))
     elif isinstance(state, ItemCode):
