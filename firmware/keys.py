@@ -17,11 +17,11 @@ import secrets
 import warnings
 from dataclasses import dataclass, field
 
-import psec.des
 import psec.mac
 from cryptography.hazmat.primitives import cmac, keywrap
 from cryptography.hazmat.primitives.ciphers import algorithms
 
+from .dukpt import tdes_ecb_decrypt, tdes_ecb_encrypt
 from .errors import KeyMaterialError
 
 SCHEMES = ("tdes", "aes")
@@ -44,9 +44,7 @@ def kcv(scheme: str, key: bytes) -> bytes:
         return hmac.new(bytes(key), bytes(16), hashlib.sha256).digest()[:5]
     _check(scheme, key)
     if scheme == "tdes":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")             # two-key TDES warns under cryptography >= 43
-            return psec.des.generate_kcv(bytes(key), KCV_LEN["tdes"])
+        return tdes_ecb_encrypt(bytes(key), bytes(8))[:KCV_LEN["tdes"]]
     c = cmac.CMAC(algorithms.AES(bytes(key)))
     c.update(bytes(16))
     return c.finalize()[:KCV_LEN["aes"]]
@@ -57,9 +55,7 @@ def wrap(scheme: str, kek: bytes, key: bytes) -> bytes:
     _check(scheme, kek)
     _check(scheme, key)
     if scheme == "tdes":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return psec.des.encrypt_tdes_ecb(bytes(kek), bytes(key))
+        return tdes_ecb_encrypt(bytes(kek), bytes(key))
     return keywrap.aes_key_wrap(bytes(kek), bytes(key))
 
 
@@ -70,9 +66,7 @@ def unwrap(scheme: str, kek: bytes, blob: bytes) -> bytearray:
         if scheme == "tdes":
             if len(blob) != KEY_LEN:
                 raise ValueError(f"{len(blob)} bytes")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return bytearray(psec.des.decrypt_tdes_ecb(bytes(kek), blob))
+            return bytearray(tdes_ecb_decrypt(bytes(kek), blob))
         return bytearray(keywrap.aes_key_unwrap(bytes(kek), blob))
     except (ValueError, keywrap.InvalidUnwrap) as exc:
         raise KeyMaterialError(f"cannot unwrap a working key: {exc}") from None

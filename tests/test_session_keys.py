@@ -10,7 +10,8 @@ from datetime import datetime
 import pytest
 
 from firmware import dialect, keys
-from firmware.config import KeysConfig
+from firmware.config import HostConfig, KeysConfig
+from firmware.hostlink import HostLink
 from firmware.errors import KeyMaterialError, MacError, SignOnError
 from firmware.journal import Journal
 from firmware.keystore import KeyStore
@@ -74,52 +75,53 @@ def test_mac_codec(scheme):
         dialect.MacCodec(dialect.DEFAULT, scheme, lambda: None).encode(doc)
 
 
-class _Link:
-    """The acquirer simulator's message handling behind HostLink's interface (no socket)."""
-
-    def __init__(self, acquirer):
-        self.acquirer, self.sent = acquirer, 0
-
-    async def exchange(self, message: bytes, timeout: float) -> bytes:
-        self.sent += 1
-        return self.acquirer._answer(message)
-
-
-def test_sign_on_renews_daily(tmp_path):
+@pytest.fixture
+def acquirer():
+    """The simulated acquirer on loopback TCP, reached through the terminal's own HostLink."""
     from hwsim.acquirer import Acquirer
     from hwsim.simulator import SIM_BDK, SIM_TMK
+    host = Acquirer(SIM_BDK, key_scheme="tdes", tmk=SIM_TMK)
+    port = host.start()
+    yield host, HostLink(HostConfig("127.0.0.1", port))
+    host.stop()
 
+
+def test_sign_on_renews_daily(tmp_path, acquirer):
+    from hwsim.simulator import SIM_TMK
+
+    host, link = acquirer
     store = KeyStore(tmp_path / "keys")
     store.put(MASTER_KEY, SIM_TMK, "tdes")
-    link = _Link(Acquirer(SIM_BDK, key_scheme="tdes", tmk=SIM_TMK))
     now = [datetime(2026, 11, 26, 9, 0)]
     journal = Journal(tmp_path / "j.sqlite3")
     session = Session("tdes", store, link, dialect.DEFAULT, journal, "SIM00001", "1" * 15, 2.0, lambda: now[0])
+
+    def sign_ons():
+        return sum(1 for d, raw in host.host_log if d == "request" and raw.startswith(b"0800"))
 
     async def run():
         await session.ensure()
         first = session.mac_key()
         await session.ensure()                               # same day: no new sign-on
-        assert link.sent == 1 and session.mac_key() == first
-        assert link.acquirer.working["SIM00001"][1] == first
+        assert sign_ons() == 1 and session.mac_key() == first
+        assert host.working["SIM00001"][1] == first
         now[0] = datetime(2026, 11, 27, 0, 5)
         await session.ensure()                               # a new day: new keys
-        assert link.sent == 2 and session.mac_key() != first
+        assert sign_ons() == 2 and session.mac_key() != first
         session.invalidate()
         assert session.mac_key() is None
     asyncio.run(run())
     journal.close()
 
 
-def test_sign_on_without_a_master_key(tmp_path):
-    from hwsim.acquirer import Acquirer
-    from hwsim.simulator import SIM_BDK, SIM_TMK
-
+def test_sign_on_without_a_master_key(tmp_path, acquirer):
+    host, link = acquirer
     journal = Journal(tmp_path / "j.sqlite3")
-    session = Session("tdes", KeyStore(tmp_path / "keys"), _Link(Acquirer(SIM_BDK, key_scheme="tdes", tmk=SIM_TMK)),
-                      dialect.DEFAULT, journal, "SIM00001", "1" * 15, 2.0, datetime.now)
+    session = Session("tdes", KeyStore(tmp_path / "keys"), link, dialect.DEFAULT, journal, "SIM00001", "1" * 15,
+                      2.0, datetime.now)
     with pytest.raises(SignOnError, match="countertop keys load tmk"):
         asyncio.run(session.ensure())
+    assert host.host_log == []                               # nothing was sent without a master key
     journal.close()
 
 
