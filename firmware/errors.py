@@ -30,6 +30,24 @@ class CodecError(TerminalError):
     screen = "HOST ERROR"
 
 
+class StaleAnswer(CodecError):
+    """A host message that answers some other request (its MTI or STAN is not this request's): discarded."""
+
+
+class AnswerMismatch(CodecError):
+    """An answer to this request (same MTI pair and STAN) whose amount, currency, processing code, terminal or
+    merchant differs from what was asked: never an approval; the outcome is unknown and the sale is reversed."""
+
+    screen = "BAD HOST ANSWER"
+
+
+class PartialApproval(AnswerMismatch):
+    """The host approved less than was asked (response code 10). The terminal does not take partial
+    approvals: the sale is reversed and the screen says why."""
+
+    screen = "PARTIAL APPROVAL"
+
+
 class HostError(TerminalError):
     """The acquirer host link failed; `sent` says whether the request may have reached the host."""
 

@@ -102,7 +102,7 @@ class HostFailed:
     reason: str
     sent: bool
     stan: int | None = None
-    title: str = ""                       # what the screen says instead of the default (nothing was sent)
+    title: str = ""                       # what the screen says instead of the default
 
 
 @dataclass(frozen=True)
@@ -899,7 +899,7 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> tuple[Sta
         elif state.cancelling:
             lines = ("CANCELLED", "CHECK WITH HOST" if event.sent else "NOT CHARGED")
         elif event.sent:
-            lines = ("NO HOST ANSWER", "NOT APPROVED")
+            lines = (event.title or "NO HOST ANSWER", "NOT APPROVED")
         else:
             lines = (event.title or "HOST NOT AVAILABLE", "NOT CHARGED")
         return _result(lines, cfg)

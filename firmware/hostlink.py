@@ -6,13 +6,15 @@ import asyncio
 import logging
 import ssl
 import struct
+from typing import Callable, TypeVar
 
 from .config import HostConfig
-from .errors import HostError
+from .errors import HostError, StaleAnswer
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 0xFFFF
+T = TypeVar("T")
 
 
 def frame(message: bytes) -> bytes:
@@ -47,8 +49,13 @@ class HostLink:
             if cfg.client_cert:
                 self._ssl.load_cert_chain(cfg.client_cert, cfg.client_key)
 
-    async def exchange(self, message: bytes, timeout: float) -> bytes:
-        """Send one message and return the answer's bytes; HostError says whether it may have been sent."""
+    async def exchange(self, message: bytes, timeout: float, accept: Callable[[bytes], T]) -> T:
+        """Send one message and return `accept(answer)`; HostError says whether it may have been sent.
+
+        `accept` decodes and checks an answer against the request. A frame it calls StaleAnswer (another
+        request's answer: a late one, or one a proxy replays) is logged and dropped, and the wait for this
+        request's answer goes on until the deadline; any other error of `accept` ends the exchange.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -61,9 +68,15 @@ class HostLink:
             writer.write(frame(message))
             await writer.drain()
             log.debug("host: sent %d bytes", len(message))
-            remaining = max(0.0, deadline - loop.time())
-            answer = await asyncio.wait_for(read_frame(reader), remaining)
-            log.debug("host: received %d bytes", len(answer))
+            while True:
+                remaining = max(0.0, deadline - loop.time())
+                answer = await asyncio.wait_for(read_frame(reader), remaining)
+                log.debug("host: received %d bytes", len(answer))
+                try:
+                    result = accept(answer)
+                    break
+                except StaleAnswer as exc:
+                    log.warning("host: discarded an answer that is not ours: %s", exc)
         except asyncio.TimeoutError:
             raise HostError(f"no answer within {timeout:g} s", sent=True) from None
         except asyncio.IncompleteReadError:
@@ -76,4 +89,4 @@ class HostLink:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
             pass
-        return answer
+        return result

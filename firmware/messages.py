@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .errors import CodecError
+from .errors import AnswerMismatch, CodecError, PartialApproval, StaleAnswer
 
 POS_ENTRY_MAGSTRIPE_PIN = "021"     # 02 = magnetic stripe read, 1 = terminal can accept PINs
 POS_ENTRY_CONTACTLESS = "071"       # 07 = contactless chip (EMV), 1 = terminal can accept PINs
@@ -91,6 +91,38 @@ def _checked(doc: dict[str, str], mti: str) -> tuple[int, str]:
     return int(doc["11"]), rc
 
 
+# The answer MTI of each request MTI, and the fields an answer must carry back unchanged.
+ANSWER_MTI = {"0200": "0210", "0400": "0410", "0401": "0410", "0500": "0510", "0800": "0810"}
+ECHOED = {"0200": ("3", "4", "41", "42", "49"), "0400": ("3", "4", "41", "42", "49"),
+          "0401": ("3", "4", "41", "42", "49"), "0500": ("3", "41", "42", "49", "60"), "0800": ("41", "42", "70")}
+PARTIAL_APPROVAL = "10"
+
+
+def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
+    """`answer` when it answers `request`: the request's answer MTI, its STAN, and its amount, currency,
+    processing code, terminal and merchant ids echoed unchanged (a missing field is a changed one).
+
+    StaleAnswer when the MTI or STAN is another's (a late or replayed answer: discard it and keep waiting);
+    AnswerMismatch when the STAN is ours but the content is not (never an approval: the outcome is unknown);
+    PartialApproval for response code 10 (approved for less than asked).
+    """
+    mti = request.get("t", "")
+    expected = ANSWER_MTI.get(mti)
+    if expected is None:
+        raise CodecError(f"no answer is defined for a {mti!r} request")
+    if answer.get("t") != expected or answer.get("11") != request.get("11"):
+        raise StaleAnswer(f"a {answer.get('t')!r} answer for stan {answer.get('11')!r} does not answer the "
+                          f"{mti} stan {request.get('11')}")
+    if mti == "0200" and answer.get("39") == PARTIAL_APPROVAL:
+        raise PartialApproval(f"stan {request['11']}: partial approval of {answer.get('4', '?')} for "
+                              f"{request.get('4')} asked (response 10)")
+    changed = [f for f in ECHOED[mti] if f in request and answer.get(f) != request[f]]
+    if changed:
+        detail = ", ".join(f"field {f} {answer.get(f, 'missing')!r} for {request[f]!r}" for f in changed)
+        raise AnswerMismatch(f"{expected} for stan {request['11']} does not match the request: {detail}")
+    return answer
+
+
 def iso_to_response(doc: dict[str, str]) -> AuthResponse:
     """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
     stan, rc = _checked(doc, "0210")
@@ -136,8 +168,14 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
     }
 
 
+# 0410 response codes that end a reversal's retries: 00 the sale is reversed; 25 the host has no such sale
+# (the request never reached it, so nobody was charged). Anything else (96 system error, 91, A0, ...) means
+# the host did not reverse it: the reversal stays queued and is sent again (0401).
+REVERSAL_DONE = ("00", "25")
+
+
 def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
-    """STAN and response code of a 0410; any 0410 for our STAN means the host has dealt with it."""
+    """STAN and response code of a 0410 (REVERSAL_DONE says which codes end the retries)."""
     return _checked(doc, "0410")
 
 

@@ -13,8 +13,8 @@ from .config import Config
 from .errors import CodecError, HostError, SignOnError
 from .hostlink import HostLink
 from .journal import FollowUp, Journal, QueuedReversal
-from .messages import (AuthResponse, FollowUpRequest, ReversalRequest, follow_up_to_iso, iso_to_response,
-                       iso_to_reversal_ack, reversal_to_iso)
+from .messages import (REVERSAL_DONE, AuthResponse, FollowUpRequest, ReversalRequest, bind, follow_up_to_iso,
+                       iso_to_response, iso_to_reversal_ack, reversal_to_iso)
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,12 @@ class Outbox:
             terminal_id=q.terminal_id, merchant_id=q.merchant_id, original_stan=q.original_stan,
             original_transmitted_at=q.original_transmitted_at, local_time=now,
             utc_time=now.astimezone(timezone.utc), repeat=q.attempts > 0)
+        request = reversal_to_iso(req)
         try:
-            answer = await self._host.exchange(self._dialect.encode(reversal_to_iso(req)), self._config.timeouts.host)
-            stan, rc = iso_to_reversal_ack(self._dialect.decode(answer))
-            if stan != q.stan:
-                raise CodecError(f"acknowledgement for stan {stan:06d}, expected {q.stan:06d}")
+            _, rc = await self._host.exchange(self._dialect.encode(request), self._config.timeouts.host,
+                                              lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))))
+            if rc not in REVERSAL_DONE:
+                raise CodecError(f"the host answered the reversal with {rc}, which does not reverse the sale")
         except (HostError, CodecError) as exc:
             log.warning("reversal %d of sale stan %06d not acknowledged: %s", q.id, q.original_stan, exc)
             self._journal.note_attempt(q.id, self._clock(), str(exc))
@@ -80,11 +81,9 @@ class Outbox:
             original_transmitted_at=f.original_transmitted_at, original_rrn=f.original_rrn,
             original_auth_code=f.original_auth_code, idem_key=f.idem_key, local_time=now,
             utc_time=now.astimezone(timezone.utc))
-        answer = await self._host.exchange(self._dialect.encode(follow_up_to_iso(req)), self._config.timeouts.host)
-        response = iso_to_response(self._dialect.decode(answer))
-        if response.stan != f.stan:
-            raise CodecError(f"answer for stan {response.stan:06d}, expected {f.stan:06d}")
-        return response
+        request = follow_up_to_iso(req)
+        return await self._host.exchange(self._dialect.encode(request), self._config.timeouts.host,
+                                         lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))))
 
     def record(self, f: FollowUp, response: AuthResponse) -> None:
         """Journal the host's answer to a void/refund."""

@@ -13,7 +13,7 @@ from .errors import CodecError, HostError, KeyMaterialError, SignOnError
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal
 from .keystore import KeyStore
-from .messages import iso_to_signon, signon_to_iso
+from .messages import bind, iso_to_signon, signon_to_iso
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,8 @@ class Session:
             now = self._clock()
             stan = self._journal.take_counter("stan", 1, STAN_STEP)
             doc = signon_to_iso(stan, self._tid, self._mid, now, now.astimezone(timezone.utc))
-            answer = await self._host.exchange(self._dialect.encode(doc), self._timeout)
-            got, rc, block = iso_to_signon(self._dialect.decode(answer))
-            if got != stan:
-                raise CodecError(f"sign-on answer for stan {got:06d}, expected {stan:06d}")
+            _, rc, block = await self._host.exchange(self._dialect.encode(doc), self._timeout,
+                                                     lambda raw: iso_to_signon(bind(doc, self._dialect.decode(raw))))
             if rc != "00":
                 raise SignOnError(f"the host refused the sign-on (response {rc})")
             working = keys.open_key_block(self._scheme, tmk, block, today)

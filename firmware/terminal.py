@@ -22,12 +22,12 @@ from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
-from .errors import CodecError, DeviceError, HostError, KeyMaterialError, SignOnError, TerminalError
+from .errors import AnswerMismatch, CodecError, DeviceError, HostError, KeyMaterialError, SignOnError, TerminalError
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal, NewSale
 from .keystore import KeyStore
 from .signon import Session
-from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, SettlementRequest,
+from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, SettlementRequest, bind,
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
 from . import reports
@@ -484,15 +484,14 @@ class Terminal:
         sent = False
         try:
             extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
-            message = self._dialect.encode(sale_to_iso(SaleRequest(
+            request = sale_to_iso(SaleRequest(
                 stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
                 pin_block=eff.pin.block if eff.pin else "", ksn=eff.pin.ksn if eff.pin else "",
-                terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra)))
+                terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra))
+            message = self._dialect.encode(request)
             sent = True
-            answer = await self._host.exchange(message, self.config.timeouts.host)
-            response = iso_to_response(self._dialect.decode(answer))
-            if response.stan != stan or response.terminal_id != t.terminal_id:
-                raise CodecError(f"answer for stan {response.stan:06d}/{response.terminal_id!r}, expected {stan:06d}")
+            response = await self._host.exchange(message, self.config.timeouts.host,
+                                                 lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))))
         except (asyncio.CancelledError, HostError, CodecError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             reason = "cancelled while the host was asked" if cancelled else str(exc)
@@ -501,7 +500,8 @@ class Terminal:
                 log.warning("sale stan %06d: %s", stan, reason)
             # 'unknown' queues a reversal in the same database transaction; send it now.
             self.journal.finish(row, "unknown" if maybe_sent else "failed", self._clock(), note=reason[:200])
-            self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan))
+            title = exc.screen if isinstance(exc, AnswerMismatch) else ""
+            self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
             if maybe_sent:
                 self._spawn(self._outbox.flush())
             return
@@ -619,12 +619,11 @@ class Terminal:
         now = self._clock()
         stan = self.journal.take_counter("stan", 1, STAN_STEP)
         try:
-            answer = await self._host.exchange(self._dialect.encode(settlement_to_iso(SettlementRequest(
-                stan, batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now,
-                now.astimezone(timezone.utc)))), self.config.timeouts.host)
-            got_stan, rc, host = iso_to_settlement(self._dialect.decode(answer))
-            if got_stan != stan:
-                raise CodecError(f"settlement answer for stan {got_stan:06d}, expected {stan:06d}")
+            request = settlement_to_iso(SettlementRequest(stan, batch, mine, t.currency.numeric, t.terminal_id,
+                                                          t.merchant_id, now, now.astimezone(timezone.utc)))
+            _, rc, host = await self._host.exchange(
+                self._dialect.encode(request), self.config.timeouts.host,
+                lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))))
         except (HostError, CodecError) as exc:
             log.warning("settlement of batch %d: %s", batch, exc)
             self.post(flow.Settled("failed", "TRY AGAIN"))              # the batch stays open

@@ -75,7 +75,7 @@ async def exchange_with(tmp_path, server_key, server_cert, trusted_ca, host: str
     port = server.sockets[0].getsockname()[1]
     try:
         link = HostLink(HostConfig(host=host, port=port, tls=True, ca_file=pem(tmp_path, "ca.pem", trusted_ca)))
-        return await link.exchange(b"0800 hello", timeout=5)
+        return await link.exchange(b"0800 hello", 5, lambda raw: raw)
     finally:
         server.close()
 

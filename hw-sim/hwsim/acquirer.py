@@ -16,7 +16,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import iso8583
 import iso8583.specs
@@ -187,6 +187,7 @@ class Acquirer:
         self.late_delay = late_delay
         self.port = 0
         self._faults: list[str] = []
+        self._lies: list[Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]]] = []
         self._accounts_of: dict[int, str] = {}      # ledger index -> PAN, the issuer's side only
         self._answered: dict[str, bytes] = {}       # idempotency key -> the answer given
         self._settled_batches: dict[tuple[str, str], tuple[int, int, int, int]] = {}
@@ -246,19 +247,20 @@ class Acquirer:
                 fault = self._take_fault()
                 if fault == "drop":
                     return
-                answer = self._answer(raw, fault)
-                if answer is None:
+                answers = self._answer(raw, fault)
+                if answers is None:
                     return
-                if fault == "timeout":
+                if fault == "timeout" or not answers:
                     await reader.read()          # never answer; wait for the terminal to hang up
                     return
                 if fault == "late":
                     await asyncio.sleep(self.late_delay)
                 if fault == "garble":
-                    answer = b"\x00\xffNOT ISO 8583" + secrets.token_bytes(8)
-                self._log("response", answer)
-                writer.write(struct.pack(">H", len(answer)) + answer)
+                    answers = [b"\x00\xffNOT ISO 8583" + secrets.token_bytes(8)]
                 if fault == "twice":
+                    answers = answers * 2
+                for answer in answers:
+                    self._log("response", answer)
                     writer.write(struct.pack(">H", len(answer)) + answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -266,7 +268,23 @@ class Acquirer:
         finally:
             writer.close()
 
-    def _answer(self, raw: bytes, fault: str | None = None) -> bytes | None:
+    def lie(self, rewrite: Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]] | None,
+            times: int = 1) -> None:
+        """Put a lying host in front of the acquirer for the next `times` answers (None: stop lying).
+
+        The acquirer still does what the request asks (the issuer approves and debits, the ledger records
+        it); then `rewrite(request, answer)` returns the answers sent instead, as ISO 8583 field dicts: none
+        (the host falls silent), a changed one, another request's answer, or several. With session keys each
+        is MACed afresh, as a host that lies would.
+        """
+        with self._lock:
+            self._lies = [] if rewrite is None else [rewrite] * times
+
+    def _take_lie(self) -> Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]] | None:
+        with self._lock:
+            return self._lies.pop(0) if self._lies else None
+
+    def _answer(self, raw: bytes, fault: str | None = None) -> list[bytes] | None:
         try:
             doc, _ = iso8583.decode(raw, self._spec)
         except iso8583.DecodeError as exc:
@@ -274,12 +292,12 @@ class Acquirer:
             return None
         mti = doc["t"]
         if mti == "0800":
-            return self._sign_on(doc, corrupt_kcv=fault == "badkcv")
+            return [self._sign_on(doc, corrupt_kcv=fault == "badkcv")]
         tid = doc.get("41", "").strip()
         if self.key_scheme and mti not in SIGN_ON_MTIS:
             mac_key = self.working.get(tid, (b"", b""))[1]
             if not mac_key or not self._mac_ok(raw, doc, mac_key):
-                return self._mac_refusal(doc)
+                return [self._mac_refusal(doc)]
         if mti == "0200":
             answer = self._sale(doc)
         elif mti in ("0400", "0401"):
@@ -289,9 +307,16 @@ class Acquirer:
         else:
             log.warning("acquirer: unsupported MTI %s", mti)
             return None
+        answers = [answer]
+        lie = self._take_lie() if fault != "timeout" else None      # an answer never sent tells no lie
+        if lie is not None:
+            truth, _ = iso8583.decode(answer, self._spec)
+            told = lie({k: v for k, v in doc.items() if k not in ("p", "1")},
+                       {k: v for k, v in truth.items() if k not in ("p", "1")})
+            answers = [bytes(iso8583.encode(dict(d), self._spec)[0]) for d in told]
         if self.key_scheme:
-            answer = self._with_mac(answer, self.working[tid][1], corrupt=fault == "badmac")
-        return answer
+            answers = [self._with_mac(a, self.working[tid][1], corrupt=fault == "badmac") for a in answers]
+        return answers
 
     # --- master/session keys -------------------------------------------------------------------
 
