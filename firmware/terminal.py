@@ -304,14 +304,15 @@ class Terminal:
             self._spawn(self._check_operator(self._pin.take()), flow.OperatorChecked(False, "TERMINAL ERROR"))
             return None
         pin_cfg = self.config.pin
+        if pin_cfg.scheme == "session":
+            # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
+            # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
+            pin, self._pin = self._pin, None
+            self._spawn(self._encipher_after_sign_on(pin, self._pin_pan), flow.PinFailed("TERMINAL ERROR"))
+            return None
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
-            if pin_cfg.scheme == "session":
-                pin_key = self._session.pin_key() if self._session else None
-                if pin_key is None:
-                    raise SignOnError("no PIN key: the terminal has not signed on")
-                encrypted = self._pin.encrypt_session(self._pin_pan, self.config.keys.scheme, pin_key)
-            elif pin_cfg.scheme == "aes":
+            if pin_cfg.scheme == "aes":
                 counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
                 if not self._aes_initial:
                     raise KeyMaterialError("no AES DUKPT initial key")
@@ -328,6 +329,22 @@ class Terminal:
             self._pin.wipe()
             return flow.PinFailed(exc.screen)
         return flow.PinEntered(encrypted)
+
+    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str) -> None:
+        """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done."""
+        try:
+            if self._session is None:
+                raise SignOnError("no PIN key: no session keys are configured")
+            await self._session.ensure()
+            pin_key = self._session.pin_key()
+            if pin_key is None:
+                raise SignOnError("no PIN key: the terminal has not signed on")
+            self.post(flow.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+            self.post(flow.PinFailed(exc.screen))
+        finally:
+            pin.wipe()
 
     async def _check_operator(self, pin: str) -> None:
         assert self._gate is not None

@@ -214,3 +214,20 @@ def test_dukpt_initial_key_from_the_key_store(tmp_path):
         sim.swipe("visa-approve")
         sim.pin("1234")
         sim.wait_for("APPROVED")
+
+
+def test_enter_waits_for_the_sign_on_in_flight(msim):
+    """ENTER while the sign-on that PIN entry started is still with the host: the PIN waits for the new keys
+    (it used to fail at once with PIN PAD ERROR / SIGN-ON FAILED under load)."""
+    msim.host.late_delay = 1.0                               # the 0810 takes a second
+    msim.host.fault("late")
+    msim._loop.call_soon_threadsafe(msim.terminal._session.invalidate)     # the day's keys have gone
+    msim.keys("5000{ENTER}")
+    msim.wait_for("SWIPE")
+    msim.swipe("visa-approve")                              # CollectPin starts the sign-on ...
+    msim.pin("1234")                                        # ... and ENTER comes while it is in flight
+    msim.wait_for("APPROVED", timeout=10)
+    codec = dialect.DIALECTS[msim.config.host.dialect]
+    mtis = [codec.decode(raw)["t"] for d, raw in msim.host_log if d == "request"]
+    assert mtis == ["0800", "0800", "0200"]
+    assert_ledger_agrees(msim)
