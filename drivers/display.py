@@ -10,6 +10,8 @@ import threading
 import unicodedata
 from typing import Callable, TextIO
 
+from firmware.text import clean
+
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +54,9 @@ class Display:
         return "\n".join(self.lines)
 
     def show(self, lines: tuple[str, ...], qr: str = "") -> None:
-        """Replace the screen; a line wider than the display wraps at word boundaries."""
-        fitted = tuple(part for line in lines for part in (textwrap.wrap(line, self.width) or [""]))
+        """Replace the screen; a line wider than the display wraps at word boundaries. Control characters
+        (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in."""
+        fitted = tuple(part for line in lines for part in (textwrap.wrap(clean(line), self.width) or [""]))
         with self._lock:
             self._lines, self._qr = fitted, qr
         for callback in self._listeners:

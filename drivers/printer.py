@@ -11,6 +11,7 @@ from typing import Any
 from firmware.config import PrinterConfig
 from firmware.errors import DeviceError
 from firmware.receipt import Receipt
+from firmware.text import clean
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,16 @@ class ReceiptPrinter:
         for line in receipt.lines:
             dev.set(align=line.align, bold=line.bold, double_height=line.big, double_width=line.big,
                     normal_textsize=not line.big)
-            if self._cfg.chinese and not line.text.isascii():
-                dev._raw(FS_CHINESE_ON + line.text.encode("gb18030", errors="replace") + FS_CHINESE_OFF + b"\n")
+            text = clean(line.text)    # no control character reaches the printer: ESC p would open the drawer
+            if self._cfg.chinese and not text.isascii():
+                dev._raw(FS_CHINESE_ON + text.encode("gb18030", errors="replace") + FS_CHINESE_OFF + b"\n")
             else:
-                dev.text(line.text + "\n")
+                dev.text(text + "\n")
         dev.set_with_default()
-        if receipt.qr:
+        qr = clean(receipt.qr)
+        if qr:
             dev.set(align="center")
-            dev.qr(receipt.qr, native=True, size=5)   # GS ( k: the printer draws it
+            dev.qr(qr, native=True, size=5)   # GS ( k: the printer draws it
             dev.set_with_default()
         dev.cut()
 

@@ -2,24 +2,46 @@
 
 Prices are integer minor units; tax rates are basis points (13% = 1300). A catalogue comes from a CSV
 file with the header `plu,name,price,tax_rate` (price in major units, "12.50"; tax rate in percent,
-"13" or "6.5"), in UTF-8 (with or without the BOM spreadsheets write) or GB18030 (what Excel on a
-Chinese Windows saves).
+"13" or "6.5"). The rules `parse_catalog` applies, each refusal naming the line:
+
+- Encoding: UTF-8 (with or without the BOM spreadsheets write), UTF-16 with its BOM (what "Unicode text"
+  saves), or GB18030/GBK (what Excel on a Chinese Windows saves) whose characters are all in GB2312, the
+  common simplified set. A file that is none of these (Latin-1, UTF-16 without a BOM, UTF-32) is refused.
+  So is a file without a BOM that reads both as UTF-8 with accented or non-Chinese letters and as GB2312
+  Chinese: the bytes cannot tell which was meant, so the user re-saves it as "CSV UTF-8" (with the BOM).
+- plu: 1 to 8 ASCII digits, each PLU once (a repeat names both lines).
+- name: 1 to 40 characters, no control characters (ESC, GS, ANSI sequences, bidi overrides): a name goes
+  to the printer and the display. A name may start with = + - @ (stored as it is; CSV exports escape it).
+- price: ASCII digits with at most the currency's decimals, above zero and at most MAX_PRICE minor units.
+- tax_rate: percent, 0 to 100 with at most two decimals; empty is 0.
+- At most MAX_ERRORS bad lines are listed, then how many more there are.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from typing import Iterator
 
-from .money import Currency, format_minor, parse_major
+from .text import problem as unsafe_text
+from .money import Currency, format_minor
 
 MAX_PLU = 8                 # digits of a PLU code (keyed on the keypad)
 MAX_QTY = 999
+MAX_NAME = 40               # characters of an item name
+MAX_PRICE = 10**10 - 1      # minor units: ten digits (99,999,999.99 CNY), far above any till's max_amount
+MAX_ERRORS = 100            # bad lines listed by one import; the rest are counted
+
+_PLU = re.compile(r"[0-9]{1,%d}" % MAX_PLU)
+_AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+_PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,8})?)%?")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One catalogue entry."""
 
@@ -60,57 +82,179 @@ def total(lines: tuple[BasketLine, ...] | list[BasketLine]) -> int:
     return sum(line.amount for line in lines)
 
 
+class _Refused(Exception):
+    """The whole file is refused (its encoding); the message names the line."""
+
+
+def _line_of(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
 def _decode(raw: bytes) -> str:
+    """The file's text by the encoding rules in the module docstring; _Refused when they do not allow it."""
+    if raw.startswith(_UTF32_BOMS):
+        raise _Refused("line 1: the file is UTF-32; save it as CSV UTF-8")
+    if raw.startswith(b"\xef\xbb\xbf") or raw.startswith(_UTF16_BOMS):
+        codec = "utf-8-sig" if raw.startswith(b"\xef") else "utf-16"
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError as exc:
+            before = raw[:exc.start].decode(codec, errors="replace")
+            line = before.count("\n") + 1
+            raise _Refused(f"line {line}: the file starts as {codec.removesuffix('-sig').upper()} but is not "
+                           f"(bytes {raw[exc.start:exc.start + 4].hex(' ')}); save it as CSV UTF-8") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0 and raw.count(b"\x00") * 8 > len(raw):
+        # ASCII text in UTF-16 is one NUL byte in two; a stray NUL is a control character, refused in its field.
+        raise _Refused(f"line {_line_of(raw, nul)}: NUL bytes: the file looks like UTF-16 without "
+                       "a byte-order mark; save it as CSV UTF-8")
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_utf8 = exc.start
+    else:
+        if not text.isascii() and any("\u0080" <= ch <= "\u07ff" for ch in set(text)) and _reads_as_gb2312(raw):
+            raise _Refused(_ambiguous(raw, text))
+        return text
+    try:
+        raw.decode("gb2312")                     # GB18030 limited to the common simplified set: see above
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.start + 2]
+        line = _line_of(raw, min(bad_utf8, exc.start))
+        raise _Refused(f"line {line}: the file is neither UTF-8 nor GB18030 Chinese (bytes {bad.hex(' ')} at line "
+                       f"{_line_of(raw, exc.start)}; Latin-1 or another encoding?); save it as CSV UTF-8") from None
+    return raw.decode("gb18030")                 # GB18030's mapping, which GBK and Windows use
+
+
+def _reads_as_gb2312(raw: bytes) -> bool:
+    try:
+        raw.decode("gb2312")
     except UnicodeDecodeError:
-        return raw.decode("gb18030")            # GBK/GB2312 files decode too: GB18030 contains them
+        return False
+    return True
+
+
+def _ambiguous(raw: bytes, text: str) -> str:
+    """The refusal for a file that reads both as UTF-8 and as GB18030, quoting the first line that differs."""
+    as_gb = raw.decode("gb18030")
+    for number, (u, g) in enumerate(zip(text.split("\n"), as_gb.split("\n")), start=1):
+        if u != g:
+            return (f"line {number}: the file reads both as UTF-8 ({u.strip()[:40]!r}) and as GB18030 "
+                    f"({g.strip()[:40]!r}); save it as CSV UTF-8 (with the BOM) so the import knows which")
+    return "line 1: the file reads both as UTF-8 and as GB18030; save it as CSV UTF-8 (with the BOM)"
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` with their ends, one at a time (io.StringIO would copy the text at 4 bytes a character)."""
+    start, size = 0, len(text)
+    while start < size:
+        end = text.find("\n", start)
+        end = size if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def _price(text: str, currency: Currency, max_price: int) -> int:
+    m = _AMOUNT.fullmatch(text)
+    if m is None:
+        if text.startswith("-") and _AMOUNT.fullmatch(text[1:]):
+            raise ValueError("price must be above zero")
+        raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} (write digits, e.g. 12.50)")
+    whole, frac = m.group(1).lstrip("0") or "0", m.group(2) or ""
+    if len(frac) > currency.exponent:
+        raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} "
+                         f"(at most {currency.exponent} decimals)")
+    too_high = f"price {text[:24]} is above the most an item may cost, {format_minor(max_price, currency)}"
+    if len(whole) > len(str(max_price)):                  # before int(): a 100,000-digit price is refused at once
+        raise ValueError(too_high)
+    price = int(whole) * 10 ** currency.exponent + int(frac.ljust(currency.exponent, "0") or "0")
+    if price <= 0:
+        raise ValueError("price must be above zero")
+    if price > max_price:
+        raise ValueError(too_high)
+    return price
 
 
 def _tax_bp(text: str) -> int:
-    value = Decimal(text.strip().rstrip("%") or "0")
-    bp = value * 100
+    if not text:
+        return 0
+    m = _PERCENT.fullmatch(text)
+    if m is None:
+        raise ValueError("tax_rate is not a number")
+    bp = Decimal(m.group(1)) * 100
     if bp != bp.to_integral_value() or not 0 <= bp <= 10000:
         raise ValueError("tax_rate must be a percentage from 0 to 100 with at most two decimals")
     return int(bp)
 
 
-def parse_catalog(raw: bytes, currency: Currency) -> tuple[list[Item], list[str]]:
-    """Items from a CSV file, and one message per bad line (line number, column, problem)."""
-    text = _decode(raw)
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    missing = [h for h in ("plu", "name", "price") if h not in header]
-    if missing:
-        return [], [f"line 1: the header lacks {', '.join(missing)} (expected plu,name,price,tax_rate)"]
-    items: dict[str, Item] = {}
+def _item(row: list[str], cols: dict[str, int], width: int, currency: Currency, max_price: int) -> Item:
+    """One data row as an Item; ValueError says what is wrong."""
+    if len(row) > width and any(f.strip() for f in row[width:]):
+        raise ValueError(f"{len(row)} fields but the header has {width} (a comma in a name or price? "
+                         "put the name in double quotes; write prices without thousands separators)")
+
+    def field(name: str) -> str:
+        i = cols.get(name)
+        return row[i].strip() if i is not None and i < len(row) else ""
+
+    plu, name = field("plu"), field("name")
+    if not _PLU.fullmatch(plu):
+        raise ValueError(f"plu must be 1 to {MAX_PLU} digits")
+    if not name:
+        raise ValueError("name is empty")
+    bad = unsafe_text(name)
+    if bad:
+        raise ValueError(f"name {bad}")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"name is longer than {MAX_NAME} characters")
+    return Item(plu, name, _price(field("price"), currency, max_price), _tax_bp(field("tax_rate")))
+
+
+def parse_catalog(raw: bytes, currency: Currency, max_price: int = MAX_PRICE) -> tuple[list[Item], list[str]]:
+    """Items from a CSV file, and one message per bad line (line number, column, problem); see the module
+    docstring for the rules. Pass the terminal's max_amount as `max_price` to refuse what it could never sell."""
+    try:
+        text = _decode(raw)
+    except _Refused as exc:
+        return [], [str(exc)]
+    reader = csv.reader(_lines(text))
+    items: list[Item] = []
+    first_line: dict[str, int] = {}
     errors: list[str] = []
-    for number, row in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-        plu, name = row.get("plu", ""), row.get("name", "")
-        try:
-            if not (plu.isdigit() and 1 <= len(plu) <= MAX_PLU):
-                raise ValueError(f"plu must be 1 to {MAX_PLU} digits")
-            if not name:
-                raise ValueError("name is empty")
-            if len(name) > 40:
-                raise ValueError("name is longer than 40 characters")
+    more = 0
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        if len(header) == 1 and "\t" in header[0]:
+            return [], ["line 1: the file is separated by tabs, not commas (\"Unicode text\"?); save it as CSV UTF-8"]
+        missing = [h for h in ("plu", "name", "price") if h not in header]
+        if missing:
+            return [], [f"line 1: the header lacks {', '.join(missing)} (expected plu,name,price,tax_rate)"]
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            return [], [f"line 1: the header names {twice[0]} twice"]
+        cols = {h: i for i, h in enumerate(header)}
+        last = reader.line_num
+        for row in reader:
+            number, last = last + 1, reader.line_num      # a quoted field may span lines: name the first
+            if not any(f.strip() for f in row):
+                continue                                  # a blank line, or ",,," from a spreadsheet
             try:
-                price = parse_major(row.get("price", ""), currency)
-            except (ValueError, ArithmeticError) as exc:
-                raise ValueError(f"price: {exc}") from None
-            if price <= 0:
-                raise ValueError("price must be above zero")
-            try:
-                tax = _tax_bp(row.get("tax_rate", ""))
-            except InvalidOperation:
-                raise ValueError("tax_rate is not a number") from None
-            if plu in items:
-                raise ValueError(f"plu {plu} appears twice")
-            items[plu] = Item(plu, name, price, tax)
-        except ValueError as exc:
-            errors.append(f"line {number}: {exc}")
-    return list(items.values()), errors
+                item = _item(row, cols, len(header), currency, max_price)
+                if item.plu in first_line:
+                    raise ValueError(f"plu {item.plu} appears twice (first on line {first_line[item.plu]})")
+            except ValueError as exc:
+                if len(errors) < MAX_ERRORS:
+                    errors.append(f"line {number}: {exc}")
+                else:
+                    more += 1
+                continue
+            first_line[item.plu] = number
+            items.append(item)
+    except csv.Error as exc:                              # an unclosed quote swallowing the file, and such
+        errors.append(f"line {reader.line_num}: not readable as CSV ({exc}; an unclosed double quote?)")
+    if more:
+        errors.append(f"... and {more} more bad lines")
+    return items, errors
 
 
 def describe(item: Item, currency: Currency) -> str:

@@ -3,13 +3,15 @@ with the sale and printed, and best sellers counted from sales that stand."""
 
 from __future__ import annotations
 
+import codecs
 import io
 import sys
 from datetime import datetime
 
+import pytest
 
 from firmware import cli, flow
-from firmware.items import BasketLine, Item, line_for, parse_catalog, total
+from firmware.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
 from firmware.journal import Journal, NewSale
 from firmware.money import Currency
 
@@ -34,11 +36,154 @@ def test_bad_lines_are_each_named():
     items, errors = parse_catalog(raw, CNY)
     assert [i.plu for i in items] == ["1001"]
     assert errors == ["line 3: plu must be 1 to 8 digits", "line 4: name is empty", "line 5: price must be above zero",
-                      "line 6: price: not an amount in CNY: '1.234'",
+                      "line 6: price: not an amount in CNY: '1.234' (at most 2 decimals)",
                       "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
-                      "line 8: plu 1001 appears twice"]
+                      "line 8: plu 1001 appears twice (first on line 2)"]
     assert parse_catalog(b"code,title\n1,x\n", CNY)[1] == [
         "line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"]
+
+
+HEAD = "plu,name,price,tax_rate\n"
+
+
+def _errors(body: str | bytes, **kw) -> list[str]:
+    raw = body if isinstance(body, bytes) else (HEAD + body).encode("utf-8-sig")
+    return parse_catalog(raw, CNY, **kw)[1]
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("DRAWER\x1bp\x00\x19\x19", "U+001B (ESC)"),                # ESC p: kick the cash drawer
+    ("CUT\x1dV\x00", "U+001D (GS)"),                              # GS V: cut the paper
+    ("CLS\x1b[2J", "U+001B (ESC)"),                                # ANSI: clear the console
+    ("CSI\x9b2J", "U+009B"),                                       # the one-byte CSI of C1
+    ("ABC\u202eDEF", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),           # bidi override
+    ("ZW\u200bSP", "U+200B (ZERO WIDTH SPACE)"),
+    ('"TAB\tNAME"', "U+0009 (TAB)"),
+    ('"TWO\nLINES"', "U+000A (LINE FEED)"),
+])
+def test_control_characters_in_a_name_are_refused_with_the_line(name, shown):
+    errors = _errors(f"1001,Water,2.00,13\n1002,{name},1.00,0\n")
+    assert len(errors) == 1 and errors[0].startswith("line 3: name contains ") and shown in errors[0], errors
+
+
+def test_a_formula_like_name_is_stored_as_it_is():
+    items, errors = parse_catalog((HEAD + "1,=cmd|' /C calc'!A0,1.00,0\n2,+SUM(A1),1.00,0\n3,@x,1,0\n"
+                                   "4,-2+3,1,0\n").encode(), CNY)
+    assert errors == [] and [i.name for i in items] == ["=cmd|' /C calc'!A0", "+SUM(A1)", "@x", "-2+3"]
+
+
+@pytest.mark.parametrize("price, message", [
+    ("1e23", "price: not an amount in CNY: '1e23' (write digits, e.g. 12.50)"),
+    ("100000000000000000000000", "price 100000000000000000000000 is above the most an item may cost, 99999999.99"),
+    ("100000000.00", "is above the most an item may cost"),
+    ("-1.00", "price must be above zero"),
+    ("0", "price must be above zero"),
+    ("0.00", "price must be above zero"),
+    ("\uff11\uff12", "price: not an amount"),                     # full-width digits
+    ("\u00b2", "price: not an amount"),                            # a superscript: str.isdigit() says yes
+    ("NaN", "price: not an amount"),
+    ("", "price: not an amount"),
+])
+def test_prices_out_of_bounds_are_refused(price, message):
+    errors = _errors(f"1001,Water,{price},13\n")
+    assert len(errors) == 1 and errors[0].startswith("line 2: ") and message in errors[0], errors
+
+
+def test_price_bounds_and_the_tills_max_amount():
+    assert parse_catalog((HEAD + "1,Gold,99999999.99,0\n").encode(), CNY)[0][0].price == 10**10 - 1
+    assert _errors("1,Gold,50.01,0\n", max_price=5000) == [
+        "line 2: price 50.01 is above the most an item may cost, 50.00"]
+
+
+@pytest.mark.parametrize("tax", ["1e999999", "sNaN", "Infinity", "\u00b9\u00b3", "13,5", "101", "-1"])
+def test_odd_tax_rates_are_refused(tax):
+    errors = _errors(f'1001,Water,2.00,"{tax}"\n')
+    assert len(errors) == 1 and "tax_rate" in errors[0], errors
+
+
+def test_plu_codes_are_ascii_digits():
+    errors = _errors("\uff11\uff12,Full width,1.00,0\n\u00b9\u00b2,Superscript,1.00,0\n123456789,Long,1,0\n")
+    assert errors == ["line 2: plu must be 1 to 8 digits", "line 3: plu must be 1 to 8 digits",
+                      "line 4: plu must be 1 to 8 digits"]
+
+
+def test_duplicates_extra_fields_and_blank_lines_name_the_right_lines():
+    errors = _errors("1001,Water,2.00,13\n\n,,,\n2001,Apple,12.00,9\n1001,Water again,2.00,13\n"
+                     "3001,Rice,1,234.00\n3002,Oil,1,234.00,13\n3003,Salt,1.00,0,,\n")
+    assert errors == ["line 6: plu 1001 appears twice (first on line 2)",
+                      "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
+                      "line 8: 5 fields but the header has 4 (a comma in a name or price? put the name in double "
+                      "quotes; write prices without thousands separators)"]
+
+
+def test_header_problems():
+    assert parse_catalog(b"plu,name,name,price\n", CNY)[1] == ["line 1: the header names name twice"]
+    assert parse_catalog(b"", CNY)[1] == ["line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"]
+    tabbed = "plu\tname\tprice\n1\tWater\t2.00\n"
+    assert parse_catalog(codecs.BOM_UTF16_LE + tabbed.encode("utf-16-le"), CNY)[1] == [
+        'line 1: the file is separated by tabs, not commas ("Unicode text"?); save it as CSV UTF-8']
+
+
+def test_an_unclosed_quote_is_a_line_numbered_error():
+    errors = _errors('1,"Water,2.00,13\n' + "2,Apple,1.00,0\n" * 20000)
+    assert len(errors) == 1 and errors[0].startswith("line ") and "not readable as CSV" in errors[0], errors
+
+
+def test_many_bad_lines_are_counted_not_all_listed():
+    errors = _errors("".join(f"{n},,1.00,0\n" for n in range(1, MAX_ERRORS + 151)))
+    assert len(errors) == MAX_ERRORS + 1 and errors[0] == "line 2: name is empty"
+    assert errors[-1] == "... and 150 more bad lines"
+
+
+TEXT = HEAD + "1001,矿泉水 WATER,2.00,13\n4001,报纸,1.5,\n"
+WANT = [Item("1001", "矿泉水 WATER", 200, 1300), Item("4001", "报纸", 150, 0)]
+
+
+@pytest.mark.parametrize("raw", [
+    codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"),
+    codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"),
+    TEXT.encode("utf-16"),                                     # Python writes the BOM of this machine's order
+], ids=["utf-16-le", "utf-16-be", "utf-16-native"])
+def test_utf16_with_its_bom_is_read(raw):
+    assert parse_catalog(raw, CNY) == (WANT, [])
+
+
+@pytest.mark.parametrize("raw, message", [
+    (TEXT.encode("utf-16-le"), "line 1: NUL bytes: the file looks like UTF-16 without a byte-order mark"),
+    (TEXT.encode("utf-32"), "line 1: the file is UTF-32"),
+    ((HEAD + "1,Crème brûlée,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
+    ((HEAD + "1,Café,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
+    ((HEAD + "1,Water,2.00,0\n2,Cafe\xa0latte,2.00,0\n").encode("cp1252"), "line 3: the file is neither"),
+    (b"\xef\xbb\xbf" + (HEAD + "1,Caf\xe9,2.00,0\n").encode("latin-1"), "line 2: the file starts as UTF-8 but is not"),
+    (codecs.BOM_UTF16_LE + b"p\x00l\x00\x00\xdc", "line 1: the file starts as UTF-16 but is not"),
+])
+def test_other_encodings_are_refused_with_a_line(raw, message):
+    items, errors = parse_catalog(raw, CNY)
+    assert items == [] and len(errors) == 1 and errors[0].startswith(message), errors
+    assert "CSV UTF-8" in errors[0]
+
+
+def test_gb18030_that_also_reads_as_utf8_is_refused_not_imported_as_mojibake():
+    raw = (HEAD + "1,Water,2.00,13\n2,茅台,1499.00,13\n").encode("gb18030")
+    assert raw.decode("utf-8")                                     # 茅台 in GB18030 is valid UTF-8: "ę́"
+    items, errors = parse_catalog(raw, CNY)
+    misread = raw.decode("utf-8").split("\n")[2]
+    assert items == [] and errors == [
+        f"line 3: the file reads both as UTF-8 ({misread!r}) and as GB18030 ('2,茅台,1499.00,13'); "
+        "save it as CSV UTF-8 (with the BOM) so the import knows which"]
+    saved_right = b"\xef\xbb\xbf" + (HEAD + "2,茅台,1499.00,13\n").encode("utf-8")
+    assert parse_catalog(saved_right, CNY) == ([Item("2", "茅台", 149900, 1300)], [])
+    # The same rule refuses UTF-8 without a BOM whose only non-ASCII letters also read as GB2312 Chinese
+    # ("Café" is also "Caf茅"); with the BOM, or with any Chinese text in UTF-8, it is read as UTF-8.
+    assert "reads both as UTF-8" in parse_catalog((HEAD + "1,Café,2.00,0\n").encode(), CNY)[1][0]
+    assert parse_catalog(b"\xef\xbb\xbf" + (HEAD + "1,Café,2.00,0\n").encode(), CNY)[0][0].name == "Café"
+    assert parse_catalog((HEAD + "1,Café 咖啡,2.00,0\n").encode(), CNY)[0][0].name == "Café 咖啡"
+
+
+def test_gbk_outside_gb2312_is_refused_as_possibly_another_encoding():
+    raw = (HEAD + "1,喆,2.00,0\n").encode("gb18030")             # in GBK, not in GB2312
+    assert parse_catalog(raw, CNY)[1][0].startswith("line 2: the file is neither UTF-8 nor GB18030 Chinese")
+    assert parse_catalog(b"\xef\xbb\xbf" + (HEAD + "1,喆,2.00,0\n").encode(), CNY)[0][0].name == "喆"
 
 
 def test_line_arithmetic_is_integer():

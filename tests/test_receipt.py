@@ -99,3 +99,43 @@ def test_missing_printer_is_a_device_error(tmp_path):
 
 def test_backend_none_prints_nothing():
     ReceiptPrinter(PrinterConfig(backend="none")).print_receipts([Receipt((Line("x"),))])
+
+
+HOSTILE = "WATER\x1bp\x00\x19\x19\x1dV\x00\x1b[2J\x9b2J\u202eRETAW\x07"    # drawer kick, cut, ANSI clear, C1 CSI, bidi, bell
+CLEANED = "WATERpV[2J2JRETAW"
+
+
+@pytest.mark.parametrize("chinese", [False, True])
+def test_an_item_name_cannot_drive_the_printer(tmp_path, chinese):
+    """Whatever a basket line's name holds, the printer gets the bytes the layout emits for the cleaned name:
+    no drawer kick, one cut (the receipt's own), no escape sequence."""
+    from firmware.items import BasketLine
+
+    def printed(name: str, out: str) -> bytes:
+        basket = (BasketLine("1001", name, 1, 1250, 1300),)
+        receipt = sale_receipt(SALE, header("zh" if chinese else "en", "SHOP\x1bp\x00\x19\x19"), "CUSTOMER COPY",
+                               WHEN, basket)
+        (tmp_path / out).mkdir()
+        return _print(tmp_path / out, chinese, receipt)
+
+    hostile, clean = printed(HOSTILE + " 矿泉水", "a"), printed(CLEANED + " 矿泉水", "b")
+    assert hostile == clean
+    assert b"\x1bp" not in hostile and b"\x1b[" not in hostile and b"\x07" not in hostile
+    assert hostile.count(b"\x1dV") == 1 and hostile.endswith(b"\x1dV\x00")
+    assert "\u202e".encode("gb18030") not in hostile and "\u202e".encode("utf-8") not in hostile
+    name = CLEANED.encode() + " 矿泉水".encode("gb18030")
+    assert (FS_CHINESE_ON + name + FS_CHINESE_OFF + b"\n" if chinese else CLEANED.encode() + b" ") in hostile
+    dec = EscposDecoder()
+    assert dec.feed(hostile) == 1 and dec.unknown == []
+
+
+def test_golden_bytes_of_a_hostile_line(tmp_path):
+    raw = _print(tmp_path, False, Receipt((Line(HOSTILE),), qr="ORDER\x1bp\x00\x19\x19-1"))
+    normal = b"\x1b!\x00" * 3
+    default = normal + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"     # set_with_default
+    assert raw == (
+        b"\x1b@" + normal + b"\x1bE\x00\x1ba\x00" + b"\x1bt\x00" + CLEANED.encode() + b"\n" + default
+        + b"\x1ba\x01"                                                              # centre the code
+        + b"\x1d(k\x04\x001A2\x00\x1d(k\x03\x001C\x05\x1d(k\x03\x001E0"             # model 2, size 5, level M
+        + b"\x1d(k\x0b\x001P0ORDERp-1" + b"\x1d(k\x03\x001Q0"                        # store 8 bytes, print
+        + default + b"\x1bd\x06\x1dV\x00")
