@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -171,10 +172,35 @@ EXPORT_COLUMNS = ("id", "created_at", "kind", "method", "entry_mode", "status", 
                   "response_code")
 
 
+# What a spreadsheet takes for the start of a formula (OWASP, "CSV injection"), with the full-width forms
+# that an input method types and some spreadsheets accept too.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell no spreadsheet will run: text that starts like a formula gets a leading single quote
+    (OWASP's advice, so `=cmd|' /C calc'!A0` shows as text); numbers, and decimals like -12.50, stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _DECIMAL.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """csv.writer whose every cell goes through spreadsheet_safe."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self._writer = csv.writer(out)
+
+    def writerow(self, row: list[Any]) -> None:
+        self._writer.writerow([spreadsheet_safe(v) for v in row])
+
+
 def as_csv(rows: list[dict[str, Any]]) -> str:
-    """One line per transaction with a header; amounts as decimals in their currency."""
+    """One line per transaction with a header; amounts as decimals in their currency; text cells escaped
+    against formula injection (spreadsheet_safe)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = _SafeWriter(out)
     writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         cur = Currency.of(row["currency"])
@@ -184,9 +210,9 @@ def as_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def report_csv(r: Report, cur: Currency) -> str:
-    """The report's figures as CSV (one line per figure), for spreadsheets."""
+    """The report's figures as CSV (one line per figure), for spreadsheets; text cells escaped (spreadsheet_safe)."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = _SafeWriter(out)
     writer.writerow(["figure", "count", "amount", "currency"])
     writer.writerow(["sales", r.sales_count, format_minor(r.sales_amount, cur), cur.alpha])
     writer.writerow(["refunds", r.refund_count, format_minor(r.refund_amount, cur), cur.alpha])

@@ -284,3 +284,37 @@ def test_a_swiped_chip_card_is_journaled_as_fallback(tmp_path):
         found = reports.anomalies(journal.anomaly_rows("2000-01-01", "2100-01-01"), all_day, CNY)
         journal.close()
     assert [a.rule for a in found] == ["fallback swipes of a chip card"]
+
+
+def test_csv_exports_escape_cells_a_spreadsheet_would_run():
+    """Text that came from a host, a wallet or an item name is exported as text: a cell that starts like a
+    formula gets a leading quote (OWASP); numbers and amounts stay numbers."""
+    hostile = {"=cmd|' /C calc'!A0": "'=cmd|' /C calc'!A0", "+SUM(1,2)": "'+SUM(1,2)", "-2+3": "'-2+3",
+               "@SUM(A1)": "'@SUM(A1)", "\t=1": "'\t=1", "\r=1": "'\r=1", "\uff1d1+1": "'\uff1d1+1",
+               "-12.50": "-12.50", "42": "42", "a=b": "a=b", "": ""}
+    for cell, want in hostile.items():
+        assert reports.spreadsheet_safe(cell) == want, cell
+    row = {c: None for c in reports.EXPORT_COLUMNS}
+    row.update(id=1, created_at="2026-11-26T10:00:00+08:00", kind="sale", method="wallet", entry_mode="qr",
+               status="approved", amount=1250, currency="CNY", stan=7, order_no="=HYPERLINK(\"http://x\")",
+               masked_pan="@buyer", auth_code="+654321", rrn="=cmd|' /C calc'!A0", provider="alipay",
+               wallet_trade_no="-1+1", response_code="00")
+    [header, line] = list(csv.reader(io.StringIO(reports.as_csv([row]))))
+    got = dict(zip(header, line))
+    assert got["reference"] == "'=HYPERLINK(\"http://x\")" and got["masked_pan"] == "'@buyer"
+    assert got["auth_code"] == "'+654321" and got["rrn"] == "'=cmd|' /C calc'!A0"
+    assert got["wallet_trade_no"] == "'-1+1" and got["amount"] == "12.50" and got["stan"] == "7"
+
+
+def test_report_csv_keeps_hostile_item_names_as_text(tmp_path):
+    from firmware.items import Item, line_for
+    j = Journal(tmp_path / "j.sqlite3")
+    item = Item("1", "=cmd|' /C calc'!A0", 100)
+    row, _ = j.begin_sale(NewSale("card", "swipe", 100, "CNY", "424242******4242", "SIM00001", "1",
+                                  lines=(line_for(item, 1),), operator="=1+1"), at(10))
+    j.finish(row, "approved", at(10), response_code="00")
+    r = reports.build(j.figures(DAY, DAY), date(2026, 11, 26), date(2026, 11, 26), "CNY")
+    j.close()
+    cells = [c for line in csv.reader(io.StringIO(reports.report_csv(r, CNY))) for c in line]
+    assert "item 1 =cmd|' /C calc'!A0" in cells and "operator =1+1: sales" in cells
+    assert all(reports.spreadsheet_safe(c) == c for c in cells)          # nothing left that starts a formula
