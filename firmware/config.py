@@ -1,7 +1,10 @@
 """Terminal configuration: TOML files read with tomllib, checked key by key into typed, frozen objects.
 
 Every section is read whole; an unknown key, a wrong type or an out-of-range value stops start-up
-with one line naming the file, the key and what is wrong (ConfigError).
+with one line naming the file, the section, the key and what is wrong (ConfigError). What cannot work
+is refused here rather than at the first sale: no string may hold a control character (it would reach
+the printer or the display), identifiers and codes are ASCII (str.isdigit() is true for "²"), the
+terminal and merchant ids fit ISO 8583 fields 41 and 42, and keypad keys are real evdev key names.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from typing import Any, Callable
 from .errors import ConfigError
 from .money import Currency
 from .operators import check_hash_format
+from .text import problem as unsafe_text
 
 LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
 PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")
 _REQUIRED = object()
-_USB_ID = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
-_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_USB_ID = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}")           # used with fullmatch: "$" lets a "\n" through
+_HEX = re.compile(r"[0-9a-fA-F]*")
+_ANS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")   # printable ASCII, no space at either end
+_HOURS = re.compile(r"([0-9]{1,2})-([0-9]{1,2})")
+_ALNUM = re.compile(r"[0-9A-Za-z]+")
 
 
 class _Section:
@@ -46,7 +53,11 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            raise self.fail(key, f"expected {_kind_name(kind)}, got {type(value).__name__} {value!r}")
+            raise self.fail(key, f"expected {_kind_name(kind)}, got {_show(value)}")
+        if kind is str:
+            bad = unsafe_text(value)
+            if bad:
+                raise self.fail(key, bad)
         if check is not None:
             problem = check(value)
             if problem:
@@ -63,6 +74,14 @@ class _Section:
             raise self.fail(unknown[0], "unknown key (a typo?)")
 
 
+def _show(value: Any) -> str:
+    """A wrong value for a message: short, and never a deep structure's repr (which could recurse too far)."""
+    if isinstance(value, (list, dict)):
+        return f"a {'list' if isinstance(value, list) else 'table'}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def _kind_name(kind: type) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
             dict: "a table", list: "a list"}.get(kind, kind.__name__)
@@ -73,7 +92,14 @@ def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 
 def _hex_len(n: int) -> Callable[[Any], str | None]:
-    return lambda v: None if len(v) == n and _HEX.match(v) else f"must be {n} hex digits"
+    return lambda v: None if len(v) == n and _HEX.fullmatch(v) else f"must be {n} hex digits"
+
+
+def _ans(lo: int, hi: int, field: str) -> Callable[[Any], str | None]:
+    """Printable ASCII of lo..hi characters with no space at either end (what an ISO 8583 ANS field carries)."""
+    size = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    return lambda v: None if lo <= len(v) <= hi and _ANS.fullmatch(v) else \
+        f"must be {size} printable ASCII characters, no space at either end (ISO 8583 {field}), got {v[:20]!r}"
 
 
 @dataclass(frozen=True)
@@ -285,13 +311,19 @@ class Config:
 
 def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
     path = sec.get("path", str, "")
-    usb = sec.get("usb", str, "", lambda v: None if _USB_ID.match(v) else "must be VVVV:PPPP in hex")
+    usb = sec.get("usb", str, "", lambda v: None if _USB_ID.fullmatch(v) else "must be VVVV:PPPP in hex")
     name = sec.get("name", str, "")
     keys: dict[str, str] = {}
     if with_keys:
         ksec = sec.sub("keys")
+        taken: dict[int, str] = {}
         for k in LOGICAL_KEYS:
-            keys[k] = ksec.get(k, str, "", lambda v: None if v.startswith("KEY_") else "must be an evdev name like KEY_ENTER")
+            keys[k] = ksec.get(k, str, "", _evdev_key)
+            if keys[k]:
+                code = _evdev_code(keys[k])
+                if code in taken:
+                    raise ksec.fail(k, f"{keys[k]} is already {taken[code]}: each key does one thing")
+                taken[code] = k
         ksec.done()
         keys = {k: v for k, v in keys.items() if v}
         for k in ("ENTER", "CANCEL", "CLEAR"):
@@ -303,13 +335,33 @@ def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
     return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
 
 
+def _evdev_code(name: str) -> int:
+    from evdev import ecodes       # noqa: PLC0415 - the keypad's library, needed only to check its key names
+    code = ecodes.ecodes.get(name)
+    return code if isinstance(code, int) else -1
+
+
+_DIGIT_KEYS = frozenset([f"KEY_{d}" for d in range(10)] + [f"KEY_KP{d}" for d in range(10)])
+
+
+def _evdev_key(name: str) -> str | None:
+    """None for the evdev name of a real key the keypad may use for a named function."""
+    if not name.startswith(("KEY_", "BTN_")):
+        return "must be an evdev name like KEY_ENTER"
+    if name in _DIGIT_KEYS:
+        return f"{name} types a digit; give the function its own key"
+    if _evdev_code(name) <= 0 or name in ("KEY_MAX", "KEY_CNT"):
+        return f"{name} is not an evdev key name (see `python -m evdev.evtest` or linux/input-event-codes.h)"
+    return None
+
+
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     """Validate a parsed TOML document; relative paths resolve against `base`."""
     top = _Section(source, "", doc)
 
     t = top.sub("terminal")
-    tid = t.get("terminal_id", str, check=lambda v: None if len(v) == 8 and v.isalnum() else "must be 8 letters or digits")
-    mid = t.get("merchant_id", str, check=lambda v: None if 1 <= len(v) <= 15 and v.isalnum() else "must be 1 to 15 letters or digits")
+    tid = t.get("terminal_id", str, check=_ans(8, 8, "field 41"))
+    mid = t.get("merchant_id", str, check=_ans(1, 15, "field 42"))
     cur_code = t.get("currency", str)
     try:
         currency = Currency.of(cur_code)
@@ -340,7 +392,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     backend = p.get("backend", str, "none", lambda v: None if v in PRINTER_BACKENDS else f"must be one of {', '.join(PRINTER_BACKENDS)}")
     printer = PrinterConfig(
         backend=backend,
-        usb=p.get("usb", str, "", lambda v: None if _USB_ID.match(v) else "must be VVVV:PPPP in hex"),
+        usb=p.get("usb", str, "", lambda v: None if _USB_ID.fullmatch(v) else "must be VVVV:PPPP in hex"),
         devfile=p.get("devfile", str, ""),
         baudrate=p.get("baudrate", int, 9600, _between(1200, 921600)),
         host=p.get("host", str, ""),
@@ -416,8 +468,9 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
 
     c = top.sub("contactless")
     aids = c.get("aids", list, list(ContactlessConfig.aids),
-                 lambda v: None if v and all(isinstance(a, str) and 10 <= len(a) <= 32 and _HEX.match(a) for a in v)
-                 else "must be a list of AIDs in hex (10 to 32 digits)")
+                 lambda v: None if v and all(isinstance(a, str) and 10 <= len(a) <= 32 and len(a) % 2 == 0
+                                             and _HEX.fullmatch(a) for a in v)
+                 else "must be a list of AIDs in hex (10 to 32 digits, an even number)")
     contactless = ContactlessConfig(
         device=c.get("device", str, "", lambda v: None if not v or v.split(":")[0] in ("usb", "tty", "udp")
                      else "must be an nfcpy path: usb:VVVV:PPPP, tty:PORT:DRIVER or udp:HOST:PORT"),
@@ -425,7 +478,8 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         transaction_limit=c.get("transaction_limit", int, 500000, _between(0, 10**12 - 1)),
         floor_limit=c.get("floor_limit", int, 0, _between(0, 10**12 - 1)),
         aids=tuple(a.upper() for a in aids),
-        country=c.get("country", str, "156", lambda v: None if len(v) == 3 and v.isdigit() else "must be 3 digits"),
+        country=c.get("country", str, "156", lambda v: None if re.fullmatch("[0-9]{3}", v) else
+                      "must be 3 digits (ISO 3166 numeric, e.g. 156)"),
         tac_denial=c.get("tac_denial", str, "0010000000", _hex_len(10)).upper(),
         tac_online=c.get("tac_online", str, "DC4004F800", _hex_len(10)).upper(),
         tac_default=c.get("tac_default", str, "DC4000A800", _hex_len(10)).upper(),
@@ -461,7 +515,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
                             r.get("fallback_per_card", int, 2, _between(1, 100)))
     r.done()
     u = top.sub("update")
-    update = UpdateConfig(u.get("release_key", str, "", lambda v: None if not v or (len(v) == 64 and _HEX.match(v))
+    update = UpdateConfig(u.get("release_key", str, "", lambda v: None if not v or (len(v) == 64 and _HEX.fullmatch(v))
                                 else "must be an Ed25519 public key, 64 hex digits"),
                           u.get("slots_dir", str, "slots", lambda v: None if v.strip() else "must not be empty"))
     u.done()
@@ -472,7 +526,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
 
 def _cashier_table(v: dict[str, Any]) -> str | None:
     for number, stored in v.items():
-        if not (number.isalnum() and 1 <= len(number) <= 8):
+        if not (_ALNUM.fullmatch(number) and 1 <= len(number) <= 8):
             return f"cashier number {number!r} must be 1 to 8 letters or digits"
         problem = check_hash_format(stored) if isinstance(stored, str) else "must be a string"
         if problem:
@@ -481,10 +535,10 @@ def _cashier_table(v: dict[str, Any]) -> str | None:
 
 
 def _opening_hours(v: str) -> str | None:
-    start, _, end = v.partition("-")
-    if start.isdigit() and end.isdigit() and 0 <= int(start) < int(end) <= 24:
+    m = _HOURS.fullmatch(v)
+    if m and 0 <= int(m.group(1)) < int(m.group(2)) <= 24:
         return None
-    return 'must be "HH-HH", e.g. "08-22"'
+    return 'must be "HH-HH" in ASCII digits, from 00 to 24, e.g. "08-22"'
 
 
 def load(path: str | Path) -> Config:
@@ -500,4 +554,6 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML for a terminal: arrays or tables nested too deeply") from None
     return parse(doc, str(path), Path.cwd())

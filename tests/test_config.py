@@ -52,6 +52,29 @@ def _edit(old: str, new: str) -> str:
     ('chinese = true', 'chinese = "yes"', "[printer] chinese: expected true or false"),
     ('[display]', '[dispaly]', "[top level] dispaly: unknown key"),
     ('pin = 30', 'pin = 0', "[timeouts] pin: must be between 1 and 600"),
+    ('pin = 30', 'pin = nan', "[timeouts] pin: must be between 1 and 600, got nan"),
+    ('pin = 30', 'pin = inf', "[timeouts] pin: must be between 1 and 600, got inf"),
+    # What used to be accepted and then broke every sale or left the keypad dead:
+    ('terminal_id = "SIM00001"', 'terminal_id = "终端号码一二三四"', "[terminal] terminal_id: must be 8 printable ASCII"),
+    ('terminal_id = "SIM00001"', 'terminal_id = "SIM0000\u00b9"', "[terminal] terminal_id: must be 8 printable ASCII"),
+    ('terminal_id = "SIM00001"', 'terminal_id = "SIM0001 "', "no space at either end (ISO 8583 field 41)"),
+    ('merchant_id = "102030405060708"', 'merchant_id = "商户号"', "[terminal] merchant_id: must be 1 to 15 printable"),
+    ('merchant_id = "102030405060708"', 'merchant_id = "1020304050607080"', "ISO 8583 field 42"),
+    ('country = "156"', 'country = "\u00b956"', "[contactless] country: must be 3 digits"),
+    ('country = "156"', 'country = "\uff11\uff15\uff16"', "[contactless] country: must be 3 digits"),
+    ('ENTER = "KEY_KPENTER"', 'ENTER = "KEY_KPENTRE"', "[keypad.keys] ENTER: KEY_KPENTRE is not an evdev key name"),
+    ('F1 = "KEY_F1"', 'F1 = "KEY_MAX"', "[keypad.keys] F1: KEY_MAX is not an evdev key name"),
+    ('F1 = "KEY_F1"', 'F1 = "KEY_RESERVED"', "[keypad.keys] F1: KEY_RESERVED is not an evdev key name"),
+    ('F1 = "KEY_F1"', 'F1 = "KEY_KP5"', "[keypad.keys] F1: KEY_KP5 types a digit"),
+    ('F2 = "KEY_F2"', 'F2 = "KEY_ESC"', "[keypad.keys] F2: KEY_ESC is already CANCEL"),
+    ('name = "示例小店 DEMO SHOP"', r'name = "SHOP\u001bp\u0000\u0019\u0019"', "[merchant] name: contains U+001B (ESC)"),
+    ('address = "北京市朝阳区示例路1号"', 'address = "\u202eX"', "[merchant] address: contains U+202E"),
+    ('data_dir = "data/sim"', r'data_dir = "data\u0000"', "[terminal] data_dir: contains U+0000"),
+    ('phone = "010-12345678"', r'phone = "\u009b2J"', "[merchant] phone: contains U+009B"),
+    ('aids = ["A0000000031010"', 'aids = ["A000000003101"', "[contactless] aids: must be a list of AIDs in hex"),
+    ('"01" = "scrypt', '"\u00b9" = "scrypt', "[operators] cashiers: cashier number '¹' must be 1 to 8"),
+    ('port = 8583', 'port = [[[[1]]]]', "[host] port: expected an integer, got a list"),
+    ('port = 8583', 'port = "' + "x" * 500 + '"', "[host] port: expected an integer, got str 'xxxxxxxx"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, old, new, message):
     path = _write(tmp_path, _edit(old, new))
@@ -59,7 +82,46 @@ def test_bad_values_name_file_and_key(tmp_path, old, new, message):
         load(path)
     text = str(err.value)
     assert text.startswith(f"{path}: ") and message in text
-    assert "\n" not in text
+    assert "\n" not in text and len(text) < 300
+
+
+@pytest.mark.parametrize("hours, ok", [("08-22", True), ("0-24", True), ("8-9", True), ("²-22", False),
+                                       ("08-２２", False), ("22-08", False), ("08-25", False),
+                                       ("-", False), ("", False)])
+def test_opening_hours_in_ascii_digits(tmp_path, hours, ok):
+    path = _write(tmp_path, SIM_TOML.read_text(encoding="utf-8") + f"\n[reports]\nopening_hours = {hours!r}\n"
+                  .replace("'", '"'))
+    if ok:
+        assert load(path).reports.opening_hours == hours
+        return
+    with pytest.raises(ConfigError, match=r"\[reports\] opening_hours: must be \"HH-HH\" in ASCII digits"):
+        load(path)
+
+
+def test_deep_nesting_is_a_config_error_not_a_traceback(tmp_path):
+    for doc in ("a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 5000 + "1" + "}" * 5000,
+                _edit("port = 8583", "port = " + "[" * 400 + "]" * 400)):
+        with pytest.raises(ConfigError) as err:
+            load(_write(tmp_path, doc))
+        assert len(str(err.value)) < 300
+
+
+def test_hex_values_end_where_they_end(tmp_path):
+    """A trailing newline in a key (TOML '\\n') used to pass the "$"-anchored hex check."""
+    text = _edit('ksn = "FFFF9876543210E00000"', 'ksn = "FFFF9876543210E0000\\n"')
+    with pytest.raises(ConfigError, match=r"\[pin\] ksn: (must be 20 hex digits|contains U\+000A)"):
+        load(_write(tmp_path, text))
+    text = _edit('name = "hwsim keypad"', 'usb = "0483:5740\\n"')
+    with pytest.raises(ConfigError, match=r"\[keypad\] usb: "):
+        load(_write(tmp_path, text))
+
+
+def test_check_config_refuses_what_would_break_the_till(tmp_path):
+    path = _write(tmp_path, _edit('country = "156"', 'country = "¹56"'))
+    bad = subprocess.run([sys.executable, "-m", "firmware.cli", "check-config", str(path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == f"countertop: {path}: [contactless] country: must be 3 digits (ISO 3166 numeric, e.g. 156)"
 
 
 def test_not_toml_and_missing_file(tmp_path):
