@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,6 +17,36 @@ SIM_TOML = ROOT / "config" / "sim.toml"
 
 # pyemv/psec call TripleDES with short keys; cryptography warns. Not ours to fix; keep the output readable.
 warnings.filterwarnings("ignore", message=".*TripleDES.*")
+
+
+class _Recorder(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_loop_errors():
+    """Every test fails on an asyncio ERROR record (a task exception nobody retrieved, a callback that
+    raised) and on a simulated terminal whose loop died, even when the test itself passed."""
+    recorder = _Recorder()
+    watched = [logging.getLogger(name) for name in ("asyncio", "hwsim.simulator")]
+    for logger in watched:
+        logger.addHandler(recorder)
+    try:
+        yield recorder
+        gc.collect()                       # un-retrieved task exceptions are reported when the task is freed
+    finally:
+        for logger in watched:
+            logger.removeHandler(recorder)
+    errors = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "")
+              for r in recorder.records]
+    assert not errors, "the event loop reported errors:\n" + "\n".join(errors)
 
 
 def sim_config(**timeouts: float) -> Config:

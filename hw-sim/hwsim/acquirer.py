@@ -265,6 +265,10 @@ class Acquirer:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # stop(): the connection's task ends quietly (asyncio 3.11 reports a cancelled client task as an
+            # error in its own done callback)
+            pass
         finally:
             writer.close()
 

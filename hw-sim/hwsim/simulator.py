@@ -136,18 +136,22 @@ class Simulator:
                           open_scanner=(lambda: scanner) if scanner else None)
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
+        self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(self._loop, self.terminal),
                                         name="countertop-firmware", daemon=True)
         self._thread.start()
         self.wait_for("ENTER AMOUNT", timeout=10)
 
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, terminal: Terminal) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, terminal: Terminal) -> None:
+        """The firmware thread: the terminal's loop until it stops (clean stop) or is stopped (power cut).
+        Should the terminal's run() itself fail, the failure is logged as an error and kept in `failure`."""
         asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(terminal.run())
-        except RuntimeError:
-            pass                 # loop stopped from outside: the simulated power cut
+        main = loop.create_task(terminal.run())
+        main.add_done_callback(lambda _: loop.stop())
+        loop.run_forever()
+        if main.done() and not main.cancelled() and main.exception() is not None:
+            self.failure = main.exception()
+            log.error("simulator: the terminal's loop died", exc_info=self.failure)
 
     def _halt(self, crash: bool) -> None:
         if crash:
@@ -170,16 +174,21 @@ class Simulator:
     def _bury(loop: asyncio.AbstractEventLoop) -> None:
         """Dispose of a loop stopped mid-flight without resuming any of its tasks.
 
-        Each frozen coroutine is closed (GeneratorExit runs only its `finally` blocks: sockets and
-        devices are released, as the OS does at a power cut; no `except CancelledError` handler, so
-        nothing is journaled), then the loop runs its ready callbacks once to close the transports.
+        Every callback and timer the dead terminal had scheduled is dropped unrun. Each frozen coroutine is
+        closed (GeneratorExit runs only its `finally` blocks: sockets and devices are released, as the OS
+        does at a power cut; no `except` handler runs, so nothing is journaled), then the loop runs once
+        for the transports those blocks closed. No task is ever stepped again, so none can end with an
+        exception nobody retrieves. (For a real power cut, SIGKILL of a real process, see hwsim's kill
+        harness; this in-process imitation never stops inside a SQLite statement.)
         """
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
+        for handle in [*loop._ready, *loop._scheduled]:   # noqa: SLF001 - the dead terminal's wake-ups
+            handle.cancel()
+        for task in asyncio.all_tasks(loop):
             task._log_destroy_pending = False          # noqa: SLF001 - these tasks die on purpose
             task.get_coro().close()
-        for task in tasks:
-            task.cancel()                              # scheduled wake-ups then end quietly as cancelled
+        for handle in loop._ready:                     # noqa: SLF001 - a `finally` that cancelled a task (or
+            if isinstance(getattr(handle._callback, "__self__", None), asyncio.Future):     # completed a future)
+                handle.cancel()                        # woke it: it must not step a closed coroutine
         loop.call_soon(loop.stop)
         loop.run_forever()
         loop.close()
