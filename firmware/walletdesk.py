@@ -1,12 +1,19 @@
 """The wallet desk: a terminal's wallet payments — journal first, then the provider; polling, closing,
-reconciling after a crash, and refunds back to the wallet. Part of the shell (it does I/O)."""
+reconciling orders whose fate is unknown until the provider has said what became of them, and refunds
+back to the wallet. Part of the shell (it does I/O).
+
+An order is journaled approved only on an answer that belongs to it (the provider client compares
+every answer with its request), and cancelled only once it can no longer be paid: the provider said
+it is closed, or a shown code that was never scanned has passed its expiry. Anything else leaves it
+'unknown', and the desk keeps asking (with backoff) until the provider says what became of it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from . import flow
@@ -14,9 +21,16 @@ from .config import Config
 from .items import BasketLine
 from .journal import FollowUp, Journal, NewSale
 from .messages import AuthResponse
-from .wallet import WalletError, WalletProvider, WalletResult
+from .wallet import WalletError, WalletMismatch, WalletProvider, WalletResult
 
 log = logging.getLogger(__name__)
+
+# How far the provider's clock may lag the terminal's: a shown code that was never scanned is taken as
+# dead only this long after the expiry the order was created with.
+EXPIRY_MARGIN = timedelta(seconds=30)
+END_ATTEMPTS = 4             # close/cancel tries while the cashier waits (Alipay's retry_flag), then reconcile
+END_FIRST_DELAY = 0.5        # seconds before the second try; doubles
+CHASE_FIRST, CHASE_MAX = 1.0, 60.0   # seconds between reconcile passes while anything is unsettled
 
 
 class WalletDesk:
@@ -26,21 +40,28 @@ class WalletDesk:
                  post: Callable[[Any], None], spawn: Callable[[Any], Any]) -> None:
         self.provider, self.journal, self._config = provider, journal, config
         self._clock, self._post, self._spawn = clock, post, spawn
-        self.order: tuple[int, str, str, int] | None = None        # (row, order number, "qr" | "code", stan)
+        # (row, order number, "qr" | "code", stan, amount, created)
+        self.order: tuple[int, str, str, int, int, datetime] | None = None
         self.basket: tuple[BasketLine, ...] = ()                    # the lines of the next order (HoldBasket)
         self.operator = ""                                          # who is signed in at the till
+        self._reconciling = asyncio.Lock()
+        self._chase_task: Any = None
 
-    def _begin(self, amount: int, kind: str) -> tuple[int, str, int]:
-        """Journal a pending wallet sale before the provider hears of it; (row, order number, stan)."""
+    def _begin(self, amount: int, kind: str) -> tuple[int, str, int, datetime]:
+        """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created)."""
         t = self._config.terminal
-        now = self._clock()
+        now = self._clock().replace(microsecond=0)          # the journal keeps seconds; so does the expiry
         order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
         row, stan = self.journal.begin_sale(NewSale("wallet", kind, amount, t.currency.alpha, "", t.terminal_id,
                                                     t.merchant_id, provider=self.provider.name, order_no=order_no,
                                                     lines=self.basket, operator=self.operator),
                                             now)
-        self.order = (row, order_no, kind, stan)
-        return row, order_no, stan
+        self.order = (row, order_no, kind, stan, amount, now)
+        return row, order_no, stan, now
+
+    def _expiry(self, created: datetime) -> datetime:
+        """When a shown code created at `created` stops being payable (sent to the provider with the order)."""
+        return created.replace(microsecond=0) + timedelta(seconds=self._config.wallet.qr_timeout)
 
     def _settle(self, row: int, order_no: str, stan: int, kind: str, result: WalletResult) -> bool:
         """Journal a final provider answer and tell the flow; False when the order is still open."""
@@ -58,45 +79,51 @@ class WalletDesk:
         self.order = None
         return True
 
+    def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: str = "unknown") -> None:
+        """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
+        self.journal.finish(row, "unknown", self._clock(), note=note[:200])
+        self.order = None
+        self._post(flow.WalletEnded(state, screen))
+        self._chase()
+
     async def qr_order(self, amount: int) -> None:
         """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
-        row, order_no, stan = self._begin(amount, "qr")
+        row, order_no, stan, created = self._begin(amount, "qr")
         try:
-            created = await self.provider.create_order(order_no, amount, self._config.wallet.subject)
+            shown = await self.provider.create_order(order_no, amount, self._config.wallet.subject,
+                                                     self._expiry(created))
         except WalletError as exc:
             log.warning("wallet order %s: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=str(exc)[:200])   # closed at reconcile
-            self.order = None
-            self._post(flow.WalletEnded("unknown", exc.screen))
+            self._unknown(row, str(exc), exc.screen)                 # closed at reconcile
             return
-        if created.state != "waiting":
-            self._settle(row, order_no, stan, "qr", created)
+        if shown.state != "waiting":
+            self._settle(row, order_no, stan, "qr", shown)
             return
-        self._post(flow.OrderShown(created.qr, order_no))
+        self._post(flow.OrderShown(shown.qr, order_no))
         delay = self._config.wallet.poll_interval
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5.0)
             try:
-                result = await self.provider.query(order_no)
+                result = await self.provider.query(order_no, amount)
+            except WalletMismatch as exc:
+                log.warning("wallet order %s: an answer that is not this order's, ignored: %s", order_no, exc)
+                continue
             except WalletError as exc:
                 log.warning("wallet order %s: query failed: %s", order_no, exc)
                 continue                                     # keep asking; the countdown bounds the wait
-            if result.state in ("paid", "closed", "failed") and self._settle(row, order_no, stan, "qr", result):
+            if result.state in ("paid", "closed") and self._settle(row, order_no, stan, "qr", result):
                 return
 
     async def code_payment(self, amount: int, code: str) -> None:
         """Charge a scanned code; when the payer must confirm, ask every few seconds, then cancel."""
         w = self._config.wallet
-        row, order_no, stan = self._begin(amount, "code")
+        row, order_no, stan, _ = self._begin(amount, "code")
         try:
             result = await self.provider.pay_by_code(order_no, amount, code, w.subject)
         except WalletError as exc:
             log.warning("wallet payment %s: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=str(exc)[:200])
-            self.order = None
-            self._spawn(self.reconcile())
-            self._post(flow.WalletEnded("unknown", "CHECKING WITH WALLET"))
+            self._unknown(row, str(exc))
             return
         if result.state == "waiting":
             self._post(flow.WalletConfirming())
@@ -104,75 +131,134 @@ class WalletDesk:
             while asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(w.confirm_interval)
                 try:
-                    result = await self.provider.query(order_no)
+                    result = await self.provider.query(order_no, amount)
                 except WalletError as exc:
                     log.warning("wallet payment %s: query failed: %s", order_no, exc)
                     continue
-                if result.state != "waiting":
+                if result.state in ("paid", "closed"):
                     break
-            if result.state == "waiting":
+            if result.state not in ("paid", "closed"):
                 await self.end_order("CUSTOMER DID NOT CONFIRM")
                 return
         if not self._settle(row, order_no, stan, "code", result):
             await self.end_order("PAYMENT FAILED")
 
+    async def _end_trade(self, order_no: str, kind: str, amount: int, attempts: int) -> WalletResult | None:
+        """Close (shown code) or cancel (scanned code) an order until the provider says it is closed or
+        paid; retried while Alipay asks for it (retry_flag) or cannot be reached. Returns the closed or
+        paid result, `not_found` for a shown code nobody scanned, or None when its fate is still open."""
+        end = self.provider.close if kind == "qr" else self.provider.cancel
+        delay = END_FIRST_DELAY
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay *= 2
+            try:
+                ended = await end(order_no)
+                if ended.state == "closed":
+                    return ended
+                now = await self.provider.query(order_no, amount)        # paid in the meantime?
+            except WalletError as exc:
+                log.warning("wallet order %s: could not end it (try %d): %s", order_no, attempt + 1, exc)
+                continue
+            if now.state in ("paid", "closed"):
+                return now
+            if kind == "qr" and ended.state == now.state == "not_found":
+                return now
+            log.info("wallet order %s: %s answered %s, the order is %s; trying again", order_no,
+                     "close" if kind == "qr" else "cancel", ended.state, now.state)
+        return None
+
     async def end_order(self, reason: str) -> None:
-        """Close (shown code) or cancel (scanned code) the open order; a payment that got there first wins."""
+        """Close (shown code) or cancel (scanned code) the open order; a payment that got there first wins.
+        The sale is journaled cancelled only when the order can no longer be paid."""
         if self.order is None:
             return
-        row, order_no, kind, stan = self.order
-        try:
-            ended = await (self.provider.close(order_no) if kind == "qr" else self.provider.cancel(order_no))
-            if ended.state != "closed":
-                ended = await self.provider.query(order_no)          # paid in the meantime, or never created
-                if ended.state in ("not_found", "waiting"):
-                    ended = WalletResult("closed", reason)
-        except WalletError as exc:
-            log.warning("wallet order %s: could not close: %s", order_no, exc)
-            self.journal.finish(row, "unknown", self._clock(), note=f"close failed: {exc}"[:200])
-            self.order = None
-            self._post(flow.WalletEnded("unknown", "CHECKING WITH WALLET"))
+        row, order_no, kind, stan, amount, created = self.order
+        ended = await self._end_trade(order_no, kind, amount, END_ATTEMPTS)
+        if ended is None:
+            log.warning("wallet order %s: its fate is open; reconciling until the provider says", order_no)
+            self._unknown(row, "could not close the order: reconciling")
             return
-        if ended.state == "closed":
+        if ended.state == "not_found":                           # a shown code nobody scanned
+            expiry = self._expiry(created)
+            if self._clock() < expiry + EXPIRY_MARGIN:
+                # Payable until its expiry (a printed copy may still be scanned): unknown until then.
+                log.info("wallet order %s: never scanned; open until %s, then reconciled", order_no, expiry)
+                self._unknown(row, f"never scanned; payable until {expiry.isoformat()}", reason, state="closed")
+                return
+            ended = WalletResult("closed", reason)
+        elif ended.state == "closed" and ended.reason not in ("REFUNDED TO PAYER",):
             ended = WalletResult("closed", reason)
         self._settle(row, order_no, stan, kind, ended)
 
     async def refund(self, f: FollowUp) -> Any:
         """Refund (or void) a wallet sale at the provider; the idempotency key is the provider's
         out_request_no, so a resend after a lost answer refunds once. Returns the event for the flow."""
+        original = self.journal.row(f.original_id) or {}
+        before = int(original.get("refunded") or 0)
         try:
-            result = await self.provider.refund(f.original_order_no, f.amount, f.idem_key)
+            result = await self.provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
             self.journal.finish(f.id, "unknown", self._clock(), note=str(exc)[:200])    # resent at reconcile
             return flow.HostFailed(str(exc), sent=True, stan=f.stan)
-        approved = result.state == "paid"
+        approved = result.state == "refunded"
         self.journal.finish(f.id, "approved" if approved else "declined", self._clock(), note=result.reason,
                             wallet_trade_no=result.trade_no)
         code = "00" if approved else "05"
         return flow.HostAnswered(AuthResponse(f.stan, code, "", "", self._config.terminal.terminal_id), f.stan)
 
     async def reconcile(self) -> None:
-        """Orders whose fate is unknown (a crash, a lost answer): ask the provider, close what is open;
-        resend wallet refunds whose answer was lost."""
-        for f in self.journal.retries("wallet"):
-            await self.refund(f)
-        for row in self.journal.unsettled_wallet_orders():
-            order_no = row["order_no"]
-            try:
-                result = await self.provider.query(order_no)
-                if result.state in ("waiting", "not_found"):
-                    closer = self.provider.close if row["entry_mode"] == "qr" else self.provider.cancel
-                    result = await closer(order_no)
-                    if result.state != "closed":
-                        result = await self.provider.query(order_no)
-                    if result.state == "not_found":
-                        result = WalletResult("closed", "NEVER CREATED")
-            except WalletError as exc:
-                log.warning("wallet order %s still unknown: %s", order_no, exc)
-                continue
-            status = {"paid": "approved", "closed": "cancelled", "failed": "declined"}.get(result.state)
-            if status:
-                self.journal.finish(row["id"], status, self._clock(), note="reconciled", wallet_trade_no=result.trade_no,
-                                    payer=result.payer)
-                log.info("wallet order %s reconciled: %s", order_no, status)
+        """Orders whose fate is unknown (a crash, a lost or lying answer): ask the provider, close what is
+        open; resend wallet refunds whose answer was lost. Whatever stays unsettled is asked again later."""
+        if await self._reconcile_once():
+            self._chase()
+
+    def _chase(self) -> None:
+        """Keep reconciling in the background, with backoff, until nothing is unsettled."""
+        if self._chase_task is None or self._chase_task.done():
+            self._chase_task = self._spawn(self._chase_loop())
+
+    async def _chase_loop(self) -> None:
+        delay = CHASE_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CHASE_MAX)
+            if not await self._reconcile_once():
+                return
+
+    async def _reconcile_once(self) -> bool:
+        """One pass over what is unsettled; True when something still is."""
+        async with self._reconciling:
+            for f in self.journal.retries("wallet"):
+                await self.refund(f)
+            for row in self.journal.unsettled_wallet_orders():
+                await self._reconcile_order(row)
+            return bool(self.journal.retries("wallet") or self.journal.unsettled_wallet_orders())
+
+    async def _reconcile_order(self, row: dict[str, Any]) -> None:
+        order_no, kind, amount = row["order_no"], row["entry_mode"], int(row["amount"])
+        try:
+            result: WalletResult | None = await self.provider.query(order_no, amount)
+        except WalletError as exc:
+            log.warning("wallet order %s still unknown: %s", order_no, exc)
+            return
+        assert result is not None
+        if result.state in ("waiting", "not_found"):
+            result = await self._end_trade(order_no, kind, amount, 1)
+            if result is None:
+                return
+            if result.state == "not_found":                      # a shown code nobody scanned
+                now = self._clock()
+                created = datetime.fromisoformat(row["created_at"])
+                if created.tzinfo is None and now.tzinfo is not None:
+                    created = created.astimezone()                   # a naive stamp is local time
+                if now < self._expiry(created) + EXPIRY_MARGIN:
+                    return                                       # still payable: ask again later
+                result = WalletResult("closed", "NEVER PAID; CODE EXPIRED")
+        status = {"paid": "approved", "closed": "cancelled"}.get(result.state)
+        if status:
+            self.journal.finish(row["id"], status, self._clock(), note=f"reconciled: {result.reason}".rstrip(": "),
+                                wallet_trade_no=result.trade_no, payer=result.payer)
+            log.info("wallet order %s reconciled: %s", order_no, status)
