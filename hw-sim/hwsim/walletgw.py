@@ -188,6 +188,14 @@ class WalletGateway:
             self._paid(order)
             return order.out_trade_no
 
+    def confirm(self, order_no: str) -> None:
+        """The payer of a scanned code confirms in the app now; LookupError unless the order is waiting."""
+        with self._lock:
+            order = self.orders.get(order_no)
+            if order is None or order.state != "waiting":
+                raise LookupError(f"order {order_no} is not waiting for the payer")
+            self._paid(order)
+
     def order_for(self, qr: str) -> Order:
         """The order a shown code belongs to."""
         with self._lock:
