@@ -89,7 +89,9 @@ class ChipCard:
 
 
 def command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: bool = True) -> bytes:
-    """A short command APDU."""
+    """A short command APDU; CardError when the data would not fit one (a card's DOL can ask for that much)."""
+    if len(data) > 255:
+        raise CardError(f"the card asks for {len(data)} bytes of data in one command; a short APDU carries 255")
     apdu = bytes([cla, ins, p1, p2])
     if data:
         apdu += bytes([len(data)]) + data
@@ -200,6 +202,8 @@ def kernel(p: KernelParams) -> Generator[bytes, bytes, ChipCard]:
         "9F37": p.unpredictable, "9F35": bytes.fromhex(p.terminal_type), "9F33": bytes.fromhex(p.capabilities),
     }
     pdol_data = build_dol(pdol, terminal)
+    if len(pdol_data) > 253:                              # 83 L data must fit the command's 255 bytes
+        raise CardError(f"the card's PDOL asks for {len(pdol_data)} bytes; a GPO command carries 253")
     data, sw = yield from exchange(command(0x80, 0xA8, 0x00, 0x00, b"\x83" + bytes([len(pdol_data)]) + pdol_data))
     if sw == b"\x69\x84" or sw == b"\x69\x85":
         raise CardError("card refused the transaction conditions (try another interface)")

@@ -144,14 +144,14 @@ def _ambiguous(raw: bytes, text: str) -> str:
     return "line 1: the file reads both as UTF-8 and as GB18030; save it as CSV UTF-8 (with the BOM)"
 
 
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+\Z")
+
+
 def _lines(text: str) -> Iterator[str]:
-    """The lines of `text` with their ends, one at a time (io.StringIO would copy the text at 4 bytes a character)."""
-    start, size = 0, len(text)
-    while start < size:
-        end = text.find("\n", start)
-        end = size if end < 0 else end + 1
-        yield text[start:end]
-        start = end
+    """The lines of `text` with their ends (LF, CRLF, or the CR of old Mac spreadsheets), one at a time:
+    io.StringIO would copy the text at 4 bytes a character, and str.splitlines also splits at U+2028 & co."""
+    for m in _LINE.finditer(text):
+        yield m.group()
 
 
 def _price(text: str, currency: Currency, max_price: int) -> int:

@@ -10,8 +10,11 @@ from .errors import CardReadError
 
 # One track: a start sentinel, anything but sentinels, an end sentinel.
 _SEGMENT = re.compile(r"[%;][^%;?]*\?")
-_TRACK1 = re.compile(r"%B(\d{12,19})\^([^^?]{2,26})\^(\d{4})(\d{3})([^?]*)\?")
-_TRACK2 = re.compile(r";(\d{12,19})=(\d{4})(\d{3})(\d*)\?")
+# ASCII only: in a str pattern \d also matches "４" and "٣", which int() and the Luhn check would take.
+# Track 1's name and discretionary data are printable ASCII (ISO/IEC 7811's 6-bit alphabet, read leniently).
+_TRACK1 = re.compile(r"%B([0-9]{12,19})\^([\x20-\x3e\x40-\x5d\x5f-\x7e]{2,26})\^([0-9]{4})([0-9]{3})"
+                     r"([\x20-\x3e\x40-\x7e]*)\?")
+_TRACK2 = re.compile(r";([0-9]{12,19})=([0-9]{4})([0-9]{3})([0-9]*)\?")
 
 
 @dataclass(frozen=True)

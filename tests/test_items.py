@@ -124,6 +124,15 @@ def test_header_problems():
         'line 1: the file is separated by tabs, not commas ("Unicode text"?); save it as CSV UTF-8']
 
 
+def test_line_endings_of_every_spreadsheet_and_no_others():
+    for end in ("\n", "\r\n", "\r"):                                # Unix, Windows, old Mac Excel
+        raw = (end.join(["plu,name,price", "1,Water,2.00", "2,Apple,3.00", "x,Bad,1"]) + end).encode("utf-8-sig")
+        items, errors = parse_catalog(raw, CNY)
+        assert [i.plu for i in items] == ["1", "2"] and errors == ["line 4: plu must be 1 to 8 digits"], repr(end)
+    items, errors = parse_catalog((HEAD + "1,A\u20282,B,1.00\n").encode("utf-8-sig"), CNY)
+    assert items == [] and errors[0].startswith("line 2: name contains U+2028 (LINE SEPARATOR)")
+
+
 def test_an_unclosed_quote_is_a_line_numbered_error():
     errors = _errors('1,"Water,2.00,13\n' + "2,Apple,1.00,0\n" * 20000)
     assert len(errors) == 1 and errors[0].startswith("line ") and "not readable as CSV" in errors[0], errors

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from firmware.cardsec import luhn_valid
 from firmware.errors import CardReadError
@@ -59,11 +59,17 @@ def _luhn_complete(body: str) -> str:
     raise AssertionError
 
 
+def fuzz(examples: int):
+    """Deterministic hypothesis settings: the same examples every run, no deadline on a loaded machine."""
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None)
+
+
 pans = st.text("0123456789", min_size=11, max_size=18).map(_luhn_complete)
 expiries = st.tuples(st.integers(0, 99), st.integers(1, 12)).map(lambda t: f"{t[0]:02d}{t[1]:02d}")
 names = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ /.", min_size=2, max_size=26).filter(lambda s: s.strip())
 
 
+@fuzz(150)
 @given(pans, expiries, st.text("0123456789", min_size=3, max_size=3), st.text("0123456789", max_size=10), names)
 def test_any_wellformed_card_parses(pan, expiry, sc, disc, name):
     t1 = f"%B{pan}^{name}^{expiry}{sc}{disc}?"
@@ -72,17 +78,44 @@ def test_any_wellformed_card_parses(pan, expiry, sc, disc, name):
     assert (card.pan, card.expiry, card.service_code, card.name) == (pan, expiry, sc, name.strip())
 
 
-@given(st.text(max_size=120))
+@fuzz(400)
+@given(st.one_of(st.text(max_size=120), st.text("%;?^=B0123456789 /E", max_size=120)))
 def test_garbage_only_ever_raises_card_read_error(text):
     try:
         card = parse_swipe(text)
     except CardReadError:
         return
     assert luhn_valid(card.pan)     # whatever parsed must be a plausible card
+    assert card.pan.isascii() and card.expiry.isascii() and card.track2.isascii() and card.name.isprintable()
 
 
+@fuzz(100)
 @given(pans, expiries, st.integers(1, 30))
 def test_truncated_swipe_is_rejected(pan, expiry, cut):
     t2 = f";{pan}={expiry}1010000000000?"
     with pytest.raises(CardReadError):
         parse_swipe(t2[:-cut])
+
+
+def _lookalike(text: str, style: int, where: st.DataObject) -> str:
+    """`text` with one ASCII digit replaced by one that str.isdigit() and int() accept too."""
+    spots = [i for i, c in enumerate(text) if c.isdigit()]
+    i = where.draw(st.sampled_from(spots))
+    d = int(text[i])
+    return text[:i] + ("⁰¹²³⁴⁵⁶⁷⁸⁹"[d], chr(0xFF10 + d), chr(0x660 + d), chr(0x966 + d))[style] + text[i + 1:]
+
+
+@fuzz(200)
+@given(pans, expiries, names, st.integers(0, 3), st.data())
+def test_digits_that_are_not_ascii_are_a_read_error(pan, expiry, name, style, data):
+    """A \\d in a str pattern matches "４", "٣" and "३": a PAN or expiry of those must never parse (it would
+    go to the host as field 2/35 and break the encoder, or pass a Luhn check it never met)."""
+    t1, t2 = f"%B{pan}^{name}^{expiry}1010000?", f";{pan}={expiry}1010000000?"
+    for swipe in (_lookalike(t2, style, data), t1 + _lookalike(t2, style, data), _lookalike(t1, style, data) + t2):
+        with pytest.raises(CardReadError, match="malformed"):
+            parse_swipe(swipe)
+
+
+def test_track_1_with_control_characters_is_malformed():
+    with pytest.raises(CardReadError, match="track 1 malformed"):
+        parse_swipe("%B4242424242424242^EVIL\x1bp^30121010000?" + T2)

@@ -118,6 +118,9 @@ def _profile(value: Any) -> str | None:
     problem = _text(value)
     if problem:
         return problem
+    path = Path(value)
+    if not path.is_file() or path.stat().st_size > 65536:   # not /dev/zero, a folder or a stray big file
+        return f"not a card profile: {value[:80]!r} is not a TOML file of at most 64 KiB"
     try:
         load_profile(value)
     except ValueError as exc:
@@ -148,39 +151,44 @@ def _checks(keypad: Iterable[str]) -> dict[str, Callable[[Any], str | None]]:
 
 
 def load_steps(path: str | Path, keypad: Iterable[str] = LOGICAL_KEYS) -> list[dict[str, Any]]:
-    """Read and check a whole scenario file: a list of [[step]] tables, each with exactly one action whose
-    value is what the action needs. `keypad` is the named keys the keypad has. ScenarioError names the
-    file, the step and the key."""
+    """Read and check a whole scenario file (check_steps). ScenarioError names the file, the step and the key."""
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     except RecursionError:
         raise ScenarioError(f"{path}: arrays or tables nested too deeply") from None
+    return check_steps(doc, str(path), keypad)
+
+
+def check_steps(doc: dict[str, Any], source: str, keypad: Iterable[str] = LOGICAL_KEYS) -> list[dict[str, Any]]:
+    """The run plan of a parsed scenario: its [[step]] tables, each with exactly one action whose value is
+    what the action needs. `keypad` is the named keys the keypad has."""
     extra = set(doc) - {"step", "description"}
     if extra:
-        raise ScenarioError(f"{path}: unknown top-level key {sorted(extra)[0]!r}")
+        raise ScenarioError(f"{source}: unknown top-level key {sorted(extra)[0][:40]!r}")
     if "description" in doc and _text(doc["description"]):
-        raise ScenarioError(f"{path}: description: {_text(doc['description'])}")
+        raise ScenarioError(f"{source}: description: {_text(doc['description'])}")
     steps = doc.get("step")
     if not isinstance(steps, list) or not steps:
-        raise ScenarioError(f"{path}: no [[step]] tables")
+        raise ScenarioError(f"{source}: no [[step]] tables")
     checks = _checks(keypad)
     for i, step in enumerate(steps, 1):
         if not isinstance(step, dict):
-            raise ScenarioError(f"{path}: step {i}: expected a [[step]] table, got {_kind(step)}")
+            raise ScenarioError(f"{source}: step {i}: expected a [[step]] table, got {_kind(step)}")
         unknown = set(step) - set(ACTIONS) - set(OPTIONS)
         if unknown:
-            raise ScenarioError(f"{path}: step {i}: unknown key {sorted(unknown)[0]!r}; known: {', '.join(ACTIONS)}")
+            raise ScenarioError(f"{source}: step {i}: unknown key {sorted(unknown)[0][:40]!r}; "
+                                f"known: {', '.join(ACTIONS)}")
         actions = [k for k in step if k in ACTIONS and not k.startswith("swipe_track")]
         if any(k.startswith("swipe_track") for k in step):
             actions.append("swipe_track")
         if len(actions) != 1:
-            raise ScenarioError(f"{path}: step {i}: needs exactly one action, has {actions or 'none'}")
+            raise ScenarioError(f"{source}: step {i}: needs exactly one action, has {actions or 'none'}")
         for key, value in step.items():
             problem = checks[key](value)
             if problem:
-                raise ScenarioError(f"{path}: step {i}: {key}: {problem}")
+                raise ScenarioError(f"{source}: step {i}: {key}: {problem}")
     return steps
 
 
