@@ -197,16 +197,6 @@ def top_level_members(body: str) -> dict[str, str]:
         raise WalletError(f"malformed answer from the wallet gateway: {exc}") from None
 
 
-def signed_response(body: str, method: str) -> tuple[str, str]:
-    """The raw text of `<method>_response` (what the gateway signed) and the signature beside it."""
-    members = top_level_members(body)
-    key = response_key(method)
-    if key not in members:
-        raise WalletError(f"malformed answer from the wallet gateway: no {key}")
-    sign = members.get("sign", "")
-    return members[key], str(json.loads(sign)) if sign else ""
-
-
 def _clean(value: Any, limit: int = 160) -> str:
     """Text from an unsigned answer, fit for a log line: no control characters, no long digit runs (a
     payment code echoed back), no echo of the signed request, bounded in length."""
