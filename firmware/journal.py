@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from .counters import CounterCopy, one_way, storage_error
 from .errors import JournalError
 from .items import BasketLine, Item
 
@@ -165,6 +167,7 @@ def audit_hash(prev: str, at: str, actor: str, action: str, detail: str) -> str:
     """SHA-256 of an audit entry chained to the previous entry's hash."""
     return hashlib.sha256("\x1f".join((prev, at, actor, action, detail)).encode("utf-8")).hexdigest()
 
+MIN_FREE = 1 << 20        # bytes free on the journal's disk before a sale, void or refund may start
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
 
 
@@ -227,19 +230,122 @@ class QueuedReversal:
 
 
 class Journal:
-    """One SQLite file; every write is its own committed transaction."""
+    """One SQLite file; every write is its own committed transaction.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    Opening checks the file before anything is written to it: a journal that fails SQLite's integrity
+    check, or that is missing or empty although this terminal has handed out counters before (their copy
+    says so), is refused with JournalError and left untouched. Counters the copy holds are never behind it.
+    """
+
+    def __init__(self, path: Path, counters: Path | None = None, *, start_empty: bool = False) -> None:
+        self.path = path
+        self._copy_path = counters or path.parent / "keys" / f"{path.stem}.counters.json"
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(f"{path.parent}: cannot make the data folder", exc) from None
+        self._copy = CounterCopy(self._copy_path)
+        self._copy_pending: dict[str, int] = {}
+        if _read_only(path.parent):
+            raise JournalError(f"{path.parent} is on a read-only file system: the journal cannot be written (a "
+                               f"worn SD card is often remounted read-only; check `dmesg`, then the card)",
+                               screen="DISK READ-ONLY")
+        had_rows = path.exists() and path.stat().st_size > 0
+        if not had_rows and not start_empty:
+            self._refuse_if_emptied(0)          # before SQLite makes an empty file where the journal was
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
+        try:
             self._db.row_factory = sqlite3.Row
+            if had_rows:
+                self._check_integrity()
+            if not start_empty:
+                self._refuse_if_emptied(self._db.execute("PRAGMA user_version").fetchone()[0])
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+            self._catch_up_counters()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _journal_error(f"{path}: cannot open the journal", exc) from None
+        except JournalError:
+            self._db.close()
+            raise
+
+    def _check_integrity(self) -> None:
+        """Refuse a journal SQLite finds damaged (flipped or truncated pages, an index that lies)."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA integrity_check(5)")]
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from None
-        self.path = path
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise                                  # cannot read it (storage), which is not damage
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise JournalError(f"{self.path} is damaged ({'; '.join(problems)[:300]}). The terminal will not "
+                               f"start on it and has not changed it. Stop the terminal, keep this file for the "
+                               f"records, and copy the latest backup of the journal in its place (see README, "
+                               f"'When the journal is damaged')", screen="JOURNAL DAMAGED")
+
+    def _refuse_if_emptied(self, schema: int) -> None:
+        """A journal with no schema where this terminal already handed out counters lost its rows."""
+        if schema != 0:
+            return
+        history = {k: v for k, v in self._copy.values().items() if v}
+        if history:
+            raise JournalError(
+                f"{self.path} is missing or empty, but this terminal has used it before (STAN "
+                f"{history.get('stan', 0)}, per {self._copy_path}). Its rows (sales, queued reversals) would "
+                f"be lost. Copy the latest backup of the journal in its place; to start an empty journal on "
+                f"purpose (counters continue, nothing is reused), run `countertop journal new`",
+                screen="JOURNAL MISSING")
+
+    def _catch_up_counters(self) -> None:
+        """A journal behind the counters' copy (a restored backup) continues from the copy: no value twice."""
+        copied = self._copy.values()
+        behind = {name: value for name, value in copied.items() if self.counter(name) != value}
+        for name, value in behind.items():
+            level = logging.WARNING if abs((self.counter(name) or 0) - value) > 1 else logging.INFO
+            log.log(level, "journal: counter %s was %s, its copy %d: continuing from the copy", name,
+                    self.counter(name), value)
+        if behind:
+            with self._tx():
+                for name, value in behind.items():
+                    self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        missing = {name: value for name, value in self._one_way_counters().items() if name not in copied}
+        if missing:
+            self._copy.write(missing)            # a journal from before the copy existed
+
+    def _one_way_counters(self) -> dict[str, int]:
+        return {name: value for name, value in self._db.execute("SELECT name, value FROM counters")
+                if one_way(name)}
+
+    @classmethod
+    def start_new(cls, path: Path, counters: Path | None = None) -> "Journal":
+        """An empty journal in place of a missing one, on purpose: the counters continue from their copy.
+        Refuses to replace a journal file that holds anything."""
+        if path.exists() and path.stat().st_size > 0:
+            raise JournalError(f"{path} exists and is not empty: move it away first (it is kept, never overwritten)")
+        journal = cls(path, counters, start_empty=True)
+        log.warning("journal: a new empty journal was started at %s; counters continue from %s", path,
+                    journal._copy_path)
+        return journal
+
+    def check_room(self) -> None:
+        """JournalError (DISK FULL, DISK READ-ONLY) when the journal's disk cannot take a transaction's rows.
+        Checked before money moves, so a sale is refused rather than left without its outcome."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError as exc:
+            raise storage_error(f"{self.path.parent}: cannot check free space", exc) from None
+        if st.f_flag & os.ST_RDONLY:
+            raise JournalError(f"{self.path.parent} is mounted read-only", screen="DISK READ-ONLY")
+        free = st.f_bavail * st.f_frsize
+        if free < MIN_FREE:
+            raise JournalError(f"only {free // 1024} KiB free on the journal's disk ({self.path.parent}); "
+                               f"{MIN_FREE // 1024} KiB are needed before a sale starts", screen="DISK FULL")
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -259,11 +365,13 @@ class Journal:
         return None if row is None else row[0]
 
     def _advance(self, name: str, first: int, step: Callable[[int], int]) -> int:
-        # Caller holds a transaction.
+        # Caller holds a transaction; a one-way counter's copy is written before it commits.
         last = self.counter(name)
         value = first if last is None else step(last)
         self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
                          "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        if one_way(name):
+            self._copy_pending[name] = value
         return value
 
     def take_counter(self, name: str, first: int, step: Callable[[int], int] = lambda v: v + 1) -> int:
@@ -278,7 +386,12 @@ class Journal:
                              "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     def _tx(self) -> "_Tx":
-        return _Tx(self._db)
+        return _Tx(self._db, self._before_commit)
+
+    def _before_commit(self, committing: bool) -> None:
+        pending, self._copy_pending = self._copy_pending, {}
+        if committing and pending:
+            self._copy.write(pending)
 
     def current_batch(self) -> int:
         """The open batch's number (record_settlement closes it)."""
@@ -594,14 +707,55 @@ class Journal:
         return [dict(r) for r in self._db.execute("SELECT * FROM transaction_summary ORDER BY id")]
 
 
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False                                  # said more precisely when the file is opened
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+
+def _journal_error(what: str, exc: sqlite3.Error) -> JournalError:
+    """A JournalError naming what SQLite said, with a screen text for the storage problems a shop can fix."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    screen = {sqlite3.SQLITE_FULL: "DISK FULL", sqlite3.SQLITE_READONLY: "DISK READ-ONLY",
+              sqlite3.SQLITE_CORRUPT: "JOURNAL DAMAGED", sqlite3.SQLITE_NOTADB: "JOURNAL DAMAGED",
+              sqlite3.SQLITE_IOERR: "STORAGE ERROR", sqlite3.SQLITE_CANTOPEN: "STORAGE ERROR"}.get(code, "JOURNAL ERROR")
+    return JournalError(f"{what}: {exc}", screen=screen)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; SQLite's errors come out as JournalError (its
+    constraint errors as sqlite3.IntegrityError still, for the callers that turn them into refusals)."""
+
+    def __init__(self, db: sqlite3.Connection, before_commit: Callable[[bool], None]) -> None:
+        self._db, self._before_commit = db, before_commit
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _journal_error("cannot begin a journal transaction", exc) from None
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self._before_commit(True)
+                self._db.execute("COMMIT")
+                return
+        except sqlite3.Error as failed:
+            self._rollback()
+            raise _journal_error("journal commit failed", failed) from None
+        except BaseException:
+            self._rollback()
+            raise
+        self._before_commit(False)
+        self._rollback()
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            raise _journal_error("journal write failed", exc) from None
+
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("journal: rollback failed: %s", exc)

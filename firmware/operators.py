@@ -82,13 +82,22 @@ class OperatorGate:
 
     def sign_in(self, pin: str, role: str, now: float) -> tuple[bool, str, str]:
         """Like check, and who it is ("manager", "cashier 02", ...) when it succeeds."""
+        return self.decide(self.identify(pin), role, now)
+
+    def identify(self, pin: str) -> tuple[str | None, str]:
+        """(role, name) of whoever owns `pin`, or (None, ""). The slow part (scrypt, tens of milliseconds):
+        no I/O, safe to run in a worker thread while `decide`, which keeps the counts, stays on the loop."""
+        return self._who(pin)
+
+    def decide(self, identified: tuple[str | None, str], role: str, now: float) -> tuple[bool, str, str]:
+        """Whether an identified PIN opens `role`, counting failures and locking the role after too many."""
         if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]) and \
                 not (role == "cashier" and self._cashiers):
             return False, f"NO {role.upper()} PIN SET", ""
         locked_until = self._store.counter(f"operator:{role}:locked_until") or 0
         if now < locked_until:
             return False, f"LOCKED, TRY IN {int(locked_until - now) // 60 + 1} MIN", ""
-        found, who = self._who(pin)
+        found, who = identified
         if found is not None and RANK[found] >= RANK[role]:
             self._store.set_counter(f"operator:{role}:failures", 0)
             return True, "", who

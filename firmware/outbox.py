@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 from .dialect import DEFAULT
 from .config import Config
-from .errors import CodecError, HostError, SignOnError
+from .errors import CodecError, HostError, SignOnError, TerminalError
 from .hostlink import HostLink
 from .journal import FollowUp, Journal, QueuedReversal
 from .messages import (REVERSAL_DONE, AuthResponse, FollowUpRequest, ReversalRequest, bind, follow_up_to_iso,
@@ -30,11 +30,39 @@ class Outbox:
         self._ready = ready                  # sign-on, when the host profile uses session keys
         self._lock = asyncio.Lock()
         self.blocked_by = ""                 # why the last flush stopped, for the screen and the journal
+        self._unwritten: dict[int, tuple[str, str]] = {}     # row -> (status, note) the journal refused
+
+    def unwritten(self, row: int, status: str, note: str) -> None:
+        """An outcome the journal could not take (disk full, read-only, I/O error). It is kept here and
+        written at the next flush, before anything else: a sale that went out as 'unknown' (its reversal is
+        queued with it), a void or refund as 'unknown' (resent), one never sent as 'failed'. Until then
+        nothing new goes to the host. (A power cut before that leaves the row 'pending': boot recovery then
+        does the same.)"""
+        self._unwritten[row] = (status, note[:200])
+
+    @property
+    def holds_unwritten(self) -> bool:
+        """True while an outcome waits to be written to the journal."""
+        return bool(self._unwritten)
+
+    def _write_unwritten(self) -> bool:
+        for row, (status, note) in list(self._unwritten.items()):
+            try:
+                self._journal.finish(row, status, self._clock(), note=note)
+            except TerminalError as exc:
+                log.error("journal row %d: outcome %s still cannot be written: %s", row, status, exc)
+                self.blocked_by = f"not sent: an earlier outcome is not yet in the journal ({exc.screen})"
+                return False
+            del self._unwritten[row]
+            log.warning("journal row %d: outcome %s written late (%s)", row, status, note)
+        return True
 
     async def flush(self) -> bool:
-        """Sign on if needed, send every queued reversal, then every lost void/refund; True when nothing is
-        left (and the host may be sent something new)."""
+        """Write outcomes the journal refused earlier, sign on if needed, send every queued reversal, then
+        every lost void/refund; True when nothing is left (and the host may be sent something new)."""
         async with self._lock:
+            if not self._write_unwritten():
+                return False
             self.blocked_by = "not sent: an earlier reversal is not yet acknowledged by the host"
             if self._ready is not None:
                 try:
@@ -42,12 +70,17 @@ class Outbox:
                 except SignOnError as exc:
                     self.blocked_by = f"not sent: {exc}"
                     return False
-            for queued in self._journal.queued_reversals():
-                if not await self._reverse(queued):
-                    return False
-            for follow_up in self._journal.retries():
-                if not await self._resend(follow_up):
-                    return False
+            try:
+                for queued in self._journal.queued_reversals():
+                    if not await self._reverse(queued):
+                        return False
+                for follow_up in self._journal.retries():
+                    if not await self._resend(follow_up):
+                        return False
+            except TerminalError as exc:              # the journal refused to record an answer: ask again later
+                log.error("outbox: %s", exc)
+                self.blocked_by = f"not sent: the journal cannot record answers ({exc.screen})"
+                return False
             self.blocked_by = ""
             return True
 

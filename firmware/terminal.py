@@ -22,7 +22,8 @@ from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
 from .dukpt import DukptKey, ksn_counter, next_counter
 from .emv import CardError, ChipCard, KernelParams, kernel
-from .errors import AnswerMismatch, CodecError, DeviceError, HostError, KeyMaterialError, SignOnError, TerminalError
+from .errors import (AnswerMismatch, CodecError, DeviceError, HostError, JournalError, KeyMaterialError,
+                     SignOnError, TerminalError)
 from .hostlink import HostLink
 from .journal import STAN_STEP, Journal, NewSale
 from .keystore import KeyStore
@@ -40,6 +41,7 @@ from .operators import OperatorGate
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 2.0
+RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)   # seconds between outbox retries after a failed exchange
 
 
 @dataclass
@@ -131,17 +133,27 @@ class Terminal:
         self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
+        self._flushing = False                   # a _keep_flushing task is running
+        self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Boot, then process events until stop() is called."""
         self._stopping = asyncio.Event()
-        self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
-        self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
-        self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
-        self._load_dukpt_keys()
-        self.journal.recover(self._clock())
+        try:
+            self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
+            self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
+            self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
+            self._load_dukpt_keys()
+            self.journal.recover(self._clock())
+        except TerminalError as exc:
+            # Nothing is sold on a journal that cannot be trusted; the screen says so, the log says why.
+            log.critical("terminal cannot start: %s", exc)
+            self.devices.display.show((exc.screen, "TERMINAL STOPPED", "SEE LOG / 请查看日志"))
+            if self.journal is not None:
+                self.journal.close()
+            raise
         self.flow_cfg = dataclasses.replace(self.flow_cfg, catalog=self.journal.catalog())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
@@ -266,6 +278,17 @@ class Terminal:
         self._queue.put_nowait(event)
 
     def _dispatch(self, event: Any) -> None:
+        """Handle one event; whatever goes wrong, the loop lives on and the screen says something useful."""
+        try:
+            self._dispatch_one(event)
+        except Exception:
+            log.exception("terminal: event %s failed in %s; back to idle", type(event).__name__,
+                          type(self.state).__name__)
+            self._end_pin()
+            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
+            self._perform(effects)
+
+    def _dispatch_one(self, event: Any) -> None:
         if isinstance(event, _TimerFired):
             if event.generation != self._timer_gen:
                 return
@@ -349,7 +372,8 @@ class Terminal:
     async def _check_operator(self, pin: str) -> None:
         assert self._gate is not None
         role = self._operator_role
-        ok, notice, who = await asyncio.to_thread(self._gate.sign_in, pin, role, time.time())
+        identified = await asyncio.to_thread(self._gate.identify, pin)      # scrypt off the loop; the journal
+        ok, notice, who = self._gate.decide(identified, role, time.time())  # is used on the loop's thread only
         assert self.journal is not None
         self.journal.audit(who or role, "sign-in" if ok else "sign-in refused",
                            notice or ("at the till" if role == "cashier" else "back office"), self._clock())
@@ -479,22 +503,27 @@ class Terminal:
         assert self.journal is not None and self._outbox is not None
         t = self.config.terminal
         try:
+            self.journal.check_room()
             queue_empty = await self._outbox.flush()
+            now = self._clock()
+            utc = now.astimezone(timezone.utc)
+            chip = eff.card if isinstance(eff.card, ChipCard) else None
+            row, stan = self.journal.begin_sale(NewSale(
+                method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
+                currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
+                merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
+                card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
+                chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6")), now)
         except asyncio.CancelledError:
             self.post(flow.HostFailed("cancelled before sending", sent=False))
             return
-        now = self._clock()
-        utc = now.astimezone(timezone.utc)
-        chip = eff.card if isinstance(eff.card, ChipCard) else None
-        row, stan = self.journal.begin_sale(NewSale(
-            method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
-            currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
-            merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
-            card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
-            chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6")), now)
+        except JournalError as exc:
+            log.error("sale refused before anything was sent: %s", exc)
+            self.post(flow.HostFailed(str(exc), sent=False, title=exc.screen))
+            return
         if not queue_empty:
             note = self._outbox.blocked_by
-            self.journal.finish(row, "failed", self._clock(), note=note[:200])
+            self._record(row, "failed", note=note)
             title = "SIGN-ON FAILED" if "sign-on" in note else ""
             self.post(flow.HostFailed(note, sent=False, stan=stan, title=title))
             return
@@ -516,17 +545,56 @@ class Terminal:
             if not cancelled:
                 log.warning("sale stan %06d: %s", stan, reason)
             # 'unknown' queues a reversal in the same database transaction; send it now.
-            self.journal.finish(row, "unknown" if maybe_sent else "failed", self._clock(), note=reason[:200])
+            self._record(row, "unknown" if maybe_sent else "failed", note=reason)
             title = exc.screen if isinstance(exc, AnswerMismatch) else ""
             self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
             if maybe_sent:
-                self._spawn(self._outbox.flush())
+                self._spawn(self._keep_flushing())
             return
-        self.journal.finish(row, "approved" if response.approved else "declined", self._clock(),
-                            response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
+        outcome = "approved" if response.approved else "declined"
+        if not self._record(row, outcome, response_code=response.response_code, auth_code=response.auth_code,
+                            rrn=response.rrn):
+            # The host answered, the journal cannot say so: the customer is told NOT APPROVED and an approval
+            # is reversed as soon as the journal can take it (Outbox.unwritten); nothing new goes out before.
+            log.error("sale stan %06d: response %s could not be journaled; it will be reversed", stan,
+                      response.response_code)
+            self.post(flow.HostFailed("the outcome could not be journaled", sent=True, stan=stan,
+                                      title=self._journal_trouble))
+            self._spawn(self._keep_flushing())
+            return
         log.info("sale stan %06d: response %s", stan, response.response_code)
         reference = (self.journal.row(row) or {}).get("order_no", "")
         self.post(flow.HostAnswered(response, stan, reference))
+
+    def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
+        """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
+        outbox to write later — an approval as 'unknown', so that it is reversed — and return False."""
+        assert self.journal is not None and self._outbox is not None
+        try:
+            self.journal.finish(row, status, self._clock(), note=note[:200], **answer)
+            return True
+        except TerminalError as exc:
+            log.error("journal row %d: cannot record %s: %s", row, status, exc)
+            self._journal_trouble = exc.screen
+            later = "unknown" if status in ("approved", "unknown") else status
+            self._outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
+            return False
+
+    async def _keep_flushing(self) -> None:
+        """Send what the outbox holds, again and again with growing pauses, until it is empty (one at a time)."""
+        assert self._outbox is not None
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            for delay in RETRY_DELAYS:
+                if await self._outbox.flush():
+                    return
+                await asyncio.sleep(delay)
+            while not await self._outbox.flush():
+                await asyncio.sleep(RETRY_DELAYS[-1])
+        finally:
+            self._flushing = False
 
     async def _read_card(self, eff: flow.ReadCard) -> None:
         """Run the contactless kernel against the card in the field; journal a read that fails."""
@@ -578,6 +646,12 @@ class Terminal:
     async def _follow_up(self, eff: flow.SubmitFollowUp) -> None:
         """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
         assert self.journal is not None and self._outbox is not None
+        try:
+            self.journal.check_room()
+        except JournalError as exc:
+            log.error("%s refused before anything was done: %s", eff.kind, exc)
+            self.post(flow.Refused(exc.screen))
+            return
         if eff.route == "card" and not await self._outbox.flush():
             self.post(flow.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
@@ -592,17 +666,24 @@ class Terminal:
                                              operator=self._back_office)
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
-            self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40]))
+            refused = exc.screen == "NOT ALLOWED"              # the journal's own limits, said in its words
+            self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
             return
-        self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
-                           f" (row {f.id})", now)
-        if eff.route == "cash":
-            self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
-            self.post(flow.CashRefunded(f.stan))
+        try:
+            self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
+                               f" (row {f.id})", now)
+            if eff.route == "cash":
+                self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
+                self.post(flow.CashRefunded(f.stan))
+                return
+        except TerminalError as exc:                           # nothing has left the till or the terminal
+            log.error("%s %d: %s", eff.kind, f.id, exc)
+            self._outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
+            self.post(flow.Refused(exc.screen))
             return
         if method == "wallet":
             if self._wallet is None:
-                self.journal.finish(f.id, "failed", self._clock(), note="no wallet provider configured")
+                self._record(f.id, "failed", note="no wallet provider configured")
                 self.post(flow.Refused("NO WALLET PROVIDER"))
                 return
             outcome = await self._wallet.refund(f)
@@ -616,12 +697,19 @@ class Terminal:
             sent = exc.sent if isinstance(exc, HostError) else True
             log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
             # 'unknown' keeps it in the outbox: resent with the same STAN and key until the host answers.
-            self.journal.finish(f.id, "unknown" if sent else "failed", self._clock(), note=str(exc)[:200])
+            self._record(f.id, "unknown" if sent else "failed", note=str(exc))
             self.post(flow.HostFailed(str(exc), sent=sent, stan=f.stan))
             if sent:
-                self._spawn(self._outbox.flush())
+                self._spawn(self._keep_flushing())
             return
-        self._outbox.record(f, response)
+        try:
+            self._outbox.record(f, response)
+        except TerminalError as exc:                           # resent later: the host answers it the same
+            log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
+            self._outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
+            self.post(flow.HostFailed(str(exc), sent=True, stan=f.stan))
+            self._spawn(self._keep_flushing())
+            return
         self.post(flow.HostAnswered(response, f.stan))
 
     async def _settle(self) -> None:

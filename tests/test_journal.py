@@ -138,5 +138,5 @@ def test_rows_never_hold_card_data(tmp_path):
     row, _ = j.begin_sale(SALE, NOW)
     j.finish(row, "approved", NOW, response_code="00", auth_code="1", rrn="2")
     j.close()
-    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    data = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert b"4242424242424242" not in data

@@ -7,8 +7,10 @@ import dataclasses
 import fcntl
 import logging
 import re
+import shutil
 import sqlite3
 import struct
+import tempfile
 import termios
 import threading
 import time
@@ -88,8 +90,8 @@ class Simulator:
         self.printer = VirtualPrinter()
         self.field = RfField()
         self.wallet = WalletGateway(app_id=self._base.wallet.app_id or "2021000000000000")
-        keys = self.data_dir / "keys"
-        keys.mkdir(parents=True, exist_ok=True)
+        # The merchant's wallet keys for this run: the harness's own files, kept out of the terminal's data.
+        keys = self._own = Path(tempfile.mkdtemp(prefix="hwsim-wallet-keys-"))
         (keys / "merchant_private.pem").write_bytes(self.wallet.merchant_private_pem)
         (keys / "alipay_public.pem").write_bytes(self.wallet.gateway_public_pem)
         b = self._base
@@ -208,6 +210,7 @@ class Simulator:
         self.printer.close()
         self.field.close()
         self.wallet.close()
+        shutil.rmtree(self._own, ignore_errors=True)
 
     # --- observation ----------------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+"""A full or read-only disk, for real: the data folder on a small tmpfs that the test fills up.
+
+Nothing is sent when the journal could not record it; an answer the journal cannot take is never shown as
+approved and ends in a reversal once the disk has room again; the loop never dies. Mounting needs root
+(CI runs as root); elsewhere these tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_ledger_agrees, sales, sim_config, wait_until
+from test_e2e import sale
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted at tmp_path/disk; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of the disk with a file (returned, to be deleted to make room again)."""
+    filler = disk / "filler"
+    with open(filler, "ab", buffering=0) as f:
+        for chunk in (1 << 16, 1 << 12, 1):
+            try:
+                while f.write(b"\0" * chunk):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return filler
+
+
+@pytest.fixture
+def disk_sim(small_disk):
+    from hwsim import Simulator
+    with Simulator(small_disk / "data", sim_config(host=5.0), late_delay=1.5) as sim:
+        sim.disk = small_disk
+        yield sim
+
+
+def test_full_disk_refuses_the_sale_before_anything_is_sent(disk_sim):
+    sim = disk_sim
+    filler = fill(sim.disk)
+    sim.keys("1250{ENTER}")
+    sim.tap("visa-tap-approve")                          # under the CVM limit: no PIN, straight to the host
+    screen = sim.wait_for("DISK FULL")
+    assert "NOT CHARGED" in screen
+    assert sim.host_log == [] and sim.journal() == []
+    sim.remove_card()
+    filler.unlink()
+    sim.keys("{ENTER}")
+    sale(sim, "visa-approve")
+    sim.wait_for("APPROVED")
+    assert_ledger_agrees(sim)
+
+
+def test_disk_full_when_the_approval_arrives_ends_in_a_reversal(disk_sim):
+    sim = disk_sim
+    sim.host.fault("late")                                # the answer takes 1.5 s ...
+    sale(sim, "visa-approve")
+    wait_until(lambda: sim.host_log, what="the request at the host")
+    filler = fill(sim.disk)                               # ... and meanwhile the disk fills up
+    screen = sim.wait_for("NOT APPROVED", timeout=10)
+    assert "DISK FULL" in screen and "12.50" not in screen
+    assert sim.host.ledger[0]["response_code"] == "00"     # the host did approve: the customer is charged
+    assert sim.receipts == []
+    sim.keys("{ENTER}")
+    sale(sim, "mc-approve", amount="990")                 # the next sale is refused while the disk is full
+    sim.wait_for("DISK FULL")
+    assert len(sim.host_log) == 2                         # nothing more was sent
+    filler.unlink()
+    sim.keys("{ENTER}")
+    sale(sim, "mc-approve", amount="990")                 # room again: the lost outcome is written, reversed
+    sim.wait_for("APPROVED")
+    assert [r["status"] for r in sales(sim)] == ["reversed", "approved"]
+    assert sim.host.ledger[0]["reversed"]
+    assert_ledger_agrees(sim)
+
+
+def test_power_cut_while_the_outcome_waits_for_room(disk_sim):
+    sim = disk_sim
+    sim.host.fault("late")
+    sale(sim, "visa-approve")
+    wait_until(lambda: sim.host_log, what="the request at the host")
+    filler = fill(sim.disk)
+    sim.wait_for("NOT APPROVED", timeout=10)
+    filler.unlink()
+    sim.restart(crash=True)                               # the pending row is recovered at boot
+    wait_until(lambda: sales(sim)[0]["status"] == "reversed", what="reversed after the reboot")
+    assert_ledger_agrees(sim)
+
+
+def test_disk_full_at_pin_entry_keeps_the_terminal_alive(disk_sim):
+    sim = disk_sim
+    sim.keys("1250{ENTER}")
+    sim.swipe("visa-approve")
+    sim.wait_for("ENTER PIN")
+    filler = fill(sim.disk)                               # the DUKPT counter cannot be taken
+    sim.keys("1234{ENTER}")
+    screen = sim.wait_for("PIN PAD ERROR")
+    assert "DISK FULL" in screen and sim.host_log == []
+    filler.unlink()
+    sim.keys("{ENTER}")
+    sale(sim, "visa-approve")
+    sim.wait_for("APPROVED")
+    assert_ledger_agrees(sim)
+
+
+def test_read_only_data_folder_stops_the_terminal_at_boot(small_disk, no_loop_errors):
+    """A data folder that became read-only (a worn SD card is remounted so): the terminal says so and sells
+    nothing. (A remount while the journal is open for writing is refused by the kernel, so this is at boot.)"""
+    from hwsim import Simulator
+    with Simulator(small_disk / "data", sim_config(host=2.0)) as sim:
+        sale(sim, "visa-approve")
+        sim.wait_for("APPROVED")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    sim = Simulator(small_disk / "data", sim_config(host=2.0))
+    with pytest.raises(TimeoutError):
+        sim.start()
+    try:
+        assert "DISK READ-ONLY" in sim.screen and "TERMINAL STOPPED" in sim.screen
+        assert "read-only file system" in str(sim.failure)
+    finally:
+        sim.close()
+    assert [r.getMessage() for r in no_loop_errors.records] == ["simulator: the terminal's loop died"]
+    no_loop_errors.records.clear()                        # the refusal to start is this test's point
