@@ -16,7 +16,7 @@ from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
 
-from . import dukpt_aes, flow
+from . import dukpt_aes, flow, watchdog
 from .dialect import DIALECTS, MacCodec
 from .cardsec import card_token, load_token_key
 from .config import Config, ConfigError
@@ -134,6 +134,7 @@ class Terminal:
         self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False                   # a _keep_flushing task is running
+        self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -183,6 +184,10 @@ class Terminal:
         self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
         self._perform(effects)
         log.info("terminal %s ready", self.config.terminal.terminal_id)
+        self._notifier = watchdog.from_environment()
+        if self._notifier is not None:                 # under systemd (Type=notify, WatchdogSec=)
+            self._notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
+            self._spawn(self._notifier.keep_alive())
         getter = asyncio.ensure_future(self._queue.get())
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -217,6 +222,8 @@ class Terminal:
             self._stopping.set()
 
     async def _shutdown(self) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
         if self._pin is not None:
@@ -229,6 +236,8 @@ class Terminal:
             self._nfc.stop()
         if self.journal is not None:
             self.journal.close()
+        if self._notifier is not None:
+            self._notifier.close()
         log.info("terminal stopped")
 
     def _spawn(self, coro: Any, fallback: Any = None) -> asyncio.Task[Any]:
