@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Iterator
 
 from .text import problem as unsafe_text
@@ -36,7 +35,7 @@ MAX_ERRORS = 100            # bad lines listed by one import; the rest are count
 
 _PLU = re.compile(r"[0-9]{1,%d}" % MAX_PLU)
 _AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
-_PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,8})?)%?")
+_PERCENT = re.compile(r"([0-9]{1,3})(?:\.([0-9]{1,8}))?%?")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 
@@ -90,19 +89,20 @@ def _line_of(raw: bytes, offset: int) -> int:
     return raw.count(b"\n", 0, offset) + 1
 
 
-def _decode(raw: bytes) -> str:
-    """The file's text by the encoding rules in the module docstring; _Refused when they do not allow it."""
+def _encoding(raw: bytes) -> str:
+    """The codec that reads the file by the rules in the module docstring; _Refused when none may."""
     if raw.startswith(_UTF32_BOMS):
         raise _Refused("line 1: the file is UTF-32; save it as CSV UTF-8")
     if raw.startswith(b"\xef\xbb\xbf") or raw.startswith(_UTF16_BOMS):
         codec = "utf-8-sig" if raw.startswith(b"\xef") else "utf-16"
         try:
-            return raw.decode(codec)
+            raw.decode(codec)
         except UnicodeDecodeError as exc:
             before = raw[:exc.start].decode(codec, errors="replace")
             line = before.count("\n") + 1
             raise _Refused(f"line {line}: the file starts as {codec.removesuffix('-sig').upper()} but is not "
                            f"(bytes {raw[exc.start:exc.start + 4].hex(' ')}); save it as CSV UTF-8") from None
+        return codec
     nul = raw.find(b"\x00")
     if nul >= 0 and raw.count(b"\x00") * 8 > len(raw):
         # ASCII text in UTF-16 is one NUL byte in two; a stray NUL is a control character, refused in its field.
@@ -115,7 +115,7 @@ def _decode(raw: bytes) -> str:
     else:
         if not text.isascii() and any("\u0080" <= ch <= "\u07ff" for ch in set(text)) and _reads_as_gb2312(raw):
             raise _Refused(_ambiguous(raw, text))
-        return text
+        return "utf-8"
     try:
         raw.decode("gb2312")                     # GB18030 limited to the common simplified set: see above
     except UnicodeDecodeError as exc:
@@ -123,7 +123,7 @@ def _decode(raw: bytes) -> str:
         line = _line_of(raw, min(bad_utf8, exc.start))
         raise _Refused(f"line {line}: the file is neither UTF-8 nor GB18030 Chinese (bytes {bad.hex(' ')} at line "
                        f"{_line_of(raw, exc.start)}; Latin-1 or another encoding?); save it as CSV UTF-8") from None
-    return raw.decode("gb18030")                 # GB18030's mapping, which GBK and Windows use
+    return "gb18030"                             # GB18030's mapping, which GBK and Windows use
 
 
 def _reads_as_gb2312(raw: bytes) -> bool:
@@ -145,13 +145,20 @@ def _ambiguous(raw: bytes, text: str) -> str:
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+\Z")
+_RAW_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+\Z")
 
 
-def _lines(text: str) -> Iterator[str]:
-    """The lines of `text` with their ends (LF, CRLF, or the CR of old Mac spreadsheets), one at a time:
-    io.StringIO would copy the text at 4 bytes a character, and str.splitlines also splits at U+2028 & co."""
-    for m in _LINE.finditer(text):
-        yield m.group()
+def _decoded_lines(raw: bytes) -> Iterator[str]:
+    """The file's lines, decoded (_encoding's rules) one at a time, each with its end (LF, CRLF, or the CR of
+    old Mac spreadsheets). One line at a time keeps a million-line file from being held twice, as bytes
+    and as text; UTF-8 and GB18030 never use the bytes of CR and LF inside a character, so lines can be
+    split before decoding. (str.splitlines would also split at U+2028 and friends.)"""
+    codec = _encoding(raw)
+    if codec == "utf-16":
+        return (m.group() for m in _LINE.finditer(raw.decode("utf-16")))
+    start = 3 if codec == "utf-8-sig" else 0
+    codec = "utf-8" if codec == "utf-8-sig" else codec
+    return (m.group().decode(codec) for m in _RAW_LINE.finditer(raw, start))
 
 
 def _price(text: str, currency: Currency, max_price: int) -> int:
@@ -160,18 +167,17 @@ def _price(text: str, currency: Currency, max_price: int) -> int:
         if text.startswith("-") and _AMOUNT.fullmatch(text[1:]):
             raise ValueError("price must be above zero")
         raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} (write digits, e.g. 12.50)")
-    whole, frac = m.group(1).lstrip("0") or "0", m.group(2) or ""
+    whole, frac = m.group(1), m.group(2) or ""
     if len(frac) > currency.exponent:
         raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} "
                          f"(at most {currency.exponent} decimals)")
-    too_high = f"price {text[:24]} is above the most an item may cost, {format_minor(max_price, currency)}"
-    if len(whole) > len(str(max_price)):                  # before int(): a 100,000-digit price is refused at once
-        raise ValueError(too_high)
-    price = int(whole) * 10 ** currency.exponent + int(frac.ljust(currency.exponent, "0") or "0")
+    # The digit count first: int() of a 100,000-digit price would take a while, then be refused by Python.
+    fits = len(whole.lstrip("0")) <= len(str(max_price))
+    price = int(whole) * 10 ** currency.exponent + int(frac.ljust(currency.exponent, "0") or "0") if fits else 0
+    if not fits or price > max_price:
+        raise ValueError(f"price {text[:24]} is above the most an item may cost, {format_minor(max_price, currency)}")
     if price <= 0:
         raise ValueError("price must be above zero")
-    if price > max_price:
-        raise ValueError(too_high)
     return price
 
 
@@ -181,23 +187,24 @@ def _tax_bp(text: str) -> int:
     m = _PERCENT.fullmatch(text)
     if m is None:
         raise ValueError("tax_rate is not a number")
-    bp = Decimal(m.group(1)) * 100
-    if bp != bp.to_integral_value() or not 0 <= bp <= 10000:
+    whole, frac = m.group(1), (m.group(2) or "").rstrip("0")
+    bp = int(whole) * 100 + int(frac.ljust(2, "0")) if len(frac) <= 2 else -1
+    if not 0 <= bp <= 10000:
         raise ValueError("tax_rate must be a percentage from 0 to 100 with at most two decimals")
-    return int(bp)
+    return bp
 
 
-def _item(row: list[str], cols: dict[str, int], width: int, currency: Currency, max_price: int) -> Item:
-    """One data row as an Item; ValueError says what is wrong."""
-    if len(row) > width and any(f.strip() for f in row[width:]):
-        raise ValueError(f"{len(row)} fields but the header has {width} (a comma in a name or price? "
+def _item(row: list[str], columns: tuple[int, int, int, int], width: int, currency: Currency,
+          max_price: int) -> Item:
+    """One data row as an Item; ValueError says what is wrong. `columns` are the plu, name, price and
+    tax_rate columns (-1: no tax_rate column)."""
+    size = len(row)
+    if size > width and any(f.strip() for f in row[width:]):
+        raise ValueError(f"{size} fields but the header has {width} (a comma in a name or price? "
                          "put the name in double quotes; write prices without thousands separators)")
-
-    def field(name: str) -> str:
-        i = cols.get(name)
-        return row[i].strip() if i is not None and i < len(row) else ""
-
-    plu, name = field("plu"), field("name")
+    at_plu, at_name, at_price, at_tax = columns
+    plu = row[at_plu].strip() if at_plu < size else ""
+    name = row[at_name].strip() if at_name < size else ""
     if not _PLU.fullmatch(plu):
         raise ValueError(f"plu must be 1 to {MAX_PLU} digits")
     if not name:
@@ -207,17 +214,18 @@ def _item(row: list[str], cols: dict[str, int], width: int, currency: Currency, 
         raise ValueError(f"name {bad}")
     if len(name) > MAX_NAME:
         raise ValueError(f"name is longer than {MAX_NAME} characters")
-    return Item(plu, name, _price(field("price"), currency, max_price), _tax_bp(field("tax_rate")))
+    price = _price(row[at_price].strip() if at_price < size else "", currency, max_price)
+    return Item(plu, name, price, _tax_bp(row[at_tax].strip() if 0 <= at_tax < size else ""))
 
 
 def parse_catalog(raw: bytes, currency: Currency, max_price: int = MAX_PRICE) -> tuple[list[Item], list[str]]:
     """Items from a CSV file, and one message per bad line (line number, column, problem); see the module
     docstring for the rules. Pass the terminal's max_amount as `max_price` to refuse what it could never sell."""
     try:
-        text = _decode(raw)
+        lines = _decoded_lines(raw)
     except _Refused as exc:
         return [], [str(exc)]
-    reader = csv.reader(_lines(text))
+    reader = csv.reader(lines)
     items: list[Item] = []
     first_line: dict[str, int] = {}
     errors: list[str] = []
@@ -232,17 +240,18 @@ def parse_catalog(raw: bytes, currency: Currency, max_price: int = MAX_PRICE) ->
         twice = sorted({h for h in header if h and header.count(h) > 1})
         if twice:
             return [], [f"line 1: the header names {twice[0]} twice"]
-        cols = {h: i for i, h in enumerate(header)}
+        columns = (header.index("plu"), header.index("name"), header.index("price"),
+                   header.index("tax_rate") if "tax_rate" in header else -1)
         last = reader.line_num
         for row in reader:
             number, last = last + 1, reader.line_num      # a quoted field may span lines: name the first
-            if not any(f.strip() for f in row):
-                continue                                  # a blank line, or ",,," from a spreadsheet
             try:
-                item = _item(row, cols, len(header), currency, max_price)
+                item = _item(row, columns, len(header), currency, max_price)
                 if item.plu in first_line:
                     raise ValueError(f"plu {item.plu} appears twice (first on line {first_line[item.plu]})")
             except ValueError as exc:
+                if not any(f.strip() for f in row):
+                    continue                              # a blank line, or ",,," from a spreadsheet
                 if len(errors) < MAX_ERRORS:
                     errors.append(f"line {number}: {exc}")
                 else:
