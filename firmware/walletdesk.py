@@ -188,7 +188,7 @@ class WalletDesk:
                 self._unknown(row, f"never scanned; payable until {expiry.isoformat()}", reason, state="closed")
                 return
             ended = WalletResult("closed", reason)
-        elif ended.state == "closed" and ended.reason not in ("REFUNDED TO PAYER",):
+        elif ended.state == "closed" and ended.reason != "REFUNDED TO PAYER":   # cancel of a paid trade
             ended = WalletResult("closed", reason)
         self._settle(row, order_no, stan, kind, ended)
 

@@ -359,6 +359,15 @@ def test_reconcile_keeps_cancelling_until_alipay_closes_the_order(wsim):
     assert wsim.wallet.orders[wallet_rows(wsim)[0]["order_no"]].state == "closed"
 
 
+def test_a_payment_the_cancel_catches_is_refunded_by_alipay(wsim):
+    wsim.wallet.pay_when_closed()                        # the payer confirms as the terminal gives up
+    unconfirmed_code(wsim)
+    wsim.wait_for("REFUNDED TO PAYER")                   # Alipay's cancel refunded it (action = refund)
+    [row] = wallet_rows(wsim)
+    assert row["status"] == "cancelled" and row["note"] == "REFUNDED TO PAYER"
+    assert wsim.wallet.orders[row["order_no"]].state == "closed"
+
+
 # --- unsigned gateway errors: logged for the operator, never believed --------------------------------
 
 def test_wrong_app_id_is_logged_with_its_codes(gw, caplog):
