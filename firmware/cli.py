@@ -10,29 +10,45 @@ import signal
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from . import logs
 from .config import Config, load
 from .errors import ConfigError, TerminalError
+
+if TYPE_CHECKING:
+    from drivers.display import Display
+    from drivers.hid import InputDevice
+
+    from .config import InputDeviceConfig
+    from .terminal import Terminal
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
-def _run(cfg: Config) -> int:
-    from drivers.display import ConsoleDisplay
-    from drivers.hid import open_input_device
+def build_terminal(cfg: Config, display: Display,
+                   open_input: Callable[[InputDeviceConfig], InputDevice] | None = None) -> Terminal:
+    """The terminal wired to every device the config names: keypad, magstripe reader and (when
+    [scanner] is there) the 2D scanner through `open_input` (evdev's by default), the printer; the
+    contactless reader and the wallet provider are opened by the Terminal from the same config."""
+    from drivers import hid
     from drivers.printer import ReceiptPrinter
 
     from .terminal import Devices, Terminal
 
-    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
-    devices = Devices(open_keypad=lambda: open_input_device(cfg.keypad),
-                      open_magstripe=lambda: open_input_device(cfg.magstripe),
-                      printer=ReceiptPrinter(cfg.printer), display=ConsoleDisplay(stream, cfg.display.width))
-    terminal = Terminal(cfg, devices)
+    opener = open_input or hid.open_input_device      # looked up now, so a test can stand in for evdev
+    scanner = cfg.scanner
+    devices = Devices(open_keypad=lambda: opener(cfg.keypad),
+                      open_magstripe=lambda: opener(cfg.magstripe),
+                      printer=ReceiptPrinter(cfg.printer), display=display,
+                      open_scanner=(lambda: opener(scanner)) if scanner is not None else None)
+    return Terminal(cfg, devices)
 
+
+def serve(terminal: Terminal) -> int:
+    """Run the terminal's loop until SIGINT or SIGTERM asks it to stop cleanly."""
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,6 +57,13 @@ def _run(cfg: Config) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _run(cfg: Config) -> int:
+    from drivers.display import ConsoleDisplay
+
+    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
+    return serve(build_terminal(cfg, ConsoleDisplay(stream, cfg.display.width)))
 
 
 def _journal_path(args: argparse.Namespace) -> Path | None:
@@ -301,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
     p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
     p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p_sim.add_argument("--kill-harness", action="store_true",
+                       help="run the terminal as its own process, SIGKILL it at random points of random "
+                            "transactions, reboot it and check the journal against the hosts each time")
+    p_sim.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
+    p_sim.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
+    p_sim.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
     sub.add_parser("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]")
     today = date.today().isoformat()
     for name, helptext in (("report", "sales report for a date range (text, csv or json)"),
@@ -385,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             logs.setup(level, cfg.terminal.data_dir / "countertop.log")
             return _run(cfg)
+        if args.kill_harness:
+            from hwsim.killharness import run_cli
+            return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.data)
         data = Path(args.data) if args.data else cfg.terminal.data_dir
         logs.setup(level, data / "countertop.log", console_level=logging.CRITICAL)
         if args.scenario:

@@ -1,4 +1,5 @@
-"""The `countertop run` composition root on a board with nothing plugged in: it starts, says so, stops cleanly."""
+"""The `countertop run` composition root on a board with nothing plugged in: it starts, says so (for every
+device the config names, the 2D scanner too), stops cleanly."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     text = SIM_TOML.read_text(encoding="utf-8")
     text = text.replace('name = "hwsim keypad"', 'path = "/nonexistent/input/event7"')
     text = text.replace('name = "hwsim magstripe"', 'usb = "0801:0001"')
+    text = text.replace('name = "hwsim scanner"', 'path = "/nonexistent/input/event9"')
     text = text.replace('backend = "serial"', 'backend = "file"').replace('devfile = "/dev/null"', f'devfile = "{tmp_path}/lp0"')
     text = text.replace('data_dir = "data/sim"', f'data_dir = "{tmp_path}/data"')
     text = text.replace('device = "udp:127.0.0.1:54321"', 'device = "tty:nonexistent:pn532"')
@@ -26,6 +28,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     log = tmp_path / "data" / "countertop.log"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (log.exists() and "magstripe:" in log.read_text()
+                                               and "scanner:" in log.read_text()
                                                and "nfc: cannot open" in log.read_text()):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
@@ -34,6 +37,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     assert "ENTER AMOUNT" in out and "CNY 0.00" in out            # the console display drew the idle screen
     assert "keypad: cannot open /nonexistent/input/event7" in err  # a clear line per missing device
     assert "no input device with usb 0801:0001" in err
+    assert "scanner: cannot open /nonexistent/input/event9" in err   # the configured 2D scanner is opened too
     assert "nfc: cannot open reader tty:nonexistent:pn532" in err
     assert "Traceback" not in err
     assert "terminal stopped" in log.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
 import time
@@ -12,6 +13,7 @@ from evdev import ecodes
 from evdev.eventio_async import EventIO
 
 _EVENT = struct.Struct("llHHi")   # struct input_event on 64-bit Linux: timeval, type, code, value
+_KEY_TOKEN = re.compile(r"\{([A-Z0-9]+)\}|(\d)|(\s)|(.)")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,9 @@ class DeviceInfo:
 class SimInputDevice(EventIO):
     """An evdev device whose kernel side is a pipe: read_one/read_loop/async_read_loop run unchanged."""
 
-    def __init__(self, name: str, vendor: int = 0x1209, product: int = 0x0001) -> None:
-        self._rfd, self._wfd = os.pipe()
+    def __init__(self, name: str, vendor: int = 0x1209, product: int = 0x0001,
+                 fds: tuple[int, int] | None = None) -> None:
+        self._rfd, self._wfd = fds if fds is not None else os.pipe()
         self.fd = self._rfd
         self.path = f"sim:{name}"
         self.name = name
@@ -36,6 +39,19 @@ class SimInputDevice(EventIO):
         self.info = DeviceInfo(ecodes.BUS_USB, vendor, product, 1)
         self.grabbed = False
         self._wlock = threading.Lock()
+
+    @classmethod
+    def adopt(cls, name: str, fd: int, vendor: int = 0x1209, product: int = 0x0001) -> SimInputDevice:
+        """The reading side of a device whose pipe was made by another process (which types on it):
+        `fd` is the inherited read end; this side cannot type."""
+        return cls(name, vendor, product, fds=(fd, -1))
+
+    def hand_over_reader(self) -> int:
+        """Close this process's copy of the read end after a child inherited it (so only the child
+        reads what is typed); returns the fd number the child got."""
+        fd, self._rfd = self._rfd, -1
+        os.close(fd)
+        return fd
 
     def fileno(self) -> int:
         return self._rfd
@@ -56,10 +72,13 @@ class SimInputDevice(EventIO):
     def destroy(self) -> None:
         """Close both pipe ends (the simulated device is unplugged for good)."""
         for fd in (self._rfd, self._wfd):
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self._rfd = self._wfd = -1
 
     def emit(self, events: list[tuple[int, int, int]]) -> None:
         """Write (type, code, value) events as the kernel would, stamped with the current time."""
@@ -67,6 +86,8 @@ class SimInputDevice(EventIO):
         sec, usec = int(now), int((now % 1) * 1_000_000)
         data = b"".join(_EVENT.pack(sec, usec, t, c, v) for t, c, v in events)
         with self._wlock:
+            if self._wfd < 0:
+                raise OSError(f"{self.name}: this side of the device cannot type")
             os.write(self._wfd, data)
 
     def press(self, code: int, shift: bool = False) -> None:
@@ -106,3 +127,21 @@ def type_text(device: SimInputDevice, text: str) -> None:
     for ch in text:
         code, shift = keystroke(ch)
         device.press(code, shift)
+
+
+def type_keys(device: SimInputDevice, keymap: dict[str, str], text: str) -> None:
+    """Press keypad keys on `device`: digits (numpad codes) and named keys in braces ({ENTER} {CANCEL}
+    ...), each named key mapped to its evdev key name by `keymap` (the config's [keypad.keys])."""
+    for m in _KEY_TOKEN.finditer(text):
+        named, digit, space, other = m.groups()
+        if space:
+            continue
+        if other:
+            raise ValueError(f"the keypad has no key {other!r}; use digits and {{NAMES}}")
+        if digit:
+            code = ecodes.ecodes[f"KEY_KP{digit}"]
+        elif named in keymap:
+            code = ecodes.ecodes[keymap[named]]
+        else:
+            raise ValueError(f"the keypad has no key {named!r}; it has {', '.join(keymap)}")
+        device.press(code)
