@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 FS_CHINESE_ON = b"\x1c\x26"     # FS &: Chinese character mode (GB18030 on Chinese firmware)
 FS_CHINESE_OFF = b"\x1c\x2e"    # FS .: back to single-byte mode
+PAPER_STATUS = b"\x10\x04\x04"  # DLE EOT 4: roll paper sensor status (ESC/POS real-time command)
+PAPER_OUT = 0x60                # ... bits 5 and 6: the paper has run out
+STATUS_WAIT = 0.5               # seconds a serial printer has to answer a status request
 
 
 def _import_escpos() -> Any:
@@ -40,6 +43,8 @@ class ReceiptPrinter:
         self._cfg = cfg
         self._device: Any = None
         self._lock = threading.Lock()
+        # Does this printer answer DLE EOT? Learnt on the first ask; a file backend cannot be read from.
+        self._answers_status: bool | None = False if cfg.backend == "file" else None
 
     @property
     def enabled(self) -> bool:
@@ -54,7 +59,7 @@ class ReceiptPrinter:
             vid, pid = (int(x, 16) for x in c.usb.split(":"))
             dev = printers.Usb(vid, pid, **kw)
         elif c.backend == "serial":
-            dev = printers.Serial(devfile=c.devfile, baudrate=c.baudrate, dsrdtr=False, **kw)
+            dev = printers.Serial(devfile=c.devfile, baudrate=c.baudrate, dsrdtr=False, timeout=STATUS_WAIT, **kw)
         elif c.backend == "network":
             dev = printers.Network(host=c.host, port=c.port, timeout=10, **kw)
         else:
@@ -71,10 +76,33 @@ class ReceiptPrinter:
                 if self._device is None:
                     self._device = self._open()
                 for receipt in receipts:
+                    self._check_paper(self._device)
                     self._print_one(self._device, receipt)
+                    self._check_paper(self._device)      # it ran out during this one: it did not come out whole
+            except DeviceError:
+                raise
             except Exception as exc:  # python-escpos and its backends raise many unrelated types
                 self._drop()
-                raise DeviceError(f"printer ({self._cfg.backend}): {exc!r}", screen="PRINTER ERROR") from None
+                raise DeviceError(f"printer ({self._cfg.backend}): {exc!r}", screen="PRINTER OFFLINE") from None
+
+    def _check_paper(self, dev: Any) -> None:
+        """DeviceError when the printer says its roll is empty. A printer that never answers status requests
+        (many cheap ones, or the file backend) is asked once and then trusted."""
+        if self._answers_status is False:
+            return
+        try:
+            dev._raw(PAPER_STATUS)
+            answer = dev._read()
+        except NotImplementedError:
+            answer = b""
+        if not answer:
+            if self._answers_status is None:
+                log.info("printer: it does not answer status requests; paper is not checked")
+            self._answers_status = False
+            return
+        self._answers_status = True
+        if answer[-1] & PAPER_OUT == PAPER_OUT:
+            raise DeviceError("printer: out of paper", screen="PRINTER: NO PAPER")
 
     def _print_one(self, dev: Any, receipt: Receipt) -> None:
         dev.hw("INIT")
@@ -96,6 +124,7 @@ class ReceiptPrinter:
 
     def _drop(self) -> None:
         dev, self._device = self._device, None
+        self._answers_status = False if self._cfg.backend == "file" else None
         if dev is not None:
             try:
                 dev.close()

@@ -211,7 +211,14 @@ class Refused:
     notice: str
 
 
-Event = Union[Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
+@dataclass(frozen=True)
+class Reprinted:
+    """The shell's answer to Reprint: what the screen says (queued for the printer, or why not)."""
+
+    notice: str
+
+
+Event = Union[Reprinted, Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
               OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
               WalletConfirming, WalletPaid, WalletEnded, Settled]
 
@@ -381,7 +388,15 @@ class HoldBasket:
     lines: tuple[BasketLine, ...]
 
 
-Effect = Union[Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
+@dataclass(frozen=True)
+class Reprint:
+    """Print a transaction's receipt again, marked as a reprint (重打印): the one with trace number `stan`,
+    or the last one printed when `stan` is 0. The shell answers Reprinted."""
+
+    stan: int = 0
+
+
+Effect = Union[Reprint, Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
                PrintReport, Settle, PrintCode, HoldBasket]
 
@@ -700,6 +715,8 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[E
             return enter(OperatorPin(), cfg, CollectOperatorPin())
         if k == "F4" and not state.value:
             return enter(OperatorPin(purpose="signin"), cfg, CollectOperatorPin("cashier"))
+        if k == "F2" and not state.value:
+            return enter(Looking("reprint"), cfg, Reprint())        # 重打印: the last receipt again
         if k == "F3" and cfg.catalog:
             if state.value:
                 return enter(replace(state, notice="CLEAR AMOUNT FIRST"), cfg)
@@ -921,14 +938,16 @@ def _shown_result(state: Result, event: Event, cfg: FlowConfig) -> tuple[State, 
 
 # --- back office: void (撤销) and refund (退货) --------------------------------------------------
 
-KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT"}
+KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT", "reprint": "REPRINT"}
 
 
 def _render_back_office(state: State, cfg: FlowConfig) -> tuple[str, ...]:
     if isinstance(state, OperatorPin):
         return ("CASHIER SIGN-IN PIN" if state.purpose == "signin" else "MANAGER PIN", "*" * state.digits or "_")
     if isinstance(state, Menu):
-        return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "CANCEL TO EXIT")
+        return ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "5 REPRINT", "CANCEL TO EXIT")
+    if isinstance(state, TraceEntry) and state.kind == "reprint":
+        return ("REPRINT 重打印", "TRACE NO.", state.value or "_", "ENTER ALONE: LAST")
     if isinstance(state, TraceEntry):
         return (KIND_TITLE[state.kind], "TRACE NO. OR SCAN", state.value or "_", "F2 SEARCH")
     if isinstance(state, SearchEntry):
@@ -975,6 +994,18 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
             return _result(("REPORT PRINTED",), cfg, PrintReport())
         if event.name == "4":
             return enter(Looking("settle"), cfg, Settle())
+        if event.name == "5":
+            return enter(TraceEntry("reprint"), cfg)
+    elif isinstance(state, Looking) and isinstance(event, Reprinted):
+        return _result(("REPRINT", event.notice), cfg)
+    elif isinstance(state, TraceEntry) and state.kind == "reprint" and isinstance(event, Key):
+        k = event.name
+        if k.isdigit() and len(k) == 1 and len(state.value) < 6:
+            return enter(replace(state, value=state.value + k), cfg)
+        if k == "CLEAR":
+            return enter(replace(state, value=state.value[:-1]), cfg)
+        if k == "ENTER":
+            return enter(Looking("reprint"), cfg, Reprint(int(state.value or 0)))
     elif isinstance(state, Looking) and isinstance(event, Settled):
         title = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE",
                  "failed": "SETTLEMENT FAILED"}[event.outcome]
@@ -989,7 +1020,7 @@ def _back_office(state: State, event: Event, cfg: FlowConfig) -> tuple[State, li
             return enter(Looking(state.kind), cfg, FindOriginal(stan=int(state.value)))
         if k == "F2":
             return enter(SearchEntry(state.kind), cfg)
-    elif isinstance(state, TraceEntry) and isinstance(event, Scanned):
+    elif isinstance(state, TraceEntry) and state.kind != "reprint" and isinstance(event, Scanned):
         return enter(Looking(state.kind), cfg, FindOriginal(reference=event.code))
     elif isinstance(state, SearchEntry) and isinstance(event, Key):
         return _search(state, event.name, cfg)

@@ -158,6 +158,18 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE transactions ADD COLUMN operator TEXT NOT NULL DEFAULT '';
     ALTER TABLE transactions ADD COLUMN chip_swiped INTEGER NOT NULL DEFAULT 0;
     """,
+    # 10: what a receipt prints of a chip (how the cardholder was verified, the application, its
+    # cryptogram), and whether the receipt is printed: NULL none wanted, 0 due, 1 printed. A receipt
+    # is always printed from its row, so one that a printer without paper could not print, or that a
+    # power cut interrupted, prints again from the same data; so does a reprint.
+    """
+    ALTER TABLE transactions ADD COLUMN cvm TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN aid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN app_label TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN cryptogram TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN receipt INTEGER;
+    CREATE INDEX transactions_receipt_due ON transactions (id) WHERE receipt = 0;
+    """,
 )
 
 AUDIT_GENESIS = "0" * 64
@@ -189,6 +201,10 @@ class NewSale:
     lines: tuple[BasketLine, ...] = ()   # the basket, when the amount came from the item catalogue
     operator: str = ""           # who was signed in at the till
     chip_swiped: bool = False    # a chip card's stripe was swiped (service code 2xx/6xx): fallback
+    cvm: str = ""                # chip cards: how the cardholder was verified (none | online_pin | cdcvm)
+    aid: str = ""                # chip cards: the application, its label and cryptogram, for the receipt
+    app_label: str = ""
+    cryptogram: str = ""
 
 
 @dataclass(frozen=True)
@@ -431,11 +447,12 @@ class Journal:
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
-                " card_token, operator, chip_swiped)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " card_token, operator, chip_swiped, cvm, aid, app_label, cryptogram)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, reference, sale.card_token, sale.operator, int(sale.chip_swiped)))
+                 sale.provider, reference, sale.card_token, sale.operator, int(sale.chip_swiped), sale.cvm,
+                 sale.aid, sale.app_label, sale.cryptogram))
             row = int(cur.lastrowid)
             self._db.executemany(
                 "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price, tax_rate_bp)"
@@ -696,6 +713,32 @@ class Journal:
         if recorded != count:
             return False, f"{recorded - count} entries at the end were removed"
         return True, f"{count} entries, chain intact"
+
+    # --- receipts -------------------------------------------------------------------------------
+
+    _RECEIPT_SELECT = ("SELECT t.*, o.stan AS original_stan, o.method AS original_method FROM transactions t"
+                       " LEFT JOIN transactions o ON o.id = t.original_id")
+
+    def receipt_row(self, stan: int) -> dict[str, Any] | None:
+        """The newest sale, void or refund with this trace number, with its original's trace and method."""
+        found = self._db.execute(f"{self._RECEIPT_SELECT} WHERE t.stan = ? AND t.kind IN ('sale', 'void', 'refund')"
+                                 " ORDER BY t.id DESC LIMIT 1", (stan,)).fetchone()
+        return None if found is None else dict(found)
+
+    def last_receipt_row(self) -> dict[str, Any] | None:
+        """The transaction whose receipt was printed (or due) last."""
+        found = self._db.execute(f"{self._RECEIPT_SELECT} WHERE t.receipt IS NOT NULL ORDER BY t.id DESC"
+                                 " LIMIT 1").fetchone()
+        return None if found is None else dict(found)
+
+    def receipts_due(self) -> list[dict[str, Any]]:
+        """Transactions whose receipt is due and not yet printed, oldest first."""
+        return [dict(r) for r in self._db.execute(f"{self._RECEIPT_SELECT} WHERE t.receipt = 0 ORDER BY t.id")]
+
+    def mark_receipt(self, row_id: int, printed: bool) -> None:
+        """Record that a row's receipt is due (printed=False) or printed."""
+        with self._tx():
+            self._db.execute("UPDATE transactions SET receipt = ? WHERE id = ?", (int(printed), row_id))
 
     def row(self, row_id: int) -> dict[str, Any] | None:
         """One row by id, with `refunded`."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from .flow import DECLINE_TEXT, PrintReceipts
+from .flow import DECLINE_TEXT, WALLET_NAMES, PrintReceipts
 from .items import BasketLine
+from .messages import AuthResponse
 from .money import Currency, format_minor
 
 
@@ -53,8 +56,30 @@ _ZH = {
     "REFUND TO": "退款方式", "TO CARD": "原路退回", "TO WALLET": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式", "REFERENCE": "交易参考号", "TRADE NO": "交易号", "PAYER": "付款账户",
-    "QR": "顾客扫码", "CODE": "扫顾客付款码", "ITEMS": "商品", "TAX INCL.": "其中税额",
+    "QR": "顾客扫码", "CODE": "扫顾客付款码", "ITEMS": "商品", "TAX INCL.": "其中税额", "REPRINT": "重打印",
 }
+
+_ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "qr": "QR", "code": "CODE"}
+_ROUTE = {"card": "CARD", "wallet": "WALLET", "cash": "CASH"}
+
+
+def receipt_facts(row: Mapping[str, Any]) -> PrintReceipts:
+    """What a receipt states, from a journal row (Journal.receipt_row: with the original's trace): the same
+    receipt whether printed at the sale, after the printer came back, after a power cut, or as a reprint."""
+    kind, method = str(row["kind"]).upper(), row["method"]
+    approved = row["status"] in ("approved", "voided")
+    code = row["response_code"] or ("00" if approved else "05")
+    response = AuthResponse(row["stan"], code, row["auth_code"], row["rrn"], row["terminal_id"])
+    wallet_sale = kind == "SALE" and method == "wallet"
+    return PrintReceipts(
+        amount=row["amount"], masked_pan=row["payer"] if wallet_sale else row["masked_pan"],
+        entry_mode=_ENTRY.get(row["entry_mode"], "SWIPE") if kind == "SALE" else "SWIPE", response=response,
+        stan=row["stan"], kind=kind, route=_ROUTE.get(method, "") if kind == "REFUND" else "",
+        original_stan=row.get("original_stan"),
+        cvm="wallet" if wallet_sale else (row["cvm"] or "online_pin"), aid=row["aid"], label=row["app_label"],
+        cryptogram=row["cryptogram"], wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale
+        else "", order_no=row["order_no"] if kind == "SALE" else "",
+        trade_no=row["wallet_trade_no"] if wallet_sale else "")
 
 
 def text_width(text: str) -> int:
@@ -88,14 +113,16 @@ def item_lines(lines: tuple[BasketLine, ...] | list[BasketLine], header: Header)
 
 
 def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime,
-                 basket: tuple[BasketLine, ...] = ()) -> Receipt:
+                 basket: tuple[BasketLine, ...] = (), reprint: bool = False) -> Receipt:
     """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale, void or refund;
-    a sale keyed by PLU lists its basket."""
+    a sale keyed by PLU lists its basket; a reprint says so at the top."""
     lang, w = header.language, header.width
     resp = sale.response
     lines = [Line(header.merchant_name, align="center", bold=True)]
     if header.merchant_address:
         lines.append(Line(header.merchant_address, align="center"))
+    if reprint:
+        lines.append(Line(_label("REPRINT", lang), align="center", bold=True))
     lines.append(Line(_label(copy, lang), align="center"))
     lines.append(Line("-" * w))
     lines += _pair(_label("MERCHANT ID", lang), header.merchant_id, w)

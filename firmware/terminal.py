@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -32,7 +33,7 @@ from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, Settleme
                        iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
 from .pin import PinEntry
 from . import reports
-from .receipt import Header, Line, Receipt, sale_receipt
+from .receipt import Header, Line, Receipt, receipt_facts, sale_receipt
 from .wallet import AlipayClient, WalletError, WalletProvider
 from .walletdesk import WalletDesk
 from .outbox import Outbox
@@ -41,6 +42,7 @@ from .operators import OperatorGate
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 2.0
+PRINTER_RETRY = 3.0          # seconds between attempts while the printer has no paper or is gone
 RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)   # seconds between outbox retries after a failed exchange
 
 
@@ -58,6 +60,15 @@ class Devices:
 @dataclass(frozen=True)
 class _TimerFired:
     generation: int
+
+
+@dataclass(frozen=True)
+class _PrintJob:
+    """One receipt for the printer; `row` is marked printed when it is out; `keep` waits for the printer."""
+
+    receipt: Receipt
+    row: int | None = None
+    keep: bool = True
 
 
 def make_wallet(config: Config) -> WalletProvider | None:
@@ -135,6 +146,10 @@ class Terminal:
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False                   # a _keep_flushing task is running
         self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
+        self._print_jobs: deque[_PrintJob] = deque()
+        self._printer_task: asyncio.Task[None] | None = None
+        self._problems: dict[str, str] = {}                  # device -> what the screen says is wrong with it
+        self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -148,6 +163,7 @@ class Terminal:
             self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
             self._load_dukpt_keys()
             self.journal.recover(self._clock())
+            due = self.journal.receipts_due()
         except TerminalError as exc:
             # Nothing is sold on a journal that cannot be trusted; the screen says so, the log says why.
             log.critical("terminal cannot start: %s", exc)
@@ -183,6 +199,9 @@ class Terminal:
             self._nfc.start()
         self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
         self._perform(effects)
+        for row in due:                                 # a power cut or an empty printer kept them from paper
+            log.info("receipt of trace %06d is still due: printing it", row["stan"])
+            self._print_receipts(self._transaction_receipts(row), row["id"])
         log.info("terminal %s ready", self.config.terminal.terminal_id)
         self._notifier = watchdog.from_environment()
         if self._notifier is not None:                 # under systemd (Type=notify, WatchdogSec=)
@@ -431,7 +450,7 @@ class Terminal:
 
     def _perform_one(self, eff: Any) -> None:
         if isinstance(eff, flow.Show):
-            self.devices.display.show(eff.lines, eff.qr)
+            self._show(eff.lines, eff.qr)
         elif isinstance(eff, flow.StartTimer):
             self._set_timer(eff.seconds)
         elif isinstance(eff, flow.StopTimer):
@@ -480,14 +499,21 @@ class Terminal:
             if self._auth_task is not None and not self._auth_task.done():
                 self._auth_task.cancel()
         elif isinstance(eff, flow.PrintReceipts):
-            self._spawn(self._print(eff))
+            self._print_transaction(eff.stan)
+        elif isinstance(eff, flow.Reprint):
+            try:
+                notice = self._reprint(eff.stan)
+            except TerminalError as exc:
+                log.error("reprint: %s", exc)
+                notice = exc.screen
+            self.post(flow.Reprinted(notice))
         elif isinstance(eff, flow.PrintReport):
             self._spawn(self._print_report())
         elif isinstance(eff, flow.PrintCode):
             lines = (Line(self.config.merchant.name, align="center", bold=True),
                      Line(f"{flow.money(eff.amount, self.flow_cfg)}", align="center", big=True),
                      Line("SCAN TO PAY 扫码支付", align="center"))
-            self._spawn(self._print_receipts([Receipt(lines, qr=eff.payload)]))
+            self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)   # useless later: not kept
         elif isinstance(eff, flow.Settle):
             self._auth_task = self._spawn(self._settle(), flow.Settled("failed", "TERMINAL ERROR"))
         else:
@@ -522,7 +548,9 @@ class Terminal:
                 currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
                 merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
                 card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
-                chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6")), now)
+                chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6"),
+                cvm=chip.cvm if chip else "", aid=chip.aid if chip else "", app_label=chip.label if chip else "",
+                cryptogram=chip.cryptogram if chip else ""), now)
         except asyncio.CancelledError:
             self.post(flow.HostFailed("cancelled before sending", sent=False))
             return
@@ -753,7 +781,7 @@ class Terminal:
         log.info("batch %d settled: %s", batch, "in balance" if in_balance else f"out of balance ({rc})")
         self.journal.audit("manager", "settlement", f"batch {batch}: {rc}", self._clock())
         lines = reports.settlement_text(batch, mine, host, in_balance, t.currency, self.config.printer.width)
-        await self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
+        self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
         self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {batch:06d}"))
 
     async def _print_report(self) -> None:
@@ -769,17 +797,82 @@ class Terminal:
         header = [Line(self.config.merchant.name, align="center", bold=True),
                   Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
                   Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center")]
-        await self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
+        self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
 
-    async def _print_receipts(self, receipts: list[Receipt]) -> None:
+    # --- the printer: a queue that waits for paper and for the printer to come back ------------------
+
+    def _print_receipts(self, receipts: list[Receipt], row: int | None = None, keep: bool = True) -> None:
+        """Queue receipts for the printer, each cut on its own; `row`'s receipt counts as printed when the last
+        of them is out. Kept jobs wait while the printer has no paper or is gone; others are dropped."""
+        for n, receipt in enumerate(receipts, start=1):
+            self._print_jobs.append(_PrintJob(receipt, row if n == len(receipts) else None, keep))
+        if self._printer_task is None or self._printer_task.done():
+            self._printer_task = self._spawn(self._printer_loop())
+
+    async def _printer_loop(self) -> None:
+        """Print queued jobs in order; on trouble say so on screen and try again every few seconds."""
+        while self._print_jobs:
+            job = self._print_jobs[0]
+            try:
+                await asyncio.to_thread(self.devices.printer.print_receipts, [job.receipt])
+            except DeviceError as exc:
+                log.error("%s; %d receipts wait", exc, sum(j.keep for j in self._print_jobs))
+                self._device_problem("printer", exc.screen)
+                self._print_jobs = deque(j for j in self._print_jobs if j.keep)
+                if self._print_jobs:
+                    await asyncio.sleep(PRINTER_RETRY)
+                continue
+            self._print_jobs.popleft()
+            self._device_problem("printer", "")
+            if job.row is not None:
+                try:
+                    assert self.journal is not None
+                    self.journal.mark_receipt(job.row, printed=True)
+                except TerminalError as exc:
+                    log.error("receipt of row %d printed but not marked: %s", job.row, exc)
+
+    def _transaction_receipts(self, row: dict[str, Any], reprint: bool = False) -> list[Receipt]:
+        """Both copies of a transaction's receipt, from its journal row (the same at the sale and later)."""
+        assert self.journal is not None
+        facts = receipt_facts(row)
+        lines = tuple(self.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
+        at = datetime.fromisoformat(row["created_at"])
+        return [sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
+                for copy in ("MERCHANT COPY", "CUSTOMER COPY")]
+
+    def _print_transaction(self, stan: int) -> None:
+        """Print a finished transaction's receipts: marked due in the journal first, so that a power cut or a
+        printer without paper cannot lose them (boot prints what is still due)."""
+        assert self.journal is not None
+        row = self.journal.receipt_row(stan)
+        if row is None:
+            log.error("receipt: no transaction with trace %06d in the journal", stan)
+            return
         try:
-            await asyncio.to_thread(self.devices.printer.print_receipts, receipts)
-        except DeviceError as exc:
-            log.error("%s", exc)
-            self.devices.display.show(self.devices.display.lines + (exc.screen,))
+            self.journal.mark_receipt(row["id"], printed=False)
+        except TerminalError as exc:
+            log.error("receipt of row %d not marked due: %s", row["id"], exc)
+        self._print_receipts(self._transaction_receipts(row), row["id"])
 
-    async def _print(self, eff: flow.PrintReceipts) -> None:
-        now = self._clock()
-        lines = self._basket if eff.kind == "SALE" else ()
-        await self._print_receipts([sale_receipt(eff, self.header, copy, now, lines)
-                                    for copy in ("MERCHANT COPY", "CUSTOMER COPY")])
+    def _reprint(self, stan: int) -> str:
+        """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""
+        assert self.journal is not None
+        row = self.journal.receipt_row(stan) if stan else self.journal.last_receipt_row()
+        if row is None or row["receipt"] is None:
+            return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
+        self.journal.audit(self._back_office or self._operator or "cashier", "reprint",
+                           f"trace {row['stan']:06d} (row {row['id']})", self._clock())
+        self._print_receipts(self._transaction_receipts(row, reprint=True))
+        return f"TRACE {row['stan']:06d} PRINTING"
+
+    # --- what the screen says: the flow's lines, then any device that is missing ---------------------
+
+    def _show(self, lines: tuple[str, ...], qr: str = "") -> None:
+        self._screen = (lines, qr)
+        self.devices.display.show(lines + tuple(p for p in self._problems.values() if p), qr)
+
+    def _device_problem(self, device: str, screen: str) -> None:
+        """Say (screen text) or clear ("") what is wrong with a device, under whatever the flow shows."""
+        if self._problems.get(device, "") != screen:
+            self._problems[device] = screen
+            self._show(*self._screen)

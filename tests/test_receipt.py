@@ -94,7 +94,7 @@ def test_missing_printer_is_a_device_error(tmp_path):
     printer = ReceiptPrinter(PrinterConfig(backend="file", devfile=str(tmp_path / "no" / "such" / "lp0")))
     with pytest.raises(DeviceError) as err:
         printer.print_receipts([Receipt((Line("x"),))])
-    assert err.value.screen == "PRINTER ERROR"
+    assert err.value.screen == "PRINTER OFFLINE"
 
 
 def test_backend_none_prints_nothing():

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
+import tempfile
 import threading
 import tty
 from dataclasses import dataclass, field
 
-ESC, GS, FS, LF, CR = 0x1B, 0x1D, 0x1C, 0x0A, 0x0D
+ESC, GS, FS, LF, CR, DLE, EOT = 0x1B, 0x1D, 0x1C, 0x0A, 0x0D, 0x10, 0x04
+# DLE EOT n real-time status answers (ESC/POS): n=1 printer status (bit 3: offline), n=4 roll paper sensor
+# (bits 2-3: near end, bits 5-6: paper out); bits 1 and 4 are always set.
+STATUS_ONLINE, STATUS_OFFLINE = 0x16, 0x1E
+PAPER_OK, PAPER_OUT = 0x12, 0x72
 # Commands with a fixed number of parameter bytes after the two command bytes.
 _FIXED = {
     (ESC, ord("@")): 0, (ESC, ord("t")): 1, (ESC, ord("!")): 1, (ESC, ord("E")): 1, (ESC, ord("a")): 1,
@@ -30,6 +36,10 @@ class EscposDecoder:
     _pieces: list[str] = field(default_factory=list)
     _lines: list[str] = field(default_factory=list)
     _chinese: bool = False
+    paper: bool = True                  # without paper, what is sent is taken in and never comes out
+    paper_left: int | None = None       # receipts the roll still has room for (None: endless); the next ends it
+    lost: int = 0                       # receipts cut while there was no paper, or cut short by its end
+    queries: list[int] = field(default_factory=list)    # DLE EOT n requests not yet answered
 
     def _flush_text(self) -> None:
         # Bytes of the current mode: GB18030 in Chinese mode, code page 437 (ESC t 0) otherwise.
@@ -46,6 +56,16 @@ class EscposDecoder:
         self._pieces = []
 
     def _cut(self) -> None:
+        if self.paper and self.paper_left is not None:
+            if self.paper_left == 0:
+                self.paper = False              # the roll ends in this receipt: it never comes out whole
+            else:
+                self.paper_left -= 1
+        if not self.paper:
+            self._line.clear()
+            self._pieces, self._lines = [], []
+            self.lost += 1
+            return
         if self._line or self._pieces:
             self._end_line()
         while self._lines and not self._lines[-1].strip():
@@ -72,7 +92,7 @@ class EscposDecoder:
             return 1
         if c == CR:
             return 1
-        if c not in (ESC, GS, FS):
+        if c not in (ESC, GS, FS, DLE):
             if c < 0x20 and not self._chinese:
                 self.unknown.append(bytes([c]))
             else:
@@ -80,6 +100,11 @@ class EscposDecoder:
             return 1
         if len(b) < 2:
             return 0
+        if c == DLE and b[1] == EOT:                   # real-time status request: DLE EOT n
+            if len(b) < 3:
+                return 0
+            self.queries.append(b[2])
+            return 3
         cmd = (c, b[1])
         if cmd == (GS, ord("V")):                      # cut: GS V m, or GS V m n for m in 65/66
             if len(b) < 3:
@@ -116,32 +141,88 @@ class EscposDecoder:
 
 
 class VirtualPrinter:
-    """A pty whose slave is the printer's serial device; a thread reads and decodes the master side."""
+    """A pty whose slave is the printer's serial device; a thread reads and decodes the master side.
+
+    The printer is reached through a stable link (`devfile`), as udev gives a real one a stable name under
+    /dev/serial/by-id: unplug() closes the pty (writes on the terminal's side then fail, as they do when a
+    USB printer goes), plug() makes a new one behind the same name. `paper` False is an empty roll: the
+    printer answers DLE EOT 4 with "paper out" and prints nothing; `online` False answers DLE EOT 1 offline.
+    """
 
     def __init__(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.devfile = os.ttyname(self._slave)
+        self._folder = tempfile.mkdtemp(prefix="hwsim-printer-")
+        self.devfile = os.path.join(self._folder, "ttyPRINTER")
         self.decoder = EscposDecoder()
         self.raw = bytearray()
+        self.online = True
         self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.plug()
+
+    @property
+    def paper(self) -> bool:
+        """False while the roll is empty."""
+        return self.decoder.paper
+
+    @paper.setter
+    def paper(self, loaded: bool) -> None:
+        with self._cond:
+            self.decoder.paper = loaded
+            self.decoder.paper_left = None
+
+    def paper_for(self, receipts: int) -> None:
+        """Load a roll that runs out in the receipt after the next `receipts` ones."""
+        with self._cond:
+            self.decoder.paper, self.decoder.paper_left = True, receipts
+
+    def plug(self) -> None:
+        """Connect the printer (again): a new pty behind the same device name."""
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        link = self.devfile + ".new"
+        os.symlink(os.ttyname(self._slave), link)
+        os.replace(link, self.devfile)
         self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._pump, name="hwsim-printer", daemon=True)
+        self._thread = threading.Thread(target=self._pump, args=(self._master, self._stop_r),
+                                        name="hwsim-printer", daemon=True)
         self._thread.start()
 
-    def _pump(self) -> None:
+    def unplug(self) -> None:
+        """Pull the cable: the pty goes, and with it every byte in flight."""
+        if self._thread is None:
+            return
+        os.write(self._stop_w, b"x")
+        self._thread.join(2)
+        self._thread = None
+        for fd in (self._master, self._slave, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _pump(self, master: int, stop: int) -> None:
         while True:
-            ready, _, _ = select.select([self._master, self._stop_r], [], [])
-            if self._stop_r in ready:
+            ready, _, _ = select.select([master, stop], [], [])
+            if stop in ready:
                 return
             try:
-                data = os.read(self._master, 65536)
+                data = os.read(master, 65536)
             except OSError:
                 return
             with self._cond:
                 self.raw += data
-                if self.decoder.feed(data):
+                done = self.decoder.feed(data)
+                answers = bytes(self._status(n) for n in self.decoder.queries)
+                self.decoder.queries.clear()
+                if done:
                     self._cond.notify_all()
+            if answers:
+                os.write(master, answers)
+
+    def _status(self, n: int) -> int:
+        if n == 4:
+            return PAPER_OK if self.decoder.paper else PAPER_OUT
+        return STATUS_ONLINE if self.online else STATUS_OFFLINE
 
     @property
     def receipts(self) -> list[str]:
@@ -157,11 +238,6 @@ class VirtualPrinter:
             return list(self.decoder.receipts)
 
     def close(self) -> None:
-        """Stop the reader and close the pty."""
-        os.write(self._stop_w, b"x")
-        self._thread.join(2)
-        for fd in (self._master, self._slave, self._stop_r, self._stop_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Stop the reader, close the pty and remove the device name."""
+        self.unplug()
+        shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Devices that come and go: a printer without paper or unplugged does not hold up a sale — the receipt waits and
+prints when the printer is back; receipts are reprinted (重打印) from the journal, the last one or by trace."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import assert_ledger_agrees, sales, wait_until
+from test_e2e import sale
+from test_refunds import manager
+
+
+def test_out_of_paper_the_sale_completes_and_the_receipt_waits(sim):
+    sim.printer.paper = False
+    sale(sim, "visa-approve")
+    screen = sim.wait_for("PRINTER: NO PAPER")               # said under the result, which stays true
+    assert "APPROVED" in screen
+    assert sales(sim)[0]["status"] == "approved" and sales(sim)[0]["receipt"] == 0       # due, not printed
+    time.sleep(0.5)
+    assert sim.receipts == []
+    sim.printer.paper = True                                 # a new roll
+    merchant, customer = sim.wait_for_receipts(2)
+    assert "MERCHANT COPY" in merchant and "CUSTOMER COPY" in customer and "CNY 12.50" in customer
+    wait_until(lambda: sales(sim)[0]["receipt"] == 1, what="receipt marked printed")
+    sim.wait_while("NO PAPER")
+    assert_ledger_agrees(sim)
+
+
+def test_paper_runs_out_in_the_customer_copy(sim):
+    sim.printer.paper_for(1)                                 # room for the merchant copy, not the next
+    sale(sim, "visa-approve")
+    sim.wait_for("NO PAPER")
+    [merchant] = sim.receipts
+    assert "MERCHANT COPY" in merchant and sim.printer.decoder.lost == 1
+    sim.printer.paper = True
+    merchant, customer = sim.wait_for_receipts(2)            # the cut-off copy again, the merchant's not twice
+    assert "CUSTOMER COPY" in customer and "CNY 12.50" in customer
+    time.sleep(0.3)
+    assert len(sim.receipts) == 2
+
+
+def test_unplugged_printer_comes_back_without_a_restart(sim):
+    sim.printer.unplug()
+    sale(sim, "visa-approve")
+    screen = sim.wait_for("PRINTER OFFLINE")
+    assert "APPROVED" in screen
+    sim.keys("{ENTER}")
+    sale(sim, "mc-approve", amount="990")                    # selling goes on meanwhile
+    sim.wait_for("APPROVED")
+    sim.printer.plug()                                       # the same device name, a new connection
+    receipts = sim.wait_for_receipts(4)
+    assert "CNY 12.50" in receipts[0] and "CNY 9.90" in receipts[3]
+    wait_until(lambda: all(r["receipt"] == 1 for r in sales(sim)), what="all marked printed")
+    assert_ledger_agrees(sim)
+
+
+def test_a_receipt_cut_off_by_a_power_cut_prints_at_boot(sim):
+    sim.printer.paper = False
+    sale(sim, "visa-approve")
+    sim.wait_for("NO PAPER")
+    sim.restart(crash=True)
+    sim.printer.paper = True
+    merchant, customer = sim.wait_for_receipts(2)
+    assert "CNY 12.50" in merchant and "REPRINT" not in merchant
+    wait_until(lambda: sales(sim)[0]["receipt"] == 1, what="marked printed")
+
+
+def test_reprint_the_last_receipt_with_f2(sim):
+    sale(sim, "visa-approve")
+    sim.wait_for("APPROVED")
+    first = sim.wait_for_receipts(2)
+    sim.keys("{ENTER}{F2}")
+    sim.wait_for("PRINTING")
+    again = sim.wait_for_receipts(4)[2:]
+    assert "重打印 REPRINT" in again[0] and "重打印 REPRINT" not in first[0]
+    assert again[0].replace("重打印 REPRINT\n", "") == first[0]          # the same receipt, said to be a copy
+    actions = [r for r in sim.journal() if r["kind"] == "sale"]
+    assert len(actions) == 1                                  # a reprint is no transaction
+
+
+def test_reprint_by_trace_number_from_the_menu(sim):
+    sale(sim, "visa-approve")
+    sim.wait_for("APPROVED")
+    sim.keys("{ENTER}")
+    sale(sim, "mc-approve", amount="990")
+    sim.wait_for("APPROVED")
+    sim.wait_for_receipts(4)
+    sim.keys("{ENTER}")
+    manager(sim)
+    sim.wait_for("5 REPRINT")
+    sim.keys("5")
+    sim.wait_for("TRACE NO.")
+    sim.keys("1{ENTER}")
+    sim.wait_for("TRACE 000001 PRINTING")
+    copy = sim.wait_for_receipts(6)[4]
+    assert "重打印 REPRINT" in copy and "CNY 12.50" in copy and "000001" in copy
+    sim.keys("{ENTER}")
+    manager(sim)
+    sim.wait_for("5 REPRINT")
+    sim.keys("5")
+    sim.wait_for("TRACE NO.")
+    sim.keys("77{ENTER}")
+    sim.wait_for("NO RECEIPT FOR 000077")
+
+
+def test_reprint_with_nothing_printed_yet(sim):
+    sim.keys("{F2}")
+    sim.wait_for("NO RECEIPT YET")
