@@ -39,7 +39,9 @@ class _Section:
         self.source, self.name, self.table, self.seen = source, name, table, set()
 
     def fail(self, key: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.source}: [{self.name or 'top level'}] {key}: {what}")
+        shown = key if key.isprintable() and len(key) <= 40 else repr(key[:40])   # a quoted key may hold "\n"
+        section = self.name if self.name.isprintable() and len(self.name) <= 60 else repr(self.name[:60])
+        return ConfigError(f"{self.source}: [{section or 'top level'}] {shown}: {what}")
 
     def get(self, key: str, kind: type, default: Any = _REQUIRED,
             check: Callable[[Any], str | None] | None = None) -> Any:
@@ -548,12 +550,18 @@ def load(path: str | Path) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return loads(raw, str(path))
+
+
+def loads(raw: bytes, source: str, base: Path | None = None) -> Config:
+    """Validate the bytes of a config file named `source` (for messages); relative paths resolve against
+    `base` (default: the current directory)."""
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{source}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML for a terminal: arrays or tables nested too deeply") from None
-    return parse(doc, str(path), Path.cwd())
+        raise ConfigError(f"{source}: not valid TOML for a terminal: arrays or tables nested too deeply") from None
+    return parse(doc, source, base if base is not None else Path.cwd())

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from .text import problem as unsafe_text
 from .money import Currency, format_minor
+from .text import problem as unsafe_text
 
 MAX_PLU = 8                 # digits of a PLU code (keyed on the keypad)
 MAX_QTY = 999
@@ -85,8 +85,10 @@ class _Refused(Exception):
     """The whole file is refused (its encoding); the message names the line."""
 
 
-def _line_of(raw: bytes, offset: int) -> int:
-    return raw.count(b"\n", 0, offset) + 1
+def _line_of(raw: bytes | str, offset: int) -> int:
+    """The line number of character `offset` (lines end with LF, CRLF or CR, as _decoded_lines splits them)."""
+    lf, cr, crlf = ("\n", "\r", "\r\n") if isinstance(raw, str) else (b"\n", b"\r", b"\r\n")
+    return raw.count(lf, 0, offset) + raw.count(cr, 0, offset) - raw.count(crlf, 0, offset) + 1
 
 
 def _encoding(raw: bytes) -> str:
@@ -99,7 +101,7 @@ def _encoding(raw: bytes) -> str:
             raw.decode(codec)
         except UnicodeDecodeError as exc:
             before = raw[:exc.start].decode(codec, errors="replace")
-            line = before.count("\n") + 1
+            line = _line_of(before, len(before))
             raise _Refused(f"line {line}: the file starts as {codec.removesuffix('-sig').upper()} but is not "
                            f"(bytes {raw[exc.start:exc.start + 4].hex(' ')}); save it as CSV UTF-8") from None
         return codec
@@ -137,7 +139,7 @@ def _reads_as_gb2312(raw: bytes) -> bool:
 def _ambiguous(raw: bytes, text: str) -> str:
     """The refusal for a file that reads both as UTF-8 and as GB18030, quoting the first line that differs."""
     as_gb = raw.decode("gb18030")
-    for number, (u, g) in enumerate(zip(text.split("\n"), as_gb.split("\n")), start=1):
+    for number, (u, g) in enumerate(zip(_LINE.findall(text), _LINE.findall(as_gb)), start=1):
         if u != g:
             return (f"line {number}: the file reads both as UTF-8 ({u.strip()[:40]!r}) and as GB18030 "
                     f"({g.strip()[:40]!r}); save it as CSV UTF-8 (with the BOM) so the import knows which")

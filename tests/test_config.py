@@ -106,6 +106,14 @@ def test_deep_nesting_is_a_config_error_not_a_traceback(tmp_path):
         assert len(str(err.value)) < 300
 
 
+def test_a_quoted_key_with_a_newline_is_named_on_one_line(tmp_path):
+    """Found by atheris: TOML allows any key in quotes; the message printed it raw, over two lines."""
+    for text in (_edit("pin = 30", 'pin = 30\n"\\n\\u001b[2J" = 1'), _edit("[display]", '["\\n"]\nx = 1\n[display]')):
+        with pytest.raises(ConfigError) as err:
+            load(_write(tmp_path, text))
+        assert "\n" not in str(err.value) and "\x1b" not in str(err.value) and "unknown key" in str(err.value)
+
+
 def test_hex_values_end_where_they_end(tmp_path):
     """A trailing newline in a key (TOML '\\n') used to pass the "$"-anchored hex check."""
     text = _edit('ksn = "FFFF9876543210E00000"', 'ksn = "FFFF9876543210E0000\\n"')

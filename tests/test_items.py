@@ -163,6 +163,7 @@ def test_utf16_with_its_bom_is_read(raw):
     ((HEAD + "1,Crème brûlée,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
     ((HEAD + "1,Café,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
     ((HEAD + "1,Water,2.00,0\n2,Cafe\xa0latte,2.00,0\n").encode("cp1252"), "line 3: the file is neither"),
+    (b"plu,name,price\r1,Water,2.00\r2,Caf\xe9,1.00\r", "line 3: the file is neither"),      # old Mac line ends
     (b"\xef\xbb\xbf" + (HEAD + "1,Caf\xe9,2.00,0\n").encode("latin-1"), "line 2: the file starts as UTF-8 but is not"),
     (codecs.BOM_UTF16_LE + b"p\x00l\x00\x00\xdc", "line 1: the file starts as UTF-16 but is not"),
 ])

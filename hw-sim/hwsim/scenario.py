@@ -153,12 +153,21 @@ def _checks(keypad: Iterable[str]) -> dict[str, Callable[[Any], str | None]]:
 def load_steps(path: str | Path, keypad: Iterable[str] = LOGICAL_KEYS) -> list[dict[str, Any]]:
     """Read and check a whole scenario file (check_steps). ScenarioError names the file, the step and the key."""
     try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {exc.strerror}") from None
+    return parse_steps(raw, str(path), keypad)
+
+
+def parse_steps(raw: bytes, source: str, keypad: Iterable[str] = LOGICAL_KEYS) -> list[dict[str, Any]]:
+    """Check the bytes of a scenario file named `source`: UTF-8 TOML, then check_steps."""
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
     except RecursionError:
-        raise ScenarioError(f"{path}: arrays or tables nested too deeply") from None
-    return check_steps(doc, str(path), keypad)
+        raise ScenarioError(f"{source}: arrays or tables nested too deeply") from None
+    return check_steps(doc, source, keypad)
 
 
 def check_steps(doc: dict[str, Any], source: str, keypad: Iterable[str] = LOGICAL_KEYS) -> list[dict[str, Any]]:
