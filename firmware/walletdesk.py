@@ -19,6 +19,7 @@ from typing import Any, Callable
 from . import flow
 from .config import Config
 from .items import BasketLine
+from .errors import TerminalError
 from .journal import FollowUp, Journal, NewSale
 from .messages import AuthResponse
 from .wallet import WalletError, WalletMismatch, WalletProvider, WalletResult
@@ -46,10 +47,13 @@ class WalletDesk:
         self.operator = ""                                          # who is signed in at the till
         self._reconciling = asyncio.Lock()
         self._chase_task: Any = None
+        self._unrecorded: dict[int, str] = {}      # rows whose outcome the journal refused (disk full): 'unknown'
 
     def _begin(self, amount: int, kind: str) -> tuple[int, str, int, datetime]:
-        """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created)."""
+        """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created).
+        JournalError (a full or read-only disk) when it cannot be: then nothing is sent."""
         t = self._config.terminal
+        self.journal.check_room()
         now = self._clock().replace(microsecond=0)          # the journal keeps seconds; so does the expiry
         order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
         row, stan = self.journal.begin_sale(NewSale("wallet", kind, amount, t.currency.alpha, "", t.terminal_id,
@@ -63,32 +67,59 @@ class WalletDesk:
         """When a shown code created at `created` stops being payable (sent to the provider with the order)."""
         return created.replace(microsecond=0) + timedelta(seconds=self._config.wallet.qr_timeout)
 
+    def _record(self, row: int, status: str, **fields: str) -> str:
+        """Journal a row's outcome; "" when done, else the screen text of why not. An outcome the journal
+        refuses is written as 'unknown' once it can be, and reconciled with the provider like any other."""
+        try:
+            self.journal.finish(row, status, self._clock(), **fields)
+            return ""
+        except TerminalError as exc:
+            log.error("wallet row %d: cannot record %s: %s", row, status, exc)
+            self._unrecorded[row] = f"{status} not journaled ({exc.screen})"
+            self._chase()
+            return exc.screen
+
     def _settle(self, row: int, order_no: str, stan: int, kind: str, result: WalletResult) -> bool:
         """Journal a final provider answer and tell the flow; False when the order is still open."""
-        if result.state == "paid":
-            self.journal.finish(row, "approved", self._clock(), wallet_trade_no=result.trade_no, payer=result.payer)
-            self._post(flow.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
-        elif result.state == "closed":
-            self.journal.finish(row, "cancelled", self._clock(), note=result.reason)
-            self._post(flow.WalletEnded("closed", result.reason or "ORDER CLOSED"))
-        elif result.state == "failed":
-            self.journal.finish(row, "declined", self._clock(), note=result.reason)
-            self._post(flow.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
-        else:
+        status = {"paid": "approved", "closed": "cancelled", "failed": "declined"}.get(result.state)
+        if status is None:
             return False
         self.order = None
+        fields = {"wallet_trade_no": result.trade_no, "payer": result.payer} if status == "approved" else \
+            {"note": result.reason}
+        trouble = self._record(row, status, **fields)
+        if trouble:
+            self._post(flow.WalletEnded("unknown", trouble))       # said truly later, by reconciliation
+        elif status == "approved":
+            self._post(flow.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
+        elif status == "cancelled":
+            self._post(flow.WalletEnded("closed", result.reason or "ORDER CLOSED"))
+        else:
+            self._post(flow.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
         return True
 
     def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: str = "unknown") -> None:
         """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
-        self.journal.finish(row, "unknown", self._clock(), note=note[:200])
+        self._record(row, "unknown", note=note[:200])
         self.order = None
         self._post(flow.WalletEnded(state, screen))
         self._chase()
 
+    def _start(self, amount: int, kind: str) -> tuple[int, str, int, datetime] | None:
+        """_begin, or None (and the flow told why) when the journal cannot take the order."""
+        try:
+            return self._begin(amount, kind)
+        except TerminalError as exc:
+            log.error("wallet %s order refused before anything was sent: %s", kind, exc)
+            self._post(flow.WalletEnded("failed", exc.screen))
+            return None
+
     async def qr_order(self, amount: int) -> None:
         """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
-        row, order_no, stan, created = self._begin(amount, "qr")
+        started = self._start(amount, "qr")
+        if started is None:
+            return
+        row, order_no, stan, created = started
         try:
             shown = await self.provider.create_order(order_no, amount, self._config.wallet.subject,
                                                      self._expiry(created))
@@ -118,7 +149,10 @@ class WalletDesk:
     async def code_payment(self, amount: int, code: str) -> None:
         """Charge a scanned code; when the payer must confirm, ask every few seconds, then cancel."""
         w = self._config.wallet
-        row, order_no, stan, _ = self._begin(amount, "code")
+        started = self._start(amount, "code")
+        if started is None:
+            return
+        row, order_no, stan, _ = started
         try:
             result = await self.provider.pay_by_code(order_no, amount, code, w.subject)
         except WalletError as exc:
@@ -201,11 +235,12 @@ class WalletDesk:
             result = await self.provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
-            self.journal.finish(f.id, "unknown", self._clock(), note=str(exc)[:200])    # resent at reconcile
+            self._record(f.id, "unknown", note=str(exc)[:200])               # resent at reconcile
             return flow.HostFailed(str(exc), sent=True, stan=f.stan)
         approved = result.state == "refunded"
-        self.journal.finish(f.id, "approved" if approved else "declined", self._clock(), note=result.reason,
-                            wallet_trade_no=result.trade_no)
+        if self._record(f.id, "approved" if approved else "declined", note=result.reason,
+                        wallet_trade_no=result.trade_no):
+            return flow.HostFailed("the answer could not be journaled", sent=True, stan=f.stan)   # resent later
         code = "00" if approved else "05"
         return flow.HostAnswered(AuthResponse(f.stan, code, "", "", self._config.terminal.terminal_id), f.stan)
 
@@ -225,12 +260,21 @@ class WalletDesk:
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, CHASE_MAX)
-            if not await self._reconcile_once():
-                return
+            try:
+                if not await self._reconcile_once():
+                    return
+            except TerminalError as exc:                 # the journal (a full disk): try again later
+                log.error("wallet: reconciling failed: %s", exc)
+
+    def _write_unrecorded(self) -> None:
+        for row, note in list(self._unrecorded.items()):
+            self.journal.finish(row, "unknown", self._clock(), note=note)      # JournalError: still not
+            del self._unrecorded[row]
 
     async def _reconcile_once(self) -> bool:
         """One pass over what is unsettled; True when something still is."""
         async with self._reconciling:
+            self._write_unrecorded()
             for f in self.journal.retries("wallet"):
                 await self.refund(f)
             for row in self.journal.unsettled_wallet_orders():
@@ -258,7 +302,6 @@ class WalletDesk:
                     return                                       # still payable: ask again later
                 result = WalletResult("closed", "NEVER PAID; CODE EXPIRED")
         status = {"paid": "approved", "closed": "cancelled"}.get(result.state)
-        if status:
-            self.journal.finish(row["id"], status, self._clock(), note=f"reconciled: {result.reason}".rstrip(": "),
-                                wallet_trade_no=result.trade_no, payer=result.payer)
+        if status and not self._record(row["id"], status, note=f"reconciled: {result.reason}".rstrip(": "),
+                                       wallet_trade_no=result.trade_no, payer=result.payer):
             log.info("wallet order %s reconciled: %s", order_no, status)

@@ -139,3 +139,34 @@ def test_read_only_data_folder_stops_the_terminal_at_boot(small_disk, no_loop_er
         sim.close()
     assert [r.getMessage() for r in no_loop_errors.records] == ["simulator: the terminal's loop died"]
     no_loop_errors.records.clear()                        # the refusal to start is this test's point
+
+
+def wallet_rows(sim):
+    return [r for r in sim.journal() if r["method"] == "wallet"]
+
+
+def test_full_disk_refuses_a_wallet_order_before_the_provider_hears_of_it(disk_sim):
+    sim = disk_sim
+    filler = fill(sim.disk)
+    sim.keys("1250{ENTER}")
+    sim.wait_for("SWIPE CARD")
+    sim.keys("{F1}")                                      # show a wallet code
+    screen = sim.wait_for("PAYMENT FAILED")
+    assert "DISK FULL" in screen and sim.wallet.orders == {} and wallet_rows(sim) == []
+    filler.unlink()
+
+
+def test_a_wallet_payment_the_journal_cannot_take_is_reconciled_when_it_can(disk_sim):
+    sim = disk_sim
+    sim.keys("1250{ENTER}")
+    sim.wait_for("SWIPE CARD")
+    sim.keys("{F1}")
+    sim.wait_for("SCAN TO PAY")
+    filler = fill(sim.disk)
+    sim.wallet.pay()                                      # the customer pays; the journal cannot say so
+    screen = sim.wait_for("PAYMENT UNKNOWN", timeout=10)
+    assert "DISK FULL" in screen and "PAID" not in screen.replace("NOT PAID", "")
+    assert wallet_rows(sim)[0]["status"] == "pending"
+    filler.unlink()                                       # room again: the order is asked and recorded
+    wait_until(lambda: wallet_rows(sim)[0]["status"] == "approved", timeout=30, what="reconciled as paid")
+    assert [o.state for o in sim.wallet.orders.values()] == ["paid"]
