@@ -121,6 +121,10 @@ def host_vs_journal(ledger: list[dict[str, Any]], rows: list[dict[str, Any]], te
         entries = [e for e in mine if e["kind"] == "sale" and e["stan"] == stan]
         out.append(Finding("host-vs-journal", f"journal {_brief(recorded[stan])} is approved; the acquirer: "
                                               f"{entries or 'never saw it'}"))
+    for stan in sorted(set(charged) & set(recorded)):
+        if charged[stan]["amount"] != recorded[stan]["amount"]:
+            out.append(Finding("host-vs-journal", f"stan {stan}: the acquirer charged {charged[stan]['amount']}, the "
+                                                  f"journal approved {_brief(recorded[stan])}"))
     voided_host = {e["stan"] for e in mine if e["kind"] == "sale" and e["voided"]}
     voided_journal = {s for s, r in cards.items() if r["status"] == "voided"}
     if voided_host != voided_journal:
@@ -157,6 +161,8 @@ def wallet_vs_journal(orders: dict[str, Any], rows: list[dict[str, Any]]) -> lis
         if row["status"] in ("approved", "voided") and (order is None or order.state != "paid"):
             out.append(Finding("wallet-vs-journal", f"journal {_brief(row)} but the gateway says "
                                                     f"{order.state if order else 'no such order'}"))
+        elif order is not None and row["status"] in ("approved", "voided") and _minor(order.amount) != row["amount"]:
+            out.append(Finding("wallet-vs-journal", f"order {no} is for {order.amount}; journal {_brief(row)}"))
         if order is not None:
             paid_back = sum(_minor(a) for a in order.refunds.values())
             journal = sum(r["amount"] for r in rows if r["kind"] in ("refund", "void") and r["method"] == "wallet"

@@ -97,6 +97,10 @@ class Killed(Exception):
     """This transaction ended in a kill."""
 
 
+class HarnessStopped(Exception):
+    """Nothing more can be tried (the terminal no longer boots)."""
+
+
 @dataclass
 class Plan:
     """Where to kill the terminal during one transaction."""
@@ -210,6 +214,8 @@ class TerminalProcess:
         env.pop("HWSIM_KILL_AT", None)
         if kill_at:
             env["HWSIM_KILL_AT"] = kill_at
+        self.stderr = stderr
+        self._stderr_from = stderr.stat().st_size if stderr.exists() else 0
         with open(stderr, "ab") as err:
             self.proc = subprocess.Popen(cmd, pass_fds=[d.fileno() for d in inputs] + [report_w, control_r],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -291,6 +297,12 @@ class TerminalProcess:
             action()
         except OSError:                 # EPIPE: nobody reads the device any more
             raise ChildDied("input pipe closed") from None
+
+    def errors(self) -> str:
+        """What this boot wrote to its standard error."""
+        with open(self.stderr, "rb") as f:
+            f.seek(self._stderr_from)
+            return f.read().decode("utf-8", "replace")
 
     def kill(self) -> int:
         """SIGKILL (if still alive) and reap; returns the exit status."""
@@ -391,13 +403,16 @@ class KillHarness:
         started = time.monotonic()
         if self.proc is None:
             self.start()
-        self._after_boot(Kill(0, 0, "boot", Plan("none"), ""))
-        while self.summary.kills < kills and time.monotonic() - started < seconds:
-            if self.stop_on_violation and self.summary.violations:
-                break
-            self._txn += 1
-            self._transaction(random.Random(f"{self.seed}:{self._txn}"))
-            self.summary.seconds = time.monotonic() - started
+        try:
+            self._after_boot(Kill(0, 0, "boot", Plan("none"), ""))
+            while self.summary.kills < kills and time.monotonic() - started < seconds:
+                if self.stop_on_violation and self.summary.violations:
+                    break
+                self._txn += 1
+                self._transaction(random.Random(f"{self.seed}:{self._txn}"))
+                self.summary.seconds = time.monotonic() - started
+        except HarnessStopped as exc:
+            self._say(f"stopped: {exc}")
         if self.proc is not None and not self.proc.dead:
             self._settle(self.proc, final=True)              # shown codes' orders too: they have expired by now
             self._check("end of run")
@@ -645,23 +660,21 @@ class KillHarness:
                 if state != "ok":
                     self._violation(inv.Finding("journal-integrity", f"after a kill during boot: {state}"))
             else:                                          # recovery ran in fewer statements: carry on with it
-                if proc.dead:
-                    self._boot_failed(proc)
+                if not proc.dead:
+                    self._check("reboot")
                     return
-                self._check("reboot")
-                return
+                self._boot_failed(proc)
         self._boot()
         self._after_boot(kill)
 
     def _boot_failed(self, proc: TerminalProcess) -> None:
         code = proc.kill()
-        tail = (self.workdir / "child-stderr.log").read_text(errors="replace")[-800:]
-        self._violation(inv.Finding("boot", f"the terminal did not boot (exit {code}): {tail}"))
+        said = " | ".join(line for line in proc.errors().splitlines() if line.strip())[-600:]
+        self._violation(inv.Finding("boot", f"the terminal did not boot (exit {code}): {said}"))
         self.receipts += proc.close()
         self.proc = None
-        self._boot()
 
-    def _after_boot(self, kill: Kill) -> None:
+    def _after_boot(self, kill: Kill, failures: int = 0) -> None:
         proc = self.proc
         assert proc is not None
         try:
@@ -671,7 +684,10 @@ class KillHarness:
             self._boot_statements = max(self._boot_statements, statements)
         except ChildDied:
             self._boot_failed(proc)
-            return self._after_boot(kill)
+            if failures >= 2:
+                raise HarnessStopped("the terminal does not boot on this journal any more") from None
+            self._boot()
+            return self._after_boot(kill, failures + 1)
         except TimeoutError as exc:
             self._violation(inv.Finding("settled", f"after reboot: {exc}"))
         self._check("reboot")
