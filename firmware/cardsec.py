@@ -28,7 +28,7 @@ def mask(pan: str) -> str:
 
 def luhn_valid(pan: str) -> bool:
     """True when `pan` is all digits and passes the ISO/IEC 7812 Luhn check."""
-    if not pan.isdigit():
+    if not (pan.isascii() and pan.isdigit()):          # str.isdigit() is true for "４" and "²" too
         return False
     total = 0
     for i, ch in enumerate(reversed(pan)):

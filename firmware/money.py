@@ -48,6 +48,8 @@ def format_minor(amount: int, currency: Currency) -> str:
 def parse_major(text: str, currency: Currency) -> int:
     """Parse a decimal amount like '500.00' into minor units, exactly (no floats)."""
     s = text.strip()
+    if not s.isascii():                                 # int() reads "１２" as 12
+        raise ValueError(f"not an amount in {currency.alpha}: {text!r}")
     whole, _, frac = s.partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > currency.exponent:
         raise ValueError(f"not an amount in {currency.alpha}: {text!r}")

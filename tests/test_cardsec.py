@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from firmware.cardsec import RedactingFilter, luhn_valid, mask, redact
 
 
@@ -50,3 +52,11 @@ def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
     other = KeyStore(tmp_path / "keys2")
     assert load_token_key(other, legacy) == b"\x07" * 32 and not legacy.exists()
     assert load_token_key(other, legacy) == b"\x07" * 32
+
+
+def test_only_ascii_digits_are_digits():
+    from firmware.money import Currency, parse_major
+    assert luhn_valid("4242424242424242") and not luhn_valid("４２４２４２４２４２４２４２４２")
+    with pytest.raises(ValueError):
+        parse_major("１２.５０", Currency.of("CNY"))
+    assert parse_major("12.50", Currency.of("CNY")) == 1250
