@@ -8,7 +8,8 @@ as the command does, parses it and reports the time and the process's peak resid
 again under tracemalloc (slower, not timed) for the peak of Python allocations.
 A second file with every line bad measures the refusal path (errors are capped at MAX_ERRORS). For the good
 file the child then writes the items to a journal in a temporary folder (Journal.import_items) and reads
-the catalogue back as the terminal does at F3 (Journal.catalog()), each timed.
+what the terminal does at F3 and at each PLU keyed (Journal.has_items() and Journal.item(plu) over
+10,000 random PLUs, mean per lookup), each timed; and Journal.catalog() (`countertop items list`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def measure(path: str, traced: bool) -> dict[str, float]:
             journal.import_items(items, datetime.now().astimezone())
             figures["write_seconds"] = time.perf_counter() - started
             started = time.perf_counter()
+            journal.has_items()
+            figures["has_items_seconds"] = time.perf_counter() - started
+            rng = random.Random(3)
+            plus = [str(rng.randint(1, len(items) * 2)) for _ in range(10_000)]       # half of them missing
+            started = time.perf_counter()
+            for plu in plus:
+                journal.item(plu)
+            figures["lookup_seconds"] = (time.perf_counter() - started) / len(plus)
+            started = time.perf_counter()
             journal.catalog()
             figures["catalog_seconds"] = time.perf_counter() - started
             journal.close()
@@ -90,8 +100,10 @@ def main() -> None:
                   f"peak Python allocations {traced['python_peak_mb']:.0f} MiB (tracemalloc); resident "
                   f"{timed['rss_before_mb']:.0f} MiB with the file read -> peak {timed['rss_peak_mb']:.0f} MiB")
             if "write_seconds" in timed:
-                print(f"{'':>13}  then Journal.import_items {timed['write_seconds']:.2f} s, and Journal.catalog() "
-                      f"(read at every F3 today) {timed['catalog_seconds']:.2f} s")
+                print(f"{'':>13}  then Journal.import_items {timed['write_seconds']:.2f} s; at F3 has_items "
+                      f"{timed['has_items_seconds'] * 1e6:.0f} µs, per PLU keyed item() "
+                      f"{timed['lookup_seconds'] * 1e6:.1f} µs; the whole catalogue (items list) "
+                      f"{timed['catalog_seconds']:.2f} s")
 
 
 if __name__ == "__main__":

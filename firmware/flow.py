@@ -212,13 +212,21 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class ItemFound:
+    """The shell's answer to LookupItem: the catalogue's item with that PLU, or None."""
+
+    code: str
+    item: Item | None
+
+
+@dataclass(frozen=True)
 class Reprinted:
     """The shell's answer to Reprint: what the screen says (queued for the printer, or why not)."""
 
     notice: str
 
 
-Event = Union[Reprinted, Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
+Event = Union[ItemFound, Reprinted, Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
               OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
               WalletConfirming, WalletPaid, WalletEnded, Settled]
 
@@ -389,6 +397,13 @@ class HoldBasket:
 
 
 @dataclass(frozen=True)
+class LookupItem:
+    """Find the catalogue item with this PLU (by the journal's index); the shell answers ItemFound."""
+
+    code: str
+
+
+@dataclass(frozen=True)
 class Reprint:
     """Print a transaction's receipt again, marked as a reprint (重打印): the one with trace number `stan`,
     or the last one printed when `stan` is 0. The shell answers Reprinted."""
@@ -396,7 +411,7 @@ class Reprint:
     stan: int = 0
 
 
-Effect = Union[Reprint, Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
+Effect = Union[LookupItem, Reprint, Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
                CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
                PrintReport, Settle, PrintCode, HoldBasket]
 
@@ -418,7 +433,7 @@ class FlowConfig:
     contactless_limit: int = 0       # largest amount offered for tapping; 0: no contactless reader
     wallet: str = ""                 # wallet provider name ("alipay"); "" for none
     qr_timeout: int = 120            # seconds a shown code stays valid
-    catalog: dict[str, Item] = field(default_factory=dict, compare=False)   # PLU -> item; empty: no F3
+    items: bool = False              # the shop has an item catalogue: F3 keys items by PLU
 
 
 @dataclass(frozen=True)
@@ -428,6 +443,7 @@ class ItemCode:
     basket: tuple[BasketLine, ...] = ()
     code: str = ""
     notice: str = ""
+    looking: bool = False                 # LookupItem(code) is with the shell
 
 
 @dataclass(frozen=True)
@@ -717,7 +733,7 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> tuple[State, list[E
             return enter(OperatorPin(purpose="signin"), cfg, CollectOperatorPin("cashier"))
         if k == "F2" and not state.value:
             return enter(Looking("reprint"), cfg, Reprint())        # 重打印: the last receipt again
-        if k == "F3" and cfg.catalog:
+        if k == "F3" and cfg.items:
             if state.value:
                 return enter(replace(state, notice="CLEAR AMOUNT FIRST"), cfg)
             return enter(ItemCode(), cfg)
@@ -766,6 +782,12 @@ def _item_entry(state: ItemCode | ItemQty, event: Event, cfg: FlowConfig) -> tup
     """PLU code, then quantity; each ENTER moves on, CLEAR steps back, CANCEL returns to the basket."""
     if isinstance(event, TimerExpired):
         return enter(IDLE, cfg)
+    if isinstance(state, ItemCode) and state.looking:
+        if isinstance(event, ItemFound) and event.code == state.code:
+            if event.item is None:
+                return enter(ItemCode(state.basket, "", notice=f"NO ITEM {state.code}"), cfg)
+            return enter(ItemQty(state.basket, event.item), cfg)
+        return state, []                  # an index lookup takes microseconds: keys wait for it
     if not isinstance(event, Key):
         return state, []
     k = event.name
@@ -780,10 +802,7 @@ def _item_entry(state: ItemCode | ItemQty, event: Event, cfg: FlowConfig) -> tup
             return enter(ItemCode(state.basket, state.code[:-1]), cfg) if state.code else \
                 _back_to_basket(state.basket, cfg)
         if k == "ENTER" and state.code:
-            item = cfg.catalog.get(state.code)
-            if item is None:
-                return enter(ItemCode(state.basket, "", notice=f"NO ITEM {state.code}"), cfg)
-            return enter(ItemQty(state.basket, item), cfg)
+            return replace(state, looking=True), [LookupItem(state.code)]
         return state, []
     if k.isdigit() and len(k) == 1:
         quantity = state.quantity * 10 + int(k)

@@ -481,6 +481,15 @@ class Journal:
                 [(i.plu, i.name, i.price, i.tax_rate_bp, stamp) for i in items])
         return len(items), removed
 
+    def item(self, plu: str) -> Item | None:
+        """The catalogue item with this PLU (its primary key: one index probe, whatever the catalogue's size)."""
+        r = self._db.execute("SELECT plu, name, price, tax_rate_bp FROM items WHERE plu = ?", (plu,)).fetchone()
+        return None if r is None else Item(r[0], r[1], r[2], r[3])
+
+    def has_items(self) -> bool:
+        """True when the catalogue holds at least one item."""
+        return self._db.execute("SELECT EXISTS (SELECT 1 FROM items)").fetchone()[0] == 1
+
     def catalog(self) -> dict[str, Item]:
         """The catalogue, by PLU."""
         return {r[0]: Item(r[0], r[1], r[2], r[3]) for r in

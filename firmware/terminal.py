@@ -146,6 +146,7 @@ class Terminal:
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False                   # a _keep_flushing task is running
         self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
+        self._at_once: deque[Any] = deque()               # events answering an effect, handled before the next
         self._print_jobs: deque[_PrintJob] = deque()
         self._printer_task: asyncio.Task[None] | None = None
         self._problems: dict[str, str] = {}                  # device -> what the screen says is wrong with it
@@ -171,7 +172,7 @@ class Terminal:
             if self.journal is not None:
                 self.journal.close()
             raise
-        self.flow_cfg = dataclasses.replace(self.flow_cfg, catalog=self.journal.catalog())
+        self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
         ops = self.config.operators
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
         if self.config.keys.scheme:
@@ -309,7 +310,10 @@ class Terminal:
         """Handle one event; whatever goes wrong, the loop lives on and the screen says something useful."""
         try:
             self._dispatch_one(event)
+            while self._at_once:                       # answers the shell had at once come before the next key
+                self._dispatch_one(self._at_once.popleft())
         except Exception:
+            self._at_once.clear()
             log.exception("terminal: event %s failed in %s; back to idle", type(event).__name__,
                           type(self.state).__name__)
             self._end_pin()
@@ -327,8 +331,8 @@ class Terminal:
                 return
         if isinstance(event, flow.Key) and event.name == "F3" and isinstance(self.state, flow.Amount) \
                 and not self.state.basket and self.journal is not None:
-            # A new basket: read the catalogue afresh, so an import counts without a restart.
-            self.flow_cfg = dataclasses.replace(self.flow_cfg, catalog=self.journal.catalog())
+            # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
+            self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
         started = time.monotonic()
         before = type(self.state).__name__
         try:
@@ -500,6 +504,8 @@ class Terminal:
                 self._auth_task.cancel()
         elif isinstance(eff, flow.PrintReceipts):
             self._print_transaction(eff.stan)
+        elif isinstance(eff, flow.LookupItem):
+            self._at_once.append(flow.ItemFound(eff.code, self.journal.item(eff.code) if self.journal else None))
         elif isinstance(eff, flow.Reprint):
             try:
                 notice = self._reprint(eff.stan)

@@ -204,14 +204,29 @@ def test_line_arithmetic_is_integer():
 
 
 CATALOG = {"1001": Item("1001", "WATER", 200, 1300), "2001": Item("2001", "APPLE", 1200, 900)}
-CFG = flow.FlowConfig(CNY, max_amount=5000, catalog=CATALOG)
+CFG = flow.FlowConfig(CNY, max_amount=5000, items=True)
 
 
 def keys(state, names, cfg=CFG):
+    """Press keys; a LookupItem is answered from CATALOG, as the shell answers it from the journal."""
     effects = []
     for name in names:
         state, effects = flow.step(state, flow.Key(name), cfg)
+        for eff in effects:
+            if isinstance(eff, flow.LookupItem):
+                state, effects = flow.step(state, flow.ItemFound(eff.code, CATALOG.get(eff.code)), cfg)
     return state, effects
+
+
+def test_the_lookup_is_the_shells_and_answers_only_its_code():
+    state, effects = flow.step(flow.ItemCode(code="1001"), flow.Key("ENTER"), CFG)
+    assert effects == [flow.LookupItem("1001")] and state.looking
+    same, effects = flow.step(state, flow.Key("5"), CFG)                    # keys wait for the answer
+    assert same == state and effects == []
+    stale, _ = flow.step(state, flow.ItemFound("2001", CATALOG["2001"]), CFG)
+    assert stale == state
+    found, _ = flow.step(state, flow.ItemFound("1001", CATALOG["1001"]), CFG)
+    assert found == flow.ItemQty((), CATALOG["1001"])
 
 
 def test_keying_a_basket():

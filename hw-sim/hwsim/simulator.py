@@ -118,7 +118,7 @@ class Simulator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(self.data_dir / "journal.sqlite3")
         try:
-            if not journal.catalog():
+            if not journal.has_items():
                 items, errors = parse_catalog(csv_path.read_bytes(), self._base.terminal.currency)
                 if errors:
                     raise ValueError(f"{csv_path}: {errors[0]}")
