@@ -15,7 +15,7 @@ from hwsim import invariants as inv
 from hwsim.child import KillPoints, Reporter
 from hwsim.killharness import KillHarness
 
-QUICK_KILLS = 40
+QUICK_KILLS = 60
 SEED = 11
 
 
