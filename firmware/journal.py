@@ -170,6 +170,19 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE transactions ADD COLUMN receipt INTEGER;
     CREATE INDEX transactions_receipt_due ON transactions (id) WHERE receipt = 0;
     """,
+    # 11: a settlement between its request and its answer: its 0500 (batch, STAN, totals) is kept, and sent
+    # again as it was until the host answers; nothing new goes to the host meanwhile (the outbox)
+    """
+    CREATE TABLE settlement_queue (
+        batch         INTEGER PRIMARY KEY,
+        stan          INTEGER NOT NULL,
+        debits        INTEGER NOT NULL, debit_amount  INTEGER NOT NULL,
+        credits       INTEGER NOT NULL, credit_amount INTEGER NOT NULL,
+        created_at    TEXT NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        note          TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 AUDIT_GENESIS = "0" * 64
@@ -227,6 +240,20 @@ class FollowUp:
     terminal_id: str
     merchant_id: str
     original_order_no: str = ""   # wallet sales: the order at the provider
+
+
+@dataclass(frozen=True)
+class QueuedSettlement:
+    """A settlement request sent (or about to be) and not yet answered: resent as it is."""
+
+    batch: int
+    stan: int
+    debits: int
+    debit_amount: int
+    credits: int
+    credit_amount: int
+    created_at: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -433,9 +460,39 @@ class Journal:
                 self._db.execute("INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (batch, now.isoformat(timespec="seconds"), *totals, *(host or (None,) * 4),
                                   response_code, int(in_balance)))
+                self._db.execute("DELETE FROM settlement_queue WHERE batch = ?", (batch,))
                 return self._advance("batch", 2, lambda v: v + 1)
         except sqlite3.IntegrityError:
             raise JournalError(f"batch {batch} is settled already") from None
+
+    def begin_settlement(self, now: datetime) -> QueuedSettlement:
+        """The settlement of the open batch, queued before its 0500 leaves (with its STAN and the totals it
+        states); the one already queued, unchanged, when there is one."""
+        with self._tx():
+            queued = self.queued_settlement()
+            if queued is not None:
+                return queued
+            batch = self.current_batch()
+            totals = self.batch_totals(batch)
+            stan = self._advance("stan", 1, STAN_STEP)
+            self._db.execute("INSERT INTO settlement_queue (batch, stan, debits, debit_amount, credits, credit_amount,"
+                             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (batch, stan, *totals, now.isoformat(timespec="seconds")))
+        queued = self.queued_settlement()
+        assert queued is not None
+        return queued
+
+    def queued_settlement(self) -> QueuedSettlement | None:
+        """The settlement whose answer has not come yet, if any."""
+        row = self._db.execute("SELECT batch, stan, debits, debit_amount, credits, credit_amount, created_at, attempts"
+                               " FROM settlement_queue ORDER BY batch LIMIT 1").fetchone()
+        return None if row is None else QueuedSettlement(*row)
+
+    def note_settlement_attempt(self, batch: int, note: str) -> None:
+        """Count a settlement attempt that got no usable answer."""
+        with self._tx():
+            self._db.execute("UPDATE settlement_queue SET attempts = attempts + 1, note = ? WHERE batch = ?",
+                             (note[:200], batch))
 
     def begin_sale(self, sale: NewSale, now: datetime) -> tuple[int, int]:
         """Take the next STAN (1..999999, wrapping) and write a pending sale row; returns (row id, stan)."""
@@ -623,11 +680,16 @@ class Journal:
 
     def recover(self, now: datetime) -> list[dict[str, Any]]:
         """At boot: rows a power cut left pending become 'unknown' (a sale also gets its reversal; a card
-        void or refund is resent); returns them."""
+        void or refund is resent); returns them. A cash refund left pending was never paid out (the till
+        is told to pay only once it is journaled approved): it becomes 'failed'."""
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
             rows = [dict(r) for r in self._db.execute("SELECT * FROM transactions WHERE status = 'pending'")]
             for r in rows:
+                if r["method"] == "cash":
+                    self._db.execute("UPDATE transactions SET status = 'failed', note = 'interrupted before the"
+                                     " cash was paid out', updated_at = ? WHERE id = ?", (stamp, r["id"]))
+                    continue
                 self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
                                  " answer', updated_at = ? WHERE id = ?", (stamp, r["id"]))
                 if r["kind"] == "sale" and r["method"] == "card":

@@ -12,9 +12,10 @@ from .dialect import DEFAULT
 from .config import Config
 from .errors import CodecError, HostError, SignOnError, TerminalError
 from .hostlink import HostLink
-from .journal import FollowUp, Journal, QueuedReversal
-from .messages import (REVERSAL_DONE, AuthResponse, FollowUpRequest, ReversalRequest, bind, follow_up_to_iso,
-                       iso_to_response, iso_to_reversal_ack, reversal_to_iso)
+from .journal import FollowUp, Journal, QueuedReversal, QueuedSettlement
+from .messages import (REVERSAL_DONE, AuthResponse, BatchTotals, FollowUpRequest, ReversalRequest,
+                       SettlementRequest, bind, follow_up_to_iso, iso_to_response, iso_to_reversal_ack,
+                       iso_to_settlement, reversal_to_iso, settlement_to_iso)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,12 @@ class Outbox:
     answer was lost, and before every new sale, void or refund (which waits until the outbox is empty)."""
 
     def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime],
-                 dialect: Any = DEFAULT, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+                 dialect: Any = DEFAULT, ready: Callable[[], Awaitable[None]] | None = None,
+                 settled: Callable[[QueuedSettlement, str, BatchTotals | None], None] | None = None) -> None:
         self._journal, self._host, self._config, self._clock = journal, host, config, clock
         self._dialect = dialect
         self._ready = ready                  # sign-on, when the host profile uses session keys
+        self._settled = settled              # a queued settlement was answered and recorded: print its slip
         self._lock = asyncio.Lock()
         self.blocked_by = ""                 # why the last flush stopped, for the screen and the journal
         self._unwritten: dict[int, tuple[str, str]] = {}     # row -> (status, note) the journal refused
@@ -77,6 +80,9 @@ class Outbox:
                 for follow_up in self._journal.retries():
                     if not await self._resend(follow_up):
                         return False
+                settlement = self._journal.queued_settlement()
+                if settlement is not None and not await self._settle(settlement):
+                    return False
             except TerminalError as exc:              # the journal refused to record an answer: ask again later
                 log.error("outbox: %s", exc)
                 self.blocked_by = f"not sent: the journal cannot record answers ({exc.screen})"
@@ -103,6 +109,31 @@ class Outbox:
             return False
         self._journal.reversal_acknowledged(q.id, rc, self._clock())
         log.info("reversal %d of sale stan %06d acknowledged (%s)", q.id, q.original_stan, rc)
+        return True
+
+    async def _settle(self, q: QueuedSettlement) -> bool:
+        """Send a queued settlement (the same 0500 every time: batch, STAN, totals); record the answer."""
+        t = self._config.terminal
+        now = self._clock()
+        mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
+        request = settlement_to_iso(SettlementRequest(q.stan, q.batch, mine, t.currency.numeric, t.terminal_id,
+                                                      t.merchant_id, now, now.astimezone(timezone.utc)))
+        try:
+            _, rc, host = await self._host.exchange(
+                self._dialect.encode(request), self._config.timeouts.host,
+                lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))))
+        except (HostError, CodecError) as exc:
+            log.warning("settlement of batch %d not answered: %s", q.batch, exc)
+            self._journal.note_settlement_attempt(q.batch, str(exc))
+            self.blocked_by = f"not sent: the settlement of batch {q.batch} is not yet answered"
+            return False
+        in_balance = rc == "00"
+        host_tuple = (host.debits, host.debit_amount, host.credits, host.credit_amount) if host else None
+        self._journal.record_settlement(q.batch, (q.debits, q.debit_amount, q.credits, q.credit_amount), host_tuple,
+                                        rc, in_balance, self._clock())
+        log.info("batch %d settled: %s", q.batch, "in balance" if in_balance else f"out of balance ({rc})")
+        if self._settled is not None:
+            self._settled(q, rc, host)
         return True
 
     async def exchange_follow_up(self, f: FollowUp) -> AuthResponse:

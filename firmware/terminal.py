@@ -26,11 +26,10 @@ from .emv import CardError, ChipCard, KernelParams, kernel
 from .errors import (AnswerMismatch, CodecError, DeviceError, HostError, JournalError, KeyMaterialError,
                      SignOnError, TerminalError)
 from .hostlink import HostLink
-from .journal import STAN_STEP, Journal, NewSale
+from .journal import Journal, NewSale, QueuedSettlement
 from .keystore import KeyStore
 from .signon import Session
-from .messages import (POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, SettlementRequest, bind,
-                       iso_to_response, iso_to_settlement, sale_to_iso, settlement_to_iso)
+from .messages import POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, bind, iso_to_response, sale_to_iso
 from .pin import PinEntry
 from . import reports
 from .receipt import Header, Line, Receipt, receipt_facts, sale_receipt
@@ -182,7 +181,7 @@ class Terminal:
             self._dialect = MacCodec(self._dialect, self.config.keys.scheme, self._session.mac_key,
                                      self._session.invalidate)
         self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect,
-                              self._session.ensure if self._session else None)
+                              self._session.ensure if self._session else None, self._settled)
         self._spawn(self._outbox.flush())             # what a crash or an outage left for the host
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
@@ -623,13 +622,16 @@ class Terminal:
             self._outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
             return False
 
-    async def _keep_flushing(self) -> None:
-        """Send what the outbox holds, again and again with growing pauses, until it is empty (one at a time)."""
+    async def _keep_flushing(self, wait_first: bool = False) -> None:
+        """Send what the outbox holds, again and again with growing pauses, until it is empty (one at a time);
+        at once, unless `wait_first` (a flush has just failed)."""
         assert self._outbox is not None
         if self._flushing:
             return
         self._flushing = True
         try:
+            if wait_first:
+                await asyncio.sleep(RETRY_DELAYS[0])
             for delay in RETRY_DELAYS:
                 if await self._outbox.flush():
                     return
@@ -756,39 +758,35 @@ class Terminal:
         self.post(flow.HostAnswered(response, f.stan))
 
     async def _settle(self) -> None:
-        """Send the open batch's totals (0500); record the host's answer and close the batch; print the slip."""
+        """Queue the open batch's settlement (its 0500 and totals, kept until answered), then let the outbox
+        send it after whatever the host must hear first; `_settled` records the answer and prints the slip."""
         assert self.journal is not None and self._outbox is not None
-        t = self.config.terminal
-        if not await self._outbox.flush():
-            self.post(flow.Settled("failed", "EARLIER MESSAGES PENDING"))
-            return
-        batch = self.journal.current_batch()
-        mine = BatchTotals(*self.journal.batch_totals(batch))
-        now = self._clock()
-        stan = self.journal.take_counter("stan", 1, STAN_STEP)
         try:
-            request = settlement_to_iso(SettlementRequest(stan, batch, mine, t.currency.numeric, t.terminal_id,
-                                                          t.merchant_id, now, now.astimezone(timezone.utc)))
-            _, rc, host = await self._host.exchange(
-                self._dialect.encode(request), self.config.timeouts.host,
-                lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))))
-        except (HostError, CodecError) as exc:
-            log.warning("settlement of batch %d: %s", batch, exc)
-            self.post(flow.Settled("failed", "TRY AGAIN"))              # the batch stays open
-            return
-        in_balance = rc == "00"
-        host_tuple = (host.debits, host.debit_amount, host.credits, host.credit_amount) if host else None
-        try:
-            self.journal.record_settlement(batch, (mine.debits, mine.debit_amount, mine.credits, mine.credit_amount),
-                                           host_tuple, rc, in_balance, self._clock())
+            self.journal.check_room()
+            queued = self.journal.begin_settlement(self._clock())
         except TerminalError as exc:
+            log.error("settlement refused before anything was sent: %s", exc)
             self.post(flow.Settled("failed", exc.screen))
             return
-        log.info("batch %d settled: %s", batch, "in balance" if in_balance else f"out of balance ({rc})")
-        self.journal.audit("manager", "settlement", f"batch {batch}: {rc}", self._clock())
-        lines = reports.settlement_text(batch, mine, host, in_balance, t.currency, self.config.printer.width)
+        if not await self._outbox.flush():
+            self.post(flow.Settled("failed", "WILL RETRY BY ITSELF"))     # the queued 0500 goes out again
+            self._spawn(self._keep_flushing(wait_first=True))
+            return
+        log.info("settlement of batch %d answered", queued.batch)
+
+    def _settled(self, q: QueuedSettlement, rc: str, host: BatchTotals | None) -> None:
+        """A queued settlement was answered and recorded (now, or at boot): audit, slip, screen."""
+        assert self.journal is not None
+        t = self.config.terminal
+        in_balance = rc == "00"
+        mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
+        try:
+            self.journal.audit("manager", "settlement", f"batch {q.batch}: {rc}", self._clock())
+        except TerminalError as exc:
+            log.error("settlement of batch %d not audited: %s", q.batch, exc)
+        lines = reports.settlement_text(q.batch, mine, host, in_balance, t.currency, self.config.printer.width)
         self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
-        self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {batch:06d}"))
+        self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
     async def _print_report(self) -> None:
         assert self.journal is not None

@@ -411,11 +411,14 @@ class AlipayClient:
         r = await self._call(method, {"out_trade_no": order_no})
         if r.get("code") == "10000":
             _same_order(method, r, order_no)
-            _same_amount(method, r, "total_amount", amount)
             status = str(r.get("trade_status", ""))
             if status not in _TRADE_STATUS:
                 raise WalletError(f"{method}: unknown trade_status {_clean(status, 40)!r}")
             state = _TRADE_STATUS[status]
+            if state != "closed":
+                # A closed trade holds no money of this sale whatever amount it names (a number cancelled
+                # before a trade existed is closed at 0.00): it is bound by its order number alone.
+                _same_amount(method, r, "total_amount", amount)
             if state == "paid" and not r.get("trade_no"):
                 raise WalletMismatch(f"{method}: a paid trade without a trade number")
             return WalletResult(state, "ORDER CLOSED" if state == "closed" else "",

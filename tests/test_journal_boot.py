@@ -184,3 +184,17 @@ def test_a_terminal_will_not_reuse_a_ksn_after_its_journal_was_emptied(tmp_path,
         assert request["11"] == "000002"
         assert int(request["53"][-5:], 16) > int(first_ksn[-5:], 16)
         wait_until(lambda: sim.journal()[0]["status"] == "approved", what="journaled")
+
+
+def test_a_cash_refund_cut_off_before_the_payout_fails_at_boot(tmp_path):
+    """Found by the kill harness: a cash refund row left pending became 'unknown' for ever and blocked its
+    sale's refundable amount, for cash the till was never told to pay out."""
+    j = Journal(tmp_path / "journal.sqlite3")
+    row, _ = j.begin_sale(SALE, NOW)
+    j.finish(row, "approved", NOW)
+    j.begin_follow_up("refund", row, 1250, "cash", "k1", "1126120000", NOW)
+    [cut] = j.recover(NOW)
+    refund = j.row(cut["id"])
+    assert refund["status"] == "failed" and "cash" in refund["note"]
+    assert j.begin_follow_up("refund", row, 1250, "cash", "k2", "1126120000", NOW).amount == 1250   # all of it again
+    assert j.retries("cash") == [] and j.queued_reversals() == []

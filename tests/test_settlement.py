@@ -72,3 +72,27 @@ def test_a_batch_settles_once(tmp_path):
     assert j.record_settlement(1, (0, 0, 0, 0), (0, 0, 0, 0), "00", True, now) == 2
     with pytest.raises(JournalError, match="settled already"):
         j.record_settlement(1, (0, 0, 0, 0), None, "00", True, now)
+
+
+def test_a_settlement_the_host_did_but_never_answered_is_sent_again_as_it_was(sim):
+    """Found by the kill harness: the 0500 reached the host (which closed its batch), the answer did not reach
+    the journal; the next settlement carried later sales too, and the host's stored totals said out of balance.
+    Now the same 0500 (batch, STAN, totals) is kept and sent again before anything new."""
+    from conftest import assert_ledger_agrees
+    approved_sale(sim, amount="1250")
+    sim.host.fault("timeout")                              # the host settles, its answer is lost
+    settle(sim)
+    sim.wait_for("SETTLEMENT FAILED", timeout=10)
+    sim.restart(crash=True)                                # and the terminal loses power
+    sim.keys("{ENTER}")
+    approved_sale(sim, amount="990")                       # the resent 0500 goes out first
+    sent = [dialect.decode(raw) for d, raw in sim.host_log if d == "request"]
+    settlements = {(doc["11"], doc["60"], doc["88"]) for doc in sent if doc["t"] == "0500"}
+    assert len([doc for doc in sent if doc["t"] == "0500"]) >= 2
+    assert settlements == {(sent[1]["11"], "000001", "0000000000001250")}   # every try the very same 0500
+    assert [doc["t"] for doc in sent][-1] == "0200" and sales(sim)[-1]["batch"] == 2
+    printed = len(sim.receipts)
+    settle(sim)
+    sim.wait_for("SETTLED, IN BALANCE")                    # batch 2 holds exactly the 9.90
+    assert "9.90" in sim.wait_for_receipts(printed + 1)[-1]
+    assert_ledger_agrees(sim)

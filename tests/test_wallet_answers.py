@@ -488,3 +488,18 @@ def test_make_wallet_reads_bare_base64_key_files(tmp_path, gw):
     (tmp_path / "alipay_public_key.txt").write_bytes(b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA")
     with pytest.raises(ConfigError, match=r"\[wallet\] keys: Alipay's public key \(\[wallet\] provider_public_key\)"):
         make_wallet(dataclasses.replace(cfg, wallet=wallet))
+
+
+def test_a_number_cancelled_before_its_trade_existed_reads_closed():
+    """Found by the kill harness: a power cut after the order row, before the pay request; the reconciliation
+    cancels the number, is cut off again, and then every query met 'TRADE_CLOSED 0.00' with an amount check
+    and the order stayed unknown forever. A closed trade is bound by its order number."""
+    import asyncio
+    from hwsim.walletgw import WalletGateway
+    gw = WalletGateway()
+    try:
+        alipay = client(gw)
+        assert asyncio.run(alipay.cancel("ORDER-NEVER-SENT")).state == "closed"
+        assert asyncio.run(alipay.query("ORDER-NEVER-SENT", 1250)).state == "closed"
+    finally:
+        gw.close()

@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import socket
+import sys
 import string
 import threading
 import urllib.error
@@ -120,7 +121,14 @@ def _serve(handler: Callable[[str, str, str], tuple[int, str]], name: str) -> tu
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug(name + ": " + fmt, *args)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if isinstance(sys.exc_info()[1], ConnectionError):      # a terminal that went away mid-answer
+                log.debug("%s: %s dropped the connection", name, client_address)
+                return
+            super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, name=f"hwsim-{name}", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/gateway.do"
 
