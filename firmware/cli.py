@@ -246,6 +246,7 @@ def _config_install(args: argparse.Namespace) -> int:
 def _items(args: argparse.Namespace) -> int:
     from .admin import reader, sign_in
     from .items import parse_catalog
+    from .text import clean
     from .journal import Journal
     from .money import format_minor
 
@@ -260,7 +261,8 @@ def _items(args: argparse.Namespace) -> int:
         journal = Journal(path)
         try:
             for item in journal.catalog().values():
-                print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  {item.name}")
+                print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
+                      f"{clean(item.name)}")               # an older import may hold control characters
         finally:
             journal.close()
         return 0
@@ -272,11 +274,11 @@ def _items(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"countertop: {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    items, errors = parse_catalog(raw, cur)
+    items, errors = parse_catalog(raw, cur, max_price=cfg.terminal.max_amount)
     if errors:
         for error in errors:
             print(f"{args.file}: {error}", file=sys.stderr)
-        print(f"countertop: nothing imported ({len(errors)} bad lines)", file=sys.stderr)
+        print("countertop: nothing imported; fix the lines above and import again", file=sys.stderr)
         return 2
     data.mkdir(parents=True, exist_ok=True)
     journal = Journal(data / "journal.sqlite3")
@@ -289,6 +291,19 @@ def _items(args: argparse.Namespace) -> int:
     finally:
         journal.close()
     print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
+    return 0
+
+
+def _journal_new(args: argparse.Namespace) -> int:
+    from .journal import Journal
+
+    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
+    journal = Journal.start_new(data / "journal.sqlite3")
+    try:
+        stan = journal.counter("stan") or 0
+    finally:
+        journal.close()
+    print(f"{data / 'journal.sqlite3'}: a new, empty journal; counters continue (next STAN {stan % 999_999 + 1})")
     return 0
 
 
@@ -348,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     p_aud.add_argument("action", choices=("verify",))
     p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
     p_aud.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_jnl = sub.add_parser("journal", help="start a new, empty journal in place of a missing one (counters "
+                                            "continue from their copy beside the key store)")
+    p_jnl.add_argument("action", choices=("new",))
+    p_jnl.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_jnl.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
     p_keys = sub.add_parser("keys", help="load a key by components (admin PIN) or list stored keys' check values")
     p_keys.add_argument("action", choices=("load", "list"))
     p_keys.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
@@ -392,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "journal":
+            return _journal_new(args)
         if args.command == "keys":
             return _keys(args)
         if args.command == "update":
@@ -429,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TerminalError as exc:
         print(f"countertop: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:                     # a folder or file the command needs: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"countertop: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

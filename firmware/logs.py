@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .cardsec import RedactingFilter
+from .errors import TerminalError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -20,8 +21,13 @@ def setup(level: int = logging.INFO, log_file: Path | None = None, console_level
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     handlers[0].setLevel(console_level)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file, encoding="utf-8")
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise TerminalError(f"cannot write the log file {log_file}: {exc.strerror or exc}; the data folder "
+                                f"must be writable (a worn SD card is remounted read-only: check `dmesg`)",
+                                screen="DISK READ-ONLY") from None
         fh.setLevel(level)
         handlers.append(fh)
     for handler in handlers:

@@ -170,3 +170,25 @@ def test_a_wallet_payment_the_journal_cannot_take_is_reconciled_when_it_can(disk
     filler.unlink()                                       # room again: the order is asked and recorded
     wait_until(lambda: wallet_rows(sim)[0]["status"] == "approved", timeout=30, what="reconciled as paid")
     assert [o.state for o in sim.wallet.orders.values()] == ["paid"]
+
+
+def test_run_on_a_read_only_data_folder_says_so_in_one_line(tmp_path):
+    """`countertop run` used to die with an OSError traceback from the log file."""
+    from conftest import SIM_TOML
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root (CI runs as root)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
+    try:
+        cfg = tmp_path / "board.toml"
+        cfg.write_text(SIM_TOML.read_text(encoding="utf-8").replace('data_dir = "data/sim"', f'data_dir = "{ro}/data"'),
+                       encoding="utf-8")
+        import sys
+        proc = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "data folder must be writable" in line and "Read-only file system" in line

@@ -198,3 +198,22 @@ def test_a_cash_refund_cut_off_before_the_payout_fails_at_boot(tmp_path):
     assert refund["status"] == "failed" and "cash" in refund["note"]
     assert j.begin_follow_up("refund", row, 1250, "cash", "k2", "1126120000", NOW).amount == 1250   # all of it again
     assert j.retries("cash") == [] and j.queued_reversals() == []
+
+
+def test_journal_new_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    data = tmp_path / "data"
+    data.mkdir()
+    used(data).close()
+    for f in data.glob("journal.sqlite3*"):
+        f.unlink()
+    audit = subprocess.run([sys.executable, "-m", "firmware.cli", "audit", "verify", "--data-dir", str(data)],
+                           capture_output=True, text=True, timeout=60)
+    assert audit.returncode == 2                                  # no journal: nothing to verify
+    made = subprocess.run([sys.executable, "-m", "firmware.cli", "journal", "new", "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0 and "next STAN 4" in made.stdout, made.stderr
+    again = subprocess.run([sys.executable, "-m", "firmware.cli", "journal", "new", "--data-dir", str(data)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "not empty" in again.stderr and "Traceback" not in again.stderr
