@@ -41,6 +41,8 @@ from .operators import OperatorGate
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 2.0
+DEVICE_MISSING = {"keypad": "KEYPAD DISCONNECTED", "magstripe": "CARD READER DISCONNECTED",
+                  "scanner": "SCANNER DISCONNECTED"}      # said under the screen while the device is away
 PRINTER_RETRY = 3.0          # seconds between attempts while the printer has no paper or is gone
 RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)   # seconds between outbox retries after a failed exchange
 
@@ -285,9 +287,11 @@ class Terminal:
                 if reported:
                     log.info("%s: device is back", what)
                 reported = False
+                self._device_problem(what, "")
                 await reader(device)
                 return
             except (OSError, TerminalError) as exc:
+                self._device_problem(what, DEVICE_MISSING.get(what, f"{what.upper()} DISCONNECTED"))
                 if not reported:
                     log.error("%s: %s; retrying every %g s", what, exc, RECONNECT_DELAY)
                     reported = True

@@ -20,3 +20,12 @@ def test_a_person_sells_swipes_taps_and_asks_for_help(tmp_path):
     assert "visa-tap-approve" in text and "mastercard" in text           # the card lists
     assert "?? " in text and "no test card 'no-such-card'" in text         # a typo gets a message, not a crash
     assert "424242******4242" in text and "approved" in text               # the journal listing
+
+
+def test_devices_can_be_pulled_out_from_the_console(tmp_path):
+    typed = io.StringIO("\n".join(["unplug printer", "paper out", "paper in", "plug printer", "unplug keypad",
+                                   "plug keypad", "unplug toaster", "quit", ""]))
+    out = io.StringIO()
+    assert interactive(sim_config(), tmp_path / "data", inp=typed, out=out) == 0
+    text = out.getvalue()
+    assert text.count("?? ") == 1                       # only the toaster is not a device

@@ -106,3 +106,45 @@ def test_reprint_by_trace_number_from_the_menu(sim):
 def test_reprint_with_nothing_printed_yet(sim):
     sim.keys("{F2}")
     sim.wait_for("NO RECEIPT YET")
+
+
+def test_card_reader_unplugged_and_back_without_a_restart(sim):
+    sim.unplug("magstripe")
+    sim.wait_for("CARD READER DISCONNECTED")                 # said at once, under whatever else is shown
+    sim.keys("1250{ENTER}")
+    screen = sim.wait_for("SWIPE CARD")
+    assert "CARD READER DISCONNECTED" in screen
+    sim.plug("magstripe")                                    # the terminal looks again every 2 s
+    sim.wait_while("CARD READER DISCONNECTED", timeout=10)
+    sim.swipe("visa-approve")
+    sim.pin("1234")
+    sim.wait_for("APPROVED")
+    assert_ledger_agrees(sim)
+
+
+def test_keypad_unplugged_and_back(sim):
+    sim.keys("12")
+    sim.unplug("keypad")
+    sim.wait_for("KEYPAD DISCONNECTED")
+    sim.plug("keypad")
+    sim.wait_while("KEYPAD DISCONNECTED", timeout=10)
+    sim.keys("50{ENTER}")                                     # the amount typed before is still there
+    sim.wait_for("CNY 12.50")
+    sim.swipe("visa-approve")
+    sim.pin("1234")
+    sim.wait_for("APPROVED")
+
+
+def test_scanner_unplugged_and_back(tmp_path):
+    from hwsim import Simulator
+
+    from conftest import sim_config
+    with Simulator(tmp_path / "data", sim_config(host=2.0)) as s:
+        s.unplug("scanner")
+        s.wait_for("SCANNER DISCONNECTED")
+        s.plug("scanner")
+        s.wait_while("SCANNER DISCONNECTED", timeout=10)
+        s.wallet.next_code("pay")
+        s.keys("880{ENTER}")
+        s.scan("286123456789012345")
+        s.wait_for("PAID", timeout=10)

@@ -15,6 +15,8 @@ from .cards import CATALOG
 from .emvcard import contactless_catalog
 from .simulator import Simulator
 
+DEVICES = ("keypad", "magstripe", "scanner", "printer")
+
 HELP = """\
 Type keypad keys, or a command:
   1250            digits on the keypad (amounts are in minor units: 1250 is 12.50)
@@ -33,6 +35,8 @@ Type keypad keys, or a command:
   cards           list the test cards and what the issuer answers
   fault KIND      the next host request: timeout | late | drop | twice | garble | badmac | badkcv | none
   journal         show the journal            receipts   show all receipts again
+  unplug DEVICE   pull out keypad | magstripe | scanner | printer; plug DEVICE puts it back
+  paper out       the printer's roll is empty (paper in: a new roll); F2 at ENTER AMOUNT reprints
   restart         power-cut and reboot        help | quit
 An empty line presses ENTER."""
 
@@ -121,6 +125,10 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                     out.write("\n\n".join(sim.receipts) + "\n")
                 elif cmd == "restart":
                     sim.restart(crash=True)
+                elif cmd in ("unplug", "plug") and rest and rest[0] in DEVICES:
+                    (sim.unplug if cmd == "unplug" else sim.plug)(rest[0])
+                elif cmd == "paper" and rest and rest[0] in ("out", "in"):
+                    sim.printer.paper = rest[0] == "in"
                 elif cmd.upper() in ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU"):
                     sim.keys("{" + cmd.upper() + "}")
                 else:

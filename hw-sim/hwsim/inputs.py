@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import struct
@@ -39,6 +40,7 @@ class SimInputDevice(EventIO):
         self.info = DeviceInfo(ecodes.BUS_USB, vendor, product, 1)
         self.grabbed = False
         self._wlock = threading.Lock()
+        self.gone = False                   # unplugged: reads fail with ENODEV, as the kernel's do
 
     @classmethod
     def adopt(cls, name: str, fd: int, vendor: int = 0x1209, product: int = 0x0001) -> SimInputDevice:
@@ -68,6 +70,27 @@ class SimInputDevice(EventIO):
 
     def close(self) -> None:
         super().close()          # drops the loop reader
+
+    def read(self):  # noqa: ANN201 - evdev's own signature: a generator of InputEvents
+        """evdev's read, except that an unplugged device fails as a real one does (OSError ENODEV)."""
+        if self.gone:
+            raise OSError(errno.ENODEV, "No such device", self.path)
+        return super().read()
+
+    def read_one(self):  # noqa: ANN201
+        """evdev's read_one, except on an unplugged device (OSError ENODEV)."""
+        if self.gone:
+            raise OSError(errno.ENODEV, "No such device", self.path)
+        return super().read_one()
+
+    def unplug(self) -> None:
+        """Pull the USB cable: the reader's next read fails with ENODEV (the kernel wakes it: the fd turns
+        readable), and nothing can be typed any more."""
+        self.gone = True
+        with self._wlock:
+            wfd, self._wfd = self._wfd, -1
+        if wfd >= 0:
+            os.close(wfd)
 
     def destroy(self) -> None:
         """Close both pipe ends (the simulated device is unplugged for good)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import fcntl
 import logging
 import re
@@ -132,10 +133,11 @@ class Simulator:
         self.reader_device = SimInputDevice(cfg.magstripe.name or "hwsim magstripe", 0x1209, 0x0002)
         self.scanner_device = SimInputDevice(cfg.scanner.name or "hwsim scanner", 0x1209, 0x0003) \
             if cfg.scanner else None
-        scanner = self.scanner_device
-        devices = Devices(open_keypad=lambda: self.keypad_device, open_magstripe=lambda: self.reader_device,
+        self._unplugged: set[str] = set()
+        self._retired: list[SimInputDevice] = []
+        devices = Devices(open_keypad=lambda: self._open("keypad"), open_magstripe=lambda: self._open("magstripe"),
                           printer=ReceiptPrinter(cfg.printer), display=self.display,
-                          open_scanner=(lambda: scanner) if scanner else None)
+                          open_scanner=(lambda: self._open("scanner")) if self.scanner_device else None)
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
         self.failure: BaseException | None = None
@@ -143,6 +145,38 @@ class Simulator:
                                         name="countertop-firmware", daemon=True)
         self._thread.start()
         self.wait_for("ENTER AMOUNT", timeout=10)
+
+    _INPUTS = {"keypad": ("keypad_device", 0x0001), "magstripe": ("reader_device", 0x0002),
+               "scanner": ("scanner_device", 0x0003)}
+
+    def _open(self, kind: str) -> SimInputDevice:
+        """What the terminal's opener finds: the device, or no such device while it is unplugged."""
+        if kind in self._unplugged:
+            raise OSError(errno.ENODEV, f"no {kind} plugged in (hwsim)")
+        return getattr(self, self._INPUTS[kind][0])
+
+    def unplug(self, kind: str) -> None:
+        """Pull a device out while the terminal runs: "keypad", "magstripe", "scanner" or "printer"."""
+        if kind == "printer":
+            self.printer.unplug()
+            return
+        attr, _ = self._INPUTS[kind]
+        device = getattr(self, attr)
+        if device is None:
+            raise ValueError(f"this configuration has no {kind}")
+        self._unplugged.add(kind)
+        device.unplug()
+
+    def plug(self, kind: str) -> None:
+        """Plug a device back in (a new device node, as the kernel makes one); the terminal finds it."""
+        if kind == "printer":
+            self.printer.plug()
+            return
+        attr, product = self._INPUTS[kind]
+        old = getattr(self, attr)
+        self._retired.append(old)                       # closed at halt: the terminal may still hold it now
+        setattr(self, attr, SimInputDevice(old.name, 0x1209, product))
+        self._unplugged.discard(kind)
 
     def _run(self, loop: asyncio.AbstractEventLoop, terminal: Terminal) -> None:
         """The firmware thread: the terminal's loop until it stops (clean stop) or is stopped (power cut).
@@ -168,7 +202,7 @@ class Simulator:
             self._loop.call_soon_threadsafe(self.terminal.stop)
             self._thread.join(10)
             self._loop.close()
-        for dev in (self.keypad_device, self.reader_device, self.scanner_device):
+        for dev in (self.keypad_device, self.reader_device, self.scanner_device, *self._retired):
             if dev is not None:
                 dev.destroy()
 
