@@ -783,6 +783,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_cli(kills: int, seed: int, minutes: float, config: Path, workdir: str | None = None,
             stop_on_violation: bool = False, verbose: bool = False, out: TextIO = sys.stdout) -> int:
     """Run the harness with progress on `out`; 0 when every invariant held."""
+    if workdir and (Path(workdir) / "data").exists():
+        # A journal from another run meets a fresh acquirer and gateway: every check would fail.
+        out.write(f"kill harness: {workdir} holds an earlier run's data; give an empty or new --workdir\n")
+        return 2
     tmp = None if workdir else tempfile.TemporaryDirectory(prefix="hwsim-kill-")
     where = Path(workdir) if workdir else Path(tmp.name)  # type: ignore[union-attr]
     out.write(f"kill harness: up to {kills} kills or {minutes:g} min, seed {seed}, work dir {where}\n")
