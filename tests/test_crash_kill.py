@@ -107,5 +107,9 @@ def test_the_checks_catch_what_they_are_for():
     [f] = book.feed(log)
     assert f.invariant == "stan-unique"
     assert inv.MessageBook().feed([msg("0200", 1, **sale), msg("0200", 1, **sale)])   # a sale is never resent
+    batch = {"3": "920000", "60": "000001", "74": "0000000000", "76": "0000000001", "86": "0" * 16,
+             "88": "0000000000001250"}
+    assert inv.MessageBook().feed([msg("0500", 3, **batch), msg("0500", 3, **batch)]) == []  # an unanswered one
+    assert inv.MessageBook().feed([msg("0500", 3, **batch), msg("0500", 3, **{**batch, "88": "0" * 15 + "9"})])
 
     assert inv.unsettled([_row(status="pending")])[0].invariant == "settled"

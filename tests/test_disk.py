@@ -7,6 +7,7 @@ approved and ends in a reversal once the disk has room again; the loop never die
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -18,18 +19,24 @@ from conftest import assert_ledger_agrees, sales, sim_config, wait_until
 from test_e2e import sale
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 4 MiB tmpfs mounted at tmp_path/disk; unmounted afterwards."""
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str):
+    """A tmpfs mounted at `mount` (made here) with these mount options, unmounted afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "disk"
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs at tmp_path/disk."""
+    with tmpfs(tmp_path / "disk", "size=4m") as mount:
+        yield mount
 
 
 def fill(disk: Path) -> Path:
@@ -175,20 +182,13 @@ def test_a_wallet_payment_the_journal_cannot_take_is_reconciled_when_it_can(disk
 def test_run_on_a_read_only_data_folder_says_so_in_one_line(tmp_path):
     """`countertop run` used to die with an OSError traceback from the log file."""
     from conftest import SIM_TOML
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (CI runs as root)")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         cfg = tmp_path / "board.toml"
         cfg.write_text(SIM_TOML.read_text(encoding="utf-8").replace('data_dir = "data/sim"', f'data_dir = "{ro}/data"'),
                        encoding="utf-8")
         import sys
         proc = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert "data folder must be writable" in line and "Read-only file system" in line

@@ -14,9 +14,9 @@ gateway's orders and the receipts the printer cut, and returns findings (empty w
   refunded in full) of the same amount — the kill harness gives every customer a distinct amount;
 - `stan-unique`: among the messages the acquirer received from one terminal, a STAN repeats only when
   the same message is sent again: a reversal's retries (0400 then 0401s, same original in field 90) and
-  a lost void's or refund's resends (same idempotency key in field 48) keep their STAN, as
-  firmware/outbox.py does; a sale (0200, processing code 000000), settlement or sign-on STAN is never
-  reused, and no two kinds of message share one;
+  a lost void's or refund's resends (same idempotency key in field 48) and an unanswered settlement's
+  resends (same batch in field 60, same totals) keep their STAN, as firmware/outbox.py does; a sale
+  (0200, processing code 000000) or sign-on STAN is never reused, and no two kinds of message share one;
 - `ksn-unique`: no DUKPT KSN (field 53) is used for two PIN blocks;
 - `receipt-truth`: no receipt says APPROVED (交易成功) for a transaction whose journal row is not approved
   (a sale later voided was approved); a receipt's trace number names its row;
@@ -223,6 +223,8 @@ class MessageBook:
             identity: tuple[str, ...] = ("reversal", doc.get("90", ""), doc.get("4", ""))
         elif mti == "0200" and doc.get("3") in ("020000", "200000"):
             identity = ("follow-up", doc.get("3", ""), doc.get("48", ""), doc.get("4", ""), doc.get("90", ""))
+        elif mti == "0500":                       # a queued settlement is resent as it was until answered
+            identity = ("settlement", doc.get("60", ""), *(doc.get(f, "") for f in ("74", "76", "86", "88")))
         else:
             identity = ("once", mti, doc.get("3", ""), doc.get("4", ""), doc.get("7", ""))
         earlier = self._by_stan.setdefault((tid, stan), [])

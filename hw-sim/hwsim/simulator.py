@@ -7,7 +7,6 @@ import dataclasses
 import errno
 import fcntl
 import logging
-import re
 import shutil
 import sqlite3
 import struct
@@ -19,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from evdev import ecodes
 
 from drivers.display import Display
 from drivers.printer import ReceiptPrinter
@@ -31,7 +29,7 @@ from firmware.terminal import Devices, Terminal
 from .acquirer import Acquirer
 from .cards import card
 from .emvcard import CardApplet, contactless_catalog, load_profile
-from .inputs import SimInputDevice, type_text
+from .inputs import SimInputDevice, type_keys, type_text
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "sim.toml"
 SIM_BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 # The terminal master key the simulated acquirer shares with the terminal (as if loaded at installation).
 SIM_TMK = bytes.fromhex("C1D0F8FB4958670DBA40AB1F3752EF0D")
-_TOKEN = re.compile(r"\{([A-Z0-9]+)\}|(\d)|(\s)|(.)")
 
 
 def _pending_bytes(fd: int) -> int:
@@ -313,20 +310,7 @@ class Simulator:
 
     def keys(self, text: str) -> None:
         """Press keypad keys: digits, and named keys in braces ({ENTER} {CANCEL} {CLEAR} {F1}..{F4} {MENU})."""
-        keymap = self.config.keypad.keys
-        for m in _TOKEN.finditer(text):
-            named, digit, space, other = m.groups()
-            if space:
-                continue
-            if other:
-                raise ValueError(f"the keypad has no key {other!r}; use digits and {{NAMES}}")
-            if digit:
-                code = ecodes.ecodes[f"KEY_KP{digit}"]
-            elif named in keymap:
-                code = ecodes.ecodes[keymap[named]]
-            else:
-                raise ValueError(f"the keypad has no key {named!r}; it has {', '.join(keymap)}")
-            self.keypad_device.press(code)
+        type_keys(self.keypad_device, self.config.keypad.keys, text)
         self._settle(self.keypad_device)
 
     def pin(self, digits: str, timeout: float = 5.0) -> None:
