@@ -14,8 +14,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 
-import soak       # noqa: E402
-import soak_mix   # noqa: E402
+import soak
+import soak_mix
 
 KINDS = ("swipe_approved", "tap_no_cvm", "qr_paid", "code_paid", "void", "refund", "host_no_answer",
          "power_cut_while_host_asked", "code_untrusted_answer", "swipe_declined", "code_payer_cancels", "settlement")
@@ -24,7 +24,7 @@ KINDS = ("swipe_approved", "tap_no_cvm", "qr_paid", "code_paid", "void", "refund
 def test_a_short_soak_runs_every_kind_asked_and_adds_up(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--transactions", str(len(KINDS)),
                            "--warmup", "2", "--report-every", "5", "--only", ",".join(KINDS), "--data", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert out.rstrip().endswith("soak: ok")
@@ -44,7 +44,7 @@ def test_the_accounting_catches_what_does_not_add_up(tmp_path):
         till.idle()
         checks = soak.Checks(sim.config.host.dialect)
         checks.take(sim, till)
-        findings, rows, tally = soak.account(sim, till, checks)
+        findings, _, tally = soak.account(sim, till, checks)
         assert findings == [] and tally == {("sale", "card", "approved"): 1}
         assert checks.requests == 1 and checks.receipts == 2
         assert sim.printer.decoder.receipts == [] and sim.host.host_log == []     # checked, then dropped
@@ -75,7 +75,11 @@ def test_leak_verdicts():
     assert [v.split(" still")[0] for v in soak.judge(rising)[0]] == ["memory in use beyond the simulator's records"]
     objects = [_sample(d, objects=50_000 + 3 * d) for d in range(500, 10_001, 500)]     # records: 2 per transaction
     assert soak.judge(objects)[0][0].startswith("Python objects")
-    threads = flat[:-1] + [_sample(10_000, threads=9 + 5, fds=36 + 4, tasks=7 + 4)]
-    assert [v.split(":")[0] for v in soak.judge(threads)[0]] == ["fds", "threads", "tasks"]
+    climbing = [_sample(d, threads=9 + d // 1000, fds=36 + d // 1000, tasks=7 + d // 1000)
+                for d in range(500, 10_001, 500)]
+    assert [v.split(":")[0] for v in soak.judge(climbing)[0]] == ["fds", "threads", "tasks"]
+    # One sample just after a restart (fewer fds) or with a connection in flight (more) is no leak.
+    dip = [_sample(500, fds=31)] + flat[1:-1] + [_sample(10_000, fds=38)]
+    assert soak.judge(dip)[0] == []
     short = [_sample(d, heap_kb=40_000 + 10 * d) for d in range(100, 1001, 100)]  # too few to judge memory
     assert soak.judge(short)[0] == []
