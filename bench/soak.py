@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import types
 from collections import Counter
 from dataclasses import dataclass, field
@@ -126,11 +127,21 @@ def rss_kb() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None)
+except OSError:
+    _LIBC = None
+
+
 class _MallInfo2(ctypes.Structure):
     """glibc's struct mallinfo2 (every field a size_t)."""
 
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+if _LIBC is not None and hasattr(_LIBC, "mallinfo2"):
+    _LIBC.mallinfo2.restype = _MallInfo2
 
 
 def _pymalloc_allocated() -> int | None:
@@ -157,11 +168,9 @@ def heap_in_use_kb() -> int | None:
     scrypt (16 MiB) on an executor thread, and glibc keeps such a block as the free top of that thread's arena
     (malloc_trim cannot give a thread arena's top back), so resident memory steps up 16 MiB at a time with
     the threads that ever checked a PIN. A leak is memory in use; this is what is judged."""
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = getattr(_LIBC, "mallinfo2", None)
+    if mallinfo2 is None:
         return None
-    mallinfo2.restype = _MallInfo2
     info = mallinfo2()
     small = _pymalloc_allocated()
     return None if small is None else (info.uordblks + info.hblkhd + small) // 1024
@@ -441,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="transactions before the start sample (default: a tenth, at most 500)")
     ap.add_argument("--data", type=Path, default=None, help="keep the journal and soak.log here (default: a temp dir)")
     ap.add_argument("--host-timeout", type=float, default=1.5, help="seconds (config/sim.toml says 5)")
+    ap.add_argument("--trace-memory", action="store_true",
+                    help="also trace Python allocations (tracemalloc, slower) and name the places whose memory grew "
+                         "over the second half")
     ap.add_argument("--only", default="", metavar="KIND,...",
                     help="run only these kinds of transaction, in turn (to reproduce one kind's trouble)")
     args = ap.parse_args(argv)
@@ -482,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         till = Till(sim, Path(cards.name), rng)
         checks = Checks(cfg.host.dialect)
         counted: Counter[str] = Counter()
+        halfway: tracemalloc.Snapshot | None = None
         if warmup == 0:
             samples.append(sample(sim, till, 0, started))
             counted = census()
@@ -496,22 +509,44 @@ def main(argv: list[str] | None = None) -> int:
                     samples.append(s)
                 if i == warmup:
                     counted = census()
+                    if args.trace_memory:
+                        tracemalloc.start(12)
+                if args.trace_memory and halfway is None and i >= warmup + (total - warmup) / 2:
+                    halfway = tracemalloc.take_snapshot()
                 print(line(s, total) + ("   <- start (after warm-up)" if i == warmup else ""), flush=True)
         # Let the terminal finish what it does by itself: reversals, resends, wallet reconciliation.
         left = till.quiet(timeout=300)
         checks.take(sim, till)
         end = sample(sim, till, total, started)
+        final = tracemalloc.take_snapshot() if halfway is not None else None
         tasks_end, threads_end, fds_end = firmware_tasks(sim), thread_names(), open_fds()
         samples.append(end)
         grown = census()
         grown.subtract(counted)
         code = report(sim, till, checks, out, errors, samples, left, tasks_end, threads_end, fds_end, grown)
+        if halfway is not None and final is not None:
+            print_growth(halfway, final)
     finally:
         sim.close()
         cards.cleanup()
         if tmp is not None:
             tmp.cleanup()
     return code
+
+
+def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 12) -> None:
+    """The allocation sites whose live memory grew most between two snapshots, each with the calls that led
+    there (the simulator's records among them: its ledger and orders grow by design)."""
+    skip = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+            tracemalloc.Filter(False, f"*{Path(__file__).name}"))
+    diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "traceback")
+    grew = [d for d in diff if d.size_diff > 0]
+    print(f"\n== allocations grown over the second half (tracemalloc): {sum(d.size_diff for d in grew) / 1024:+.0f} kB "
+          f"live in all, {sum(d.count_diff for d in grew):+} blocks ==")
+    for d in grew[:top]:
+        frames = [f for f in d.traceback if "site-packages" not in f.filename and "/lib/python3" not in f.filename]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in (frames or list(d.traceback))[-1:-5:-1])
+        print(f"{d.size_diff / 1024:+9.1f} kB {d.count_diff:+7} blocks  {where}")
 
 
 def account(sim: Simulator, till: Till, checks: Checks) -> tuple[list[str], list[dict[str, Any]],
