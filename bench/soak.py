@@ -83,7 +83,7 @@ THRESHOLDS = {
     # MB early in a run are no leak; one leaked object graph per transaction (a task and its frames, a
     # receipt, a journal row kept in memory: 1-5 kB each) is 1-5 MB per 1,000. Judged from 2,000 measured
     # transactions on (fewer are too few to tell growth from noise).
-    "rss_kb_per_1000": 512,
+    "heap_kb_per_1000": 512,
     # Python objects the garbage collector tracks, per 1,000 transactions, not counting the simulator's
     # records: one leaked container per transaction is 1,000.
     "objects_per_1000": 150,
@@ -109,7 +109,7 @@ class Sample:
     done: int
     elapsed: float
     rss_kb: int
-    heap_kb: int            # memory in use (heap_in_use_kb; resident memory where that cannot be had)
+    heap_kb: int | None     # memory in use (heap_in_use_kb); None where it cannot be had
     fds: int
     threads: int
     tasks: int
@@ -162,7 +162,8 @@ def _pymalloc_allocated() -> int | None:
 
 def heap_in_use_kb() -> int | None:
     """Memory in use: what malloc has handed out and not had back (every arena, and its mmapped blocks; glibc's
-    mallinfo2) plus pymalloc's allocated blocks (its arenas are mmapped, outside malloc). None elsewhere.
+    mallinfo2) plus pymalloc's allocated blocks (its arenas are mmapped, outside malloc). None without glibc, and
+    while tracemalloc traces (CPython then keeps its allocator's figures to itself).
 
     Resident memory is the footprint, but it also holds free memory malloc keeps: each operator PIN check runs
     scrypt (16 MiB) on an executor thread, and glibc keeps such a block as the free top of that thread's arena
@@ -250,7 +251,7 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
     size, objs = reachable(records(sim, till))
     rss = rss_kb()
     heap = heap_in_use_kb()
-    return Sample(done=done, elapsed=time.monotonic() - started, rss_kb=rss, heap_kb=rss if heap is None else heap,
+    return Sample(done=done, elapsed=time.monotonic() - started, rss_kb=rss, heap_kb=heap,
                   fds=sum(open_fds().values()),
                   threads=threading.active_count(), tasks=sum(firmware_tasks(sim).values()),
                   objects=len(gc.get_objects()), records_kb=size // 1024, records_objects=objs,
@@ -258,7 +259,8 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
 
 
 def line(s: Sample, total: int) -> str:
-    return (f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {s.heap_kb / 1024:5.1f})  "
+    heap = f"{s.heap_kb / 1024:5.1f}" if s.heap_kb is not None else "  n/a"
+    return (f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap})  "
             f"fds {s.fds:3}  "
             f"threads {s.threads:2}  tasks {s.tasks:2}  objects {s.objects:7}  rows {s.rows:6}  "
             f"sim records {s.records_kb / 1024:5.1f} MB")
@@ -406,20 +408,22 @@ def judge(samples: list[Sample]) -> tuple[list[str], dict[str, float]]:
     start, end = samples[0], samples[-1]
     measured = end.done - start.done
     half = [s for s in samples if s.done >= start.done + measured / 2]
-    beyond = [(s.done, s.heap_kb - s.records_kb) for s in half]
+    heap = all(s.heap_kb is not None for s in samples)
+    beyond = [(s.done, (s.heap_kb or 0) - s.records_kb) for s in half]
     objects = [(s.done, s.objects - s.records_objects) for s in half]
     whole = 1000 / max(1, measured)
+    nan = float("nan")
     figures = {"rss_kb_per_1000": (end.rss_kb - start.rss_kb) * whole,
-               "heap_kb_per_1000": (end.heap_kb - start.heap_kb) * whole,
+               "heap_kb_per_1000": ((end.heap_kb or 0) - (start.heap_kb or 0)) * whole if heap else nan,
                "records_kb_per_1000": (end.records_kb - start.records_kb) * whole,
-               "late_kb_per_1000": per_1000(beyond) if len(half) >= 3 else float("nan"),
-               "late_objects_per_1000": per_1000(objects) if len(half) >= 3 else float("nan")}
+               "late_kb_per_1000": per_1000(beyond) if len(half) >= 3 and heap else nan,
+               "late_objects_per_1000": per_1000(objects) if len(half) >= 3 else nan}
     leaks = []
     if measured >= MIN_JUDGED and len(half) >= 3:
-        if figures["late_kb_per_1000"] > THRESHOLDS["rss_kb_per_1000"]:
+        if heap and figures["late_kb_per_1000"] > THRESHOLDS["heap_kb_per_1000"]:
             leaks.append(f"memory in use beyond the simulator's records still grows "
                          f"{figures['late_kb_per_1000']:.0f} kB per 1,000 transactions in the second half "
-                         f"(limit {THRESHOLDS['rss_kb_per_1000']})")
+                         f"(limit {THRESHOLDS['heap_kb_per_1000']})")
         if figures["late_objects_per_1000"] > THRESHOLDS["objects_per_1000"]:
             leaks.append(f"Python objects beyond the simulator's records still grow "
                          f"{figures['late_objects_per_1000']:.0f} per 1,000 transactions in the second half "
@@ -592,10 +596,13 @@ def report(sim: Simulator, till: Till, checks: Checks, out: Outcome, errors: Err
     late_objects = f"{fig['late_objects_per_1000']:+.0f} per 1,000" if judged else "not judged"
     print(f"resident memory   start {start.rss_kb / 1024:.1f} MB (after {start.done} transactions), end "
           f"{end.rss_kb / 1024:.1f} MB: {fig['rss_kb_per_1000']:+.0f} kB per 1,000 transactions")
-    print(f"  in use          start {start.heap_kb / 1024:.1f} MB, end {end.heap_kb / 1024:.1f} MB: "
-          f"{fig['heap_kb_per_1000']:+.0f} kB per 1,000, of which the simulator's records "
-          f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB); "
-          f"beyond them, second half: {late_kb}")
+    if start.heap_kb is not None and end.heap_kb is not None:
+        print(f"  in use          start {start.heap_kb / 1024:.1f} MB, end {end.heap_kb / 1024:.1f} MB: "
+              f"{fig['heap_kb_per_1000']:+.0f} kB per 1,000, of which the simulator's records "
+              f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB); "
+              f"beyond them, second half: {late_kb}")
+    else:
+        print("  in use          not measured (needs glibc's mallinfo2, and no tracemalloc)")
     print(f"python objects    {start.objects} -> {end.objects} (the records' {start.records_objects} -> "
           f"{end.records_objects}); beyond them, second half: {late_objects}")
     print("  grew most       " + ", ".join(f"{k} {n:+}" for k, n in grown.most_common(8) if n > 0))
