@@ -39,6 +39,7 @@ Exit status 0 when everything added up and nothing leaked, 1 otherwise. Not part
 from __future__ import annotations
 
 import argparse
+import _sqlite3
 import asyncio
 import ctypes
 import dataclasses
@@ -78,9 +79,9 @@ log = logging.getLogger(__name__)
 # What counts as a leak, from the sample at the end of the warm-up to the sample at the end (both taken at
 # rest, after a garbage collection):
 THRESHOLDS = {
-    # Per 1,000 transactions over the second half of the run, of memory in use not explained by the simulator's
-    # own records. SQLite's page cache (2 MB per connection by default) fills as the journal grows, so a few
-    # MB early in a run are no leak; one leaked object graph per transaction (a task and its frames, a
+    # Per 1,000 transactions over the second half of the run, of memory in use beyond the simulator's own
+    # records and SQLite's page caches (both measured and taken off; the records' size is an estimate some 15 %
+    # short, about 100 kB per 1,000 here). One leaked object graph per transaction (a task and its frames, a
     # receipt, a journal row kept in memory: 1-5 kB each) is 1-5 MB per 1,000. Judged from 2,000 measured
     # transactions on (fewer are too few to tell growth from noise).
     "heap_kb_per_1000": 512,
@@ -110,6 +111,7 @@ class Sample:
     elapsed: float
     rss_kb: int
     heap_kb: int | None     # memory in use (heap_in_use_kb); None where it cannot be had
+    sqlite_kb: int          # of which SQLite's (sqlite_in_use_kb)
     fds: int
     threads: int
     tasks: int
@@ -142,6 +144,11 @@ class _MallInfo2(ctypes.Structure):
 
 if _LIBC is not None and hasattr(_LIBC, "mallinfo2"):
     _LIBC.mallinfo2.restype = _MallInfo2
+try:                                             # the SQLite library Python's sqlite3 module runs on
+    _SQLITE: ctypes.CDLL | None = ctypes.CDLL(_sqlite3.__file__)
+    _SQLITE.sqlite3_memory_used.restype = ctypes.c_int64
+except (OSError, AttributeError):
+    _SQLITE = None
 
 
 def _pymalloc_allocated() -> int | None:
@@ -175,6 +182,14 @@ def heap_in_use_kb() -> int | None:
     info = mallinfo2()
     small = _pymalloc_allocated()
     return None if small is None else (info.uordblks + info.hblkhd + small) // 1024
+
+
+def sqlite_in_use_kb() -> int:
+    """What SQLite has allocated, over every connection in the process (sqlite3_memory_used; 0 where it cannot be
+    had): mostly page caches, each at most `cache_size` (2 MB by default) a connection, filling as the journal
+    grows past that. Bounded by configuration, so taken off memory in use before it is judged; a connection
+    left open would show as file descriptors."""
+    return 0 if _SQLITE is None else int(_SQLITE.sqlite3_memory_used()) // 1024
 
 
 def open_fds() -> dict[str, int]:
@@ -252,14 +267,14 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
     rss = rss_kb()
     heap = heap_in_use_kb()
     return Sample(done=done, elapsed=time.monotonic() - started, rss_kb=rss, heap_kb=heap,
-                  fds=sum(open_fds().values()),
+                  sqlite_kb=sqlite_in_use_kb(), fds=sum(open_fds().values()),
                   threads=threading.active_count(), tasks=sum(firmware_tasks(sim).values()),
                   objects=len(gc.get_objects()), records_kb=size // 1024, records_objects=objs,
                   rows=journal_count(sim))
 
 
 def line(s: Sample, total: int) -> str:
-    heap = f"{s.heap_kb / 1024:5.1f}" if s.heap_kb is not None else "  n/a"
+    heap = f"{s.heap_kb / 1024:5.1f}, sqlite {s.sqlite_kb / 1024:3.1f}" if s.heap_kb is not None else "n/a"
     return (f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap})  "
             f"fds {s.fds:3}  "
             f"threads {s.threads:2}  tasks {s.tasks:2}  objects {s.objects:7}  rows {s.rows:6}  "
@@ -409,19 +424,20 @@ def judge(samples: list[Sample]) -> tuple[list[str], dict[str, float]]:
     measured = end.done - start.done
     half = [s for s in samples if s.done >= start.done + measured / 2]
     heap = all(s.heap_kb is not None for s in samples)
-    beyond = [(s.done, (s.heap_kb or 0) - s.records_kb) for s in half]
+    beyond = [(s.done, (s.heap_kb or 0) - s.records_kb - s.sqlite_kb) for s in half]
     objects = [(s.done, s.objects - s.records_objects) for s in half]
     whole = 1000 / max(1, measured)
     nan = float("nan")
     figures = {"rss_kb_per_1000": (end.rss_kb - start.rss_kb) * whole,
                "heap_kb_per_1000": ((end.heap_kb or 0) - (start.heap_kb or 0)) * whole if heap else nan,
                "records_kb_per_1000": (end.records_kb - start.records_kb) * whole,
+               "sqlite_kb_per_1000": (end.sqlite_kb - start.sqlite_kb) * whole,
                "late_kb_per_1000": per_1000(beyond) if len(half) >= 3 and heap else nan,
                "late_objects_per_1000": per_1000(objects) if len(half) >= 3 else nan}
     leaks = []
     if measured >= MIN_JUDGED and len(half) >= 3:
         if heap and figures["late_kb_per_1000"] > THRESHOLDS["heap_kb_per_1000"]:
-            leaks.append(f"memory in use beyond the simulator's records still grows "
+            leaks.append(f"memory in use beyond the simulator's records and SQLite's caches still grows "
                          f"{figures['late_kb_per_1000']:.0f} kB per 1,000 transactions in the second half "
                          f"(limit {THRESHOLDS['heap_kb_per_1000']})")
         if figures["late_objects_per_1000"] > THRESHOLDS["objects_per_1000"]:
@@ -541,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
 def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 12) -> None:
     """The allocation sites whose live memory grew most between two snapshots, each with the calls that led
     there (the simulator's records among them: its ledger and orders grow by design)."""
-    skip = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+    skip = (tracemalloc.Filter(False, tracemalloc.__file__),
+            tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
             tracemalloc.Filter(False, f"*{Path(__file__).name}"))
     diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "traceback")
     grew = [d for d in diff if d.size_diff > 0]
@@ -599,8 +616,9 @@ def report(sim: Simulator, till: Till, checks: Checks, out: Outcome, errors: Err
     if start.heap_kb is not None and end.heap_kb is not None:
         print(f"  in use          start {start.heap_kb / 1024:.1f} MB, end {end.heap_kb / 1024:.1f} MB: "
               f"{fig['heap_kb_per_1000']:+.0f} kB per 1,000, of which the simulator's records "
-              f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB); "
-              f"beyond them, second half: {late_kb}")
+              f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB) "
+              f"and SQLite {fig['sqlite_kb_per_1000']:+.0f} kB ({start.sqlite_kb / 1024:.1f} -> "
+              f"{end.sqlite_kb / 1024:.1f} MB); beyond them, second half: {late_kb}")
     else:
         print("  in use          not measured (needs glibc's mallinfo2, and no tracemalloc)")
     print(f"python objects    {start.objects} -> {end.objects} (the records' {start.records_objects} -> "

@@ -59,9 +59,9 @@ def test_the_accounting_catches_what_does_not_add_up(tmp_path):
 
 
 def _sample(done: int, heap_kb: int = 40_000, threads: int = 9, fds: int = 36, tasks: int = 7,
-            objects: int = 50_000) -> soak.Sample:
-    return soak.Sample(done=done, elapsed=done / 3, rss_kb=heap_kb + 60_000, heap_kb=heap_kb, fds=fds,
-                       threads=threads, tasks=tasks, objects=objects, records_kb=done // 10,
+            objects: int = 50_000, sqlite_kb: int = 1500) -> soak.Sample:
+    return soak.Sample(done=done, elapsed=done / 3, rss_kb=heap_kb + 60_000, heap_kb=heap_kb, sqlite_kb=sqlite_kb,
+                       fds=fds, threads=threads, tasks=tasks, objects=objects, records_kb=done // 10,
                        records_objects=done * 2, rows=done)
 
 
@@ -72,7 +72,10 @@ def test_leak_verdicts():
     filling = [_sample(d, heap_kb=40_000 + min(d, 3000) * 8) for d in range(500, 10_001, 500)]
     assert soak.judge(filling)[0] == []
     rising = [_sample(d, heap_kb=40_000 + d) for d in range(500, 10_001, 500)]     # 1 kB per transaction
-    assert [v.split(" still")[0] for v in soak.judge(rising)[0]] == ["memory in use beyond the simulator's records"]
+    assert [v.split(" still")[0] for v in soak.judge(rising)[0]] == \
+        ["memory in use beyond the simulator's records and SQLite's caches"]
+    sqlite = [_sample(d, heap_kb=40_000 + d, sqlite_kb=1500 + d) for d in range(500, 10_001, 500)]
+    assert soak.judge(sqlite)[0] == []                 # SQLite's caches are measured and taken off
     objects = [_sample(d, objects=50_000 + 3 * d) for d in range(500, 10_001, 500)]     # records: 2 per transaction
     assert soak.judge(objects)[0][0].startswith("Python objects")
     climbing = [_sample(d, threads=9 + d // 1000, fds=36 + d // 1000, tasks=7 + d // 1000)
