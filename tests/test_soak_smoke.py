@@ -31,7 +31,8 @@ def test_a_short_soak_runs_every_kind_asked_and_adds_up(tmp_path):
     assert out.rstrip().endswith("soak: ok")
     for kind in KINDS:
         assert re.search(rf"^  {kind} +1 ", out, re.MULTILINE), f"{kind} did not run once:\n{out}"
-    assert re.search(rf"^\s+2/{len(KINDS)} .* rss .* fds .* threads .* tasks .* rows .*<- start", out, re.MULTILINE), out
+    start = rf"^\s+2/{len(KINDS)} .* rss .* fds .* threads .* tasks .* rows .*<- start"
+    assert re.search(start, out, re.MULTILINE), out
     for figure in ("resident memory   start", "file descriptors", "threads", "firmware tasks", "journal rows"):
         assert figure in out
     assert "power cut': 1" in out
