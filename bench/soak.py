@@ -387,6 +387,7 @@ class Outcome:
 def run_one(till: Till, kind: soak_mix.Kind, out: Outcome, number: int) -> None:
     name = kind.__name__
     began = time.monotonic()
+    log.info("soak: transaction %d: %s", number, name)
     try:
         if kind(till) is False:                          # nothing to void or refund yet
             name = "swipe_approved"
