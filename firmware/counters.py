@@ -4,6 +4,7 @@ make a STAN, a DUKPT counter (a KSN), the batch number or the audit count go bac
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -13,14 +14,21 @@ from .errors import JournalError
 
 log = logging.getLogger(__name__)
 
-# Counters that only ever move forward (the STAN wraps at 999999, which is forward too).
-ONE_WAY = ("stan", "batch", "audit_entries")
+# Counters that only ever grow. The STAN wraps at 999999, so what is kept of it is `stan_seq`, the number
+# of STANs ever handed out (the STAN is derived from it); every value here can be compared with `max`.
+ONE_WAY = ("stan_seq", "batch", "audit_entries")
 ONE_WAY_PREFIXES = ("dukpt:", "dukpt-aes:")
+STAN_MAX = 999_999
 
 
 def one_way(name: str) -> bool:
-    """True for a counter whose value must never be handed out twice."""
+    """True for a counter whose value must never be handed out twice (and never goes down)."""
     return name in ONE_WAY or name.startswith(ONE_WAY_PREFIXES)
+
+
+def stan_of(seq: int) -> int:
+    """The STAN (1..999999, wrapping) of the seq-th STAN handed out."""
+    return (seq - 1) % STAN_MAX + 1
 
 
 def storage_error(what: str, exc: OSError) -> JournalError:
@@ -58,23 +66,31 @@ class CounterCopy:
         return dict(self._values)
 
     def write(self, updates: dict[str, int]) -> None:
-        """Durably record new counter values (fsync'd file and folder); JournalError when storage refuses."""
-        merged = {**self._values, **updates}
-        if merged == self._values:
+        """Durably record new counter values (fsync'd file and folder); JournalError when storage refuses.
+
+        Several processes may hold the journal (the terminal, `countertop items import`): under a lock the
+        file is read again and each counter keeps the higher value, so nobody's older view writes it back."""
+        if all(self._values.get(k, -1) >= v for k, v in updates.items()):
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(merged, f, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            folder = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                on_disk = self._read()
+                merged = dict(on_disk)
+                for name, value in {**self._values, **updates}.items():
+                    merged[name] = max(value, on_disk.get(name, value))
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(merged, f, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+                folder = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
         except OSError as exc:
             raise storage_error(f"{self.path}: cannot keep the counters' copy", exc) from None
         self._values = merged

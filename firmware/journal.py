@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from .counters import CounterCopy, one_way, storage_error
+from .counters import CounterCopy, one_way, stan_of, storage_error
 from .errors import JournalError
 from .items import BasketLine, Item
 
@@ -339,27 +339,34 @@ class Journal:
         if history:
             raise JournalError(
                 f"{self.path} is missing or empty, but this terminal has used it before (STAN "
-                f"{history.get('stan', 0)}, per {self._copy_path}). Its rows (sales, queued reversals) would "
+                f"{stan_of(history['stan_seq']) if history.get('stan_seq') else 0}, per {self._copy_path}). Its rows (sales, queued reversals) would "
                 f"be lost. Copy the latest backup of the journal in its place; to start an empty journal on "
                 f"purpose (counters continue, nothing is reused), run `countertop journal new`",
                 screen="JOURNAL MISSING")
 
     def _catch_up_counters(self) -> None:
-        """A journal behind the counters' copy (a restored backup) continues from the copy: no value twice."""
-        copied = self._copy.values()
-        behind = {name: value for name, value in copied.items() if self.counter(name) != value}
-        for name, value in behind.items():
-            level = logging.WARNING if abs((self.counter(name) or 0) - value) > 1 else logging.INFO
-            log.log(level, "journal: counter %s was %s, its copy %d: continuing from the copy", name,
-                    self.counter(name), value)
-        if behind:
-            with self._tx():
-                for name, value in behind.items():
-                    self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
-        missing = {name: value for name, value in self._one_way_counters().items() if name not in copied}
-        if missing:
-            self._copy.write(missing)            # a journal from before the copy existed
+        """No counter is ever behind its copy or behind the journal: each one-way counter goes to the higher
+        of the two (a restored older journal continues from the copy; a copy restored from a backup is
+        brought up to the journal), and the STAN follows its sequence."""
+        with self._tx():
+            if self.counter("stan") is not None and self.counter("stan_seq") is None:
+                self._set("stan_seq", self.counter("stan") or 0)          # a journal from before the sequence
+            copied = self._copy.values()
+            for name, value in copied.items():
+                if one_way(name) and value > (self.counter(name) or 0):
+                    level = logging.WARNING if value - (self.counter(name) or 0) > 1 else logging.INFO
+                    log.log(level, "journal: counter %s was %s, its copy %d: continuing from the copy", name,
+                            self.counter(name), value)
+                    self._set(name, value)
+            seq = self.counter("stan_seq")
+            if seq is not None and self.counter("stan") != stan_of(seq):
+                self._set("stan", stan_of(seq))
+            self._copy_pending.update(self._one_way_counters())           # the copy never behind the journal
+
+    def _set(self, name: str, value: int) -> None:
+        # Caller holds a transaction.
+        self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
     def _one_way_counters(self) -> dict[str, int]:
         return {name: value for name, value in self._db.execute("SELECT name, value FROM counters")
@@ -411,8 +418,11 @@ class Journal:
         # Caller holds a transaction; a one-way counter's copy is written before it commits.
         last = self.counter(name)
         value = first if last is None else step(last)
-        self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        self._set(name, value)
+        if name == "stan":                    # the STAN wraps; the sequence behind it does not
+            seq = (self.counter("stan_seq") or 0) + 1
+            self._set("stan_seq", seq)
+            self._copy_pending["stan_seq"] = seq
         if one_way(name):
             self._copy_pending[name] = value
         return value

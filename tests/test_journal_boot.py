@@ -150,7 +150,7 @@ def test_no_commit_without_the_counters_copy(tmp_path):
     copy = tmp_path / "keys" / "journal.counters.json"
     copy.unlink()
     copy.mkdir()                                               # the copy cannot be replaced now
-    with pytest.raises(JournalError, match="counters' copy"):
+    with pytest.raises(JournalError, match="counters"):
         j.begin_sale(SALE, NOW)
     assert len(j.rows()) == 1 and j.counter("stan") == 1       # nothing committed: the STAN was not taken
 
@@ -217,3 +217,50 @@ def test_journal_new_from_the_command_line(tmp_path):
     again = subprocess.run([sys.executable, "-m", "firmware.cli", "journal", "new", "--data-dir", str(data)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_a_second_process_cannot_write_the_copy_back(tmp_path):
+    """Found in review: the copy was merged into a snapshot read at open, so `countertop items import` (a
+    second Journal on the same file) wrote older values back, and a boot then took them: STANs and KSNs
+    twice. Now the copy keeps the higher value per counter, under a lock, and boot never lowers one."""
+    path = tmp_path / "journal.sqlite3"
+    terminal = Journal(path)
+    row, _ = terminal.begin_sale(SALE, NOW)
+    terminal.take_counter("dukpt:FFFF9876543210E00000", 1)
+    cli = Journal(path)                                         # opened now, written to later
+    for _ in range(5):
+        terminal.begin_sale(SALE, NOW)
+    dukpt = terminal.take_counter("dukpt:FFFF9876543210E00000", 1)
+    cli.audit("manager", "items imported", "x", NOW)           # the older view writes the copy
+    cli.close()
+    terminal.close()
+    j = Journal(path)
+    assert j.begin_sale(SALE, NOW)[1] == 7
+    assert j.take_counter("dukpt:FFFF9876543210E00000", 1) == dukpt + 1
+
+
+def test_a_copy_restored_from_an_older_backup_never_lowers_a_counter(tmp_path):
+    j = used(tmp_path, sales=2)
+    copy = tmp_path / "keys" / "journal.counters.json"
+    old = copy.read_bytes()
+    for _ in range(3):
+        j.begin_sale(SALE, NOW)
+    dukpt = j.take_counter("dukpt:FFFF9876543210E00000", 1)
+    j.close()
+    copy.write_bytes(old)                                       # the owner put back an older copy
+    j = Journal(tmp_path / "journal.sqlite3")
+    assert j.begin_sale(SALE, NOW)[1] == 6 and j.take_counter("dukpt:FFFF9876543210E00000", 1) == dukpt + 1
+    j.close()
+    assert b'"stan_seq": 6' in copy.read_bytes()                # and the copy is brought up to the journal
+
+
+def test_the_stan_wraps_and_its_copy_does_not(tmp_path):
+    j = Journal(tmp_path / "journal.sqlite3")
+    with j._tx():
+        j._set("stan", 999_998)
+        j._set("stan_seq", 999_998)
+    assert [j.begin_sale(SALE, NOW)[1] for _ in range(3)] == [999_999, 1, 2]
+    j.close()
+    j = Journal(tmp_path / "journal.sqlite3")
+    assert j.counter("stan_seq") == 1_000_001 and j.begin_sale(SALE, NOW)[1] == 3
+    j.close()
