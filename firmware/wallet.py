@@ -360,12 +360,18 @@ class AlipayClient:
         return result
 
     async def _call(self, method: str, biz: dict[str, Any]) -> dict[str, Any]:
-        return await asyncio.to_thread(self._post, method, biz)
+        try:
+            return await asyncio.to_thread(self._post, method, biz)
+        except WalletError:
+            raise
+        except Exception as exc:          # whatever a hostile body makes the parsers raise (RecursionError...)
+            raise WalletError(f"{method}: unusable answer ({type(exc).__name__})") from None
 
     @staticmethod
-    def _business(method: str, r: dict[str, Any], order_no: str) -> tuple[str, str]:
-        """A 40004 answer's (sub_code, sub_msg), after checking it names this order if it names one."""
-        _same_order(method, r, order_no, required=False)
+    def _business(method: str, r: dict[str, Any], order_no: str, ends_order: bool = True) -> tuple[str, str]:
+        """A 40004 answer's (sub_code, sub_msg). One that ends an order (declines it, says it is closed,
+        refuses a refund) must name this order: a replayed failure of another order is no answer."""
+        _same_order(method, r, order_no, required=ends_order)
         return str(r.get("sub_code", "")), _clean(r.get("sub_msg"), 80)
 
     async def create_order(self, order_no: str, amount: int, subject: str,
@@ -401,7 +407,7 @@ class AlipayClient:
         if r.get("code") == "10003":                  # waiting for the payer to confirm in the app
             _same_order(method, r, order_no, required=False)
             return WalletResult("waiting")
-        sub_code, sub_msg = self._business(method, r, order_no)
+        sub_code, sub_msg = self._business(method, r, order_no, ends_order=r.get("sub_code") not in _UNCERTAIN)
         if sub_code in _UNCERTAIN:                    # Alipay: query the order, then cancel it
             raise WalletError(f"{method}: {sub_code} {sub_msg}; asking again")
         return WalletResult("failed", _PAY_FAILURES.get(sub_code, "PAYMENT FAILED"))
@@ -424,7 +430,7 @@ class AlipayClient:
             return WalletResult(state, "ORDER CLOSED" if state == "closed" else "",
                                 trade_no=str(r.get("trade_no", "")), payer=_clean(r.get("buyer_logon_id"), 40))
         if r.get("code") == "40004":
-            sub_code, sub_msg = self._business(method, r, order_no)
+            sub_code, sub_msg = self._business(method, r, order_no, ends_order=False)
             if sub_code == "ACQ.TRADE_NOT_EXIST":
                 return WalletResult("not_found", "ORDER NOT FOUND")
             raise WalletError(f"{method}: {sub_code} {sub_msg}")
@@ -441,7 +447,8 @@ class AlipayClient:
             return WalletResult("closed", "REFUNDED TO PAYER" if action == "refund" else reason,
                                 trade_no=str(r.get("trade_no", "")))
         if r.get("code") == "40004":
-            sub_code, sub_msg = self._business(method, r, order_no)
+            ends = not retry and r.get("sub_code") not in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR", "ACQ.TRADE_NOT_EXIST")
+            sub_code, sub_msg = self._business(method, r, order_no, ends_order=ends)
             if retry or sub_code in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR"):
                 log.info("%s %s: %s %s; Alipay asks to try again", method, order_no, sub_code, sub_msg)
                 return WalletResult("retry")
@@ -476,15 +483,20 @@ class AlipayClient:
             total = fen(r.get("refund_fee"))
             if total is None:
                 raise WalletMismatch(f"{method}: the answer carries no valid refund_fee")
-            if r.get("fund_change") == "Y" and total >= refunded_before + amount:
+            # Alipay's refund answer does not name the request (out_request_no): an earlier refund's answer
+            # replayed would look the same. Only one that names this request counts at once; any other is
+            # confirmed by the refund query, which does.
+            if r.get("out_request_no") == request_no and r.get("fund_change") == "Y" and \
+                    total >= refunded_before + amount:
                 return WalletResult("refunded", trade_no=str(r.get("trade_no", "")))
             if total < amount:
                 raise WalletMismatch(f"{method}: the order's refunds total {yuan(total)}, less than this"
                                      f" refund of {yuan(amount)}")
             return await self.refund_query(order_no, amount, request_no)
         if r.get("code") == "40004":
-            sub_code, sub_msg = self._business(method, r, order_no)
-            if sub_code in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR"):
+            uncertain = r.get("sub_code") in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR")
+            sub_code, sub_msg = self._business(method, r, order_no, ends_order=not uncertain)
+            if uncertain:
                 raise WalletError(f"{method}: {sub_code} {sub_msg}; resent later")
             return WalletResult("failed", _REFUND_FAILURES.get(sub_code, "REFUND REFUSED"))
         raise WalletError(f"{method}: unexpected code {r.get('code')!r}")
@@ -494,7 +506,7 @@ class AlipayClient:
         method = "alipay.trade.fastpay.refund.query"
         r = await self._call(method, {"out_trade_no": order_no, "out_request_no": request_no})
         if r.get("code") != "10000":
-            sub_code, sub_msg = self._business(method, r, order_no)
+            sub_code, sub_msg = self._business(method, r, order_no, ends_order=False)
             raise WalletError(f"{method}: {sub_code} {sub_msg}")
         _same_order(method, r, order_no)
         if r.get("out_request_no") not in (None, "", request_no):

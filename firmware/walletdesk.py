@@ -265,6 +265,8 @@ class WalletDesk:
                     return
             except TerminalError as exc:                 # the journal (a full disk): try again later
                 log.error("wallet: reconciling failed: %s", exc)
+            except Exception:                             # a bug must not end reconciliation for good
+                log.exception("wallet: reconciling failed unexpectedly; trying again later")
 
     def _write_unrecorded(self) -> None:
         for row, note in list(self._unrecorded.items()):

@@ -8,6 +8,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from firmware.wallet import AlipayClient, WalletError, fen, response_key, rsa2_sign, load_private_key
@@ -96,14 +97,56 @@ def test_signed_answers_pay_only_for_this_order_and_amount(method, answer, signe
         assert answer.get("code") == "10000" and answer.get("trade_no")
     if result.state == "refunded":
         assert answer.get("out_trade_no") == ORDER and answer.get("code") == "10000"
-        if method == "alipay.trade.refund":
-            assert answer.get("fund_change") == "Y" and fen(answer.get("refund_fee")) >= AMOUNT
+        if method == "alipay.trade.refund":                # only one naming this request counts at once
+            assert answer.get("out_request_no") == "R1" and answer.get("fund_change") == "Y"
+            assert fen(answer.get("refund_fee")) >= AMOUNT
         else:
             assert answer.get("refund_status") == "REFUND_SUCCESS" and fen(answer.get("refund_amount")) == AMOUNT
     if result.state in ("closed", "waiting") and method == "alipay.trade.query":
-        assert answer.get("out_trade_no") == ORDER and fen(answer.get("total_amount")) == AMOUNT
+        assert answer.get("out_trade_no") == ORDER           # a closed trade is bound by its order alone
+        assert result.state == "closed" or fen(answer.get("total_amount")) == AMOUNT
+    if result.state in ("failed", "refused"):                 # a failure that ends an order names it
+        assert answer.get("out_trade_no") == ORDER
     if result.state == "closed" and method in ("alipay.trade.close", "alipay.trade.cancel"):
         if answer.get("code") == "10000":
             assert answer.get("out_trade_no") == ORDER
-        else:                                              # ACQ.TRADE_HAS_CLOSE: names this order, or none
-            assert answer.get("code") == "40004" and answer.get("out_trade_no") in (ORDER, None, "")
+        else:                                              # ACQ.TRADE_HAS_CLOSE: names this order
+            assert answer.get("code") == "40004" and answer.get("out_trade_no") == ORDER
+
+
+def _signed(method: str, answer: dict) -> str:
+    raw = json.dumps(answer)
+    return f'{{"{response_key(method)}":{raw},"sign":"{rsa2_sign(GATEWAY_KEY, raw.encode())}"}}'
+
+
+@pytest.mark.parametrize("method, sub_code", [("alipay.trade.pay", "ACQ.BUYER_BALANCE_NOT_ENOUGH"),
+                                              ("alipay.trade.close", "ACQ.TRADE_HAS_CLOSE"),
+                                              ("alipay.trade.cancel", "ACQ.TRADE_HAS_CLOSE"),
+                                              ("alipay.trade.refund", "ACQ.TRADE_NOT_ALLOW_REFUND")])
+def test_a_signed_failure_naming_no_order_ends_nothing(method, sub_code):
+    """Found in review: a genuinely signed 40004 without out_trade_no (another order's, replayed) declined a
+    payment, closed an order or refused a refund that may have gone through."""
+    CLIENT.body = _signed(method, {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "x"})
+    with pytest.raises(WalletError):
+        ask(CLIENT, method)
+    CLIENT.body = _signed(method, {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "x",
+                                   "out_trade_no": ORDER})
+    assert ask(CLIENT, method).state in ("failed", "closed", "refused")     # this order's own: believed
+
+
+def test_an_earlier_refunds_answer_does_not_approve_this_one():
+    """Found in review: refund R1's answer (it names no request; Alipay's never do) replayed to refund R2 of
+    the same amount was taken as R2's. Without its request number an answer is confirmed by the refund
+    query, which names it."""
+    r1 = {"code": "10000", "msg": "Success", "out_trade_no": ORDER, "trade_no": "2026", "fund_change": "Y",
+          "refund_fee": "12.50"}
+    CLIENT.body = _signed("alipay.trade.refund", r1)
+    with pytest.raises(WalletError):              # the refund query is asked next: here it gets R1's answer again
+        asyncio.run(CLIENT.refund(ORDER, AMOUNT, "R2", refunded_before=0))
+
+
+def test_a_deeply_nested_body_is_a_wallet_error():
+    """Found in review: json raised RecursionError before the signature was checked, killing the task."""
+    CLIENT.body = '{"alipay_trade_query_response":' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(WalletError):
+        ask(CLIENT, "alipay.trade.query")
