@@ -134,6 +134,7 @@ class Timeouts:
     pin: float = 30.0
     host: float = 30.0
     result: float = 15.0
+    retry: float = 30.0          # before the host is asked again what it has not answered (doubles to 5 min)
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
 
     s = top.sub("timeouts")
     timeouts = Timeouts(**{k: s.get(k, float, getattr(Timeouts, k), _between(1, 600))
-                           for k in ("amount", "card", "pin", "host", "result")})
+                           for k in ("amount", "card", "pin", "host", "result", "retry")})
     s.done()
 
     keypad = _input_device(top.sub("keypad"), with_keys=True)

@@ -1121,6 +1121,8 @@ def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> tuple[State
     if isinstance(event, Refused):
         return _result(("NOT ALLOWED", event.notice), cfg)
     if isinstance(event, HostFailed):
+        if event.reason == TERMINAL_ERROR:
+            return _result(("TERMINAL ERROR", "SEE THE JOURNAL"), cfg)
         if event.sent:
             return _result(("NO HOST ANSWER", "WILL RETRY BY ITSELF"), cfg)
         return _result((event.title or "HOST NOT AVAILABLE", "NOTHING SENT"), cfg)

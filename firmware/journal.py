@@ -270,6 +270,7 @@ class QueuedReversal:
     currency: str
     terminal_id: str
     merchant_id: str
+    original_created_at: str = ""      # when the sale was journaled (ISO 8601 with its offset)
 
 
 class Journal:
@@ -710,7 +711,7 @@ class Journal:
         """Reversals not yet acknowledged by the host, oldest first."""
         rows = self._db.execute(
             "SELECT r.id, r.stan, r.attempts, o.id, o.stan, o.transmitted_at, o.amount, o.currency,"
-            " o.terminal_id, o.merchant_id FROM transactions r JOIN transactions o ON o.id = r.original_id"
+            " o.terminal_id, o.merchant_id, o.created_at FROM transactions r JOIN transactions o ON o.id = r.original_id"
             " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id").fetchall()
         return [QueuedReversal(*r) for r in rows]
 

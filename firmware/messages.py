@@ -172,6 +172,7 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
 # (the request never reached it, so nobody was charged). Anything else (96 system error, 91, A0, ...) means
 # the host did not reverse it: the reversal stays queued and is sent again (0401).
 REVERSAL_DONE = ("00", "25")
+ORIGINAL_NOT_FOUND = "25"            # final only on a repeat (0401): a first 0400 may overtake its 0200
 
 
 def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from .dialect import DEFAULT
 from .config import Config
-from .errors import CodecError, HostError, SignOnError, TerminalError
+from .errors import CodecError, HostError, TerminalError
 from .hostlink import HostLink
 from .journal import FollowUp, Journal, QueuedReversal, QueuedSettlement
-from .messages import (REVERSAL_DONE, AuthResponse, BatchTotals, FollowUpRequest, ReversalRequest,
+from .messages import (ORIGINAL_NOT_FOUND, REVERSAL_DONE, AuthResponse, BatchTotals, FollowUpRequest, ReversalRequest,
                        SettlementRequest, bind, follow_up_to_iso, iso_to_response, iso_to_reversal_ack,
                        iso_to_settlement, reversal_to_iso, settlement_to_iso)
 
@@ -70,7 +70,7 @@ class Outbox:
             if self._ready is not None:
                 try:
                     await self._ready()
-                except SignOnError as exc:
+                except TerminalError as exc:               # a refused sign-on, or a journal that refused its STAN
                     self.blocked_by = f"not sent: {exc}"
                     return False
             try:
@@ -103,6 +103,11 @@ class Outbox:
                                               lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))))
             if rc not in REVERSAL_DONE:
                 raise CodecError(f"the host answered the reversal with {rc}, which does not reverse the sale")
+            if rc == ORIGINAL_NOT_FOUND and q.original_created_at and \
+                    now - datetime.fromisoformat(q.original_created_at) < timedelta(seconds=2 * self._config.timeouts.host):
+                # A reversal sent at once after a lost answer may overtake its 0200 at a busy host: "no such
+                # sale" counts only once the sale is twice the host timeout old (asked again until then).
+                raise CodecError("the host has no such sale yet (25); asking again later")
         except (HostError, CodecError) as exc:
             log.warning("reversal %d of sale stan %06d not acknowledged: %s", q.id, q.original_stan, exc)
             self._journal.note_attempt(q.id, self._clock(), str(exc))

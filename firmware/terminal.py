@@ -44,7 +44,7 @@ RECONNECT_DELAY = 2.0
 DEVICE_MISSING = {"keypad": "KEYPAD DISCONNECTED", "magstripe": "CARD READER DISCONNECTED",
                   "scanner": "SCANNER DISCONNECTED"}      # said under the screen while the device is away
 PRINTER_RETRY = 3.0          # seconds between attempts while the printer has no paper or is gone
-RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)   # seconds between outbox retries after a failed exchange
+RETRY_MAX = 300.0            # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
 
 
 @dataclass
@@ -146,6 +146,7 @@ class Terminal:
         self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False                   # a _keep_flushing task is running
+        self._pin_generation = 0                 # counts PIN entries ended: a late PIN of an ended one is dropped
         self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
         self._at_once: deque[Any] = deque()               # events answering an effect, handled before the next
         self._print_jobs: deque[_PrintJob] = deque()
@@ -184,7 +185,7 @@ class Terminal:
                                      self._session.invalidate)
         self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect,
                               self._session.ensure if self._session else None, self._settled)
-        self._spawn(self._outbox.flush())             # what a crash or an outage left for the host
+        self._spawn(self._keep_flushing())            # what a crash or an outage left for the host
         self._spawn(self._input_loop("keypad", self.devices.open_keypad,
                                      lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
         self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
@@ -249,9 +250,10 @@ class Terminal:
             self._timer.cancel()
         if self._pin is not None:
             self._pin.wipe()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:                       # a task ending may start another (a slip to print): again
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.devices.printer.close)
         if self._nfc is not None:
             self._nfc.stop()
@@ -366,7 +368,8 @@ class Terminal:
             # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
             # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
             pin, self._pin = self._pin, None
-            self._spawn(self._encipher_after_sign_on(pin, self._pin_pan), flow.PinFailed("TERMINAL ERROR"))
+            self._spawn(self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
+                        flow.PinFailed("TERMINAL ERROR"))
             return None
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
@@ -388,8 +391,9 @@ class Terminal:
             return flow.PinFailed(exc.screen)
         return flow.PinEntered(encrypted)
 
-    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str) -> None:
-        """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done."""
+    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str, generation: int) -> None:
+        """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
+        PIN whose entry ended meanwhile (CANCEL, a timeout) is wiped, never handed to the next card."""
         try:
             if self._session is None:
                 raise SignOnError("no PIN key: no session keys are configured")
@@ -397,10 +401,14 @@ class Terminal:
             pin_key = self._session.pin_key()
             if pin_key is None:
                 raise SignOnError("no PIN key: the terminal has not signed on")
+            if generation != self._pin_generation:
+                log.info("pin: the entry ended while the terminal signed on; the PIN is dropped")
+                return
             self.post(flow.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
         except TerminalError as exc:
             log.error("pin: %s", exc)
-            self.post(flow.PinFailed(exc.screen))
+            if generation == self._pin_generation:
+                self.post(flow.PinFailed(exc.screen))
         finally:
             pin.wipe()
 
@@ -532,6 +540,7 @@ class Terminal:
         if self._pin is not None:
             self._pin.wipe()
         self._pin, self._pin_pan = None, ""
+        self._pin_generation += 1                 # a PIN still being enciphered belongs to no one now
 
     def _set_timer(self, seconds: float | None) -> None:
         if self._timer is not None:
@@ -609,7 +618,11 @@ class Terminal:
             self._spawn(self._keep_flushing())
             return
         log.info("sale stan %06d: response %s", stan, response.response_code)
-        reference = (self.journal.row(row) or {}).get("order_no", "")
+        try:
+            reference = (self.journal.row(row) or {}).get("order_no", "")
+        except Exception:                            # the outcome is journaled; the reference only prints
+            log.exception("sale stan %06d: reference not read", stan)
+            reference = ""
         self.post(flow.HostAnswered(response, stan, reference))
 
     def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
@@ -627,21 +640,19 @@ class Terminal:
             return False
 
     async def _keep_flushing(self, wait_first: bool = False) -> None:
-        """Send what the outbox holds, again and again with growing pauses, until it is empty (one at a time);
-        at once, unless `wait_first` (a flush has just failed)."""
+        """Send what the outbox holds, again and again with pauses from [timeouts] retry doubling up to
+        RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed)."""
         assert self._outbox is not None
         if self._flushing:
             return
         self._flushing = True
+        delay = self.config.timeouts.retry
         try:
             if wait_first:
-                await asyncio.sleep(RETRY_DELAYS[0])
-            for delay in RETRY_DELAYS:
-                if await self._outbox.flush():
-                    return
                 await asyncio.sleep(delay)
             while not await self._outbox.flush():
-                await asyncio.sleep(RETRY_DELAYS[-1])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(RETRY_MAX, self.config.timeouts.retry))
         finally:
             self._flushing = False
 
@@ -706,6 +717,10 @@ class Terminal:
             return
         now = self._clock()
         original = self.journal.row(eff.original_id) or {}
+        if eff.kind == "void" and original.get("batch") != self.journal.current_batch():
+            # The flush above may have sent a queued settlement: the sale's batch is closed now.
+            self.post(flow.Refused("SETTLED: USE REFUND"))
+            return
         method = eff.route
         if eff.route == "card" and original.get("method") == "wallet":
             method = "wallet"                                  # back the way it came: to the payer's wallet
@@ -767,6 +782,11 @@ class Terminal:
         assert self.journal is not None and self._outbox is not None
         try:
             self.journal.check_room()
+            # Lost voids and refunds first: the totals are taken once the host has heard everything else.
+            if not await self._outbox.flush():
+                self.post(flow.Settled("failed", "EARLIER MESSAGES PENDING"))
+                self._spawn(self._keep_flushing(wait_first=True))
+                return
             queued = self.journal.begin_settlement(self._clock())
         except TerminalError as exc:
             log.error("settlement refused before anything was sent: %s", exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import datetime
 
 import pytest
@@ -187,6 +188,9 @@ def test_host_that_lost_our_keys_and_a_bad_kcv(msim):
     msim.host.fault(None)
     msim.keys("{CANCEL}")
     msim.wait_for("ENTER AMOUNT")
+    # The first sale never reached the issuer: its reversal's "no such sale" (25) counts once the sale is
+    # twice the host timeout old (a lower bound to wait for, no race).
+    time.sleep(2 * msim.config.timeouts.host)
     msim.keys("5000{ENTER}")                                  # the next sign-on is good again
     msim.wait_for("SWIPE")
     msim.swipe("visa-approve")
@@ -231,3 +235,31 @@ def test_enter_waits_for_the_sign_on_in_flight(msim):
     mtis = [codec.decode(raw)["t"] for d, raw in msim.host_log if d == "request"]
     assert mtis == ["0800", "0800", "0200"]
     assert_ledger_agrees(msim)
+
+
+def test_a_pin_still_being_enciphered_is_not_the_next_customers(tmp_path):
+    """Found in review: A pressed ENTER during a slow sign-on, then CANCEL; B swiped another card and a 0200
+    for B went out with A's PIN block before B typed anything (a PIN try counted on B's card)."""
+    from hwsim import Simulator
+    cfg = sim_config(host=5.0)
+    cfg = dataclasses.replace(cfg, keys=KeysConfig("tdes"), pin=dataclasses.replace(cfg.pin, scheme="session"))
+    with Simulator(tmp_path / "data", cfg, late_delay=2.0) as sim:
+        wait_until(lambda: len(sim.host_log) >= 2, what="the sign-on at boot")
+        sim.host.fault("late")                                  # the next sign-on answer takes 2 s
+        sim._loop.call_soon_threadsafe(sim.terminal._session.invalidate)
+        sim.keys("5000{ENTER}")
+        sim.swipe("visa-approve")                               # customer A
+        sim.pin("9999")                                         # ENTER: waits for the sign-on ...
+        sim.keys("{CANCEL}")                                    # ... and A walks away
+        sim.wait_for("CANCELLED")
+        sim.keys("{ENTER}700{ENTER}")
+        sim.swipe("mc-approve")                                 # customer B
+        sim.wait_for("ENTER PIN")
+        codec = dialect.DIALECTS[sim.config.host.dialect]
+        answers = lambda: [codec.decode(raw)["t"] for d, raw in sim.host_log if d == "response"]  # noqa: E731
+        wait_until(lambda: answers().count("0810") >= 2, what="the slow sign-on answered")
+        sim.keys("")                                            # everything that followed it is handled
+        assert "ENTER PIN" in sim.screen
+        assert not any(codec.decode(raw)["t"] == "0200" for d, raw in sim.host_log if d == "request")
+        sim.pin("1234")                                         # B's own PIN
+        sim.wait_for("APPROVED")

@@ -96,3 +96,34 @@ def test_a_settlement_the_host_did_but_never_answered_is_sent_again_as_it_was(si
     sim.wait_for("SETTLED, IN BALANCE")                    # batch 2 holds exactly the 9.90
     assert "9.90" in sim.wait_for_receipts(printed + 1)[-1]
     assert_ledger_agrees(sim)
+
+
+def test_settlement_totals_are_taken_after_a_lost_refund_is_resent(sim):
+    """Found in review: the totals were taken before the outbox resent a refund whose answer was lost, so the
+    host (which had the refund) said OUT OF BALANCE."""
+    from conftest import wait_until
+    from test_refunds import row
+    original = approved_sale(sim)
+    sim.host.fault("timeout", times=2)                     # the refund's answer and the at-once resend's are lost
+    refund(sim, original["stan"], "300", "card")
+    sim.wait_for("WILL RETRY BY ITSELF", timeout=10)
+    wait_until(lambda: row(sim, "refund")["attempts"] >= 2, timeout=15, what="the at-once resend failed")
+    sim.keys("{ENTER}")
+    settle(sim)                                            # while the refund waits for its next retry
+    sim.wait_for("SETTLED, IN BALANCE", timeout=15)
+    assert row(sim, "refund")["status"] == "approved"
+
+
+def test_a_void_after_a_settlement_went_out_in_the_meantime_is_refused(sim):
+    """Found in review: with a settlement queued, the sale still looked voidable; the void's flush sent the
+    settlement, closing the batch, and the void of a settled sale went out anyway."""
+    first = approved_sale(sim)
+    sim.host.fault("timeout")
+    settle(sim)
+    sim.wait_for("SETTLEMENT FAILED", timeout=10)          # queued; the batch is still open on the terminal
+    sim.keys("{ENTER}")
+    start(sim, "void", first["stan"])
+    sim.wait_for("ENTER TO CONFIRM")
+    sim.keys("{ENTER}")
+    sim.wait_for("SETTLED: USE REFUND", timeout=15)
+    assert [dialect.decode(raw)["3"] for d, raw in sim.host_log if d == "request"].count("020000") == 0
