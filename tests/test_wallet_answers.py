@@ -344,7 +344,8 @@ def test_a_cancel_alipay_keeps_refusing_is_never_journaled_cancelled(wsim):
     wsim.wait_for("PAYMENT UNKNOWN")
     [row] = wallet_rows(wsim)
     assert row["status"] == "unknown"                    # the trade is still open at Alipay: it may be paid
-    assert len(cancels(wsim)) == walletdesk.END_ATTEMPTS
+    # The cashier's tries, and maybe already the first of the background reconciliation's (1 s later).
+    assert len(cancels(wsim)) >= walletdesk.END_ATTEMPTS
     wsim.wallet.confirm(row["order_no"])                 # and so it is: the payer confirms late
     wait_until(lambda: wallet_rows(wsim)[0]["status"] == "approved", what="reconciled as paid")
     assert wallet_rows(wsim)[0]["wallet_trade_no"] == wsim.wallet.orders[row["order_no"]].trade_no
