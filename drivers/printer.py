@@ -36,6 +36,18 @@ def _import_escpos() -> Any:
     return printers
 
 
+def _ask_status(dev: Any, serial: bool) -> bytes:
+    """Send DLE EOT 4 and read the one-byte answer. python-escpos's serial `_read` asks pyserial for 16 bytes,
+    which waits out the whole timeout for a one-byte answer (half a second per ask, twice per receipt); a
+    serial printer is read for exactly one byte, which returns as soon as it arrives."""
+    if serial:
+        dev.device.reset_input_buffer()          # a late answer to an earlier ask is not this one's
+        dev._raw(PAPER_STATUS)
+        return bytes(dev.device.read(1))
+    dev._raw(PAPER_STATUS)
+    return bytes(dev._read())
+
+
 class ReceiptPrinter:
     """Prints Receipts through one python-escpos backend; opens the device on first print, reopens after errors."""
 
@@ -91,8 +103,7 @@ class ReceiptPrinter:
         if self._answers_status is False:
             return
         try:
-            dev._raw(PAPER_STATUS)
-            answer = dev._read()
+            answer = _ask_status(dev, self._cfg.backend == "serial")
         except NotImplementedError:
             answer = b""
         if not answer:
