@@ -24,9 +24,9 @@ import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
-from firmware.items import parse_catalog
-from firmware.journal import Journal
-from firmware.money import Currency
+from firmware.core.items import parse_catalog
+from firmware.records.journal import Journal
+from firmware.core.money import Currency
 
 NAMES = ["矿泉水 WATER 550ML", "苹果 APPLE (1KG)", "BREAD, WHOLEMEAL", "牛奶 MILK 1L", "RICE 5KG", "茶叶蛋", "=SUM(A1)"]
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from firmware.journal import Journal
+from firmware.records.journal import Journal
 
 from reports_1m import fill
 

@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from firmware import reports
-from firmware.journal import Journal
+from firmware.core import reports
+from firmware.records.journal import Journal
 
 CN = timezone(timedelta(hours=8))
 

@@ -65,7 +65,9 @@ import iso8583
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from firmware import logs, walletdesk
+from firmware.shell import logs
+
+from firmware.wallets import desk as walletdesk
 from firmware.config import Config, load
 from hwsim import Simulator, invariants
 from hwsim.acquirer import SPEC, SPEC_AES
@@ -596,7 +598,7 @@ def report(sim: Simulator, till: Till, checks: Checks, out: Outcome, errors: Err
     start, end = samples[0], samples[-1]
     findings, rows, tally = account(sim, till, checks)
     loop_errors = {k: n for k, n in errors.counts.items()
-                   if k.startswith(("asyncio", "hwsim.simulator", "firmware.terminal: terminal:"))}
+                   if k.startswith(("asyncio", "hwsim.simulator", "firmware.shell.terminal: terminal:"))}
     leaks, fig = judge(samples)
     ledger = sim.host.ledger
     orders = sim.wallet.orders

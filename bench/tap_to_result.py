@@ -32,8 +32,8 @@ class Capture(logging.Handler):
 
 def main(taps: int) -> None:
     capture = Capture()
-    logging.getLogger("firmware.terminal").addHandler(capture)
-    logging.getLogger("firmware.terminal").setLevel(logging.INFO)
+    logging.getLogger("firmware.shell.terminal").addHandler(capture)
+    logging.getLogger("firmware.shell.terminal").setLevel(logging.INFO)
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, Simulator(tmp) as sim:
         for i in range(taps):

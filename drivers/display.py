@@ -10,7 +10,7 @@ import threading
 import unicodedata
 from typing import Callable, TextIO
 
-from firmware.text import clean
+from firmware.core.text import clean
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from evdev import ecodes
 
 from firmware.config import InputDeviceConfig
 from firmware.errors import CardReadError, DeviceError
-from firmware.flow import BadRead, Event, Key, Scanned, Swiped
-from firmware.track import parse_swipe
+from firmware.core.flow import BadRead, Event, Key, Scanned, Swiped
+from firmware.core.track import parse_swipe
 
 log = logging.getLogger(__name__)
 

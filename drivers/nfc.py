@@ -9,8 +9,8 @@ import queue
 import threading
 from typing import Any, Callable
 
-from firmware.emv import CardNotSupported, CardRemoved
-from firmware.flow import CardFailed, Tapped
+from firmware.core.emv import CardNotSupported, CardRemoved
+from firmware.core.flow import CardFailed, Tapped
 
 log = logging.getLogger(__name__)
 

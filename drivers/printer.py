@@ -10,8 +10,8 @@ from typing import Any
 
 from firmware.config import PrinterConfig
 from firmware.errors import DeviceError
-from firmware.receipt import Receipt
-from firmware.text import clean
+from firmware.core.receipt import Receipt
+from firmware.core.text import clean
 
 log = logging.getLogger(__name__)
 

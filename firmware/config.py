@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError
-from .money import Currency
-from .operators import check_hash_format
-from .text import problem as unsafe_text
+from firmware.errors import ConfigError
+from firmware.core.money import Currency
+from firmware.security.operators import check_hash_format
+from firmware.core.text import problem as unsafe_text
 
 LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
 PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")

@@ -1,4 +1,4 @@
-"""atheris target: the item catalogue CSV import (firmware.items.parse_catalog) on arbitrary bytes.
+"""atheris target: the item catalogue CSV import (firmware.core.items.parse_catalog) on arbitrary bytes.
 
 Invariant: only (items, errors) comes back; every error names a line; every item is sane (ASCII PLU,
 unique, a name with no control character, a price in range)."""
@@ -11,9 +11,9 @@ import _harness  # noqa: F401 - sys.path first
 import atheris
 
 with atheris.instrument_imports(include=["firmware"]):
-    from firmware.items import MAX_ERRORS, MAX_PRICE, parse_catalog
-    from firmware.money import Currency
-    from firmware.text import problem
+    from firmware.core.items import MAX_ERRORS, MAX_PRICE, parse_catalog
+    from firmware.core.money import Currency
+    from firmware.core.text import problem
 
 CURRENCIES = (Currency.of("CNY"), Currency.of("JPY"))
 ERROR = re.compile(r"line [0-9]+: .+|\.\.\. and [0-9]+ more bad lines", re.DOTALL)

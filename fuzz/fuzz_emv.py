@@ -1,4 +1,4 @@
-"""atheris target: the contactless kernel (firmware.emv.kernel) against a card whose every answer may be
+"""atheris target: the contactless kernel (firmware.core.emv.kernel) against a card whose every answer may be
 the simulated card's real one, the real one with one data object replaced by fuzzer bytes, or fuzzer bytes;
 and BER-TLV decoding (tlv_items) on the raw input.
 
@@ -12,7 +12,7 @@ import _harness  # noqa: F401 - sys.path first
 import atheris
 
 with atheris.instrument_imports(include=["firmware"]):
-    from firmware.emv import CardError, KernelParams, kernel, tlv_items
+    from firmware.core.emv import CardError, KernelParams, kernel, tlv_items
 from hwsim.emvcard import CardApplet, contactless_catalog
 
 PROFILES = list(contactless_catalog().values())

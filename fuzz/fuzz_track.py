@@ -1,4 +1,4 @@
-"""atheris target: magnetic stripe swipes (firmware.track.parse_swipe) on arbitrary text.
+"""atheris target: magnetic stripe swipes (firmware.core.track.parse_swipe) on arbitrary text.
 
 Invariant: a MagCard with an ASCII, Luhn-valid PAN, or CardReadError."""
 
@@ -8,9 +8,9 @@ import _harness  # noqa: F401 - sys.path first
 import atheris
 
 with atheris.instrument_imports(include=["firmware"]):
-    from firmware.cardsec import luhn_valid
+    from firmware.security.cardsec import luhn_valid
     from firmware.errors import CardReadError
-    from firmware.track import parse_swipe
+    from firmware.core.track import parse_swipe
 
 
 def test_one_input(data: bytes) -> None:

@@ -23,7 +23,7 @@ from alipay.aop.api.DefaultAlipayClient import DefaultAlipayClient        # noqa
 from alipay.aop.api.exception.Exception import ResponseException         # noqa: E402
 from alipay.aop.api.util import SignatureUtils, WebUtils                  # noqa: E402
 
-from firmware.wallet import AlipayClient, WalletGatewayError, WalletMismatch, sign_content   # noqa: E402
+from firmware.wallets.alipay import AlipayClient, WalletGatewayError, WalletMismatch, sign_content   # noqa: E402
 from hwsim.walletgw import WalletGateway, bare_base64                                       # noqa: E402
 from hwsim.walletgw import test_keypair as keypair                                         # noqa: E402
 

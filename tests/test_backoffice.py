@@ -6,11 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from firmware import dialect, flow
-from firmware.flow import (ConfirmVoid, FindOriginal, Key, Menu, OperatorChecked, OperatorPin, OriginalFound,
+from firmware.host import dialect
+
+from firmware.core import flow
+from firmware.core.flow import (ConfirmVoid, FindOriginal, Key, Menu, OperatorChecked, OperatorPin, OriginalFound,
                            OriginalSale, RefundAmount, RefundRoute, Result, SubmitFollowUp, Submitting, TraceEntry)
-from firmware.messages import AuthResponse, FollowUpRequest, follow_up_to_iso
-from firmware.operators import OperatorGate, hash_pin, pin_matches, role_of
+from firmware.host.messages import AuthResponse, FollowUpRequest, follow_up_to_iso
+from firmware.security.operators import OperatorGate, hash_pin, pin_matches, role_of
 
 from test_flow import run, screen
 

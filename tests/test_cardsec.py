@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from firmware.cardsec import RedactingFilter, luhn_valid, mask, redact
+from firmware.security.cardsec import RedactingFilter, luhn_valid, mask, redact
 
 
 def test_mask_first_six_last_four():
@@ -39,8 +39,8 @@ def test_filter_rewrites_records(caplog):
 
 
 def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
-    from firmware.cardsec import load_token_key
-    from firmware.keystore import KeyStore
+    from firmware.security.cardsec import load_token_key
+    from firmware.security.keystore import KeyStore
 
     store = KeyStore(tmp_path / "keys")
     key = load_token_key(store)
@@ -55,7 +55,7 @@ def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
 
 
 def test_only_ascii_digits_are_digits():
-    from firmware.money import Currency, parse_major
+    from firmware.core.money import Currency, parse_major
     assert luhn_valid("4242424242424242") and not luhn_valid("４２４２４２４２４２４２４２４２")
     with pytest.raises(ValueError):
         parse_major("１２.５０", Currency.of("CNY"))

@@ -23,7 +23,7 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
     cfg = tmp_path / "board.toml"
     cfg.write_text(text, encoding="utf-8")
 
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.shell.cli", "run", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "data" / "countertop.log"
     deadline = time.monotonic() + 20
@@ -45,11 +45,11 @@ def test_run_without_devices_starts_reports_and_stops(tmp_path):
 
 
 def test_hash_pin_command():
-    from firmware.operators import pin_matches
-    ok = subprocess.run([sys.executable, "-m", "firmware.cli", "hash-pin"], input="2468\n",
+    from firmware.security.operators import pin_matches
+    ok = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "hash-pin"], input="2468\n",
                         capture_output=True, text=True)
     assert ok.returncode == 0 and pin_matches("2468", ok.stdout.strip())
-    bad = subprocess.run([sys.executable, "-m", "firmware.cli", "hash-pin"], input="12\n",
+    bad = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "hash-pin"], input="12\n",
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "4 to 12 digits" in bad.stderr
 
@@ -58,7 +58,7 @@ def test_run_with_missing_wallet_keys_says_so(tmp_path):
     text = SIM_TOML.read_text(encoding="utf-8").replace('data_dir = "data/sim"', f'data_dir = "{tmp_path}/data"')
     cfg = tmp_path / "board.toml"
     cfg.write_text(text, encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+    proc = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 2
     assert "[wallet] keys:" in proc.stderr and "Traceback" not in proc.stderr

@@ -126,7 +126,7 @@ def test_hex_values_end_where_they_end(tmp_path):
 
 def test_check_config_refuses_what_would_break_the_till(tmp_path):
     path = _write(tmp_path, _edit('country = "156"', 'country = "¹56"'))
-    bad = subprocess.run([sys.executable, "-m", "firmware.cli", "check-config", str(path)],
+    bad = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "check-config", str(path)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == f"countertop: {path}: [contactless] country: must be 3 digits (ISO 3166 numeric, e.g. 156)"
@@ -144,11 +144,11 @@ def test_not_toml_and_missing_file(tmp_path):
 
 
 def test_check_config_command(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "firmware.cli", "check-config", str(SIM_TOML)],
+    ok = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "check-config", str(SIM_TOML)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "ok (terminal SIM00001, CNY)" in ok.stdout
     path = _write(tmp_path, _edit('port = 8583', 'port = "x"'))
-    bad = subprocess.run([sys.executable, "-m", "firmware.cli", "check-config", str(path)],
+    bad = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "check-config", str(path)],
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from firmware import dialect
-from firmware.emv import tlv_items
+from firmware.host import dialect
+from firmware.core.emv import tlv_items
 
 from conftest import assert_ledger_agrees, sales
 

@@ -77,7 +77,7 @@ def _entry(**kw):
 
 def test_the_checks_catch_what_they_are_for():
     """Each invariant check fails on the state it exists to catch (and passes on its healthy twin)."""
-    from firmware import dialect
+    from firmware.host import dialect
 
     assert inv.host_vs_journal([_entry()], [_row()], "SIM00001") == []
     [f] = inv.host_vs_journal([_entry()], [_row(status="unknown")], "SIM00001")   # charged, told not approved

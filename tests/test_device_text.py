@@ -7,7 +7,7 @@ import io
 from hypothesis import given, settings, strategies as st
 
 from drivers.display import ConsoleDisplay, Display
-from firmware.text import clean, is_unsafe, problem
+from firmware.core.text import clean, is_unsafe, problem
 
 HOSTILE = "WATER\x1bp\x00\x19\x19\x1dV\x00\x1b[2J\x9b2J\u202eRETAW\x07"
 CONTROLS = ("\x1b", "\x9b", "\x07", "\x00", "\x1d", "\u202e", "\u2066")

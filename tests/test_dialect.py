@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from firmware import dialect
+from firmware.host import dialect
 from firmware.errors import CodecError
-from firmware.hostlink import frame
-from firmware.messages import SaleRequest, iso_to_response, sale_to_iso
+from firmware.host.link import frame
+from firmware.host.messages import SaleRequest, iso_to_response, sale_to_iso
 
 REQ = SaleRequest(
     stan=42, amount=1250, currency_numeric="156", track2="4242424242424242=30121010000000000000",

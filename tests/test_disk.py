@@ -187,7 +187,7 @@ def test_run_on_a_read_only_data_folder_says_so_in_one_line(tmp_path):
         cfg.write_text(SIM_TOML.read_text(encoding="utf-8").replace('data_dir = "data/sim"', f'data_dir = "{ro}/data"'),
                        encoding="utf-8")
         import sys
-        proc = subprocess.run([sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+        proc = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "run", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     [line] = proc.stderr.strip().splitlines()

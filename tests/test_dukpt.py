@@ -5,9 +5,9 @@ from __future__ import annotations
 import psec.pinblock
 import pytest
 
-from firmware import dukpt
+from firmware.security import dukpt
 from firmware.errors import KeyMaterialError
-from firmware.pin import PinEntry
+from firmware.security.pin import PinEntry
 
 BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 KSN = bytes.fromhex("FFFF9876543210E00000")

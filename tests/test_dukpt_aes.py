@@ -5,7 +5,7 @@ from __future__ import annotations
 import psec.pinblock
 import pytest
 
-from firmware import dukpt_aes
+from firmware.security import dukpt_aes
 from firmware.errors import KeyMaterialError
 
 BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from firmware import dialect
+from firmware.host import dialect
 from hwsim import CATALOG, Simulator
 
 from conftest import ROOT, assert_ledger_agrees, sales, sim_config, wait_until
@@ -234,7 +234,7 @@ def test_clean_restart(sim):
 
 
 def _scenario(*args):
-    return subprocess.run([sys.executable, "-m", "firmware.cli", "sim", "--scenario", *args],
+    return subprocess.run([sys.executable, "-m", "firmware.shell.cli", "sim", "--scenario", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -265,8 +265,8 @@ def test_aes_dukpt_host_profile(tmp_path):
     """The AES profile: format-4 PIN blocks under X9.24-3 AES DUKPT, in the dialect that has room for them."""
     import dataclasses
 
-    from firmware import dukpt_aes
-    from firmware.dialect import AES_DUKPT
+    from firmware.security import dukpt_aes
+    from firmware.host.dialect import AES_DUKPT
     from hwsim.acquirer import AES_BDK
     cfg = sim_config()
     key_id = bytes.fromhex("1234567890123456")

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from firmware.emv import (CardError, CardNotSupported, ChipCard, KernelParams, bcd, build_dol, kernel, parse_dol,
+from firmware.core.emv import (CardError, CardNotSupported, ChipCard, KernelParams, bcd, build_dol, kernel, parse_dol,
                           tlv_items, track2_from_57)
 from hwsim.emvcard import CardApplet, contactless_catalog
 

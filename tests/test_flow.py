@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from firmware import flow
-from firmware.flow import (IDLE, AbortAuthorization, Amount, Authorize, Authorizing, AwaitCard, AwaitPin, BadRead,
+from firmware.core import flow
+from firmware.core.flow import (IDLE, AbortAuthorization, Amount, Authorize, Authorizing, AwaitCard, AwaitPin, BadRead,
                            CollectPin, EndPin, FlowConfig, HostAnswered, HostFailed, Key, PinEntered, PinProgress,
                            PrintReceipts, Result, Show, StartTimer, StopTimer, Swiped, TimerExpired)
-from firmware.messages import AuthResponse
-from firmware.money import Currency
-from firmware.pin import EncryptedPin
-from firmware.track import parse_swipe
+from firmware.host.messages import AuthResponse
+from firmware.core.money import Currency
+from firmware.security.pin import EncryptedPin
+from firmware.core.track import parse_swipe
 
 CFG = FlowConfig(currency=Currency.of("CNY"), min_amount=100, max_amount=500_000,
                  amount_timeout=60, card_timeout=45, pin_timeout=30, result_timeout=15, pin_attempts=3)

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from firmware import config
 from firmware.config import Config, load, parse
 from firmware.errors import ConfigError
-from firmware.items import MAX_ERRORS, MAX_PRICE, parse_catalog
-from firmware.money import Currency
-from firmware.text import problem as unsafe_text
+from firmware.core.items import MAX_ERRORS, MAX_PRICE, parse_catalog
+from firmware.core.money import Currency
+from firmware.core.text import problem as unsafe_text
 from hwsim.scenario import ScenarioError, check_steps
 
 from conftest import ROOT, SIM_TOML

@@ -10,10 +10,12 @@ from datetime import datetime
 
 import pytest
 
-from firmware import cli, flow
-from firmware.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
-from firmware.journal import Journal, NewSale
-from firmware.money import Currency
+from firmware.shell import cli
+
+from firmware.core import flow
+from firmware.core.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
+from firmware.records.journal import Journal, NewSale
+from firmware.core.money import Currency
 
 from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from firmware.errors import JournalError
-from firmware.journal import _MIGRATIONS, Journal, NewSale
+from firmware.records.journal import _MIGRATIONS, Journal, NewSale
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 SALE = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
@@ -107,7 +107,7 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     from datetime import datetime, timezone
     from pathlib import Path
-    from firmware.journal import _MIGRATIONS, Journal, NewSale
+    from firmware.records.journal import _MIGRATIONS, Journal, NewSale
     now = datetime(2026, 11, 26, tzinfo=timezone.utc)
     j = Journal(Path(sys.argv[1]))
     sale = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from firmware import dialect
+from firmware.host import dialect
 from firmware.errors import JournalError
-from firmware.journal import Journal, NewSale
+from firmware.records.journal import Journal, NewSale
 
 from conftest import sim_config, wait_until
 from test_e2e import sale
@@ -208,13 +208,13 @@ def test_journal_new_from_the_command_line(tmp_path):
     used(data).close()
     for f in data.glob("journal.sqlite3*"):
         f.unlink()
-    audit = subprocess.run([sys.executable, "-m", "firmware.cli", "audit", "verify", "--data-dir", str(data)],
+    audit = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "audit", "verify", "--data-dir", str(data)],
                            capture_output=True, text=True, timeout=60)
     assert audit.returncode == 2                                  # no journal: nothing to verify
-    made = subprocess.run([sys.executable, "-m", "firmware.cli", "journal", "new", "--data-dir", str(data)],
+    made = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "journal", "new", "--data-dir", str(data)],
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0 and "next STAN 4" in made.stdout, made.stderr
-    again = subprocess.run([sys.executable, "-m", "firmware.cli", "journal", "new", "--data-dir", str(data)],
+    again = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "journal", "new", "--data-dir", str(data)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "not empty" in again.stderr and "Traceback" not in again.stderr
 

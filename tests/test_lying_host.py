@@ -11,8 +11,8 @@ import logging
 
 import pytest
 
-from firmware import dialect
-from firmware.messages import ANSWER_MTI, AuthResponse, bind, iso_to_response
+from firmware.host import dialect
+from firmware.host.messages import ANSWER_MTI, AuthResponse, bind, iso_to_response
 from firmware.errors import AnswerMismatch, PartialApproval, StaleAnswer
 
 from conftest import assert_ledger_agrees, sales, wait_until

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import re
 
-from firmware import dialect
-from firmware.cardsec import luhn_valid
+from firmware.host import dialect
+from firmware.security.cardsec import luhn_valid
 from hwsim import CATALOG, Simulator
 from hwsim.emvcard import contactless_catalog
 

@@ -9,10 +9,10 @@ import pytest
 from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
 from firmware.config import PrinterConfig
 from firmware.errors import DeviceError
-from firmware.flow import PrintReceipts
-from firmware.messages import AuthResponse
-from firmware.money import Currency
-from firmware.receipt import Header, Line, Receipt, sale_receipt, text_width
+from firmware.core.flow import PrintReceipts
+from firmware.host.messages import AuthResponse
+from firmware.core.money import Currency
+from firmware.core.receipt import Header, Line, Receipt, sale_receipt, text_width
 from hwsim.printer import EscposDecoder
 
 WHEN = datetime(2026, 11, 26, 21, 5, 9)
@@ -109,7 +109,7 @@ CLEANED = "WATERpV[2J2JRETAW"
 def test_an_item_name_cannot_drive_the_printer(tmp_path, chinese):
     """Whatever a basket line's name holds, the printer gets the bytes the layout emits for the cleaned name:
     no drawer kick, one cut (the receipt's own), no escape sequence."""
-    from firmware.items import BasketLine
+    from firmware.core.items import BasketLine
 
     def printed(name: str, out: str) -> bytes:
         basket = (BasketLine("1001", name, 1, 1250, 1300),)

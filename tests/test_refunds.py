@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from firmware import dialect
+from firmware.host import dialect
 from firmware.errors import JournalError
-from firmware.journal import Journal
+from firmware.records.journal import Journal
 
 from conftest import assert_ledger_agrees, wait_until
 from test_e2e import sale

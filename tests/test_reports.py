@@ -9,10 +9,10 @@ import subprocess
 import sys
 from datetime import date, datetime, timezone, timedelta
 
-from firmware import reports
-from firmware.receipt import text_width
-from firmware.journal import Journal, NewSale
-from firmware.money import Currency
+from firmware.core import reports
+from firmware.core.receipt import text_width
+from firmware.records.journal import Journal, NewSale
+from firmware.core.money import Currency
 
 CN = timezone(timedelta(hours=8))
 DAY = "2026-11-26"
@@ -72,7 +72,7 @@ def test_range_report_includes_the_day_before(tmp_path):
 def test_command_line_report_and_export(tmp_path):
     known_journal(tmp_path / "j.sqlite3").close()
     (tmp_path / "j.sqlite3").rename(tmp_path / "journal.sqlite3")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "firmware.cli", *a, "--data-dir", str(tmp_path)],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "firmware.shell.cli", *a, "--data-dir", str(tmp_path)],  # noqa: E731
                                     capture_output=True, text=True, timeout=60)
     out = run("report", "--from", DAY, "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -177,7 +177,7 @@ def test_just_under_the_limit_rule(tmp_path):
 
 
 def items_and_operators_journal(path) -> Journal:
-    from firmware.items import Item, line_for
+    from firmware.core.items import Item, line_for
     j = Journal(path)
     water, apple = Item("1001", "矿泉水 WATER", 200, 1300), Item("2001", "苹果 APPLE", 1200, 900)
     for lines, status, who, hour in (([line_for(water, 3)], "approved", "cashier 01", 9),
@@ -239,7 +239,7 @@ def test_charts(tmp_path):
 def test_report_command_writes_charts_and_80mm(tmp_path):
     j = known_journal(tmp_path / "journal.sqlite3")
     j.close()
-    out = subprocess.run([sys.executable, "-m", "firmware.cli", "report", "--from", DAY, "--data-dir", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "report", "--from", DAY, "--data-dir", str(tmp_path),
                           "--width", "48", "--charts", str(tmp_path / "charts")], capture_output=True, text=True,
                          check=True).stdout
     assert max(len(x) for x in out.splitlines()) <= 48 and "SALES REPORT" in out
@@ -307,7 +307,7 @@ def test_csv_exports_escape_cells_a_spreadsheet_would_run():
 
 
 def test_report_csv_keeps_hostile_item_names_as_text(tmp_path):
-    from firmware.items import Item, line_for
+    from firmware.core.items import Item, line_for
     j = Journal(tmp_path / "j.sqlite3")
     item = Item("1", "=cmd|' /C calc'!A0", 100)
     row, _ = j.begin_sale(NewSale("card", "swipe", 100, "CNY", "424242******4242", "SIM00001", "1",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from firmware import dialect
-from firmware.messages import ReversalRequest, iso_to_reversal_ack, original_data_elements, reversal_to_iso
+from firmware.host import dialect
+from firmware.host.messages import ReversalRequest, iso_to_reversal_ack, original_data_elements, reversal_to_iso
 
 from conftest import assert_ledger_agrees, sales, wait_until
 from test_e2e import sale

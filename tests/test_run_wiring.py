@@ -1,5 +1,5 @@
 """`countertop run` wires every device its config names: keypad, magstripe reader, 2D scanner, printer,
-contactless reader and wallet provider all reach the terminal it builds (`firmware.cli.build_terminal`)."""
+contactless reader and wallet provider all reach the terminal it builds (`firmware.shell.cli.build_terminal`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import drivers.hid
 from drivers.display import Display
-from firmware import cli
+from firmware.shell import cli
 from hwsim.cards import card
 from hwsim.emvcard import CardApplet, contactless_catalog
 from hwsim.inputs import SimInputDevice, type_keys, type_text

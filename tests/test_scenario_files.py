@@ -88,7 +88,7 @@ def test_a_bad_step_anywhere_stops_the_run_before_the_first_step(tmp_path, capsy
 
 def test_the_command_exits_2_without_a_traceback(tmp_path):
     path = _file(tmp_path, '[[step]]\nkeys = 5\n')
-    proc = subprocess.run([sys.executable, "-m", "firmware.cli", "sim", "--scenario", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "sim", "--scenario", str(path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"countertop: {path}: step 1: keys: expected a string, got an integer"

@@ -10,13 +10,15 @@ from datetime import datetime
 
 import pytest
 
-from firmware import dialect, keys
+from firmware.host import dialect
+
+from firmware.security import keys
 from firmware.config import HostConfig, KeysConfig
-from firmware.hostlink import HostLink
+from firmware.host.link import HostLink
 from firmware.errors import KeyMaterialError, MacError, SignOnError
-from firmware.journal import Journal
-from firmware.keystore import KeyStore
-from firmware.signon import MASTER_KEY, Session
+from firmware.records.journal import Journal
+from firmware.security.keystore import KeyStore
+from firmware.host.signon import MASTER_KEY, Session
 
 from conftest import assert_ledger_agrees, sales, sim_config, wait_until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware import dialect
+from firmware.host import dialect
 
 from conftest import sales
 from test_refunds import approved_sale, manager, refund, start
@@ -66,7 +66,7 @@ def test_a_batch_settles_once(tmp_path):
     import pytest
 
     from firmware.errors import JournalError
-    from firmware.journal import Journal
+    from firmware.records.journal import Journal
     j = Journal(tmp_path / "j.sqlite3")
     now = datetime.now(timezone.utc)
     assert j.record_settlement(1, (0, 0, 0, 0), (0, 0, 0, 0), "00", True, now) == 2

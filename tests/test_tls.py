@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from firmware.config import HostConfig
 from firmware.errors import ConfigError, HostError
-from firmware.hostlink import HostLink, frame, read_frame
+from firmware.host.link import HostLink, frame, read_frame
 
 from conftest import SIM_TOML
 

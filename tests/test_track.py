@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from firmware.cardsec import luhn_valid
+from firmware.security.cardsec import luhn_valid
 from firmware.errors import CardReadError
-from firmware.track import parse_swipe
+from firmware.core.track import parse_swipe
 
 T1 = "%B4242424242424242^TEST/CARD^30121010000000000000000?"
 T2 = ";4242424242424242=30121010000000000000?"

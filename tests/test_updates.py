@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from firmware import cli, keys
+from firmware.shell import cli
+
+from firmware.security import keys
 from firmware.errors import UpdateError
-from firmware.journal import Journal
-from firmware.keystore import KeyStore
-from firmware.update import Slots, build_package, new_release_key, self_check, verify_package
+from firmware.records.journal import Journal
+from firmware.security.keystore import KeyStore
+from firmware.security.update import Slots, build_package, new_release_key, self_check, verify_package
 
 from conftest import ROOT, SIM_TOML
 
@@ -52,14 +54,14 @@ def rewrite(src: Path, dst: Path, change, extra: dict[str, bytes] | None = None)
 def test_a_good_package_verifies(tmp_path, release):
     key, public = release
     pkg = verify_package(make(tmp_path, key, "1.0.0"), public)
-    assert pkg.version == "1.0.0" and "firmware/update.py" in pkg.files
+    assert pkg.version == "1.0.0" and "firmware/security/update.py" in pkg.files
 
 
 def test_refusals(tmp_path, release):
     key, public = release
     good = make(tmp_path, key, "1.0.0")
     cases = {
-        "tampered file": (rewrite(good, tmp_path / "t1", lambda n, d: d + b"#" if n == "files/firmware/flow.py" else d),
+        "tampered file": (rewrite(good, tmp_path / "t1", lambda n, d: d + b"#" if n == "files/firmware/core/flow.py" else d),
                           "differs from the signed manifest"),
         "tampered manifest": (rewrite(good, tmp_path / "t2", lambda n, d: d.replace(b"1.0.0", b"9.0.0")
                                       if n == "manifest.json" else d), "does not verify"),
@@ -105,7 +107,7 @@ def test_slots_rollback_and_no_downgrade(tmp_path, release):
     for top in SMALL:
         src = ROOT / top
         (shutil.copytree if src.is_dir() else shutil.copy)(src, broken / top)
-    (broken / "firmware" / "cli.py").write_text("this is not python(\n")
+    (broken / "firmware" / "shell" / "cli.py").write_text("this is not python(\n")
     assert slots.install(verify_package(make(tmp_path, key, "1.1.0", root=broken), public)) == "b"
     assert (tmp_path / "slots" / "current").resolve().name == "b"
     outcome = slots.boot_check(check)
@@ -124,7 +126,7 @@ def test_a_slot_edited_after_install_fails_the_check(tmp_path, release):
     key, public = release
     slots = Slots(tmp_path / "slots")
     slots.install(verify_package(make(tmp_path, key, "2.0.0"), public))
-    (tmp_path / "slots" / "a" / "firmware" / "money.py").write_text("# edited on the box\n")
+    (tmp_path / "slots" / "a" / "firmware" / "core" / "money.py").write_text("# edited on the box\n")
     assert "money.py changed" in slots.boot_check(self_check(ROOT / "config" / "sim.toml"))
 
 

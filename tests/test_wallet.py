@@ -10,9 +10,11 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from firmware import mpqr, walletdesk
+from firmware.wallets import mpqr
+
+from firmware.wallets import desk as walletdesk
 from firmware.errors import CodecError
-from firmware.wallet import CHINA, classify_code
+from firmware.wallets.alipay import CHINA, classify_code
 from hwsim import Simulator
 
 from conftest import sim_config, wait_until

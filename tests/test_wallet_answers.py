@@ -14,10 +14,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from firmware import walletdesk
+from firmware.wallets import desk as walletdesk
 from firmware.errors import ConfigError
-from firmware.terminal import make_wallet
-from firmware.wallet import (CHINA, AlipayClient, WalletError, WalletGatewayError, WalletMismatch, load_private_key,
+from firmware.shell.terminal import make_wallet
+from firmware.wallets.alipay import (CHINA, AlipayClient, WalletError, WalletGatewayError, WalletMismatch, load_private_key,
                              load_public_key)
 from hwsim import Simulator
 from hwsim.walletgw import ReplayProxy, WalletGateway, bare_base64
@@ -377,7 +377,7 @@ def test_wrong_app_id_is_logged_with_its_codes(gw, caplog):
         run(client(gw, app_id="2021999999999999").create_order("B1", AMOUNT, "t"))
     assert (err.value.code, err.value.sub_code) == ("40002", "isv.invalid-app-id")
     assert "app_id" in str(err.value)
-    [record] = [r for r in caplog.records if r.name == "firmware.wallet" and r.levelno == logging.ERROR]
+    [record] = [r for r in caplog.records if r.name == "firmware.wallets.alipay" and r.levelno == logging.ERROR]
     line = record.getMessage()
     for part in ("code=40002", "msg=Invalid Arguments", "sub_code=isv.invalid-app-id", "sub_msg=无效的AppID参数",
                  "(unsigned)"):

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from firmware import watchdog
+from firmware.shell import watchdog
 
 from conftest import sim_config
 

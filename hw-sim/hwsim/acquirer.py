@@ -22,9 +22,13 @@ import iso8583
 import iso8583.specs
 import psec.pinblock
 
-from firmware import dukpt, dukpt_aes, keys
+from firmware.security import dukpt
 
-from firmware.emv import CardError, tlv_items
+from firmware.security import dukpt_aes
+
+from firmware.security import keys
+
+from firmware.core.emv import CardError, tlv_items
 
 from .cards import CATALOG, TestCard
 from .emvcard import CardProfile, cryptogram_scheme, generate_ac

@@ -3,7 +3,7 @@
     python -m hwsim.child --config sim.toml --overrides JSON --keypad-fd N --magstripe-fd N
                           [--scanner-fd N] --report-fd N [--control-fd N]
 
-The terminal is built by `firmware.cli.build_terminal` and run by `firmware.cli.serve`, exactly as
+The terminal is built by `firmware.shell.cli.build_terminal` and run by `firmware.shell.cli.serve`, exactly as
 `countertop run` does, with three things standing in for hardware at the drivers' own seams: the input
 devices are `SimInputDevice`s over pipe read ends inherited from the parent (which types on the write
 ends), the printer is the real ReceiptPrinter on the parent's virtual-printer pty, and the contactless
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from drivers.display import Display
-    from firmware import logs
-    from firmware.cli import build_terminal, serve
+    from firmware.shell import logs
+    from firmware.shell.cli import build_terminal, serve
     from firmware.config import InputDeviceConfig, load
     from firmware.errors import ConfigError, TerminalError
 

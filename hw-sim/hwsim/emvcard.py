@@ -15,7 +15,7 @@ from typing import Any
 
 from pyemv import cvn, tlv
 
-from firmware.money import Currency, parse_major
+from firmware.core.money import Currency, parse_major
 
 PPSE = b"2PAY.SYS.DDF01"
 PROFILE_DIR = Path(__file__).resolve().parent / "cards"

@@ -15,7 +15,7 @@ gateway's orders and the receipts the printer cut, and returns findings (empty w
 - `stan-unique`: among the messages the acquirer received from one terminal, a STAN repeats only when
   the same message is sent again: a reversal's retries (0400 then 0401s, same original in field 90) and
   a lost void's or refund's resends (same idempotency key in field 48) and an unanswered settlement's
-  resends (same batch in field 60, same totals) keep their STAN, as firmware/outbox.py does; a sale
+  resends (same batch in field 60, same totals) keep their STAN, as firmware/host/outbox.py does; a sale
   (0200, processing code 000000) or sign-on STAN is never reused, and no two kinds of message share one;
 - `ksn-unique`: no DUKPT KSN (field 53) is used for two PIN blocks;
 - `receipt-truth`: no receipt says APPROVED (交易成功) for a transaction whose journal row is not approved

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from firmware.config import Config
-from firmware.keystore import KeyStore
-from firmware.signon import MASTER_KEY
+from firmware.security.keystore import KeyStore
+from firmware.host.signon import MASTER_KEY
 
 from .acquirer import Acquirer
 from .emvcard import contactless_catalog

@@ -22,9 +22,9 @@ from typing import Any
 from drivers.display import Display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
-from firmware.keystore import KeyStore
-from firmware.signon import MASTER_KEY
-from firmware.terminal import Devices, Terminal
+from firmware.security.keystore import KeyStore
+from firmware.host.signon import MASTER_KEY
+from firmware.shell.terminal import Devices, Terminal
 
 from .acquirer import Acquirer
 from .cards import card
@@ -111,8 +111,8 @@ class Simulator:
 
     def _stock(self, csv_path: Path) -> None:
         """Import a catalogue into a journal that has none, as the shop would with `countertop items import`."""
-        from firmware.items import parse_catalog
-        from firmware.journal import Journal
+        from firmware.core.items import parse_catalog
+        from firmware.records.journal import Journal
         self.data_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(self.data_dir / "journal.sqlite3")
         try:

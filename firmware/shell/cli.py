@@ -1,0 +1,464 @@
+"""The `countertop` command: run on real hardware, run on the simulator, check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from firmware.shell import logs
+from firmware.config import Config, load
+from firmware.errors import ConfigError, TerminalError
+
+if TYPE_CHECKING:
+    from drivers.display import Display
+    from drivers.hid import InputDevice
+
+    from firmware.config import InputDeviceConfig
+    from firmware.shell.terminal import Terminal
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+def build_terminal(cfg: Config, display: Display,
+                   open_input: Callable[[InputDeviceConfig], InputDevice] | None = None) -> Terminal:
+    """The terminal wired to every device the config names: keypad, magstripe reader and (when
+    [scanner] is there) the 2D scanner through `open_input` (evdev's by default), the printer; the
+    contactless reader and the wallet provider are opened by the Terminal from the same config."""
+    from drivers import hid
+    from drivers.printer import ReceiptPrinter
+
+    from firmware.shell.terminal import Devices, Terminal
+
+    opener = open_input or hid.open_input_device      # looked up now, so a test can stand in for evdev
+    scanner = cfg.scanner
+    devices = Devices(open_keypad=lambda: opener(cfg.keypad),
+                      open_magstripe=lambda: opener(cfg.magstripe),
+                      printer=ReceiptPrinter(cfg.printer), display=display,
+                      open_scanner=(lambda: opener(scanner)) if scanner is not None else None)
+    return Terminal(cfg, devices)
+
+
+def serve(terminal: Terminal) -> int:
+    """Run the terminal's loop until SIGINT or SIGTERM asks it to stop cleanly."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, terminal.stop)
+        await terminal.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _run(cfg: Config) -> int:
+    from drivers.display import ConsoleDisplay
+
+    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
+    return serve(build_terminal(cfg, ConsoleDisplay(stream, cfg.display.width)))
+
+
+def _journal_path(args: argparse.Namespace) -> Path | None:
+    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
+    path = data / "journal.sqlite3"
+    if not path.exists():
+        print(f"countertop: no journal in {data}", file=sys.stderr)
+        return None
+    return path
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from firmware.records.journal import Journal
+
+    path = _journal_path(args)
+    if path is None:
+        return 2
+    journal = Journal(path)
+    try:
+        ok, summary = journal.verify_audit()
+    finally:
+        journal.close()
+    print(f"audit log {'ok' if ok else 'BROKEN'}: {summary}")
+    return 0 if ok else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from firmware.core import reports
+    from firmware.records.journal import Journal
+    from firmware.core.money import Currency
+
+    first, last = args.first, args.last or args.first
+    for value in (first, last):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            print(f"countertop: {value!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+            return 2
+    path = _journal_path(args)
+    if path is None:
+        return 2
+    rules = reports.rules_from(load(args.config))
+    journal = Journal(path)
+    try:
+        if args.command == "export":
+            sys.stdout.write(reports.as_csv(journal.rows_between(first, last)))
+            return 0
+        rows = journal.rows_between(first, last)
+        currency = Currency.of(rows[0]["currency"] if rows else "CNY")
+        report = reports.build(journal.figures(first, last), date.fromisoformat(first), date.fromisoformat(last),
+                               currency.alpha)
+        found = reports.anomalies(journal.anomaly_rows(first, last), rules, currency)
+    finally:
+        journal.close()
+    if args.charts:
+        folder = Path(args.charts)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, png in reports.charts(report, currency).items():
+            (folder / name).write_bytes(png)
+    if args.format == "json":
+        print(reports.as_json(report, found))
+    elif args.format == "csv":
+        sys.stdout.write(reports.report_csv(report, currency))
+    else:
+        print("\n".join(reports.as_text(report, currency, args.width) + reports.anomalies_text(found, args.width)))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from firmware.shell.admin import load_key, reader
+    from firmware.records.journal import Journal
+    from firmware.security.keystore import KeyStore
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
+    if args.action == "list":
+        for name, scheme, check in KeyStore(data / "keys").listing():
+            print(f"{name:12} {scheme:5} KCV {check[:6]}")
+        return 0
+    if not args.name:
+        print("countertop: keys load needs a key name (tmk for the terminal master key)", file=sys.stderr)
+        return 2
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        load_key(cfg, journal, args.name, args.scheme or cfg.keys.scheme or "tdes", args.components, reader())
+    finally:
+        journal.close()
+    return 0
+
+
+def _slots(cfg: Config, data_dir: str | None) -> "Path":
+    data = Path(data_dir) if data_dir else cfg.terminal.data_dir
+    slots = Path(cfg.update.slots_dir)
+    return slots if slots.is_absolute() else data / slots
+
+
+def _update(args: argparse.Namespace) -> int:
+    from firmware.shell.admin import reader, sign_in
+    from firmware.records.journal import Journal
+    from firmware.security.update import Slots, verify_package
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        sign_in(cfg, journal, reader(), "admin", f"update from {Path(args.package).name}")
+        try:
+            package = verify_package(Path(args.package), cfg.update.release_key)
+            slot = Slots(_slots(cfg, args.data_dir)).install(package)
+        except TerminalError as exc:
+            journal.audit("admin", "update refused", f"{Path(args.package).name}: {exc}", datetime.now().astimezone())
+            raise
+        journal.audit("admin", "update installed", f"{package.version} into slot {slot}", datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"version {package.version} installed into slot {slot}; it runs from the next start and is kept only "
+          f"when it passes the boot check")
+    return 0
+
+
+def _boot_check(args: argparse.Namespace) -> int:
+    from firmware.security.update import Slots, self_check
+
+    cfg = load(args.config)
+    print(Slots(_slots(cfg, args.data_dir)).boot_check(self_check(Path(args.config).resolve())))
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    from firmware.security.update import build_package, new_release_key
+
+    if args.action == "keygen":
+        public = new_release_key(Path(args.key))
+        print(f"private key written to {args.key} (keep it off the terminals)\n[update] release_key = \"{public}\"")
+        return 0
+    if not (args.version and args.out):
+        print("countertop: release sign needs --version and --out", file=sys.stderr)
+        return 2
+    manifest = build_package(Path(args.root), args.version, Path(args.key).read_bytes(), Path(args.out))
+    print(f"{args.out}: version {args.version}, {len(manifest['files'])} files, signed")  # type: ignore[arg-type]
+    return 0
+
+
+def _config_install(args: argparse.Namespace) -> int:
+    """Check a new configuration, then (admin PIN, audited) put it in place of the running one atomically."""
+    import hashlib
+    import os
+    import shutil
+
+    from firmware.shell.admin import reader, sign_in
+    from firmware.records.journal import Journal
+
+    new, target = Path(args.file), Path(args.config)
+    fresh = load(new)                                   # refuse a broken file before anyone signs in
+    data = Path(args.data_dir) if args.data_dir else fresh.terminal.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    running = load(target) if target.exists() else fresh
+    cfg = dataclasses.replace(running, terminal=dataclasses.replace(running.terminal, data_dir=data))
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        sign_in(cfg, journal, reader(), "admin", f"install configuration {new.name}")
+        tmp = target.with_name(target.name + ".new")
+        shutil.copyfile(new, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if target.exists():
+            shutil.copyfile(target, target.with_name(target.name + ".previous"))
+        os.replace(tmp, target)
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
+        journal.audit("admin", "configuration installed", f"{target} sha256 {digest}", datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"{target}: replaced (the old one is {target.name}.previous); restart the terminal to use it")
+    return 0
+
+
+def _items(args: argparse.Namespace) -> int:
+    from firmware.shell.admin import reader, sign_in
+    from firmware.core.items import parse_catalog
+    from firmware.core.text import clean
+    from firmware.records.journal import Journal
+    from firmware.core.money import format_minor
+
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    cur = cfg.terminal.currency
+    if args.action == "list":
+        path = data / "journal.sqlite3"
+        if not path.exists():
+            print(f"countertop: no journal in {data}", file=sys.stderr)
+            return 2
+        journal = Journal(path)
+        try:
+            for item in journal.catalog().values():
+                print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
+                      f"{clean(item.name)}")               # an older import may hold control characters
+        finally:
+            journal.close()
+        return 0
+    if not args.file:
+        print("countertop: items import needs a CSV file (plu,name,price,tax_rate)", file=sys.stderr)
+        return 2
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"countertop: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    items, errors = parse_catalog(raw, cur, max_price=cfg.terminal.max_amount)
+    if errors:
+        for error in errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print("countertop: nothing imported; fix the lines above and import again", file=sys.stderr)
+        return 2
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
+        sign_in(cfg, journal, reader(), "manager", f"import items from {Path(args.file).name}")
+        written, removed = journal.import_items(items, datetime.now().astimezone(), replace=args.replace)
+        journal.audit("manager", "items imported", f"{Path(args.file).name}: {written} written, {removed} removed",
+                      datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
+    return 0
+
+
+def _journal_new(args: argparse.Namespace) -> int:
+    from firmware.records.journal import Journal
+
+    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
+    journal = Journal.start_new(data / "journal.sqlite3")
+    try:
+        stan = journal.counter("stan") or 0
+    finally:
+        journal.close()
+    print(f"{data / 'journal.sqlite3'}: a new, empty journal; counters continue (next STAN {stan % 999_999 + 1})")
+    return 0
+
+
+def _hash_pin() -> int:
+    import getpass
+
+    from firmware.security.operators import hash_pin
+
+    if sys.stdin.isatty():
+        pin, again = getpass.getpass("operator PIN: "), getpass.getpass("again: ")
+        if pin != again:
+            print("countertop: the two PINs differ", file=sys.stderr)
+            return 2
+    else:
+        pin = sys.stdin.readline().strip()
+    try:
+        print(hash_pin(pin))
+    except ValueError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `countertop` console command."""
+    parser = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the terminal on real hardware")
+    p_run.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_run.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p_sim = sub.add_parser("sim", help="run the terminal on the hardware simulator")
+    p_sim.add_argument("--config", default=str(CONFIG_DIR / "sim.toml"))
+    p_sim.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
+    p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
+    p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p_sim.add_argument("--kill-harness", action="store_true",
+                       help="run the terminal as its own process, SIGKILL it at random points of random "
+                            "transactions, reboot it and check the journal against the hosts each time")
+    p_sim.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
+    p_sim.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
+    p_sim.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
+    sub.add_parser("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]")
+    today = date.today().isoformat()
+    for name, helptext in (("report", "sales report for a date range (text, csv or json)"),
+                           ("export", "every transaction of a date range as CSV, one row each")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--from", dest="first", default=today, help="first local date, YYYY-MM-DD (default today)")
+        p.add_argument("--to", dest="last", default=None, help="last local date, YYYY-MM-DD (default: --from)")
+        p.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+        p.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+        if name == "report":
+            p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+            p.add_argument("--width", type=int, default=32, choices=(32, 42, 48),
+                           help="text columns: 32 for 58 mm paper, 48 for 80 mm")
+            p.add_argument("--charts", metavar="DIR", help="also write sales-by-hour.png and method-split.png here")
+    p_aud = sub.add_parser("audit", help="check the audit log's hash chain")
+    p_aud.add_argument("action", choices=("verify",))
+    p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_aud.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_jnl = sub.add_parser("journal", help="start a new, empty journal in place of a missing one (counters "
+                                            "continue from their copy beside the key store)")
+    p_jnl.add_argument("action", choices=("new",))
+    p_jnl.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_jnl.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_keys = sub.add_parser("keys", help="load a key by components (admin PIN) or list stored keys' check values")
+    p_keys.add_argument("action", choices=("load", "list"))
+    p_keys.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
+    p_keys.add_argument("--scheme", choices=("tdes", "aes"), help="default: [keys] scheme, else tdes")
+    p_keys.add_argument("--components", type=int, default=2, choices=range(1, 10), metavar="N",
+                        help="how many components make the key (default 2)")
+    p_keys.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_keys.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_upd = sub.add_parser("update", help="install a signed software package into the other slot (admin PIN)")
+    p_upd.add_argument("package")
+    p_upd.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_upd.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_boot = sub.add_parser("boot-check", help="keep a freshly installed slot if it passes its self-check, "
+                                               "else return to the previous slot (run before the service)")
+    p_boot.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_boot.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_rel = sub.add_parser("release", help="make a release key, or a signed package of this source tree")
+    p_rel.add_argument("action", choices=("keygen", "sign"))
+    p_rel.add_argument("--key", required=True, help="the Ed25519 private key file (PEM)")
+    p_rel.add_argument("--version", help="the package's version, N.N.N")
+    p_rel.add_argument("--out", help="the package file to write")
+    p_rel.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
+    p_items = sub.add_parser("items", help="import the item catalogue from CSV (manager PIN), or list it")
+    p_items.add_argument("action", choices=("import", "list"))
+    p_items.add_argument("file", nargs="?", help="CSV with the header plu,name,price,tax_rate")
+    p_items.add_argument("--replace", action="store_true", help="remove items that are not in the file")
+    p_items.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_items.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
+    p_cfg = sub.add_parser("config", help="check a new configuration file and install it (admin PIN)")
+    p_cfg.add_argument("action", choices=("install",))
+    p_cfg.add_argument("file", help="the new configuration")
+    p_cfg.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"), help="the one it replaces")
+    p_cfg.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+    p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
+    p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "hash-pin":
+            return _hash_pin()
+        if args.command in ("report", "export"):
+            return _report(args)
+        if args.command == "audit":
+            return _audit(args)
+        if args.command == "journal":
+            return _journal_new(args)
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "update":
+            return _update(args)
+        if args.command == "items":
+            return _items(args)
+        if args.command == "config":
+            return _config_install(args)
+        if args.command == "boot-check":
+            return _boot_check(args)
+        if args.command == "release":
+            return _release(args)
+        if args.command == "check-config":
+            for f in args.files:
+                cfg = load(f)
+                print(f"{f}: ok (terminal {cfg.terminal.terminal_id}, {cfg.terminal.currency.alpha})")
+            return 0
+        cfg = load(args.config)
+        level = logging.DEBUG if args.debug else logging.INFO
+        if args.command == "run":
+            logs.setup(level, cfg.terminal.data_dir / "countertop.log")
+            return _run(cfg)
+        if args.kill_harness:
+            from hwsim.killharness import run_cli
+            return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.data)
+        data = Path(args.data) if args.data else cfg.terminal.data_dir
+        logs.setup(level, data / "countertop.log", console_level=logging.CRITICAL)
+        if args.scenario:
+            from hwsim.scenario import run_scenario
+            return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
+        from hwsim.console import interactive
+        return interactive(cfg, data)
+    except ConfigError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 2
+    except TerminalError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:                     # a folder or file the command needs: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"countertop: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,910 @@
+"""The imperative shell: one asyncio loop that feeds device and host events to the pure flow and performs its effects."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from drivers.display import Display
+from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
+from drivers.nfc import NfcReader
+from drivers.printer import ReceiptPrinter
+
+from firmware.security import dukpt_aes
+
+from firmware.core import flow
+
+from firmware.shell import watchdog
+from firmware.host.dialect import DIALECTS, MacCodec
+from firmware.security.cardsec import card_token, load_token_key
+from firmware.config import Config, ConfigError
+from firmware.security.dukpt import DukptKey, ksn_counter, next_counter
+from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
+from firmware.errors import (AnswerMismatch, CodecError, DeviceError, HostError, JournalError, KeyMaterialError,
+                     SignOnError, TerminalError)
+from firmware.host.link import HostLink
+from firmware.records.journal import Journal, NewSale, QueuedSettlement
+from firmware.security.keystore import KeyStore
+from firmware.host.signon import Session
+from firmware.host.messages import POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, bind, iso_to_response, sale_to_iso
+from firmware.security.pin import PinEntry
+from firmware.core import reports
+from firmware.core.receipt import Header, Line, Receipt, receipt_facts, sale_receipt
+from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
+from firmware.wallets.desk import WalletDesk
+from firmware.host.outbox import Outbox
+from firmware.security.operators import OperatorGate
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY = 2.0
+DEVICE_MISSING = {"keypad": "KEYPAD DISCONNECTED", "magstripe": "CARD READER DISCONNECTED",
+                  "scanner": "SCANNER DISCONNECTED"}      # said under the screen while the device is away
+PRINTER_RETRY = 3.0          # seconds between attempts while the printer has no paper or is gone
+RETRY_MAX = 300.0            # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
+
+
+@dataclass
+class Devices:
+    """What the shell drives: openers for the input devices (so it can reopen them), printer, display."""
+
+    open_keypad: Callable[[], InputDevice]
+    open_magstripe: Callable[[], InputDevice]
+    printer: ReceiptPrinter
+    display: Display
+    open_scanner: Callable[[], InputDevice] | None = None
+
+
+@dataclass(frozen=True)
+class _TimerFired:
+    generation: int
+
+
+@dataclass(frozen=True)
+class _PrintJob:
+    """One receipt for the printer; `row` is marked printed when it is out; `keep` waits for the printer."""
+
+    receipt: Receipt
+    row: int | None = None
+    keep: bool = True
+
+
+def make_wallet(config: Config) -> WalletProvider | None:
+    """The configured wallet provider client, or None."""
+    w = config.wallet
+    if not w.provider:
+        return None
+    try:
+        with open(w.private_key, "rb") as f:
+            private = f.read()
+        with open(w.provider_public_key, "rb") as f:
+            public = f.read()
+        return AlipayClient(w.gateway, w.app_id, private, public)
+    except (OSError, ValueError, WalletError) as exc:
+        raise ConfigError(f"{config.source}: [wallet] keys: {exc}") from None
+
+
+def icc_hex(icc: dict[str, str]) -> str:
+    """Field 55: the chip data objects as BER-TLV, in hex."""
+    out = ""
+    for tag, value in icc.items():
+        n = len(value) // 2
+        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}"
+        out += tag + length + value
+    return out
+
+
+def local_now() -> datetime:
+    """Wall-clock time in the local zone, for journal stamps and receipts."""
+    return datetime.now().astimezone()
+
+
+class Terminal:
+    """Boots (journal recovery), runs the event loop until stop(), and performs the flow's effects."""
+
+    def __init__(self, config: Config, devices: Devices, clock: Callable[[], datetime] = local_now) -> None:
+        self.config = config
+        self.devices = devices
+        self._clock = clock
+        t = config.terminal
+        self.flow_cfg = flow.FlowConfig(
+            currency=t.currency, min_amount=t.min_amount, max_amount=t.max_amount,
+            amount_timeout=config.timeouts.amount, card_timeout=config.timeouts.card,
+            pin_timeout=config.timeouts.pin, result_timeout=config.timeouts.result,
+            contactless_limit=config.contactless.transaction_limit if config.contactless.device else 0,
+            wallet=config.wallet.provider, qr_timeout=config.wallet.qr_timeout)
+        self.header = Header(config.merchant.name, config.merchant.address, t.terminal_id, t.merchant_id,
+                             t.currency, config.printer.language, config.printer.width)
+        self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
+        self._aes_initial = config.pin.initial_key
+        self._host = HostLink(config.host)
+        self._dialect: Any = DIALECTS[config.host.dialect]    # wrapped in a MacCodec with session keys
+        self._session: Session | None = None
+        self._keystore: KeyStore | None = None
+        self.journal: Journal | None = None
+        self._outbox: Outbox | None = None
+        self._gate: OperatorGate | None = None
+        self.state: flow.State = flow.IDLE
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_gen = 0
+        self._pin: PinEntry | None = None
+        self._pin_pan = ""                     # "" while the operator PIN pad is armed
+        self._auth_task: asyncio.Task[None] | None = None
+        self._basket: tuple[Any, ...] = ()      # the confirmed amount's basket lines (HoldBasket)
+        self._operator = ""                      # who signed in at the till (F4), on every sale
+        self._back_office = ""                   # who opened the back office, on every void and refund
+        self._operator_role = "manager"          # what the operator PIN pad is checking for
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Event | None = None
+        self._nfc: NfcReader | None = None
+        self._token_key = b""
+        self._wallet_provider: WalletProvider | None = make_wallet(config)
+        self._wallet: WalletDesk | None = None
+        self._wallet_task: asyncio.Task[Any] | None = None
+        self._flushing = False                   # a _keep_flushing task is running
+        self._pin_generation = 0                 # counts PIN entries ended: a late PIN of an ended one is dropped
+        self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
+        self._at_once: deque[Any] = deque()               # events answering an effect, handled before the next
+        self._print_jobs: deque[_PrintJob] = deque()
+        self._printer_task: asyncio.Task[None] | None = None
+        self._problems: dict[str, str] = {}                  # device -> what the screen says is wrong with it
+        self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
+        self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Boot, then process events until stop() is called."""
+        self._stopping = asyncio.Event()
+        try:
+            self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
+            self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
+            self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
+            self._load_dukpt_keys()
+            self.journal.recover(self._clock())
+            due = self.journal.receipts_due()
+        except TerminalError as exc:
+            # Nothing is sold on a journal that cannot be trusted; the screen says so, the log says why.
+            log.critical("terminal cannot start: %s", exc)
+            self.devices.display.show((exc.screen, "TERMINAL STOPPED", "SEE LOG / 请查看日志"))
+            if self.journal is not None:
+                self.journal.close()
+            raise
+        self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
+        ops = self.config.operators
+        self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
+        if self.config.keys.scheme:
+            t = self.config.terminal
+            self._session = Session(self.config.keys.scheme, self._keystore, self._host, self._dialect, self.journal,
+                                    t.terminal_id, t.merchant_id, self.config.timeouts.host, self._clock)
+            self._dialect = MacCodec(self._dialect, self.config.keys.scheme, self._session.mac_key,
+                                     self._session.invalidate)
+        self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect,
+                              self._session.ensure if self._session else None, self._settled)
+        self._spawn(self._keep_flushing())            # what a crash or an outage left for the host
+        self._spawn(self._input_loop("keypad", self.devices.open_keypad,
+                                     lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
+        self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
+                                     lambda dev: read_magstripe(dev, self.post)))
+        if self.devices.open_scanner is not None:
+            self._spawn(self._input_loop("scanner", self.devices.open_scanner,
+                                         lambda dev: read_scanner(dev, self.post)))
+        if self._wallet_provider is not None:
+            self._wallet = WalletDesk(self._wallet_provider, self.journal, self.config, self._clock, self.post,
+                                      self._spawn)
+            self._spawn(self._wallet.reconcile())     # orders a crash or an outage left open
+        if self.config.contactless.device:
+            self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
+            self._nfc.start()
+        self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
+        self._perform(effects)
+        for row in due:                                 # a power cut or an empty printer kept them from paper
+            log.info("receipt of trace %06d is still due: printing it", row["stan"])
+            self._print_receipts(self._transaction_receipts(row), row["id"])
+        log.info("terminal %s ready", self.config.terminal.terminal_id)
+        self._notifier = watchdog.from_environment()
+        if self._notifier is not None:                 # under systemd (Type=notify, WatchdogSec=)
+            self._notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
+            self._spawn(self._notifier.keep_alive())
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper.done():
+                    break
+                try:
+                    self._dispatch(getter.result())
+                finally:
+                    self._queue.task_done()
+                getter = asyncio.ensure_future(self._queue.get())
+        except asyncio.CancelledError:
+            await self._shutdown()
+            raise
+        finally:
+            getter.cancel()
+            stopper.cancel()
+        # Not in `finally`: a power cut (the loop simply stops) must not run a clean shutdown.
+        await self._shutdown()
+
+    async def settle(self) -> None:
+        """Wait until every event handed in so far, and those its callbacks hand in, has been handled."""
+        for _ in range(3):
+            for _ in range(5):
+                await asyncio.sleep(0)      # let device reader callbacks deliver what they already read
+            await self._queue.join()
+
+    def stop(self) -> None:
+        """Ask run() to finish (clean shutdown)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("STOPPING=1")
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pin is not None:
+            self._pin.wipe()
+        while self._tasks:                       # a task ending may start another (a slip to print): again
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.devices.printer.close)
+        if self._nfc is not None:
+            self._nfc.stop()
+        if self.journal is not None:
+            self.journal.close()
+        if self._notifier is not None:
+            self._notifier.close()
+        log.info("terminal stopped")
+
+    def _spawn(self, coro: Any, fallback: Any = None) -> asyncio.Task[Any]:
+        """Run `coro` as a task. When the flow waits for its answer, `fallback` is the event posted
+        should it fail unexpectedly (a full disk, a bug): the screen moves on instead of waiting forever."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, fallback))
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any], fallback: Any) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("terminal: background task failed", exc_info=task.exception())
+            if fallback is not None:
+                self.post(fallback)
+
+    async def _input_loop(self, what: str, opener: Callable[[], InputDevice],
+                          reader: Callable[[InputDevice], Any]) -> None:
+        """Open an input device and read it; when it fails or goes away, retry until it is back."""
+        reported = False
+        while True:
+            device = None
+            try:
+                device = opener()
+                if reported:
+                    log.info("%s: device is back", what)
+                reported = False
+                self._device_problem(what, "")
+                await reader(device)
+                return
+            except (OSError, TerminalError) as exc:
+                self._device_problem(what, DEVICE_MISSING.get(what, f"{what.upper()} DISCONNECTED"))
+                if not reported:
+                    log.error("%s: %s; retrying every %g s", what, exc, RECONNECT_DELAY)
+                    reported = True
+            finally:
+                if device is not None:
+                    try:
+                        device.close()
+                    except OSError:
+                        pass
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def post(self, event: Any) -> None:
+        """Hand an event to the loop (call from the loop's thread)."""
+        self._queue.put_nowait(event)
+
+    def _dispatch(self, event: Any) -> None:
+        """Handle one event; whatever goes wrong, the loop lives on and the screen says something useful."""
+        try:
+            self._dispatch_one(event)
+            while self._at_once:                       # answers the shell had at once come before the next key
+                self._dispatch_one(self._at_once.popleft())
+        except Exception:
+            self._at_once.clear()
+            log.exception("terminal: event %s failed in %s; back to idle", type(event).__name__,
+                          type(self.state).__name__)
+            self._end_pin()
+            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
+            self._perform(effects)
+
+    def _dispatch_one(self, event: Any) -> None:
+        if isinstance(event, _TimerFired):
+            if event.generation != self._timer_gen:
+                return
+            event = flow.TimerExpired()
+        elif isinstance(event, flow.Key) and self._pin is not None and event.name not in ("CANCEL",):
+            event = self._pin_key(event.name)
+            if event is None:
+                return
+        if isinstance(event, flow.Key) and event.name == "F3" and isinstance(self.state, flow.Amount) \
+                and not self.state.basket and self.journal is not None:
+            # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
+            self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
+        started = time.monotonic()
+        before = type(self.state).__name__
+        try:
+            self.state, effects = flow.step(self.state, event, self.flow_cfg)
+        except Exception:
+            log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
+            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, flow.EndPin())
+        self._perform(effects)
+        if self._nfc is not None:
+            self._nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
+        log.debug("flow: %s + %s -> %s [%s] %.1f ms", before, type(event).__name__, type(self.state).__name__,
+                  ", ".join(type(e).__name__ for e in effects), (time.monotonic() - started) * 1000)
+
+    def _pin_key(self, name: str) -> Any:
+        """Keys while a PIN pad is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
+        checks (operator PIN, off the loop: scrypt takes tens of milliseconds)."""
+        assert self._pin is not None and self.journal is not None
+        if name != "ENTER":
+            self._pin.press(name)
+            return flow.PinProgress(self._pin.count)
+        if not self._pin.complete:
+            return flow.PinProgress(self._pin.count)
+        if not self._pin_pan:
+            self._spawn(self._check_operator(self._pin.take()), flow.OperatorChecked(False, "TERMINAL ERROR"))
+            return None
+        pin_cfg = self.config.pin
+        if pin_cfg.scheme == "session":
+            # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
+            # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
+            pin, self._pin = self._pin, None
+            self._spawn(self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
+                        flow.PinFailed("TERMINAL ERROR"))
+            return None
+        try:
+            # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
+            if pin_cfg.scheme == "aes":
+                counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
+                if not self._aes_initial:
+                    raise KeyMaterialError("no AES DUKPT initial key")
+                encrypted = self._pin.encrypt_aes(self._pin_pan, self._aes_initial, pin_cfg.key_id, counter)
+            else:
+                ksn = pin_cfg.ksn
+                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
+                                                    next_counter)
+                if not self._dukpt.ipek:
+                    raise KeyMaterialError("no DUKPT initial key")
+                encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+            self._pin.wipe()
+            return flow.PinFailed(exc.screen)
+        return flow.PinEntered(encrypted)
+
+    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str, generation: int) -> None:
+        """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
+        PIN whose entry ended meanwhile (CANCEL, a timeout) is wiped, never handed to the next card."""
+        try:
+            if self._session is None:
+                raise SignOnError("no PIN key: no session keys are configured")
+            await self._session.ensure()
+            pin_key = self._session.pin_key()
+            if pin_key is None:
+                raise SignOnError("no PIN key: the terminal has not signed on")
+            if generation != self._pin_generation:
+                log.info("pin: the entry ended while the terminal signed on; the PIN is dropped")
+                return
+            self.post(flow.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+            if generation == self._pin_generation:
+                self.post(flow.PinFailed(exc.screen))
+        finally:
+            pin.wipe()
+
+    async def _check_operator(self, pin: str) -> None:
+        assert self._gate is not None
+        role = self._operator_role
+        identified = await asyncio.to_thread(self._gate.identify, pin)      # scrypt off the loop; the journal
+        ok, notice, who = self._gate.decide(identified, role, time.time())  # is used on the loop's thread only
+        assert self.journal is not None
+        self.journal.audit(who or role, "sign-in" if ok else "sign-in refused",
+                           notice or ("at the till" if role == "cashier" else "back office"), self._clock())
+        if not ok:
+            log.warning("operator: %s PIN refused (%s)", role, notice)
+        elif role == "cashier":
+            self._operator = who                 # the sales that follow are theirs
+            if self._wallet is not None:
+                self._wallet.operator = who
+        else:
+            self._back_office = who              # the voids and refunds that follow are theirs
+        self.post(flow.OperatorChecked(ok, notice, who))
+
+    def _load_dukpt_keys(self) -> None:
+        """DUKPT initial keys left out of the config come from the key store (`countertop keys load ipek`
+        or `dukpt-aes`); without them PIN entry says KEY ERROR."""
+        assert self._keystore is not None
+        pin = self.config.pin
+        try:
+            if pin.scheme == "tdes" and not pin.ipek:
+                ipek = self._keystore.get("ipek")
+                self._dukpt = DukptKey(bytes(ipek) if ipek else b"", pin.ksn)
+            elif pin.scheme == "aes" and not pin.initial_key:
+                initial = self._keystore.get("dukpt-aes")
+                self._aes_initial = bytes(initial) if initial else b""
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+        if (pin.scheme == "tdes" and not self._dukpt.ipek) or (pin.scheme == "aes" and not self._aes_initial):
+            log.error("pin: no DUKPT initial key in [pin] or in the key store; PIN entry will fail")
+
+    async def _sign_on_quietly(self) -> None:
+        assert self._session is not None
+        try:
+            await self._session.ensure()
+        except SignOnError as exc:
+            log.warning("%s", exc)
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _perform(self, effects: list[Any]) -> None:
+        for eff in effects:
+            try:
+                self._perform_one(eff)
+            except Exception:
+                log.exception("terminal: effect %s failed", type(eff).__name__)
+
+    def _perform_one(self, eff: Any) -> None:
+        if isinstance(eff, flow.Show):
+            self._show(eff.lines, eff.qr)
+        elif isinstance(eff, flow.StartTimer):
+            self._set_timer(eff.seconds)
+        elif isinstance(eff, flow.StopTimer):
+            self._set_timer(None)
+        elif isinstance(eff, flow.CollectPin):
+            self._end_pin()
+            self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
+            self._pin_pan = eff.pan
+            if self._session is not None:
+                # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
+                self._spawn(self._sign_on_quietly())
+        elif isinstance(eff, flow.CollectOperatorPin):
+            self._end_pin()
+            self._pin = PinEntry(4, 12)
+            self._operator_role = eff.role
+        elif isinstance(eff, flow.EndPin):
+            self._end_pin()
+        elif isinstance(eff, flow.FindOriginal):
+            self._find_original(eff)
+        elif isinstance(eff, flow.SubmitFollowUp):
+            self._auth_task = self._spawn(self._follow_up(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
+        elif isinstance(eff, flow.HoldBasket):
+            self._basket = eff.lines
+            if self._wallet is not None:
+                self._wallet.basket = eff.lines
+        elif isinstance(eff, flow.StartQrOrder):
+            assert self._wallet is not None
+            self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount),
+                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, flow.PayByCode):
+            assert self._wallet is not None
+            self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code),
+                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, flow.EndWalletOrder):
+            if self._wallet_task is not None:
+                self._wallet_task.cancel()
+            assert self._wallet is not None
+            self._spawn(self._wallet.end_order(eff.reason), flow.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, flow.ReadCard):
+            self._spawn(self._read_card(eff), flow.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
+        elif isinstance(eff, flow.ReleaseCard):
+            eff.session.close()
+        elif isinstance(eff, flow.Authorize):
+            self._auth_task = self._spawn(self._authorize(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
+        elif isinstance(eff, flow.AbortAuthorization):
+            if self._auth_task is not None and not self._auth_task.done():
+                self._auth_task.cancel()
+        elif isinstance(eff, flow.PrintReceipts):
+            self._print_transaction(eff.stan)
+        elif isinstance(eff, flow.LookupItem):
+            self._at_once.append(flow.ItemFound(eff.code, self.journal.item(eff.code) if self.journal else None))
+        elif isinstance(eff, flow.Reprint):
+            try:
+                notice = self._reprint(eff.stan)
+            except TerminalError as exc:
+                log.error("reprint: %s", exc)
+                notice = exc.screen
+            self.post(flow.Reprinted(notice))
+        elif isinstance(eff, flow.PrintReport):
+            self._spawn(self._print_report())
+        elif isinstance(eff, flow.PrintCode):
+            lines = (Line(self.config.merchant.name, align="center", bold=True),
+                     Line(f"{flow.money(eff.amount, self.flow_cfg)}", align="center", big=True),
+                     Line("SCAN TO PAY 扫码支付", align="center"))
+            self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)   # useless later: not kept
+        elif isinstance(eff, flow.Settle):
+            self._auth_task = self._spawn(self._settle(), flow.Settled("failed", "TERMINAL ERROR"))
+        else:
+            raise TypeError(f"unknown effect {eff!r}")
+
+    def _end_pin(self) -> None:
+        if self._pin is not None:
+            self._pin.wipe()
+        self._pin, self._pin_pan = None, ""
+        self._pin_generation += 1                 # a PIN still being enciphered belongs to no one now
+
+    def _set_timer(self, seconds: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_gen += 1
+        if seconds is not None:
+            gen = self._timer_gen
+            self._timer = asyncio.get_running_loop().call_later(seconds, self.post, _TimerFired(gen))
+
+    async def _authorize(self, eff: flow.Authorize) -> None:
+        """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
+        assert self.journal is not None and self._outbox is not None
+        t = self.config.terminal
+        try:
+            self.journal.check_room()
+            queue_empty = await self._outbox.flush()
+            now = self._clock()
+            utc = now.astimezone(timezone.utc)
+            chip = eff.card if isinstance(eff.card, ChipCard) else None
+            row, stan = self.journal.begin_sale(NewSale(
+                method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
+                currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
+                merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
+                card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
+                chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6"),
+                cvm=chip.cvm if chip else "", aid=chip.aid if chip else "", app_label=chip.label if chip else "",
+                cryptogram=chip.cryptogram if chip else ""), now)
+        except asyncio.CancelledError:
+            self.post(flow.HostFailed("cancelled before sending", sent=False))
+            return
+        except JournalError as exc:
+            log.error("sale refused before anything was sent: %s", exc)
+            self.post(flow.HostFailed(str(exc), sent=False, title=exc.screen))
+            return
+        if not queue_empty:
+            note = self._outbox.blocked_by
+            self._record(row, "failed", note=note)
+            title = "SIGN-ON FAILED" if "sign-on" in note else ""
+            self.post(flow.HostFailed(note, sent=False, stan=stan, title=title))
+            return
+        sent = False
+        try:
+            extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
+            request = sale_to_iso(SaleRequest(
+                stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
+                pin_block=eff.pin.block if eff.pin else "", ksn=eff.pin.ksn if eff.pin else "",
+                terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra))
+            message = self._dialect.encode(request)
+            sent = True
+            response = await self._host.exchange(message, self.config.timeouts.host,
+                                                 lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))))
+        except (asyncio.CancelledError, HostError, CodecError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            reason = "cancelled while the host was asked" if cancelled else str(exc)
+            maybe_sent = exc.sent if isinstance(exc, HostError) else sent
+            if not cancelled:
+                log.warning("sale stan %06d: %s", stan, reason)
+            # 'unknown' queues a reversal in the same database transaction; send it now.
+            self._record(row, "unknown" if maybe_sent else "failed", note=reason)
+            title = exc.screen if isinstance(exc, AnswerMismatch) else ""
+            self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
+            if maybe_sent:
+                self._spawn(self._keep_flushing())
+            return
+        outcome = "approved" if response.approved else "declined"
+        if not self._record(row, outcome, response_code=response.response_code, auth_code=response.auth_code,
+                            rrn=response.rrn):
+            # The host answered, the journal cannot say so: the customer is told NOT APPROVED and an approval
+            # is reversed as soon as the journal can take it (Outbox.unwritten); nothing new goes out before.
+            log.error("sale stan %06d: response %s could not be journaled; it will be reversed", stan,
+                      response.response_code)
+            self.post(flow.HostFailed("the outcome could not be journaled", sent=True, stan=stan,
+                                      title=self._journal_trouble))
+            self._spawn(self._keep_flushing())
+            return
+        log.info("sale stan %06d: response %s", stan, response.response_code)
+        try:
+            reference = (self.journal.row(row) or {}).get("order_no", "")
+        except Exception:                            # the outcome is journaled; the reference only prints
+            log.exception("sale stan %06d: reference not read", stan)
+            reference = ""
+        self.post(flow.HostAnswered(response, stan, reference))
+
+    def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
+        """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
+        outbox to write later — an approval as 'unknown', so that it is reversed — and return False."""
+        assert self.journal is not None and self._outbox is not None
+        try:
+            self.journal.finish(row, status, self._clock(), note=note[:200], **answer)
+            return True
+        except TerminalError as exc:
+            log.error("journal row %d: cannot record %s: %s", row, status, exc)
+            self._journal_trouble = exc.screen
+            later = "unknown" if status in ("approved", "unknown") else status
+            self._outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
+            return False
+
+    async def _keep_flushing(self, wait_first: bool = False) -> None:
+        """Send what the outbox holds, again and again with pauses from [timeouts] retry doubling up to
+        RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed)."""
+        assert self._outbox is not None
+        if self._flushing:
+            return
+        self._flushing = True
+        delay = self.config.timeouts.retry
+        try:
+            if wait_first:
+                await asyncio.sleep(delay)
+            while not await self._outbox.flush():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, max(RETRY_MAX, self.config.timeouts.retry))
+        finally:
+            self._flushing = False
+
+    async def _read_card(self, eff: flow.ReadCard) -> None:
+        """Run the contactless kernel against the card in the field; journal a read that fails."""
+        session = eff.session
+        t = self.config.terminal
+        c = self.config.contactless
+        params = KernelParams(amount=eff.amount, currency_numeric=t.currency.numeric, country_numeric=c.country,
+                              today=self._clock().date(), unpredictable=secrets.token_bytes(4),
+                              supported_aids=c.aids, cvm_limit=c.cvm_limit, floor_limit=c.floor_limit,
+                              tac_denial=c.tac_denial, tac_online=c.tac_online, tac_default=c.tac_default)
+        started = time.monotonic()
+        steps = kernel(params)
+        try:
+            apdu = next(steps)
+            while True:
+                apdu = steps.send(await session.transceive(apdu))
+        except StopIteration as done:
+            card: ChipCard = done.value
+            log.info("contactless: %s read in %.0f ms, %d APDUs, CVM %s", card.masked_pan,
+                     (time.monotonic() - started) * 1000, card.apdus, card.cvm)
+            self.post(flow.CardRead(card))
+        except CardError as exc:
+            log.warning("contactless: %s", exc)
+            self._journal_failed_read(eff.amount, str(exc))
+            self.post(flow.CardFailed(exc.screen, str(exc)))
+        finally:
+            steps.close()
+            session.close()
+
+    def _journal_failed_read(self, amount: int, reason: str) -> None:
+        assert self.journal is not None
+        t = self.config.terminal
+        row, _ = self.journal.begin_sale(NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id,
+                                                 t.merchant_id), self._clock())
+        self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
+
+    def _find_original(self, eff: flow.FindOriginal) -> None:
+        assert self.journal is not None
+        row = self.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
+        if row is None:
+            what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
+            self.post(flow.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
+            return
+        sale = flow.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
+                                 method=row["method"], status=row["status"], created_at=row["created_at"],
+                                 batch=row["batch"], refunded=row["refunded"])
+        self.post(flow.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
+
+    async def _follow_up(self, eff: flow.SubmitFollowUp) -> None:
+        """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
+        assert self.journal is not None and self._outbox is not None
+        try:
+            self.journal.check_room()
+        except JournalError as exc:
+            log.error("%s refused before anything was done: %s", eff.kind, exc)
+            self.post(flow.Refused(exc.screen))
+            return
+        if eff.route == "card" and not await self._outbox.flush():
+            self.post(flow.HostFailed("the host has not yet heard earlier messages", sent=False))
+            return
+        now = self._clock()
+        original = self.journal.row(eff.original_id) or {}
+        if eff.kind == "void" and original.get("batch") != self.journal.current_batch():
+            # The flush above may have sent a queued settlement: the sale's batch is closed now.
+            self.post(flow.Refused("SETTLED: USE REFUND"))
+            return
+        method = eff.route
+        if eff.route == "card" and original.get("method") == "wallet":
+            method = "wallet"                                  # back the way it came: to the payer's wallet
+        try:
+            f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, method, secrets.token_hex(16),
+                                             now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now,
+                                             operator=self._back_office)
+        except TerminalError as exc:
+            log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
+            refused = exc.screen == "NOT ALLOWED"              # the journal's own limits, said in its words
+            self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
+            return
+        try:
+            self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
+                               f" (row {f.id})", now)
+            if eff.route == "cash":
+                self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
+                self.post(flow.CashRefunded(f.stan))
+                return
+        except TerminalError as exc:                           # nothing has left the till or the terminal
+            log.error("%s %d: %s", eff.kind, f.id, exc)
+            self._outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
+            self.post(flow.Refused(exc.screen))
+            return
+        if method == "wallet":
+            if self._wallet is None:
+                self._record(f.id, "failed", note="no wallet provider configured")
+                self.post(flow.Refused("NO WALLET PROVIDER"))
+                return
+            outcome = await self._wallet.refund(f)
+            self.post(outcome)
+            if isinstance(outcome, flow.HostFailed):
+                self._spawn(self._wallet.reconcile())          # resend at once (same request number)
+            return
+        try:
+            response = await self._outbox.exchange_follow_up(f)
+        except (HostError, CodecError) as exc:
+            sent = exc.sent if isinstance(exc, HostError) else True
+            log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
+            # 'unknown' keeps it in the outbox: resent with the same STAN and key until the host answers.
+            self._record(f.id, "unknown" if sent else "failed", note=str(exc))
+            self.post(flow.HostFailed(str(exc), sent=sent, stan=f.stan))
+            if sent:
+                self._spawn(self._keep_flushing())
+            return
+        try:
+            self._outbox.record(f, response)
+        except TerminalError as exc:                           # resent later: the host answers it the same
+            log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
+            self._outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
+            self.post(flow.HostFailed(str(exc), sent=True, stan=f.stan))
+            self._spawn(self._keep_flushing())
+            return
+        self.post(flow.HostAnswered(response, f.stan))
+
+    async def _settle(self) -> None:
+        """Queue the open batch's settlement (its 0500 and totals, kept until answered), then let the outbox
+        send it after whatever the host must hear first; `_settled` records the answer and prints the slip."""
+        assert self.journal is not None and self._outbox is not None
+        try:
+            self.journal.check_room()
+            # Lost voids and refunds first: the totals are taken once the host has heard everything else.
+            if not await self._outbox.flush():
+                self.post(flow.Settled("failed", "EARLIER MESSAGES PENDING"))
+                self._spawn(self._keep_flushing(wait_first=True))
+                return
+            queued = self.journal.begin_settlement(self._clock())
+        except TerminalError as exc:
+            log.error("settlement refused before anything was sent: %s", exc)
+            self.post(flow.Settled("failed", exc.screen))
+            return
+        if not await self._outbox.flush():
+            self.post(flow.Settled("failed", "WILL RETRY BY ITSELF"))     # the queued 0500 goes out again
+            self._spawn(self._keep_flushing(wait_first=True))
+            return
+        log.info("settlement of batch %d answered", queued.batch)
+
+    def _settled(self, q: QueuedSettlement, rc: str, host: BatchTotals | None) -> None:
+        """A queued settlement was answered and recorded (now, or at boot): audit, slip, screen."""
+        assert self.journal is not None
+        t = self.config.terminal
+        in_balance = rc == "00"
+        mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
+        try:
+            self.journal.audit("manager", "settlement", f"batch {q.batch}: {rc}", self._clock())
+        except TerminalError as exc:
+            log.error("settlement of batch %d not audited: %s", q.batch, exc)
+        lines = reports.settlement_text(q.batch, mine, host, in_balance, t.currency, self.config.printer.width)
+        self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
+        self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
+
+    async def _print_report(self) -> None:
+        assert self.journal is not None
+        today = self._clock().date()
+        self.journal.audit("manager", "report", today.isoformat(), self._clock())
+        report = reports.build(self.journal.figures(today.isoformat(), today.isoformat()), today, today,
+                               self.config.terminal.currency.alpha)
+        found = reports.anomalies(self.journal.anomaly_rows(today.isoformat(), today.isoformat()),
+                                  reports.rules_from(self.config), self.config.terminal.currency)
+        lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width) + \
+            reports.anomalies_text(found, self.config.printer.width)
+        header = [Line(self.config.merchant.name, align="center", bold=True),
+                  Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
+                  Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center")]
+        self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
+
+    # --- the printer: a queue that waits for paper and for the printer to come back ------------------
+
+    def _print_receipts(self, receipts: list[Receipt], row: int | None = None, keep: bool = True) -> None:
+        """Queue receipts for the printer, each cut on its own; `row`'s receipt counts as printed when the last
+        of them is out. Kept jobs wait while the printer has no paper or is gone; others are dropped."""
+        for n, receipt in enumerate(receipts, start=1):
+            self._print_jobs.append(_PrintJob(receipt, row if n == len(receipts) else None, keep))
+        if self._printer_task is None or self._printer_task.done():
+            self._printer_task = self._spawn(self._printer_loop())
+
+    async def _printer_loop(self) -> None:
+        """Print queued jobs in order; on trouble say so on screen and try again every few seconds."""
+        while self._print_jobs:
+            job = self._print_jobs[0]
+            try:
+                await asyncio.to_thread(self.devices.printer.print_receipts, [job.receipt])
+            except DeviceError as exc:
+                log.error("%s; %d receipts wait", exc, sum(j.keep for j in self._print_jobs))
+                self._device_problem("printer", exc.screen)
+                self._print_jobs = deque(j for j in self._print_jobs if j.keep)
+                if self._print_jobs:
+                    await asyncio.sleep(PRINTER_RETRY)
+                continue
+            self._print_jobs.popleft()
+            self._device_problem("printer", "")
+            if job.row is not None:
+                try:
+                    assert self.journal is not None
+                    self.journal.mark_receipt(job.row, printed=True)
+                except TerminalError as exc:
+                    log.error("receipt of row %d printed but not marked: %s", job.row, exc)
+
+    def _transaction_receipts(self, row: dict[str, Any], reprint: bool = False) -> list[Receipt]:
+        """Both copies of a transaction's receipt, from its journal row (the same at the sale and later)."""
+        assert self.journal is not None
+        facts = receipt_facts(row)
+        lines = tuple(self.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
+        at = datetime.fromisoformat(row["created_at"])
+        return [sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
+                for copy in ("MERCHANT COPY", "CUSTOMER COPY")]
+
+    def _print_transaction(self, stan: int) -> None:
+        """Print a finished transaction's receipts: marked due in the journal first, so that a power cut or a
+        printer without paper cannot lose them (boot prints what is still due)."""
+        assert self.journal is not None
+        row = self.journal.receipt_row(stan)
+        if row is None:
+            log.error("receipt: no transaction with trace %06d in the journal", stan)
+            return
+        try:
+            self.journal.mark_receipt(row["id"], printed=False)
+        except TerminalError as exc:
+            log.error("receipt of row %d not marked due: %s", row["id"], exc)
+        self._print_receipts(self._transaction_receipts(row), row["id"])
+
+    def _reprint(self, stan: int) -> str:
+        """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""
+        assert self.journal is not None
+        row = self.journal.receipt_row(stan) if stan else self.journal.last_receipt_row()
+        if row is None or row["receipt"] is None:
+            return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
+        self.journal.audit(self._back_office or self._operator or "cashier", "reprint",
+                           f"trace {row['stan']:06d} (row {row['id']})", self._clock())
+        self._print_receipts(self._transaction_receipts(row, reprint=True))
+        return f"TRACE {row['stan']:06d} PRINTING"
+
+    # --- what the screen says: the flow's lines, then any device that is missing ---------------------
+
+    def _show(self, lines: tuple[str, ...], qr: str = "") -> None:
+        self._screen = (lines, qr)
+        self.devices.display.show(lines + tuple(p for p in self._problems.values() if p), qr)
+
+    def _device_problem(self, device: str, screen: str) -> None:
+        """Say (screen text) or clear ("") what is wrong with a device, under whatever the flow shows."""
+        if self._problems.get(device, "") != screen:
+            self._problems[device] = screen
+            self._show(*self._screen)
