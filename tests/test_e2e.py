@@ -144,6 +144,21 @@ def test_timeouts_for_card_and_pin(tmp_path):
         assert sim.journal() == []
 
 
+def test_a_reversal_answered_25_too_early_is_asked_again_once_it_counts(tmp_path):
+    """A 25 ("no such sale") counts once the sale is twice the host timeout old; the terminal asks again at
+    that moment, not after the retry pause ([timeouts] retry here 600 s, which the wait below never reaches)."""
+    with Simulator(tmp_path, sim_config(host=1.0, retry=600)) as sim:
+        sim.host.fault("drop")
+        sale(sim, "visa-approve")
+        sim.wait_for("NO HOST ANSWER", timeout=10)
+        wait_until(lambda: any(r["kind"] == "reversal" and "25" in r["note"] for r in sim.journal()),
+                   what="first reversal answered 25")
+        wait_until(lambda: sales(sim)[0]["status"] == "reversed", timeout=60, what="sale reversed by itself")
+        [rev] = [r for r in sim.journal() if r["kind"] == "reversal"]
+        assert rev["status"] == "acknowledged" and rev["response_code"] == "25"
+        assert_ledger_agrees(sim)
+
+
 @pytest.mark.parametrize("fault", ["timeout", "drop", "garble", "late"])
 def test_host_gives_no_usable_answer(sim, fault):
     sim.host.fault(fault)

@@ -34,6 +34,7 @@ class Outbox:
         self._lock = asyncio.Lock()
         self.blocked_by = ""                 # why the last flush stopped, for the screen and the journal
         self._unwritten: dict[int, tuple[str, str]] = {}     # row -> (status, note) the journal refused
+        self.due_in: float | None = None     # after a failed flush: seconds until a known reason to retry is gone
 
     def unwritten(self, row: int, status: str, note: str) -> None:
         """An outcome the journal could not take (disk full, read-only, I/O error). It is kept here and
@@ -64,6 +65,7 @@ class Outbox:
         """Write outcomes the journal refused earlier, sign on if needed, send every queued reversal, then
         every lost void/refund; True when nothing is left (and the host may be sent something new)."""
         async with self._lock:
+            self.due_in = None
             if not self._write_unwritten():
                 return False
             self.blocked_by = "not sent: an earlier reversal is not yet acknowledged by the host"
@@ -103,10 +105,12 @@ class Outbox:
                                               lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))))
             if rc not in REVERSAL_DONE:
                 raise CodecError(f"the host answered the reversal with {rc}, which does not reverse the sale")
-            if rc == ORIGINAL_NOT_FOUND and q.original_created_at and \
-                    now - datetime.fromisoformat(q.original_created_at) < timedelta(seconds=2 * self._config.timeouts.host):
+            old_enough = datetime.fromisoformat(q.original_created_at) + timedelta(seconds=2 * self._config.timeouts.host) \
+                if q.original_created_at else now
+            if rc == ORIGINAL_NOT_FOUND and now < old_enough:
                 # A reversal sent at once after a lost answer may overtake its 0200 at a busy host: "no such
-                # sale" counts only once the sale is twice the host timeout old (asked again until then).
+                # sale" counts only once the sale is twice the host timeout old; asked again at that moment.
+                self.due_in = (old_enough - now).total_seconds()
                 raise CodecError("the host has no such sale yet (25); asking again later")
         except (HostError, CodecError) as exc:
             log.warning("reversal %d of sale stan %06d not acknowledged: %s", q.id, q.original_stan, exc)

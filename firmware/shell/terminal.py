@@ -645,7 +645,9 @@ class Terminal:
 
     async def _keep_flushing(self, wait_first: bool = False) -> None:
         """Send what the outbox holds, again and again with pauses from [timeouts] retry doubling up to
-        RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed)."""
+        RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed).
+        When the outbox knows when its reason to wait ends (a reversal's 25 that counts once the sale is old
+        enough), it is asked again then instead."""
         assert self._outbox is not None
         if self._flushing:
             return
@@ -653,8 +655,13 @@ class Terminal:
         delay = self.config.timeouts.retry
         try:
             if wait_first:
-                await asyncio.sleep(delay)
+                due = self._outbox.due_in
+                await asyncio.sleep(due + 0.05 if due is not None and due < delay else delay)
             while not await self._outbox.flush():
+                due = self._outbox.due_in             # e.g. a "no such sale yet" that counts in a few seconds
+                if due is not None and due < delay:
+                    await asyncio.sleep(due + 0.05)
+                    continue
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, max(RETRY_MAX, self.config.timeouts.retry))
         finally:
