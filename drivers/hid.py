@@ -11,7 +11,8 @@ from evdev import ecodes
 
 from firmware.config import InputDeviceConfig
 from firmware.errors import CardReadError, DeviceError
-from firmware.core.flow import BadRead, Event, Key, Scanned, Swiped
+from firmware.core.events import BadRead, Key, Scanned, Swiped
+from firmware.core.flow import Event
 from firmware.core.track import parse_swipe
 
 log = logging.getLogger(__name__)

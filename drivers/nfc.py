@@ -10,7 +10,7 @@ import threading
 from typing import Any, Callable
 
 from firmware.core.emv import CardNotSupported, CardRemoved
-from firmware.core.flow import CardFailed, Tapped
+from firmware.core.events import CardFailed, Tapped
 
 log = logging.getLogger(__name__)
 

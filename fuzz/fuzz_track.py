@@ -8,7 +8,7 @@ import _harness  # noqa: F401 - sys.path first
 import atheris
 
 with atheris.instrument_imports(include=["firmware"]):
-    from firmware.security.cardsec import luhn_valid
+    from firmware.core.pan import luhn_valid
     from firmware.errors import CardReadError
     from firmware.core.track import parse_swipe
 

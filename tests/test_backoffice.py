@@ -9,9 +9,17 @@ import pytest
 from firmware.host import dialect
 
 from firmware.core import flow
-from firmware.core.flow import (ConfirmVoid, FindOriginal, Key, Menu, OperatorChecked, OperatorPin, OriginalFound,
-                           OriginalSale, RefundAmount, RefundRoute, Result, SubmitFollowUp, Submitting, TraceEntry)
-from firmware.host.messages import AuthResponse, FollowUpRequest, follow_up_to_iso
+
+from firmware.core import effects
+
+from firmware.core import events
+
+from firmware.core.flow import states
+from firmware.core.flow.states import ConfirmVoid, Menu, OperatorPin, RefundAmount, RefundRoute, Result, Submitting, TraceEntry
+from firmware.core.effects import FindOriginal, SubmitFollowUp
+from firmware.core.events import Key, OperatorChecked, OriginalFound, OriginalSale
+from firmware.core.events import AuthResponse
+from firmware.host.messages import FollowUpRequest, follow_up_to_iso
 from firmware.security.operators import OperatorGate, hash_pin, pin_matches, role_of
 
 from test_flow import run, screen
@@ -26,16 +34,16 @@ def found(sale=SALE, batch=1, today="2026-11-26"):
 
 def test_menu_to_trace_entry():
     state, eff = run(flow.IDLE, Key("MENU"))
-    assert state == OperatorPin() and flow.CollectOperatorPin() in eff and "MANAGER PIN" in screen(eff)
+    assert state == OperatorPin() and effects.CollectOperatorPin() in eff and "MANAGER PIN" in screen(eff)
     state, eff = run(state, OperatorChecked(True))
-    assert state == Menu() and flow.EndPin() in eff
+    assert state == Menu() and effects.EndPin() in eff
     state, eff = run(state, Key("2"), Key("7"), Key("8"), Key("CLEAR"), Key("ENTER"))
     assert FindOriginal(7) in eff
 
 
 def test_denied():
     state, eff = run(OperatorPin(3), OperatorChecked(False, "LOCKED, TRY IN 5 MIN"))
-    assert isinstance(state, Result) and "LOCKED" in screen(eff) and flow.EndPin() in eff
+    assert isinstance(state, Result) and "LOCKED" in screen(eff) and effects.EndPin() in eff
 
 
 @pytest.mark.parametrize("event, text", [
@@ -43,15 +51,15 @@ def test_denied():
     (found(today="2026-11-27"), "SETTLED: USE REFUND"),
     (found(OriginalSale(**{**SALE.__dict__, "refunded": 100})), "ALREADY REFUNDED"),
     (found(OriginalSale(**{**SALE.__dict__, "status": "voided"})), "SALE IS VOIDED"),
-    (flow.OriginalMissing("TRACE 000007 UNKNOWN"), "UNKNOWN"),
+    (events.OriginalMissing("TRACE 000007 UNKNOWN"), "UNKNOWN"),
 ])
 def test_void_refusals(event, text):
-    state, eff = run(flow.Looking("void"), event)
+    state, eff = run(states.Looking("void"), event)
     assert isinstance(state, Result) and text in screen(eff)
 
 
 def test_void_confirmed():
-    state, eff = run(flow.Looking("void"), found())
+    state, eff = run(states.Looking("void"), found())
     assert state == ConfirmVoid(SALE) and "ENTER TO CONFIRM" in screen(eff)
     state, eff = run(state, Key("ENTER"))
     assert SubmitFollowUp("void", 3, 1250, "card") in eff
@@ -59,7 +67,7 @@ def test_void_confirmed():
 
 def test_refund_amount_limits_and_routes():
     partly = OriginalSale(**{**SALE.__dict__, "refunded": 1000})
-    state, eff = run(flow.Looking("refund"), found(partly))
+    state, eff = run(states.Looking("refund"), found(partly))
     assert "LEFT CNY 2.50" in screen(eff)
     state, eff = run(state, Key("3"), Key("0"), Key("0"), Key("ENTER"))
     assert isinstance(state, RefundAmount) and "MORE THAN IS LEFT" in screen(eff)
@@ -67,21 +75,21 @@ def test_refund_amount_limits_and_routes():
     assert state == RefundRoute(partly, 250)
     _, eff = run(state, Key("2"))
     assert SubmitFollowUp("refund", 3, 250, "cash") in eff
-    state, eff = run(flow.Looking("refund"), found(OriginalSale(**{**SALE.__dict__, "refunded": 1250})))
+    state, eff = run(states.Looking("refund"), found(OriginalSale(**{**SALE.__dict__, "refunded": 1250})))
     assert "ALREADY FULLY REFUNDED" in screen(eff)
 
 
 def test_submitting_outcomes():
     s = Submitting("refund", SALE, 500, "card")
     ok = AuthResponse(9, "00", "111111", "263300000009", "SIM00001")
-    _, eff = run(s, flow.HostAnswered(ok, 9))
-    [receipt] = [e for e in eff if isinstance(e, flow.PrintReceipts)]
+    _, eff = run(s, events.HostAnswered(ok, 9))
+    [receipt] = [e for e in eff if isinstance(e, effects.PrintReceipts)]
     assert (receipt.kind, receipt.route, receipt.original_stan, receipt.amount) == ("REFUND", "CARD", 7, 500)
-    _, eff = run(s, flow.HostAnswered(AuthResponse(9, "13", "", "", "SIM00001"), 9))
-    assert "REFUND DECLINED" in screen(eff) and not any(isinstance(e, flow.PrintReceipts) for e in eff)
-    _, eff = run(s, flow.HostFailed("x", sent=True))
+    _, eff = run(s, events.HostAnswered(AuthResponse(9, "13", "", "", "SIM00001"), 9))
+    assert "REFUND DECLINED" in screen(eff) and not any(isinstance(e, effects.PrintReceipts) for e in eff)
+    _, eff = run(s, events.HostFailed("x", sent=True))
     assert "WILL RETRY BY ITSELF" in screen(eff)
-    _, eff = run(s, flow.Refused("REFUNDS WOULD EXCEED"))
+    _, eff = run(s, events.Refused("REFUNDS WOULD EXCEED"))
     assert "NOT ALLOWED" in screen(eff)
     assert run(s, Key("CANCEL"))[0] == s                     # money in flight: CANCEL only asks to wait
 
@@ -89,7 +97,7 @@ def test_submitting_outcomes():
 @pytest.mark.parametrize("state", [OperatorPin(), Menu(), TraceEntry("void"), ConfirmVoid(SALE),
                                    RefundAmount(SALE), RefundRoute(SALE, 5)])
 def test_cancel_and_timeout_everywhere(state):
-    for event in (Key("CANCEL"), flow.TimerExpired()):
+    for event in (Key("CANCEL"), events.TimerExpired()):
         nxt, _ = run(state, event)
         assert isinstance(nxt, Result)
 

@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
-from firmware.security.cardsec import RedactingFilter, luhn_valid, mask, redact
+from firmware.security.cardsec import RedactingFilter
+
+from firmware.core.pan import luhn_valid, mask, redact
 
 
 def test_mask_first_six_last_four():

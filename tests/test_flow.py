@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from firmware.core import flow
-from firmware.core.flow import (IDLE, AbortAuthorization, Amount, Authorize, Authorizing, AwaitCard, AwaitPin, BadRead,
-                           CollectPin, EndPin, FlowConfig, HostAnswered, HostFailed, Key, PinEntered, PinProgress,
-                           PrintReceipts, Result, Show, StartTimer, StopTimer, Swiped, TimerExpired)
-from firmware.host.messages import AuthResponse
+
+from firmware.core import events
+from firmware.core.flow import FlowConfig, IDLE
+from firmware.core.effects import AbortAuthorization, Authorize, CollectPin, EndPin, PrintReceipts, Show, StartTimer, StopTimer
+from firmware.core.flow.states import Amount, Authorizing, AwaitCard, AwaitPin, Result
+from firmware.core.events import BadRead, HostAnswered, HostFailed, Key, PinEntered, PinProgress, Swiped, TimerExpired
+from firmware.core.events import AuthResponse
 from firmware.core.money import Currency
-from firmware.security.pin import EncryptedPin
+from firmware.core.events import EncryptedPin
 from firmware.core.track import parse_swipe
 
 CFG = FlowConfig(currency=Currency.of("CNY"), min_amount=100, max_amount=500_000,
@@ -127,7 +130,7 @@ def test_pin_entered_authorizes():
 
 
 @pytest.mark.parametrize("event, text", [(Key("CANCEL"), "CANCELLED"), (TimerExpired(), "NO PIN"),
-                                         (flow.PinFailed("KEY ERROR"), "PIN PAD ERROR\nKEY ERROR")])
+                                         (events.PinFailed("KEY ERROR"), "PIN PAD ERROR\nKEY ERROR")])
 def test_pin_cancel_and_timeout_end_pin_collection(event, text):
     state, eff = run(AwaitPin(1250, CARD), event)
     assert isinstance(state, Result) and EndPin() in eff and text in screen(eff)

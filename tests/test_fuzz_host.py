@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from firmware.host import dialect
 from firmware.host.dialect import AES_DUKPT, DEFAULT, MacCodec
 from firmware.errors import CodecError
-from firmware.host.messages import (ECHOED, SaleRequest, bind, iso_to_response, iso_to_reversal_ack, iso_to_settlement,
-                               iso_to_signon, sale_to_iso)
+from firmware.host.messages import ECHOED, SaleRequest, bind, iso_to_response, iso_to_reversal_ack, iso_to_settlement, iso_to_signon, sale_to_iso
 
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ from drivers import hid
 from drivers.hid import Keypad, KeyDecoder, SwipeAssembler, read_keypad, read_magstripe
 from firmware.config import InputDeviceConfig
 from firmware.errors import DeviceError
-from firmware.core.flow import BadRead, Key, Swiped
+from firmware.core.events import BadRead, Key, Swiped
 from hwsim.inputs import SimInputDevice, keystroke, type_text
 
 KEYS = {"ENTER": "KEY_KPENTER", "CANCEL": "KEY_ESC", "CLEAR": "KEY_BACKSPACE", "F1": "KEY_F1"}

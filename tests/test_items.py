@@ -13,6 +13,12 @@ import pytest
 from firmware.shell import cli
 
 from firmware.core import flow
+
+from firmware.core.effects import HoldBasket, LookupItem
+
+from firmware.core import events
+
+from firmware.core.flow import states
 from firmware.core.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
 from firmware.records.journal import Journal, NewSale
 from firmware.core.money import Currency
@@ -213,40 +219,40 @@ def keys(state, names, cfg=CFG):
     """Press keys; a LookupItem is answered from CATALOG, as the shell answers it from the journal."""
     effects = []
     for name in names:
-        state, effects = flow.step(state, flow.Key(name), cfg)
+        state, effects = flow.step(state, events.Key(name), cfg)
         for eff in effects:
-            if isinstance(eff, flow.LookupItem):
-                state, effects = flow.step(state, flow.ItemFound(eff.code, CATALOG.get(eff.code)), cfg)
+            if isinstance(eff, LookupItem):
+                state, effects = flow.step(state, events.ItemFound(eff.code, CATALOG.get(eff.code)), cfg)
     return state, effects
 
 
 def test_the_lookup_is_the_shells_and_answers_only_its_code():
-    state, effects = flow.step(flow.ItemCode(code="1001"), flow.Key("ENTER"), CFG)
-    assert effects == [flow.LookupItem("1001")] and state.looking
-    same, effects = flow.step(state, flow.Key("5"), CFG)                    # keys wait for the answer
+    state, effects = flow.step(states.ItemCode(code="1001"), events.Key("ENTER"), CFG)
+    assert effects == [LookupItem("1001")] and state.looking
+    same, effects = flow.step(state, events.Key("5"), CFG)                    # keys wait for the answer
     assert same == state and effects == []
-    stale, _ = flow.step(state, flow.ItemFound("2001", CATALOG["2001"]), CFG)
+    stale, _ = flow.step(state, events.ItemFound("2001", CATALOG["2001"]), CFG)
     assert stale == state
-    found, _ = flow.step(state, flow.ItemFound("1001", CATALOG["1001"]), CFG)
-    assert found == flow.ItemQty((), CATALOG["1001"])
+    found, _ = flow.step(state, events.ItemFound("1001", CATALOG["1001"]), CFG)
+    assert found == states.ItemQty((), CATALOG["1001"])
 
 
 def test_keying_a_basket():
     state, _ = keys(flow.IDLE, ["F3", "1", "0", "0", "1", "ENTER", "3", "ENTER"])
-    assert state == flow.Amount(600, basket=(BasketLine("1001", "WATER", 3, 200, 1300),))
+    assert state == states.Amount(600, basket=(BasketLine("1001", "WATER", 3, 200, 1300),))
     assert "TOTAL CNY 6.00" in flow.render(state, CFG)
     state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "ENTER"])           # ENTER alone: one
     assert state.value == 1800 and len(state.basket) == 2
     state, effects = keys(state, ["ENTER"])
-    assert state == flow.AwaitCard(1800) and flow.HoldBasket(state_basket := effects[0].lines) in effects
+    assert state == states.AwaitCard(1800) and HoldBasket(state_basket := effects[0].lines) in effects
     assert [ln.plu for ln in state_basket] == ["1001", "2001"]
 
 
 def test_basket_corrections_and_refusals():
     state, _ = keys(flow.IDLE, ["F3", "9", "9", "ENTER"])
-    assert isinstance(state, flow.ItemCode) and state.notice == "NO ITEM 99"
+    assert isinstance(state, states.ItemCode) and state.notice == "NO ITEM 99"
     state, _ = keys(state, ["1", "0", "0", "1", "ENTER", "CLEAR", "CLEAR"])         # back to the code, then out
-    assert isinstance(state, flow.ItemCode) and state.code == "100"
+    assert isinstance(state, states.ItemCode) and state.code == "100"
     state, _ = keys(state, ["1", "ENTER", "2", "ENTER", "F3", "2", "0", "0", "1", "ENTER", "ENTER"])
     assert state.value == 1600
     state, _ = keys(state, ["CLEAR"])                                               # drops the last line
@@ -254,13 +260,13 @@ def test_basket_corrections_and_refusals():
     state, _ = keys(state, ["7"])
     assert state.notice == "F3 ADDS AN ITEM" and state.value == 400
     state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "5", "ENTER"])        # 60.00 > max 50.00
-    assert isinstance(state, flow.ItemQty) and state.notice == "AMOUNT TOO HIGH"
+    assert isinstance(state, states.ItemQty) and state.notice == "AMOUNT TOO HIGH"
     state, _ = keys(state, ["CANCEL"])
     assert state.value == 400                                                       # the basket survives
     state, _ = keys(flow.IDLE, ["5", "F3"])
     assert state.notice == "CLEAR AMOUNT FIRST"                                     # no mixing a typed amount
     plain, effects = keys(flow.IDLE, ["5", "0", "0", "ENTER"])
-    assert plain == flow.AwaitCard(500) and flow.HoldBasket(()) in effects          # a plain amount has no lines
+    assert plain == states.AwaitCard(500) and HoldBasket(()) in effects          # a plain amount has no lines
     no_catalog, _ = keys(flow.IDLE, ["F3"], flow.FlowConfig(CNY))
     assert no_catalog == flow.IDLE
 

@@ -12,7 +12,8 @@ import logging
 import pytest
 
 from firmware.host import dialect
-from firmware.host.messages import ANSWER_MTI, AuthResponse, bind, iso_to_response
+from firmware.host.messages import ANSWER_MTI, bind, iso_to_response
+from firmware.core.events import AuthResponse
 from firmware.errors import AnswerMismatch, PartialApproval, StaleAnswer
 
 from conftest import assert_ledger_agrees, sales, wait_until

@@ -13,7 +13,7 @@ import logging
 import re
 
 from firmware.host import dialect
-from firmware.security.cardsec import luhn_valid
+from firmware.core.pan import luhn_valid
 from hwsim import CATALOG, Simulator
 from hwsim.emvcard import contactless_catalog
 

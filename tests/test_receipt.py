@@ -9,8 +9,8 @@ import pytest
 from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
 from firmware.config import PrinterConfig
 from firmware.errors import DeviceError
-from firmware.core.flow import PrintReceipts
-from firmware.host.messages import AuthResponse
+from firmware.core.effects import PrintReceipts
+from firmware.core.events import AuthResponse
 from firmware.core.money import Currency
 from firmware.core.receipt import Header, Line, Receipt, sale_receipt, text_width
 from hwsim.printer import EscposDecoder

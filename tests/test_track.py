@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from firmware.security.cardsec import luhn_valid
+from firmware.core.pan import luhn_valid
 from firmware.errors import CardReadError
 from firmware.core.track import parse_swipe
 

@@ -61,7 +61,7 @@ def test_refusals(tmp_path, release):
     key, public = release
     good = make(tmp_path, key, "1.0.0")
     cases = {
-        "tampered file": (rewrite(good, tmp_path / "t1", lambda n, d: d + b"#" if n == "files/firmware/core/flow.py" else d),
+        "tampered file": (rewrite(good, tmp_path / "t1", lambda n, d: d + b"#" if n == "files/firmware/core/flow/__init__.py" else d),
                           "differs from the signed manifest"),
         "tampered manifest": (rewrite(good, tmp_path / "t2", lambda n, d: d.replace(b"1.0.0", b"9.0.0")
                                       if n == "manifest.json" else d), "does not verify"),

@@ -14,7 +14,8 @@ from firmware.wallets import mpqr
 
 from firmware.wallets import desk as walletdesk
 from firmware.errors import CodecError
-from firmware.wallets.alipay import CHINA, classify_code
+from firmware.wallets.alipay import CHINA
+from firmware.core.paycode import classify_code
 from hwsim import Simulator
 
 from conftest import sim_config, wait_until

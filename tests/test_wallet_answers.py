@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from firmware.wallets import desk as walletdesk
 from firmware.errors import ConfigError
 from firmware.shell.terminal import make_wallet
-from firmware.wallets.alipay import (CHINA, AlipayClient, WalletError, WalletGatewayError, WalletMismatch, load_private_key,
-                             load_public_key)
+from firmware.wallets.alipay import AlipayClient, CHINA, WalletError, WalletGatewayError, WalletMismatch, load_private_key, load_public_key
 from hwsim import Simulator
 from hwsim.walletgw import ReplayProxy, WalletGateway, bare_base64
 

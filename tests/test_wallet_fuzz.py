@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from firmware.wallets.alipay import AlipayClient, WalletError, fen, response_key, rsa2_sign, load_private_key
+from firmware.wallets.alipay import AlipayClient, WalletError, fen, load_private_key, response_key, rsa2_sign
 from hwsim.walletgw import test_keypair as keypair
 
 ORDER, AMOUNT = "T1", 1250

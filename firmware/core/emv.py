@@ -13,7 +13,7 @@ from typing import Generator
 
 import pyemv.tlv
 
-from firmware.security.cardsec import luhn_valid, mask
+from firmware.core.pan import luhn_valid, mask
 from firmware.errors import TerminalError
 
 PPSE = b"2PAY.SYS.DDF01"

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from firmware.core.flow import DECLINE_TEXT, WALLET_NAMES, PrintReceipts
+from firmware.core.flow.common import DECLINE_TEXT, WALLET_NAMES
+
+from firmware.core.effects import PrintReceipts
 from firmware.core.items import BasketLine
-from firmware.host.messages import AuthResponse
+from firmware.core.events import AuthResponse
 from firmware.core.money import Currency, format_minor
 
 

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from firmware.host.messages import BatchTotals
 from firmware.core.money import Currency, format_minor
 from firmware.core.receipt import text_width
 
@@ -24,6 +23,21 @@ METHOD_NAMES = {
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """What a batch moved through the acquirer: sales are debits to cardholders, refunds credits."""
+
+    debits: int = 0
+    debit_amount: int = 0
+    credits: int = 0
+    credit_amount: int = 0
+
+    @property
+    def net(self) -> int:
+        """Debits less credits, minor units."""
+        return self.debit_amount - self.credit_amount
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from firmware.security.cardsec import luhn_valid, mask
+from firmware.core.pan import luhn_valid, mask
 from firmware.errors import CardReadError
 
 # One track: a start sentinel, anything but sentinels, an end sentinel.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from firmware.core.events import AuthResponse
+from firmware.core.reports import BatchTotals
 from firmware.errors import AnswerMismatch, CodecError, PartialApproval, StaleAnswer
 
 POS_ENTRY_MAGSTRIPE_PIN = "021"     # 02 = magnetic stripe read, 1 = terminal can accept PINs
@@ -28,22 +30,6 @@ class SaleRequest:
     entry_mode: str = POS_ENTRY_MAGSTRIPE_PIN
     processing_code: str = "000000"
     icc_data: str = ""               # field 55: BER-TLV of the chip data, as hex
-
-
-@dataclass(frozen=True)
-class AuthResponse:
-    """The acquirer's answer: response code, and on approval an auth code; RRN always when given."""
-
-    stan: int
-    response_code: str
-    auth_code: str
-    rrn: str
-    terminal_id: str
-
-    @property
-    def approved(self) -> bool:
-        """Response code 00."""
-        return self.response_code == "00"
 
 
 def _header(stan: int, local: datetime, utc: datetime, terminal_id: str, merchant_id: str,
@@ -222,21 +208,6 @@ def follow_up_to_iso(req: FollowUpRequest) -> dict[str, str]:
         "48": req.idem_key,
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
-
-
-@dataclass(frozen=True)
-class BatchTotals:
-    """What a batch moved through the acquirer: sales are debits to cardholders, refunds credits."""
-
-    debits: int = 0
-    debit_amount: int = 0
-    credits: int = 0
-    credit_amount: int = 0
-
-    @property
-    def net(self) -> int:
-        """Debits less credits, minor units."""
-        return self.debit_amount - self.credit_amount
 
 
 @dataclass(frozen=True)

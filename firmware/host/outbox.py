@@ -13,9 +13,9 @@ from firmware.config import Config
 from firmware.errors import CodecError, HostError, TerminalError
 from firmware.host.link import HostLink
 from firmware.records.journal import FollowUp, Journal, QueuedReversal, QueuedSettlement
-from firmware.host.messages import (ORIGINAL_NOT_FOUND, REVERSAL_DONE, AuthResponse, BatchTotals, FollowUpRequest, ReversalRequest,
-                       SettlementRequest, bind, follow_up_to_iso, iso_to_response, iso_to_reversal_ack,
-                       iso_to_settlement, reversal_to_iso, settlement_to_iso)
+from firmware.host.messages import FollowUpRequest, ORIGINAL_NOT_FOUND, REVERSAL_DONE, ReversalRequest, SettlementRequest, bind, follow_up_to_iso, iso_to_response, iso_to_reversal_ack, iso_to_settlement, reversal_to_iso, settlement_to_iso
+from firmware.core.events import AuthResponse
+from firmware.core.reports import BatchTotals
 
 log = logging.getLogger(__name__)
 

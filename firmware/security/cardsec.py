@@ -1,49 +1,18 @@
-"""Card-data hygiene: PAN masking, Luhn check, and a logging filter that redacts card numbers."""
+"""Card-data hygiene at the shell: a logging filter that redacts card numbers, and card tokens under a sealed key."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from firmware.core.pan import redact
+
 if TYPE_CHECKING:
     from firmware.security.keystore import KeyStore
-
-# 13-19 digits, optionally inside track-like text; used to scrub log lines.
-_PAN_LIKE = re.compile(r"(?<!\d)(\d{6})\d{3,9}(\d{4})(?!\d)")
-# Track 2 equivalent after the PAN: '=YYMM...' or 'DYYMM...' discretionary data.
-_TRACK_TAIL = re.compile(r"(?<=[\d*])([=^D])\d{4,}")
-
-
-def mask(pan: str) -> str:
-    """First 6 and last 4 digits, the rest as '*': the most of a PAN that may leave the transaction."""
-    if len(pan) < 13:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
-
-def luhn_valid(pan: str) -> bool:
-    """True when `pan` is all digits and passes the ISO/IEC 7812 Luhn check."""
-    if not (pan.isascii() and pan.isdigit()):          # str.isdigit() is true for "４" and "²" too
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def redact(text: str) -> str:
-    """Mask PAN-shaped digit runs and drop track discretionary data from free text."""
-    text = _PAN_LIKE.sub(lambda m: m.group(1) + "*" * (len(m.group(0)) - 10) + m.group(2), text)
-    return _TRACK_TAIL.sub(lambda m: m.group(1) + "…", text)
-
 
 class RedactingFilter(logging.Filter):
     """Logging filter that rewrites every record's message with card numbers masked."""

@@ -6,18 +6,11 @@ from dataclasses import dataclass, field
 
 import psec.pinblock
 
+from firmware.core.events import EncryptedPin
 from firmware.security import dukpt_aes
 from firmware.security.dukpt import DukptKey, tdes_ecb_encrypt
 
 DIGITS = frozenset("0123456789")
-
-
-@dataclass(frozen=True)
-class EncryptedPin:
-    """An enciphered PIN block and the KSN that names its key, both as upper-case hex."""
-
-    block: str = field(repr=False)
-    ksn: str
 
 
 class PinEntry:

@@ -19,7 +19,8 @@ from drivers.printer import ReceiptPrinter
 
 from firmware.security import dukpt_aes
 
-from firmware.core import flow
+from firmware.core import effects, events, flow
+from firmware.core.flow import common, states
 
 from firmware.shell import watchdog
 from firmware.host.dialect import DIALECTS, MacCodec
@@ -33,7 +34,8 @@ from firmware.host.link import HostLink
 from firmware.records.journal import Journal, NewSale, QueuedSettlement
 from firmware.security.keystore import KeyStore
 from firmware.host.signon import Session
-from firmware.host.messages import POS_ENTRY_CONTACTLESS, BatchTotals, SaleRequest, bind, iso_to_response, sale_to_iso
+from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
+from firmware.core.reports import BatchTotals
 from firmware.security.pin import PinEntry
 from firmware.core import reports
 from firmware.core.receipt import Header, Line, Receipt, receipt_facts, sale_receipt
@@ -204,8 +206,8 @@ class Terminal:
         if self.config.contactless.device:
             self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
             self._nfc.start()
-        self.state, effects = flow.enter(flow.IDLE, self.flow_cfg)
-        self._perform(effects)
+        self.state, todo = flow.enter(flow.IDLE, self.flow_cfg)
+        self._perform(todo)
         for row in due:                                 # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
             self._print_receipts(self._transaction_receipts(row), row["id"])
@@ -326,34 +328,34 @@ class Terminal:
             log.exception("terminal: event %s failed in %s; back to idle", type(event).__name__,
                           type(self.state).__name__)
             self._end_pin()
-            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
-            self._perform(effects)
+            self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
+            self._perform(todo)
 
     def _dispatch_one(self, event: Any) -> None:
         if isinstance(event, _TimerFired):
             if event.generation != self._timer_gen:
                 return
-            event = flow.TimerExpired()
-        elif isinstance(event, flow.Key) and self._pin is not None and event.name not in ("CANCEL",):
+            event = events.TimerExpired()
+        elif isinstance(event, events.Key) and self._pin is not None and event.name not in ("CANCEL",):
             event = self._pin_key(event.name)
             if event is None:
                 return
-        if isinstance(event, flow.Key) and event.name == "F3" and isinstance(self.state, flow.Amount) \
+        if isinstance(event, events.Key) and event.name == "F3" and isinstance(self.state, states.Amount) \
                 and not self.state.basket and self.journal is not None:
             # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
             self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
         started = time.monotonic()
         before = type(self.state).__name__
         try:
-            self.state, effects = flow.step(self.state, event, self.flow_cfg)
+            self.state, todo = flow.step(self.state, event, self.flow_cfg)
         except Exception:
             log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
-            self.state, effects = flow.enter(flow.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, flow.EndPin())
-        self._perform(effects)
+            self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, effects.EndPin())
+        self._perform(todo)
         if self._nfc is not None:
             self._nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
         log.debug("flow: %s + %s -> %s [%s] %.1f ms", before, type(event).__name__, type(self.state).__name__,
-                  ", ".join(type(e).__name__ for e in effects), (time.monotonic() - started) * 1000)
+                  ", ".join(type(e).__name__ for e in todo), (time.monotonic() - started) * 1000)
 
     def _pin_key(self, name: str) -> Any:
         """Keys while a PIN pad is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
@@ -361,11 +363,11 @@ class Terminal:
         assert self._pin is not None and self.journal is not None
         if name != "ENTER":
             self._pin.press(name)
-            return flow.PinProgress(self._pin.count)
+            return events.PinProgress(self._pin.count)
         if not self._pin.complete:
-            return flow.PinProgress(self._pin.count)
+            return events.PinProgress(self._pin.count)
         if not self._pin_pan:
-            self._spawn(self._check_operator(self._pin.take()), flow.OperatorChecked(False, "TERMINAL ERROR"))
+            self._spawn(self._check_operator(self._pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
             return None
         pin_cfg = self.config.pin
         if pin_cfg.scheme == "session":
@@ -373,7 +375,7 @@ class Terminal:
             # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
             pin, self._pin = self._pin, None
             self._spawn(self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
-                        flow.PinFailed("TERMINAL ERROR"))
+                        events.PinFailed("TERMINAL ERROR"))
             return None
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
@@ -392,8 +394,8 @@ class Terminal:
         except TerminalError as exc:
             log.error("pin: %s", exc)
             self._pin.wipe()
-            return flow.PinFailed(exc.screen)
-        return flow.PinEntered(encrypted)
+            return events.PinFailed(exc.screen)
+        return events.PinEntered(encrypted)
 
     async def _encipher_after_sign_on(self, pin: PinEntry, pan: str, generation: int) -> None:
         """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
@@ -408,11 +410,11 @@ class Terminal:
             if generation != self._pin_generation:
                 log.info("pin: the entry ended while the terminal signed on; the PIN is dropped")
                 return
-            self.post(flow.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
+            self.post(events.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
         except TerminalError as exc:
             log.error("pin: %s", exc)
             if generation == self._pin_generation:
-                self.post(flow.PinFailed(exc.screen))
+                self.post(events.PinFailed(exc.screen))
         finally:
             pin.wipe()
 
@@ -432,7 +434,7 @@ class Terminal:
                 self._wallet.operator = who
         else:
             self._back_office = who              # the voids and refunds that follow are theirs
-        self.post(flow.OperatorChecked(ok, notice, who))
+        self.post(events.OperatorChecked(ok, notice, who))
 
     def _load_dukpt_keys(self) -> None:
         """DUKPT initial keys left out of the config come from the key store (`countertop keys load ipek`
@@ -460,83 +462,83 @@ class Terminal:
 
     # --- effects --------------------------------------------------------------------------
 
-    def _perform(self, effects: list[Any]) -> None:
-        for eff in effects:
+    def _perform(self, todo: list[Any]) -> None:
+        for eff in todo:
             try:
                 self._perform_one(eff)
             except Exception:
                 log.exception("terminal: effect %s failed", type(eff).__name__)
 
     def _perform_one(self, eff: Any) -> None:
-        if isinstance(eff, flow.Show):
+        if isinstance(eff, effects.Show):
             self._show(eff.lines, eff.qr)
-        elif isinstance(eff, flow.StartTimer):
+        elif isinstance(eff, effects.StartTimer):
             self._set_timer(eff.seconds)
-        elif isinstance(eff, flow.StopTimer):
+        elif isinstance(eff, effects.StopTimer):
             self._set_timer(None)
-        elif isinstance(eff, flow.CollectPin):
+        elif isinstance(eff, effects.CollectPin):
             self._end_pin()
             self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
             self._pin_pan = eff.pan
             if self._session is not None:
                 # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
                 self._spawn(self._sign_on_quietly())
-        elif isinstance(eff, flow.CollectOperatorPin):
+        elif isinstance(eff, effects.CollectOperatorPin):
             self._end_pin()
             self._pin = PinEntry(4, 12)
             self._operator_role = eff.role
-        elif isinstance(eff, flow.EndPin):
+        elif isinstance(eff, effects.EndPin):
             self._end_pin()
-        elif isinstance(eff, flow.FindOriginal):
+        elif isinstance(eff, effects.FindOriginal):
             self._find_original(eff)
-        elif isinstance(eff, flow.SubmitFollowUp):
-            self._auth_task = self._spawn(self._follow_up(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
-        elif isinstance(eff, flow.HoldBasket):
+        elif isinstance(eff, effects.SubmitFollowUp):
+            self._auth_task = self._spawn(self._follow_up(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
+        elif isinstance(eff, effects.HoldBasket):
             self._basket = eff.lines
             if self._wallet is not None:
                 self._wallet.basket = eff.lines
-        elif isinstance(eff, flow.StartQrOrder):
+        elif isinstance(eff, effects.StartQrOrder):
             assert self._wallet is not None
             self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount),
-                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
-        elif isinstance(eff, flow.PayByCode):
+                                            events.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, effects.PayByCode):
             assert self._wallet is not None
             self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code),
-                                            flow.WalletEnded("unknown", "TERMINAL ERROR"))
-        elif isinstance(eff, flow.EndWalletOrder):
+                                            events.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, effects.EndWalletOrder):
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
             assert self._wallet is not None
-            self._spawn(self._wallet.end_order(eff.reason), flow.WalletEnded("unknown", "TERMINAL ERROR"))
-        elif isinstance(eff, flow.ReadCard):
-            self._spawn(self._read_card(eff), flow.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
-        elif isinstance(eff, flow.ReleaseCard):
+            self._spawn(self._wallet.end_order(eff.reason), events.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, effects.ReadCard):
+            self._spawn(self._read_card(eff), events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
+        elif isinstance(eff, effects.ReleaseCard):
             eff.session.close()
-        elif isinstance(eff, flow.Authorize):
-            self._auth_task = self._spawn(self._authorize(eff), flow.HostFailed(flow.TERMINAL_ERROR, sent=True))
-        elif isinstance(eff, flow.AbortAuthorization):
+        elif isinstance(eff, effects.Authorize):
+            self._auth_task = self._spawn(self._authorize(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
+        elif isinstance(eff, effects.AbortAuthorization):
             if self._auth_task is not None and not self._auth_task.done():
                 self._auth_task.cancel()
-        elif isinstance(eff, flow.PrintReceipts):
+        elif isinstance(eff, effects.PrintReceipts):
             self._print_transaction(eff.stan)
-        elif isinstance(eff, flow.LookupItem):
-            self._at_once.append(flow.ItemFound(eff.code, self.journal.item(eff.code) if self.journal else None))
-        elif isinstance(eff, flow.Reprint):
+        elif isinstance(eff, effects.LookupItem):
+            self._at_once.append(events.ItemFound(eff.code, self.journal.item(eff.code) if self.journal else None))
+        elif isinstance(eff, effects.Reprint):
             try:
                 notice = self._reprint(eff.stan)
             except TerminalError as exc:
                 log.error("reprint: %s", exc)
                 notice = exc.screen
-            self.post(flow.Reprinted(notice))
-        elif isinstance(eff, flow.PrintReport):
+            self.post(events.Reprinted(notice))
+        elif isinstance(eff, effects.PrintReport):
             self._spawn(self._print_report())
-        elif isinstance(eff, flow.PrintCode):
+        elif isinstance(eff, effects.PrintCode):
             lines = (Line(self.config.merchant.name, align="center", bold=True),
-                     Line(f"{flow.money(eff.amount, self.flow_cfg)}", align="center", big=True),
+                     Line(f"{common.money(eff.amount, self.flow_cfg)}", align="center", big=True),
                      Line("SCAN TO PAY 扫码支付", align="center"))
             self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)   # useless later: not kept
-        elif isinstance(eff, flow.Settle):
-            self._auth_task = self._spawn(self._settle(), flow.Settled("failed", "TERMINAL ERROR"))
+        elif isinstance(eff, effects.Settle):
+            self._auth_task = self._spawn(self._settle(), events.Settled("failed", "TERMINAL ERROR"))
         else:
             raise TypeError(f"unknown effect {eff!r}")
 
@@ -555,7 +557,7 @@ class Terminal:
             gen = self._timer_gen
             self._timer = asyncio.get_running_loop().call_later(seconds, self.post, _TimerFired(gen))
 
-    async def _authorize(self, eff: flow.Authorize) -> None:
+    async def _authorize(self, eff: effects.Authorize) -> None:
         """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
         assert self.journal is not None and self._outbox is not None
         t = self.config.terminal
@@ -574,17 +576,17 @@ class Terminal:
                 cvm=chip.cvm if chip else "", aid=chip.aid if chip else "", app_label=chip.label if chip else "",
                 cryptogram=chip.cryptogram if chip else ""), now)
         except asyncio.CancelledError:
-            self.post(flow.HostFailed("cancelled before sending", sent=False))
+            self.post(events.HostFailed("cancelled before sending", sent=False))
             return
         except JournalError as exc:
             log.error("sale refused before anything was sent: %s", exc)
-            self.post(flow.HostFailed(str(exc), sent=False, title=exc.screen))
+            self.post(events.HostFailed(str(exc), sent=False, title=exc.screen))
             return
         if not queue_empty:
             note = self._outbox.blocked_by
             self._record(row, "failed", note=note)
             title = "SIGN-ON FAILED" if "sign-on" in note else ""
-            self.post(flow.HostFailed(note, sent=False, stan=stan, title=title))
+            self.post(events.HostFailed(note, sent=False, stan=stan, title=title))
             return
         sent = False
         try:
@@ -606,7 +608,7 @@ class Terminal:
             # 'unknown' queues a reversal in the same database transaction; send it now.
             self._record(row, "unknown" if maybe_sent else "failed", note=reason)
             title = exc.screen if isinstance(exc, AnswerMismatch) else ""
-            self.post(flow.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
+            self.post(events.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
             if maybe_sent:
                 self._spawn(self._keep_flushing())
             return
@@ -617,7 +619,7 @@ class Terminal:
             # is reversed as soon as the journal can take it (Outbox.unwritten); nothing new goes out before.
             log.error("sale stan %06d: response %s could not be journaled; it will be reversed", stan,
                       response.response_code)
-            self.post(flow.HostFailed("the outcome could not be journaled", sent=True, stan=stan,
+            self.post(events.HostFailed("the outcome could not be journaled", sent=True, stan=stan,
                                       title=self._journal_trouble))
             self._spawn(self._keep_flushing())
             return
@@ -627,7 +629,7 @@ class Terminal:
         except Exception:                            # the outcome is journaled; the reference only prints
             log.exception("sale stan %06d: reference not read", stan)
             reference = ""
-        self.post(flow.HostAnswered(response, stan, reference))
+        self.post(events.HostAnswered(response, stan, reference))
 
     def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
         """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
@@ -667,7 +669,7 @@ class Terminal:
         finally:
             self._flushing = False
 
-    async def _read_card(self, eff: flow.ReadCard) -> None:
+    async def _read_card(self, eff: effects.ReadCard) -> None:
         """Run the contactless kernel against the card in the field; journal a read that fails."""
         session = eff.session
         t = self.config.terminal
@@ -686,11 +688,11 @@ class Terminal:
             card: ChipCard = done.value
             log.info("contactless: %s read in %.0f ms, %d APDUs, CVM %s", card.masked_pan,
                      (time.monotonic() - started) * 1000, card.apdus, card.cvm)
-            self.post(flow.CardRead(card))
+            self.post(events.CardRead(card))
         except CardError as exc:
             log.warning("contactless: %s", exc)
             self._journal_failed_read(eff.amount, str(exc))
-            self.post(flow.CardFailed(exc.screen, str(exc)))
+            self.post(events.CardFailed(exc.screen, str(exc)))
         finally:
             steps.close()
             session.close()
@@ -702,35 +704,35 @@ class Terminal:
                                                  t.merchant_id), self._clock())
         self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
-    def _find_original(self, eff: flow.FindOriginal) -> None:
+    def _find_original(self, eff: effects.FindOriginal) -> None:
         assert self.journal is not None
         row = self.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
         if row is None:
             what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
-            self.post(flow.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
+            self.post(events.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
             return
-        sale = flow.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
+        sale = events.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
                                  method=row["method"], status=row["status"], created_at=row["created_at"],
                                  batch=row["batch"], refunded=row["refunded"])
-        self.post(flow.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
+        self.post(events.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
 
-    async def _follow_up(self, eff: flow.SubmitFollowUp) -> None:
+    async def _follow_up(self, eff: effects.SubmitFollowUp) -> None:
         """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
         assert self.journal is not None and self._outbox is not None
         try:
             self.journal.check_room()
         except JournalError as exc:
             log.error("%s refused before anything was done: %s", eff.kind, exc)
-            self.post(flow.Refused(exc.screen))
+            self.post(events.Refused(exc.screen))
             return
         if eff.route == "card" and not await self._outbox.flush():
-            self.post(flow.HostFailed("the host has not yet heard earlier messages", sent=False))
+            self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
         now = self._clock()
         original = self.journal.row(eff.original_id) or {}
         if eff.kind == "void" and original.get("batch") != self.journal.current_batch():
             # The flush above may have sent a queued settlement: the sale's batch is closed now.
-            self.post(flow.Refused("SETTLED: USE REFUND"))
+            self.post(events.Refused("SETTLED: USE REFUND"))
             return
         method = eff.route
         if eff.route == "card" and original.get("method") == "wallet":
@@ -742,28 +744,28 @@ class Terminal:
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
             refused = exc.screen == "NOT ALLOWED"              # the journal's own limits, said in its words
-            self.post(flow.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
+            self.post(events.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
             return
         try:
             self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
                                f" (row {f.id})", now)
             if eff.route == "cash":
                 self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
-                self.post(flow.CashRefunded(f.stan))
+                self.post(events.CashRefunded(f.stan))
                 return
         except TerminalError as exc:                           # nothing has left the till or the terminal
             log.error("%s %d: %s", eff.kind, f.id, exc)
             self._outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
-            self.post(flow.Refused(exc.screen))
+            self.post(events.Refused(exc.screen))
             return
         if method == "wallet":
             if self._wallet is None:
                 self._record(f.id, "failed", note="no wallet provider configured")
-                self.post(flow.Refused("NO WALLET PROVIDER"))
+                self.post(events.Refused("NO WALLET PROVIDER"))
                 return
             outcome = await self._wallet.refund(f)
             self.post(outcome)
-            if isinstance(outcome, flow.HostFailed):
+            if isinstance(outcome, events.HostFailed):
                 self._spawn(self._wallet.reconcile())          # resend at once (same request number)
             return
         try:
@@ -773,7 +775,7 @@ class Terminal:
             log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
             # 'unknown' keeps it in the outbox: resent with the same STAN and key until the host answers.
             self._record(f.id, "unknown" if sent else "failed", note=str(exc))
-            self.post(flow.HostFailed(str(exc), sent=sent, stan=f.stan))
+            self.post(events.HostFailed(str(exc), sent=sent, stan=f.stan))
             if sent:
                 self._spawn(self._keep_flushing())
             return
@@ -782,10 +784,10 @@ class Terminal:
         except TerminalError as exc:                           # resent later: the host answers it the same
             log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
             self._outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
-            self.post(flow.HostFailed(str(exc), sent=True, stan=f.stan))
+            self.post(events.HostFailed(str(exc), sent=True, stan=f.stan))
             self._spawn(self._keep_flushing())
             return
-        self.post(flow.HostAnswered(response, f.stan))
+        self.post(events.HostAnswered(response, f.stan))
 
     async def _settle(self) -> None:
         """Queue the open batch's settlement (its 0500 and totals, kept until answered), then let the outbox
@@ -795,16 +797,16 @@ class Terminal:
             self.journal.check_room()
             # Lost voids and refunds first: the totals are taken once the host has heard everything else.
             if not await self._outbox.flush():
-                self.post(flow.Settled("failed", "EARLIER MESSAGES PENDING"))
+                self.post(events.Settled("failed", "EARLIER MESSAGES PENDING"))
                 self._spawn(self._keep_flushing(wait_first=True))
                 return
             queued = self.journal.begin_settlement(self._clock())
         except TerminalError as exc:
             log.error("settlement refused before anything was sent: %s", exc)
-            self.post(flow.Settled("failed", exc.screen))
+            self.post(events.Settled("failed", exc.screen))
             return
         if not await self._outbox.flush():
-            self.post(flow.Settled("failed", "WILL RETRY BY ITSELF"))     # the queued 0500 goes out again
+            self.post(events.Settled("failed", "WILL RETRY BY ITSELF"))     # the queued 0500 goes out again
             self._spawn(self._keep_flushing(wait_first=True))
             return
         log.info("settlement of batch %d answered", queued.batch)
@@ -821,7 +823,7 @@ class Terminal:
             log.error("settlement of batch %d not audited: %s", q.batch, exc)
         lines = reports.settlement_text(q.batch, mine, host, in_balance, t.currency, self.config.printer.width)
         self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
-        self.post(flow.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
+        self.post(events.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
     async def _print_report(self) -> None:
         assert self.journal is not None

@@ -515,13 +515,3 @@ class AlipayClient:
             raise WalletError(f"{method}: refund {request_no} not confirmed yet")
         _same_amount(method, r, "refund_amount", amount)
         return WalletResult("refunded", trade_no=str(r.get("trade_no", "")))
-
-
-def classify_code(code: str) -> str:
-    """Which wallet a scanned payment code belongs to: "alipay", "wechat", or "" (not a payment code)."""
-    if code.isdigit():
-        if 25 <= int(code[:2] or 0) <= 30 and 16 <= len(code) <= 24:
-            return "alipay"
-        if 10 <= int(code[:2] or 0) <= 15 and len(code) == 18:
-            return "wechat"
-    return ""

@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from firmware.core import flow
+
+from firmware.core import events
 from firmware.config import Config
 from firmware.core.items import BasketLine
 from firmware.errors import TerminalError
 from firmware.records.journal import FollowUp, Journal, NewSale
-from firmware.host.messages import AuthResponse
+from firmware.core.events import AuthResponse
 from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider, WalletResult
 
 log = logging.getLogger(__name__)
@@ -89,20 +91,20 @@ class WalletDesk:
             {"note": result.reason}
         trouble = self._record(row, status, **fields)
         if trouble:
-            self._post(flow.WalletEnded("unknown", trouble))       # said truly later, by reconciliation
+            self._post(events.WalletEnded("unknown", trouble))       # said truly later, by reconciliation
         elif status == "approved":
-            self._post(flow.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
+            self._post(events.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
         elif status == "cancelled":
-            self._post(flow.WalletEnded("closed", result.reason or "ORDER CLOSED"))
+            self._post(events.WalletEnded("closed", result.reason or "ORDER CLOSED"))
         else:
-            self._post(flow.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
+            self._post(events.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
         return True
 
     def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: str = "unknown") -> None:
         """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
         self._record(row, "unknown", note=note[:200])
         self.order = None
-        self._post(flow.WalletEnded(state, screen))
+        self._post(events.WalletEnded(state, screen))
         self._chase()
 
     def _start(self, amount: int, kind: str) -> tuple[int, str, int, datetime] | None:
@@ -111,7 +113,7 @@ class WalletDesk:
             return self._begin(amount, kind)
         except TerminalError as exc:
             log.error("wallet %s order refused before anything was sent: %s", kind, exc)
-            self._post(flow.WalletEnded("failed", exc.screen))
+            self._post(events.WalletEnded("failed", exc.screen))
             return None
 
     async def qr_order(self, amount: int) -> None:
@@ -130,7 +132,7 @@ class WalletDesk:
         if shown.state != "waiting":
             self._settle(row, order_no, stan, "qr", shown)
             return
-        self._post(flow.OrderShown(shown.qr, order_no))
+        self._post(events.OrderShown(shown.qr, order_no))
         delay = self._config.wallet.poll_interval
         while True:
             await asyncio.sleep(delay)
@@ -160,7 +162,7 @@ class WalletDesk:
             self._unknown(row, str(exc))
             return
         if result.state == "waiting":
-            self._post(flow.WalletConfirming())
+            self._post(events.WalletConfirming())
             deadline = asyncio.get_running_loop().time() + w.confirm_timeout
             while asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(w.confirm_interval)
@@ -236,13 +238,13 @@ class WalletDesk:
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
             self._record(f.id, "unknown", note=str(exc)[:200])               # resent at reconcile
-            return flow.HostFailed(str(exc), sent=True, stan=f.stan)
+            return events.HostFailed(str(exc), sent=True, stan=f.stan)
         approved = result.state == "refunded"
         if self._record(f.id, "approved" if approved else "declined", note=result.reason,
                         wallet_trade_no=result.trade_no):
-            return flow.HostFailed("the answer could not be journaled", sent=True, stan=f.stan)   # resent later
+            return events.HostFailed("the answer could not be journaled", sent=True, stan=f.stan)   # resent later
         code = "00" if approved else "05"
-        return flow.HostAnswered(AuthResponse(f.stan, code, "", "", self._config.terminal.terminal_id), f.stan)
+        return events.HostAnswered(AuthResponse(f.stan, code, "", "", self._config.terminal.terminal_id), f.stan)
 
     async def reconcile(self) -> None:
         """Orders whose fate is unknown (a crash, a lost or lying answer): ask the provider, close what is

@@ -35,8 +35,7 @@ from typing import Any, Callable
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from firmware.wallets.alipay import (CHINA, TIME_FORMAT, load_private_key, load_public_key, response_key, rsa2_sign,
-                             rsa2_verify, sign_content)
+from firmware.wallets.alipay import CHINA, TIME_FORMAT, load_private_key, load_public_key, response_key, rsa2_sign, rsa2_verify, sign_content
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,194 @@
+"""What the flow asks of the shell: screens, timers, the PIN pad, the card reader, the host, wallets, the printer, the journal.
+
+Each effect names the event(s) the shell answers with, when it answers at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from firmware.core.events import AuthResponse, Card, EncryptedPin
+from firmware.core.items import BasketLine
+
+@dataclass(frozen=True)
+class Show:
+    """Put these lines (and, when given, this QR code) on the display."""
+
+    lines: tuple[str, ...]
+    qr: str = ""
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """(Re)start the flow timer; any earlier one is forgotten."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StopTimer:
+    """Stop the flow timer."""
+
+
+@dataclass(frozen=True)
+class CollectPin:
+    """Route digit/CLEAR/ENTER keys to the PIN pad; the PIN block will be bound to this PAN."""
+
+    pan: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EndPin:
+    """Stop PIN collection and wipe what was typed."""
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    """Run the contactless kernel with the card in the field; the shell answers CardRead or CardFailed."""
+
+    session: Any
+    amount: int
+
+
+@dataclass(frozen=True)
+class ReleaseCard:
+    """A card was tapped when no sale wanted it: let it go."""
+
+    session: Any
+
+
+@dataclass(frozen=True)
+class Authorize:
+    """Journal, then send a sale to the acquirer; the shell answers with HostAnswered/HostFailed."""
+
+    amount: int
+    card: Card
+    pin: EncryptedPin | None
+
+
+@dataclass(frozen=True)
+class AbortAuthorization:
+    """The cashier cancelled while the host was asked; the shell answers with one final host event."""
+
+
+@dataclass(frozen=True)
+class PrintReceipts:
+    """Print merchant and customer copies of a finished sale, void or refund."""
+
+    amount: int
+    masked_pan: str
+    entry_mode: str
+    response: AuthResponse
+    stan: int
+    kind: str = "SALE"                 # SALE | VOID | REFUND
+    route: str = ""                    # for refunds: CARD | CASH
+    original_stan: int | None = None
+    cvm: str = "online_pin"            # none | online_pin | cdcvm
+    aid: str = ""                      # chip data for contactless receipts
+    label: str = ""
+    cryptogram: str = ""
+    wallet: str = ""                   # wallet payments: provider, order and trade numbers
+    order_no: str = ""
+    trade_no: str = ""
+
+
+@dataclass(frozen=True)
+class StartQrOrder:
+    """Create an order at the wallet provider and show its code; the shell answers OrderShown, then
+    WalletPaid or WalletEnded when the provider says so."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
+class PayByCode:
+    """Charge the customer's scanned payment code; the shell answers WalletPaid/WalletEnded
+    (WalletConfirming first when the payer has to confirm in the app)."""
+
+    amount: int
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EndWalletOrder:
+    """Close (shown code) or cancel (scanned code) the open wallet order so that no payment lands unseen;
+    the shell answers WalletEnded, or WalletPaid when the payment got there first."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrintCode:
+    """Print the code on screen (for a customer who would rather scan paper)."""
+
+    payload: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Settle the open batch with the acquirer (0500); the shell answers Settled."""
+
+
+@dataclass(frozen=True)
+class PrintReport:
+    """Print today's sales report (X report: running totals, nothing closed)."""
+
+
+@dataclass(frozen=True)
+class CollectOperatorPin:
+    """Route digit/CLEAR/ENTER keys to the operator PIN pad; the shell checks the PIN for `role` (or a
+    higher one) and answers with OperatorChecked."""
+
+    role: str = "manager"
+
+
+@dataclass(frozen=True)
+class FindOriginal:
+    """Look up a sale by trace number, by the reference printed (and encoded as a QR code) on its receipt,
+    or by date + amount + card last four; the shell answers OriginalFound or OriginalMissing."""
+
+    stan: int = 0
+    reference: str = ""
+    date: str = ""                       # MMDD
+    amount: int = 0
+    last4: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitFollowUp:
+    """Journal and carry out a void or refund; the shell answers HostAnswered/HostFailed (card route),
+    CashRefunded (cash route) or Refused."""
+
+    kind: str                           # "void" | "refund"
+    original_id: int
+    amount: int
+    route: str                          # "card" | "cash"
+
+
+@dataclass(frozen=True)
+class HoldBasket:
+    """The amount is confirmed: these basket lines (none for a plain amount) belong to the payment that follows."""
+
+    lines: tuple[BasketLine, ...]
+
+
+@dataclass(frozen=True)
+class LookupItem:
+    """Find the catalogue item with this PLU (by the journal's index); the shell answers ItemFound."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class Reprint:
+    """Print a transaction's receipt again, marked as a reprint (重打印): the one with trace number `stan`,
+    or the last one printed when `stan` is 0. The shell answers Reprinted."""
+
+    stan: int = 0
+
+
+Effect = Union[LookupItem, Reprint, Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
+               CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
+               PrintReport, Settle, PrintCode, HoldBasket]
+

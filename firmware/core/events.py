@@ -1,0 +1,249 @@
+"""What happens to the terminal, as the flow sees it: keys, cards, PINs, host and wallet answers, the journal's replies.
+
+The vocabulary the drivers and the shell share with the pure flow (firmware/core/flow/): drivers turn device input
+into these events; the shell turns the outcome of an effect into one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from firmware.core.emv import ChipCard
+from firmware.core.items import Item
+from firmware.core.track import MagCard
+
+Card = Union[MagCard, ChipCard]
+
+
+@dataclass(frozen=True)
+class EncryptedPin:
+    """An enciphered PIN block and the KSN that names its key, both as upper-case hex."""
+
+    block: str = field(repr=False)
+    ksn: str
+
+
+@dataclass(frozen=True)
+class AuthResponse:
+    """The acquirer's answer: response code, and on approval an auth code; RRN always when given."""
+
+    stan: int
+    response_code: str
+    auth_code: str
+    rrn: str
+    terminal_id: str
+
+    @property
+    def approved(self) -> bool:
+        """Response code 00."""
+        return self.response_code == "00"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A logical keypad key: '0'..'9', ENTER, CANCEL, CLEAR, F1..F4, MENU."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Swiped:
+    """A good magstripe read."""
+
+    card: MagCard
+
+
+@dataclass(frozen=True)
+class BadRead:
+    """A card read that failed; `reason` is for the log, never shown with card data."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Tapped:
+    """A contactless card is in the field; `session` is the reader's handle to talk to it."""
+
+    session: Any
+
+
+@dataclass(frozen=True)
+class CardRead:
+    """The contactless kernel finished: online authorization data for this card."""
+
+    card: ChipCard
+
+
+@dataclass(frozen=True)
+class CardFailed:
+    """A contactless read ended without usable data; `screen` tells the customer what to do."""
+
+    screen: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PinProgress:
+    """The PIN pad holds `digits` digits now (for the stars on screen)."""
+
+    digits: int
+
+
+@dataclass(frozen=True)
+class PinEntered:
+    """The customer confirmed the PIN; only the encrypted block arrives here."""
+
+    pin: EncryptedPin
+
+
+@dataclass(frozen=True)
+class PinFailed:
+    """The PIN pad could not produce a block (key material missing or exhausted)."""
+
+    screen: str
+
+
+@dataclass(frozen=True)
+class HostAnswered:
+    """The acquirer answered (already journaled by the shell)."""
+
+    response: AuthResponse
+    stan: int
+    reference: str = ""          # the sale's reference, printed and encoded on the receipt
+
+
+@dataclass(frozen=True)
+class HostFailed:
+    """No usable answer. `sent` tells whether the request may have reached the host."""
+
+    reason: str
+    sent: bool
+    stan: int | None = None
+    title: str = ""                       # what the screen says instead of the default
+
+
+@dataclass(frozen=True)
+class TimerExpired:
+    """The one flow timer ran out."""
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """The 2D scanner read a code (a customer's payment code, or a receipt's reference)."""
+
+    code: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OrderShown:
+    """The wallet provider created the order; `payload` is the code to show."""
+
+    payload: str
+    order_no: str
+
+
+@dataclass(frozen=True)
+class WalletConfirming:
+    """The payer must confirm in the app; the shell keeps asking the provider."""
+
+
+@dataclass(frozen=True)
+class WalletPaid:
+    """The provider says the order is paid (journaled already)."""
+
+    order_no: str
+    trade_no: str
+    payer: str
+    stan: int
+    entry: str                  # "QR" (customer scanned the terminal) | "CODE" (terminal scanned the customer)
+
+
+@dataclass(frozen=True)
+class WalletEnded:
+    """The wallet payment did not happen (declined, closed, cancelled) or its fate is unknown for now."""
+
+    state: str                  # failed | closed | unknown
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The settlement's outcome (the shell has printed the slip)."""
+
+    outcome: str                 # in_balance | out_of_balance | failed
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class OperatorChecked:
+    """An operator PIN was checked: ok (and whose it is), or a short reason (wrong, locked)."""
+
+    ok: bool
+    notice: str = ""
+    who: str = ""
+
+
+@dataclass(frozen=True)
+class OriginalSale:
+    """What the journal knows of a sale that a void or refund would go against (no card data)."""
+
+    id: int
+    stan: int
+    amount: int
+    masked_pan: str
+    method: str
+    status: str
+    created_at: str          # ISO 8601 local time
+    batch: int
+    refunded: int
+
+
+@dataclass(frozen=True)
+class OriginalFound:
+    """The journal's answer to FindOriginal, with what decides whether a void is still possible."""
+
+    sale: OriginalSale
+    current_batch: int
+    today: str               # YYYY-MM-DD, local
+
+
+@dataclass(frozen=True)
+class OriginalMissing:
+    """No sale with that trace number."""
+
+    notice: str
+
+
+@dataclass(frozen=True)
+class CashRefunded:
+    """A cash refund was journaled."""
+
+    stan: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The journal refused a void or refund (limits, state); nothing was sent."""
+
+    notice: str
+
+
+@dataclass(frozen=True)
+class ItemFound:
+    """The shell's answer to LookupItem: the catalogue's item with that PLU, or None."""
+
+    code: str
+    item: Item | None
+
+
+@dataclass(frozen=True)
+class Reprinted:
+    """The shell's answer to Reprint: what the screen says (queued for the printer, or why not)."""
+
+    notice: str
+
+
+Event = Union[ItemFound, Reprinted, Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
+              OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
+              WalletConfirming, WalletPaid, WalletEnded, Settled]
+

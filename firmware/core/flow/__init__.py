@@ -1,0 +1,61 @@
+"""The terminal's flow as a pure state machine: step(state, event, cfg) -> (state, effects). No I/O, no clock.
+
+Each activity owns the transitions, screens and timers of its states: amount.py (amount and basket entry,
+results), card.py (a card payment), wallet.py (a wallet payment), backoffice.py (operator, void, refund,
+report, settlement, reprint). This module routes a state to its activity through one table and turns a
+handler's Step into effects: entering a state adds its screen and its timer."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from firmware.core.effects import Effect, ReleaseCard, Show
+from firmware.core.events import Event, Tapped
+from firmware.core.flow import amount, backoffice, card, wallet
+from firmware.core.flow.common import FlowConfig, Route, Step
+from firmware.core.flow.states import IDLE, AwaitCard, State
+
+TABLE: dict[type, Route] = {**amount.ROUTES, **card.ROUTES, **wallet.ROUTES, **backoffice.ROUTES}
+
+wants_tap = card.wants_tap
+
+__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "enter", "render", "step", "wants_tap"]
+
+
+def _route(state: State) -> Route:
+    return TABLE[type(state)]
+
+
+def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
+    """The screen for a state: its activity's lines, under the state's notice when it has one."""
+    lines = _route(state).screen(state, cfg)
+    notice = getattr(state, "notice", "")
+    return (notice, *lines) if notice else lines
+
+
+def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
+    """Move to `state`: `extra` effects first, then its screen (and code, when it shows one) and its timer."""
+    route = _route(state)
+    return state, [*extra, Show(render(state, cfg), route.qr(state)), route.timer(state, cfg)]
+
+
+def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
+    """Advance the flow by one event. Events that mean nothing in a state are ignored (no effects)."""
+    if isinstance(event, Tapped) and not isinstance(state, AwaitCard):
+        return state, [ReleaseCard(event.session)]          # a card no sale asked for
+    done: Step = _route(state).step(state, event, cfg)
+    if done.entered:
+        return enter(done.state, cfg, *done.effects)
+    return done.state, list(done.effects)
+
+
+def _check_table() -> None:
+    """Every state type has exactly one route (checked at import: a new state without one cannot load)."""
+    missing = set(get_args(State)) - set(TABLE)
+    extra = set(TABLE) - set(get_args(State))
+    if missing or extra:
+        raise TypeError(f"flow table: no route for {sorted(t.__name__ for t in missing)}, "
+                        f"routes for non-states {sorted(t.__name__ for t in extra)}")
+
+
+_check_table()

@@ -1,0 +1,185 @@
+"""The flow's states: where a sale, a wallet payment or a back-office task stands between two events.
+
+One vocabulary for every activity, because activities hand over to each other (amount entry to a card
+payment, a payment to its result); the transitions, screens and timers of each state live in its
+activity's module (amount, card, wallet, backoffice) and the dispatcher's table (firmware/core/flow/__init__.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from firmware.core.events import Card, OriginalSale
+from firmware.core.items import BasketLine, Item
+
+@dataclass(frozen=True)
+class ItemCode:
+    """F3 at the amount screen: keying an item's PLU code for the basket."""
+
+    basket: tuple[BasketLine, ...] = ()
+    code: str = ""
+    notice: str = ""
+    looking: bool = False                 # LookupItem(code) is with the shell
+
+
+@dataclass(frozen=True)
+class ItemQty:
+    """How many of the item just keyed (ENTER alone: one)."""
+
+    basket: tuple[BasketLine, ...]
+    item: Item
+    quantity: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class Amount:
+    """Keying an amount (0 is the idle screen)."""
+
+    value: int = 0
+    notice: str = ""
+    basket: tuple[BasketLine, ...] = ()      # the lines keyed by PLU; value is then their total
+
+
+@dataclass(frozen=True)
+class AwaitCard:
+    """Amount confirmed; waiting for a swipe."""
+
+    amount: int
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class WalletBusy:
+    """A wallet request is with the provider (creating, charging, waiting for the payer, closing)."""
+
+    amount: int
+    text: str
+    cancellable: bool = False
+
+
+@dataclass(frozen=True)
+class ShowingQR:
+    """The code is on screen; the customer scans and pays; a countdown runs."""
+
+    amount: int
+    payload: str
+    remaining: int
+
+
+@dataclass(frozen=True)
+class ReadingCard:
+    """The contactless kernel is talking to the card."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
+class AwaitPin:
+    """Card read; the customer types the PIN."""
+
+    amount: int
+    card: Card
+    attempt: int = 1
+    digits: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class Authorizing:
+    """Request with the host; `cancelling` once the cashier pressed CANCEL."""
+
+    amount: int
+    card: Card
+    attempt: int
+    cancelling: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome on screen until a key or the timer."""
+
+    lines: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OperatorPin:
+    """An operator types their PIN: the manager to open the back-office menu, a cashier (F4) to sign in."""
+
+    digits: int = 0
+    purpose: str = "menu"            # "menu" | "signin"
+
+
+@dataclass(frozen=True)
+class Menu:
+    """Back-office menu: void or refund."""
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """Keying the trace number (STAN) of the original sale (or scanning its receipt; F2 searches)."""
+
+    kind: str                           # "void" | "refund"
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class SearchEntry:
+    """Finding the original by date (MMDD), amount and the card's last four digits, one field at a time."""
+
+    kind: str
+    field: str = "date"                 # date | amount | last4
+    value: str = ""
+    date: str = ""
+    amount: int = 0
+
+
+@dataclass(frozen=True)
+class Looking:
+    """Waiting for the journal to find the original."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class ConfirmVoid:
+    """Showing the sale to void; ENTER confirms."""
+
+    sale: OriginalSale
+
+
+@dataclass(frozen=True)
+class RefundAmount:
+    """Keying the refund amount (at most what is left of the sale)."""
+
+    sale: OriginalSale
+    value: int = 0
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class RefundRoute:
+    """Choosing where the money goes: back to the card, or cash from the till."""
+
+    sale: OriginalSale
+    amount: int
+
+
+@dataclass(frozen=True)
+class Submitting:
+    """A void or refund is with the journal and, for the card route, the host."""
+
+    kind: str
+    sale: OriginalSale
+    amount: int
+    route: str
+
+
+State = Union[Amount, ItemCode, ItemQty, Result,                                  # amount.py
+              AwaitCard, ReadingCard, AwaitPin, Authorizing,                       # card.py
+              WalletBusy, ShowingQR,                                               # wallet.py
+              OperatorPin, Menu, TraceEntry, SearchEntry, Looking, ConfirmVoid,    # backoffice.py
+              RefundAmount, RefundRoute, Submitting]
+
+IDLE = Amount()
+

@@ -1,0 +1,237 @@
+"""The pure flow's table and the states the older table tests left to the simulator: taps, wallets, the back office's
+searches, reprints and settlement. Every test here is data in, data out: no simulator, no I/O."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from firmware.core import flow
+from firmware.core.effects import (Authorize, CollectPin, EndWalletOrder, FindOriginal, PayByCode, PrintCode,
+                                   PrintReceipts, ReadCard, ReleaseCard, Reprint, Settle, Show, StartQrOrder,
+                                   StartTimer, StopTimer)
+from firmware.core.emv import ChipCard
+from firmware.core.events import (AuthResponse, CardFailed, CardRead, HostAnswered, Key, OrderShown, Reprinted,
+                                  Scanned, Settled, Tapped, TimerExpired, WalletConfirming, WalletEnded, WalletPaid)
+from firmware.core.flow import IDLE, TABLE, FlowConfig
+from firmware.core.flow.states import (Amount, Authorizing, AwaitCard, AwaitPin, Looking, Menu, ReadingCard, Result,
+                                       SearchEntry, ShowingQR, State, TraceEntry, WalletBusy)
+from firmware.core.money import Currency
+
+CFG = FlowConfig(currency=Currency.of("CNY"), min_amount=100, max_amount=500_000, amount_timeout=60, card_timeout=45,
+                 pin_timeout=30, result_timeout=15, pin_attempts=3, contactless_limit=100_000, wallet="alipay",
+                 qr_timeout=3)
+ALIPAY_CODE = "281234567890123456"
+WECHAT_CODE = "134567890123456789"
+
+
+def chip(cvm: str = "none") -> ChipCard:
+    return ChipCard(pan="4761739001010010", track2="4761739001010010D30122010000000000000", psn="01",
+                    aid="A0000000031010", label="VISA CREDIT", cvm=cvm, cid=0x80, cryptogram="1A2B3C4D5E6F7081",
+                    icc={"9F26": "1A2B3C4D5E6F7081"})
+
+
+def run(state: State, *events, cfg: FlowConfig = CFG):
+    effects = []
+    for ev in events:
+        state, eff = flow.step(state, ev, cfg)
+        effects += eff
+    return state, effects
+
+
+def screen(effects) -> str:
+    shows = [e for e in effects if isinstance(e, Show)]
+    return "\n".join(shows[-1].lines) if shows else ""
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+def test_every_state_type_has_one_route():
+    assert set(TABLE) == set(get_args(State))
+
+
+EXAMPLES = [IDLE, Amount(1250), AwaitCard(1250), ReadingCard(1250), AwaitPin(1250, chip("online_pin")),
+            Authorizing(1250, chip(), 1), WalletBusy(1250, "PROCESSING..."), ShowingQR(1250, "https://qr.alipay.com/x", 90),
+            Result(("APPROVED",)), Menu(), TraceEntry("reprint"), SearchEntry("refund"), Looking("settle")]
+
+
+@pytest.mark.parametrize("state", EXAMPLES, ids=lambda s: type(s).__name__)
+def test_entering_any_state_shows_it_and_sets_its_timer(state):
+    same, effects = flow.enter(state, CFG)
+    assert same is state
+    [show] = [e for e in effects if isinstance(e, Show)]
+    assert show.lines and all(isinstance(line, str) for line in show.lines)
+    assert isinstance(effects[-1], (StartTimer, StopTimer)) and effects[-2] is show
+
+
+# --- a tap --------------------------------------------------------------------------------------
+
+def test_a_tap_within_the_contactless_limit_reads_the_card():
+    state, effects = run(AwaitCard(1250), Tapped("session-1"))
+    assert state == ReadingCard(1250) and ReadCard("session-1", 1250) in effects
+    assert screen(effects) == "CNY 12.50\nREADING CARD..." and StopTimer() in effects
+
+
+def test_a_tap_over_the_limit_or_when_no_sale_wants_it_is_let_go():
+    state, effects = run(AwaitCard(100_001), Tapped("s"))
+    assert state == AwaitCard(100_001) and effects == [ReleaseCard("s")]
+    for other in (IDLE, Menu(), Result(("APPROVED",)), AwaitPin(1250, chip("online_pin"))):
+        assert flow.step(other, Tapped("s"), CFG) == (other, [ReleaseCard("s")])
+
+
+def test_the_screen_offers_a_tap_only_within_the_limit():
+    assert "TAP OR SWIPE CARD" in screen(flow.enter(AwaitCard(100_000), CFG)[1])
+    assert "PLEASE SWIPE CARD" in screen(flow.enter(AwaitCard(100_001), CFG)[1])
+    assert flow.wants_tap(AwaitCard(1), CFG) and not flow.wants_tap(IDLE, CFG)
+
+
+@pytest.mark.parametrize("cvm, wants_pin", [("none", False), ("cdcvm", False), ("online_pin", True)])
+def test_a_read_card_goes_to_the_pin_or_straight_to_the_host(cvm, wants_pin):
+    card = chip(cvm)
+    state, effects = run(ReadingCard(1250), CardRead(card))
+    if wants_pin:
+        assert state == AwaitPin(1250, card) and CollectPin(card.pan) in effects
+    else:
+        assert state == Authorizing(1250, card, 1) and Authorize(1250, card, None) in effects
+
+
+def test_a_failed_read_asks_for_the_card_again_and_keys_wait_for_the_kernel():
+    state, effects = run(ReadingCard(1250), Key("CANCEL"))
+    assert state == ReadingCard(1250) and effects == []
+    state, effects = run(state, CardFailed("PLEASE TAP AGAIN", "card removed"))
+    assert state == AwaitCard(1250, notice="PLEASE TAP AGAIN") and screen(effects).startswith("PLEASE TAP AGAIN\n")
+
+
+def test_a_wrong_pin_on_a_tapped_card_needs_a_new_tap():
+    card = chip("online_pin")
+    answer = HostAnswered(AuthResponse(stan=9, response_code="55", auth_code="", rrn="", terminal_id="SIM00001"), 9)
+    state, effects = run(Authorizing(1250, card, 1), answer)
+    assert state == AwaitCard(1250, notice="WRONG PIN, TAP AGAIN")
+    assert not any(isinstance(e, (PrintReceipts, CollectPin)) for e in effects)
+
+
+def test_a_tapped_approval_prints_the_chip_facts():
+    card = chip()
+    answer = HostAnswered(AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9,
+                          "REF9")
+    state, effects = run(Authorizing(1250, card, 1), answer)
+    [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
+    assert state == Result(("APPROVED", "CNY 12.50", "AUTH CODE 123456"))
+    assert (receipt.entry_mode, receipt.aid, receipt.label, receipt.cryptogram, receipt.order_no) == \
+        ("CONTACTLESS", card.aid, card.label, card.cryptogram, "REF9")
+    assert receipt.masked_pan == "476173******0010"
+
+
+# --- a wallet payment ---------------------------------------------------------------------------
+
+def test_f1_makes_an_order_and_its_code_is_shown_with_a_countdown():
+    state, effects = run(AwaitCard(1250), Key("F1"))
+    assert state == WalletBusy(1250, "PREPARING QR CODE") and StartQrOrder(1250) in effects
+    state, effects = run(state, OrderShown("https://qr.alipay.com/bax1", "ORDER1"))
+    assert state == ShowingQR(1250, "https://qr.alipay.com/bax1", 3)
+    [show] = [e for e in effects if isinstance(e, Show)]
+    assert show.qr == "https://qr.alipay.com/bax1" and "SCAN TO PAY  0:03" in show.lines
+    assert StartTimer(1.0) in effects
+
+
+def test_no_wallet_configured_means_f1_does_nothing():
+    plain = FlowConfig(currency=Currency.of("CNY"))
+    assert flow.step(AwaitCard(1250), Key("F1"), plain) == (AwaitCard(1250), [])
+
+
+def test_the_countdown_runs_out_and_closes_the_order():
+    state, effects = run(ShowingQR(1250, "p", 2), TimerExpired())
+    assert state == ShowingQR(1250, "p", 1) and "SCAN TO PAY  0:01" in screen(effects)
+    state, effects = run(state, TimerExpired())
+    assert state == WalletBusy(1250, "CODE EXPIRED, CLOSING") and EndWalletOrder("CODE EXPIRED") in effects
+
+
+def test_cancel_closes_a_shown_code_and_f2_prints_it_without_redrawing():
+    assert run(ShowingQR(1250, "p", 60), Key("F2")) == (ShowingQR(1250, "p", 60), [PrintCode("p", 1250)])
+    state, effects = run(ShowingQR(1250, "p", 60), Key("CANCEL"))
+    assert state == WalletBusy(1250, "CLOSING ORDER...") and EndWalletOrder("CANCELLED") in effects
+
+
+def test_a_payer_confirming_in_the_app_can_be_cancelled_but_a_busy_request_cannot():
+    busy = WalletBusy(1250, "PROCESSING...")
+    assert run(busy, Key("CANCEL")) == (busy, [])
+    state, effects = run(busy, WalletConfirming())
+    assert state == WalletBusy(1250, "CONFIRM IN YOUR APP", cancellable=True)
+    state, effects = run(state, Key("CANCEL"))
+    assert state == WalletBusy(1250, "CANCELLING...") and EndWalletOrder("CANCELLED") in effects
+
+
+@pytest.mark.parametrize("start", [WalletBusy(1250, "CLOSING ORDER..."), ShowingQR(1250, "p", 10)],
+                         ids=["busy", "showing"])
+def test_paid_prints_a_wallet_receipt(start):
+    state, effects = run(start, WalletPaid("ORDER1", "2026120222001", "buyer@example.com", 12, "QR"))
+    assert state == Result(("PAID", "CNY 12.50", "ALIPAY"))
+    [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
+    assert (receipt.wallet, receipt.order_no, receipt.trade_no, receipt.cvm, receipt.entry_mode) == \
+        ("ALIPAY 支付宝", "ORDER1", "2026120222001", "wallet", "QR")
+
+
+@pytest.mark.parametrize("ended, title", [("failed", "PAYMENT FAILED"), ("closed", "NOT PAID"),
+                                          ("unknown", "PAYMENT UNKNOWN")])
+def test_a_wallet_payment_that_did_not_happen(ended, title):
+    state, effects = run(WalletBusy(1250, "PROCESSING..."), WalletEnded(ended, "WHY"))
+    assert state == Result((title, "WHY")) and not any(isinstance(e, PrintReceipts) for e in effects)
+
+
+@pytest.mark.parametrize("code, outcome", [(ALIPAY_CODE, "pay"), (WECHAT_CODE, "WECHAT NOT SET UP"),
+                                           ("hello", "CODE NOT SUPPORTED"), ("²" * 18, "CODE NOT SUPPORTED"),
+                                           ("", "CODE NOT SUPPORTED")])
+def test_a_scanned_code_is_charged_only_for_the_configured_wallet(code, outcome):
+    state, effects = run(AwaitCard(1250), Scanned(code))
+    if outcome == "pay":
+        assert state == WalletBusy(1250, "PROCESSING...") and PayByCode(1250, code) in effects
+    else:
+        assert state == AwaitCard(1250, notice=outcome) and not any(isinstance(e, PayByCode) for e in effects)
+
+
+# --- the back office: reprint, search, settlement -------------------------------------------------
+
+def test_reprint_from_idle_and_by_trace_number():
+    state, effects = run(IDLE, Key("F2"))
+    assert state == Looking("reprint") and Reprint() in effects
+    state, effects = run(Menu(), Key("5"), *[Key(c) for c in "1234567"], Key("CLEAR"), Key("ENTER"))
+    assert state == Looking("reprint") and Reprint(12345) in effects            # six digits at most
+    state, _ = run(state, Reprinted("QUEUED FOR PRINTER"))
+    assert state == Result(("REPRINT", "QUEUED FOR PRINTER"))
+    state, effects = run(TraceEntry("reprint"), Key("ENTER"))
+    assert Reprint(0) in effects                                              # ENTER alone: the last one
+
+
+def test_a_reprint_trace_ignores_a_scanned_receipt_but_a_refund_takes_it():
+    assert run(TraceEntry("reprint"), Scanned("REF1")) == (TraceEntry("reprint"), [])
+    state, effects = run(TraceEntry("refund"), Scanned("REF1"))
+    assert state == Looking("refund") and FindOriginal(reference="REF1") in effects
+
+
+def test_search_by_date_amount_and_last_four():
+    state, effects = run(TraceEntry("refund"), Key("F2"))
+    assert state == SearchEntry("refund") and "DATE MMDD" in screen(effects)
+    state, _ = run(state, *[Key(c) for c in "1332"], Key("ENTER"))           # month 13: asked again
+    assert state == SearchEntry("refund", value="")
+    state, _ = run(state, *[Key(c) for c in "1126"], Key("ENTER"))
+    assert state == SearchEntry("refund", "amount", date="1126")
+    state, effects = run(state, *[Key(c) for c in "1250"], Key("ENTER"))
+    assert state == SearchEntry("refund", "last4", date="1126", amount=1250)
+    state, effects = run(state, *[Key(c) for c in "424"], Key("ENTER"))      # three digits: not yet
+    assert state.field == "last4" and not any(isinstance(e, FindOriginal) for e in effects)
+    state, effects = run(state, Key("2"), Key("ENTER"))
+    assert state == Looking("refund") and FindOriginal(date="1126", amount=1250, last4="4242") in effects
+
+
+@pytest.mark.parametrize("outcome, title", [("in_balance", "SETTLED, IN BALANCE"), ("out_of_balance", "OUT OF BALANCE"),
+                                            ("failed", "SETTLEMENT FAILED")])
+def test_settlement_outcomes(outcome, title):
+    state, effects = run(Menu(), Key("4"))
+    assert state == Looking("settle") and Settle() in effects and StopTimer() in effects
+    state, _ = run(state, Settled(outcome, "DETAIL"))
+    assert state == Result((title, "DETAIL"))
+
+
+def test_cancel_leaves_a_wait_for_the_journal():
+    assert run(Looking("refund"), Key("CANCEL"))[0] == Result(("CANCELLED",))
