@@ -138,6 +138,7 @@ class Simulator:
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
         self.failure: BaseException | None = None
+        self._power_cut = False
         self._thread = threading.Thread(target=self._run, args=(self._loop, self.terminal),
                                         name="countertop-firmware", daemon=True)
         self._thread.start()
@@ -182,18 +183,23 @@ class Simulator:
         main = loop.create_task(terminal.run())
         main.add_done_callback(lambda _: loop.stop())
         loop.run_forever()
+        if self._power_cut:
+            # What the OS does for a process that dies, here in the terminal's own thread (SQLite wants the
+            # journal closed by the thread that opened it): the frozen tasks are dropped, files and threads
+            # let go of, nothing flushed or recorded.
+            self._bury(loop)
+            terminal.abandon()
+            return
         if main.done() and not main.cancelled() and main.exception() is not None:
             self.failure = main.exception()
             log.error("simulator: the terminal's loop died", exc_info=self.failure)
 
     def _halt(self, crash: bool) -> None:
         if crash:
-            # Power cut: the loop stops where it is; nothing is flushed, closed or cancelled.
+            # Power cut: the loop stops where it is; nothing is flushed, closed or cancelled (see _run).
+            self._power_cut = True
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._bury(self._loop)
-            assert self.terminal is not None
-            self.terminal.devices.printer.close()      # the OS closes the serial port of a dead process
+            self._thread.join(10)
         else:
             assert self.terminal is not None
             self._loop.call_soon_threadsafe(self.terminal.stop)
