@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from firmware.core.events import AuthResponse, Card, EncryptedPin
+from firmware.core.events import AuthResponse, Card, EncryptedPin, FollowUpKind, Payout
 from firmware.core.items import BasketLine
 
 @dataclass(frozen=True)
@@ -160,10 +160,10 @@ class SubmitFollowUp:
     """Journal and carry out a void or refund; the shell answers HostAnswered/HostFailed (card route),
     CashRefunded (cash route) or Refused."""
 
-    kind: str                           # "void" | "refund"
+    kind: FollowUpKind
     original_id: int
     amount: int
-    route: str                          # "card" | "cash"
+    route: Payout
 
 
 @dataclass(frozen=True)

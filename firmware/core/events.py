@@ -6,13 +6,21 @@ into these events; the shell turns the outcome of an effect into one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from firmware.core.emv import ChipCard
 from firmware.core.items import Item
 from firmware.core.track import MagCard
 
 Card = Union[MagCard, ChipCard]
+
+# The kinds of things, spelt out so that a checker sees a misspelt one.
+FollowUpKind = Literal["void", "refund"]                  # what goes against an earlier sale
+Task = Literal["void", "refund", "settle", "reprint"]     # what the back office is busy with
+Payout = Literal["card", "cash"]                          # where a refund's money goes ("card": the original route)
+WalletEntry = Literal["QR", "CODE"]                       # the customer scanned the terminal's code / the other way
+WalletEnd = Literal["failed", "closed", "unknown"]
+SettleOutcome = Literal["in_balance", "out_of_balance", "failed"]
 
 
 @dataclass(frozen=True)
@@ -155,14 +163,14 @@ class WalletPaid:
     trade_no: str
     payer: str
     stan: int
-    entry: str                  # "QR" (customer scanned the terminal) | "CODE" (terminal scanned the customer)
+    entry: WalletEntry
 
 
 @dataclass(frozen=True)
 class WalletEnded:
     """The wallet payment did not happen (declined, closed, cancelled) or its fate is unknown for now."""
 
-    state: str                  # failed | closed | unknown
+    state: WalletEnd
     reason: str
 
 
@@ -170,7 +178,7 @@ class WalletEnded:
 class Settled:
     """The settlement's outcome (the shell has printed the slip)."""
 
-    outcome: str                 # in_balance | out_of_balance | failed
+    outcome: SettleOutcome
     detail: str = ""
 
 

@@ -87,8 +87,9 @@ class _Refused(Exception):
 
 def _line_of(raw: bytes | str, offset: int) -> int:
     """The line number of character `offset` (lines end with LF, CRLF or CR, as _decoded_lines splits them)."""
-    lf, cr, crlf = ("\n", "\r", "\r\n") if isinstance(raw, str) else (b"\n", b"\r", b"\r\n")
-    return raw.count(lf, 0, offset) + raw.count(cr, 0, offset) - raw.count(crlf, 0, offset) + 1
+    if isinstance(raw, str):
+        return raw.count("\n", 0, offset) + raw.count("\r", 0, offset) - raw.count("\r\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + raw.count(b"\r", 0, offset) - raw.count(b"\r\n", 0, offset) + 1
 
 
 def _encoding(raw: bytes) -> str:

@@ -53,4 +53,5 @@ def parse_major(text: str, currency: Currency) -> int:
     whole, _, frac = s.partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > currency.exponent:
         raise ValueError(f"not an amount in {currency.alpha}: {text!r}")
-    return int(whole) * 10 ** currency.exponent + int(frac.ljust(currency.exponent, "0") or "0")
+    scale: int = 10 ** currency.exponent
+    return int(whole) * scale + int(frac.ljust(currency.exponent, "0") or "0")

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
+from collections.abc import Sequence
 
 from firmware.core.money import Currency, format_minor
 from firmware.core.receipt import text_width
@@ -107,8 +108,10 @@ def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Re
         methods.append(MethodLine(name, count, amount, share))
     best = figures.get("best", {})
     operators = [OperatorLine(op, *v) for op, v in sorted(figures.get("operators", {}).items())]
-    return Report(first.isoformat(), last.isoformat(), currency, *figures["sales"], *figures["refunds"],
-                  *figures["voids"], figures["declined"], methods, dict(figures["by_hour"]),
+    (sales_count, _), (refund_count, refund_amount), (void_count, void_amount) = \
+        figures["sales"], figures["refunds"], figures["voids"]
+    return Report(first.isoformat(), last.isoformat(), currency, sales_count, sales_amount, refund_count,
+                  refund_amount, void_count, void_amount, figures["declined"], methods, dict(figures["by_hour"]),
                   [ItemLine(*x) for x in best.get("by_quantity", [])], [ItemLine(*x) for x in best.get("by_revenue", [])],
                   operators)
 
@@ -147,8 +150,14 @@ def as_text(r: Report, cur: Currency, width: int = 32, top: int = 5) -> list[str
         lines += ["-" * width, "BY HOUR"]
         for hour, (count, amount) in sorted(r.by_hour.items()):
             lines += pair(f" {hour:02d}:00 ({count})", money(amount))
-    for title, items, value in (("BEST SELLERS BY QUANTITY", r.items_by_quantity, lambda i: f"x{i.quantity}"),
-                                ("BEST SELLERS BY REVENUE", r.items_by_revenue, lambda i: money(i.amount))):
+    def quantity(i: ItemLine) -> str:
+        return f"x{i.quantity}"
+
+    def revenue(i: ItemLine) -> str:
+        return money(i.amount)
+
+    for title, items, value in (("BEST SELLERS BY QUANTITY", r.items_by_quantity, quantity),
+                                ("BEST SELLERS BY REVENUE", r.items_by_revenue, revenue)):
         if items:
             lines += ["-" * width, title]
             for item in items[:top]:
@@ -206,7 +215,7 @@ class _SafeWriter:
     def __init__(self, out: io.StringIO) -> None:
         self._writer = csv.writer(out)
 
-    def writerow(self, row: list[Any]) -> None:
+    def writerow(self, row: Sequence[Any]) -> None:
         self._writer.writerow([spreadsheet_safe(v) for v in row])
 
 

@@ -273,6 +273,12 @@ class QueuedReversal:
     original_created_at: str = ""      # when the sale was journaled (ISO 8601 with its offset)
 
 
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made (sqlite3 types lastrowid as optional)."""
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
 class Journal:
     """One SQLite file; every write is its own committed transaction.
 
@@ -521,7 +527,7 @@ class Journal:
                  sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
                  sale.provider, reference, sale.card_token, sale.operator, int(sale.chip_swiped), sale.cvm,
                  sale.aid, sale.app_label, sale.cryptogram))
-            row = int(cur.lastrowid)
+            row = _rowid(cur)
             self._db.executemany(
                 "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price, tax_rate_bp)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -611,7 +617,7 @@ class Journal:
                      operator, original_id))
                 if cur.rowcount != 1:
                     raise JournalError(f"no transaction {original_id}")
-                row_id = int(cur.lastrowid)
+                row_id = _rowid(cur)
         except sqlite3.IntegrityError as exc:
             raise JournalError(f"{kind} refused: {exc}", screen="NOT ALLOWED") from None
         return self._follow_ups("r.id = ?", (row_id,))[0]
@@ -638,6 +644,7 @@ class Journal:
                   last4: str = "") -> dict[str, Any] | None:
         """The most recent sale with this trace number, or this receipt reference, or this date (MMDD, within
         the last year) + amount + card last four; with its refunded total."""
+        args: tuple[str | int, ...]
         if reference:
             where, args = "order_no = ?", (reference,)
         elif date:
@@ -687,7 +694,7 @@ class Journal:
             " SELECT 'reversal', method, entry_mode, amount, currency, 'queued', ?, masked_pan, terminal_id,"
             " merchant_id, ?, ?, id FROM transactions WHERE id = ?", (stan, stamp, stamp, sale_id))
         log.warning("journal: sale %d has no known outcome; reversal %d queued", sale_id, cur.lastrowid)
-        return int(cur.lastrowid)
+        return _rowid(cur)
 
     def recover(self, now: datetime) -> list[dict[str, Any]]:
         """At boot: rows a power cut left pending become 'unknown' (a sale also gets its reversal; a card

@@ -30,14 +30,14 @@ KCV_LEN = {"tdes": 4, "aes": 5}
 MAC_LEN = 8
 
 
-def _check(scheme: str, key: bytes) -> None:
+def _check(scheme: str, key: bytes | bytearray) -> None:
     if scheme not in SCHEMES:
         raise KeyMaterialError(f"unknown key scheme {scheme!r}")
     if len(key) != KEY_LEN:
         raise KeyMaterialError(f"a {scheme} key is {KEY_LEN} bytes, not {len(key)}")
 
 
-def kcv(scheme: str, key: bytes) -> bytes:
+def kcv(scheme: str, key: bytes | bytearray) -> bytes:
     """The key check value (4 bytes for TDES as acquirers send it, 5 for AES; for an "hmac" key, the
     first 5 bytes of its HMAC-SHA256 over 16 zero bytes)."""
     if scheme == "hmac":
@@ -59,7 +59,7 @@ def wrap(scheme: str, kek: bytes, key: bytes) -> bytes:
     return keywrap.aes_key_wrap(bytes(kek), bytes(key))
 
 
-def unwrap(scheme: str, kek: bytes, blob: bytes) -> bytearray:
+def unwrap(scheme: str, kek: bytes | bytearray, blob: bytes) -> bytearray:
     """The clear key inside `blob`; KeyMaterialError when it cannot be (AES key wrap checks integrity)."""
     _check(scheme, kek)
     try:
@@ -127,7 +127,7 @@ def key_block(scheme: str, tmk: bytes, pin_key: bytes, mac_key: bytes) -> str:
     return "".join(p.hex().upper() for p in parts)
 
 
-def open_key_block(scheme: str, tmk: bytes, text: str, day: str) -> WorkingKeys:
+def open_key_block(scheme: str, tmk: bytes | bytearray, text: str, day: str) -> WorkingKeys:
     """Unwrap the working keys of a sign-on answer and check each against its KCV."""
     wrapped = KEY_LEN if scheme == "tdes" else KEY_LEN + 8
     size = 2 * (wrapped + KCV_LEN.get(scheme, 0))
@@ -137,7 +137,7 @@ def open_key_block(scheme: str, tmk: bytes, text: str, day: str) -> WorkingKeys:
         raw = bytes.fromhex(text)
     except ValueError:
         raise KeyMaterialError("key block is not hex") from None
-    keys = []
+    keys: list[bytearray] = []
     for i, name in enumerate(("PIN", "MAC")):
         part = raw[i * size // 2:(i + 1) * size // 2]
         key = unwrap(scheme, tmk, part[:wrapped])

@@ -28,6 +28,7 @@ from firmware.security.cardsec import card_token, load_token_key
 from firmware.config import Config, ConfigError
 from firmware.security.dukpt import DukptKey, ksn_counter, next_counter
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
+from firmware.core.track import MagCard
 from firmware.errors import (AnswerMismatch, CodecError, DeviceError, HostError, JournalError, KeyMaterialError,
                      SignOnError, TerminalError)
 from firmware.host.link import HostLink
@@ -582,7 +583,7 @@ class Terminal:
                 currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
                 merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
                 card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
-                chip_swiped=not chip and eff.card.service_code[:1] in ("2", "6"),
+                chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
                 cvm=chip.cvm if chip else "", aid=chip.aid if chip else "", app_label=chip.label if chip else "",
                 cryptogram=chip.cryptogram if chip else ""), now)
         except asyncio.CancelledError:

@@ -180,7 +180,7 @@ def top_level_members(body: str) -> dict[str, str]:
                 i += 1
             if body[i] == "}":
                 return members
-            name, i = json.decoder.scanstring(body, i + 1)
+            name, i = json.decoder.scanstring(body, i + 1)  # type: ignore[attr-defined]  # in json, not in its stubs
             while body[i] in ws:
                 i += 1
             i = body.index(":", i) + 1

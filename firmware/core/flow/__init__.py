@@ -7,7 +7,7 @@ handler's Step into effects: entering a state adds its screen and its timer."""
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 from firmware.core.effects import Effect, ReleaseCard, Show
 from firmware.core.events import Event, Tapped
@@ -15,14 +15,14 @@ from firmware.core.flow import amount, backoffice, card, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, AwaitCard, State
 
-TABLE: dict[type, Route] = {**amount.ROUTES, **card.ROUTES, **wallet.ROUTES, **backoffice.ROUTES}
+TABLE: dict[type, Route[Any]] = {**amount.ROUTES, **card.ROUTES, **wallet.ROUTES, **backoffice.ROUTES}
 
 wants_tap = card.wants_tap
 
 __all__ = ["IDLE", "TABLE", "FlowConfig", "State", "enter", "render", "step", "wants_tap"]
 
 
-def _route(state: State) -> Route:
+def _route(state: State) -> Route[Any]:
     return TABLE[type(state)]
 
 

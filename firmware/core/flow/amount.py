@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from firmware.core.effects import CollectOperatorPin, HoldBasket, LookupItem, Reprint, StartTimer, StopTimer
 from firmware.core.events import BadRead, Event, ItemFound, Key, Swiped, TimerExpired
@@ -163,7 +164,7 @@ def _item_qty_screen(state: ItemQty, cfg: FlowConfig) -> tuple[str, ...]:
     return (state.item.name, money(state.item.price, cfg), f"QTY {state.quantity or 1}")
 
 
-ROUTES: dict[type, Route] = {
+ROUTES: dict[type, Route[Any]] = {
     Amount: Route(_amount, _amount_screen, _amount_timer),
     ItemCode: Route(_item_code, _item_code_screen, amount_timer),
     ItemQty: Route(_item_qty, _item_qty_screen, amount_timer),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from firmware.core.effects import (EndPin, FindOriginal, PrintReceipts, PrintReport, Reprint, Settle, Show,
                                    SubmitFollowUp)
-from firmware.core.events import (AuthResponse, CashRefunded, Event, HostAnswered, HostFailed, Key, OperatorChecked,
+from firmware.core.events import (AuthResponse, Payout, CashRefunded, Event, HostAnswered, HostFailed, Key, OperatorChecked,
                                   OriginalFound, OriginalMissing, PinProgress, Refused, Reprinted, Scanned, Settled,
                                   TimerExpired)
 from firmware.core.flow.common import (AMOUNT_DIGITS, DECLINE_TEXT, TERMINAL_ERROR, FlowConfig, Route, Step,
@@ -173,7 +174,7 @@ def _refund_route(state: RefundRoute, event: Event, cfg: FlowConfig) -> Step:
     if left is not None:
         return left
     if pressed(event, "1", "2"):
-        route = "card" if pressed(event, "1") else "cash"
+        route: Payout = "card" if pressed(event, "1") else "cash"
         return go(Submitting("refund", state.sale, state.amount, route),
                   SubmitFollowUp("refund", state.sale.id, state.amount, route))
     return stay(state)
@@ -248,7 +249,7 @@ def _submitting_screen(state: Submitting, cfg: FlowConfig) -> tuple[str, ...]:
 
 MENU_SCREEN = ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "5 REPRINT", "CANCEL TO EXIT")
 
-ROUTES: dict[type, Route] = {
+ROUTES: dict[type, Route[Any]] = {
     OperatorPin: Route(_operator_pin, _operator_pin_screen, amount_timer),
     Menu: Route(_menu, lambda state, cfg: MENU_SCREEN, amount_timer),
     TraceEntry: Route(_trace_entry, _trace_entry_screen, amount_timer),

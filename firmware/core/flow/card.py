@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from firmware.core.effects import (AbortAuthorization, Authorize, CollectPin, EndPin, PayByCode, PrintReceipts,
                                    ReadCard, ReleaseCard, StartQrOrder, StartTimer)
@@ -124,7 +125,7 @@ def _authorizing_screen(state: Authorizing, cfg: FlowConfig) -> tuple[str, ...]:
     return (money(state.amount, cfg), "CANCELLING..." if state.cancelling else "PROCESSING...")
 
 
-ROUTES: dict[type, Route] = {
+ROUTES: dict[type, Route[Any]] = {
     AwaitCard: Route(_await_card, _await_card_screen, lambda state, cfg: StartTimer(cfg.card_timeout)),
     ReadingCard: Route(_reading_card, lambda state, cfg: (money(state.amount, cfg), "READING CARD..."), no_timer),
     AwaitPin: Route(_await_pin, _await_pin_screen, lambda state, cfg: StartTimer(cfg.pin_timeout)),

@@ -7,9 +7,9 @@ activity's module (amount, card, wallet, backoffice) and the dispatcher's table 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Literal, Union
 
-from firmware.core.events import Card, OriginalSale
+from firmware.core.events import Card, FollowUpKind, OriginalSale, Payout, Task
 from firmware.core.items import BasketLine, Item
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class OperatorPin:
     """An operator types their PIN: the manager to open the back-office menu, a cashier (F4) to sign in."""
 
     digits: int = 0
-    purpose: str = "menu"            # "menu" | "signin"
+    purpose: Literal["menu", "signin"] = "menu"
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Menu:
 class TraceEntry:
     """Keying the trace number (STAN) of the original sale (or scanning its receipt; F2 searches)."""
 
-    kind: str                           # "void" | "refund"
+    kind: Literal["void", "refund", "reprint"]
     value: str = ""
 
 
@@ -127,8 +127,8 @@ class TraceEntry:
 class SearchEntry:
     """Finding the original by date (MMDD), amount and the card's last four digits, one field at a time."""
 
-    kind: str
-    field: str = "date"                 # date | amount | last4
+    kind: FollowUpKind
+    field: Literal["date", "amount", "last4"] = "date"
     value: str = ""
     date: str = ""
     amount: int = 0
@@ -136,9 +136,9 @@ class SearchEntry:
 
 @dataclass(frozen=True)
 class Looking:
-    """Waiting for the journal to find the original."""
+    """Waiting for the shell: the journal finding the original, the reprint, or the settlement."""
 
-    kind: str
+    kind: Task
 
 
 @dataclass(frozen=True)
@@ -169,10 +169,10 @@ class RefundRoute:
 class Submitting:
     """A void or refund is with the journal and, for the card route, the host."""
 
-    kind: str
+    kind: FollowUpKind
     sale: OriginalSale
     amount: int
-    route: str
+    route: Payout
 
 
 State = Union[Amount, ItemCode, ItemQty, Result,                                  # amount.py

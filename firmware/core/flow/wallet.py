@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from firmware.core.effects import EndWalletOrder, PrintCode, PrintReceipts
 from firmware.core.events import (AuthResponse, Event, Key, OrderShown, TimerExpired, WalletConfirming, WalletEnded,
@@ -59,7 +60,7 @@ def _showing_screen(state: ShowingQR, cfg: FlowConfig) -> tuple[str, ...]:
             "F2 PRINT CODE")
 
 
-ROUTES: dict[type, Route] = {
+ROUTES: dict[type, Route[Any]] = {
     WalletBusy: Route(_busy, lambda state, cfg: (money(state.amount, cfg), state.text), no_timer),
     ShowingQR: Route(_showing, _showing_screen, timer(1.0), qr=lambda state: state.payload),   # the countdown
 }
