@@ -1,6 +1,9 @@
 """Terminal configuration: TOML files read with tomllib, checked key by key into typed, frozen objects.
 
-Every section is read whole; an unknown key, a wrong type or an out-of-range value stops start-up
+Each section has its dataclass and, right after it, the reader that fills it (`_read_<section>`): the
+reader takes every key of its section with that key's type and range, and then refuses any key it did not
+take, so a typo is an error rather than a silently ignored setting. `parse` runs the readers in turn and
+then checks what spans sections. An unknown key, a wrong type or an out-of-range value stops start-up
 with one line naming the file, the section, the key and what is wrong (ConfigError). What cannot work
 is refused here rather than at the first sale: no string may hold a control character (it would reach
 the printer or the display), identifiers and codes are ASCII (str.isdigit() is true for "²"), the
@@ -11,40 +14,52 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from firmware.errors import ConfigError
 from firmware.core.money import Currency
-from firmware.security.operators import check_hash_format
 from firmware.core.text import problem as unsafe_text
+from firmware.errors import ConfigError
+from firmware.security.operators import check_hash_format
 
 LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
 PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")
 _REQUIRED = object()
+_MAX_MINOR = 10**12 - 1                                           # the largest amount ISO 8583 field 4 carries
 _USB_ID = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}")           # used with fullmatch: "$" lets a "\n" through
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _ANS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")   # printable ASCII, no space at either end
 _HOURS = re.compile(r"([0-9]{1,2})-([0-9]{1,2})")
 _ALNUM = re.compile(r"[0-9A-Za-z]+")
 
+_Check = Callable[[Any], str | None]          # a value's problem in words, or None when it is fine
+
+
+def _error(source: str, section: str, key: str, what: str) -> ConfigError:
+    """The one line a user sees: file, [section], key, what is wrong. A quoted TOML key may hold "\\n"."""
+    shown = key if key.isprintable() and len(key) <= 40 else repr(key[:40])
+    name = section if section.isprintable() and len(section) <= 60 else repr(section[:60])
+    return ConfigError(f"{source}: [{name or 'top level'}] {shown}: {what}")
+
 
 class _Section:
-    """Reads one TOML table; remembers which keys were read so leftovers can be rejected."""
+    """Reads one TOML table for a section's reader: typed getters that check the value where it is read
+    (`text`, `integer`, `number`, `flag`, `choice`, or `get` for any type), and `done`, which refuses what no
+    getter asked for."""
 
     def __init__(self, source: str, name: str, table: Any) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")  # noqa: B904
-        self.source, self.name, self.table, self.seen = source, name, table, set()
+        self.source, self.name, self.table = source, name, table
+        self.seen: set[str] = set()
 
     def fail(self, key: str, what: str) -> ConfigError:
-        shown = key if key.isprintable() and len(key) <= 40 else repr(key[:40])   # a quoted key may hold "\n"
-        section = self.name if self.name.isprintable() and len(self.name) <= 60 else repr(self.name[:60])
-        return ConfigError(f"{self.source}: [{section or 'top level'}] {shown}: {what}")
+        return _error(self.source, self.name, key, what)
 
-    def get(self, key: str, kind: type, default: Any = _REQUIRED,
-            check: Callable[[Any], str | None] | None = None) -> Any:
+    def get(self, key: str, kind: type, default: Any = _REQUIRED, check: _Check | None = None) -> Any:
+        """The value of `key`, of type `kind` (an int is taken for a float), passing `check`."""
         self.seen.add(key)
         if key not in self.table:
             if default is _REQUIRED:
@@ -65,6 +80,28 @@ class _Section:
             if problem:
                 raise self.fail(key, problem)
         return value
+
+    def text(self, key: str, default: Any = _REQUIRED, check: _Check | None = None) -> str:
+        value: str = self.get(key, str, default, check)
+        return value
+
+    def integer(self, key: str, default: Any = _REQUIRED, *, lo: int, hi: int) -> int:
+        value: int = self.get(key, int, default, _between(lo, hi))
+        return value
+
+    def number(self, key: str, default: Any = _REQUIRED, *, lo: float, hi: float) -> float:
+        value: float = self.get(key, float, default, _between(lo, hi))
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value: bool = self.get(key, bool, default)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED, what: str = "") -> str:
+        """One of `choices`; `what` says so when the plain list ('must be "a" or "b"') would not be clearest."""
+        quoted = [f'"{c}"' for c in choices]
+        listed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+        return self.text(key, default, lambda v: None if v in choices else what or f"must be {listed}")
 
     def sub(self, key: str) -> _Section:
         self.seen.add(key)
@@ -89,20 +126,30 @@ def _kind_name(kind: type) -> str:
             dict: "a table", list: "a list"}.get(kind, kind.__name__)
 
 
-def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+def _between(lo: float, hi: float) -> _Check:
     return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
 
 
-def _hex_len(n: int) -> Callable[[Any], str | None]:
+def _hex_len(n: int) -> _Check:
     return lambda v: None if len(v) == n and _HEX.fullmatch(v) else f"must be {n} hex digits"
 
 
-def _ans(lo: int, hi: int, field: str) -> Callable[[Any], str | None]:
+def _ans(lo: int, hi: int, field: str) -> _Check:
     """Printable ASCII of lo..hi characters with no space at either end (what an ISO 8583 ANS field carries)."""
     size = f"{lo}" if lo == hi else f"{lo} to {hi}"
     return lambda v: None if lo <= len(v) <= hi and _ANS.fullmatch(v) else \
         f"must be {size} printable ASCII characters, no space at either end (ISO 8583 {field}), got {v[:20]!r}"
 
+
+def _not_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _usb_id(v: str) -> str | None:
+    return None if _USB_ID.fullmatch(v) else "must be VVVV:PPPP in hex"
+
+
+# --- the sections, each with its reader ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class TerminalConfig:
@@ -116,6 +163,24 @@ class TerminalConfig:
     data_dir: Path
 
 
+def _read_terminal(sec: _Section, base: Path) -> TerminalConfig:
+    """[terminal]; a relative data_dir resolves against `base`."""
+    tid = sec.text("terminal_id", check=_ans(8, 8, "field 41"))
+    mid = sec.text("merchant_id", check=_ans(1, 15, "field 42"))
+    code = sec.text("currency")
+    try:
+        currency = Currency.of(code)
+    except ConfigError as exc:
+        raise sec.fail("currency", str(exc)) from None
+    lo = sec.integer("min_amount", 1, lo=1, hi=_MAX_MINOR)
+    hi = sec.integer("max_amount", 99_999_999, lo=1, hi=_MAX_MINOR)
+    if hi < lo:
+        raise sec.fail("max_amount", f"must not be below min_amount ({lo})")
+    data_dir = Path(sec.text("data_dir", "data"))
+    sec.done()
+    return TerminalConfig(tid, mid, currency, lo, hi, data_dir if data_dir.is_absolute() else base / data_dir)
+
+
 @dataclass(frozen=True)
 class MerchantConfig:
     """What the receipt header says about the shop."""
@@ -123,6 +188,12 @@ class MerchantConfig:
     name: str
     address: str = ""
     phone: str = ""
+
+
+def _read_merchant(sec: _Section) -> MerchantConfig:
+    merchant = MerchantConfig(sec.text("name", check=_not_empty), sec.text("address", ""), sec.text("phone", ""))
+    sec.done()
+    return merchant
 
 
 @dataclass(frozen=True)
@@ -137,6 +208,13 @@ class Timeouts:
     retry: float = 30.0          # before the host is asked again what it has not answered (doubles to 5 min)
 
 
+def _read_timeouts(sec: _Section) -> Timeouts:
+    """[timeouts]: every wait from 1 s to 10 min."""
+    timeouts = Timeouts(**{f.name: sec.number(f.name, f.default, lo=1, hi=600) for f in fields(Timeouts)})
+    sec.done()
+    return timeouts
+
+
 @dataclass(frozen=True)
 class InputDeviceConfig:
     """How to find an evdev input device: by path, by USB vendor:product, or by name."""
@@ -148,6 +226,57 @@ class InputDeviceConfig:
 
     def describe(self) -> str:
         return self.path or (f"usb {self.usb}" if self.usb else f"name {self.name!r}")
+
+
+def _read_input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
+    """[keypad], [magstripe] or [scanner]: where the device is; the keypad's [keypad.keys] too."""
+    path = sec.text("path", "")
+    usb = sec.text("usb", "", _usb_id)
+    name = sec.text("name", "")
+    keys = _read_keypad_keys(sec.sub("keys")) if with_keys else {}
+    sec.done()                                  # a typo'd key is reported before what it left missing
+    if not (path or usb or name):
+        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
+    return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
+
+
+def _read_keypad_keys(sec: _Section) -> dict[str, str]:
+    """[keypad.keys]: logical key -> evdev key name, one physical key per function; ENTER, CANCEL, CLEAR needed."""
+    keys: dict[str, str] = {}
+    taken: dict[int, str] = {}
+    for logical in LOGICAL_KEYS:
+        name = sec.text(logical, "", _evdev_key)
+        if not name:
+            continue
+        code = _evdev_code(name)
+        if code in taken:
+            raise sec.fail(logical, f"{name} is already {taken[code]}: each key does one thing")
+        taken[code], keys[logical] = logical, name
+    sec.done()
+    for logical in ("ENTER", "CANCEL", "CLEAR"):
+        if logical not in keys:
+            raise sec.fail(logical, "missing: the keypad needs ENTER, CANCEL and CLEAR")
+    return keys
+
+
+def _evdev_code(name: str) -> int:
+    from evdev import ecodes  # noqa: PLC0415 - the keypad's library, needed only to check its key names
+    code = ecodes.ecodes.get(name)
+    return code if isinstance(code, int) else -1
+
+
+_DIGIT_KEYS = frozenset([f"KEY_{d}" for d in range(10)] + [f"KEY_KP{d}" for d in range(10)])
+
+
+def _evdev_key(name: str) -> str | None:
+    """None for the evdev name of a real key the keypad may use for a named function."""
+    if not name.startswith(("KEY_", "BTN_")):
+        return "must be an evdev name like KEY_ENTER"
+    if name in _DIGIT_KEYS:
+        return f"{name} types a digit; give the function its own key"
+    if _evdev_code(name) <= 0 or name in ("KEY_MAX", "KEY_CNT"):
+        return f"{name} is not an evdev key name (see `python -m evdev.evtest` or linux/input-event-codes.h)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -166,6 +295,31 @@ class PrinterConfig:
     language: str = "en"            # receipt labels: "en" or "zh" (bilingual)
 
 
+_BACKEND_NEEDS = {"usb": "usb", "serial": "devfile", "network": "host", "file": "devfile"}
+
+
+def _read_printer(sec: _Section) -> PrinterConfig:
+    """[printer]; each backend needs its own address (usb id, device file or host)."""
+    backend = sec.choice("backend", PRINTER_BACKENDS, "none", f"must be one of {', '.join(PRINTER_BACKENDS)}")
+    printer = PrinterConfig(
+        backend=backend,
+        usb=sec.text("usb", "", _usb_id),
+        devfile=sec.text("devfile", ""),
+        baudrate=sec.integer("baudrate", 9600, lo=1200, hi=921600),
+        host=sec.text("host", ""),
+        port=sec.integer("port", 9100, lo=1, hi=65535),
+        profile=sec.text("profile", "default"),
+        width=sec.integer("width", 32, lo=24, hi=64),
+        chinese=sec.flag("chinese", False),
+        language=sec.choice("language", ("en", "zh"), "en"),
+    )
+    needs = _BACKEND_NEEDS.get(backend)
+    if needs and not getattr(printer, needs):
+        raise sec.fail(needs, f"missing: the {backend} backend needs it")
+    sec.done()
+    return printer
+
+
 @dataclass(frozen=True)
 class DisplayConfig:
     """The customer/cashier display."""
@@ -173,6 +327,13 @@ class DisplayConfig:
     kind: str = "console"
     tty: str = "-"                  # "-" is standard output
     width: int = 20
+
+
+def _read_display(sec: _Section) -> DisplayConfig:
+    display = DisplayConfig(sec.choice("kind", ("console",), "console"), sec.text("tty", "-"),
+                            sec.integer("width", 20, lo=16, hi=80))
+    sec.done()
+    return display
 
 
 @dataclass(frozen=True)
@@ -186,6 +347,40 @@ class HostConfig:
     ca_file: str = ""                # PEM bundle (or the pinned certificate) to trust instead of the system's
     client_cert: str = ""            # PEM certificate chain, when the acquirer wants a client certificate
     client_key: str = ""
+
+
+def _read_host(sec: _Section) -> HostConfig:
+    """[host]; TLS unless the host is this machine, and a client certificate comes with its key."""
+    host = HostConfig(
+        host=sec.text("host", check=_not_empty),
+        port=sec.integer("port", lo=1, hi=65535),
+        tls=sec.flag("tls", False),
+        dialect=sec.choice("dialect", ("default", "aes-dukpt"), "default"),
+        ca_file=sec.text("ca_file", ""),
+        client_cert=sec.text("client_cert", ""),
+        client_key=sec.text("client_key", ""),
+    )
+    if not host.tls and host.host not in ("127.0.0.1", "localhost", "::1"):
+        raise sec.fail("tls", "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
+                              "simulator on this machine)")
+    if bool(host.client_cert) != bool(host.client_key):
+        raise sec.fail("client_key" if host.client_cert else "client_cert", "missing: give both or neither")
+    sec.done()
+    return host
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """Master/session keys: "" (none: DUKPT only, no MAC), "tdes" (retail MAC) or "aes" (AES-CMAC).
+    The terminal master key is in the key store (`countertop keys load tmk`), never in this file."""
+
+    scheme: str = ""
+
+
+def _read_keys(sec: _Section) -> KeysConfig:
+    keys = KeysConfig(sec.choice("scheme", ("", "tdes", "aes"), ""))
+    sec.done()
+    return keys
 
 
 @dataclass(frozen=True)
@@ -204,55 +399,38 @@ class PinConfig:
     key_id: bytes = b""
 
 
-@dataclass(frozen=True)
-class ContactlessConfig:
-    """The contactless reader (nfcpy device path; empty: none) and the EMV contactless limits (minor units)."""
-
-    device: str = ""
-    cvm_limit: int = 10000
-    transaction_limit: int = 500000
-    floor_limit: int = 0
-    aids: tuple[str, ...] = ("A0000000031010", "A0000000041010", "A000000333010101", "A000000333010102")
-    country: str = "156"             # ISO 3166 numeric, tag 9F1A
-    tac_denial: str = "0010000000"   # terminal action codes: TVR bits that decline offline / go online / default
-    tac_online: str = "DC4004F800"
-    tac_default: str = "DC4000A800"
-
-
-@dataclass(frozen=True)
-class WalletConfig:
-    """The wallet acquirer (empty provider: none), its credentials, and how long the terminal waits."""
-
-    provider: str = ""               # "alipay"
-    gateway: str = ""                # e.g. https://openapi.alipay.com/gateway.do
-    app_id: str = ""
-    private_key: str = ""            # path to the merchant's RSA private key (PEM)
-    provider_public_key: str = ""    # path to the provider's RSA public key (PEM)
-    subject: str = "Countertop"
-    qr_timeout: int = 120            # seconds a shown code stays valid
-    poll_interval: float = 2.0       # first status query after this; backs off to 5 s
-    confirm_timeout: float = 30.0    # seconds a scanned code may wait for the payer's confirmation
-    confirm_interval: float = 5.0
+def _read_pin(sec: _Section) -> PinConfig:
+    """[pin]: the scheme's key material (a key left out is sealed in the key store) and the PIN lengths.
+    How the scheme fits [keys] and [host] is `_pin_scheme_problem`, checked once every section is read."""
+    scheme = sec.choice("scheme", ("tdes", "aes", "session"), "tdes")
+    pin = PinConfig(
+        ipek=bytes.fromhex(sec.text("ipek", "", _hex_len(32))),
+        ksn=bytes.fromhex(sec.text("ksn", _REQUIRED if scheme == "tdes" else "", _hex_len(20))),
+        min_length=sec.integer("min_length", 4, lo=4, hi=12),
+        max_length=sec.integer("max_length", 12, lo=4, hi=12),
+        scheme=scheme,
+        initial_key=bytes.fromhex(sec.text("initial_key", "", _hex_len(32))),
+        key_id=bytes.fromhex(sec.text("key_id", _REQUIRED if scheme == "aes" else "", _hex_len(16))),
+    )
+    if pin.max_length < pin.min_length:
+        raise sec.fail("max_length", "must not be below min_length")
+    sec.done()
+    return pin
 
 
-@dataclass(frozen=True)
-class ScannerConfig:
-    """The 2D barcode scanner (a HID keyboard); empty: none."""
-
-    path: str = ""
-    usb: str = ""
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class ReportsConfig:
-    """When a report flags records for a second look."""
-
-    opening_hours: str = "08-22"      # local hours the shop sells in, "HH-HH"
-    refund_share_percent: int = 20
-    declines_per_card: int = 3
-    just_under_count: int = 3
-    fallback_per_card: int = 2
+def _pin_scheme_problem(pin: PinConfig, keys: KeysConfig, host: HostConfig) -> str | None:
+    """What is wrong with [pin] scheme given [keys] (where a session PIN key comes from) and [host] (the
+    dialect fixes the PIN block's size), or None."""
+    if pin.scheme == "session":
+        if not keys.scheme:
+            return '"session" needs [keys] scheme = "tdes" or "aes" (the PIN key comes at sign-on)'
+        if (keys.scheme == "aes") != (host.dialect == "aes-dukpt"):
+            return (f'"session" with [keys] scheme = "{keys.scheme}" needs [host] dialect = '
+                    f'"{"aes-dukpt" if keys.scheme == "aes" else "default"}" (the PIN block size)')
+        return None
+    if (pin.scheme == "aes") != (host.dialect == "aes-dukpt"):
+        return f'"{pin.scheme}" needs [host] dialect = "{"aes-dukpt" if pin.scheme == "aes" else "default"}"'
+    return None
 
 
 @dataclass(frozen=True)
@@ -273,12 +451,149 @@ class OperatorsConfig:
                                   ("cashier", self.cashier_pin)) if h}
 
 
-@dataclass(frozen=True)
-class KeysConfig:
-    """Master/session keys: "" (none: DUKPT only, no MAC), "tdes" (retail MAC) or "aes" (AES-CMAC).
-    The terminal master key is in the key store (`countertop keys load tmk`), never in this file."""
+def _read_operators(sec: _Section) -> OperatorsConfig:
+    operators = OperatorsConfig(
+        manager_pin=sec.text("manager_pin", "", check_hash_format),
+        cashier_pin=sec.text("cashier_pin", "", check_hash_format),
+        max_failures=sec.integer("max_failures", 3, lo=1, hi=10),
+        lockout=sec.integer("lockout", 300, lo=10, hi=86400),
+        admin_pin=sec.text("admin_pin", "", check_hash_format),
+        cashiers=sec.get("cashiers", dict, {}, _cashier_table),
+    )
+    sec.done()
+    return operators
 
-    scheme: str = ""
+
+def _cashier_table(v: dict[str, Any]) -> str | None:
+    for number, stored in v.items():
+        if not (_ALNUM.fullmatch(number) and 1 <= len(number) <= 8):
+            return f"cashier number {number!r} must be 1 to 8 letters or digits"
+        problem = check_hash_format(stored) if isinstance(stored, str) else "must be a string"
+        if problem:
+            return f"cashier {number}: {problem}"
+    return None
+
+
+@dataclass(frozen=True)
+class ContactlessConfig:
+    """The contactless reader (nfcpy device path; empty: none) and the EMV contactless limits (minor units)."""
+
+    device: str = ""
+    cvm_limit: int = 10000
+    transaction_limit: int = 500000
+    floor_limit: int = 0
+    aids: tuple[str, ...] = ("A0000000031010", "A0000000041010", "A000000333010101", "A000000333010102")
+    country: str = "156"             # ISO 3166 numeric, tag 9F1A
+    tac_denial: str = "0010000000"   # terminal action codes: TVR bits that decline offline / go online / default
+    tac_online: str = "DC4004F800"
+    tac_default: str = "DC4000A800"
+
+
+def _read_contactless(sec: _Section) -> ContactlessConfig:
+    """[contactless]; AIDs and terminal action codes are kept in upper case."""
+    aids: list[str] = sec.get("aids", list, list(ContactlessConfig.aids), _aid_list)
+    contactless = ContactlessConfig(
+        device=sec.text("device", "", _nfc_path),
+        cvm_limit=sec.integer("cvm_limit", 10000, lo=0, hi=_MAX_MINOR),
+        transaction_limit=sec.integer("transaction_limit", 500000, lo=0, hi=_MAX_MINOR),
+        floor_limit=sec.integer("floor_limit", 0, lo=0, hi=_MAX_MINOR),
+        aids=tuple(a.upper() for a in aids),
+        country=sec.text("country", "156", _country),
+        tac_denial=sec.text("tac_denial", "0010000000", _hex_len(10)).upper(),
+        tac_online=sec.text("tac_online", "DC4004F800", _hex_len(10)).upper(),
+        tac_default=sec.text("tac_default", "DC4000A800", _hex_len(10)).upper(),
+    )
+    sec.done()
+    return contactless
+
+
+def _aid_list(v: list[Any]) -> str | None:
+    if v and all(isinstance(a, str) and 10 <= len(a) <= 32 and len(a) % 2 == 0 and _HEX.fullmatch(a) for a in v):
+        return None
+    return "must be a list of AIDs in hex (10 to 32 digits, an even number)"
+
+
+def _nfc_path(v: str) -> str | None:
+    if not v or v.split(":")[0] in ("usb", "tty", "udp"):
+        return None
+    return "must be an nfcpy path: usb:VVVV:PPPP, tty:PORT:DRIVER or udp:HOST:PORT"
+
+
+def _country(v: str) -> str | None:
+    return None if re.fullmatch("[0-9]{3}", v) else "must be 3 digits (ISO 3166 numeric, e.g. 156)"
+
+
+@dataclass(frozen=True)
+class WalletConfig:
+    """The wallet acquirer (empty provider: none), its credentials, and how long the terminal waits."""
+
+    provider: str = ""               # "alipay"
+    gateway: str = ""                # e.g. https://openapi.alipay.com/gateway.do
+    app_id: str = ""
+    private_key: str = ""            # path to the merchant's RSA private key (PEM)
+    provider_public_key: str = ""    # path to the provider's RSA public key (PEM)
+    subject: str = "Countertop"
+    qr_timeout: int = 120            # seconds a shown code stays valid
+    poll_interval: float = 2.0       # first status query after this; backs off to 5 s
+    confirm_timeout: float = 30.0    # seconds a scanned code may wait for the payer's confirmation
+    confirm_interval: float = 5.0
+
+
+def _read_wallet(sec: _Section) -> WalletConfig:
+    """[wallet]; a provider needs its gateway, app id and both keys."""
+    provider = sec.choice("provider", ("", "alipay"), "", 'must be "alipay" or empty')
+    wallet = WalletConfig(
+        provider=provider,
+        gateway=sec.text("gateway", "", _gateway_url),
+        app_id=sec.text("app_id", ""),
+        private_key=sec.text("private_key", ""),
+        provider_public_key=sec.text("provider_public_key", ""),
+        subject=sec.text("subject", "Countertop"),
+        qr_timeout=sec.integer("qr_timeout", 120, lo=10, hi=900),
+        poll_interval=sec.number("poll_interval", 2.0, lo=0.1, hi=10),
+        confirm_timeout=sec.number("confirm_timeout", 30.0, lo=1, hi=120),
+        confirm_interval=sec.number("confirm_interval", 5.0, lo=0.1, hi=30),
+    )
+    if provider:
+        for key in ("gateway", "app_id", "private_key", "provider_public_key"):
+            if not getattr(wallet, key):
+                raise sec.fail(key, f"missing: the {provider} provider needs it")
+    sec.done()
+    return wallet
+
+
+def _gateway_url(v: str) -> str | None:
+    if not v or v.startswith(("https://", "http://127.0.0.1")):
+        return None
+    return "must be an https:// URL (plain http only to a loopback simulator)"
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """When a report flags records for a second look."""
+
+    opening_hours: str = "08-22"      # local hours the shop sells in, "HH-HH"
+    refund_share_percent: int = 20
+    declines_per_card: int = 3
+    just_under_count: int = 3
+    fallback_per_card: int = 2
+
+
+def _read_reports(sec: _Section) -> ReportsConfig:
+    reports = ReportsConfig(sec.text("opening_hours", "08-22", _opening_hours),
+                            sec.integer("refund_share_percent", 20, lo=1, hi=100),
+                            sec.integer("declines_per_card", 3, lo=2, hi=100),
+                            sec.integer("just_under_count", 3, lo=2, hi=1000),
+                            sec.integer("fallback_per_card", 2, lo=1, hi=100))
+    sec.done()
+    return reports
+
+
+def _opening_hours(v: str) -> str | None:
+    m = _HOURS.fullmatch(v)
+    if m and 0 <= int(m.group(1)) < int(m.group(2)) <= 24:
+        return None
+    return 'must be "HH-HH" in ASCII digits, from 00 to 24, e.g. "08-22"'
 
 
 @dataclass(frozen=True)
@@ -288,6 +603,18 @@ class UpdateConfig:
     release_key: str = ""
     slots_dir: str = "slots"
 
+
+def _read_update(sec: _Section) -> UpdateConfig:
+    update = UpdateConfig(sec.text("release_key", "", _release_key), sec.text("slots_dir", "slots", _not_empty))
+    sec.done()
+    return update
+
+
+def _release_key(v: str) -> str | None:
+    return None if not v or (len(v) == 64 and _HEX.fullmatch(v)) else "must be an Ed25519 public key, 64 hex digits"
+
+
+# --- the whole file --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Config:
@@ -312,236 +639,34 @@ class Config:
     update: UpdateConfig = UpdateConfig()
 
 
-def _input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
-    path = sec.get("path", str, "")
-    usb = sec.get("usb", str, "", lambda v: None if _USB_ID.fullmatch(v) else "must be VVVV:PPPP in hex")
-    name = sec.get("name", str, "")
-    keys: dict[str, str] = {}
-    if with_keys:
-        ksec = sec.sub("keys")
-        taken: dict[int, str] = {}
-        for k in LOGICAL_KEYS:
-            keys[k] = ksec.get(k, str, "", _evdev_key)
-            if keys[k]:
-                code = _evdev_code(keys[k])
-                if code in taken:
-                    raise ksec.fail(k, f"{keys[k]} is already {taken[code]}: each key does one thing")
-                taken[code] = k
-        ksec.done()
-        keys = {k: v for k, v in keys.items() if v}
-        for k in ("ENTER", "CANCEL", "CLEAR"):
-            if k not in keys:
-                raise ksec.fail(k, "missing: the keypad needs ENTER, CANCEL and CLEAR")
-    sec.done()                                  # a typo'd key is reported before what it left missing
-    if not (path or usb or name):
-        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
-    return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
-
-
-def _evdev_code(name: str) -> int:
-    from evdev import ecodes       # noqa: PLC0415 - the keypad's library, needed only to check its key names
-    code = ecodes.ecodes.get(name)
-    return code if isinstance(code, int) else -1
-
-
-_DIGIT_KEYS = frozenset([f"KEY_{d}" for d in range(10)] + [f"KEY_KP{d}" for d in range(10)])
-
-
-def _evdev_key(name: str) -> str | None:
-    """None for the evdev name of a real key the keypad may use for a named function."""
-    if not name.startswith(("KEY_", "BTN_")):
-        return "must be an evdev name like KEY_ENTER"
-    if name in _DIGIT_KEYS:
-        return f"{name} types a digit; give the function its own key"
-    if _evdev_code(name) <= 0 or name in ("KEY_MAX", "KEY_CNT"):
-        return f"{name} is not an evdev key name (see `python -m evdev.evtest` or linux/input-event-codes.h)"
-    return None
-
-
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
-    """Validate a parsed TOML document; relative paths resolve against `base`."""
+    """Validate a parsed TOML document: each section by its reader, in this order, then an unknown section,
+    then what spans sections. Relative paths resolve against `base`."""
     top = _Section(source, "", doc)
-
-    t = top.sub("terminal")
-    tid = t.get("terminal_id", str, check=_ans(8, 8, "field 41"))
-    mid = t.get("merchant_id", str, check=_ans(1, 15, "field 42"))
-    cur_code = t.get("currency", str)
-    try:
-        currency = Currency.of(cur_code)
-    except ConfigError as exc:
-        raise t.fail("currency", str(exc)) from None
-    lo = t.get("min_amount", int, 1, _between(1, 10**12 - 1))
-    hi = t.get("max_amount", int, 99_999_999, _between(1, 10**12 - 1))
-    if hi < lo:
-        raise t.fail("max_amount", f"must not be below min_amount ({lo})")
-    data_dir = Path(t.get("data_dir", str, "data"))
-    t.done()
-    terminal = TerminalConfig(tid, mid, currency, lo, hi, data_dir if data_dir.is_absolute() else base / data_dir)
-
-    m = top.sub("merchant")
-    merchant = MerchantConfig(m.get("name", str, check=lambda v: None if v.strip() else "must not be empty"),
-                              m.get("address", str, ""), m.get("phone", str, ""))
-    m.done()
-
-    s = top.sub("timeouts")
-    timeouts = Timeouts(**{k: s.get(k, float, getattr(Timeouts, k), _between(1, 600))
-                           for k in ("amount", "card", "pin", "host", "result", "retry")})
-    s.done()
-
-    keypad = _input_device(top.sub("keypad"), with_keys=True)
-    magstripe = _input_device(top.sub("magstripe"), with_keys=False)
-
-    p = top.sub("printer")
-    backend = p.get("backend", str, "none", lambda v: None if v in PRINTER_BACKENDS else f"must be one of {', '.join(PRINTER_BACKENDS)}")
-    printer = PrinterConfig(
-        backend=backend,
-        usb=p.get("usb", str, "", lambda v: None if _USB_ID.fullmatch(v) else "must be VVVV:PPPP in hex"),
-        devfile=p.get("devfile", str, ""),
-        baudrate=p.get("baudrate", int, 9600, _between(1200, 921600)),
-        host=p.get("host", str, ""),
-        port=p.get("port", int, 9100, _between(1, 65535)),
-        profile=p.get("profile", str, "default"),
-        width=p.get("width", int, 32, _between(24, 64)),
-        chinese=p.get("chinese", bool, False),
-        language=p.get("language", str, "en", lambda v: None if v in ("en", "zh") else 'must be "en" or "zh"'),
+    cfg = Config(
+        source,
+        terminal=_read_terminal(top.sub("terminal"), base),
+        merchant=_read_merchant(top.sub("merchant")),
+        timeouts=_read_timeouts(top.sub("timeouts")),
+        keypad=_read_input_device(top.sub("keypad"), with_keys=True),
+        magstripe=_read_input_device(top.sub("magstripe"), with_keys=False),
+        printer=_read_printer(top.sub("printer")),
+        display=_read_display(top.sub("display")),
+        host=_read_host(top.sub("host")),
+        keys=_read_keys(top.sub("keys")),
+        pin=_read_pin(top.sub("pin")),
+        operators=_read_operators(top.sub("operators")),
+        contactless=_read_contactless(top.sub("contactless")),
+        wallet=_read_wallet(top.sub("wallet")),
+        scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
+        reports=_read_reports(top.sub("reports")),
+        update=_read_update(top.sub("update")),
     )
-    needs = {"usb": "usb", "serial": "devfile", "network": "host", "file": "devfile"}.get(backend)
-    if needs and not getattr(printer, needs):
-        raise p.fail(needs, f"missing: the {backend} backend needs it")
-    p.done()
-
-    d = top.sub("display")
-    display = DisplayConfig(d.get("kind", str, "console", lambda v: None if v == "console" else 'must be "console"'),
-                            d.get("tty", str, "-"), d.get("width", int, 20, _between(16, 80)))
-    d.done()
-
-    h = top.sub("host")
-    host = HostConfig(h.get("host", str, check=lambda v: None if v.strip() else "must not be empty"),
-                      h.get("port", int, check=_between(1, 65535)),
-                      h.get("tls", bool, False), h.get("dialect", str, "default",
-                                                       lambda v: None if v in ("default", "aes-dukpt")
-                                                       else 'must be "default" or "aes-dukpt"'),
-                      h.get("ca_file", str, ""), h.get("client_cert", str, ""), h.get("client_key", str, ""))
-    if not host.tls and host.host not in ("127.0.0.1", "localhost", "::1"):
-        raise h.fail("tls", "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
-                             "simulator on this machine)")
-    if bool(host.client_cert) != bool(host.client_key):
-        raise h.fail("client_key" if host.client_cert else "client_cert", "missing: give both or neither")
-    h.done()
-
-    ks = top.sub("keys")
-    keys_cfg = KeysConfig(ks.get("scheme", str, "", lambda v: None if v in ("", "tdes", "aes")
-                                 else 'must be "", "tdes" or "aes"'))
-    ks.done()
-
-    k = top.sub("pin")
-    scheme = k.get("scheme", str, "tdes", lambda v: None if v in ("tdes", "aes", "session")
-                   else 'must be "tdes", "aes" or "session"')
-    tdes = scheme == "tdes"
-    pin = PinConfig(
-        ipek=bytes.fromhex(k.get("ipek", str, "", _hex_len(32))),      # "": sealed in the key store
-        ksn=bytes.fromhex(k.get("ksn", str, _REQUIRED if tdes else "", _hex_len(20))),
-        min_length=k.get("min_length", int, 4, _between(4, 12)),
-        max_length=k.get("max_length", int, 12, _between(4, 12)),
-        scheme=scheme,
-        initial_key=bytes.fromhex(k.get("initial_key", str, "", _hex_len(32))),   # "": in the key store
-        key_id=bytes.fromhex(k.get("key_id", str, _REQUIRED if scheme == "aes" else "", _hex_len(16))),
-    )
-    if scheme == "session" and not keys_cfg.scheme:
-        raise k.fail("scheme", '"session" needs [keys] scheme = "tdes" or "aes" (the PIN key comes at sign-on)')
-    if scheme == "session" and (keys_cfg.scheme == "aes") != (host.dialect == "aes-dukpt"):
-        raise k.fail("scheme", f'"session" with [keys] scheme = "{keys_cfg.scheme}" needs [host] dialect = '
-                               f'"{"aes-dukpt" if keys_cfg.scheme == "aes" else "default"}" (the PIN block size)')
-    if scheme != "session" and (scheme == "aes") != (host.dialect == "aes-dukpt"):
-        raise k.fail("scheme", f'"{scheme}" needs [host] dialect = "{"aes-dukpt" if scheme == "aes" else "default"}"')
-    if pin.max_length < pin.min_length:
-        raise k.fail("max_length", "must not be below min_length")
-    k.done()
-
-    o = top.sub("operators")
-    operators = OperatorsConfig(
-        manager_pin=o.get("manager_pin", str, "", check_hash_format),
-        cashier_pin=o.get("cashier_pin", str, "", check_hash_format),
-        max_failures=o.get("max_failures", int, 3, _between(1, 10)),
-        lockout=o.get("lockout", int, 300, _between(10, 86400)),
-        admin_pin=o.get("admin_pin", str, "", check_hash_format),
-        cashiers=o.get("cashiers", dict, {}, _cashier_table),
-    )
-    o.done()
-
-    c = top.sub("contactless")
-    aids = c.get("aids", list, list(ContactlessConfig.aids),
-                 lambda v: None if v and all(isinstance(a, str) and 10 <= len(a) <= 32 and len(a) % 2 == 0
-                                             and _HEX.fullmatch(a) for a in v)
-                 else "must be a list of AIDs in hex (10 to 32 digits, an even number)")
-    contactless = ContactlessConfig(
-        device=c.get("device", str, "", lambda v: None if not v or v.split(":")[0] in ("usb", "tty", "udp")
-                     else "must be an nfcpy path: usb:VVVV:PPPP, tty:PORT:DRIVER or udp:HOST:PORT"),
-        cvm_limit=c.get("cvm_limit", int, 10000, _between(0, 10**12 - 1)),
-        transaction_limit=c.get("transaction_limit", int, 500000, _between(0, 10**12 - 1)),
-        floor_limit=c.get("floor_limit", int, 0, _between(0, 10**12 - 1)),
-        aids=tuple(a.upper() for a in aids),
-        country=c.get("country", str, "156", lambda v: None if re.fullmatch("[0-9]{3}", v) else
-                      "must be 3 digits (ISO 3166 numeric, e.g. 156)"),
-        tac_denial=c.get("tac_denial", str, "0010000000", _hex_len(10)).upper(),
-        tac_online=c.get("tac_online", str, "DC4004F800", _hex_len(10)).upper(),
-        tac_default=c.get("tac_default", str, "DC4000A800", _hex_len(10)).upper(),
-    )
-    c.done()
-
-    w = top.sub("wallet")
-    provider = w.get("provider", str, "", lambda v: None if v in ("", "alipay") else 'must be "alipay" or empty')
-    wallet = WalletConfig(
-        provider=provider,
-        gateway=w.get("gateway", str, "", lambda v: None if not v or v.startswith(("https://", "http://127.0.0.1"))
-                      else "must be an https:// URL (plain http only to a loopback simulator)"),
-        app_id=w.get("app_id", str, ""),
-        private_key=w.get("private_key", str, ""),
-        provider_public_key=w.get("provider_public_key", str, ""),
-        subject=w.get("subject", str, "Countertop"),
-        qr_timeout=w.get("qr_timeout", int, 120, _between(10, 900)),
-        poll_interval=w.get("poll_interval", float, 2.0, _between(0.1, 10)),
-        confirm_timeout=w.get("confirm_timeout", float, 30.0, _between(1, 120)),
-        confirm_interval=w.get("confirm_interval", float, 5.0, _between(0.1, 30)),
-    )
-    if provider:
-        for key in ("gateway", "app_id", "private_key", "provider_public_key"):
-            if not getattr(wallet, key):
-                raise w.fail(key, f"missing: the {provider} provider needs it")
-    w.done()
-    scanner = _input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None
-    r = top.sub("reports")
-    hours = r.get("opening_hours", str, "08-22", _opening_hours)
-    reports = ReportsConfig(hours, r.get("refund_share_percent", int, 20, _between(1, 100)),
-                            r.get("declines_per_card", int, 3, _between(2, 100)),
-                            r.get("just_under_count", int, 3, _between(2, 1000)),
-                            r.get("fallback_per_card", int, 2, _between(1, 100)))
-    r.done()
-    u = top.sub("update")
-    update = UpdateConfig(u.get("release_key", str, "", lambda v: None if not v or (len(v) == 64 and _HEX.fullmatch(v))
-                                else "must be an Ed25519 public key, 64 hex digits"),
-                          u.get("slots_dir", str, "slots", lambda v: None if v.strip() else "must not be empty"))
-    u.done()
     top.done()
-    return Config(source, terminal, merchant, timeouts, keypad, magstripe, printer, display, host, pin, operators,
-                  contactless, wallet, scanner, reports, keys_cfg, update)
-
-
-def _cashier_table(v: dict[str, Any]) -> str | None:
-    for number, stored in v.items():
-        if not (_ALNUM.fullmatch(number) and 1 <= len(number) <= 8):
-            return f"cashier number {number!r} must be 1 to 8 letters or digits"
-        problem = check_hash_format(stored) if isinstance(stored, str) else "must be a string"
-        if problem:
-            return f"cashier {number}: {problem}"
-    return None
-
-
-def _opening_hours(v: str) -> str | None:
-    m = _HOURS.fullmatch(v)
-    if m and 0 <= int(m.group(1)) < int(m.group(2)) <= 24:
-        return None
-    return 'must be "HH-HH" in ASCII digits, from 00 to 24, e.g. "08-22"'
+    problem = _pin_scheme_problem(cfg.pin, cfg.keys, cfg.host)
+    if problem:
+        raise _error(source, "pin", "scheme", problem)
+    return cfg
 
 
 def load(path: str | Path) -> Config:

@@ -1,4 +1,7 @@
-"""The `countertop` command: run on real hardware, run on the simulator, check a config file."""
+"""The `countertop` command: run on real hardware or on the simulator, and the back-office commands.
+
+Each subcommand is an `_add_<command>` that declares its options and names its handler, followed by that
+handler; `main` builds the parser from the list of them and turns errors into one line and an exit status."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import dataclasses
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from firmware.shell import logs
 from firmware.config import Config, load
 from firmware.errors import ConfigError, TerminalError
+from firmware.shell import logs
 
 if TYPE_CHECKING:
     from drivers.display import Display
@@ -59,11 +63,21 @@ def serve(terminal: Terminal) -> int:
     return 0
 
 
-def _run(cfg: Config) -> int:
-    from drivers.display import ConsoleDisplay
+# --- what several commands share -------------------------------------------------------------------------
 
-    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
-    return serve(build_terminal(cfg, ConsoleDisplay(stream, cfg.display.width)))
+_AddParser = Callable[..., argparse.ArgumentParser]      # the subcommands' add_parser: name, help=... -> parser
+
+
+def _data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
+
+
+def _config_option(p: argparse.ArgumentParser, file: str = "terminal.toml", what: str | None = None) -> None:
+    p.add_argument("--config", default=str(CONFIG_DIR / file), help=what)
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    return logging.DEBUG if args.debug else logging.INFO
 
 
 def _journal_path(args: argparse.Namespace) -> Path | None:
@@ -75,25 +89,114 @@ def _journal_path(args: argparse.Namespace) -> Path | None:
     return path
 
 
-def _audit(args: argparse.Namespace) -> int:
-    from firmware.records.journal import Journal
+def _slots(cfg: Config, data_dir: str | None) -> Path:
+    data = Path(data_dir) if data_dir else cfg.terminal.data_dir
+    slots = Path(cfg.update.slots_dir)
+    return slots if slots.is_absolute() else data / slots
 
-    path = _journal_path(args)
-    if path is None:
-        return 2
-    journal = Journal(path)
+
+# --- the commands: each one's options, then what it does --------------------------------------------------
+
+def _add_run(add: _AddParser) -> None:
+    p = add("run", help="run the terminal on real hardware")
+    _config_option(p)
+    p.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from drivers.display import ConsoleDisplay
+
+    cfg = load(args.config)
+    logs.setup(_log_level(args), cfg.terminal.data_dir / "countertop.log")
+    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
+    return serve(build_terminal(cfg, ConsoleDisplay(stream, cfg.display.width)))
+
+
+def _add_sim(add: _AddParser) -> None:
+    p = add("sim", help="run the terminal on the hardware simulator")
+    _config_option(p, "sim.toml")
+    p.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
+    p.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
+    p.add_argument("--debug", action="store_true", help="log flow steps to the log file")
+    p.add_argument("--kill-harness", action="store_true",
+                   help="run the terminal as its own process, SIGKILL it at random points of random "
+                        "transactions, reboot it and check the journal against the hosts each time")
+    p.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
+    p.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
+    p.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
+    p.set_defaults(handler=_sim)
+
+
+def _sim(args: argparse.Namespace) -> int:
+    """The composition root that puts the simulator and the firmware together: the one place firmware
+    imports hwsim (lazily, here)."""
+    cfg = load(args.config)
+    if args.kill_harness:
+        from hwsim.killharness import run_cli
+        return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.data)
+    data = Path(args.data) if args.data else cfg.terminal.data_dir
+    logs.setup(_log_level(args), data / "countertop.log", console_level=logging.CRITICAL)
+    if args.scenario:
+        from hwsim.scenario import run_scenario
+        return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
+    from hwsim.console import interactive
+    return interactive(cfg, data)
+
+
+def _add_hash_pin(add: _AddParser) -> None:
+    add("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]").set_defaults(
+        handler=_hash_pin)
+
+
+def _hash_pin(args: argparse.Namespace) -> int:
+    import getpass
+
+    from firmware.security.operators import hash_pin
+
+    if sys.stdin.isatty():
+        pin, again = getpass.getpass("operator PIN: "), getpass.getpass("again: ")
+        if pin != again:
+            print("countertop: the two PINs differ", file=sys.stderr)
+            return 2
+    else:
+        pin = sys.stdin.readline().strip()
     try:
-        ok, summary = journal.verify_audit()
-    finally:
-        journal.close()
-    print(f"audit log {'ok' if ok else 'BROKEN'}: {summary}")
-    return 0 if ok else 1
+        print(hash_pin(pin))
+    except ValueError as exc:
+        print(f"countertop: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _date_range_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="first", default=date.today().isoformat(),
+                   help="first local date, YYYY-MM-DD (default today)")
+    p.add_argument("--to", dest="last", default=None, help="last local date, YYYY-MM-DD (default: --from)")
+    _data_dir_option(p)
+    _config_option(p)
+
+
+def _add_report(add: _AddParser) -> None:
+    p = add("report", help="sales report for a date range (text, csv or json)")
+    _date_range_options(p)
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument("--width", type=int, default=32, choices=(32, 42, 48),
+                   help="text columns: 32 for 58 mm paper, 48 for 80 mm")
+    p.add_argument("--charts", metavar="DIR", help="also write sales-by-hour.png and method-split.png here")
+    p.set_defaults(handler=_report)
+
+
+def _add_export(add: _AddParser) -> None:
+    p = add("export", help="every transaction of a date range as CSV, one row each")
+    _date_range_options(p)
+    p.set_defaults(handler=_report)
 
 
 def _report(args: argparse.Namespace) -> int:
     from firmware.core import reports
-    from firmware.records.journal import Journal
     from firmware.core.money import Currency
+    from firmware.records.journal import Journal
 
     first, last = args.first, args.last or args.first
     for value in (first, last):
@@ -132,10 +235,67 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_audit(add: _AddParser) -> None:
+    p = add("audit", help="check the audit log's hash chain")
+    p.add_argument("action", choices=("verify",))
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_audit)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from firmware.records.journal import Journal
+
+    path = _journal_path(args)
+    if path is None:
+        return 2
+    journal = Journal(path)
+    try:
+        ok, summary = journal.verify_audit()
+    finally:
+        journal.close()
+    print(f"audit log {'ok' if ok else 'BROKEN'}: {summary}")
+    return 0 if ok else 1
+
+
+def _add_journal(add: _AddParser) -> None:
+    p = add("journal", help="start a new, empty journal in place of a missing one (counters "
+                            "continue from their copy beside the key store)")
+    p.add_argument("action", choices=("new",))
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_journal_new)
+
+
+def _journal_new(args: argparse.Namespace) -> int:
+    from firmware.records.journal import Journal
+
+    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
+    journal = Journal.start_new(data / "journal.sqlite3")
+    try:
+        stan = journal.counter("stan") or 0
+    finally:
+        journal.close()
+    print(f"{data / 'journal.sqlite3'}: a new, empty journal; counters continue (next STAN {stan % 999_999 + 1})")
+    return 0
+
+
+def _add_keys(add: _AddParser) -> None:
+    p = add("keys", help="load a key by components (admin PIN) or list stored keys' check values")
+    p.add_argument("action", choices=("load", "list"))
+    p.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
+    p.add_argument("--scheme", choices=("tdes", "aes"), help="default: [keys] scheme, else tdes")
+    p.add_argument("--components", type=int, default=2, choices=range(1, 10), metavar="N",
+                   help="how many components make the key (default 2)")
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_keys)
+
+
 def _keys(args: argparse.Namespace) -> int:
-    from firmware.shell.admin import load_key, reader
     from firmware.records.journal import Journal
     from firmware.security.keystore import KeyStore
+    from firmware.shell.admin import load_key, reader
 
     cfg = load(args.config)
     data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
@@ -156,16 +316,18 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slots(cfg: Config, data_dir: str | None) -> "Path":
-    data = Path(data_dir) if data_dir else cfg.terminal.data_dir
-    slots = Path(cfg.update.slots_dir)
-    return slots if slots.is_absolute() else data / slots
+def _add_update(add: _AddParser) -> None:
+    p = add("update", help="install a signed software package into the other slot (admin PIN)")
+    p.add_argument("package")
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_update)
 
 
 def _update(args: argparse.Namespace) -> int:
-    from firmware.shell.admin import reader, sign_in
     from firmware.records.journal import Journal
     from firmware.security.update import Slots, verify_package
+    from firmware.shell.admin import reader, sign_in
 
     cfg = load(args.config)
     data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
@@ -187,12 +349,30 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_boot_check(add: _AddParser) -> None:
+    p = add("boot-check", help="keep a freshly installed slot if it passes its self-check, "
+                               "else return to the previous slot (run before the service)")
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_boot_check)
+
+
 def _boot_check(args: argparse.Namespace) -> int:
     from firmware.security.update import Slots, self_check
 
     cfg = load(args.config)
     print(Slots(_slots(cfg, args.data_dir)).boot_check(self_check(Path(args.config).resolve())))
     return 0
+
+
+def _add_release(add: _AddParser) -> None:
+    p = add("release", help="make a release key, or a signed package of this source tree")
+    p.add_argument("action", choices=("keygen", "sign"))
+    p.add_argument("--key", required=True, help="the Ed25519 private key file (PEM)")
+    p.add_argument("--version", help="the package's version, N.N.N")
+    p.add_argument("--out", help="the package file to write")
+    p.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
+    p.set_defaults(handler=_release)
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -210,14 +390,93 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_items(add: _AddParser) -> None:
+    p = add("items", help="import the item catalogue from CSV (manager PIN), or list it")
+    p.add_argument("action", choices=("import", "list"))
+    p.add_argument("file", nargs="?", help="CSV with the header plu,name,price,tax_rate")
+    p.add_argument("--replace", action="store_true", help="remove items that are not in the file")
+    _data_dir_option(p)
+    _config_option(p)
+    p.set_defaults(handler=_items)
+
+
+def _items(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
+    return _items_list(cfg, data) if args.action == "list" else _items_import(args, cfg, data)
+
+
+def _items_list(cfg: Config, data: Path) -> int:
+    from firmware.core.money import format_minor
+    from firmware.core.text import clean
+    from firmware.records.journal import Journal
+
+    cur = cfg.terminal.currency
+    path = data / "journal.sqlite3"
+    if not path.exists():
+        print(f"countertop: no journal in {data}", file=sys.stderr)
+        return 2
+    journal = Journal(path)
+    try:
+        for item in journal.catalog().values():
+            print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
+                  f"{clean(item.name)}")               # an older import may hold control characters
+    finally:
+        journal.close()
+    return 0
+
+
+def _items_import(args: argparse.Namespace, cfg: Config, data: Path) -> int:
+    """Check the whole CSV first (nothing is imported from a file with a bad line), then sign in and import."""
+    from firmware.core.items import parse_catalog
+    from firmware.records.journal import Journal
+    from firmware.shell.admin import reader, sign_in
+
+    if not args.file:
+        print("countertop: items import needs a CSV file (plu,name,price,tax_rate)", file=sys.stderr)
+        return 2
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"countertop: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    items, errors = parse_catalog(raw, cfg.terminal.currency, max_price=cfg.terminal.max_amount)
+    if errors:
+        for error in errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print("countertop: nothing imported; fix the lines above and import again", file=sys.stderr)
+        return 2
+    data.mkdir(parents=True, exist_ok=True)
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
+        sign_in(cfg, journal, reader(), "manager", f"import items from {Path(args.file).name}")
+        written, removed = journal.import_items(items, datetime.now().astimezone(), replace=args.replace)
+        journal.audit("manager", "items imported", f"{Path(args.file).name}: {written} written, {removed} removed",
+                      datetime.now().astimezone())
+    finally:
+        journal.close()
+    print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
+    return 0
+
+
+def _add_config(add: _AddParser) -> None:
+    p = add("config", help="check a new configuration file and install it (admin PIN)")
+    p.add_argument("action", choices=("install",))
+    p.add_argument("file", help="the new configuration")
+    _config_option(p, what="the one it replaces")
+    _data_dir_option(p)
+    p.set_defaults(handler=_config_install)
+
+
 def _config_install(args: argparse.Namespace) -> int:
     """Check a new configuration, then (admin PIN, audited) put it in place of the running one atomically."""
     import hashlib
     import os
     import shutil
 
-    from firmware.shell.admin import reader, sign_in
     from firmware.records.journal import Journal
+    from firmware.shell.admin import reader, sign_in
 
     new, target = Path(args.file), Path(args.config)
     fresh = load(new)                                   # refuse a broken file before anyone signs in
@@ -243,209 +502,40 @@ def _config_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _items(args: argparse.Namespace) -> int:
-    from firmware.shell.admin import reader, sign_in
-    from firmware.core.items import parse_catalog
-    from firmware.core.text import clean
-    from firmware.records.journal import Journal
-    from firmware.core.money import format_minor
+def _add_check_config(add: _AddParser) -> None:
+    p = add("check-config", help="validate configuration files and exit")
+    p.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
+    p.set_defaults(handler=_check_config)
 
-    cfg = load(args.config)
-    data = Path(args.data_dir) if args.data_dir else cfg.terminal.data_dir
-    cur = cfg.terminal.currency
-    if args.action == "list":
-        path = data / "journal.sqlite3"
-        if not path.exists():
-            print(f"countertop: no journal in {data}", file=sys.stderr)
-            return 2
-        journal = Journal(path)
-        try:
-            for item in journal.catalog().values():
-                print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
-                      f"{clean(item.name)}")               # an older import may hold control characters
-        finally:
-            journal.close()
-        return 0
-    if not args.file:
-        print("countertop: items import needs a CSV file (plu,name,price,tax_rate)", file=sys.stderr)
-        return 2
-    try:
-        raw = Path(args.file).read_bytes()
-    except OSError as exc:
-        print(f"countertop: {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    items, errors = parse_catalog(raw, cur, max_price=cfg.terminal.max_amount)
-    if errors:
-        for error in errors:
-            print(f"{args.file}: {error}", file=sys.stderr)
-        print("countertop: nothing imported; fix the lines above and import again", file=sys.stderr)
-        return 2
-    data.mkdir(parents=True, exist_ok=True)
-    journal = Journal(data / "journal.sqlite3")
-    try:
-        cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
-        sign_in(cfg, journal, reader(), "manager", f"import items from {Path(args.file).name}")
-        written, removed = journal.import_items(items, datetime.now().astimezone(), replace=args.replace)
-        journal.audit("manager", "items imported", f"{Path(args.file).name}: {written} written, {removed} removed",
-                      datetime.now().astimezone())
-    finally:
-        journal.close()
-    print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
+
+def _check_config(args: argparse.Namespace) -> int:
+    for f in args.files:
+        cfg = load(f)
+        print(f"{f}: ok (terminal {cfg.terminal.terminal_id}, {cfg.terminal.currency.alpha})")
     return 0
 
 
-def _journal_new(args: argparse.Namespace) -> int:
-    from firmware.records.journal import Journal
+# --- the command line ------------------------------------------------------------------------------------
 
-    data = Path(args.data_dir) if args.data_dir else load(args.config).terminal.data_dir
-    journal = Journal.start_new(data / "journal.sqlite3")
-    try:
-        stan = journal.counter("stan") or 0
-    finally:
-        journal.close()
-    print(f"{data / 'journal.sqlite3'}: a new, empty journal; counters continue (next STAN {stan % 999_999 + 1})")
-    return 0
+_COMMANDS = (_add_run, _add_sim, _add_hash_pin, _add_report, _add_export, _add_audit, _add_journal, _add_keys,
+             _add_update, _add_boot_check, _add_release, _add_items, _add_config, _add_check_config)
 
 
-def _hash_pin() -> int:
-    import getpass
-
-    from firmware.security.operators import hash_pin
-
-    if sys.stdin.isatty():
-        pin, again = getpass.getpass("operator PIN: "), getpass.getpass("again: ")
-        if pin != again:
-            print("countertop: the two PINs differ", file=sys.stderr)
-            return 2
-    else:
-        pin = sys.stdin.readline().strip()
-    try:
-        print(hash_pin(pin))
-    except ValueError as exc:
-        print(f"countertop: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    """`countertop` and its subcommands, in the order --help lists them; each names its handler."""
+    top = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
+    sub = top.add_subparsers(dest="command", required=True)
+    for add_command in _COMMANDS:
+        add_command(sub.add_parser)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `countertop` console command."""
-    parser = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_run = sub.add_parser("run", help="run the terminal on real hardware")
-    p_run.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_run.add_argument("--debug", action="store_true", help="log flow steps to the log file")
-    p_sim = sub.add_parser("sim", help="run the terminal on the hardware simulator")
-    p_sim.add_argument("--config", default=str(CONFIG_DIR / "sim.toml"))
-    p_sim.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
-    p_sim.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
-    p_sim.add_argument("--debug", action="store_true", help="log flow steps to the log file")
-    p_sim.add_argument("--kill-harness", action="store_true",
-                       help="run the terminal as its own process, SIGKILL it at random points of random "
-                            "transactions, reboot it and check the journal against the hosts each time")
-    p_sim.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
-    p_sim.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
-    p_sim.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
-    sub.add_parser("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]")
-    today = date.today().isoformat()
-    for name, helptext in (("report", "sales report for a date range (text, csv or json)"),
-                           ("export", "every transaction of a date range as CSV, one row each")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--from", dest="first", default=today, help="first local date, YYYY-MM-DD (default today)")
-        p.add_argument("--to", dest="last", default=None, help="last local date, YYYY-MM-DD (default: --from)")
-        p.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-        p.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-        if name == "report":
-            p.add_argument("--format", choices=("text", "csv", "json"), default="text")
-            p.add_argument("--width", type=int, default=32, choices=(32, 42, 48),
-                           help="text columns: 32 for 58 mm paper, 48 for 80 mm")
-            p.add_argument("--charts", metavar="DIR", help="also write sales-by-hour.png and method-split.png here")
-    p_aud = sub.add_parser("audit", help="check the audit log's hash chain")
-    p_aud.add_argument("action", choices=("verify",))
-    p_aud.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_aud.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_jnl = sub.add_parser("journal", help="start a new, empty journal in place of a missing one (counters "
-                                            "continue from their copy beside the key store)")
-    p_jnl.add_argument("action", choices=("new",))
-    p_jnl.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_jnl.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_keys = sub.add_parser("keys", help="load a key by components (admin PIN) or list stored keys' check values")
-    p_keys.add_argument("action", choices=("load", "list"))
-    p_keys.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
-    p_keys.add_argument("--scheme", choices=("tdes", "aes"), help="default: [keys] scheme, else tdes")
-    p_keys.add_argument("--components", type=int, default=2, choices=range(1, 10), metavar="N",
-                        help="how many components make the key (default 2)")
-    p_keys.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_keys.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_upd = sub.add_parser("update", help="install a signed software package into the other slot (admin PIN)")
-    p_upd.add_argument("package")
-    p_upd.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_upd.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_boot = sub.add_parser("boot-check", help="keep a freshly installed slot if it passes its self-check, "
-                                               "else return to the previous slot (run before the service)")
-    p_boot.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_boot.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_rel = sub.add_parser("release", help="make a release key, or a signed package of this source tree")
-    p_rel.add_argument("action", choices=("keygen", "sign"))
-    p_rel.add_argument("--key", required=True, help="the Ed25519 private key file (PEM)")
-    p_rel.add_argument("--version", help="the package's version, N.N.N")
-    p_rel.add_argument("--out", help="the package file to write")
-    p_rel.add_argument("--root", default=str(CONFIG_DIR.parent), help="the source tree (default: this one)")
-    p_items = sub.add_parser("items", help="import the item catalogue from CSV (manager PIN), or list it")
-    p_items.add_argument("action", choices=("import", "list"))
-    p_items.add_argument("file", nargs="?", help="CSV with the header plu,name,price,tax_rate")
-    p_items.add_argument("--replace", action="store_true", help="remove items that are not in the file")
-    p_items.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_items.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"))
-    p_cfg = sub.add_parser("config", help="check a new configuration file and install it (admin PIN)")
-    p_cfg.add_argument("action", choices=("install",))
-    p_cfg.add_argument("file", help="the new configuration")
-    p_cfg.add_argument("--config", default=str(CONFIG_DIR / "terminal.toml"), help="the one it replaces")
-    p_cfg.add_argument("--data-dir", help="the terminal's data folder (default: the config's data_dir)")
-    p_chk = sub.add_parser("check-config", help="validate configuration files and exit")
-    p_chk.add_argument("files", nargs="*", default=[str(CONFIG_DIR / "terminal.toml")])
-    args = parser.parse_args(argv)
-
+    """Entry point of the `countertop` console command: one line and an exit status for what goes wrong."""
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "hash-pin":
-            return _hash_pin()
-        if args.command in ("report", "export"):
-            return _report(args)
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "journal":
-            return _journal_new(args)
-        if args.command == "keys":
-            return _keys(args)
-        if args.command == "update":
-            return _update(args)
-        if args.command == "items":
-            return _items(args)
-        if args.command == "config":
-            return _config_install(args)
-        if args.command == "boot-check":
-            return _boot_check(args)
-        if args.command == "release":
-            return _release(args)
-        if args.command == "check-config":
-            for f in args.files:
-                cfg = load(f)
-                print(f"{f}: ok (terminal {cfg.terminal.terminal_id}, {cfg.terminal.currency.alpha})")
-            return 0
-        cfg = load(args.config)
-        level = logging.DEBUG if args.debug else logging.INFO
-        if args.command == "run":
-            logs.setup(level, cfg.terminal.data_dir / "countertop.log")
-            return _run(cfg)
-        if args.kill_harness:
-            from hwsim.killharness import run_cli
-            return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.data)
-        data = Path(args.data) if args.data else cfg.terminal.data_dir
-        logs.setup(level, data / "countertop.log", console_level=logging.CRITICAL)
-        if args.scenario:
-            from hwsim.scenario import run_scenario
-            return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
-        from hwsim.console import interactive
-        return interactive(cfg, data)
+        code: int = args.handler(args)
+        return code
     except ConfigError as exc:
         print(f"countertop: {exc}", file=sys.stderr)
         return 2
