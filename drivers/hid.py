@@ -11,8 +11,7 @@ from evdev import ecodes
 
 from firmware.config import InputDeviceConfig
 from firmware.errors import CardReadError, DeviceError
-from firmware.core.events import BadRead, Key, Scanned, Swiped
-from firmware.core.flow import Event
+from firmware.core.events import BadRead, Event, Key, Scanned, Swiped
 from firmware.core.track import parse_swipe
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import io
 import math
 import re
 import tomllib
+import unicodedata
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -152,7 +153,8 @@ SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹"
 
 def _lookalike_digit(d: str, style: int) -> str:
     """A character str.isdigit() (or int()) takes for the ASCII digit `d`: superscript, full-width, Arabic-Indic."""
-    return (SUPERSCRIPT[int(d)], chr(0xFF10 + int(d)), chr(0x660 + int(d)))[style]
+    n = unicodedata.digit(d)                  # `d` may itself be a look-alike already (a value mutated twice)
+    return (SUPERSCRIPT[n], chr(0xFF10 + n), chr(0x660 + n))[style]
 
 
 def mutated(data, value):

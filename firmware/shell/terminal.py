@@ -745,7 +745,7 @@ class Terminal:
             # The flush above may have sent a queued settlement: the sale's batch is closed now.
             self.post(events.Refused("SETTLED: USE REFUND"))
             return
-        method = eff.route
+        method: str = eff.route
         if eff.route == "card" and original.get("method") == "wallet":
             method = "wallet"                                  # back the way it came: to the payer's wallet
         try:

@@ -93,14 +93,15 @@ class WalletDesk:
         if trouble:
             self._post(events.WalletEnded("unknown", trouble))       # said truly later, by reconciliation
         elif status == "approved":
-            self._post(events.WalletPaid(order_no, result.trade_no, result.payer, stan, kind.upper()))
+            self._post(events.WalletPaid(order_no, result.trade_no, result.payer, stan, "QR" if kind == "qr" else "CODE"))
         elif status == "cancelled":
             self._post(events.WalletEnded("closed", result.reason or "ORDER CLOSED"))
         else:
             self._post(events.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
         return True
 
-    def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: str = "unknown") -> None:
+    def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET",
+                 state: events.WalletEnd = "unknown") -> None:
         """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
         self._record(row, "unknown", note=note[:200])
         self.order = None
