@@ -25,8 +25,8 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware.core.items import parse_catalog
-from firmware.records.journal import Journal
 from firmware.core.money import Currency
+from firmware.records.journal import Journal
 
 NAMES = ["矿泉水 WATER 550ML", "苹果 APPLE (1KG)", "BREAD, WHOLEMEAL", "牛奶 MILK 1L", "RICE 5KG", "茶叶蛋", "=SUM(A1)"]
 
@@ -51,7 +51,7 @@ def _status_mb(field: str) -> float:
 
 
 def measure(path: str, traced: bool) -> dict[str, float]:
-    raw = Path(path).read_bytes()                          # as `countertop items import` reads it
+    raw = Path(path).read_bytes()  # as `countertop items import` reads it
     rss_before = _status_mb("VmRSS")
     if traced:
         tracemalloc.start()
@@ -59,9 +59,16 @@ def measure(path: str, traced: bool) -> dict[str, float]:
     items, errors = parse_catalog(raw, Currency.of("CNY"))
     seconds = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1] if traced else 0
-    figures = {"bytes": len(raw), "items": len(items), "errors": len(errors), "seconds": seconds,
-               "python_peak_mb": peak / 2**20, "rss_before_mb": rss_before, "rss_peak_mb": _status_mb("VmHWM")}
-    if items and not traced:                              # what follows the parse: the journal write, then F3
+    figures = {
+        "bytes": len(raw),
+        "items": len(items),
+        "errors": len(errors),
+        "seconds": seconds,
+        "python_peak_mb": peak / 2**20,
+        "rss_before_mb": rss_before,
+        "rss_peak_mb": _status_mb("VmHWM"),
+    }
+    if items and not traced:  # what follows the parse: the journal write, then F3
         with tempfile.TemporaryDirectory(prefix="countertop-bench-") as tmp:
             journal = Journal(Path(tmp) / "journal.sqlite3")
             started = time.perf_counter()
@@ -71,7 +78,7 @@ def measure(path: str, traced: bool) -> dict[str, float]:
             journal.has_items()
             figures["has_items_seconds"] = time.perf_counter() - started
             rng = random.Random(3)
-            plus = [str(rng.randint(1, len(items) * 2)) for _ in range(10_000)]       # half of them missing
+            plus = [str(rng.randint(1, len(items) * 2)) for _ in range(10_000)]  # half of them missing
             started = time.perf_counter()
             for plu in plus:
                 journal.item(plu)
@@ -92,18 +99,30 @@ def main() -> None:
         for bad in (False, True):
             path = Path(tmp) / "items.csv"
             path.write_bytes(catalogue(lines, bad))
-            timed, traced = (json.loads(subprocess.run([sys.executable, __file__, "--child", str(path), mode],
-                                                       check=True, capture_output=True, text=True).stdout)
-                             for mode in ("plain", "traced"))
-            print(f"{'all lines bad' if bad else 'good lines':>13}: {lines:,} lines, {timed['bytes'] / 2**20:.1f} MiB"
-                  f" -> {timed['items']:,} items, {timed['errors']} error lines in {timed['seconds']:.2f} s; "
-                  f"peak Python allocations {traced['python_peak_mb']:.0f} MiB (tracemalloc); resident "
-                  f"{timed['rss_before_mb']:.0f} MiB with the file read -> peak {timed['rss_peak_mb']:.0f} MiB")
+            timed, traced = (
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, __file__, "--child", str(path), mode],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                )
+                for mode in ("plain", "traced")
+            )
+            print(
+                f"{'all lines bad' if bad else 'good lines':>13}: {lines:,} lines, {timed['bytes'] / 2**20:.1f} MiB"
+                f" -> {timed['items']:,} items, {timed['errors']} error lines in {timed['seconds']:.2f} s; "
+                f"peak Python allocations {traced['python_peak_mb']:.0f} MiB (tracemalloc); resident "
+                f"{timed['rss_before_mb']:.0f} MiB with the file read -> peak {timed['rss_peak_mb']:.0f} MiB"
+            )
             if "write_seconds" in timed:
-                print(f"{'':>13}  then Journal.import_items {timed['write_seconds']:.2f} s; at F3 has_items "
-                      f"{timed['has_items_seconds'] * 1e6:.0f} µs, per PLU keyed item() "
-                      f"{timed['lookup_seconds'] * 1e6:.1f} µs; the whole catalogue (items list) "
-                      f"{timed['catalog_seconds']:.2f} s")
+                print(
+                    f"{'':>13}  then Journal.import_items {timed['write_seconds']:.2f} s; at F3 has_items "
+                    f"{timed['has_items_seconds'] * 1e6:.0f} µs, per PLU keyed item() "
+                    f"{timed['lookup_seconds'] * 1e6:.1f} µs; the whole catalogue (items list) "
+                    f"{timed['catalog_seconds']:.2f} s"
+                )
 
 
 if __name__ == "__main__":

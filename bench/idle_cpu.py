@@ -23,15 +23,18 @@ TICK = os.sysconf("SC_CLK_TCK")
 def thread_cpu(native_id: int) -> float:
     with open(f"/proc/self/task/{native_id}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK          # utime + stime
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 def main(seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp, Simulator(tmp):
-        time.sleep(1.0)                                         # let boot work settle
+        time.sleep(1.0)  # let boot work settle
         # The firmware's threads: the event loop, the NFC reader, asyncio's workers (not the simulator's).
-        firmware = [t.native_id for t in threading.enumerate()
-                    if t.native_id and not t.name.startswith("hwsim-") and t is not threading.main_thread()]
+        firmware = [
+            t.native_id
+            for t in threading.enumerate()
+            if t.native_id and not t.name.startswith("hwsim-") and t is not threading.main_thread()
+        ]
         names = sorted(t.name for t in threading.enumerate() if t.native_id in firmware)
         t0, p0, f0 = time.monotonic(), time.process_time(), sum(thread_cpu(n) for n in firmware)
         time.sleep(seconds)
@@ -39,8 +42,10 @@ def main(seconds: float) -> None:
         wall = t1 - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"idle for {wall:.1f} s")
-        print(f"firmware threads ({', '.join(names)}) CPU: {f1 - f0:.3f} s = {100 * (f1 - f0) / wall:.3f} % "
-              f"of one core (resolution {1 / TICK:.2f} s)")
+        print(
+            f"firmware threads ({', '.join(names)}) CPU: {f1 - f0:.3f} s = {100 * (f1 - f0) / wall:.3f} % "
+            f"of one core (resolution {1 / TICK:.2f} s)"
+        )
         print(f"whole simulator process CPU: {p1 - p0:.3f} s = {100 * (p1 - p0) / wall:.3f} % of one core")
         print(f"peak RSS of the simulator process: {rss:.1f} MB")
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from firmware.records.journal import Journal
-
 from reports_1m import fill
 
 

@@ -38,16 +38,35 @@ def fill(journal: Journal, rows: int) -> tuple[str, str]:
         amount = sum(plu * 50 * qty for plu, qty in basket)
         for n, (plu, qty) in enumerate(basket, start=1):
             lines.append((i + 1, n, str(1000 + plu), f"ITEM {plu}", qty, plu * 50))
-        batch.append(("sale", method, entry, amount, "CNY", status, i % 999999 + 1,
-                      "424242******4242" if method == "card" else "", "SIM00001", "102030405060708", at, at,
-                      f"SIM00001{i:012d}", f"cashier 0{i % 4 + 1}"))
-    db = journal._db                                       # noqa: SLF001 - bulk load for the benchmark only
+        batch.append(
+            (
+                "sale",
+                method,
+                entry,
+                amount,
+                "CNY",
+                status,
+                i % 999999 + 1,
+                "424242******4242" if method == "card" else "",
+                "SIM00001",
+                "102030405060708",
+                at,
+                at,
+                f"SIM00001{i:012d}",
+                f"cashier 0{i % 4 + 1}",
+            )
+        )
+    db = journal._db  # noqa: SLF001 - bulk load for the benchmark only
     db.execute("BEGIN")
-    db.executemany("INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
-                   " terminal_id, merchant_id, created_at, updated_at, order_no, operator)"
-                   " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
-    db.executemany("INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price)"
-                   " VALUES (?,?,?,?,?,?)", lines)
+    db.executemany(
+        "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
+        " terminal_id, merchant_id, created_at, updated_at, order_no, operator)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        batch,
+    )
+    db.executemany(
+        "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price) VALUES (?,?,?,?,?,?)", lines
+    )
     db.execute("COMMIT")
     return batch[0][10][:10], batch[-1][10][:10]
 
@@ -74,8 +93,10 @@ def main(rows: int) -> None:
         timed("month best sellers alone", lambda: journal.best_sellers(*month))
         timed("month per operator alone", lambda: journal.by_operator(*month))
         rules = reports.AnomalyRules(limits=(10000, 5000000))
-        timed("month anomaly rules", lambda: reports.anomalies(journal.anomaly_rows(*month), rules,
-                                                               reports.Currency.of("CNY")))
+        timed(
+            "month anomaly rules",
+            lambda: reports.anomalies(journal.anomaly_rows(*month), rules, reports.Currency.of("CNY")),
+        )
         timed("month CSV export", lambda: reports.as_csv(journal.rows_between(*month)))
         journal.close()
 

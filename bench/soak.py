@@ -38,8 +38,8 @@ Exit status 0 when everything added up and nothing leaked, 1 otherwise. Not part
 
 from __future__ import annotations
 
-import argparse
 import _sqlite3
+import argparse
 import asyncio
 import ctypes
 import dataclasses
@@ -65,15 +65,13 @@ import iso8583
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from firmware.shell import logs
-
-from firmware.wallets import desk as walletdesk
+import soak_mix
 from firmware.config import Config, load
+from firmware.shell import logs
+from firmware.wallets import desk as walletdesk
 from hwsim import Simulator, invariants
 from hwsim.acquirer import SPEC, SPEC_AES
 from hwsim.simulator import DEFAULT_CONFIG
-
-import soak_mix
 from soak_mix import Till, Unexpected
 
 log = logging.getLogger(__name__)
@@ -105,6 +103,7 @@ MIN_JUDGED = 2000
 
 # --- measuring ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Sample:
     """The process at one moment, at rest."""
@@ -112,13 +111,13 @@ class Sample:
     done: int
     elapsed: float
     rss_kb: int
-    heap_kb: int | None     # memory in use (heap_in_use_kb); None where it cannot be had
-    sqlite_kb: int          # of which SQLite's (sqlite_in_use_kb)
+    heap_kb: int | None  # memory in use (heap_in_use_kb); None where it cannot be had
+    sqlite_kb: int  # of which SQLite's (sqlite_in_use_kb)
     fds: int
     threads: int
     tasks: int
-    objects: int            # gc-tracked Python objects
-    records_kb: int         # the simulator's records (ledger, orders, logs, receipts) and the soak's own
+    objects: int  # gc-tracked Python objects
+    records_kb: int  # the simulator's records (ledger, orders, logs, receipts) and the soak's own
     records_objects: int
     rows: int
 
@@ -140,13 +139,26 @@ except OSError:
 class _MallInfo2(ctypes.Structure):
     """glibc's struct mallinfo2 (every field a size_t)."""
 
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 if _LIBC is not None and hasattr(_LIBC, "mallinfo2"):
     _LIBC.mallinfo2.restype = _MallInfo2
-try:                                             # the SQLite library Python's sqlite3 module runs on
+try:  # the SQLite library Python's sqlite3 module runs on
     _SQLITE: ctypes.CDLL | None = ctypes.CDLL(_sqlite3.__file__)
     _SQLITE.sqlite3_memory_used.restype = ctypes.c_int64
 except (OSError, AttributeError):
@@ -202,7 +214,7 @@ def open_fds() -> dict[str, int]:
         try:
             target = os.readlink(f"{base}/{name}")
         except OSError:
-            continue                                           # the listing's own descriptor
+            continue  # the listing's own descriptor
         kinds[re.sub(r"\[\d+\]$", "", target)] += 1
     return dict(kinds)
 
@@ -213,15 +225,27 @@ def thread_names() -> Counter[str]:
 
 def firmware_tasks(sim: Simulator) -> Counter[str]:
     """The firmware loop's tasks by coroutine, asked on the loop's own thread."""
+
     async def census() -> Counter[str]:
         me = asyncio.current_task()
-        return Counter(getattr(t.get_coro(), "__qualname__", repr(t.get_coro())) for t in asyncio.all_tasks()
-                       if t is not me)
+        return Counter(
+            getattr(t.get_coro(), "__qualname__", repr(t.get_coro())) for t in asyncio.all_tasks() if t is not me
+        )
+
     return asyncio.run_coroutine_threadsafe(census(), sim._loop).result(10)
 
 
-_OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.CodeType,
-           types.FrameType, threading.Lock().__class__, threading.Thread)
+_OPAQUE = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    types.FrameType,
+    threading.Lock().__class__,
+    threading.Thread,
+)
 
 
 def reachable(roots: list[Any]) -> tuple[int, int]:
@@ -244,10 +268,22 @@ def reachable(roots: list[Any]) -> tuple[int, int]:
 def records(sim: Simulator, till: Till) -> list[Any]:
     """What the simulator and the soak keep by design: it grows with the transactions and is no leak."""
     host, wallet, printer = sim.host, sim.wallet, sim.printer
-    return [host.ledger, host.host_log, host.issuer.accounts, getattr(host, "_answered", {}),
-            getattr(host, "_accounts_of", {}), getattr(host, "_settled_batches", {}), wallet.orders,
-            wallet.requests, printer.raw, printer.decoder.receipts, printer.decoder.unknown, till.expected,
-            till.sales, till.restarts]
+    return [
+        host.ledger,
+        host.host_log,
+        host.issuer.accounts,
+        getattr(host, "_answered", {}),
+        getattr(host, "_accounts_of", {}),
+        getattr(host, "_settled_batches", {}),
+        wallet.orders,
+        wallet.requests,
+        printer.raw,
+        printer.decoder.receipts,
+        printer.decoder.unknown,
+        till.expected,
+        till.sales,
+        till.restarts,
+    ]
 
 
 def census() -> Counter[str]:
@@ -268,22 +304,34 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
     size, objs = reachable(records(sim, till))
     rss = rss_kb()
     heap = heap_in_use_kb()
-    return Sample(done=done, elapsed=time.monotonic() - started, rss_kb=rss, heap_kb=heap,
-                  sqlite_kb=sqlite_in_use_kb(), fds=sum(open_fds().values()),
-                  threads=threading.active_count(), tasks=sum(firmware_tasks(sim).values()),
-                  objects=len(gc.get_objects()), records_kb=size // 1024, records_objects=objs,
-                  rows=journal_count(sim))
+    return Sample(
+        done=done,
+        elapsed=time.monotonic() - started,
+        rss_kb=rss,
+        heap_kb=heap,
+        sqlite_kb=sqlite_in_use_kb(),
+        fds=sum(open_fds().values()),
+        threads=threading.active_count(),
+        tasks=sum(firmware_tasks(sim).values()),
+        objects=len(gc.get_objects()),
+        records_kb=size // 1024,
+        records_objects=objs,
+        rows=journal_count(sim),
+    )
 
 
 def line(s: Sample, total: int) -> str:
     heap = f"{s.heap_kb / 1024:5.1f}, sqlite {s.sqlite_kb / 1024:3.1f}" if s.heap_kb is not None else "n/a"
-    return (f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap})  "
-            f"fds {s.fds:3}  "
-            f"threads {s.threads:2}  tasks {s.tasks:2}  objects {s.objects:7}  rows {s.rows:6}  "
-            f"sim records {s.records_kb / 1024:5.1f} MB")
+    return (
+        f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap})  "
+        f"fds {s.fds:3}  "
+        f"threads {s.threads:2}  tasks {s.tasks:2}  objects {s.objects:7}  rows {s.rows:6}  "
+        f"sim records {s.records_kb / 1024:5.1f} MB"
+    )
 
 
 # --- checking as it goes ----------------------------------------------------------------------------
+
 
 @dataclass
 class Checks:
@@ -303,8 +351,8 @@ class Checks:
         999999), a PIN block's KSN above the last one's."""
         spec = SPEC_AES if self.dialect == "aes-dukpt" else SPEC
         logged = sim.host.host_log
-        taken = logged[:len(logged)]
-        del logged[:len(taken)]
+        taken = logged[: len(logged)]
+        del logged[: len(taken)]
         for direction, raw in taken:
             if direction != "request":
                 continue
@@ -330,21 +378,25 @@ class Checks:
         gateway's request log."""
         printer = sim.printer
         cut = printer.decoder.receipts
-        taken = cut[:len(cut)]
+        taken = cut[: len(cut)]
         path = sim.data_dir / "journal.sqlite3"
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute("SELECT * FROM transaction_summary WHERE id > ? ORDER BY id",
-                                                (max(0, self._first_row - 100),))]
+            rows = [
+                dict(r)
+                for r in db.execute(
+                    "SELECT * FROM transaction_summary WHERE id > ? ORDER BY id", (max(0, self._first_row - 100),)
+                )
+            ]
         finally:
             db.close()
         self.findings += [f"{f.invariant}: {f.detail}" for f in invariants.receipt_truth(taken, rows)]
         if rows:
             self._first_row = rows[-1]["id"]
         self.receipts += len(taken)
-        del cut[:len(taken)]
-        del printer.raw[:len(printer.raw)]
+        del cut[: len(taken)]
+        del printer.raw[: len(printer.raw)]
         till.receipts_due = max(0, till.receipts_due - len(taken))
         gw = sim.wallet.requests
         n = len(gw)
@@ -369,13 +421,17 @@ class ErrorLog(logging.Handler):
 
 # --- the run --------------------------------------------------------------------------------------
 
+
 def soak_config(host_timeout: float) -> Config:
     """config/sim.toml with the waits a soak would otherwise spend idle cut short."""
     cfg = load(DEFAULT_CONFIG)
     return dataclasses.replace(
-        cfg, timeouts=dataclasses.replace(cfg.timeouts, host=host_timeout),
-        wallet=dataclasses.replace(cfg.wallet, qr_timeout=4, poll_interval=0.1, confirm_timeout=1.0,
-                                   confirm_interval=0.1))
+        cfg,
+        timeouts=dataclasses.replace(cfg.timeouts, host=host_timeout),
+        wallet=dataclasses.replace(
+            cfg.wallet, qr_timeout=4, poll_interval=0.1, confirm_timeout=1.0, confirm_interval=0.1
+        ),
+    )
 
 
 @dataclass
@@ -391,7 +447,7 @@ def run_one(till: Till, kind: soak_mix.Kind, out: Outcome, number: int) -> None:
     began = time.monotonic()
     log.info("soak: transaction %d: %s", number, name)
     try:
-        if kind(till) is False:                          # nothing to void or refund yet
+        if kind(till) is False:  # nothing to void or refund yet
             name = "swipe_approved"
             soak_mix.swipe_approved(till)
         till.idle()
@@ -431,22 +487,28 @@ def judge(samples: list[Sample]) -> tuple[list[str], dict[str, float]]:
     objects = [(s.done, s.objects - s.records_objects) for s in half]
     whole = 1000 / max(1, measured)
     nan = float("nan")
-    figures = {"rss_kb_per_1000": (end.rss_kb - start.rss_kb) * whole,
-               "heap_kb_per_1000": ((end.heap_kb or 0) - (start.heap_kb or 0)) * whole if heap else nan,
-               "records_kb_per_1000": (end.records_kb - start.records_kb) * whole,
-               "sqlite_kb_per_1000": (end.sqlite_kb - start.sqlite_kb) * whole,
-               "late_kb_per_1000": per_1000(beyond) if len(half) >= 3 and heap else nan,
-               "late_objects_per_1000": per_1000(objects) if len(half) >= 3 else nan}
+    figures = {
+        "rss_kb_per_1000": (end.rss_kb - start.rss_kb) * whole,
+        "heap_kb_per_1000": ((end.heap_kb or 0) - (start.heap_kb or 0)) * whole if heap else nan,
+        "records_kb_per_1000": (end.records_kb - start.records_kb) * whole,
+        "sqlite_kb_per_1000": (end.sqlite_kb - start.sqlite_kb) * whole,
+        "late_kb_per_1000": per_1000(beyond) if len(half) >= 3 and heap else nan,
+        "late_objects_per_1000": per_1000(objects) if len(half) >= 3 else nan,
+    }
     leaks = []
     if measured >= MIN_JUDGED and len(half) >= 3:
         if heap and figures["late_kb_per_1000"] > THRESHOLDS["heap_kb_per_1000"]:
-            leaks.append(f"memory in use beyond the simulator's records and SQLite's caches still grows "
-                         f"{figures['late_kb_per_1000']:.0f} kB per 1,000 transactions in the second half "
-                         f"(limit {THRESHOLDS['heap_kb_per_1000']})")
+            leaks.append(
+                f"memory in use beyond the simulator's records and SQLite's caches still grows "
+                f"{figures['late_kb_per_1000']:.0f} kB per 1,000 transactions in the second half "
+                f"(limit {THRESHOLDS['heap_kb_per_1000']})"
+            )
         if figures["late_objects_per_1000"] > THRESHOLDS["objects_per_1000"]:
-            leaks.append(f"Python objects beyond the simulator's records still grow "
-                         f"{figures['late_objects_per_1000']:.0f} per 1,000 transactions in the second half "
-                         f"(limit {THRESHOLDS['objects_per_1000']})")
+            leaks.append(
+                f"Python objects beyond the simulator's records still grow "
+                f"{figures['late_objects_per_1000']:.0f} per 1,000 transactions in the second half "
+                f"(limit {THRESHOLDS['objects_per_1000']})"
+            )
     # A sample can land just after a restart (a printer or a reader not open yet) or while a connection is in
     # flight: compare the most of the first three samples with the fewest of the last three. A leak keeps
     # climbing, so it shows in both.
@@ -455,8 +517,10 @@ def judge(samples: list[Sample]) -> tuple[list[str], dict[str, float]]:
         before = max(getattr(s, what) for s in first)
         after = min(getattr(s, what) for s in last)
         if after - before > THRESHOLDS[what]:
-            leaks.append(f"{what}: {before} -> {after} (the most of the first three samples, the fewest of the "
-                         f"last three; limit +{THRESHOLDS[what]})")
+            leaks.append(
+                f"{what}: {before} -> {after} (the most of the first three samples, the fewest of the "
+                f"last three; limit +{THRESHOLDS[what]})"
+            )
     return leaks, figures
 
 
@@ -469,15 +533,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--transactions", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--report-every", type=int, default=500, metavar="K")
-    ap.add_argument("--warmup", type=int, default=None,
-                    help="transactions before the start sample (default: a tenth, at most 500)")
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="transactions before the start sample (default: a tenth, at most 500)"
+    )
     ap.add_argument("--data", type=Path, default=None, help="keep the journal and soak.log here (default: a temp dir)")
     ap.add_argument("--host-timeout", type=float, default=1.5, help="seconds (config/sim.toml says 5)")
-    ap.add_argument("--trace-memory", action="store_true",
-                    help="also trace Python allocations (tracemalloc, slower) and name the places whose memory grew "
-                         "over the second half")
-    ap.add_argument("--only", default="", metavar="KIND,...",
-                    help="run only these kinds of transaction, in turn (to reproduce one kind's trouble)")
+    ap.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="also trace Python allocations (tracemalloc, slower) and name the places whose memory grew "
+        "over the second half",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        metavar="KIND,...",
+        help="run only these kinds of transaction, in turn (to reproduce one kind's trouble)",
+    )
     args = ap.parse_args(argv)
     by_name = {kind.__name__: kind for kind, _ in soak_mix.MIX}
     only = [k for k in args.only.split(",") if k]
@@ -560,86 +632,128 @@ def main(argv: list[str] | None = None) -> int:
 def print_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: int = 12) -> None:
     """The allocation sites whose live memory grew most between two snapshots, each with the calls that led
     there (the simulator's records among them: its ledger and orders grow by design)."""
-    skip = (tracemalloc.Filter(False, tracemalloc.__file__),
-            tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
-            tracemalloc.Filter(False, f"*{Path(__file__).name}"))
+    skip = (
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+        tracemalloc.Filter(False, f"*{Path(__file__).name}"),
+    )
     diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "traceback")
     grew = [d for d in diff if d.size_diff > 0]
-    print(f"\n== allocations grown over the second half (tracemalloc): {sum(d.size_diff for d in grew) / 1024:+.0f} kB "
-          f"live in all, {sum(d.count_diff for d in grew):+} blocks ==")
+    print(
+        f"\n== allocations grown over the second half (tracemalloc): {sum(d.size_diff for d in grew) / 1024:+.0f} kB "
+        f"live in all, {sum(d.count_diff for d in grew):+} blocks =="
+    )
     for d in grew[:top]:
         frames = [f for f in d.traceback if "site-packages" not in f.filename and "/lib/python3" not in f.filename]
         where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in (frames or list(d.traceback))[-1:-5:-1])
         print(f"{d.size_diff / 1024:+9.1f} kB {d.count_diff:+7} blocks  {where}")
 
 
-def account(sim: Simulator, till: Till, checks: Checks) -> tuple[list[str], list[dict[str, Any]],
-                                                                 Counter[tuple[str, str, str]]]:
+def account(
+    sim: Simulator, till: Till, checks: Checks
+) -> tuple[list[str], list[dict[str, Any]], Counter[tuple[str, str, str]]]:
     """The accounting at the end: findings (empty when everything adds up), the journal's rows, their tally."""
     path = sim.data_dir / "journal.sqlite3"
     integrity = invariants.integrity(path)
     rows = invariants.journal_rows(path)
-    found = [*([invariants.Finding("journal-integrity", integrity)] if integrity != "ok" else []),
-             *invariants.host_vs_journal(sim.host.ledger, rows, sim.config.terminal.terminal_id),
-             *invariants.wallet_vs_journal(sim.wallet.orders, rows),
-             *invariants.unsettled(rows)]
+    found = [
+        *([invariants.Finding("journal-integrity", integrity)] if integrity != "ok" else []),
+        *invariants.host_vs_journal(sim.host.ledger, rows, sim.config.terminal.terminal_id),
+        *invariants.wallet_vs_journal(sim.wallet.orders, rows),
+        *invariants.unsettled(rows),
+    ]
     findings = [f"{f.invariant}: {f.detail}" for f in found] + checks.findings
     tally = journal_tally(rows)
     expected = +till.expected
     for key in sorted(set(tally) | set(expected)):
         if tally[key] != expected[key]:
-            findings.append(f"journal rows {'/'.join(key)}: {tally[key]}, the transactions run must leave "
-                            f"{expected[key]}")
+            findings.append(
+                f"journal rows {'/'.join(key)}: {tally[key]}, the transactions run must leave {expected[key]}"
+            )
     return findings, rows, tally
 
 
-def report(sim: Simulator, till: Till, checks: Checks, out: Outcome, errors: ErrorLog, samples: list[Sample],
-           left: int, tasks: Counter[str], threads: Counter[str], fds: dict[str, int], grown: Counter[str]) -> int:
+def report(
+    sim: Simulator,
+    till: Till,
+    checks: Checks,
+    out: Outcome,
+    errors: ErrorLog,
+    samples: list[Sample],
+    left: int,
+    tasks: Counter[str],
+    threads: Counter[str],
+    fds: dict[str, int],
+    grown: Counter[str],
+) -> int:
     start, end = samples[0], samples[-1]
     findings, rows, tally = account(sim, till, checks)
-    loop_errors = {k: n for k, n in errors.counts.items()
-                   if k.startswith(("asyncio", "hwsim.simulator", "firmware.shell.terminal: terminal:"))}
+    loop_errors = {
+        k: n
+        for k, n in errors.counts.items()
+        if k.startswith(("asyncio", "hwsim.simulator", "firmware.shell.terminal: terminal:"))
+    }
     leaks, fig = judge(samples)
     ledger = sim.host.ledger
     orders = sim.wallet.orders
 
     print("\n== soak report ==")
-    print(f"transactions      {end.done} in {end.elapsed:.0f} s ({end.elapsed / max(1, end.done) * 1000:.0f} ms each), "
-          f"restarts: {dict(till.restarts)}")
-    print("by kind (count, mean seconds)\n  " + "\n  ".join(
-        f"{k:30} {n:6} {out.seconds[k] / n:6.2f}" for k, n in sorted(out.counts.items(), key=lambda kv: -kv[1])))
+    print(
+        f"transactions      {end.done} in {end.elapsed:.0f} s ({end.elapsed / max(1, end.done) * 1000:.0f} ms each), "
+        f"restarts: {dict(till.restarts)}"
+    )
+    print(
+        "by kind (count, mean seconds)\n  "
+        + "\n  ".join(
+            f"{k:30} {n:6} {out.seconds[k] / n:6.2f}" for k, n in sorted(out.counts.items(), key=lambda kv: -kv[1])
+        )
+    )
     print(f"journal rows      {len(rows)}: " + ", ".join(f"{'/'.join(k)} {n}" for k, n in sorted(tally.items())))
-    print(f"acquirer          {len(ledger)} ledger entries, {checks.requests} requests; gateway {len(orders)} orders, "
-          f"{checks.wallet_requests} requests; printer {checks.receipts} receipts")
+    print(
+        f"acquirer          {len(ledger)} ledger entries, {checks.requests} requests; gateway {len(orders)} orders, "
+        f"{checks.wallet_requests} requests; printer {checks.receipts} receipts"
+    )
     judged = end.done - start.done >= MIN_JUDGED
     late_kb = f"{fig['late_kb_per_1000']:+.0f} kB per 1,000" if judged else "not judged"
     late_objects = f"{fig['late_objects_per_1000']:+.0f} per 1,000" if judged else "not judged"
-    print(f"resident memory   start {start.rss_kb / 1024:.1f} MB (after {start.done} transactions), end "
-          f"{end.rss_kb / 1024:.1f} MB: {fig['rss_kb_per_1000']:+.0f} kB per 1,000 transactions")
+    print(
+        f"resident memory   start {start.rss_kb / 1024:.1f} MB (after {start.done} transactions), end "
+        f"{end.rss_kb / 1024:.1f} MB: {fig['rss_kb_per_1000']:+.0f} kB per 1,000 transactions"
+    )
     if start.heap_kb is not None and end.heap_kb is not None:
-        print(f"  in use          start {start.heap_kb / 1024:.1f} MB, end {end.heap_kb / 1024:.1f} MB: "
-              f"{fig['heap_kb_per_1000']:+.0f} kB per 1,000, of which the simulator's records "
-              f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB) "
-              f"and SQLite {fig['sqlite_kb_per_1000']:+.0f} kB ({start.sqlite_kb / 1024:.1f} -> "
-              f"{end.sqlite_kb / 1024:.1f} MB); beyond them, second half: {late_kb}")
+        print(
+            f"  in use          start {start.heap_kb / 1024:.1f} MB, end {end.heap_kb / 1024:.1f} MB: "
+            f"{fig['heap_kb_per_1000']:+.0f} kB per 1,000, of which the simulator's records "
+            f"{fig['records_kb_per_1000']:+.0f} kB ({start.records_kb / 1024:.1f} -> {end.records_kb / 1024:.1f} MB) "
+            f"and SQLite {fig['sqlite_kb_per_1000']:+.0f} kB ({start.sqlite_kb / 1024:.1f} -> "
+            f"{end.sqlite_kb / 1024:.1f} MB); beyond them, second half: {late_kb}"
+        )
     else:
         print("  in use          not measured (needs glibc's mallinfo2, and no tracemalloc)")
-    print(f"python objects    {start.objects} -> {end.objects} (the records' {start.records_objects} -> "
-          f"{end.records_objects}); beyond them, second half: {late_objects}")
+    print(
+        f"python objects    {start.objects} -> {end.objects} (the records' {start.records_objects} -> "
+        f"{end.records_objects}); beyond them, second half: {late_objects}"
+    )
     print("  grew most       " + ", ".join(f"{k} {n:+}" for k, n in grown.most_common(8) if n > 0))
     print(f"file descriptors  {start.fds} -> {end.fds}   {fds}")
     print(f"threads           {start.threads} -> {end.threads}   {dict(threads)}")
     print(f"firmware tasks    {start.tasks} -> {end.tasks}   {dict(tasks)}")
     if not judged:
-        print(f"(memory growth not judged: {end.done - start.done} transactions after the warm-up, fewer than "
-              f"{MIN_JUDGED})")
+        print(
+            f"(memory growth not judged: {end.done - start.done} transactions after the warm-up, fewer than "
+            f"{MIN_JUDGED})"
+        )
     if errors.counts:
         print("error log records " + "; ".join(f"{k} x{n}" for k, n in errors.counts.most_common(10)))
     problems = 0
     if left:
         print(f"UNSETTLED: {left} rows still undecided after waiting")
-    for title, items in (("ACCOUNTING", findings), ("LEAK", leaks),
-                         ("UNEXPECTED", out.unexpected), ("LOOP ERROR", [f"{k} x{n}" for k, n in loop_errors.items()])):
+    for title, items in (
+        ("ACCOUNTING", findings),
+        ("LEAK", leaks),
+        ("UNEXPECTED", out.unexpected),
+        ("LOOP ERROR", [f"{k} x{n}" for k, n in loop_errors.items()]),
+    ):
         for item in items[:30]:
             print(f"{title}: {item}")
         if len(items) > 30:

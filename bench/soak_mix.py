@@ -26,28 +26,34 @@ log = logging.getLogger(__name__)
 
 PIN, WRONG_PIN, MANAGER_PIN = "1234", "9999", "8888"
 SWIPE_APPROVE = ("visa-approve", "mc-approve", "unionpay-approve")
-SWIPE_DECLINE = ("visa-insufficient", "visa-expired", "visa-stolen", "visa-do-not-honor", "visa-invalid-number",
-                 "visa-issuer-down")
+SWIPE_DECLINE = (
+    "visa-insufficient",
+    "visa-expired",
+    "visa-stolen",
+    "visa-do-not-honor",
+    "visa-invalid-number",
+    "visa-issuer-down",
+)
 TAP_DECLINE = ("visa-tap-insufficient", "mc-tap-stolen", "visa-tap-bad-arqc", "visa-tap-expired")
-CVM_LIMIT = 10000                 # config/sim.toml [contactless] cvm_limit
-TAP_LIMIT = 500000                # ... transaction_limit
+CVM_LIMIT = 10000  # config/sim.toml [contactless] cvm_limit
+TAP_LIMIT = 500000  # ... transaction_limit
 UNDECIDED = ("pending", "unknown", "queued")
 
 # The soak's own contactless cards: the catalog's approving cards hold 5,000.00, which thousands of taps would
 # spend. Same keys as the catalog's cards, new card numbers (Luhn-valid, unknown to the catalog), ample balance.
 SOAK_CARDS = {
     "soak-visa-tap": 'kernel = "visa"\naid = "A0000000031010"\nlabel = "SOAK VISA"\npan = "4761739001010085"\n'
-                     'psn = "01"\nexpiry = "3012"\nimk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\n'
-                     'balance = "90000000.00"\n',
+    'psn = "01"\nexpiry = "3012"\nimk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\n'
+    'balance = "90000000.00"\n',
     "soak-mc-tap": 'kernel = "mastercard"\naid = "A0000000041010"\nlabel = "SOAK MC"\npan = "5413330089020052"\n'
-                   'psn = "00"\nexpiry = "3012"\nimk_ac = "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB"\natc = 1\n'
-                   'balance = "90000000.00"\n',
+    'psn = "00"\nexpiry = "3012"\nimk_ac = "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB"\natc = 1\n'
+    'balance = "90000000.00"\n',
     "soak-visa-tap-b": 'kernel = "visa"\ntechnology = "B"\naid = "A0000000031010"\nlabel = "SOAK VISA B"\n'
-                       'pan = "4761739001010093"\npsn = "01"\nexpiry = "3012"\n'
-                       'imk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\nbalance = "90000000.00"\n',
+    'pan = "4761739001010093"\npsn = "01"\nexpiry = "3012"\n'
+    'imk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\nbalance = "90000000.00"\n',
     "soak-phone": 'kernel = "visa"\naid = "A0000000031010"\nlabel = "SOAK PHONE"\npan = "4761739001010101"\n'
-                  'psn = "00"\nexpiry = "3012"\nimk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\n'
-                  'cdcvm = true\nbalance = "90000000.00"\n',
+    'psn = "00"\nexpiry = "3012"\nimk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\n'
+    'cdcvm = true\nbalance = "90000000.00"\n',
 }
 TAP_APPROVE = ("soak-visa-tap", "soak-mc-tap", "soak-visa-tap-b")
 
@@ -62,10 +68,10 @@ class Sale:
 
     stan: int
     amount: int
-    method: str                   # card | wallet
-    day: str                      # YYYY-MM-DD of created_at
+    method: str  # card | wallet
+    day: str  # YYYY-MM-DD of created_at
     refunded: int = 0
-    voidable: bool = True         # same batch (no settlement since), nothing refunded
+    voidable: bool = True  # same batch (no settlement since), nothing refunded
 
 
 class Till:
@@ -76,9 +82,9 @@ class Till:
         of the terminal's data)."""
         self.sim = sim
         self.rng = rng
-        self.expected: Counter[tuple[str, str, str]] = Counter()   # (kind, method, final status) -> rows
-        self.sales: deque[Sale] = deque(maxlen=64)                  # recent approved sales, for voids/refunds
-        self.receipts_due = 0          # receipts the printer must have cut since the last prune
+        self.expected: Counter[tuple[str, str, str]] = Counter()  # (kind, method, final status) -> rows
+        self.sales: deque[Sale] = deque(maxlen=64)  # recent approved sales, for voids/refunds
+        self.receipts_due = 0  # receipts the printer must have cut since the last prune
         self.restarts: Counter[str] = Counter()
         self._seen_row = 0
         self._cond = threading.Condition()
@@ -186,8 +192,14 @@ class Till:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute("SELECT id, kind, method, status, stan, amount, created_at FROM "
-                                                "transactions WHERE id > ? ORDER BY id", (self._seen_row,))]
+            rows = [
+                dict(r)
+                for r in db.execute(
+                    "SELECT id, kind, method, status, stan, amount, created_at FROM "
+                    "transactions WHERE id > ? ORDER BY id",
+                    (self._seen_row,),
+                )
+            ]
         finally:
             db.close()
         if rows:
@@ -215,8 +227,10 @@ class Till:
         while True:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
             try:
-                left = db.execute(f"SELECT COUNT(*) FROM transactions WHERE status IN ({marks}) AND method IN ({meth})",
-                                  (*UNDECIDED, *methods)).fetchone()[0]
+                left = db.execute(
+                    f"SELECT COUNT(*) FROM transactions WHERE status IN ({marks}) AND method IN ({meth})",
+                    (*UNDECIDED, *methods),
+                ).fetchone()[0]
             finally:
                 db.close()
             if not left or time.monotonic() > deadline:
@@ -241,6 +255,7 @@ class Till:
 
 
 # --- card sales: swipe ----------------------------------------------------------------------------
+
 
 def swipe_approved(t: Till) -> None:
     t.start_sale(t.amount())
@@ -295,6 +310,7 @@ def swipe_cancelled_at_pin(t: Till) -> None:
 
 # --- card sales: contactless ----------------------------------------------------------------------
 
+
 def tap_no_cvm(t: Till) -> None:
     t.start_sale(t.amount(100, CVM_LIMIT), "TAP OR SWIPE CARD")
     t.tap(t.rng.choice(TAP_APPROVE))
@@ -310,7 +326,7 @@ def tap_online_pin(t: Till) -> None:
     t.tap(card)
     t.wait_text("ENTER PIN", timeout=15)
     t.sim.remove_card()
-    if t.rng.random() < 0.3:                                  # a wrong PIN needs a new tap (a new cryptogram)
+    if t.rng.random() < 0.3:  # a wrong PIN needs a new tap (a new cryptogram)
         t.sim.pin(WRONG_PIN)
         t.wait_text("WRONG PIN, TAP AGAIN")
         t.expect("sale", "card", "declined")
@@ -357,6 +373,7 @@ def tap_removed_early(t: Till) -> None:
 
 # --- wallets: the code on screen (主扫) -------------------------------------------------------------
 
+
 def _show_code(t: Till, amount: int | None = None) -> str:
     t.start_sale(amount or t.amount())
     t.keys("{F1}")
@@ -397,7 +414,7 @@ def qr_lying_query(t: Till) -> None:
     t.sim.wallet.fault(lie, times=2, method="alipay.trade.query")
     qr = _show_code(t)
     t.sim.wallet.scan(qr)
-    time.sleep(0.3)                                            # the lies are served to the first queries
+    time.sleep(0.3)  # the lies are served to the first queries
     t.sim.wallet.pay(qr)
     t.wait_title("PAID", timeout=15)
     t.expect("sale", "wallet", "approved")
@@ -415,6 +432,7 @@ def qr_close_retried(t: Till) -> None:
 
 
 # --- wallets: the customer's code (被扫) ------------------------------------------------------------
+
 
 def _payment_code(t: Till) -> str:
     return "28" + "".join(str(t.rng.randrange(10)) for _ in range(16))
@@ -462,6 +480,7 @@ def code_untrusted_answer(t: Till) -> None:
 
 
 # --- card faults ----------------------------------------------------------------------------------
+
 
 def _faulted_swipe(t: Till) -> None:
     t.start_sale(t.amount())
@@ -523,6 +542,7 @@ def cancel_while_host_asked(t: Till) -> None:
 
 
 # --- back office ----------------------------------------------------------------------------------
+
 
 def _manager(t: Till, choice: str) -> None:
     t.keys("{MENU}")
@@ -633,6 +653,7 @@ def todays_report(t: Till) -> None:
 
 # --- power cuts -----------------------------------------------------------------------------------
 
+
 def power_cut_at_rest(t: Till) -> None:
     swipe_approved(t)
     t.restart(crash=True)
@@ -695,17 +716,43 @@ Kind = Callable[[Till], Any]
 # (kind, weight). A kind that needs an earlier sale (void, refund) returns False when there is none; the soak
 # then runs an approved swipe instead.
 MIX: tuple[tuple[Kind, float], ...] = (
-    (swipe_approved, 16), (swipe_declined, 5), (swipe_wrong_pin_then_right, 3), (swipe_pin_never_matches, 1),
+    (swipe_approved, 16),
+    (swipe_declined, 5),
+    (swipe_wrong_pin_then_right, 3),
+    (swipe_pin_never_matches, 1),
     (swipe_cancelled_at_pin, 1),
-    (tap_no_cvm, 6), (tap_online_pin, 3), (tap_phone_cdcvm, 1), (tap_declined, 2), (tap_removed_early, 1),
-    (qr_paid, 6), (qr_never_paid, 0.7), (qr_cancelled, 1.5), (qr_lying_query, 1), (qr_close_retried, 0.5),
-    (code_paid, 6), (code_confirmed_in_app, 2), (code_insufficient, 1), (code_never_confirmed, 1),
-    (code_payer_cancels, 1), (code_untrusted_answer, 1.5),
-    (host_no_answer, 2), (host_answers_twice, 0.7), (host_lies, 1.5), (cancel_while_host_asked, 0.5),
-    (void, 4), (refund, 6), (refund_answer_lost, 1), (wallet_refund_answer_lost, 0.7),
-    (settlement, 0.5), (todays_report, 0.3),
-    (power_cut_at_rest, 0.3), (power_cut_awaiting_card, 0.2), (power_cut_while_host_asked, 0.3),
-    (power_cut_with_code_shown, 0.3), (power_cut_during_refund, 0.2), (clean_restart, 0.1),
+    (tap_no_cvm, 6),
+    (tap_online_pin, 3),
+    (tap_phone_cdcvm, 1),
+    (tap_declined, 2),
+    (tap_removed_early, 1),
+    (qr_paid, 6),
+    (qr_never_paid, 0.7),
+    (qr_cancelled, 1.5),
+    (qr_lying_query, 1),
+    (qr_close_retried, 0.5),
+    (code_paid, 6),
+    (code_confirmed_in_app, 2),
+    (code_insufficient, 1),
+    (code_never_confirmed, 1),
+    (code_payer_cancels, 1),
+    (code_untrusted_answer, 1.5),
+    (host_no_answer, 2),
+    (host_answers_twice, 0.7),
+    (host_lies, 1.5),
+    (cancel_while_host_asked, 0.5),
+    (void, 4),
+    (refund, 6),
+    (refund_answer_lost, 1),
+    (wallet_refund_answer_lost, 0.7),
+    (settlement, 0.5),
+    (todays_report, 0.3),
+    (power_cut_at_rest, 0.3),
+    (power_cut_awaiting_card, 0.2),
+    (power_cut_while_host_asked, 0.3),
+    (power_cut_with_code_shown, 0.3),
+    (power_cut_during_refund, 0.2),
+    (clean_restart, 0.1),
 )
 
 

@@ -42,8 +42,10 @@ def main(sales: int) -> None:
 
     def line(name: str, xs: list[float]) -> str:
         xs = sorted(xs)
-        return (f"{name}: median {statistics.median(xs):.1f} ms, p95 {xs[int(0.95 * (len(xs) - 1))]:.1f} ms, "
-                f"max {xs[-1]:.1f} ms")
+        return (
+            f"{name}: median {statistics.median(xs):.1f} ms, p95 {xs[int(0.95 * (len(xs) - 1))]:.1f} ms, "
+            f"max {xs[-1]:.1f} ms"
+        )
 
     print(f"{sales} approved sales")
     print(line("swipe -> PIN prompt", swipe_ms))

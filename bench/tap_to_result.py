@@ -51,8 +51,10 @@ def main(taps: int) -> None:
         in_field = [float(m.group(1)) for line in capture.lines if (m := READ.search(line))]
         assert all(r["status"] == "approved" for r in sim.journal())
     print(f"{taps} approved taps (half Visa-style, half Mastercard-style)")
-    print(f"kernel time with the card in the field: median {statistics.median(in_field):.0f} ms, "
-          f"p95 {sorted(in_field)[int(0.95 * (len(in_field) - 1))]:.0f} ms (log resolution 1 ms)")
+    print(
+        f"kernel time with the card in the field: median {statistics.median(in_field):.0f} ms, "
+        f"p95 {sorted(in_field)[int(0.95 * (len(in_field) - 1))]:.0f} ms (log resolution 1 ms)"
+    )
     for name, xs in sorted(results.items()):
         xs = sorted(xs)
         print(f"{name}: median {statistics.median(xs):.1f}, p95 {xs[int(0.95 * (len(xs) - 1))]:.1f}, max {xs[-1]:.1f}")

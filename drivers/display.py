@@ -8,7 +8,8 @@ import logging
 import textwrap
 import threading
 import unicodedata
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 from firmware.core.text import clean
 
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def qr_symbol(payload: str):  # noqa: ANN201 - segno.QRCode
     """The QR symbol for a payload (segno; error correction M, as wallets use)."""
-    import segno                                       # deferred: only needed while a code is shown
+    import segno  # deferred: only needed while a code is shown
+
     return segno.make(payload, error="m", micro=False)
 
 
@@ -64,7 +66,7 @@ class Display:
 
     def png(self, scale: int = 4) -> bytes:
         """The screen as a PNG, as a graphic display would show it: the text, then the code."""
-        from PIL import Image, ImageDraw               # deferred: graphic rendering only
+        from PIL import Image, ImageDraw  # deferred: graphic rendering only
 
         lines, payload = self.lines, self.qr
         line_h, margin = 14, 8

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import evdev
 from evdev import ecodes
 
 from firmware.config import InputDeviceConfig
-from firmware.errors import CardReadError, DeviceError
 from firmware.core.events import BadRead, Event, Key, Scanned, Swiped
 from firmware.core.track import parse_swipe
+from firmware.errors import CardReadError, DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,11 @@ _ENTERS = {ecodes.KEY_ENTER, ecodes.KEY_KPENTER}
 def _us_layout() -> dict[int, tuple[str, str]]:
     """evdev key code -> (character, shifted character) for a US keyboard layout."""
     table: dict[int, tuple[str, str]] = {}
-    rows = {"KEY_1 KEY_2 KEY_3 KEY_4 KEY_5 KEY_6 KEY_7 KEY_8 KEY_9 KEY_0": ("1234567890", "!@#$%^&*()"),
-            "KEY_MINUS KEY_EQUAL KEY_LEFTBRACE KEY_RIGHTBRACE KEY_SEMICOLON KEY_APOSTROPHE KEY_GRAVE"
-            " KEY_BACKSLASH KEY_COMMA KEY_DOT KEY_SLASH KEY_SPACE": ("-=[];'`\\,./ ", "_+{}:\"~|<>? ")}
+    rows = {
+        "KEY_1 KEY_2 KEY_3 KEY_4 KEY_5 KEY_6 KEY_7 KEY_8 KEY_9 KEY_0": ("1234567890", "!@#$%^&*()"),
+        "KEY_MINUS KEY_EQUAL KEY_LEFTBRACE KEY_RIGHTBRACE KEY_SEMICOLON KEY_APOSTROPHE KEY_GRAVE"
+        " KEY_BACKSLASH KEY_COMMA KEY_DOT KEY_SLASH KEY_SPACE": ("-=[];'`\\,./ ", '_+{}:"~|<>? '),
+    }
     for names, (plain, shifted) in rows.items():
         for name, a, b in zip(names.split(), plain, shifted, strict=True):
             table[ecodes.ecodes[name]] = (a, b)
@@ -34,8 +37,13 @@ def _us_layout() -> dict[int, tuple[str, str]]:
         table[ecodes.ecodes[f"KEY_{letter.upper()}"]] = (letter, letter.upper())
     for digit in "0123456789":
         table[ecodes.ecodes[f"KEY_KP{digit}"]] = (digit, digit)
-    for name, ch in (("KEY_KPMINUS", "-"), ("KEY_KPPLUS", "+"), ("KEY_KPDOT", "."),
-                     ("KEY_KPSLASH", "/"), ("KEY_KPASTERISK", "*")):
+    for name, ch in (
+        ("KEY_KPMINUS", "-"),
+        ("KEY_KPPLUS", "+"),
+        ("KEY_KPDOT", "."),
+        ("KEY_KPSLASH", "/"),
+        ("KEY_KPASTERISK", "*"),
+    ):
         table[ecodes.ecodes[name]] = (ch, ch)
     return table
 
@@ -68,8 +76,9 @@ def open_input_device(cfg: InputDeviceConfig) -> evdev.InputDevice:
             dev = evdev.InputDevice(path)
         except OSError:
             continue
-        if (cfg.usb and (dev.info.vendor, dev.info.product) == (vendor, product)) or \
-                (not cfg.usb and dev.name == cfg.name):
+        if (cfg.usb and (dev.info.vendor, dev.info.product) == (vendor, product)) or (
+            not cfg.usb and dev.name == cfg.name
+        ):
             if ecodes.EV_KEY in dev.capabilities():
                 return dev
         dev.close()

@@ -7,18 +7,19 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from firmware.core.emv import CardNotSupported, CardRemoved
 from firmware.core.events import CardFailed, Tapped
 
 log = logging.getLogger(__name__)
 
-APDU_TIMEOUT = 2.0          # seconds the loop waits for one APDU's answer
+APDU_TIMEOUT = 2.0  # seconds the loop waits for one APDU's answer
 READER_DOWN = "TAP NOT AVAILABLE, SWIPE"
 TWO_CARDS = "PRESENT ONE CARD"
 RECONNECT_DELAY = 2.0
-COLLISION_PAUSE = 0.3       # seconds between polls while two cards are in the field
+COLLISION_PAUSE = 0.3  # seconds between polls while two cards are in the field
 
 
 class CardSession:
@@ -34,7 +35,7 @@ class CardSession:
         self._requests.put((apdu, future))
         try:
             return await asyncio.wait_for(future, APDU_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CardRemoved("no answer from the card") from None
 
     def close(self) -> None:
@@ -81,7 +82,7 @@ class NfcReader:
         self._path, self._loop, self._emit = path, loop, emit
         self._polling = threading.Event()
         self._stopped = threading.Event()
-        self._collided = False                 # "two cards" already said for this pair
+        self._collided = False  # "two cards" already said for this pair
         self._thread = threading.Thread(target=self._run, name="nfc-reader", daemon=True)
 
     def start(self) -> None:
@@ -102,7 +103,7 @@ class NfcReader:
         _call(self._loop, self._emit, event)
 
     def _run(self) -> None:
-        import nfc                           # deferred: nfcpy is heavy and only this thread needs it
+        import nfc  # deferred: nfcpy is heavy and only this thread needs it
         import nfc.clf
         import nfc.tag.tt4
 
@@ -118,8 +119,9 @@ class NfcReader:
                     reported = False
                 except OSError as exc:
                     if not reported:
-                        log.error("nfc: cannot open reader %s: %s; retrying every %g s", self._path, exc,
-                                  RECONNECT_DELAY)
+                        log.error(
+                            "nfc: cannot open reader %s: %s; retrying every %g s", self._path, exc, RECONNECT_DELAY
+                        )
                         self._post(CardFailed(READER_DOWN, f"reader {self._path}: {exc}"))
                         reported = True
                     self._stopped.wait(RECONNECT_DELAY)
@@ -166,7 +168,7 @@ class NfcReader:
             return
         session = CardSession(self._loop)
         self._post(Tapped(session))
-        session.serve(tag, errors)          # until the kernel is done; the loop decides whether to poll again
+        session.serve(tag, errors)  # until the kernel is done; the loop decides whether to poll again
 
 
 def _alone(clf: Any, first: Any) -> Any:

@@ -9,17 +9,17 @@ import threading
 from typing import Any
 
 from firmware.config import PrinterConfig
-from firmware.errors import DeviceError
 from firmware.core.receipt import Receipt
 from firmware.core.text import clean
+from firmware.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-FS_CHINESE_ON = b"\x1c\x26"     # FS &: Chinese character mode (GB18030 on Chinese firmware)
-FS_CHINESE_OFF = b"\x1c\x2e"    # FS .: back to single-byte mode
+FS_CHINESE_ON = b"\x1c\x26"  # FS &: Chinese character mode (GB18030 on Chinese firmware)
+FS_CHINESE_OFF = b"\x1c\x2e"  # FS .: back to single-byte mode
 PAPER_STATUS = b"\x10\x04\x04"  # DLE EOT 4: roll paper sensor status (ESC/POS real-time command)
-PAPER_OUT = 0x60                # ... bits 5 and 6: the paper has run out
-STATUS_WAIT = 0.5               # seconds a serial printer has to answer a status request
+PAPER_OUT = 0x60  # ... bits 5 and 6: the paper has run out
+STATUS_WAIT = 0.5  # seconds a serial printer has to answer a status request
 
 
 def _import_escpos() -> Any:
@@ -30,6 +30,7 @@ def _import_escpos() -> Any:
     root = logging.getLogger()
     before = list(root.handlers)
     import escpos.printer as printers  # noqa: PLC0415 - deferred: heavy and not needed by an idle terminal
+
     for handler in root.handlers[:]:
         if handler not in before:
             root.removeHandler(handler)
@@ -41,7 +42,7 @@ def _ask_status(dev: Any, serial: bool) -> bytes:
     which waits out the whole timeout for a one-byte answer (half a second per ask, twice per receipt); a
     serial printer is read for exactly one byte, which returns as soon as it arrives."""
     if serial:
-        dev.device.reset_input_buffer()          # a late answer to an earlier ask is not this one's
+        dev.device.reset_input_buffer()  # a late answer to an earlier ask is not this one's
         dev._raw(PAPER_STATUS)
         return bytes(dev.device.read(1))
     dev._raw(PAPER_STATUS)
@@ -90,7 +91,7 @@ class ReceiptPrinter:
                 for receipt in receipts:
                     self._check_paper(self._device)
                     self._print_one(self._device, receipt)
-                    self._check_paper(self._device)      # it ran out during this one: it did not come out whole
+                    self._check_paper(self._device)  # it ran out during this one: it did not come out whole
             except DeviceError:
                 raise
             except Exception as exc:  # python-escpos and its backends raise many unrelated types
@@ -118,9 +119,14 @@ class ReceiptPrinter:
     def _print_one(self, dev: Any, receipt: Receipt) -> None:
         dev.hw("INIT")
         for line in receipt.lines:
-            dev.set(align=line.align, bold=line.bold, double_height=line.big, double_width=line.big,
-                    normal_textsize=not line.big)
-            text = clean(line.text)    # no control character reaches the printer: ESC p would open the drawer
+            dev.set(
+                align=line.align,
+                bold=line.bold,
+                double_height=line.big,
+                double_width=line.big,
+                normal_textsize=not line.big,
+            )
+            text = clean(line.text)  # no control character reaches the printer: ESC p would open the drawer
             if self._cfg.chinese and not text.isascii():
                 dev._raw(FS_CHINESE_ON + text.encode("gb18030", errors="replace") + FS_CHINESE_OFF + b"\n")
             else:
@@ -129,7 +135,7 @@ class ReceiptPrinter:
         qr = clean(receipt.qr)
         if qr:
             dev.set(align="center")
-            dev.qr(qr, native=True, size=5)   # GS ( k: the printer draws it
+            dev.qr(qr, native=True, size=5)  # GS ( k: the printer draws it
             dev.set_with_default()
         dev.cut()
 

@@ -27,14 +27,14 @@ from firmware.security.operators import check_hash_format
 LOGICAL_KEYS = ("ENTER", "CANCEL", "CLEAR", "F1", "F2", "F3", "F4", "MENU")
 PRINTER_BACKENDS = ("usb", "serial", "network", "file", "none")
 _REQUIRED = object()
-_MAX_MINOR = 10**12 - 1                                           # the largest amount ISO 8583 field 4 carries
-_USB_ID = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}")           # used with fullmatch: "$" lets a "\n" through
+_MAX_MINOR = 10**12 - 1  # the largest amount ISO 8583 field 4 carries
+_USB_ID = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{4}")  # used with fullmatch: "$" lets a "\n" through
 _HEX = re.compile(r"[0-9a-fA-F]*")
-_ANS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")   # printable ASCII, no space at either end
+_ANS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, no space at either end
 _HOURS = re.compile(r"([0-9]{1,2})-([0-9]{1,2})")
 _ALNUM = re.compile(r"[0-9A-Za-z]+")
 
-_Check = Callable[[Any], str | None]          # a value's problem in words, or None when it is fine
+_Check = Callable[[Any], str | None]  # a value's problem in words, or None when it is fine
 
 
 def _error(source: str, section: str, key: str, what: str) -> ConfigError:
@@ -122,8 +122,14 @@ def _show(value: Any) -> str:
 
 
 def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            dict: "a table", list: "a list"}.get(kind, kind.__name__)
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }.get(kind, kind.__name__)
 
 
 def _between(lo: float, hi: float) -> _Check:
@@ -137,8 +143,11 @@ def _hex_len(n: int) -> _Check:
 def _ans(lo: int, hi: int, field: str) -> _Check:
     """Printable ASCII of lo..hi characters with no space at either end (what an ISO 8583 ANS field carries)."""
     size = f"{lo}" if lo == hi else f"{lo} to {hi}"
-    return lambda v: None if lo <= len(v) <= hi and _ANS.fullmatch(v) else \
-        f"must be {size} printable ASCII characters, no space at either end (ISO 8583 {field}), got {v[:20]!r}"
+    return lambda v: (
+        None
+        if lo <= len(v) <= hi and _ANS.fullmatch(v)
+        else f"must be {size} printable ASCII characters, no space at either end (ISO 8583 {field}), got {v[:20]!r}"
+    )
 
 
 def _not_empty(v: str) -> str | None:
@@ -150,6 +159,7 @@ def _usb_id(v: str) -> str | None:
 
 
 # --- the sections, each with its reader ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TerminalConfig:
@@ -205,7 +215,7 @@ class Timeouts:
     pin: float = 30.0
     host: float = 30.0
     result: float = 15.0
-    retry: float = 30.0          # before the host is asked again what it has not answered (doubles to 5 min)
+    retry: float = 30.0  # before the host is asked again what it has not answered (doubles to 5 min)
 
 
 def _read_timeouts(sec: _Section) -> Timeouts:
@@ -222,7 +232,7 @@ class InputDeviceConfig:
     path: str = ""
     usb: str = ""
     name: str = ""
-    keys: dict[str, str] = field(default_factory=dict)   # logical key -> evdev key name (keypad only)
+    keys: dict[str, str] = field(default_factory=dict)  # logical key -> evdev key name (keypad only)
 
     def describe(self) -> str:
         return self.path or (f"usb {self.usb}" if self.usb else f"name {self.name!r}")
@@ -234,7 +244,7 @@ def _read_input_device(sec: _Section, with_keys: bool) -> InputDeviceConfig:
     usb = sec.text("usb", "", _usb_id)
     name = sec.text("name", "")
     keys = _read_keypad_keys(sec.sub("keys")) if with_keys else {}
-    sec.done()                                  # a typo'd key is reported before what it left missing
+    sec.done()  # a typo'd key is reported before what it left missing
     if not (path or usb or name):
         raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the device")
     return InputDeviceConfig(path=path, usb=usb, name=name, keys=keys)
@@ -261,6 +271,7 @@ def _read_keypad_keys(sec: _Section) -> dict[str, str]:
 
 def _evdev_code(name: str) -> int:
     from evdev import ecodes  # noqa: PLC0415 - the keypad's library, needed only to check its key names
+
     code = ecodes.ecodes.get(name)
     return code if isinstance(code, int) else -1
 
@@ -290,9 +301,9 @@ class PrinterConfig:
     host: str = ""
     port: int = 9100
     profile: str = "default"
-    width: int = 32                 # characters per line in the normal font
-    chinese: bool = False           # printer takes GB18030 in Chinese mode (FS &)
-    language: str = "en"            # receipt labels: "en" or "zh" (bilingual)
+    width: int = 32  # characters per line in the normal font
+    chinese: bool = False  # printer takes GB18030 in Chinese mode (FS &)
+    language: str = "en"  # receipt labels: "en" or "zh" (bilingual)
 
 
 _BACKEND_NEEDS = {"usb": "usb", "serial": "devfile", "network": "host", "file": "devfile"}
@@ -325,13 +336,14 @@ class DisplayConfig:
     """The customer/cashier display."""
 
     kind: str = "console"
-    tty: str = "-"                  # "-" is standard output
+    tty: str = "-"  # "-" is standard output
     width: int = 20
 
 
 def _read_display(sec: _Section) -> DisplayConfig:
-    display = DisplayConfig(sec.choice("kind", ("console",), "console"), sec.text("tty", "-"),
-                            sec.integer("width", 20, lo=16, hi=80))
+    display = DisplayConfig(
+        sec.choice("kind", ("console",), "console"), sec.text("tty", "-"), sec.integer("width", 20, lo=16, hi=80)
+    )
     sec.done()
     return display
 
@@ -343,9 +355,9 @@ class HostConfig:
     host: str
     port: int
     tls: bool = False
-    dialect: str = "default"         # the ISO 8583 dialect: "default" (TDES DUKPT) or "aes-dukpt"
-    ca_file: str = ""                # PEM bundle (or the pinned certificate) to trust instead of the system's
-    client_cert: str = ""            # PEM certificate chain, when the acquirer wants a client certificate
+    dialect: str = "default"  # the ISO 8583 dialect: "default" (TDES DUKPT) or "aes-dukpt"
+    ca_file: str = ""  # PEM bundle (or the pinned certificate) to trust instead of the system's
+    client_cert: str = ""  # PEM certificate chain, when the acquirer wants a client certificate
     client_key: str = ""
 
 
@@ -361,8 +373,11 @@ def _read_host(sec: _Section) -> HostConfig:
         client_key=sec.text("client_key", ""),
     )
     if not host.tls and host.host not in ("127.0.0.1", "localhost", "::1"):
-        raise sec.fail("tls", "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
-                              "simulator on this machine)")
+        raise sec.fail(
+            "tls",
+            "must be true: card data goes to the acquirer only over TLS (plain TCP only to a "
+            "simulator on this machine)",
+        )
     if bool(host.client_cert) != bool(host.client_key):
         raise sec.fail("client_key" if host.client_cert else "client_cert", "missing: give both or neither")
     sec.done()
@@ -425,8 +440,10 @@ def _pin_scheme_problem(pin: PinConfig, keys: KeysConfig, host: HostConfig) -> s
         if not keys.scheme:
             return '"session" needs [keys] scheme = "tdes" or "aes" (the PIN key comes at sign-on)'
         if (keys.scheme == "aes") != (host.dialect == "aes-dukpt"):
-            return (f'"session" with [keys] scheme = "{keys.scheme}" needs [host] dialect = '
-                    f'"{"aes-dukpt" if keys.scheme == "aes" else "default"}" (the PIN block size)')
+            return (
+                f'"session" with [keys] scheme = "{keys.scheme}" needs [host] dialect = '
+                f'"{"aes-dukpt" if keys.scheme == "aes" else "default"}" (the PIN block size)'
+            )
         return None
     if (pin.scheme == "aes") != (host.dialect == "aes-dukpt"):
         return f'"{pin.scheme}" needs [host] dialect = "{"aes-dukpt" if pin.scheme == "aes" else "default"}"'
@@ -440,15 +457,18 @@ class OperatorsConfig:
     manager_pin: str = field(default="", repr=False)
     cashier_pin: str = field(default="", repr=False)
     max_failures: int = 3
-    lockout: int = 300               # seconds
+    lockout: int = 300  # seconds
     admin_pin: str = field(default="", repr=False)
-    cashiers: dict[str, str] = field(default_factory=dict, repr=False)   # cashier number -> PIN hash
+    cashiers: dict[str, str] = field(default_factory=dict, repr=False)  # cashier number -> PIN hash
 
     @property
     def hashes(self) -> dict[str, str]:
         """Role -> PIN hash, for the roles that have one."""
-        return {r: h for r, h in (("admin", self.admin_pin), ("manager", self.manager_pin),
-                                  ("cashier", self.cashier_pin)) if h}
+        return {
+            r: h
+            for r, h in (("admin", self.admin_pin), ("manager", self.manager_pin), ("cashier", self.cashier_pin))
+            if h
+        }
 
 
 def _read_operators(sec: _Section) -> OperatorsConfig:
@@ -483,8 +503,8 @@ class ContactlessConfig:
     transaction_limit: int = 500000
     floor_limit: int = 0
     aids: tuple[str, ...] = ("A0000000031010", "A0000000041010", "A000000333010101", "A000000333010102")
-    country: str = "156"             # ISO 3166 numeric, tag 9F1A
-    tac_denial: str = "0010000000"   # terminal action codes: TVR bits that decline offline / go online / default
+    country: str = "156"  # ISO 3166 numeric, tag 9F1A
+    tac_denial: str = "0010000000"  # terminal action codes: TVR bits that decline offline / go online / default
     tac_online: str = "DC4004F800"
     tac_default: str = "DC4000A800"
 
@@ -527,15 +547,15 @@ def _country(v: str) -> str | None:
 class WalletConfig:
     """The wallet acquirer (empty provider: none), its credentials, and how long the terminal waits."""
 
-    provider: str = ""               # "alipay"
-    gateway: str = ""                # e.g. https://openapi.alipay.com/gateway.do
+    provider: str = ""  # "alipay"
+    gateway: str = ""  # e.g. https://openapi.alipay.com/gateway.do
     app_id: str = ""
-    private_key: str = ""            # path to the merchant's RSA private key (PEM)
-    provider_public_key: str = ""    # path to the provider's RSA public key (PEM)
+    private_key: str = ""  # path to the merchant's RSA private key (PEM)
+    provider_public_key: str = ""  # path to the provider's RSA public key (PEM)
     subject: str = "Countertop"
-    qr_timeout: int = 120            # seconds a shown code stays valid
-    poll_interval: float = 2.0       # first status query after this; backs off to 5 s
-    confirm_timeout: float = 30.0    # seconds a scanned code may wait for the payer's confirmation
+    qr_timeout: int = 120  # seconds a shown code stays valid
+    poll_interval: float = 2.0  # first status query after this; backs off to 5 s
+    confirm_timeout: float = 30.0  # seconds a scanned code may wait for the payer's confirmation
     confirm_interval: float = 5.0
 
 
@@ -572,7 +592,7 @@ def _gateway_url(v: str) -> str | None:
 class ReportsConfig:
     """When a report flags records for a second look."""
 
-    opening_hours: str = "08-22"      # local hours the shop sells in, "HH-HH"
+    opening_hours: str = "08-22"  # local hours the shop sells in, "HH-HH"
     refund_share_percent: int = 20
     declines_per_card: int = 3
     just_under_count: int = 3
@@ -580,11 +600,13 @@ class ReportsConfig:
 
 
 def _read_reports(sec: _Section) -> ReportsConfig:
-    reports = ReportsConfig(sec.text("opening_hours", "08-22", _opening_hours),
-                            sec.integer("refund_share_percent", 20, lo=1, hi=100),
-                            sec.integer("declines_per_card", 3, lo=2, hi=100),
-                            sec.integer("just_under_count", 3, lo=2, hi=1000),
-                            sec.integer("fallback_per_card", 2, lo=1, hi=100))
+    reports = ReportsConfig(
+        sec.text("opening_hours", "08-22", _opening_hours),
+        sec.integer("refund_share_percent", 20, lo=1, hi=100),
+        sec.integer("declines_per_card", 3, lo=2, hi=100),
+        sec.integer("just_under_count", 3, lo=2, hi=1000),
+        sec.integer("fallback_per_card", 2, lo=1, hi=100),
+    )
     sec.done()
     return reports
 
@@ -615,6 +637,7 @@ def _release_key(v: str) -> str | None:
 
 
 # --- the whole file --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Config:

@@ -16,13 +16,44 @@ with atheris.instrument_imports(include=["firmware"]):
 from hwsim.emvcard import CardApplet, contactless_catalog
 
 PROFILES = list(contactless_catalog().values())
-PARAMS = KernelParams(amount=1250, currency_numeric="156", country_numeric="156", today=date(2026, 11, 26),
-                      unpredictable=bytes.fromhex("52BF4585"), supported_aids=("A0000000031010", "A0000000041010"),
-                      cvm_limit=10000)
+PARAMS = KernelParams(
+    amount=1250,
+    currency_numeric="156",
+    country_numeric="156",
+    today=date(2026, 11, 26),
+    unpredictable=bytes.fromhex("52BF4585"),
+    supported_aids=("A0000000031010", "A0000000041010"),
+    cvm_limit=10000,
+)
 
 
-CARD_TAGS = ["6F", "84", "A5", "BF0C", "61", "4F", "50", "87", "9F38", "80", "77", "82", "94", "57", "5F24", "5F25",
-             "5F34", "8C", "9F26", "9F27", "9F36", "9F10", "9F6C", "9F0E", "70"]
+CARD_TAGS = [
+    "6F",
+    "84",
+    "A5",
+    "BF0C",
+    "61",
+    "4F",
+    "50",
+    "87",
+    "9F38",
+    "80",
+    "77",
+    "82",
+    "94",
+    "57",
+    "5F24",
+    "5F25",
+    "5F34",
+    "8C",
+    "9F26",
+    "9F27",
+    "9F36",
+    "9F10",
+    "9F6C",
+    "9F0E",
+    "70",
+]
 
 
 def rewrite(data: bytes, tag: str, value: bytes) -> bytes:
@@ -32,14 +63,17 @@ def rewrite(data: bytes, tag: str, value: bytes) -> bytes:
     for t, v in tlv_items(data):
         if t == tag:
             v = value
-        elif bytes.fromhex(t)[0] & 0x20:           # constructed: look inside
+        elif bytes.fromhex(t)[0] & 0x20:  # constructed: look inside
             try:
                 v = rewrite(v, tag, value)
             except CardError:
                 pass
         n = len(v)
-        out += bytes.fromhex(t) + (bytes([n]) if n < 128 else b"\x81" + bytes([n]) if n < 256 else
-                                   b"\x82" + n.to_bytes(2, "big")) + v
+        out += (
+            bytes.fromhex(t)
+            + (bytes([n]) if n < 128 else b"\x81" + bytes([n]) if n < 256 else b"\x82" + n.to_bytes(2, "big"))
+            + v
+        )
     return out
 
 
@@ -54,10 +88,10 @@ def test_one_input(data: bytes) -> None:
     def answer(apdu: bytes) -> bytes:
         try:
             real = applet.process(apdu)
-        except ValueError:                         # the simulated card's own checks; a real card says 6700
+        except ValueError:  # the simulated card's own checks; a real card says 6700
             real = b"\x67\x00"
         how = fdp.ConsumeIntInRange(0, 3) if fdp.remaining_bytes() else 0
-        if how == 1:                               # one data object lies, the rest is well-formed
+        if how == 1:  # one data object lies, the rest is well-formed
             tag = CARD_TAGS[fdp.ConsumeIntInRange(0, len(CARD_TAGS) - 1)]
             try:
                 return rewrite(real[:-2], tag, fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300))) + real[-2:]
@@ -70,7 +104,7 @@ def test_one_input(data: bytes) -> None:
     steps = kernel(PARAMS)
     try:
         apdu = next(steps)
-        for _ in range(2000):                      # an AFL can name at most 63 x 255 records; stop long before
+        for _ in range(2000):  # an AFL can name at most 63 x 255 records; stop long before
             apdu = steps.send(answer(apdu))
     except (StopIteration, CardError):
         pass

@@ -9,8 +9,8 @@ import atheris
 
 with atheris.instrument_imports(include=["firmware"]):
     from firmware.core.pan import luhn_valid
-    from firmware.errors import CardReadError
     from firmware.core.track import parse_swipe
+    from firmware.errors import CardReadError
 
 
 def test_one_input(data: bytes) -> None:

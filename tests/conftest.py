@@ -40,12 +40,11 @@ def no_loop_errors():
         logger.addHandler(recorder)
     try:
         yield recorder
-        gc.collect()                       # un-retrieved task exceptions are reported when the task is freed
+        gc.collect()  # un-retrieved task exceptions are reported when the task is freed
     finally:
         for logger in watched:
             logger.removeHandler(recorder)
-    errors = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "")
-              for r in recorder.records]
+    errors = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "") for r in recorder.records]
     assert not errors, "the event loop reported errors:\n" + "\n".join(errors)
 
 
@@ -59,6 +58,7 @@ def sim_config(**timeouts: float) -> Config:
 def sim(tmp_path):
     """A running simulator on config/sim.toml (host timeout 2 s) with its own data folder."""
     from hwsim import Simulator
+
     with Simulator(tmp_path / "data", sim_config(host=2.0), late_delay=3.0) as s:
         yield s
 
@@ -66,6 +66,7 @@ def sim(tmp_path):
 def wait_until(check, timeout: float = 10.0, what: str = "condition"):
     """Poll `check()` until it returns something truthy (for state that settles in the background)."""
     import time
+
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -86,18 +87,30 @@ def assert_ledger_agrees(sim) -> None:
     none charged twice, no refund or void landed that the journal does not show, none shown that did not land."""
     ledger, rows = sim.host.ledger, sim.journal()
     by_rrn = {r["rrn"]: r for r in rows if r["kind"] == "sale"}
-    charged = sorted(e["stan"] for e in ledger if e["kind"] == "sale" and e["response_code"] == "00"
-                     and not e["reversed"] and not e["voided"])
+    charged = sorted(
+        e["stan"]
+        for e in ledger
+        if e["kind"] == "sale" and e["response_code"] == "00" and not e["reversed"] and not e["voided"]
+    )
     recorded = sorted(r["stan"] for r in rows if r["kind"] == "sale" and r["status"] == "approved")
     assert charged == recorded, f"host charged {charged}, journal approved {recorded}"
     voided_host = sorted(e["stan"] for e in ledger if e["kind"] == "sale" and e["voided"])
     voided_journal = sorted(r["stan"] for r in rows if r["kind"] == "sale" and r["status"] == "voided")
     assert voided_host == voided_journal, f"host voided {voided_host}, journal {voided_journal}"
     for rrn, sale in by_rrn.items():
-        host_refunds = sum(e["amount"] for e in ledger if e["kind"] == "refund" and e.get("original_rrn") == rrn
-                           and e["response_code"] == "00")
-        card_refunds = sum(r["amount"] for r in rows if r["kind"] == "refund" and r["method"] == "card"
-                           and r["original_id"] == sale["id"] and r["status"] == "approved")
+        host_refunds = sum(
+            e["amount"]
+            for e in ledger
+            if e["kind"] == "refund" and e.get("original_rrn") == rrn and e["response_code"] == "00"
+        )
+        card_refunds = sum(
+            r["amount"]
+            for r in rows
+            if r["kind"] == "refund"
+            and r["method"] == "card"
+            and r["original_id"] == sale["id"]
+            and r["status"] == "approved"
+        )
         assert host_refunds == card_refunds, f"sale {rrn}: host refunded {host_refunds}, journal {card_refunds}"
     undecided = [r for r in rows if r["status"] in ("pending", "unknown", "queued")]
     assert not undecided, f"rows without a settled outcome: {undecided}"
@@ -114,4 +127,13 @@ def print_todays_report(sim, receipts_before: int) -> str:
     return sim.wait_for_receipts(receipts_before + 1)[receipts_before]
 
 
-__all__ = ["print_todays_report", "ROOT", "SIM_TOML", "Timeouts", "assert_ledger_agrees", "sales", "sim_config", "wait_until"]
+__all__ = [
+    "print_todays_report",
+    "ROOT",
+    "SIM_TOML",
+    "Timeouts",
+    "assert_ledger_agrees",
+    "sales",
+    "sim_config",
+    "wait_until",
+]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from firmware.records.journal import Journal
-
 from test_refunds import approved_sale, manager, refund
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def filled(path) -> Journal:
@@ -58,6 +57,10 @@ def test_terminal_actions_are_audited_and_verify_command(sim):
     actions = [r[0] for r in db.execute("SELECT action FROM audit ORDER BY id")]
     db.close()
     assert actions == ["sign-in refused", "sign-in", "refund"]
-    ok = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "audit", "verify", "--data-dir", str(sim.data_dir)],
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "firmware.shell.cli", "audit", "verify", "--data-dir", str(sim.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and "3 entries, chain intact" in ok.stdout

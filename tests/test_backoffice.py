@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from firmware.host import dialect
-
-from firmware.core import flow
-
-from firmware.core import effects
-
-from firmware.core import events
-
-from firmware.core.flow import states
-from firmware.core.flow.states import ConfirmVoid, Menu, OperatorPin, RefundAmount, RefundRoute, Result, Submitting, TraceEntry
+from firmware.core import effects, events, flow
 from firmware.core.effects import FindOriginal, SubmitFollowUp
-from firmware.core.events import Key, OperatorChecked, OriginalFound, OriginalSale
-from firmware.core.events import AuthResponse
+from firmware.core.events import AuthResponse, Key, OperatorChecked, OriginalFound, OriginalSale
+from firmware.core.flow import states
+from firmware.core.flow.states import (
+    ConfirmVoid,
+    Menu,
+    OperatorPin,
+    RefundAmount,
+    RefundRoute,
+    Result,
+    Submitting,
+    TraceEntry,
+)
+from firmware.host import dialect
 from firmware.host.messages import FollowUpRequest, follow_up_to_iso
 from firmware.security.operators import OperatorGate, hash_pin, pin_matches, role_of
-
 from test_flow import run, screen
 
-SALE = OriginalSale(id=3, stan=7, amount=1250, masked_pan="424242******4242", method="card", status="approved",
-                    created_at="2026-11-26T21:05:09+08:00", batch=1, refunded=0)
+SALE = OriginalSale(
+    id=3,
+    stan=7,
+    amount=1250,
+    masked_pan="424242******4242",
+    method="card",
+    status="approved",
+    created_at="2026-11-26T21:05:09+08:00",
+    batch=1,
+    refunded=0,
+)
 
 
 def found(sale=SALE, batch=1, today="2026-11-26"):
@@ -46,13 +56,16 @@ def test_denied():
     assert isinstance(state, Result) and "LOCKED" in screen(eff) and effects.EndPin() in eff
 
 
-@pytest.mark.parametrize("event, text", [
-    (found(batch=2), "SETTLED: USE REFUND"),
-    (found(today="2026-11-27"), "SETTLED: USE REFUND"),
-    (found(OriginalSale(**{**SALE.__dict__, "refunded": 100})), "ALREADY REFUNDED"),
-    (found(OriginalSale(**{**SALE.__dict__, "status": "voided"})), "SALE IS VOIDED"),
-    (events.OriginalMissing("TRACE 000007 UNKNOWN"), "UNKNOWN"),
-])
+@pytest.mark.parametrize(
+    "event, text",
+    [
+        (found(batch=2), "SETTLED: USE REFUND"),
+        (found(today="2026-11-27"), "SETTLED: USE REFUND"),
+        (found(OriginalSale(**{**SALE.__dict__, "refunded": 100})), "ALREADY REFUNDED"),
+        (found(OriginalSale(**{**SALE.__dict__, "status": "voided"})), "SALE IS VOIDED"),
+        (events.OriginalMissing("TRACE 000007 UNKNOWN"), "UNKNOWN"),
+    ],
+)
 def test_void_refusals(event, text):
     state, eff = run(states.Looking("void"), event)
     assert isinstance(state, Result) and text in screen(eff)
@@ -91,11 +104,12 @@ def test_submitting_outcomes():
     assert "WILL RETRY BY ITSELF" in screen(eff)
     _, eff = run(s, events.Refused("REFUNDS WOULD EXCEED"))
     assert "NOT ALLOWED" in screen(eff)
-    assert run(s, Key("CANCEL"))[0] == s                     # money in flight: CANCEL only asks to wait
+    assert run(s, Key("CANCEL"))[0] == s  # money in flight: CANCEL only asks to wait
 
 
-@pytest.mark.parametrize("state", [OperatorPin(), Menu(), TraceEntry("void"), ConfirmVoid(SALE),
-                                   RefundAmount(SALE), RefundRoute(SALE, 5)])
+@pytest.mark.parametrize(
+    "state", [OperatorPin(), Menu(), TraceEntry("void"), ConfirmVoid(SALE), RefundAmount(SALE), RefundRoute(SALE, 5)]
+)
 def test_cancel_and_timeout_everywhere(state):
     for event in (Key("CANCEL"), events.TimerExpired()):
         nxt, _ = run(state, event)
@@ -130,21 +144,37 @@ def test_lockout_and_its_end():
     gate = OperatorGate({"manager": hash_pin("8888"), "cashier": hash_pin("1111")}, 2, 300, Store())
     assert gate.check("1111", "manager", 1000) == (False, "MANAGER ONLY")
     assert gate.check("0000", "manager", 1001) == (False, "LOCKED, TRY IN 5 MIN")
-    assert gate.check("8888", "manager", 1200)[0] is False                  # still locked
-    assert gate.check("8888", "manager", 1301) == (True, "")                # lock over
+    assert gate.check("8888", "manager", 1200)[0] is False  # still locked
+    assert gate.check("8888", "manager", 1301) == (True, "")  # lock over
     assert gate.check("0000", "manager", 1302) == (False, "WRONG OPERATOR PIN")  # the count restarted
     assert OperatorGate({}, 3, 300, Store()).check("8888", "manager", 0) == (False, "NO MANAGER PIN SET")
 
 
 def test_follow_up_message():
-    req = FollowUpRequest(kind="refund", stan=9, amount=500, currency_numeric="156", terminal_id="SIM00001",
-                          merchant_id="102030405060708", original_stan=7, original_transmitted_at="1126130509",
-                          original_rrn="263300000007", original_auth_code="654321", idem_key="ab" * 16,
-                          local_time=datetime(2026, 11, 26, 22, 0, 0),
-                          utc_time=datetime(2026, 11, 26, 14, 0, 0, tzinfo=timezone.utc))
+    req = FollowUpRequest(
+        kind="refund",
+        stan=9,
+        amount=500,
+        currency_numeric="156",
+        terminal_id="SIM00001",
+        merchant_id="102030405060708",
+        original_stan=7,
+        original_transmitted_at="1126130509",
+        original_rrn="263300000007",
+        original_auth_code="654321",
+        idem_key="ab" * 16,
+        local_time=datetime(2026, 11, 26, 22, 0, 0),
+        utc_time=datetime(2026, 11, 26, 14, 0, 0, tzinfo=UTC),
+    )
     doc = follow_up_to_iso(req)
-    assert (doc["t"], doc["3"], doc["22"], doc["37"], doc["38"], doc["48"]) == \
-        ("0200", "200000", "010", "263300000007", "654321", "ab" * 16)
-    assert "35" not in doc and "52" not in doc                               # no card data at all
+    assert (doc["t"], doc["3"], doc["22"], doc["37"], doc["38"], doc["48"]) == (
+        "0200",
+        "200000",
+        "010",
+        "263300000007",
+        "654321",
+        "ab" * 16,
+    )
+    assert "35" not in doc and "52" not in doc  # no card data at all
     assert dialect.decode(dialect.encode(doc)) == doc
     assert follow_up_to_iso(FollowUpRequest(**{**req.__dict__, "kind": "void"}))["3"] == "020000"

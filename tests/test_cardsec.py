@@ -6,9 +6,8 @@ import logging
 
 import pytest
 
-from firmware.security.cardsec import RedactingFilter
-
 from firmware.core.pan import luhn_valid, mask, redact
+from firmware.security.cardsec import RedactingFilter
 
 
 def test_mask_first_six_last_four():
@@ -46,7 +45,7 @@ def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
 
     store = KeyStore(tmp_path / "keys")
     key = load_token_key(store)
-    assert len(key) == 32 and load_token_key(store) == key              # made once, then kept
+    assert len(key) == 32 and load_token_key(store) == key  # made once, then kept
     assert key.hex() not in (tmp_path / "keys" / "card-token.sealed").read_text()
     legacy = tmp_path / "old" / "card_token.key"
     legacy.parent.mkdir()
@@ -58,6 +57,7 @@ def test_token_key_is_sealed_and_a_clear_one_migrates(tmp_path):
 
 def test_only_ascii_digits_are_digits():
     from firmware.core.money import Currency, parse_major
+
     assert luhn_valid("4242424242424242") and not luhn_valid("４２４２４２４２４２４２４２４２")
     with pytest.raises(ValueError):
         parse_major("１２.５０", Currency.of("CNY"))

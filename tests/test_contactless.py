@@ -1,13 +1,12 @@
-"""Contactless end to end: the simulated card in the field, nfcpy's UDP driver, the kernel, the acquirer's ARQC check."""
+"""Contactless end to end: the simulated card in the field, nfcpy's UDP driver, the kernel, the ARQC check."""
 
 from __future__ import annotations
 
 import pytest
 
-from firmware.host import dialect
-from firmware.core.emv import tlv_items
-
 from conftest import assert_ledger_agrees, sales
+from firmware.core.emv import tlv_items
+from firmware.host import dialect
 
 
 def tap_sale(sim, card_id: str, amount: str):
@@ -20,12 +19,14 @@ def last_request(sim) -> dict:
     return [dialect.decode(raw) for d, raw in sim.host_log if d == "request"][-1]
 
 
-@pytest.mark.parametrize("card_id, kernel, apdus", [("visa-tap-approve", "visa", 4), ("mc-tap-approve", "mastercard", 5)])
+@pytest.mark.parametrize(
+    "card_id, kernel, apdus", [("visa-tap-approve", "visa", 4), ("mc-tap-approve", "mastercard", 5)]
+)
 def test_under_the_cvm_limit_no_pin(sim, card_id, kernel, apdus):
-    card = tap_sale(sim, card_id, "5000")                     # 50.00 <= CVM limit 100.00
+    card = tap_sale(sim, card_id, "5000")  # 50.00 <= CVM limit 100.00
     sim.wait_for("APPROVED")
     sim.remove_card()
-    assert card.apdus == apdus                                 # the kernel sent nothing it did not need
+    assert card.apdus == apdus  # the kernel sent nothing it did not need
     req = last_request(sim)
     assert req["22"] == "071" and "52" not in req and "53" not in req
     icc = dict(tlv_items(bytes.fromhex(req["55"])))
@@ -33,22 +34,26 @@ def test_under_the_cvm_limit_no_pin(sim, card_id, kernel, apdus):
         assert tag in icc, tag
     assert icc["9F02"] == bytes.fromhex("000000005000")
     [row] = sales(sim)
-    assert (row["status"], row["entry_mode"], row["masked_pan"][:6]) == ("approved", "contactless", card.profile.pan[:6])
+    assert (row["status"], row["entry_mode"], row["masked_pan"][:6]) == (
+        "approved",
+        "contactless",
+        card.profile.pan[:6],
+    )
     merchant, _ = sim.wait_for_receipts(2)
     assert "非接 CONTACTLESS" in merchant and card.profile.aid in merchant and card.profile.label in merchant
     assert "ARQC" in merchant and icc["9F26"].hex().upper() in merchant
     assert "PIN VERIFIED" not in merchant
     assert card.profile.pan not in merchant
     answer = [dialect.decode(raw) for d, raw in sim.host_log if d == "response"][-1]
-    assert answer["55"].startswith("91")                        # the issuer's ARPC for the card
+    assert answer["55"].startswith("91")  # the issuer's ARPC for the card
     assert_ledger_agrees(sim)
 
 
 @pytest.mark.parametrize("card_id", ["visa-tap-approve", "mc-tap-approve"])
 def test_over_the_cvm_limit_online_pin(sim, card_id):
-    tap_sale(sim, card_id, "25000")                           # 250.00 > 100.00
+    tap_sale(sim, card_id, "25000")  # 250.00 > 100.00
     sim.wait_for("ENTER PIN")
-    sim.remove_card()                                          # the card has done its part
+    sim.remove_card()  # the card has done its part
     sim.pin("1234")
     sim.wait_for("APPROVED")
     req = last_request(sim)
@@ -75,9 +80,14 @@ def test_phone_wallet_cdcvm_needs_no_pin(sim):
     assert "设备已验证持卡人 VERIFIED ON DEVICE" in sim.wait_for_receipts(2)[0]
 
 
-@pytest.mark.parametrize("card_id, code, text", [("visa-tap-insufficient", "51", "INSUFFICIENT FUNDS"),
-                                                 ("mc-tap-stolen", "43", "STOLEN CARD"),
-                                                 ("visa-tap-bad-arqc", "82", "CARD AUTH FAILED")])
+@pytest.mark.parametrize(
+    "card_id, code, text",
+    [
+        ("visa-tap-insufficient", "51", "INSUFFICIENT FUNDS"),
+        ("mc-tap-stolen", "43", "STOLEN CARD"),
+        ("visa-tap-bad-arqc", "82", "CARD AUTH FAILED"),
+    ],
+)
 def test_declined_by_the_issuer(sim, card_id, code, text):
     tap_sale(sim, card_id, "5000")
     sim.wait_for(text)
@@ -90,9 +100,10 @@ def test_replayed_cryptogram_is_declined(sim):
     sim.remove_card()
     replay = [raw for d, raw in sim.host_log if d == "request"][-1]
     doc = dialect.decode(replay)
-    doc["11"] = "000099"                                        # same cryptogram, new trace number
+    doc["11"] = "000099"  # same cryptogram, new trace number
     import socket
     import struct
+
     with socket.create_connection(("127.0.0.1", sim.host.port), timeout=5) as s:
         raw = dialect.encode(doc)
         s.sendall(struct.pack(">H", len(raw)) + raw)
@@ -104,7 +115,7 @@ def test_replayed_cryptogram_is_declined(sim):
 def test_card_removed_too_early(sim):
     tap_sale(sim, "visa-tap-removed", "5000")
     sim.wait_for("PLEASE TAP AGAIN")
-    assert "TAP OR SWIPE CARD" in sim.screen                   # still waiting for a card
+    assert "TAP OR SWIPE CARD" in sim.screen  # still waiting for a card
     sim.tap("visa-tap-approve")
     sim.wait_for("APPROVED")
     statuses = [(r["status"], r["note"][:9]) for r in sales(sim)]
@@ -115,26 +126,28 @@ def test_not_a_payment_card(sim):
     tap_sale(sim, "transit-card", "5000")
     sim.wait_for("CARD NOT SUPPORTED")
     sim.remove_card()
-    sim.swipe("visa-approve")                                   # the customer swipes instead
+    sim.swipe("visa-approve")  # the customer swipes instead
     sim.pin("1234")
     sim.wait_for("APPROVED")
 
 
 def test_over_the_transaction_limit_tap_is_not_offered(sim):
-    sim.keys("600000{ENTER}")                                  # 6000.00 > 5000.00
+    sim.keys("600000{ENTER}")  # 6000.00 > 5000.00
     sim.wait_for("PLEASE SWIPE CARD")
     card = sim.tap("visa-tap-approve")
     sim.swipe("visa-approve")
     sim.pin("1234")
     sim.wait_for("APPROVED")
-    assert card.apdus == 0                                      # the field stayed off
+    assert card.apdus == 0  # the field stayed off
 
 
 def test_bring_your_own_card_profile(sim, tmp_path):
     profile = tmp_path / "my-card.toml"
-    profile.write_text('kernel = "mastercard"\naid = "A0000000041010"\nlabel = "MY BANK"\n'
-                       'pan = "5413330089020029"\npsn = "00"\nexpiry = "3012"\n'
-                       'imk_ac = "00112233445566778899AABBCCDDEEFF"\natc = 7\npin = "1234"\nbalance = "20.00"\n')
+    profile.write_text(
+        'kernel = "mastercard"\naid = "A0000000041010"\nlabel = "MY BANK"\n'
+        'pan = "5413330089020029"\npsn = "00"\nexpiry = "3012"\n'
+        'imk_ac = "00112233445566778899AABBCCDDEEFF"\natc = 7\npin = "1234"\nbalance = "20.00"\n'
+    )
     # The catalog's mc-tap-stolen holds this PAN: use one the issuer does not know yet.
     profile.write_text(profile.read_text().replace("5413330089020029", "5413330089020037"))
     sim.keys("1500{ENTER}")
@@ -153,26 +166,26 @@ def test_expired_card_goes_online_and_the_issuer_declines(sim):
 def test_terminal_action_codes_decline_offline(tmp_path):
     import dataclasses
 
+    from conftest import sim_config
     from hwsim import Simulator
 
-    from conftest import sim_config
     cfg = sim_config()
     cfg = dataclasses.replace(cfg, contactless=dataclasses.replace(cfg.contactless, tac_denial="0050000000"))
-    with Simulator(tmp_path, cfg) as sim:                      # denial: service not allowed, expired application
+    with Simulator(tmp_path, cfg) as sim:  # denial: service not allowed, expired application
         tap_sale(sim, "visa-tap-expired", "5000")
         sim.wait_for("DECLINED BY TERMINAL")
-        assert sim.host_log == []                              # declined before anything went online
+        assert sim.host_log == []  # declined before anything went online
         assert sales(sim)[0]["status"] == "failed" and "action analysis" in sales(sim)[0]["note"]
         sim.keys("{CANCEL}{ENTER}5000{ENTER}")
         sim.wait_for("TAP OR SWIPE CARD")
-        sim.tap("visa-tap-approve")                            # a card in date still goes through
+        sim.tap("visa-tap-approve")  # a card in date still goes through
         sim.wait_for("APPROVED")
         icc = dict(tlv_items(bytes.fromhex(last_request(sim)["55"])))
-        assert icc["9B"] == bytes.fromhex("0800")              # TSI: terminal risk management performed
+        assert icc["9B"] == bytes.fromhex("0800")  # TSI: terminal risk management performed
 
 
 def test_type_b_card(sim):
-    card = tap_sale(sim, "visa-tap-type-b", "5000")            # REQB / ATTRIB instead of REQA / RATS
+    card = tap_sale(sim, "visa-tap-type-b", "5000")  # REQB / ATTRIB instead of REQA / RATS
     sim.wait_for("APPROVED")
     assert card.apdus == 4
     [row] = sales(sim)
@@ -181,12 +194,12 @@ def test_type_b_card(sim):
 
 
 def test_two_cards_in_the_field(sim):
-    a = sim.tap("visa-tap-approve")                            # a wallet with two cards laid on the reader
+    a = sim.tap("visa-tap-approve")  # a wallet with two cards laid on the reader
     b = sim.tap("visa-tap-type-b", together=True)
     sim.keys("5000{ENTER}")
     sim.wait_for("PRESENT ONE CARD")
-    assert "TAP OR SWIPE CARD" in sim.screen                   # still waiting for a card
-    assert a.apdus == b.apdus == 0 and sales(sim) == []        # neither card was read
+    assert "TAP OR SWIPE CARD" in sim.screen  # still waiting for a card
+    assert a.apdus == b.apdus == 0 and sales(sim) == []  # neither card was read
     sim.remove_card(b)
     sim.wait_for("APPROVED")
     assert a.apdus == 4 and b.apdus == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.display import ConsoleDisplay, Display
 from firmware.core.text import clean, is_unsafe, problem
@@ -28,8 +29,9 @@ def test_the_display_model_and_the_console_never_carry_controls():
 def test_problem_names_the_character_and_its_place():
     assert problem("矿泉水 WATER 550ML") is None
     assert problem("AB\x1bp") == "contains U+001B (ESC) at character 3; control characters are not allowed"
-    assert problem("x\u202e") == ("contains U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2; "
-                                  "control characters are not allowed")
+    assert problem("x\u202e") == (
+        "contains U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2; control characters are not allowed"
+    )
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)

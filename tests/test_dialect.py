@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from firmware.host import dialect
 from firmware.errors import CodecError
+from firmware.host import dialect
 from firmware.host.link import frame
 from firmware.host.messages import SaleRequest, iso_to_response, sale_to_iso
 
 REQ = SaleRequest(
-    stan=42, amount=1250, currency_numeric="156", track2="4242424242424242=30121010000000000000",
-    pin_block="1B9C1845EB993A7A", ksn="FFFF9876543210E00001", terminal_id="SIM00001",
-    merchant_id="102030405060708", local_time=datetime(2026, 11, 26, 21, 5, 9),
-    utc_time=datetime(2026, 11, 26, 13, 5, 9, tzinfo=timezone.utc))
+    stan=42,
+    amount=1250,
+    currency_numeric="156",
+    track2="4242424242424242=30121010000000000000",
+    pin_block="1B9C1845EB993A7A",
+    ksn="FFFF9876543210E00001",
+    terminal_id="SIM00001",
+    merchant_id="102030405060708",
+    local_time=datetime(2026, 11, 26, 21, 5, 9),
+    utc_time=datetime(2026, 11, 26, 13, 5, 9, tzinfo=UTC),
+)
 
 
 def test_sale_request_bytes():
     raw = dialect.encode(sale_to_iso(REQ))
     expected = (
-        b"0200" + b"3238040020C09800"                 # MTI, primary bitmap: 3 4 7 11 12 13 22 35 41 42 49 52 53
-        + b"000000" + b"000000001250" + b"1126130509" + b"000042" + b"210509" + b"1126" + b"021"
-        + b"37" + b"4242424242424242=30121010000000000000"
-        + b"SIM00001" + b"102030405060708" + b"156" + b"1B9C1845EB993A7A" + b"FFFF9876543210E00001")
+        b"0200"
+        + b"3238040020C09800"  # MTI, primary bitmap: 3 4 7 11 12 13 22 35 41 42 49 52 53
+        + b"000000"
+        + b"000000001250"
+        + b"1126130509"
+        + b"000042"
+        + b"210509"
+        + b"1126"
+        + b"021"
+        + b"37"
+        + b"4242424242424242=30121010000000000000"
+        + b"SIM00001"
+        + b"102030405060708"
+        + b"156"
+        + b"1B9C1845EB993A7A"
+        + b"FFFF9876543210E00001"
+    )
     assert raw == expected
 
 
@@ -55,6 +75,7 @@ def test_decode_error_names_field():
 
 def test_amount_must_fit():
     import dataclasses
+
     with pytest.raises(CodecError):
         sale_to_iso(dataclasses.replace(REQ, amount=10**12))
 
@@ -67,18 +88,27 @@ def _response(**fields):
 
 def test_response_mapping():
     resp = iso_to_response(dialect.decode(dialect.encode(_response())))
-    assert (resp.stan, resp.response_code, resp.auth_code, resp.rrn, resp.approved) == (42, "00", "123456", "263300000001", True)
+    assert (resp.stan, resp.response_code, resp.auth_code, resp.rrn, resp.approved) == (
+        42,
+        "00",
+        "123456",
+        "263300000001",
+        True,
+    )
     declined = iso_to_response(_response(**{"39": "51", "38": None}))
     assert not declined.approved and declined.auth_code == ""
 
 
-@pytest.mark.parametrize("fields, reason", [
-    ({"t": "0110"}, "MTI"),
-    ({"39": None}, "field 39"),
-    ({"11": None}, "field 11"),
-    ({"38": None}, "authorization code"),
-    ({"39": "0"}, "response code"),
-])
+@pytest.mark.parametrize(
+    "fields, reason",
+    [
+        ({"t": "0110"}, "MTI"),
+        ({"39": None}, "field 39"),
+        ({"11": None}, "field 11"),
+        ({"38": None}, "authorization code"),
+        ({"39": "0"}, "response code"),
+    ],
+)
 def test_bad_responses(fields, reason):
     with pytest.raises(CodecError, match=reason):
         iso_to_response(_response(**fields))

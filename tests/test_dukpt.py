@@ -5,8 +5,8 @@ from __future__ import annotations
 import psec.pinblock
 import pytest
 
-from firmware.security import dukpt
 from firmware.errors import KeyMaterialError
+from firmware.security import dukpt
 from firmware.security.pin import PinEntry
 
 BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -54,14 +54,14 @@ def test_host_side_decrypts_what_the_terminal_encrypted():
     key = dukpt.pin_key(dukpt.derive_ipek(BDK, ksn), ksn)
     clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(pin.block))
     assert psec.pinblock.decode_pinblock_iso_0(clear, PAN) == "987654"
-    assert entry.count == 0           # digits wiped after encryption
+    assert entry.count == 0  # digits wiped after encryption
 
 
 def test_counter_skips_values_with_more_than_ten_one_bits():
     assert dukpt.next_counter(0) == 1
-    assert dukpt.next_counter(0x3FE) == 0x3FF            # ten one-bits is still valid
-    assert dukpt.next_counter(0x3FF) == 0x400            # 0x400 has one bit: plain increment
-    c = 0x7FE                                             # ten one-bits
+    assert dukpt.next_counter(0x3FE) == 0x3FF  # ten one-bits is still valid
+    assert dukpt.next_counter(0x3FF) == 0x400  # 0x400 has one bit: plain increment
+    c = 0x7FE  # ten one-bits
     nxt = dukpt.next_counter(c)
     assert bin(nxt).count("1") <= 10 and nxt > c
     assert nxt == 0x800

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psec.pinblock
 import pytest
 
-from firmware.security import dukpt_aes
 from firmware.errors import KeyMaterialError
+from firmware.security import dukpt_aes
 
 BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")
 KEY_ID = bytes.fromhex("1234567890123456")
@@ -19,7 +19,7 @@ VECTORS = {
     3: ("031504E530365CF81264238540518318", "7D69F01F3B45449F62C7816ECE723268", "A5A27E82B43A9A866A93D7ABE89CEF93"),
     8: ("718EE6CF0B27E53D5F7AF99C4D8146A2", "4D9DF3FBEE3448FC3E676D04320A90F5", "8308BB857C17F390369F761F8EB358FA"),
 }
-PIN_FIELD = bytes.fromhex("441234AAAAAAAAAA2F69ADDE2E9E7ACE")     # random fill fixed by the vector
+PIN_FIELD = bytes.fromhex("441234AAAAAAAAAA2F69ADDE2E9E7ACE")  # random fill fixed by the vector
 PAN = "4111111111111111"
 
 
@@ -38,13 +38,15 @@ def test_transaction_keys_and_format4_blocks(counter):
     assert dukpt_aes.format4_block(key, PIN_FIELD, pan_field).hex().upper() == block
     # psec's own format-4 code (random fill) round-trips under the same key.
     assert psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block), PAN) == "1234"
-    assert psec.pinblock.decipher_pinblock_iso_4(key, psec.pinblock.encipher_pinblock_iso_4(key, "9876", PAN),
-                                                 PAN) == "9876"
+    assert (
+        psec.pinblock.decipher_pinblock_iso_4(key, psec.pinblock.encipher_pinblock_iso_4(key, "9876", PAN), PAN)
+        == "9876"
+    )
 
 
 def test_ksn_and_counter_rules():
     assert dukpt_aes.ksn(KEY_ID, 1).hex().upper() == "123456789012345600000001"
-    assert dukpt_aes.next_counter(0xFFFE) == 0xFFFF                      # 16 one-bits is allowed
+    assert dukpt_aes.next_counter(0xFFFE) == 0xFFFF  # 16 one-bits is allowed
     assert bin(dukpt_aes.next_counter(0xFFFF)).count("1") <= 16
     with pytest.raises(KeyMaterialError):
         dukpt_aes.derivation_key(INITIAL, KEY_ID, 0)

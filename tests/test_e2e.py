@@ -9,10 +9,9 @@ import time
 
 import pytest
 
+from conftest import ROOT, assert_ledger_agrees, sales, sim_config, wait_until
 from firmware.host import dialect
 from hwsim import CATALOG, Simulator
-
-from conftest import ROOT, assert_ledger_agrees, sales, sim_config, wait_until
 
 
 def sale(sim, card_id: str, amount: str = "1250", pin: str = "1234") -> None:
@@ -40,10 +39,17 @@ def test_approved_sale_end_to_end(sim, tmp_path):
     assert row["auth_code"] in merchant and row["rrn"] in merchant
     [req] = requests(sim)
     assert req["t"] == "0200" and req["4"] == "000000001250" and req["49"] == "156" and req["22"] == "021"
-    assert req["35"].startswith("4242424242424242=") and len(req["52"]) == 16 and req["53"].startswith("FFFF9876543210E")
+    assert (
+        req["35"].startswith("4242424242424242=") and len(req["52"]) == 16 and req["53"].startswith("FFFF9876543210E")
+    )
     [entry] = sim.host.ledger
-    assert (entry["stan"], entry["amount"], entry["rrn"], entry["response_code"], entry["reversed"]) == \
-        (1, 1250, row["rrn"], "00", False)
+    assert (entry["stan"], entry["amount"], entry["rrn"], entry["response_code"], entry["reversed"]) == (
+        1,
+        1250,
+        row["rrn"],
+        "00",
+        False,
+    )
     assert_ledger_agrees(sim)
     # The full PAN went to the host (field 35) and nowhere else.
     assert b"4242424242424242" not in sim.printer_bytes
@@ -51,8 +57,9 @@ def test_approved_sale_end_to_end(sim, tmp_path):
     assert b"4242424242424242" not in stored and b"30121010000000000000" not in stored
 
 
-DECLINES = [(c.id, c.outcome[:2]) for c in CATALOG.values() if not c.outcome.startswith("00")
-            and c.id != "visa-wrong-pin"]
+DECLINES = [
+    (c.id, c.outcome[:2]) for c in CATALOG.values() if not c.outcome.startswith("00") and c.id != "visa-wrong-pin"
+]
 
 
 @pytest.mark.parametrize("card_id, code", DECLINES)
@@ -81,11 +88,12 @@ def test_wrong_pin_then_right_pin(sim):
     assert [(r["status"], r["response_code"]) for r in rows] == [("declined", "55"), ("approved", "00")]
     # One card, one keyed token (and not a hash anyone could recompute from the card number alone).
     import hashlib
+
     assert rows[0]["card_token"] == rows[1]["card_token"] and len(rows[0]["card_token"]) == 32
     assert rows[0]["card_token"] != hashlib.sha256(b"4242424242424242").hexdigest()[:32]
     ksns = [r["53"] for r in requests(sim)]
-    assert ksns[0] != ksns[1]                          # a fresh DUKPT key for every PIN block
-    assert len(sim.wait_for_receipts(2)) == 2          # only the final outcome is printed
+    assert ksns[0] != ksns[1]  # a fresh DUKPT key for every PIN block
+    assert len(sim.wait_for_receipts(2)) == 2  # only the final outcome is printed
 
 
 def test_wrong_pin_card_declines_after_three_tries(sim):
@@ -100,15 +108,18 @@ def test_wrong_pin_card_declines_after_three_tries(sim):
 
 def test_unknown_raw_tracks_are_declined_by_the_issuer(sim):
     sim.keys("500{ENTER}")
-    sim.swipe(track1="%B4111111111111111^SOMEONE/ELSE^30121010000000000000000?",
-              track2=";4111111111111111=30121010000000000000?")
+    sim.swipe(
+        track1="%B4111111111111111^SOMEONE/ELSE^30121010000000000000000?",
+        track2=";4111111111111111=30121010000000000000?",
+    )
     sim.pin("1234")
     sim.wait_for("INVALID CARD NUMBER")
     assert sim.journal()[0]["response_code"] == "14"
 
 
-@pytest.mark.parametrize("raw", ["garbage", ";4242424242424241=30121010000000000000?",
-                                 "%B4242424242424242^TEST/CARD^3012", ";;;???"])
+@pytest.mark.parametrize(
+    "raw", ["garbage", ";4242424242424241=30121010000000000000?", "%B4242424242424242^TEST/CARD^3012", ";;;???"]
+)
 def test_bad_swipe_then_good_swipe(sim, raw):
     sim.keys("1250{ENTER}")
     sim.swipe(raw=raw)
@@ -136,10 +147,10 @@ def test_timeouts_for_card_and_pin(tmp_path):
     with Simulator(tmp_path, sim_config(card=1, pin=1, result=1)) as sim:
         sim.keys("100{ENTER}")
         sim.wait_for("NO CARD PRESENTED", timeout=5)
-        sim.wait_for("ENTER AMOUNT", timeout=5)         # the result screen times out too
+        sim.wait_for("ENTER AMOUNT", timeout=5)  # the result screen times out too
         sim.keys("100{ENTER}")
         sim.swipe("visa-approve")
-        sim.keys("12")                                    # two digits, then the customer walks away
+        sim.keys("12")  # two digits, then the customer walks away
         sim.wait_for("NO PIN ENTERED", timeout=5)
         assert sim.journal() == []
 
@@ -151,8 +162,10 @@ def test_a_reversal_answered_25_too_early_is_asked_again_once_it_counts(tmp_path
         sim.host.fault("drop")
         sale(sim, "visa-approve")
         sim.wait_for("NO HOST ANSWER", timeout=10)
-        wait_until(lambda: any(r["kind"] == "reversal" and "25" in r["note"] for r in sim.journal()),
-                   what="first reversal answered 25")
+        wait_until(
+            lambda: any(r["kind"] == "reversal" and "25" in r["note"] for r in sim.journal()),
+            what="first reversal answered 25",
+        )
         wait_until(lambda: sales(sim)[0]["status"] == "reversed", timeout=60, what="sale reversed by itself")
         [rev] = [r for r in sim.journal() if r["kind"] == "reversal"]
         assert rev["status"] == "acknowledged" and rev["response_code"] == "25"
@@ -170,18 +183,20 @@ def test_host_gives_no_usable_answer(sim, fault):
     if fault == "drop":
         # The host never saw the sale: "no such sale" (25), which counts only once the sale is twice the
         # host timeout old (a first 0400 may overtake its 0200 at a busy host): until then it stays queued.
-        wait_until(lambda: any(r["kind"] == "reversal" and "25" in r["note"] for r in sim.journal()),
-                   what="first reversal answered 25")
+        wait_until(
+            lambda: any(r["kind"] == "reversal" and "25" in r["note"] for r in sim.journal()),
+            what="first reversal answered 25",
+        )
         assert sales(sim)[0]["status"] == "unknown"
-        time.sleep(2 * sim.config.timeouts.host)          # at least that old now (a lower bound, no race)
+        time.sleep(2 * sim.config.timeouts.host)  # at least that old now (a lower bound, no race)
         sim.keys("{ENTER}")
-        sale(sim, "mc-approve", amount="990")             # the next sale sends the 0401 first
+        sale(sim, "mc-approve", amount="990")  # the next sale sends the 0401 first
         sim.wait_for("APPROVED")
     wait_until(lambda: sales(sim)[0]["status"] == "reversed", what="sale reversed")
     [rev] = [r for r in sim.journal() if r["kind"] == "reversal"]
     assert rev["status"] == "acknowledged" and rev["original_id"] == sales(sim)[0]["id"]
     assert_ledger_agrees(sim)
-    sim.keys("{ENTER}")                                   # and the terminal carries on
+    sim.keys("{ENTER}")  # and the terminal carries on
     sale(sim, "visa-approve")
     sim.wait_for("APPROVED")
     assert [r["status"] for r in sales(sim)][0] == "reversed" and sales(sim)[-1]["status"] == "approved"
@@ -223,7 +238,7 @@ def test_crash_after_approval_keeps_it_and_the_stan(sim):
     sim.wait_for("APPROVED")
     assert [r["stan"] for r in sim.journal()] == [1, 2]
     ksns = [r["53"] for r in requests(sim)]
-    assert len(set(ksns)) == 2                           # the DUKPT counter survived the power cut too
+    assert len(set(ksns)) == 2  # the DUKPT counter survived the power cut too
 
 
 def test_crash_while_the_host_is_asked(sim):
@@ -249,8 +264,13 @@ def test_clean_restart(sim):
 
 
 def _scenario(*args):
-    return subprocess.run([sys.executable, "-m", "firmware.shell.cli", "sim", "--scenario", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "firmware.shell.cli", "sim", "--scenario", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("name", ["sale_approved", "tap_approved"])
@@ -280,15 +300,19 @@ def test_aes_dukpt_host_profile(tmp_path):
     """The AES profile: format-4 PIN blocks under X9.24-3 AES DUKPT, in the dialect that has room for them."""
     import dataclasses
 
-    from firmware.security import dukpt_aes
     from firmware.host.dialect import AES_DUKPT
+    from firmware.security import dukpt_aes
     from hwsim.acquirer import AES_BDK
+
     cfg = sim_config()
     key_id = bytes.fromhex("1234567890123456")
     cfg = dataclasses.replace(
-        cfg, host=dataclasses.replace(cfg.host, dialect="aes-dukpt"),
-        pin=dataclasses.replace(cfg.pin, scheme="aes", key_id=key_id,
-                                initial_key=dukpt_aes.initial_key(AES_BDK, key_id)))
+        cfg,
+        host=dataclasses.replace(cfg.host, dialect="aes-dukpt"),
+        pin=dataclasses.replace(
+            cfg.pin, scheme="aes", key_id=key_id, initial_key=dukpt_aes.initial_key(AES_BDK, key_id)
+        ),
+    )
     with Simulator(tmp_path, cfg) as sim:
         sale(sim, "visa-approve", pin="9999")
         sim.wait_for("WRONG PIN, TRY AGAIN")

@@ -7,17 +7,34 @@ import warnings
 from datetime import date
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from firmware.core.emv import (CardError, CardNotSupported, ChipCard, KernelParams, bcd, build_dol, kernel, parse_dol,
-                          tlv_items, track2_from_57)
+from firmware.core.emv import (
+    CardError,
+    CardNotSupported,
+    ChipCard,
+    KernelParams,
+    bcd,
+    build_dol,
+    kernel,
+    parse_dol,
+    tlv_items,
+    track2_from_57,
+)
 from hwsim.emvcard import CardApplet, contactless_catalog
 
 warnings.filterwarnings("ignore", message=".*TripleDES.*")
 CATALOG = contactless_catalog()
-PARAMS = KernelParams(amount=1250, currency_numeric="156", country_numeric="156", today=date(2026, 11, 26),
-                      unpredictable=bytes.fromhex("52BF4585"), supported_aids=("A0000000031010", "A0000000041010"),
-                      cvm_limit=10000)
+PARAMS = KernelParams(
+    amount=1250,
+    currency_numeric="156",
+    country_numeric="156",
+    today=date(2026, 11, 26),
+    unpredictable=bytes.fromhex("52BF4585"),
+    supported_aids=("A0000000031010", "A0000000041010"),
+    cvm_limit=10000,
+)
 
 
 def drive(answer, params=PARAMS) -> tuple[ChipCard, list[bytes]]:
@@ -34,7 +51,7 @@ def drive(answer, params=PARAMS) -> tuple[ChipCard, list[bytes]]:
 
 
 def test_tlv_items_keeps_repeated_tags_and_long_lengths():
-    data = bytes.fromhex("6103" "4F0101" "6103" "4F0102" "5F2D" "8180") + bytes(128)
+    data = bytes.fromhex("61034F010161034F01025F2D8180") + bytes(128)
     items = tlv_items(data)
     assert [t for t, _ in items] == ["61", "61", "5F2D"] and len(items[2][1]) == 128
     # The PSE FCI example from EMV Book 1: 6F(84 '1PAY.SYS.DDF01', A5(88 02, 5F2D 'en'))
@@ -58,9 +75,9 @@ def test_dol_parse_and_build():
     out = build_dol(dol, values)
     assert len(out) == 4 + 6 + 6 + 2 + 5 + 2 + 3 + 1 + 4 + 1
     assert out[:4].hex() == "36004000" and out[4:10].hex() == "000000001250" and out[16:18].hex() == "0156"
-    assert build_dol([("9F02", 3)], {"9F02": bcd(1250, 6)}).hex() == "001250"    # numeric: keep the right end
-    assert build_dol([("50", 3)], {"50": b"VISA"}) == b"VIS"                        # other: cut on the right
-    assert build_dol([("9F4E", 2)], {}) == b"\x00\x00"                               # unknown: zeros
+    assert build_dol([("9F02", 3)], {"9F02": bcd(1250, 6)}).hex() == "001250"  # numeric: keep the right end
+    assert build_dol([("50", 3)], {"50": b"VISA"}) == b"VIS"  # other: cut on the right
+    assert build_dol([("9F4E", 2)], {}) == b"\x00\x00"  # unknown: zeros
     with pytest.raises(CardError):
         parse_dol(bytes.fromhex("9F02"))
 
@@ -71,10 +88,13 @@ def test_track2_equivalent():
         track2_from_57(bytes.fromhex("4761739001010010"))
 
 
-@pytest.mark.parametrize("card_id, commands", [
-    ("visa-tap-approve", ["00A4", "00A4", "80A8", "00B2"]),
-    ("mc-tap-approve", ["00A4", "00A4", "80A8", "00B2", "80AE"]),
-])
+@pytest.mark.parametrize(
+    "card_id, commands",
+    [
+        ("visa-tap-approve", ["00A4", "00A4", "80A8", "00B2"]),
+        ("mc-tap-approve", ["00A4", "00A4", "80A8", "00B2", "80AE"]),
+    ],
+)
 def test_both_kernels_send_only_what_they_need(card_id, commands):
     card, sent = drive(CardApplet(CATALOG[card_id]).process)
     assert [a[:2].hex().upper() for a in sent] == commands
@@ -105,18 +125,26 @@ def _patched(card_id, patch):
 
     def answer(apdu):
         return patch(apdu, applet.process(apdu))
+
     return answer
 
 
-@pytest.mark.parametrize("name, patch, screen", [
-    ("GPO refused", lambda a, r: b"\x69\x85" if a[:2] == b"\x80\xa8" else r, "CARD ERROR"),
-    ("record missing", lambda a, r: b"\x6a\x83" if a[1] == 0xB2 else r, "CARD ERROR"),
-    ("no cryptogram", lambda a, r: r.replace(bytes.fromhex("9F2608"), bytes.fromhex("9F2508")), "CARD ERROR"),
-    ("card says AAC", lambda a, r: r.replace(bytes.fromhex("9F270180"), bytes.fromhex("9F270100")), "DECLINED BY CARD"),
-    ("SW only", lambda a, r: r[-2:] if a[:2] == b"\x80\xa8" else r, "CARD ERROR"),
-    ("one byte", lambda a, r: b"\x90", "CARD ERROR"),
-    ("bad AFL", lambda a, r: r.replace(bytes.fromhex("940408010100"), bytes.fromhex("940400010100")), "CARD ERROR"),
-])
+@pytest.mark.parametrize(
+    "name, patch, screen",
+    [
+        ("GPO refused", lambda a, r: b"\x69\x85" if a[:2] == b"\x80\xa8" else r, "CARD ERROR"),
+        ("record missing", lambda a, r: b"\x6a\x83" if a[1] == 0xB2 else r, "CARD ERROR"),
+        ("no cryptogram", lambda a, r: r.replace(bytes.fromhex("9F2608"), bytes.fromhex("9F2508")), "CARD ERROR"),
+        (
+            "card says AAC",
+            lambda a, r: r.replace(bytes.fromhex("9F270180"), bytes.fromhex("9F270100")),
+            "DECLINED BY CARD",
+        ),
+        ("SW only", lambda a, r: r[-2:] if a[:2] == b"\x80\xa8" else r, "CARD ERROR"),
+        ("one byte", lambda a, r: b"\x90", "CARD ERROR"),
+        ("bad AFL", lambda a, r: r.replace(bytes.fromhex("940408010100"), bytes.fromhex("940400010100")), "CARD ERROR"),
+    ],
+)
 def test_bad_card_answers_end_in_a_screen(name, patch, screen):
     with pytest.raises(CardError) as err:
         drive(_patched("visa-tap-approve", patch))
@@ -144,7 +172,7 @@ def test_kernel_survives_any_card_answer(data):
         if how == "random":
             return data.draw(st.binary(max_size=64))
         if how == "cut":
-            return real[:data.draw(st.integers(0, len(real)))]
+            return real[: data.draw(st.integers(0, len(real)))]
         if how == "sw":
             return real[:-2] + data.draw(st.binary(min_size=2, max_size=2))
         return real
@@ -167,7 +195,7 @@ def _rewrite(data: bytes, tag: str, value: bytes) -> bytes:
     for t, v in tlv_items(data):
         if t == tag:
             v = value
-        elif bytes.fromhex(t)[0] & 0x20:                       # constructed: look inside
+        elif bytes.fromhex(t)[0] & 0x20:  # constructed: look inside
             try:
                 v = _rewrite(v, tag, value)
             except CardError:
@@ -176,14 +204,45 @@ def _rewrite(data: bytes, tag: str, value: bytes) -> bytes:
     return out
 
 
-CARD_TAGS = ["6F", "84", "A5", "BF0C", "61", "4F", "50", "87", "9F38", "80", "77", "82", "94", "57", "5F24", "5F25",
-             "5F34", "8C", "9F26", "9F27", "9F36", "9F10", "9F6C", "9F0E", "70"]
-dols = st.lists(st.tuples(st.sampled_from(["9F02", "9F03", "9F1A", "5F2A", "9A", "9C", "9F37", "9F66", "95", "9F35",
-                                           "DF8117", "9F34", "5A"]), st.integers(0, 255)), max_size=12).map(
-    lambda entries: b"".join(bytes.fromhex(t) + bytes([n]) for t, n in entries))
+CARD_TAGS = [
+    "6F",
+    "84",
+    "A5",
+    "BF0C",
+    "61",
+    "4F",
+    "50",
+    "87",
+    "9F38",
+    "80",
+    "77",
+    "82",
+    "94",
+    "57",
+    "5F24",
+    "5F25",
+    "5F34",
+    "8C",
+    "9F26",
+    "9F27",
+    "9F36",
+    "9F10",
+    "9F6C",
+    "9F0E",
+    "70",
+]
+dols = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["9F02", "9F03", "9F1A", "5F2A", "9A", "9C", "9F37", "9F66", "95", "9F35", "DF8117", "9F34", "5A"]
+        ),
+        st.integers(0, 255),
+    ),
+    max_size=12,
+).map(lambda entries: b"".join(bytes.fromhex(t) + bytes([n]) for t, n in entries))
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None)   # 300 missed the DOL bug
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)  # 300 missed the DOL bug
 @given(st.sampled_from(["visa-tap-approve", "mc-tap-approve", "phone-wallet"]), st.data())
 def test_kernel_survives_a_card_that_lies_in_one_data_object(card_id, data):
     """Real answers in which any data object (PDOL, CDOL1, AFL, track 2, cryptogram, directory...) may be
@@ -193,13 +252,16 @@ def test_kernel_survives_a_card_that_lies_in_one_data_object(card_id, data):
     def answer(apdu):
         try:
             real = applet.process(apdu)
-        except ValueError:                 # the simulated card's own checks (a real card answers 6700)
+        except ValueError:  # the simulated card's own checks (a real card answers 6700)
             return b"\x67\x00"
         if data.draw(st.booleans()):
             return real
         try:
-            body = _rewrite(real[:-2], data.draw(st.sampled_from(CARD_TAGS)),
-                            data.draw(st.one_of(st.binary(max_size=300), dols, st.just(b""))))
+            body = _rewrite(
+                real[:-2],
+                data.draw(st.sampled_from(CARD_TAGS)),
+                data.draw(st.one_of(st.binary(max_size=300), dols, st.just(b""))),
+            )
         except CardError:
             return real
         return body + real[-2:]
@@ -211,8 +273,9 @@ def test_kernel_survives_a_card_that_lies_in_one_data_object(card_id, data):
     assert card.track2 and card.cryptogram and all(len(apdu) <= 261 for apdu in sent)
 
 
-@pytest.mark.parametrize("card_id, tag, dol", [("visa-tap-approve", "9F38", "9F02FF"),
-                                                ("mc-tap-approve", "8C", "9F02FF9F03FF")])
+@pytest.mark.parametrize(
+    "card_id, tag, dol", [("visa-tap-approve", "9F38", "9F02FF"), ("mc-tap-approve", "8C", "9F02FF9F03FF")]
+)
 def test_a_dol_asking_for_more_than_one_command_carries_is_a_card_error(card_id, tag, dol):
     """Found by the fuzzer: a PDOL or CDOL1 whose lengths add up past 255 bytes raised ValueError from bytes()."""
     applet = CardApplet(CATALOG[card_id])

@@ -9,19 +9,50 @@ from typing import TypeVar
 
 import pytest
 
-from firmware.core.emv import (CVM_RESULTS, AflEntry, Application, Candidate, CardError, CardNotSupported, ChipCard,
-                               KernelParams, afl_entries, application_from_fci, card_result, choose_application,
-                               first_generate_ac, floor_limit_check, generate_ac_card_data, gpo_card_data, icc_data,
-                               initiate_application_processing, kernel, pdol_data, ppse_candidates,
-                               processing_restrictions, read_application_data, select_application, select_cvm,
-                               terminal_action_analysis, terminal_data, tsi)
+from firmware.core.emv import (
+    CVM_RESULTS,
+    AflEntry,
+    Application,
+    Candidate,
+    CardError,
+    CardNotSupported,
+    ChipCard,
+    KernelParams,
+    afl_entries,
+    application_from_fci,
+    card_result,
+    choose_application,
+    first_generate_ac,
+    floor_limit_check,
+    generate_ac_card_data,
+    gpo_card_data,
+    icc_data,
+    initiate_application_processing,
+    kernel,
+    pdol_data,
+    ppse_candidates,
+    processing_restrictions,
+    read_application_data,
+    select_application,
+    select_cvm,
+    terminal_action_analysis,
+    terminal_data,
+    tsi,
+)
 
 T = TypeVar("T")
 OK = bytes.fromhex("9000")
 VISA, MC = "A0000000031010", "A0000000041010"
-PAN = "4761739001010010"                                  # Visa's test card, Luhn-valid
-PARAMS = KernelParams(amount=1250, currency_numeric="156", country_numeric="156", today=date(2026, 11, 26),
-                      unpredictable=bytes.fromhex("52BF4585"), supported_aids=(VISA, MC), cvm_limit=10000)
+PAN = "4761739001010010"  # Visa's test card, Luhn-valid
+PARAMS = KernelParams(
+    amount=1250,
+    currency_numeric="156",
+    country_numeric="156",
+    today=date(2026, 11, 26),
+    unpredictable=bytes.fromhex("52BF4585"),
+    supported_aids=(VISA, MC),
+    cvm_limit=10000,
+)
 
 
 def t(tag: str, value: bytes) -> bytes:
@@ -43,10 +74,11 @@ def script(phase: Generator[bytes, bytes, T], exchanges: list[tuple[str, bytes]]
         assert len(sent) == len(exchanges), "the phase ended before the script"
         return done.value
     finally:
-        assert sent == [c for c, _ in exchanges][:len(sent)]        # also when the phase raised
+        assert sent == [c for c, _ in exchanges][: len(sent)]  # also when the phase raised
 
 
 # --- Application selection ---------------------------------------------------------------------------------
+
 
 def ppse(*entries: bytes) -> bytes:
     return t("6F", t("84", b"2PAY.SYS.DDF01") + t("A5", t("BF0C", b"".join(entries))))
@@ -62,8 +94,9 @@ def test_ppse_candidates_in_the_cards_order_with_label_and_priority():
     assert ppse_candidates(answer) == [Candidate(VISA, b"VISA CREDIT", 2), Candidate(MC, None, 0)]
 
 
-@pytest.mark.parametrize("answer", [t("6F", t("84", b"2PAY.SYS.DDF01")), t("6F", t("A5", t("88", b"\x01"))),
-                                    t("70", b"")])
+@pytest.mark.parametrize(
+    "answer", [t("6F", t("84", b"2PAY.SYS.DDF01")), t("6F", t("A5", t("88", b"\x01"))), t("70", b"")]
+)
 def test_ppse_answer_without_a_directory_is_not_a_payment_card(answer):
     with pytest.raises(CardNotSupported, match="no directory"):
         ppse_candidates(answer)
@@ -72,15 +105,18 @@ def test_ppse_answer_without_a_directory_is_not_a_payment_card(answer):
 UNIONPAY = "A000000333010101"
 
 
-@pytest.mark.parametrize("candidates, supported, chosen", [
-    ([(VISA, 0), (MC, 0)], (VISA, MC), VISA),                  # no priorities: the card's first
-    ([(VISA, 2), (MC, 1)], (VISA, MC), MC),                    # 1 is the highest priority
-    ([(VISA, 0), (MC, 14)], (VISA, MC), MC),                   # none given counts as lowest (15)
-    ([(VISA, 15), (MC, 0)], (VISA, MC), VISA),                 # ... equal to 15: the card's order decides
-    ([(VISA, 1), (MC, 2)], (MC,), MC),                         # the terminal's support filters first
-    ([(VISA + "01", 0)], ("a0000000031010",), VISA + "01"),    # a supported AID is a prefix, any case
-    ([(UNIONPAY, 3), (VISA, 3)], ("A000000333",), UNIONPAY),
-])
+@pytest.mark.parametrize(
+    "candidates, supported, chosen",
+    [
+        ([(VISA, 0), (MC, 0)], (VISA, MC), VISA),  # no priorities: the card's first
+        ([(VISA, 2), (MC, 1)], (VISA, MC), MC),  # 1 is the highest priority
+        ([(VISA, 0), (MC, 14)], (VISA, MC), MC),  # none given counts as lowest (15)
+        ([(VISA, 15), (MC, 0)], (VISA, MC), VISA),  # ... equal to 15: the card's order decides
+        ([(VISA, 1), (MC, 2)], (MC,), MC),  # the terminal's support filters first
+        ([(VISA + "01", 0)], ("a0000000031010",), VISA + "01"),  # a supported AID is a prefix, any case
+        ([(UNIONPAY, 3), (VISA, 3)], ("A000000333",), UNIONPAY),
+    ],
+)
 def test_choose_application(candidates, supported, chosen):
     listed = [Candidate(aid, None, prio) for aid, prio in candidates]
     assert choose_application(listed, supported).aid == chosen
@@ -92,27 +128,42 @@ def test_choose_application_refuses_a_card_with_nothing_supported(candidates):
         choose_application(candidates, (VISA, MC))
 
 
-@pytest.mark.parametrize("fci, directory_label, label, pdol", [
-    ({"50": b" VISA DEBIT ", "9F38": bytes.fromhex("9F66049F0206")}, b"OTHER", "VISA DEBIT",
-     [("9F66", 4), ("9F02", 6)]),
-    ({}, b"MASTERCARD", "MASTERCARD", []),                   # no FCI label: the directory's
-    ({"50": b""}, None, "", []),                             # neither
-    ({"50": b"CAF\xc9", "9F38": b""}, None, "CAF\ufffd", []),   # not ASCII: replaced, never an exception
-])
+@pytest.mark.parametrize(
+    "fci, directory_label, label, pdol",
+    [
+        (
+            {"50": b" VISA DEBIT ", "9F38": bytes.fromhex("9F66049F0206")},
+            b"OTHER",
+            "VISA DEBIT",
+            [("9F66", 4), ("9F02", 6)],
+        ),
+        ({}, b"MASTERCARD", "MASTERCARD", []),  # no FCI label: the directory's
+        ({"50": b""}, None, "", []),  # neither
+        ({"50": b"CAF\xc9", "9F38": b""}, None, "CAF\ufffd", []),  # not ASCII: replaced, never an exception
+    ],
+)
 def test_application_from_fci(fci, directory_label, label, pdol):
     assert application_from_fci(Candidate(VISA, directory_label, 0), fci) == Application(VISA, label, pdol)
 
 
 def test_select_application_sends_ppse_then_the_chosen_aid():
-    chosen = script(select_application((MC,)), [
-        ("00A404000E325041592E5359532E444446303100", ppse(app(VISA, priority=1), app(MC, b"MC", 2)) + OK),
-        ("00A4040007A000000004101000", t("6F", t("84", bytes.fromhex(MC)) + t("A5", t("9F38", b"\x9f\x37\x04"))) + OK),
-    ])
+    chosen = script(
+        select_application((MC,)),
+        [
+            ("00A404000E325041592E5359532E444446303100", ppse(app(VISA, priority=1), app(MC, b"MC", 2)) + OK),
+            (
+                "00A4040007A000000004101000",
+                t("6F", t("84", bytes.fromhex(MC)) + t("A5", t("9F38", b"\x9f\x37\x04"))) + OK,
+            ),
+        ],
+    )
     assert chosen == Application(MC, "MC", [("9F37", 4)])
 
 
-@pytest.mark.parametrize("sw, error, message", [("6A82", CardNotSupported, "no payment system environment"),
-                                                ("6A81", CardError, "SELECT PPSE: status 6A81")])
+@pytest.mark.parametrize(
+    "sw, error, message",
+    [("6A82", CardNotSupported, "no payment system environment"), ("6A81", CardError, "SELECT PPSE: status 6A81")],
+)
 def test_select_application_without_a_ppse(sw, error, message):
     with pytest.raises(error, match=message):
         script(select_application((VISA,)), [("00A404000E325041592E5359532E444446303100", bytes.fromhex(sw))])
@@ -120,23 +171,41 @@ def test_select_application_without_a_ppse(sw, error, message):
 
 def test_select_aid_refused():
     with pytest.raises(CardError, match="SELECT AID: status 6A82"):
-        script(select_application((VISA,)), [("00A404000E325041592E5359532E444446303100", ppse(app(VISA)) + OK),
-                                             ("00A4040007A000000003101000", bytes.fromhex("6A82"))])
+        script(
+            select_application((VISA,)),
+            [
+                ("00A404000E325041592E5359532E444446303100", ppse(app(VISA)) + OK),
+                ("00A4040007A000000003101000", bytes.fromhex("6A82")),
+            ],
+        )
 
 
 # --- Terminal risk management (floor limit) and the terminal's data ---------------------------------------
 
-@pytest.mark.parametrize("amount, floor_limit, tvr", [(1250, 0, "0000008000"), (0, 0, "0000000000"),
-                                                       (5000, 5000, "0000000000"), (5001, 5000, "0000008000")])
+
+@pytest.mark.parametrize(
+    "amount, floor_limit, tvr",
+    [(1250, 0, "0000008000"), (0, 0, "0000000000"), (5000, 5000, "0000000000"), (5001, 5000, "0000008000")],
+)
 def test_floor_limit_check(amount, floor_limit, tvr):
     assert floor_limit_check(amount, floor_limit).hex().upper() == tvr
 
 
 def test_terminal_data():
     data = {k: v.hex().upper() for k, v in terminal_data(PARAMS, bytes.fromhex("0000008000")).items()}
-    assert data == {"9F66": "36004000", "9F02": "000000001250", "9F03": "000000000000", "9F1A": "0156",
-                    "95": "0000008000", "5F2A": "0156", "9A": "261126", "9C": "00", "9F37": "52BF4585",
-                    "9F35": "22", "9F33": "E04000"}
+    assert data == {
+        "9F66": "36004000",
+        "9F02": "000000001250",
+        "9F03": "000000000000",
+        "9F1A": "0156",
+        "95": "0000008000",
+        "5F2A": "0156",
+        "9A": "261126",
+        "9C": "00",
+        "9F37": "52BF4585",
+        "9F35": "22",
+        "9F33": "E04000",
+    }
 
 
 # --- Initiate application processing ----------------------------------------------------------------------
@@ -144,12 +213,18 @@ def test_terminal_data():
 TERMINAL = terminal_data(PARAMS, floor_limit_check(PARAMS.amount, PARAMS.floor_limit))
 
 
-@pytest.mark.parametrize("pdol, filled", [
-    ([], ""),
-    ([("9F66", 4), ("9F02", 6), ("9F37", 4)], "36004000" + "000000001250" + "52BF4585"),
-    ([("9F02", 4), ("9A", 2), ("9F35", 2), ("DF8117", 1)], "00001250" + "1126" + "2200" + "00"),  # fitted; unknown: 0
-    ([("9F02", 253)], "00" * 247 + "000000001250"),                                       # the most a GPO carries
-])
+@pytest.mark.parametrize(
+    "pdol, filled",
+    [
+        ([], ""),
+        ([("9F66", 4), ("9F02", 6), ("9F37", 4)], "36004000" + "000000001250" + "52BF4585"),
+        (
+            [("9F02", 4), ("9A", 2), ("9F35", 2), ("DF8117", 1)],
+            "00001250" + "1126" + "2200" + "00",
+        ),  # fitted; unknown: 0
+        ([("9F02", 253)], "00" * 247 + "000000001250"),  # the most a GPO carries
+    ],
+)
 def test_pdol_data(pdol, filled):
     assert pdol_data(pdol, TERMINAL).hex().upper() == filled
 
@@ -159,38 +234,53 @@ def test_pdol_data_that_would_not_fit_a_gpo_command():
         pdol_data([("9F02", 250), ("9C", 4)], TERMINAL)
 
 
-@pytest.mark.parametrize("answer, card", [
-    (t("80", bytes.fromhex("1980" + "08010100")), {"82": "1980", "94": "08010100"}),               # format 1
-    (t("80", bytes.fromhex("0080")), {"82": "0080", "94": ""}),                                   # no records
-    (t("77", t("82", b"\x20\x00") + t("94", bytes.fromhex("08010100")) + t("9F26", bytes(8))),   # format 2
-     {"82": "2000", "94": "08010100", "9F26": "0000000000000000"}),
-])
+@pytest.mark.parametrize(
+    "answer, card",
+    [
+        (t("80", bytes.fromhex("1980" + "08010100")), {"82": "1980", "94": "08010100"}),  # format 1
+        (t("80", bytes.fromhex("0080")), {"82": "0080", "94": ""}),  # no records
+        (
+            t("77", t("82", b"\x20\x00") + t("94", bytes.fromhex("08010100")) + t("9F26", bytes(8))),  # format 2
+            {"82": "2000", "94": "08010100", "9F26": "0000000000000000"},
+        ),
+    ],
+)
 def test_gpo_card_data(answer, card):
     assert {k: v.hex().upper() for k, v in gpo_card_data(answer).items()} == card
 
 
-@pytest.mark.parametrize("answer, message", [
-    (t("80", b"\x19"), "format-1 GPO answer has a bad length"),
-    (t("80", bytes.fromhex("1980" + "080101")), "format-1 GPO answer has a bad length"),
-    (t("77", t("94", bytes.fromhex("08010100"))), "lacks mandatory tag\\(s\\) 82"),
-    (t("77", t("82", b"")), "lacks mandatory tag\\(s\\) 82"),
-    (bytes.fromhex("7705820220"), "malformed TLV"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (t("80", b"\x19"), "format-1 GPO answer has a bad length"),
+        (t("80", bytes.fromhex("1980" + "080101")), "format-1 GPO answer has a bad length"),
+        (t("77", t("94", bytes.fromhex("08010100"))), "lacks mandatory tag\\(s\\) 82"),
+        (t("77", t("82", b"")), "lacks mandatory tag\\(s\\) 82"),
+        (bytes.fromhex("7705820220"), "malformed TLV"),
+    ],
+)
 def test_gpo_card_data_refused(answer, message):
     with pytest.raises(CardError, match=message):
         gpo_card_data(answer)
 
 
 def test_gpo_command_carries_the_filled_pdol():
-    card = script(initiate_application_processing([("9F02", 6), ("9F37", 4)], TERMINAL),
-                  [("80A800000C830A00000000125052BF458500", t("80", bytes.fromhex("0080")) + OK)])
+    card = script(
+        initiate_application_processing([("9F02", 6), ("9F37", 4)], TERMINAL),
+        [("80A800000C830A00000000125052BF458500", t("80", bytes.fromhex("0080")) + OK)],
+    )
     assert card == {"82": b"\x00\x80", "94": b""}
     script(initiate_application_processing([], TERMINAL), [("80A800000283" + "00" + "00", t("80", b"\x00\x80") + OK)])
 
 
-@pytest.mark.parametrize("sw, message", [("6984", "card refused the transaction conditions"),
-                                         ("6985", "card refused the transaction conditions"),
-                                         ("6A81", "GET PROCESSING OPTIONS: status 6A81")])
+@pytest.mark.parametrize(
+    "sw, message",
+    [
+        ("6984", "card refused the transaction conditions"),
+        ("6985", "card refused the transaction conditions"),
+        ("6A81", "GET PROCESSING OPTIONS: status 6A81"),
+    ],
+)
 def test_gpo_refused(sw, message):
     with pytest.raises(CardError, match=message):
         script(initiate_application_processing([], TERMINAL), [("80A8000002830000", bytes.fromhex(sw))])
@@ -198,23 +288,30 @@ def test_gpo_refused(sw, message):
 
 # --- Read application data --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("afl, entries", [
-    ("", []),
-    ("08010100", [AflEntry(1, 1, 1, 0)]),
-    ("10010301" + "F0020200", [AflEntry(2, 1, 3, 1), AflEntry(30, 2, 2, 0)]),
-])
+
+@pytest.mark.parametrize(
+    "afl, entries",
+    [
+        ("", []),
+        ("08010100", [AflEntry(1, 1, 1, 0)]),
+        ("10010301" + "F0020200", [AflEntry(2, 1, 3, 1), AflEntry(30, 2, 2, 0)]),
+    ],
+)
 def test_afl_entries(afl, entries):
     assert list(afl_entries(bytes.fromhex(afl))) == entries
 
 
-@pytest.mark.parametrize("afl, message", [
-    ("080101", "not a multiple of 4"),
-    ("08010100" + "10", "not a multiple of 4"),
-    ("00010100", "malformed"),          # SFI 0
-    ("F8010100", "malformed"),          # SFI 31
-    ("08000100", "malformed"),          # record 0
-    ("08030200", "malformed"),          # last before first
-])
+@pytest.mark.parametrize(
+    "afl, message",
+    [
+        ("080101", "not a multiple of 4"),
+        ("08010100" + "10", "not a multiple of 4"),
+        ("00010100", "malformed"),  # SFI 0
+        ("F8010100", "malformed"),  # SFI 31
+        ("08000100", "malformed"),  # record 0
+        ("08030200", "malformed"),  # last before first
+    ],
+)
 def test_afl_entries_refused(afl, message):
     with pytest.raises(CardError, match=message):
         list(afl_entries(bytes.fromhex(afl)))
@@ -229,31 +326,41 @@ def test_afl_entries_are_checked_as_they_are_reached():
 
 def test_read_application_data_reads_each_record_and_keeps_first_values():
     card = {"82": b"\x19\x80", "94": bytes.fromhex("08010200" + "18030300"), "9F36": b"\x00\x01"}
-    out = script(read_application_data(card), [
-        ("00B2010C00", t("70", t("57", b"\x47") + t("9F36", b"\x00\x09")) + OK),   # 9F36 from GPO stays
-        ("00B2020C00", t("70", t("57", b"\x99") + t("5F24", b"\x30\x12\x31")) + OK),  # 57 from record 1 stays
-        ("00B2031C00", t("70", t("8C", b"\x9f\x02\x06")) + OK),
-    ])
+    out = script(
+        read_application_data(card),
+        [
+            ("00B2010C00", t("70", t("57", b"\x47") + t("9F36", b"\x00\x09")) + OK),  # 9F36 from GPO stays
+            ("00B2020C00", t("70", t("57", b"\x99") + t("5F24", b"\x30\x12\x31")) + OK),  # 57 from record 1 stays
+            ("00B2031C00", t("70", t("8C", b"\x9f\x02\x06")) + OK),
+        ],
+    )
     assert out == {**card, "57": b"\x47", "5F24": b"\x30\x12\x31", "8C": b"\x9f\x02\x06"}
-    assert "57" not in card                                                         # the input is not changed
+    assert "57" not in card  # the input is not changed
 
 
 def test_read_application_data_stops_at_a_refused_record_or_a_malformed_entry():
     with pytest.raises(CardError, match="READ RECORD 1/2: status 6A83"):
-        script(read_application_data({"94": bytes.fromhex("08010200")}),
-               [("00B2010C00", t("70", b"") + OK), ("00B2020C00", bytes.fromhex("6A83"))])
+        script(
+            read_application_data({"94": bytes.fromhex("08010200")}),
+            [("00B2010C00", t("70", b"") + OK), ("00B2020C00", bytes.fromhex("6A83"))],
+        )
     with pytest.raises(CardError, match="AFL entry is malformed"):
-        script(read_application_data({"94": bytes.fromhex("08010100" + "08020100")}),
-               [("00B2010C00", t("70", b"") + OK)])
+        script(
+            read_application_data({"94": bytes.fromhex("08010100" + "08020100")}), [("00B2010C00", t("70", b"") + OK)]
+        )
 
 
 # --- Card action analysis: the first GENERATE AC ----------------------------------------------------------
 
+
 def test_generate_ac_card_data_formats():
     raw = bytes.fromhex("80" + "0007" + "1122334455667788" + "06010A03A00000")
-    assert generate_ac_card_data(t("80", raw)) == {"9F27": b"\x80", "9F36": b"\x00\x07",
-                                                   "9F26": bytes.fromhex("1122334455667788"),
-                                                   "9F10": bytes.fromhex("06010A03A00000")}
+    assert generate_ac_card_data(t("80", raw)) == {
+        "9F27": b"\x80",
+        "9F36": b"\x00\x07",
+        "9F26": bytes.fromhex("1122334455667788"),
+        "9F10": bytes.fromhex("06010A03A00000"),
+    }
     assert generate_ac_card_data(t("80", raw[:11]))["9F10"] == b""
     assert generate_ac_card_data(t("77", t("9F27", b"\x40"))) == {"9F27": b"\x40"}
     with pytest.raises(CardError, match="format-1 GENERATE AC answer is too short"):
@@ -262,10 +369,13 @@ def test_generate_ac_card_data_formats():
 
 def test_first_generate_ac_asks_for_an_arqc_over_cdol1():
     card = {"8C": bytes.fromhex("9F02069F37049F3602"), "9F36": b"\x00\x05", "9F37": b"\xff" * 4}
-    out = script(first_generate_ac(card, TERMINAL), [
-        # CDOL1: amount (terminal), unpredictable number (the card's wins over the terminal's), ATC (card)
-        ("80AE80000C000000001250FFFFFFFF000500", t("77", t("9F27", b"\x80") + t("9F36", b"\x00\x06")) + OK),
-    ])
+    out = script(
+        first_generate_ac(card, TERMINAL),
+        [
+            # CDOL1: amount (terminal), unpredictable number (the card's wins over the terminal's), ATC (card)
+            ("80AE80000C000000001250FFFFFFFF000500", t("77", t("9F27", b"\x80") + t("9F36", b"\x00\x06")) + OK),
+        ],
+    )
     assert out["9F36"] == b"\x00\x06" and out["9F27"] == b"\x80" and out["8C"] == card["8C"]
 
 
@@ -278,8 +388,13 @@ def test_first_generate_ac_refused():
 
 # --- What the card returned -------------------------------------------------------------------------------
 
-GOOD = {"57": bytes.fromhex(PAN + "D30122011000000F"), "9F26": bytes(8), "9F27": b"\x80", "9F36": b"\x00\x01",
-        "9F10": b"\x06"}
+GOOD = {
+    "57": bytes.fromhex(PAN + "D30122011000000F"),
+    "9F26": bytes(8),
+    "9F27": b"\x80",
+    "9F36": b"\x00\x01",
+    "9F10": b"\x06",
+}
 
 
 @pytest.mark.parametrize("cid", [0x80, 0x40, 0x81])
@@ -287,13 +402,16 @@ def test_card_result(cid):
     assert card_result({**GOOD, "9F27": bytes([cid])}) == (PAN + "=30122011000000", PAN, cid)
 
 
-@pytest.mark.parametrize("change, message, screen", [
-    ({"57": b"", "9F10": b""}, r"lacks mandatory tag\(s\) 57, 9F10", "CARD ERROR, TRY ANOTHER CARD"),
-    ({"57": bytes.fromhex(PAN)}, "track 2 equivalent data is malformed", "CARD ERROR, TRY ANOTHER CARD"),
-    ({"57": bytes.fromhex("4761739001010011D3012201")}, "Luhn", "CARD ERROR, TRY ANOTHER CARD"),
-    ({"9F27": b"\x00"}, r"declined \(AAC\)", "DECLINED BY CARD"),
-    ({"9F27": b"\x3f"}, r"declined \(AAC\)", "DECLINED BY CARD"),
-])
+@pytest.mark.parametrize(
+    "change, message, screen",
+    [
+        ({"57": b"", "9F10": b""}, r"lacks mandatory tag\(s\) 57, 9F10", "CARD ERROR, TRY ANOTHER CARD"),
+        ({"57": bytes.fromhex(PAN)}, "track 2 equivalent data is malformed", "CARD ERROR, TRY ANOTHER CARD"),
+        ({"57": bytes.fromhex("4761739001010011D3012201")}, "Luhn", "CARD ERROR, TRY ANOTHER CARD"),
+        ({"9F27": b"\x00"}, r"declined \(AAC\)", "DECLINED BY CARD"),
+        ({"9F27": b"\x3f"}, r"declined \(AAC\)", "DECLINED BY CARD"),
+    ],
+)
 def test_card_result_refused(change, message, screen):
     with pytest.raises(CardError, match=message) as err:
         card_result({k: v for k, v in {**GOOD, **change}.items() if v})
@@ -305,27 +423,33 @@ def test_card_result_refused(change, message, screen):
 TODAY = date(2026, 11, 26)
 
 
-@pytest.mark.parametrize("dates, tvr", [
-    ({}, "0000008000"),
-    ({"5F24": "261126", "5F25": "261126"}, "0000008000"),        # expires today, effective today: fine
-    ({"5F24": "261125"}, "0040008000"),                           # expired
-    ({"5F25": "261127"}, "0020008000"),                           # not yet effective
-    ({"5F24": "251231", "5F25": "270101"}, "0060008000"),
-    ({"5F24": "2511", "5F25": "27010101"}, "0000008000"),         # not three bytes: not checked
-])
+@pytest.mark.parametrize(
+    "dates, tvr",
+    [
+        ({}, "0000008000"),
+        ({"5F24": "261126", "5F25": "261126"}, "0000008000"),  # expires today, effective today: fine
+        ({"5F24": "261125"}, "0040008000"),  # expired
+        ({"5F25": "261127"}, "0020008000"),  # not yet effective
+        ({"5F24": "251231", "5F25": "270101"}, "0060008000"),
+        ({"5F24": "2511", "5F25": "27010101"}, "0000008000"),  # not three bytes: not checked
+    ],
+)
 def test_processing_restrictions(dates, tvr):
     card = {k: bytes.fromhex(v) for k, v in dates.items()}
     assert processing_restrictions(bytes.fromhex("0000008000"), card, TODAY).hex().upper() == tvr
 
 
-@pytest.mark.parametrize("tvr, tac, iac, declined", [
-    ("0000008000", "0010000000", "0000000000", False),
-    ("0040008000", "0010000000", "0000000000", False),
-    ("0040008000", "0040000000", "0000000000", True),             # the terminal's denial code
-    ("0040008000", "0010000000", "0040000000", True),             # the issuer's
-    ("0000008000", "0000000000", "00", False),                    # a short IAC counts from the right
-    ("0000008000", "0000000000", "8000", True),
-])
+@pytest.mark.parametrize(
+    "tvr, tac, iac, declined",
+    [
+        ("0000008000", "0010000000", "0000000000", False),
+        ("0040008000", "0010000000", "0000000000", False),
+        ("0040008000", "0040000000", "0000000000", True),  # the terminal's denial code
+        ("0040008000", "0010000000", "0040000000", True),  # the issuer's
+        ("0000008000", "0000000000", "00", False),  # a short IAC counts from the right
+        ("0000008000", "0000000000", "8000", True),
+    ],
+)
 def test_terminal_action_analysis(tvr, tac, iac, declined):
     if not declined:
         terminal_action_analysis(bytes.fromhex(tvr), tac, bytes.fromhex(iac))
@@ -337,42 +461,53 @@ def test_terminal_action_analysis(tvr, tac, iac, declined):
 
 # --- Cardholder verification ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("amount, ctq, cvm", [
-    (10000, "0000", "none"),          # at the limit: no CVM
-    (10000, "0080", "none"),
-    (10001, "0000", "online_pin"),
-    (10001, "0080", "cdcvm"),         # the phone verified the cardholder
-    (10001, "FF7F", "online_pin"),
-    (10001, "80", "online_pin"),      # a CTQ too short to say
-])
+
+@pytest.mark.parametrize(
+    "amount, ctq, cvm",
+    [
+        (10000, "0000", "none"),  # at the limit: no CVM
+        (10000, "0080", "none"),
+        (10001, "0000", "online_pin"),
+        (10001, "0080", "cdcvm"),  # the phone verified the cardholder
+        (10001, "FF7F", "online_pin"),
+        (10001, "80", "online_pin"),  # a CTQ too short to say
+    ],
+)
 def test_select_cvm(amount, ctq, cvm):
     assert select_cvm(amount, 10000, bytes.fromhex(ctq)) == cvm
 
 
-@pytest.mark.parametrize("cvm, results, status", [("none", "1F0002", "0800"), ("cdcvm", "010002", "4800"),
-                                                  ("online_pin", "020000", "4800")])
+@pytest.mark.parametrize(
+    "cvm, results, status", [("none", "1F0002", "0800"), ("cdcvm", "010002", "4800"), ("online_pin", "020000", "4800")]
+)
 def test_cvm_results_and_tsi(cvm, results, status):
     assert CVM_RESULTS[cvm].hex().upper() == results and tsi(cvm).hex().upper() == status
 
 
 # --- Field 55 and the kernel around the phases ------------------------------------------------------------
 
+
 def test_icc_data_takes_the_cards_value_over_the_terminals_and_the_selected_aid():
-    icc = icc_data({"9F02": b"\x12", "95": b"\x00" * 5, "9F66": b"\x36"},
-                   {"95": b"\x11" * 5, "84": b"\x01", "57": b"\x47", "9F26": b"\xab"}, VISA)
-    assert icc == {"84": VISA, "95": "1111111111", "9F02": "12", "9F26": "AB"}   # no 57, no 9F66: not ICC_TAGS
+    icc = icc_data(
+        {"9F02": b"\x12", "95": b"\x00" * 5, "9F66": b"\x36"},
+        {"95": b"\x11" * 5, "84": b"\x01", "57": b"\x47", "9F26": b"\xab"},
+        VISA,
+    )
+    assert icc == {"84": VISA, "95": "1111111111", "9F02": "12", "9F26": "AB"}  # no 57, no 9F66: not ICC_TAGS
 
 
 def test_kernel_counts_the_commands_and_closes_its_phases():
     steps = kernel(PARAMS)
     assert next(steps) == bytes.fromhex("00A404000E325041592E5359532E444446303100")
-    steps.close()                                   # the shell closes the kernel when the card leaves
+    steps.close()  # the shell closes the kernel when the card leaves
     with pytest.raises(StopIteration):
         next(steps)
-    visa = [("00A404000E325041592E5359532E444446303100", ppse(app(VISA)) + OK),
-            ("00A4040007A000000003101000", t("6F", t("50", b"VISA")) + OK),
-            ("80A8000002830000", t("77", t("82", b"\x00\x80") + t("94", bytes.fromhex("08010100"))) + OK),
-            ("00B2010C00", t("70", b"".join(t(k, v) for k, v in GOOD.items())) + OK)]
+    visa = [
+        ("00A404000E325041592E5359532E444446303100", ppse(app(VISA)) + OK),
+        ("00A4040007A000000003101000", t("6F", t("50", b"VISA")) + OK),
+        ("80A8000002830000", t("77", t("82", b"\x00\x80") + t("94", bytes.fromhex("08010100"))) + OK),
+        ("00B2010C00", t("70", b"".join(t(k, v) for k, v in GOOD.items())) + OK),
+    ]
     card = script(kernel(PARAMS), visa)
     assert isinstance(card, ChipCard) and card.apdus == 4 and card.kernel == "visa" and card.label == "VISA"
     assert card.icc["9F34"] == "1F0002" and card.icc["9B"] == "0800" and card.icc["95"] == "0000008000"

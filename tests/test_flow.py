@@ -4,27 +4,52 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.core import flow
-
-from firmware.core import events
-from firmware.core.flow import FlowConfig, IDLE
-from firmware.core.effects import AbortAuthorization, Authorize, CollectPin, EndPin, PrintReceipts, Show, StartTimer, StopTimer
+from firmware.core import events, flow
+from firmware.core.effects import (
+    AbortAuthorization,
+    Authorize,
+    CollectPin,
+    EndPin,
+    PrintReceipts,
+    Show,
+    StartTimer,
+    StopTimer,
+)
+from firmware.core.events import (
+    AuthResponse,
+    BadRead,
+    EncryptedPin,
+    HostAnswered,
+    HostFailed,
+    Key,
+    PinEntered,
+    PinProgress,
+    Swiped,
+    TimerExpired,
+)
+from firmware.core.flow import IDLE, FlowConfig
 from firmware.core.flow.states import Amount, Authorizing, AwaitCard, AwaitPin, Result
-from firmware.core.events import BadRead, HostAnswered, HostFailed, Key, PinEntered, PinProgress, Swiped, TimerExpired
-from firmware.core.events import AuthResponse
 from firmware.core.money import Currency
-from firmware.core.events import EncryptedPin
 from firmware.core.track import parse_swipe
 
-CFG = FlowConfig(currency=Currency.of("CNY"), min_amount=100, max_amount=500_000,
-                 amount_timeout=60, card_timeout=45, pin_timeout=30, result_timeout=15, pin_attempts=3)
+CFG = FlowConfig(
+    currency=Currency.of("CNY"),
+    min_amount=100,
+    max_amount=500_000,
+    amount_timeout=60,
+    card_timeout=45,
+    pin_timeout=30,
+    result_timeout=15,
+    pin_attempts=3,
+)
 CARD = parse_swipe(";4242424242424242=30121010000000000000?")
 PIN = EncryptedPin(block="1B9C1845EB993A7A", ksn="FFFF9876543210E00001")
 
 
 def resp(rc: str) -> AuthResponse:
-    return AuthResponse(stan=7, response_code=rc, auth_code="123456" if rc == "00" else "", rrn="263300000007",
-                        terminal_id="SIM00001")
+    return AuthResponse(
+        stan=7, response_code=rc, auth_code="123456" if rc == "00" else "", rrn="263300000007", terminal_id="SIM00001"
+    )
 
 
 def run(state, *events):
@@ -45,6 +70,7 @@ def keys(text: str):
 
 
 # --- amount entry ------------------------------------------------------------------------------
+
 
 def test_digits_shift_in_from_the_right():
     state, eff = run(IDLE, *keys("1250"))
@@ -85,6 +111,7 @@ def test_swipe_before_amount_is_refused():
 
 # --- card ---------------------------------------------------------------------------------------
 
+
 def test_enter_waits_for_card():
     state, eff = run(IDLE, *keys("1250"), Key("ENTER"))
     assert state == AwaitCard(1250)
@@ -110,6 +137,7 @@ def test_clear_goes_back_to_amount():
 
 # --- PIN ------------------------------------------------------------------------------------------
 
+
 def test_swipe_starts_pin_collection():
     state, eff = run(AwaitCard(1250), Swiped(CARD))
     assert state == AwaitPin(1250, CARD)
@@ -129,14 +157,21 @@ def test_pin_entered_authorizes():
     assert StopTimer() in eff
 
 
-@pytest.mark.parametrize("event, text", [(Key("CANCEL"), "CANCELLED"), (TimerExpired(), "NO PIN"),
-                                         (events.PinFailed("KEY ERROR"), "PIN PAD ERROR\nKEY ERROR")])
+@pytest.mark.parametrize(
+    "event, text",
+    [
+        (Key("CANCEL"), "CANCELLED"),
+        (TimerExpired(), "NO PIN"),
+        (events.PinFailed("KEY ERROR"), "PIN PAD ERROR\nKEY ERROR"),
+    ],
+)
 def test_pin_cancel_and_timeout_end_pin_collection(event, text):
     state, eff = run(AwaitPin(1250, CARD), event)
     assert isinstance(state, Result) and EndPin() in eff and text in screen(eff)
 
 
 # --- host -------------------------------------------------------------------------------------------
+
 
 def test_approved():
     state, eff = run(Authorizing(1250, CARD, 1), HostAnswered(resp("00"), 7))
@@ -145,9 +180,18 @@ def test_approved():
     assert PrintReceipts(1250, "424242******4242", "SWIPE", resp("00"), 7) in eff
 
 
-@pytest.mark.parametrize("rc, text", [("05", "DO NOT HONOR"), ("14", "INVALID CARD NUMBER"),
-                                      ("51", "INSUFFICIENT FUNDS"), ("54", "EXPIRED CARD"),
-                                      ("91", "ISSUER UNAVAILABLE"), ("43", "STOLEN CARD"), ("Z9", "CODE Z9")])
+@pytest.mark.parametrize(
+    "rc, text",
+    [
+        ("05", "DO NOT HONOR"),
+        ("14", "INVALID CARD NUMBER"),
+        ("51", "INSUFFICIENT FUNDS"),
+        ("54", "EXPIRED CARD"),
+        ("91", "ISSUER UNAVAILABLE"),
+        ("43", "STOLEN CARD"),
+        ("Z9", "CODE Z9"),
+    ],
+)
 def test_declines(rc, text):
     state, eff = run(Authorizing(1250, CARD, 1), HostAnswered(resp(rc), 7))
     assert screen(eff) == f"DECLINED\n{text}"
@@ -162,8 +206,9 @@ def test_wrong_pin_offers_reentry_until_attempts_run_out():
     assert screen(eff) == "DECLINED\nWRONG PIN"
 
 
-@pytest.mark.parametrize("sent, text", [(True, "NO HOST ANSWER\nNOT APPROVED"),
-                                        (False, "HOST NOT AVAILABLE\nNOT CHARGED")])
+@pytest.mark.parametrize(
+    "sent, text", [(True, "NO HOST ANSWER\nNOT APPROVED"), (False, "HOST NOT AVAILABLE\nNOT CHARGED")]
+)
 def test_host_failures(sent, text):
     state, eff = run(Authorizing(1250, CARD, 1), HostFailed("x", sent=sent))
     assert isinstance(state, Result) and screen(eff) == text
@@ -173,7 +218,7 @@ def test_host_failures(sent, text):
 def test_cancel_while_authorizing_waits_for_the_host_outcome():
     state, eff = run(Authorizing(1250, CARD, 1), Key("CANCEL"))
     assert state.cancelling and AbortAuthorization() in eff and "CANCELLING" in screen(eff)
-    assert run(state, Key("CANCEL")) == (state, [])                 # a second press changes nothing
+    assert run(state, Key("CANCEL")) == (state, [])  # a second press changes nothing
     done, eff = run(state, HostFailed("cancelled", sent=True))
     assert screen(eff) == "CANCELLED\nCHECK WITH HOST"
     # The answer beat the cancel: the truth is shown.
@@ -188,6 +233,7 @@ def test_authorizing_ignores_keys_and_timer():
 
 # --- result --------------------------------------------------------------------------------------------
 
+
 def test_result_times_out_or_starts_next_sale():
     r = Result(("APPROVED",))
     assert run(r, TimerExpired())[0] == IDLE
@@ -197,8 +243,14 @@ def test_result_times_out_or_starts_next_sale():
 
 
 def test_every_state_renders():
-    for s in (IDLE, Amount(5, "AMOUNT TOO LOW"), AwaitCard(1), AwaitPin(1, CARD), Authorizing(1, CARD, 1),
-              Result(("X",))):
+    for s in (
+        IDLE,
+        Amount(5, "AMOUNT TOO LOW"),
+        AwaitCard(1),
+        AwaitPin(1, CARD),
+        Authorizing(1, CARD, 1),
+        Result(("X",)),
+    ):
         assert flow.render(s, CFG)
 
 

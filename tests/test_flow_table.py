@@ -8,28 +8,87 @@ from typing import get_args
 import pytest
 
 from firmware.core import flow
-from firmware.core.effects import (Authorize, CollectPin, EndWalletOrder, FindOriginal, PayByCode, PrintCode,
-                                   PrintReceipts, ReadCard, ReleaseCard, Reprint, Settle, Show, StartQrOrder,
-                                   StartTimer, StopTimer)
+from firmware.core.effects import (
+    Authorize,
+    CollectPin,
+    EndWalletOrder,
+    FindOriginal,
+    PayByCode,
+    PrintCode,
+    PrintReceipts,
+    ReadCard,
+    ReleaseCard,
+    Reprint,
+    Settle,
+    Show,
+    StartQrOrder,
+    StartTimer,
+    StopTimer,
+)
 from firmware.core.emv import ChipCard
-from firmware.core.events import (AuthResponse, CardFailed, CardRead, HostAnswered, Key, OrderShown, Reprinted,
-                                  Scanned, Settled, Tapped, TimerExpired, WalletConfirming, WalletEnded, WalletPaid)
+from firmware.core.events import (
+    AuthResponse,
+    CardFailed,
+    CardRead,
+    HostAnswered,
+    Key,
+    OrderShown,
+    Reprinted,
+    Scanned,
+    Settled,
+    Tapped,
+    TimerExpired,
+    WalletConfirming,
+    WalletEnded,
+    WalletPaid,
+)
 from firmware.core.flow import IDLE, TABLE, FlowConfig
-from firmware.core.flow.states import (Amount, Authorizing, AwaitCard, AwaitPin, Looking, Menu, ReadingCard, Result,
-                                       SearchEntry, ShowingQR, State, TraceEntry, WalletBusy)
+from firmware.core.flow.states import (
+    Amount,
+    Authorizing,
+    AwaitCard,
+    AwaitPin,
+    Looking,
+    Menu,
+    ReadingCard,
+    Result,
+    SearchEntry,
+    ShowingQR,
+    State,
+    TraceEntry,
+    WalletBusy,
+)
 from firmware.core.money import Currency
 
-CFG = FlowConfig(currency=Currency.of("CNY"), min_amount=100, max_amount=500_000, amount_timeout=60, card_timeout=45,
-                 pin_timeout=30, result_timeout=15, pin_attempts=3, contactless_limit=100_000, wallet="alipay",
-                 qr_timeout=3)
+CFG = FlowConfig(
+    currency=Currency.of("CNY"),
+    min_amount=100,
+    max_amount=500_000,
+    amount_timeout=60,
+    card_timeout=45,
+    pin_timeout=30,
+    result_timeout=15,
+    pin_attempts=3,
+    contactless_limit=100_000,
+    wallet="alipay",
+    qr_timeout=3,
+)
 ALIPAY_CODE = "281234567890123456"
 WECHAT_CODE = "134567890123456789"
 
 
 def chip(cvm: str = "none") -> ChipCard:
-    return ChipCard(pan="4761739001010010", track2="4761739001010010D30122010000000000000", psn="01",
-                    aid="A0000000031010", label="VISA CREDIT", cvm=cvm, cid=0x80, cryptogram="1A2B3C4D5E6F7081",
-                    icc={"9F26": "1A2B3C4D5E6F7081"})
+    return ChipCard(
+        pan="4761739001010010",
+        track2="4761739001010010D30122010000000000000",
+        psn="01",
+        aid="A0000000031010",
+        label="VISA CREDIT",
+        cvm=cvm,
+        cid=0x80,
+        cryptogram="1A2B3C4D5E6F7081",
+        icc={"9F26": "1A2B3C4D5E6F7081"},
+    )
 
 
 def run(state: State, *events, cfg: FlowConfig = CFG):
@@ -47,13 +106,26 @@ def screen(effects) -> str:
 
 # --- the table ------------------------------------------------------------------------------------
 
+
 def test_every_state_type_has_one_route():
     assert set(TABLE) == set(get_args(State))
 
 
-EXAMPLES = [IDLE, Amount(1250), AwaitCard(1250), ReadingCard(1250), AwaitPin(1250, chip("online_pin")),
-            Authorizing(1250, chip(), 1), WalletBusy(1250, "PROCESSING..."), ShowingQR(1250, "https://qr.alipay.com/x", 90),
-            Result(("APPROVED",)), Menu(), TraceEntry("reprint"), SearchEntry("refund"), Looking("settle")]
+EXAMPLES = [
+    IDLE,
+    Amount(1250),
+    AwaitCard(1250),
+    ReadingCard(1250),
+    AwaitPin(1250, chip("online_pin")),
+    Authorizing(1250, chip(), 1),
+    WalletBusy(1250, "PROCESSING..."),
+    ShowingQR(1250, "https://qr.alipay.com/x", 90),
+    Result(("APPROVED",)),
+    Menu(),
+    TraceEntry("reprint"),
+    SearchEntry("refund"),
+    Looking("settle"),
+]
 
 
 @pytest.mark.parametrize("state", EXAMPLES, ids=lambda s: type(s).__name__)
@@ -66,6 +138,7 @@ def test_entering_any_state_shows_it_and_sets_its_timer(state):
 
 
 # --- a tap --------------------------------------------------------------------------------------
+
 
 def test_a_tap_within_the_contactless_limit_reads_the_card():
     state, effects = run(AwaitCard(1250), Tapped("session-1"))
@@ -113,17 +186,24 @@ def test_a_wrong_pin_on_a_tapped_card_needs_a_new_tap():
 
 def test_a_tapped_approval_prints_the_chip_facts():
     card = chip()
-    answer = HostAnswered(AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9,
-                          "REF9")
+    answer = HostAnswered(
+        AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9, "REF9"
+    )
     state, effects = run(Authorizing(1250, card, 1), answer)
     [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
     assert state == Result(("APPROVED", "CNY 12.50", "AUTH CODE 123456"))
-    assert (receipt.entry_mode, receipt.aid, receipt.label, receipt.cryptogram, receipt.order_no) == \
-        ("CONTACTLESS", card.aid, card.label, card.cryptogram, "REF9")
+    assert (receipt.entry_mode, receipt.aid, receipt.label, receipt.cryptogram, receipt.order_no) == (
+        "CONTACTLESS",
+        card.aid,
+        card.label,
+        card.cryptogram,
+        "REF9",
+    )
     assert receipt.masked_pan == "476173******0010"
 
 
 # --- a wallet payment ---------------------------------------------------------------------------
+
 
 def test_f1_makes_an_order_and_its_code_is_shown_with_a_countdown():
     state, effects = run(AwaitCard(1250), Key("F1"))
@@ -162,26 +242,40 @@ def test_a_payer_confirming_in_the_app_can_be_cancelled_but_a_busy_request_canno
     assert state == WalletBusy(1250, "CANCELLING...") and EndWalletOrder("CANCELLED") in effects
 
 
-@pytest.mark.parametrize("start", [WalletBusy(1250, "CLOSING ORDER..."), ShowingQR(1250, "p", 10)],
-                         ids=["busy", "showing"])
+@pytest.mark.parametrize(
+    "start", [WalletBusy(1250, "CLOSING ORDER..."), ShowingQR(1250, "p", 10)], ids=["busy", "showing"]
+)
 def test_paid_prints_a_wallet_receipt(start):
     state, effects = run(start, WalletPaid("ORDER1", "2026120222001", "buyer@example.com", 12, "QR"))
     assert state == Result(("PAID", "CNY 12.50", "ALIPAY"))
     [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
-    assert (receipt.wallet, receipt.order_no, receipt.trade_no, receipt.cvm, receipt.entry_mode) == \
-        ("ALIPAY 支付宝", "ORDER1", "2026120222001", "wallet", "QR")
+    assert (receipt.wallet, receipt.order_no, receipt.trade_no, receipt.cvm, receipt.entry_mode) == (
+        "ALIPAY 支付宝",
+        "ORDER1",
+        "2026120222001",
+        "wallet",
+        "QR",
+    )
 
 
-@pytest.mark.parametrize("ended, title", [("failed", "PAYMENT FAILED"), ("closed", "NOT PAID"),
-                                          ("unknown", "PAYMENT UNKNOWN")])
+@pytest.mark.parametrize(
+    "ended, title", [("failed", "PAYMENT FAILED"), ("closed", "NOT PAID"), ("unknown", "PAYMENT UNKNOWN")]
+)
 def test_a_wallet_payment_that_did_not_happen(ended, title):
     state, effects = run(WalletBusy(1250, "PROCESSING..."), WalletEnded(ended, "WHY"))
     assert state == Result((title, "WHY")) and not any(isinstance(e, PrintReceipts) for e in effects)
 
 
-@pytest.mark.parametrize("code, outcome", [(ALIPAY_CODE, "pay"), (WECHAT_CODE, "WECHAT NOT SET UP"),
-                                           ("hello", "CODE NOT SUPPORTED"), ("²" * 18, "CODE NOT SUPPORTED"),
-                                           ("", "CODE NOT SUPPORTED")])
+@pytest.mark.parametrize(
+    "code, outcome",
+    [
+        (ALIPAY_CODE, "pay"),
+        (WECHAT_CODE, "WECHAT NOT SET UP"),
+        ("hello", "CODE NOT SUPPORTED"),
+        ("²" * 18, "CODE NOT SUPPORTED"),
+        ("", "CODE NOT SUPPORTED"),
+    ],
+)
 def test_a_scanned_code_is_charged_only_for_the_configured_wallet(code, outcome):
     state, effects = run(AwaitCard(1250), Scanned(code))
     if outcome == "pay":
@@ -192,15 +286,16 @@ def test_a_scanned_code_is_charged_only_for_the_configured_wallet(code, outcome)
 
 # --- the back office: reprint, search, settlement -------------------------------------------------
 
+
 def test_reprint_from_idle_and_by_trace_number():
     state, effects = run(IDLE, Key("F2"))
     assert state == Looking("reprint") and Reprint() in effects
     state, effects = run(Menu(), Key("5"), *[Key(c) for c in "1234567"], Key("CLEAR"), Key("ENTER"))
-    assert state == Looking("reprint") and Reprint(12345) in effects            # six digits at most
+    assert state == Looking("reprint") and Reprint(12345) in effects  # six digits at most
     state, _ = run(state, Reprinted("QUEUED FOR PRINTER"))
     assert state == Result(("REPRINT", "QUEUED FOR PRINTER"))
     state, effects = run(TraceEntry("reprint"), Key("ENTER"))
-    assert Reprint(0) in effects                                              # ENTER alone: the last one
+    assert Reprint(0) in effects  # ENTER alone: the last one
 
 
 def test_a_reprint_trace_ignores_a_scanned_receipt_but_a_refund_takes_it():
@@ -212,20 +307,22 @@ def test_a_reprint_trace_ignores_a_scanned_receipt_but_a_refund_takes_it():
 def test_search_by_date_amount_and_last_four():
     state, effects = run(TraceEntry("refund"), Key("F2"))
     assert state == SearchEntry("refund") and "DATE MMDD" in screen(effects)
-    state, _ = run(state, *[Key(c) for c in "1332"], Key("ENTER"))           # month 13: asked again
+    state, _ = run(state, *[Key(c) for c in "1332"], Key("ENTER"))  # month 13: asked again
     assert state == SearchEntry("refund", value="")
     state, _ = run(state, *[Key(c) for c in "1126"], Key("ENTER"))
     assert state == SearchEntry("refund", "amount", date="1126")
     state, effects = run(state, *[Key(c) for c in "1250"], Key("ENTER"))
     assert state == SearchEntry("refund", "last4", date="1126", amount=1250)
-    state, effects = run(state, *[Key(c) for c in "424"], Key("ENTER"))      # three digits: not yet
+    state, effects = run(state, *[Key(c) for c in "424"], Key("ENTER"))  # three digits: not yet
     assert state.field == "last4" and not any(isinstance(e, FindOriginal) for e in effects)
     state, effects = run(state, Key("2"), Key("ENTER"))
     assert state == Looking("refund") and FindOriginal(date="1126", amount=1250, last4="4242") in effects
 
 
-@pytest.mark.parametrize("outcome, title", [("in_balance", "SETTLED, IN BALANCE"), ("out_of_balance", "OUT OF BALANCE"),
-                                            ("failed", "SETTLEMENT FAILED")])
+@pytest.mark.parametrize(
+    "outcome, title",
+    [("in_balance", "SETTLED, IN BALANCE"), ("out_of_balance", "OUT OF BALANCE"), ("failed", "SETTLEMENT FAILED")],
+)
 def test_settlement_outcomes(outcome, title):
     state, effects = run(Menu(), Key("4"))
     assert state == Looking("settle") and Settle() in effects and StopTimer() in effects

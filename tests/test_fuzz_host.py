@@ -4,24 +4,56 @@ that does not repeat the request's MTI pair, STAN, amount, currency, processing 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firmware.errors import CodecError
 from firmware.host import dialect
 from firmware.host.dialect import AES_DUKPT, DEFAULT, MacCodec
-from firmware.errors import CodecError
-from firmware.host.messages import ECHOED, SaleRequest, bind, iso_to_response, iso_to_reversal_ack, iso_to_settlement, iso_to_signon, sale_to_iso
+from firmware.host.messages import (
+    ECHOED,
+    SaleRequest,
+    bind,
+    iso_to_response,
+    iso_to_reversal_ack,
+    iso_to_settlement,
+    iso_to_signon,
+    sale_to_iso,
+)
 
-FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
-NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
-REQUEST = sale_to_iso(SaleRequest(stan=7, amount=1250, currency_numeric="156", track2="4242424242424242=30121010",
-                                  pin_block="", ksn="", terminal_id="SIM00001", merchant_id="102030405060708",
-                                  local_time=NOW, utc_time=NOW))
-TRUE = {"t": "0210", "3": "000000", "4": "000000001250", "7": REQUEST["7"], "11": "000007", "37": "263360000002",
-        "38": "123456", "39": "00", "41": "SIM00001", "42": "102030405060708", "49": "156"}
+FUZZ = settings(
+    max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+REQUEST = sale_to_iso(
+    SaleRequest(
+        stan=7,
+        amount=1250,
+        currency_numeric="156",
+        track2="4242424242424242=30121010",
+        pin_block="",
+        ksn="",
+        terminal_id="SIM00001",
+        merchant_id="102030405060708",
+        local_time=NOW,
+        utc_time=NOW,
+    )
+)
+TRUE = {
+    "t": "0210",
+    "3": "000000",
+    "4": "000000001250",
+    "7": REQUEST["7"],
+    "11": "000007",
+    "37": "263360000002",
+    "38": "123456",
+    "39": "00",
+    "41": "SIM00001",
+    "42": "102030405060708",
+    "49": "156",
+}
 PARSERS = (iso_to_response, iso_to_reversal_ack, iso_to_settlement, iso_to_signon)
 
 
@@ -49,8 +81,11 @@ def test_random_bytes(raw):
 
 
 fields = st.sampled_from(sorted(set(TRUE) | {"2", "35", "52", "53", "55", "60", "62", "64", "70", "90"}))
-values = st.one_of(st.none(), st.text(alphabet="0123456789 AZaz", max_size=20), st.sampled_from(
-    ["000000000001", "840", "200000", "000006", "OTHER001", "0110", "0410", "10", "96", ""]))
+values = st.one_of(
+    st.none(),
+    st.text(alphabet="0123456789 AZaz", max_size=20),
+    st.sampled_from(["000000000001", "840", "200000", "000006", "OTHER001", "0110", "0410", "10", "96", ""]),
+)
 
 
 @FUZZ
@@ -60,7 +95,7 @@ def test_a_changed_true_answer_is_an_approval_only_when_it_still_matches(changes
     try:
         raw = DEFAULT.encode(doc)
     except CodecError:
-        return                                           # the codec would not even send this
+        return  # the codec would not even send this
     got = _outcome(raw)
     if got is not None and got.approved:
         back = DEFAULT.decode(raw)
@@ -75,13 +110,12 @@ def test_flipped_bytes_of_a_maced_answer_are_no_answer(noise, where):
     codec = MacCodec(DEFAULT, "tdes", lambda: key)
     raw = bytearray(codec.encode(TRUE))
     pos = where % len(raw)
-    raw[pos:pos + len(noise)] = noise
+    raw[pos : pos + len(noise)] = noise
     if bytes(raw) == codec.encode(TRUE):
         return
     try:
         doc = codec.decode(bytes(raw))
     except CodecError:
         return
-    assert doc == dialect.decode(bytes(raw))            # the MAC verified: the bytes say the same as before
+    assert doc == dialect.decode(bytes(raw))  # the MAC verified: the bytes say the same as before
     assert iso_to_response(bind(REQUEST, doc)).approved
-

@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 from evdev import InputEvent, ecodes
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers import hid
-from drivers.hid import Keypad, KeyDecoder, SwipeAssembler, read_keypad, read_magstripe
+from drivers.hid import KeyDecoder, Keypad, SwipeAssembler, read_keypad, read_magstripe
 from firmware.config import InputDeviceConfig
-from firmware.errors import DeviceError
 from firmware.core.events import BadRead, Key, Swiped
+from firmware.errors import DeviceError
 from hwsim.inputs import SimInputDevice, keystroke, type_text
 
 KEYS = {"ENTER": "KEY_KPENTER", "CANCEL": "KEY_ESC", "CLEAR": "KEY_BACKSPACE", "F1": "KEY_F1"}
@@ -21,13 +22,14 @@ TRACKS = "%B4242424242424242^TEST/CARD^30121010000000000000000?;4242424242424242
 
 def _events(device: SimInputDevice) -> list[InputEvent]:
     out = []
-    while (ev := device.read_one()) is not None:        # evdev's own read path over the pipe
+    while (ev := device.read_one()) is not None:  # evdev's own read path over the pipe
         out.append(ev)
     return out
 
 
 def _nonblocking(device: SimInputDevice) -> SimInputDevice:
     import os
+
     os.set_blocking(device.fileno(), False)
     return device
 
@@ -103,7 +105,7 @@ def test_swipe_assembler_good_and_bad():
     results, _ = _assemble(TRACKS[:40] + "\n")
     assert isinstance(results[0], BadRead)
     assert "4242424242424242" not in results[0].reason
-    results, asm = _assemble(TRACKS)                     # no terminator yet: held until Enter or a pause
+    results, asm = _assemble(TRACKS)  # no terminator yet: held until Enter or a pause
     assert results == [] and asm.pending
     assert isinstance(asm.finish(), Swiped)
 
@@ -119,13 +121,15 @@ def test_async_readers_grab_and_deliver():
     async def main():
         pad, reader = SimInputDevice("pad"), SimInputDevice("reader")
         got: list = []
-        tasks = [asyncio.ensure_future(read_keypad(pad, KEYS, got.append)),
-                 asyncio.ensure_future(read_magstripe(reader, got.append, pause=0.05))]
+        tasks = [
+            asyncio.ensure_future(read_keypad(pad, KEYS, got.append)),
+            asyncio.ensure_future(read_magstripe(reader, got.append, pause=0.05)),
+        ]
         await asyncio.sleep(0.01)
         pad.press(ecodes.KEY_KP4)
         pad.press(ecodes.KEY_ESC)
         type_text(reader, TRACKS + "\n")
-        type_text(reader, ";4242")                   # a half swipe with no terminator: the pause ends it
+        type_text(reader, ";4242")  # a half swipe with no terminator: the pause ends it
         await asyncio.sleep(0.3)
         for t in tasks:
             t.cancel()

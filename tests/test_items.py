@@ -10,20 +10,14 @@ from datetime import datetime
 
 import pytest
 
-from firmware.shell import cli
-
-from firmware.core import flow
-
+from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
+from firmware.core import events, flow
 from firmware.core.effects import HoldBasket, LookupItem
-
-from firmware.core import events
-
 from firmware.core.flow import states
 from firmware.core.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
-from firmware.records.journal import Journal, NewSale
 from firmware.core.money import Currency
-
-from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
+from firmware.records.journal import Journal, NewSale
+from firmware.shell import cli
 
 CNY = Currency.of("CNY")
 SAMPLE = ROOT / "config" / "items-sample.csv"
@@ -34,21 +28,31 @@ def test_parse_utf8_with_bom_and_gb18030():
     for raw in (b"\xef\xbb\xbf" + text.encode("utf-8"), text.encode("gb18030")):
         items, errors = parse_catalog(raw, CNY)
         assert errors == []
-        assert items == [Item("1001", "矿泉水 WATER", 200, 1300), Item("2001", "苹果", 1200, 650),
-                         Item("4001", "报纸", 150, 0)]
+        assert items == [
+            Item("1001", "矿泉水 WATER", 200, 1300),
+            Item("2001", "苹果", 1200, 650),
+            Item("4001", "报纸", 150, 0),
+        ]
 
 
 def test_bad_lines_are_each_named():
-    raw = ("plu,name,price,tax_rate\n1001,Water,2.00,13\nABC,Bad code,1.00,0\n1002,,1.00,0\n1003,Cheap,0.00,0\n"
-           "1004,Odd,1.234,0\n1005,Taxed,1.00,13.333\n1001,Again,2.00,13\n").encode()
+    raw = (
+        b"plu,name,price,tax_rate\n1001,Water,2.00,13\nABC,Bad code,1.00,0\n1002,,1.00,0\n1003,Cheap,0.00,0\n"
+        b"1004,Odd,1.234,0\n1005,Taxed,1.00,13.333\n1001,Again,2.00,13\n"
+    )
     items, errors = parse_catalog(raw, CNY)
     assert [i.plu for i in items] == ["1001"]
-    assert errors == ["line 3: plu must be 1 to 8 digits", "line 4: name is empty", "line 5: price must be above zero",
-                      "line 6: price: not an amount in CNY: '1.234' (at most 2 decimals)",
-                      "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
-                      "line 8: plu 1001 appears twice (first on line 2)"]
+    assert errors == [
+        "line 3: plu must be 1 to 8 digits",
+        "line 4: name is empty",
+        "line 5: price must be above zero",
+        "line 6: price: not an amount in CNY: '1.234' (at most 2 decimals)",
+        "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
+        "line 8: plu 1001 appears twice (first on line 2)",
+    ]
     assert parse_catalog(b"code,title\n1,x\n", CNY)[1] == [
-        "line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"]
+        "line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"
+    ]
 
 
 HEAD = "plu,name,price,tax_rate\n"
@@ -59,39 +63,46 @@ def _errors(body: str | bytes, **kw) -> list[str]:
     return parse_catalog(raw, CNY, **kw)[1]
 
 
-@pytest.mark.parametrize("name, shown", [
-    ("DRAWER\x1bp\x00\x19\x19", "U+001B (ESC)"),                # ESC p: kick the cash drawer
-    ("CUT\x1dV\x00", "U+001D (GS)"),                              # GS V: cut the paper
-    ("CLS\x1b[2J", "U+001B (ESC)"),                                # ANSI: clear the console
-    ("CSI\x9b2J", "U+009B"),                                       # the one-byte CSI of C1
-    ("ABC\u202eDEF", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),           # bidi override
-    ("ZW\u200bSP", "U+200B (ZERO WIDTH SPACE)"),
-    ('"TAB\tNAME"', "U+0009 (TAB)"),
-    ('"TWO\nLINES"', "U+000A (LINE FEED)"),
-])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("DRAWER\x1bp\x00\x19\x19", "U+001B (ESC)"),  # ESC p: kick the cash drawer
+        ("CUT\x1dV\x00", "U+001D (GS)"),  # GS V: cut the paper
+        ("CLS\x1b[2J", "U+001B (ESC)"),  # ANSI: clear the console
+        ("CSI\x9b2J", "U+009B"),  # the one-byte CSI of C1
+        ("ABC\u202eDEF", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),  # bidi override
+        ("ZW\u200bSP", "U+200B (ZERO WIDTH SPACE)"),
+        ('"TAB\tNAME"', "U+0009 (TAB)"),
+        ('"TWO\nLINES"', "U+000A (LINE FEED)"),
+    ],
+)
 def test_control_characters_in_a_name_are_refused_with_the_line(name, shown):
     errors = _errors(f"1001,Water,2.00,13\n1002,{name},1.00,0\n")
     assert len(errors) == 1 and errors[0].startswith("line 3: name contains ") and shown in errors[0], errors
 
 
 def test_a_formula_like_name_is_stored_as_it_is():
-    items, errors = parse_catalog((HEAD + "1,=cmd|' /C calc'!A0,1.00,0\n2,+SUM(A1),1.00,0\n3,@x,1,0\n"
-                                   "4,-2+3,1,0\n").encode(), CNY)
+    items, errors = parse_catalog(
+        (HEAD + "1,=cmd|' /C calc'!A0,1.00,0\n2,+SUM(A1),1.00,0\n3,@x,1,0\n4,-2+3,1,0\n").encode(), CNY
+    )
     assert errors == [] and [i.name for i in items] == ["=cmd|' /C calc'!A0", "+SUM(A1)", "@x", "-2+3"]
 
 
-@pytest.mark.parametrize("price, message", [
-    ("1e23", "price: not an amount in CNY: '1e23' (write digits, e.g. 12.50)"),
-    ("100000000000000000000000", "price 100000000000000000000000 is above the most an item may cost, 99999999.99"),
-    ("100000000.00", "is above the most an item may cost"),
-    ("-1.00", "price must be above zero"),
-    ("0", "price must be above zero"),
-    ("0.00", "price must be above zero"),
-    ("\uff11\uff12", "price: not an amount"),                     # full-width digits
-    ("\u00b2", "price: not an amount"),                            # a superscript: str.isdigit() says yes
-    ("NaN", "price: not an amount"),
-    ("", "price: not an amount"),
-])
+@pytest.mark.parametrize(
+    "price, message",
+    [
+        ("1e23", "price: not an amount in CNY: '1e23' (write digits, e.g. 12.50)"),
+        ("100000000000000000000000", "price 100000000000000000000000 is above the most an item may cost, 99999999.99"),
+        ("100000000.00", "is above the most an item may cost"),
+        ("-1.00", "price must be above zero"),
+        ("0", "price must be above zero"),
+        ("0.00", "price must be above zero"),
+        ("\uff11\uff12", "price: not an amount"),  # full-width digits
+        ("\u00b2", "price: not an amount"),  # a superscript: str.isdigit() says yes
+        ("NaN", "price: not an amount"),
+        ("", "price: not an amount"),
+    ],
+)
 def test_prices_out_of_bounds_are_refused(price, message):
     errors = _errors(f"1001,Water,{price},13\n")
     assert len(errors) == 1 and errors[0].startswith("line 2: ") and message in errors[0], errors
@@ -100,7 +111,8 @@ def test_prices_out_of_bounds_are_refused(price, message):
 def test_price_bounds_and_the_tills_max_amount():
     assert parse_catalog((HEAD + "1,Gold,99999999.99,0\n").encode(), CNY)[0][0].price == 10**10 - 1
     assert _errors("1,Gold,50.01,0\n", max_price=5000) == [
-        "line 2: price 50.01 is above the most an item may cost, 50.00"]
+        "line 2: price 50.01 is above the most an item may cost, 50.00"
+    ]
 
 
 @pytest.mark.parametrize("tax", ["1e999999", "sNaN", "Infinity", "\u00b9\u00b3", "13,5", "101", "-1"])
@@ -111,29 +123,39 @@ def test_odd_tax_rates_are_refused(tax):
 
 def test_plu_codes_are_ascii_digits():
     errors = _errors("\uff11\uff12,Full width,1.00,0\n\u00b9\u00b2,Superscript,1.00,0\n123456789,Long,1,0\n")
-    assert errors == ["line 2: plu must be 1 to 8 digits", "line 3: plu must be 1 to 8 digits",
-                      "line 4: plu must be 1 to 8 digits"]
+    assert errors == [
+        "line 2: plu must be 1 to 8 digits",
+        "line 3: plu must be 1 to 8 digits",
+        "line 4: plu must be 1 to 8 digits",
+    ]
 
 
 def test_duplicates_extra_fields_and_blank_lines_name_the_right_lines():
-    errors = _errors("1001,Water,2.00,13\n\n,,,\n2001,Apple,12.00,9\n1001,Water again,2.00,13\n"
-                     "3001,Rice,1,234.00\n3002,Oil,1,234.00,13\n3003,Salt,1.00,0,,\n")
-    assert errors == ["line 6: plu 1001 appears twice (first on line 2)",
-                      "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
-                      "line 8: 5 fields but the header has 4 (a comma in a name or price? put the name in double "
-                      "quotes; write prices without thousands separators)"]
+    errors = _errors(
+        "1001,Water,2.00,13\n\n,,,\n2001,Apple,12.00,9\n1001,Water again,2.00,13\n"
+        "3001,Rice,1,234.00\n3002,Oil,1,234.00,13\n3003,Salt,1.00,0,,\n"
+    )
+    assert errors == [
+        "line 6: plu 1001 appears twice (first on line 2)",
+        "line 7: tax_rate must be a percentage from 0 to 100 with at most two decimals",
+        "line 8: 5 fields but the header has 4 (a comma in a name or price? put the name in double "
+        "quotes; write prices without thousands separators)",
+    ]
 
 
 def test_header_problems():
     assert parse_catalog(b"plu,name,name,price\n", CNY)[1] == ["line 1: the header names name twice"]
-    assert parse_catalog(b"", CNY)[1] == ["line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"]
+    assert parse_catalog(b"", CNY)[1] == [
+        "line 1: the header lacks plu, name, price (expected plu,name,price,tax_rate)"
+    ]
     tabbed = "plu\tname\tprice\n1\tWater\t2.00\n"
     assert parse_catalog(codecs.BOM_UTF16_LE + tabbed.encode("utf-16-le"), CNY)[1] == [
-        'line 1: the file is separated by tabs, not commas ("Unicode text"?); save it as CSV UTF-8']
+        'line 1: the file is separated by tabs, not commas ("Unicode text"?); save it as CSV UTF-8'
+    ]
 
 
 def test_line_endings_of_every_spreadsheet_and_no_others():
-    for end in ("\n", "\r\n", "\r"):                                # Unix, Windows, old Mac Excel
+    for end in ("\n", "\r\n", "\r"):  # Unix, Windows, old Mac Excel
         raw = (end.join(["plu,name,price", "1,Water,2.00", "2,Apple,3.00", "x,Bad,1"]) + end).encode("utf-8-sig")
         items, errors = parse_catalog(raw, CNY)
         assert [i.plu for i in items] == ["1", "2"] and errors == ["line 4: plu must be 1 to 8 digits"], repr(end)
@@ -156,25 +178,35 @@ TEXT = HEAD + "1001,矿泉水 WATER,2.00,13\n4001,报纸,1.5,\n"
 WANT = [Item("1001", "矿泉水 WATER", 200, 1300), Item("4001", "报纸", 150, 0)]
 
 
-@pytest.mark.parametrize("raw", [
-    codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"),
-    codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"),
-    TEXT.encode("utf-16"),                                     # Python writes the BOM of this machine's order
-], ids=["utf-16-le", "utf-16-be", "utf-16-native"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le"),
+        codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"),
+        TEXT.encode("utf-16"),  # Python writes the BOM of this machine's order
+    ],
+    ids=["utf-16-le", "utf-16-be", "utf-16-native"],
+)
 def test_utf16_with_its_bom_is_read(raw):
     assert parse_catalog(raw, CNY) == (WANT, [])
 
 
-@pytest.mark.parametrize("raw, message", [
-    (TEXT.encode("utf-16-le"), "line 1: NUL bytes: the file looks like UTF-16 without a byte-order mark"),
-    (TEXT.encode("utf-32"), "line 1: the file is UTF-32"),
-    ((HEAD + "1,Crème brûlée,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
-    ((HEAD + "1,Café,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
-    ((HEAD + "1,Water,2.00,0\n2,Cafe\xa0latte,2.00,0\n").encode("cp1252"), "line 3: the file is neither"),
-    (b"plu,name,price\r1,Water,2.00\r2,Caf\xe9,1.00\r", "line 3: the file is neither"),      # old Mac line ends
-    (b"\xef\xbb\xbf" + (HEAD + "1,Caf\xe9,2.00,0\n").encode("latin-1"), "line 2: the file starts as UTF-8 but is not"),
-    (codecs.BOM_UTF16_LE + b"p\x00l\x00\x00\xdc", "line 1: the file starts as UTF-16 but is not"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (TEXT.encode("utf-16-le"), "line 1: NUL bytes: the file looks like UTF-16 without a byte-order mark"),
+        (TEXT.encode("utf-32"), "line 1: the file is UTF-32"),
+        ((HEAD + "1,Crème brûlée,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
+        ((HEAD + "1,Café,2.00,0\n").encode("latin-1"), "line 2: the file is neither UTF-8 nor GB18030 Chinese"),
+        ((HEAD + "1,Water,2.00,0\n2,Cafe\xa0latte,2.00,0\n").encode("cp1252"), "line 3: the file is neither"),
+        (b"plu,name,price\r1,Water,2.00\r2,Caf\xe9,1.00\r", "line 3: the file is neither"),  # old Mac line ends
+        (
+            b"\xef\xbb\xbf" + (HEAD + "1,Caf\xe9,2.00,0\n").encode("latin-1"),
+            "line 2: the file starts as UTF-8 but is not",
+        ),
+        (codecs.BOM_UTF16_LE + b"p\x00l\x00\x00\xdc", "line 1: the file starts as UTF-16 but is not"),
+    ],
+)
 def test_other_encodings_are_refused_with_a_line(raw, message):
     items, errors = parse_catalog(raw, CNY)
     assert items == [] and len(errors) == 1 and errors[0].startswith(message), errors
@@ -183,12 +215,13 @@ def test_other_encodings_are_refused_with_a_line(raw, message):
 
 def test_gb18030_that_also_reads_as_utf8_is_refused_not_imported_as_mojibake():
     raw = (HEAD + "1,Water,2.00,13\n2,茅台,1499.00,13\n").encode("gb18030")
-    assert raw.decode("utf-8")                                     # 茅台 in GB18030 is valid UTF-8: "ę́"
+    assert raw.decode("utf-8")  # 茅台 in GB18030 is valid UTF-8: "ę́"
     items, errors = parse_catalog(raw, CNY)
     misread = raw.decode("utf-8").split("\n")[2]
     assert items == [] and errors == [
         f"line 3: the file reads both as UTF-8 ({misread!r}) and as GB18030 ('2,茅台,1499.00,13'); "
-        "save it as CSV UTF-8 (with the BOM) so the import knows which"]
+        "save it as CSV UTF-8 (with the BOM) so the import knows which"
+    ]
     saved_right = b"\xef\xbb\xbf" + (HEAD + "2,茅台,1499.00,13\n").encode("utf-8")
     assert parse_catalog(saved_right, CNY) == ([Item("2", "茅台", 149900, 1300)], [])
     # The same rule refuses UTF-8 without a BOM whose only non-ASCII letters also read as GB2312 Chinese
@@ -199,14 +232,14 @@ def test_gb18030_that_also_reads_as_utf8_is_refused_not_imported_as_mojibake():
 
 
 def test_gbk_outside_gb2312_is_refused_as_possibly_another_encoding():
-    raw = (HEAD + "1,喆,2.00,0\n").encode("gb18030")             # in GBK, not in GB2312
+    raw = (HEAD + "1,喆,2.00,0\n").encode("gb18030")  # in GBK, not in GB2312
     assert parse_catalog(raw, CNY)[1][0].startswith("line 2: the file is neither UTF-8 nor GB18030 Chinese")
     assert parse_catalog(b"\xef\xbb\xbf" + (HEAD + "1,喆,2.00,0\n").encode(), CNY)[0][0].name == "喆"
 
 
 def test_line_arithmetic_is_integer():
-    line = BasketLine("1", "x", 3, 377, 1300)                  # 11.31 with 13% inside
-    assert line.amount == 1131 and line.tax == 130             # 1131 * 13 / 113 = 130.1 -> 130
+    line = BasketLine("1", "x", 3, 377, 1300)  # 11.31 with 13% inside
+    assert line.amount == 1131 and line.tax == 130  # 1131 * 13 / 113 = 130.1 -> 130
     assert BasketLine("1", "x", 1, 113, 1300).tax == 13
     assert total([line, line_for(Item("2", "y", 50), 2)]) == 1231
 
@@ -229,7 +262,7 @@ def keys(state, names, cfg=CFG):
 def test_the_lookup_is_the_shells_and_answers_only_its_code():
     state, effects = flow.step(states.ItemCode(code="1001"), events.Key("ENTER"), CFG)
     assert effects == [LookupItem("1001")] and state.looking
-    same, effects = flow.step(state, events.Key("5"), CFG)                    # keys wait for the answer
+    same, effects = flow.step(state, events.Key("5"), CFG)  # keys wait for the answer
     assert same == state and effects == []
     stale, _ = flow.step(state, events.ItemFound("2001", CATALOG["2001"]), CFG)
     assert stale == state
@@ -241,7 +274,7 @@ def test_keying_a_basket():
     state, _ = keys(flow.IDLE, ["F3", "1", "0", "0", "1", "ENTER", "3", "ENTER"])
     assert state == states.Amount(600, basket=(BasketLine("1001", "WATER", 3, 200, 1300),))
     assert "TOTAL CNY 6.00" in flow.render(state, CFG)
-    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "ENTER"])           # ENTER alone: one
+    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "ENTER"])  # ENTER alone: one
     assert state.value == 1800 and len(state.basket) == 2
     state, effects = keys(state, ["ENTER"])
     assert state == states.AwaitCard(1800) and HoldBasket(state_basket := effects[0].lines) in effects
@@ -251,22 +284,22 @@ def test_keying_a_basket():
 def test_basket_corrections_and_refusals():
     state, _ = keys(flow.IDLE, ["F3", "9", "9", "ENTER"])
     assert isinstance(state, states.ItemCode) and state.notice == "NO ITEM 99"
-    state, _ = keys(state, ["1", "0", "0", "1", "ENTER", "CLEAR", "CLEAR"])         # back to the code, then out
+    state, _ = keys(state, ["1", "0", "0", "1", "ENTER", "CLEAR", "CLEAR"])  # back to the code, then out
     assert isinstance(state, states.ItemCode) and state.code == "100"
     state, _ = keys(state, ["1", "ENTER", "2", "ENTER", "F3", "2", "0", "0", "1", "ENTER", "ENTER"])
     assert state.value == 1600
-    state, _ = keys(state, ["CLEAR"])                                               # drops the last line
+    state, _ = keys(state, ["CLEAR"])  # drops the last line
     assert state.value == 400 and len(state.basket) == 1
     state, _ = keys(state, ["7"])
     assert state.notice == "F3 ADDS AN ITEM" and state.value == 400
-    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "5", "ENTER"])        # 60.00 > max 50.00
+    state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "5", "ENTER"])  # 60.00 > max 50.00
     assert isinstance(state, states.ItemQty) and state.notice == "AMOUNT TOO HIGH"
     state, _ = keys(state, ["CANCEL"])
-    assert state.value == 400                                                       # the basket survives
+    assert state.value == 400  # the basket survives
     state, _ = keys(flow.IDLE, ["5", "F3"])
-    assert state.notice == "CLEAR AMOUNT FIRST"                                     # no mixing a typed amount
+    assert state.notice == "CLEAR AMOUNT FIRST"  # no mixing a typed amount
     plain, effects = keys(flow.IDLE, ["5", "0", "0", "ENTER"])
-    assert plain == states.AwaitCard(500) and HoldBasket(()) in effects          # a plain amount has no lines
+    assert plain == states.AwaitCard(500) and HoldBasket(()) in effects  # a plain amount has no lines
     no_catalog, _ = keys(flow.IDLE, ["F3"], flow.FlowConfig(CNY))
     assert no_catalog == flow.IDLE
 
@@ -275,8 +308,8 @@ def test_basket_sale_end_to_end(tmp_path):
     from hwsim import Simulator
 
     with Simulator(tmp_path / "data", SIM_TOML, items=SAMPLE) as sim:
-        sim.keys("{F3}1001{ENTER}2{ENTER}")                 # two waters
-        sim.keys("{F3}2001{ENTER}{ENTER}")                  # one kilo of apples
+        sim.keys("{F3}1001{ENTER}2{ENTER}")  # two waters
+        sim.keys("{F3}2001{ENTER}{ENTER}")  # one kilo of apples
         sim.wait_for("TOTAL CNY 16.00")
         sim.keys("{ENTER}")
         sim.wait_for("SWIPE")
@@ -289,8 +322,10 @@ def test_basket_sale_end_to_end(tmp_path):
         try:
             [row] = sales(sim)
             assert row["amount"] == 1600
-            assert [(ln.plu, ln.quantity, ln.amount) for ln in journal.lines_of(row["id"])] == \
-                [("1001", 2, 400), ("2001", 1, 1200)]
+            assert [(ln.plu, ln.quantity, ln.amount) for ln in journal.lines_of(row["id"])] == [
+                ("1001", 2, 400),
+                ("2001", 1, 1200),
+            ]
         finally:
             journal.close()
         for receipt in (merchant, customer):
@@ -310,7 +345,7 @@ def test_best_sellers_count_only_sales_that_stand(tmp_path):
 
     sale([line_for(water, 5), line_for(apple, 1)], "approved")
     sale([line_for(water, 1), line_for(bread, 2)], "approved")
-    sale([line_for(bread, 9)], "declined")                   # never sold
+    sale([line_for(bread, 9)], "declined")  # never sold
     best = j.best_sellers("2026-11-26", "2026-11-26")
     assert best["by_quantity"] == [("1001", "WATER", 6, 1200), ("3001", "BREAD", 2, 1000), ("2001", "APPLE", 1, 1200)]
     assert best["by_revenue"] == [("1001", "WATER", 6, 1200), ("2001", "APPLE", 1, 1200), ("3001", "BREAD", 2, 1000)]
@@ -329,21 +364,53 @@ def test_items_import_command(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     bad = tmp_path / "bad.csv"
     bad.write_text("plu,name,price\n1,ok,1.00\n2,,1.00\n", encoding="utf-8")
-    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(bad), "--config", str(SIM_TOML),
-                     "--data-dir", str(data))
+    code, out = _cli(
+        monkeypatch, capsys, ["8888"], "items", "import", str(bad), "--config", str(SIM_TOML), "--data-dir", str(data)
+    )
     assert code == 2 and "line 3: name is empty" in out and "nothing imported" in out
-    code, out = _cli(monkeypatch, capsys, ["1111"], "items", "import", str(SAMPLE), "--config", str(SIM_TOML),
-                     "--data-dir", str(data))
-    assert code == 1 and "needs the manager PIN" in out                             # a cashier may not
-    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(SAMPLE), "--config", str(SIM_TOML),
-                     "--data-dir", str(data))
+    code, out = _cli(
+        monkeypatch,
+        capsys,
+        ["1111"],
+        "items",
+        "import",
+        str(SAMPLE),
+        "--config",
+        str(SIM_TOML),
+        "--data-dir",
+        str(data),
+    )
+    assert code == 1 and "needs the manager PIN" in out  # a cashier may not
+    code, out = _cli(
+        monkeypatch,
+        capsys,
+        ["8888"],
+        "items",
+        "import",
+        str(SAMPLE),
+        "--config",
+        str(SIM_TOML),
+        "--data-dir",
+        str(data),
+    )
     assert code == 0 and "8 items imported" in out
     code, out = _cli(monkeypatch, capsys, [], "items", "list", "--config", str(SIM_TOML), "--data-dir", str(data))
     assert code == 0 and "矿泉水 WATER 550ML" in out and "13.90" in out
     smaller = tmp_path / "smaller.csv"
     smaller.write_text("plu,name,price,tax_rate\n1001,水,2.50,13\n", encoding="utf-8")
-    code, out = _cli(monkeypatch, capsys, ["8888"], "items", "import", str(smaller), "--replace", "--config",
-                     str(SIM_TOML), "--data-dir", str(data))
+    code, out = _cli(
+        monkeypatch,
+        capsys,
+        ["8888"],
+        "items",
+        "import",
+        str(smaller),
+        "--replace",
+        "--config",
+        str(SIM_TOML),
+        "--data-dir",
+        str(data),
+    )
     assert code == 0 and "1 items imported, 7 removed" in out
     j = Journal(data / "journal.sqlite3")
     assert j.catalog() == {"1001": Item("1001", "水", 250, 1300)}
@@ -353,11 +420,11 @@ def test_items_import_command(tmp_path, monkeypatch, capsys):
 def test_cashier_sign_in_and_the_80mm_report(tmp_path):
     import dataclasses
 
+    from conftest import sim_config
     from hwsim import Simulator
 
-    from conftest import sim_config
     cfg = sim_config()
-    cfg = dataclasses.replace(cfg, printer=dataclasses.replace(cfg.printer, width=48))          # 80 mm paper
+    cfg = dataclasses.replace(cfg, printer=dataclasses.replace(cfg.printer, width=48))  # 80 mm paper
     with Simulator(tmp_path / "data", cfg, items=SAMPLE) as sim:
         sim.keys("{F4}")
         sim.wait_for("CASHIER SIGN-IN PIN")
@@ -367,7 +434,7 @@ def test_cashier_sign_in_and_the_80mm_report(tmp_path):
         sim.wait_for("CASHIER SIGN-IN PIN")
         sim.keys("3333{ENTER}")
         sim.wait_for("CASHIER 02")
-        sim.keys("{ENTER}{F3}3002{ENTER}3{ENTER}{ENTER}")                 # three milks, 41.70
+        sim.keys("{ENTER}{F3}3002{ENTER}3{ENTER}{ENTER}")  # three milks, 41.70
         sim.wait_for("SWIPE")
         sim.swipe("visa-approve")
         sim.pin("1234")

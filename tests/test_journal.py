@@ -8,32 +8,34 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from firmware.errors import JournalError
 from firmware.records.journal import _MIGRATIONS, Journal, NewSale
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SALE = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
 
 
 def test_wal_full_and_schema_version(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
+    assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert j._db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
     j.close()
-    Journal(tmp_path / "j.sqlite3").close()                                # reopening migrates nothing
+    Journal(tmp_path / "j.sqlite3").close()  # reopening migrates nothing
 
 
 def test_upgrade_from_schema_1_keeps_rows(tmp_path):
     path = tmp_path / "j.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
-    db.execute("INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, terminal_id,"
-               " merchant_id, created_at, updated_at) VALUES ('sale','card','swipe',5,'CNY','approved',1,'T','M','x','x')")
+    db.execute(
+        "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, terminal_id,"
+        " merchant_id, created_at, updated_at) VALUES ('sale','card','swipe',5,'CNY','approved',1,'T','M','x','x')"
+    )
     db.commit()
     db.close()
     j = Journal(path)
@@ -54,7 +56,7 @@ def test_sale_lifecycle_and_stan(tmp_path):
     row, stan = j.begin_sale(SALE, NOW)
     assert stan == 1 and j.rows()[0]["status"] == "pending"
     j.finish(row, "approved", NOW, response_code="00", auth_code="123456", rrn="263300000001")
-    j.finish(row, "unknown", NOW)                                           # completed rows stay as they are
+    j.finish(row, "unknown", NOW)  # completed rows stay as they are
     r = j.rows()[0]
     assert (r["status"], r["auth_code"], r["masked_pan"]) == ("approved", "123456", "424242******4242")
     assert j.begin_sale(SALE, NOW)[1] == 2
@@ -82,14 +84,14 @@ def test_recover_marks_pending_unknown_and_queues_its_reversal(tmp_path):
     [queued] = j.queued_reversals()
     assert (queued.original_id, queued.original_stan, queued.amount, queued.stan) == (row, stan, 1250, stan + 1)
     assert j.recover(NOW) == []
-    assert len(j.queued_reversals()) == 1                                   # queued once, not per boot
+    assert len(j.queued_reversals()) == 1  # queued once, not per boot
 
 
 def test_unknown_outcome_queues_a_reversal_until_acknowledged(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     row, _ = j.begin_sale(SALE, NOW)
     j.finish(row, "declined", NOW, response_code="51")
-    assert j.queued_reversals() == []                                       # a known outcome needs none
+    assert j.queued_reversals() == []  # a known outcome needs none
     row, _ = j.begin_sale(SALE, NOW)
     j.finish(row, "unknown", NOW, note="no answer")
     [q] = j.queued_reversals()
@@ -129,8 +131,8 @@ def test_sigkill_loses_nothing_committed(tmp_path):
     assert rows[0]["auth_code"] == "654321"
     j.recover(NOW)
     assert [r["status"] for r in j.rows()] == ["approved", "unknown", "queued"]
-    assert j.counter("stan") == 3 and j.counter("dukpt") == 1               # the reversal took STAN 3
-    assert j.begin_sale(SALE, NOW)[1] == 4                                  # STAN never reused
+    assert j.counter("stan") == 3 and j.counter("dukpt") == 1  # the reversal took STAN 3
+    assert j.begin_sale(SALE, NOW)[1] == 4  # STAN never reused
 
 
 def test_rows_never_hold_card_data(tmp_path):

@@ -14,29 +14,54 @@ from conftest import ROOT
 
 # What the pure core may import from outside itself: data in, data out. No devices, sockets, databases,
 # threads, processes, the clock or the file system; logging is the shell's business too.
-CORE_STDLIB = {"__future__", "collections", "csv", "dataclasses", "datetime", "enum", "functools", "io", "itertools",
-               "json", "math", "re", "string", "typing", "unicodedata"}
-CORE_THIRD_PARTY = {"pyemv", "PIL"}          # BER-TLV; PIL draws report charts into memory (bytes out)
+CORE_STDLIB = {
+    "__future__",
+    "collections",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "enum",
+    "functools",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "re",
+    "string",
+    "typing",
+    "unicodedata",
+}
+CORE_THIRD_PARTY = {"pyemv", "PIL"}  # BER-TLV; PIL draws report charts into memory (bytes out)
 CLOCK_CALLS = {"now", "today", "utcnow", "time", "monotonic", "perf_counter"}
 
 # Who may import whom inside the project (a package imports itself freely). errors and config sit at the
 # top because every layer reads them; drivers get the vocabulary (firmware.core) and their configuration.
 ALLOWED = {
-    "firmware": set(),                                               # the package itself: a docstring
+    "firmware": set(),  # the package itself: a docstring
     "firmware.core": {"firmware.core", "firmware.errors"},
-    "firmware.host": {"firmware.core", "firmware.errors", "firmware.config", "firmware.host", "firmware.records",
-                      "firmware.security"},
-    "firmware.wallets": {"firmware.core", "firmware.errors", "firmware.config", "firmware.wallets",
-                         "firmware.records"},
-    "firmware.security": {"firmware.core", "firmware.errors", "firmware.config", "firmware.security",
-                          "firmware.records"},
+    "firmware.host": {
+        "firmware.core",
+        "firmware.errors",
+        "firmware.config",
+        "firmware.host",
+        "firmware.records",
+        "firmware.security",
+    },
+    "firmware.wallets": {"firmware.core", "firmware.errors", "firmware.config", "firmware.wallets", "firmware.records"},
+    "firmware.security": {
+        "firmware.core",
+        "firmware.errors",
+        "firmware.config",
+        "firmware.security",
+        "firmware.records",
+    },
     "firmware.records": {"firmware.core", "firmware.errors", "firmware.records"},
     "firmware.config": {"firmware.core", "firmware.errors", "firmware.security"},
     "firmware.errors": set(),
-    "firmware.shell": {"firmware", "drivers", "hwsim"},             # the composition root; hwsim: see below
+    "firmware.shell": {"firmware", "drivers", "hwsim"},  # the composition root; hwsim: see below
     "drivers": {"firmware.core", "firmware.errors", "firmware.config", "drivers"},
 }
-HWSIM_ALLOWED_IN = {"firmware/shell/cli.py"}         # `countertop sim` starts the simulator, lazily
+HWSIM_ALLOWED_IN = {"firmware/shell/cli.py"}  # `countertop sim` starts the simulator, lazily
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -63,8 +88,11 @@ def _imports(name: str, path: Path) -> list[tuple[str, int, bool]]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{a.name}" for a in node.names] if base in ("firmware", "drivers", "firmware.core",
-                                                                          "firmware.core.flow") else [base]
+            targets = (
+                [f"{base}.{a.name}" for a in node.names]
+                if base in ("firmware", "drivers", "firmware.core", "firmware.core.flow")
+                else [base]
+            )
             out += [(t, node.lineno, id(node) in top_level) for t in targets]
     return out
 
@@ -110,8 +138,12 @@ def purity_problems(name: str, path: Path) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         f = node.func
-        if isinstance(f, ast.Attribute) and f.attr in CLOCK_CALLS and isinstance(f.value, ast.Name) \
-                and f.value.id in ("datetime", "date", "time"):
+        if (
+            isinstance(f, ast.Attribute)
+            and f.attr in CLOCK_CALLS
+            and isinstance(f.value, ast.Name)
+            and f.value.id in ("datetime", "date", "time")
+        ):
             wrong.append(f"line {node.lineno}: reads the clock ({f.value.id}.{f.attr}())")
         if isinstance(f, ast.Name) and f.id in ("open", "print", "input"):
             wrong.append(f"line {node.lineno}: {f.id}()")
@@ -136,9 +168,12 @@ def test_the_core_is_pure(name, path):
 def test_the_checks_see_violations(tmp_path):
     """The rules catch what they are for (a checker that finds nothing proves nothing)."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import socket\nfrom datetime import datetime\nfrom ..records import journal\n"
-                   "def f():\n    import hwsim\n    return datetime.now(), open('x')\n", encoding="utf-8")
-    assert len(purity_problems("firmware.core.bad", bad)) == 3          # socket, the clock, open()
+    bad.write_text(
+        "import socket\nfrom datetime import datetime\nfrom ..records import journal\n"
+        "def f():\n    import hwsim\n    return datetime.now(), open('x')\n",
+        encoding="utf-8",
+    )
+    assert len(purity_problems("firmware.core.bad", bad)) == 3  # socket, the clock, open()
     found = layer_problems("firmware.core.bad", bad, "firmware/core/bad.py")
     assert any("firmware.records" in w for w in found) and any("hwsim" in w for w in found)
     assert layer_problems("firmware.shell.cli", bad, "firmware/shell/cli.py") == []

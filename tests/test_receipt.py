@@ -8,11 +8,11 @@ import pytest
 
 from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
 from firmware.config import PrinterConfig
-from firmware.errors import DeviceError
 from firmware.core.effects import PrintReceipts
 from firmware.core.events import AuthResponse
 from firmware.core.money import Currency
 from firmware.core.receipt import Header, Line, Receipt, sale_receipt, text_width
+from firmware.errors import DeviceError
 from hwsim.printer import EscposDecoder
 
 WHEN = datetime(2026, 11, 26, 21, 5, 9)
@@ -26,9 +26,21 @@ def header(language="en", name="CORNER SHOP"):
 
 def test_english_receipt_has_every_required_field():
     text = "\n".join(line.text for line in sale_receipt(SALE, header(), "CUSTOMER COPY", WHEN).lines)
-    for needle in ("CORNER SHOP", "1 Main St", "CUSTOMER COPY", "102030405060708", "SIM00001",
-                   "424242******4242", "SWIPE", "2026-11-26 21:05:09", "000007", "263300000007", "654321",
-                   "CNY 12.50", "APPROVED"):
+    for needle in (
+        "CORNER SHOP",
+        "1 Main St",
+        "CUSTOMER COPY",
+        "102030405060708",
+        "SIM00001",
+        "424242******4242",
+        "SWIPE",
+        "2026-11-26 21:05:09",
+        "000007",
+        "263300000007",
+        "654321",
+        "CNY 12.50",
+        "APPROVED",
+    ):
         assert needle in text, needle
 
 
@@ -39,8 +51,9 @@ def test_lines_fit_the_paper_in_both_languages():
 
 
 def test_declined_receipt_states_reason():
-    declined = PrintReceipts(1250, "424242******4242", "SWIPE",
-                             AuthResponse(7, "51", "", "263300000007", "SIM00001"), 7)
+    declined = PrintReceipts(
+        1250, "424242******4242", "SWIPE", AuthResponse(7, "51", "", "263300000007", "SIM00001"), 7
+    )
     text = "\n".join(line.text for line in sale_receipt(declined, header("zh"), "MERCHANT COPY", WHEN).lines)
     assert "交易失败 DECLINED" in text and "51 INSUFFICIENT FUNDS" in text and "AUTH CODE" not in text
 
@@ -55,13 +68,18 @@ def _print(tmp_path, chinese: bool, receipt: Receipt) -> bytes:
 
 def test_golden_bytes_ascii(tmp_path):
     raw = _print(tmp_path, False, Receipt((Line("HELLO", align="center", bold=True), Line("TOTAL 1.00"))))
-    normal = b"\x1b!\x00" * 3                                    # python-escpos resets the text size thrice
+    normal = b"\x1b!\x00" * 3  # python-escpos resets the text size thrice
     assert raw == (
-        b"\x1b@"                                                    # ESC @ initialise
-        + normal + b"\x1bE\x01\x1ba\x01" + b"\x1bt\x00HELLO\n"      # bold, centred, code page 0
-        + normal + b"\x1bE\x00\x1ba\x00TOTAL 1.00\n"                 # bold off, left
-        + normal + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"  # set_with_default
-        + b"\x1bd\x06\x1dV\x00")                                     # feed 6, GS V 0 full cut
+        b"\x1b@"  # ESC @ initialise
+        + normal
+        + b"\x1bE\x01\x1ba\x01"
+        + b"\x1bt\x00HELLO\n"  # bold, centred, code page 0
+        + normal
+        + b"\x1bE\x00\x1ba\x00TOTAL 1.00\n"  # bold off, left
+        + normal
+        + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"  # set_with_default
+        + b"\x1bd\x06\x1dV\x00"
+    )  # feed 6, GS V 0 full cut
     assert FS_CHINESE_ON not in raw
 
 
@@ -86,7 +104,7 @@ def test_decoder_waits_for_split_commands():
     dec = EscposDecoder()
     data = b"\x1b@AB\n\x1b!\x00CD\n\x1dV\x41\x03"
     for i in range(len(data)):
-        dec.feed(data[i:i + 1])                   # one byte at a time, as a slow serial line delivers it
+        dec.feed(data[i : i + 1])  # one byte at a time, as a slow serial line delivers it
     assert dec.receipts == ["AB\nCD"]
 
 
@@ -101,7 +119,9 @@ def test_backend_none_prints_nothing():
     ReceiptPrinter(PrinterConfig(backend="none")).print_receipts([Receipt((Line("x"),))])
 
 
-HOSTILE = "WATER\x1bp\x00\x19\x19\x1dV\x00\x1b[2J\x9b2J\u202eRETAW\x07"    # drawer kick, cut, ANSI clear, C1 CSI, bidi, bell
+HOSTILE = (
+    "WATER\x1bp\x00\x19\x19\x1dV\x00\x1b[2J\x9b2J\u202eRETAW\x07"  # drawer kick, cut, ANSI clear, C1 CSI, bidi, bell
+)
 CLEANED = "WATERpV[2J2JRETAW"
 
 
@@ -113,8 +133,9 @@ def test_an_item_name_cannot_drive_the_printer(tmp_path, chinese):
 
     def printed(name: str, out: str) -> bytes:
         basket = (BasketLine("1001", name, 1, 1250, 1300),)
-        receipt = sale_receipt(SALE, header("zh" if chinese else "en", "SHOP\x1bp\x00\x19\x19"), "CUSTOMER COPY",
-                               WHEN, basket)
+        receipt = sale_receipt(
+            SALE, header("zh" if chinese else "en", "SHOP\x1bp\x00\x19\x19"), "CUSTOMER COPY", WHEN, basket
+        )
         (tmp_path / out).mkdir()
         return _print(tmp_path / out, chinese, receipt)
 
@@ -132,10 +153,19 @@ def test_an_item_name_cannot_drive_the_printer(tmp_path, chinese):
 def test_golden_bytes_of_a_hostile_line(tmp_path):
     raw = _print(tmp_path, False, Receipt((Line(HOSTILE),), qr="ORDER\x1bp\x00\x19\x19-1"))
     normal = b"\x1b!\x00" * 3
-    default = normal + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"     # set_with_default
+    default = normal + b"\x1b{\x00\x1db\x00\x1bE\x00\x1b-\x00\x1bM\x00\x1ba\x00\x1dB\x00"  # set_with_default
     assert raw == (
-        b"\x1b@" + normal + b"\x1bE\x00\x1ba\x00" + b"\x1bt\x00" + CLEANED.encode() + b"\n" + default
-        + b"\x1ba\x01"                                                              # centre the code
-        + b"\x1d(k\x04\x001A2\x00\x1d(k\x03\x001C\x05\x1d(k\x03\x001E0"             # model 2, size 5, level M
-        + b"\x1d(k\x0b\x001P0ORDERp-1" + b"\x1d(k\x03\x001Q0"                        # store 8 bytes, print
-        + default + b"\x1bd\x06\x1dV\x00")
+        b"\x1b@"
+        + normal
+        + b"\x1bE\x00\x1ba\x00"
+        + b"\x1bt\x00"
+        + CLEANED.encode()
+        + b"\n"
+        + default
+        + b"\x1ba\x01"  # centre the code
+        + b"\x1d(k\x04\x001A2\x00\x1d(k\x03\x001C\x05\x1d(k\x03\x001E0"  # model 2, size 5, level M
+        + b"\x1d(k\x0b\x001P0ORDERp-1"
+        + b"\x1d(k\x03\x001Q0"  # store 8 bytes, print
+        + default
+        + b"\x1bd\x06\x1dV\x00"
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
-from firmware.host import dialect
-from firmware.errors import JournalError
-from firmware.records.journal import Journal
-
 from conftest import assert_ledger_agrees, wait_until
+from firmware.errors import JournalError
+from firmware.host import dialect
+from firmware.records.journal import Journal
 from test_e2e import sale
 
 PAN = "4242424242424242"
@@ -18,7 +19,7 @@ def approved_sale(sim, amount="1250", card="visa-approve") -> dict:
     printed = len(sim.receipts)
     sale(sim, card, amount=amount)
     sim.wait_for("APPROVED")
-    sim.wait_for_receipts(printed + 2)                  # both copies are out before the next step
+    sim.wait_for_receipts(printed + 2)  # both copies are out before the next step
     sim.keys("{ENTER}")
     return [r for r in sim.journal() if r["kind"] == "sale"][-1]
 
@@ -67,7 +68,7 @@ def test_void_same_day_before_settlement(sim):
 
 def test_void_refused_after_settlement(sim):
     original = approved_sale(sim)
-    manager(sim)                                                       # end of day: settle with the host
+    manager(sim)  # end of day: settle with the host
     sim.wait_for("4 SETTLEMENT")
     sim.keys("4")
     sim.wait_for("SETTLED, IN BALANCE")
@@ -76,7 +77,7 @@ def test_void_refused_after_settlement(sim):
     sim.wait_for("SETTLED: USE REFUND")
     assert [r["kind"] for r in sim.journal()] == ["sale"]
     sim.keys("{ENTER}")
-    refund(sim, original["stan"], "1250", "card")                    # the refund route still works
+    refund(sim, original["stan"], "1250", "card")  # the refund route still works
     sim.wait_for("REFUND APPROVED")
     assert_ledger_agrees(sim)
 
@@ -93,7 +94,7 @@ def test_partial_refunds_up_to_the_total(sim):
     screen = sim.wait_for("REFUND TRACE")
     assert "LEFT CNY 2.50" in screen
     sim.keys("251{ENTER}")
-    sim.wait_for("MORE THAN IS LEFT")                                 # one past the total is refused
+    sim.wait_for("MORE THAN IS LEFT")  # one past the total is refused
     sim.keys("{CLEAR}{CLEAR}{CLEAR}250{ENTER}")
     sim.keys("1")
     sim.wait_for("REFUND APPROVED")
@@ -101,10 +102,13 @@ def test_partial_refunds_up_to_the_total(sim):
     start(sim, "refund", original["stan"])
     sim.wait_for("ALREADY FULLY REFUNDED")
     refunds = [r for r in sim.journal() if r["kind"] == "refund"]
-    assert [(r["method"], r["amount"], r["status"]) for r in refunds] == \
-        [("card", 500, "approved"), ("cash", 500, "approved"), ("card", 250, "approved")]
+    assert [(r["method"], r["amount"], r["status"]) for r in refunds] == [
+        ("card", 500, "approved"),
+        ("cash", 500, "approved"),
+        ("card", 250, "approved"),
+    ]
     assert row(sim, "sale")["refunded"] == 1250
-    assert sum(e["amount"] for e in sim.host.ledger if e["kind"] == "refund") == 750   # cash never went to the host
+    assert sum(e["amount"] for e in sim.host.ledger if e["kind"] == "refund") == 750  # cash never went to the host
     assert_ledger_agrees(sim)
     sim.keys("{ENTER}")
     start(sim, "void", original["stan"])
@@ -114,8 +118,9 @@ def test_partial_refunds_up_to_the_total(sim):
 def test_the_journal_itself_refuses_too_much(sim, tmp_path):
     original = approved_sale(sim)
     j = Journal(sim.data_dir / "journal.sqlite3")
-    from datetime import datetime, timezone
-    now = datetime.now(timezone.utc)
+    from datetime import datetime
+
+    now = datetime.now(UTC)
     j.begin_follow_up("refund", original["id"], 1000, "cash", "k1", "", now)
     with pytest.raises(JournalError, match="exceed"):
         j.begin_follow_up("refund", original["id"], 251, "cash", "k2", "", now)
@@ -143,12 +148,12 @@ def test_refund_retried_after_a_lost_answer_lands_once(sim, fault):
     wait_until(lambda: row(sim, "refund")["status"] == "approved", what="refund resent and answered")
     refunds = [e for e in sim.host.ledger if e["kind"] == "refund"]
     assert len(refunds) == 1 and refunds[0]["response_code"] == "00"
-    assert sim.host.issuer.accounts[PAN].balance == balance + 1250      # credited exactly once
+    assert sim.host.issuer.accounts[PAN].balance == balance + 1250  # credited exactly once
     requests = [dialect.decode(raw) for d, raw in sim.host_log if d == "request"]
-    assert len(requests) == 3                                          # sale, refund, refund again
+    assert len(requests) == 3  # sale, refund, refund again
     first, again = requests[1], requests[2]
     assert first["3"] == again["3"] == "200000"
-    assert (first["11"], first["48"]) == (again["11"], again["48"])    # same STAN, same idempotency key
+    assert (first["11"], first["48"]) == (again["11"], again["48"])  # same STAN, same idempotency key
     assert_ledger_agrees(sim)
 
 
@@ -175,7 +180,7 @@ def test_original_not_found_and_not_refundable(sim):
 
 
 def test_manager_pin_wrong_cashier_and_lockout(sim):
-    manager(sim, "1111")                                              # the cashier's PIN counts as a failure
+    manager(sim, "1111")  # the cashier's PIN counts as a failure
     sim.wait_for("MANAGER ONLY")
     sim.keys("{ENTER}")
     manager(sim, "0000")
@@ -184,9 +189,9 @@ def test_manager_pin_wrong_cashier_and_lockout(sim):
     manager(sim, "0000")
     sim.wait_for("LOCKED")
     sim.keys("{ENTER}")
-    manager(sim, "8888")                                              # even the right PIN, for a while
+    manager(sim, "8888")  # even the right PIN, for a while
     sim.wait_for("LOCKED")
-    sim.restart(crash=True)                                           # and a reboot does not unlock it
+    sim.restart(crash=True)  # and a reboot does not unlock it
     manager(sim, "8888")
     sim.wait_for("LOCKED")
 
@@ -208,8 +213,8 @@ def test_cancel_anywhere_in_the_back_office(sim):
 def test_find_the_sale_by_scanning_its_receipt(sim):
     original = approved_sale(sim)
     receipt = sim.receipts[0]
-    assert original["order_no"] in receipt.replace("\n", "")         # the reference is printed ...
-    assert original["order_no"].encode() in sim.printer_bytes          # ... and encoded as a QR code
+    assert original["order_no"] in receipt.replace("\n", "")  # the reference is printed ...
+    assert original["order_no"].encode() in sim.printer_bytes  # ... and encoded as a QR code
     manager(sim)
     sim.wait_for("1 VOID")
     sim.keys("2")
@@ -237,5 +242,5 @@ def test_find_the_sale_by_date_amount_and_last_four(sim):
     sim.keys("{CANCEL}{ENTER}")
     manager(sim)
     sim.wait_for("1 VOID")
-    sim.keys("2{F2}" + month_day + "{ENTER}990{ENTER}4242{ENTER}")   # amount of one sale, card of the other
+    sim.keys("2{F2}" + month_day + "{ENTER}990{ENTER}4242{ENTER}")  # amount of one sale, card of the other
     sim.wait_for("NO SUCH SALE")

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import drivers.hid
+from conftest import sim_config, wait_until
 from drivers.display import Display
 from firmware.shell import cli
 from hwsim.cards import card
@@ -18,8 +19,6 @@ from hwsim.inputs import SimInputDevice, type_keys, type_text
 from hwsim.nfcfield import RfField
 from hwsim.printer import VirtualPrinter
 from hwsim.rig import Hosts, apply_overrides
-
-from conftest import sim_config, wait_until
 
 
 class Screen:
@@ -60,7 +59,7 @@ def board(tmp_path, monkeypatch):
     monkeypatch.setattr(drivers.hid, "open_input_device", evdev_stand_in)
     display = Display(cfg.display.width)
     screen = Screen(display)
-    terminal = cli.build_terminal(cfg, display)          # exactly what _run does, with evdev's opener
+    terminal = cli.build_terminal(cfg, display)  # exactly what _run does, with evdev's opener
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(terminal.run(),), daemon=True)
     thread.start()
@@ -134,4 +133,4 @@ def test_every_configured_device_reaches_the_terminal(board):
     assert sorted(e["amount"] for e in approvals) == [990, 1250]
     methods = [m for m, _ in hosts.wallet.requests]
     assert "alipay.trade.precreate" in methods and "alipay.trade.pay" in methods
-    assert len(printer.wait_for_receipts(8, 15)) == 8       # both copies of each of the four sales
+    assert len(printer.wait_for_receipts(8, 15)) == 8  # both copies of each of the four sales

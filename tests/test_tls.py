@@ -13,13 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from conftest import SIM_TOML
 from firmware.config import HostConfig
 from firmware.errors import ConfigError, HostError
 from firmware.host.link import HostLink, frame, read_frame
 
-from conftest import SIM_TOML
-
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def _name(cn: str) -> x509.Name:
@@ -28,23 +27,38 @@ def _name(cn: str) -> x509.Name:
 
 def make_ca(cn: str = "Test Acquirer CA"):
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(NOW + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     return key, cert
 
 
 def make_server_cert(ca_key, ca_cert, host: str, expired: bool = False):
     key = ec.generate_private_key(ec.SECP256R1())
-    start, end = (NOW - dt.timedelta(days=60), NOW - dt.timedelta(days=1)) if expired else \
-        (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30))
-    cert = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    start, end = (
+        (NOW - dt.timedelta(days=60), NOW - dt.timedelta(days=1))
+        if expired
+        else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30))
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(host))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     return key, cert
 
 
@@ -53,8 +67,11 @@ def pem(tmp_path, name: str, obj) -> str:
     if isinstance(obj, x509.Certificate):
         path.write_bytes(obj.public_bytes(serialization.Encoding.PEM))
     else:
-        path.write_bytes(obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            obj.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return str(path)
 
 
@@ -105,6 +122,7 @@ def test_refused_certificates(tmp_path, case):
 
 def test_plaintext_only_to_loopback(tmp_path):
     from firmware.config import load
+
     text = SIM_TOML.read_text(encoding="utf-8").replace('host = "127.0.0.1"', 'host = "acquirer.example.com"', 1)
     path = tmp_path / "t.toml"
     path.write_text(text, encoding="utf-8")

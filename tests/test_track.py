@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware.core.pan import luhn_valid
-from firmware.errors import CardReadError
 from firmware.core.track import parse_swipe
+from firmware.errors import CardReadError
 
 T1 = "%B4242424242424242^TEST/CARD^30121010000000000000000?"
 T2 = ";4242424242424242=30121010000000000000?"
@@ -33,20 +34,23 @@ def test_card_data_stays_out_of_repr():
     assert "4242424242424242" not in text and "3012" not in text and "TEST/CARD" not in text
 
 
-@pytest.mark.parametrize("swipe, reason", [
-    ("", "empty"),
-    (T1, "track 2 missing"),                                          # half the card: track 1 only
-    (";4242424242424242=3012101000", "unexpected characters"),        # no end sentinel
-    ("4242424242424242=30121010000000000000?", "unexpected characters"),  # no start sentinel
-    (";4242424242424242=30121010000000000000?xyz", "unexpected characters"),
-    (";4242424242424241=30121010000000000000?", "Luhn"),
-    (";4242424242424242=30131010000000000000?", "expiry month"),
-    (";42424242=30121010000000000000?", "track 2 malformed"),       # too short a PAN
-    (";4242424242424242D30121010000000000000?", "track 2 malformed"),
-    ("%B4000000000000002^X/Y^30121010000?" + T2, "disagree"),
-    ("%B4242424242424242^^3012101?" + T2, "track 1 malformed"),
-    (";E?", "track 2 malformed"),
-])
+@pytest.mark.parametrize(
+    "swipe, reason",
+    [
+        ("", "empty"),
+        (T1, "track 2 missing"),  # half the card: track 1 only
+        (";4242424242424242=3012101000", "unexpected characters"),  # no end sentinel
+        ("4242424242424242=30121010000000000000?", "unexpected characters"),  # no start sentinel
+        (";4242424242424242=30121010000000000000?xyz", "unexpected characters"),
+        (";4242424242424241=30121010000000000000?", "Luhn"),
+        (";4242424242424242=30131010000000000000?", "expiry month"),
+        (";42424242=30121010000000000000?", "track 2 malformed"),  # too short a PAN
+        (";4242424242424242D30121010000000000000?", "track 2 malformed"),
+        ("%B4000000000000002^X/Y^30121010000?" + T2, "disagree"),
+        ("%B4242424242424242^^3012101?" + T2, "track 1 malformed"),
+        (";E?", "track 2 malformed"),
+    ],
+)
 def test_bad_swipes_give_a_reason(swipe, reason):
     with pytest.raises(CardReadError, match=reason):
         parse_swipe(swipe)
@@ -85,7 +89,7 @@ def test_garbage_only_ever_raises_card_read_error(text):
         card = parse_swipe(text)
     except CardReadError:
         return
-    assert luhn_valid(card.pan)     # whatever parsed must be a plausible card
+    assert luhn_valid(card.pan)  # whatever parsed must be a plausible card
     assert card.pan.isascii() and card.expiry.isascii() and card.track2.isascii() and card.name.isprintable()
 
 
@@ -102,7 +106,7 @@ def _lookalike(text: str, style: int, where: st.DataObject) -> str:
     spots = [i for i, c in enumerate(text) if c.isdigit()]
     i = where.draw(st.sampled_from(spots))
     d = int(text[i])
-    return text[:i] + ("⁰¹²³⁴⁵⁶⁷⁸⁹"[d], chr(0xFF10 + d), chr(0x660 + d), chr(0x966 + d))[style] + text[i + 1:]
+    return text[:i] + ("⁰¹²³⁴⁵⁶⁷⁸⁹"[d], chr(0xFF10 + d), chr(0x660 + d), chr(0x966 + d))[style] + text[i + 1 :]
 
 
 @fuzz(200)

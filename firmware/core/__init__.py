@@ -1,1 +1,3 @@
-"""The pure core: the transaction flow, EMV kernel pieces, track parsing, money, items, receipt and report layout (data in, data out; no device, socket, database, thread or clock)."""
+"""The pure core: flow, EMV kernel, tracks, money, items, receipt and report layout; data in, data out.
+
+No device, socket, database, thread or clock here (tests/test_layers.py checks it)."""

@@ -1,14 +1,15 @@
-"""What the flow asks of the shell: screens, timers, the PIN pad, the card reader, the host, wallets, the printer, the journal.
+"""What the flow asks of the shell: screens, timers, PIN pad, card reader, host, wallets, printer, journal.
 
 Each effect names the event(s) the shell answers with, when it answers at all."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from firmware.core.events import AuthResponse, Card, EncryptedPin, FollowUpKind, Payout
 from firmware.core.items import BasketLine
+
 
 @dataclass(frozen=True)
 class Show:
@@ -80,14 +81,14 @@ class PrintReceipts:
     entry_mode: str
     response: AuthResponse
     stan: int
-    kind: str = "SALE"                 # SALE | VOID | REFUND
-    route: str = ""                    # for refunds: CARD | CASH
+    kind: str = "SALE"  # SALE | VOID | REFUND
+    route: str = ""  # for refunds: CARD | CASH
     original_stan: int | None = None
-    cvm: str = "online_pin"            # none | online_pin | cdcvm
-    aid: str = ""                      # chip data for contactless receipts
+    cvm: str = "online_pin"  # none | online_pin | cdcvm
+    aid: str = ""  # chip data for contactless receipts
     label: str = ""
     cryptogram: str = ""
-    wallet: str = ""                   # wallet payments: provider, order and trade numbers
+    wallet: str = ""  # wallet payments: provider, order and trade numbers
     order_no: str = ""
     trade_no: str = ""
 
@@ -150,7 +151,7 @@ class FindOriginal:
 
     stan: int = 0
     reference: str = ""
-    date: str = ""                       # MMDD
+    date: str = ""  # MMDD
     amount: int = 0
     last4: str = ""
 
@@ -188,7 +189,27 @@ class Reprint:
     stan: int = 0
 
 
-Effect = Union[LookupItem, Reprint, Show, StartTimer, StopTimer, CollectPin, EndPin, ReadCard, ReleaseCard, Authorize, AbortAuthorization, PrintReceipts,
-               CollectOperatorPin, FindOriginal, SubmitFollowUp, StartQrOrder, PayByCode, EndWalletOrder,
-               PrintReport, Settle, PrintCode, HoldBasket]
-
+Effect = (
+    LookupItem
+    | Reprint
+    | Show
+    | StartTimer
+    | StopTimer
+    | CollectPin
+    | EndPin
+    | ReadCard
+    | ReleaseCard
+    | Authorize
+    | AbortAuthorization
+    | PrintReceipts
+    | CollectOperatorPin
+    | FindOriginal
+    | SubmitFollowUp
+    | StartQrOrder
+    | PayByCode
+    | EndWalletOrder
+    | PrintReport
+    | Settle
+    | PrintCode
+    | HoldBasket
+)

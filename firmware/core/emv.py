@@ -31,8 +31,29 @@ SW_OK = b"\x90\x00"
 SW_NOT_FOUND = b"\x6a\x82"
 
 # Tags sent to the issuer in field 55 when the card or terminal has them.
-ICC_TAGS = ("5F2A", "5F34", "82", "84", "95", "9A", "9B", "9C", "9F02", "9F03", "9F09", "9F10", "9F1A", "9F26",
-            "9F27", "9F33", "9F34", "9F35", "9F36", "9F37", "9F6E")
+ICC_TAGS = (
+    "5F2A",
+    "5F34",
+    "82",
+    "84",
+    "95",
+    "9A",
+    "9B",
+    "9C",
+    "9F02",
+    "9F03",
+    "9F09",
+    "9F10",
+    "9F1A",
+    "9F26",
+    "9F27",
+    "9F33",
+    "9F34",
+    "9F35",
+    "9F36",
+    "9F37",
+    "9F6E",
+)
 # Cryptogram information data (9F27), top two bits.
 CID_AAC, CID_TC, CID_ARQC = 0x00, 0x40, 0x80
 
@@ -67,19 +88,19 @@ class CardRemoved(CardError):
 class KernelParams:
     """What the terminal brings to a contactless transaction (from config and the flow)."""
 
-    amount: int                      # minor units
-    currency_numeric: str            # "156"
-    country_numeric: str             # "156"
+    amount: int  # minor units
+    currency_numeric: str  # "156"
+    country_numeric: str  # "156"
     today: date
-    unpredictable: bytes             # 4 random bytes from the shell
+    unpredictable: bytes  # 4 random bytes from the shell
     supported_aids: tuple[str, ...]  # hex prefixes, e.g. "A0000000031010"
-    cvm_limit: int                   # above this, a CVM is required
-    floor_limit: int = 0             # online-only terminal: everything goes online
-    ttq: str = "36004000"            # 9F66: online-capable qVSDC/EMV mode, online PIN, CDCVM supported
-    terminal_type: str = "22"        # 9F35: attended, online only, merchant
-    capabilities: str = "E04000"     # 9F33: keypad; enciphered PIN online; no signature
-    transaction_type: str = "00"     # 9C: goods and services
-    tac_denial: str = "0010000000"   # terminal action codes (5 bytes hex, TVR bit masks)
+    cvm_limit: int  # above this, a CVM is required
+    floor_limit: int = 0  # online-only terminal: everything goes online
+    ttq: str = "36004000"  # 9F66: online-capable qVSDC/EMV mode, online PIN, CDCVM supported
+    terminal_type: str = "22"  # 9F35: attended, online only, merchant
+    capabilities: str = "E04000"  # 9F33: keypad; enciphered PIN online; no signature
+    transaction_type: str = "00"  # 9C: goods and services
+    tac_denial: str = "0010000000"  # terminal action codes (5 bytes hex, TVR bit masks)
     tac_online: str = "DC4004F800"
     tac_default: str = "DC4000A800"
 
@@ -89,16 +110,16 @@ class ChipCard:
     """What an online contactless authorization needs; card data stays out of repr."""
 
     pan: str = field(repr=False)
-    track2: str = field(repr=False)        # ISO format ("PAN=YYMM..."), for ISO 8583 field 35
+    track2: str = field(repr=False)  # ISO format ("PAN=YYMM..."), for ISO 8583 field 35
     psn: str
     aid: str
     label: str
-    cvm: str                               # "none" | "online_pin" | "cdcvm"
+    cvm: str  # "none" | "online_pin" | "cdcvm"
     cid: int
-    cryptogram: str                        # 9F26, hex
-    icc: dict[str, str] = field(repr=False)   # tag -> hex value, for field 55
-    kernel: str = ""                       # "visa" (GPO cryptogram) | "mastercard" (GENERATE AC)
-    apdus: int = 0                         # commands the kernel sent
+    cryptogram: str  # 9F26, hex
+    icc: dict[str, str] = field(repr=False)  # tag -> hex value, for field 55
+    kernel: str = ""  # "visa" (GPO cryptogram) | "mastercard" (GENERATE AC)
+    apdus: int = 0  # commands the kernel sent
 
     @property
     def masked_pan(self) -> str:
@@ -109,18 +130,18 @@ class ChipCard:
 class Candidate(NamedTuple):
     """One application of a directory (PPSE), as the card lists it."""
 
-    aid: str                # hex, upper case
-    label: bytes | None     # application label (50), if the directory gives one
-    priority: int           # application priority indicator (87), low nibble: 1 highest, 0 none given
+    aid: str  # hex, upper case
+    label: bytes | None  # application label (50), if the directory gives one
+    priority: int  # application priority indicator (87), low nibble: 1 highest, 0 none given
 
 
 @dataclass(frozen=True)
 class Application:
     """The selected application: what its FCI says that the later phases need."""
 
-    aid: str                          # hex, upper case
-    label: str                        # from the FCI, else the directory; "" when neither has one
-    pdol: list[tuple[str, int]]       # (tag, length) pairs; empty when the card asks for none
+    aid: str  # hex, upper case
+    label: str  # from the FCI, else the directory; "" when neither has one
+    pdol: list[tuple[str, int]]  # (tag, length) pairs; empty when the card asks for none
 
 
 class AflEntry(NamedTuple):
@@ -129,7 +150,7 @@ class AflEntry(NamedTuple):
     sfi: int
     first: int
     last: int
-    oda_records: int        # how many records from `first` on take part in offline data authentication
+    oda_records: int  # how many records from `first` on take part in offline data authentication
 
 
 # --- APDUs, TLV and DOLs -------------------------------------------------------------------------------------
@@ -191,10 +212,10 @@ def tlv_items(data: bytes) -> list[tuple[str, bytes]]:
             n = length & 0x7F
             if n == 0 or n > 2 or i + n > len(data):
                 raise CardError("TLV length field is malformed")
-            length, i = int.from_bytes(data[i:i + n], "big"), i + n
+            length, i = int.from_bytes(data[i : i + n], "big"), i + n
         if i + length > len(data):
             raise CardError("TLV value runs past the end of the data")
-        out.append((tag, data[i:i + length]))
+        out.append((tag, data[i : i + length]))
         i += length
     return out
 
@@ -229,7 +250,7 @@ def build_dol(dol: list[tuple[str, int]], values: dict[str, bytes]) -> bytes:
 
 def bcd(number: int | str, length: int) -> bytes:
     """Packed BCD, right-justified in `length` bytes."""
-    return bytes.fromhex(str(number).rjust(length * 2, "0")[-length * 2:])
+    return bytes.fromhex(str(number).rjust(length * 2, "0")[-length * 2 :])
 
 
 def track2_from_57(value: bytes) -> str:
@@ -319,17 +340,24 @@ def floor_limit_check(amount: int, floor_limit: int) -> bytes:
     """The TVR (95) after the floor-limit check: made before GPO, because a PDOL may ask for the TVR."""
     tvr = bytearray(5)
     if amount > floor_limit:
-        tvr[3] |= 0x80                                   # transaction exceeds floor limit
+        tvr[3] |= 0x80  # transaction exceeds floor limit
     return bytes(tvr)
 
 
 def terminal_data(p: KernelParams, tvr: bytes) -> dict[str, bytes]:
     """The terminal's data objects that a PDOL or CDOL may ask for, by tag."""
     return {
-        "9F66": bytes.fromhex(p.ttq), "9F02": bcd(p.amount, 6), "9F03": bcd(0, 6),
-        "9F1A": bcd(p.country_numeric, 2), "95": tvr, "5F2A": bcd(p.currency_numeric, 2),
-        "9A": bcd(p.today.strftime("%y%m%d"), 3), "9C": bytes.fromhex(p.transaction_type),
-        "9F37": p.unpredictable, "9F35": bytes.fromhex(p.terminal_type), "9F33": bytes.fromhex(p.capabilities),
+        "9F66": bytes.fromhex(p.ttq),
+        "9F02": bcd(p.amount, 6),
+        "9F03": bcd(0, 6),
+        "9F1A": bcd(p.country_numeric, 2),
+        "95": tvr,
+        "5F2A": bcd(p.currency_numeric, 2),
+        "9A": bcd(p.today.strftime("%y%m%d"), 3),
+        "9C": bytes.fromhex(p.transaction_type),
+        "9F37": p.unpredictable,
+        "9F35": bytes.fromhex(p.terminal_type),
+        "9F33": bytes.fromhex(p.capabilities),
     }
 
 
@@ -339,7 +367,7 @@ def terminal_data(p: KernelParams, tvr: bytes) -> dict[str, bytes]:
 def pdol_data(pdol: list[tuple[str, int]], terminal: dict[str, bytes]) -> bytes:
     """The PDOL filled from the terminal's data; CardError when it would not fit one GPO command."""
     data = build_dol(pdol, terminal)
-    if len(data) > 253:                                  # 83 L data must fit the command's 255 bytes
+    if len(data) > 253:  # 83 L data must fit the command's 255 bytes
         raise CardError(f"the card's PDOL asks for {len(data)} bytes; a GPO command carries 253")
     return data
 
@@ -348,7 +376,7 @@ def gpo_card_data(data: bytes) -> dict[str, bytes]:
     """The card's data from a GPO answer: format 1 (80: AIP and AFL) or format 2 (77: any tags); the AIP
     (82) is mandatory."""
     gpo = tlv(data)
-    if "80" in gpo:                                      # format 1: AIP and AFL only
+    if "80" in gpo:  # format 1: AIP and AFL only
         raw = gpo["80"]
         if len(raw) < 2 or (len(raw) - 2) % 4:
             raise CardError("format-1 GPO answer has a bad length")
@@ -359,8 +387,9 @@ def gpo_card_data(data: bytes) -> dict[str, bytes]:
     return card
 
 
-def initiate_application_processing(pdol: list[tuple[str, int]],
-                                     terminal: dict[str, bytes]) -> Exchanges[dict[str, bytes]]:
+def initiate_application_processing(
+    pdol: list[tuple[str, int]], terminal: dict[str, bytes]
+) -> Exchanges[dict[str, bytes]]:
     """GET PROCESSING OPTIONS with the PDOL filled from terminal data; the card's data it answers with."""
     filled = pdol_data(pdol, terminal)
     data, sw = yield from exchange(command(0x80, 0xA8, 0x00, 0x00, b"\x83" + bytes([len(filled)]) + filled))
@@ -408,7 +437,7 @@ def read_application_data(card: dict[str, bytes]) -> Exchanges[dict[str, bytes]]
 def generate_ac_card_data(data: bytes) -> dict[str, bytes]:
     """The card's data from a GENERATE AC answer: format 1 (80: CID, ATC, AC, IAD) or format 2 (77)."""
     gac = tlv(data)
-    if "80" in gac:                                      # format 1: CID, ATC, AC, IAD
+    if "80" in gac:  # format 1: CID, ATC, AC, IAD
         raw = gac["80"]
         if len(raw) < 11:
             raise CardError("format-1 GENERATE AC answer is too short")
@@ -422,8 +451,9 @@ def first_generate_ac(card: dict[str, bytes], terminal: dict[str, bytes]) -> Exc
     cdol1 = card.get("8C")
     if cdol1 is None:
         raise CardError("no cryptogram after GPO and no CDOL1 to ask for one")
-    data, sw = yield from exchange(command(0x80, 0xAE, CID_ARQC, 0x00,
-                                           build_dol(parse_dol(cdol1), {**terminal, **card})))
+    data, sw = yield from exchange(
+        command(0x80, 0xAE, CID_ARQC, 0x00, build_dol(parse_dol(cdol1), {**terminal, **card}))
+    )
     _check(sw, "GENERATE AC")
     return {**card, **generate_ac_card_data(data)}
 
@@ -454,9 +484,9 @@ def processing_restrictions(tvr: bytes, card: dict[str, bytes], today: date) -> 
     day = today.strftime("%y%m%d")
     expiry, effective = card.get("5F24"), card.get("5F25")
     if expiry is not None and len(expiry) == 3 and expiry.hex() < day:
-        out[1] |= 0x40                                   # expired application
+        out[1] |= 0x40  # expired application
     if effective is not None and len(effective) == 3 and effective.hex() > day:
-        out[1] |= 0x20                                   # application not yet effective
+        out[1] |= 0x20  # application not yet effective
     return bytes(out)
 
 
@@ -466,8 +496,9 @@ def terminal_action_analysis(tvr: bytes, tac_denial: str, iac_denial: bytes) -> 
     found since."""
     denial = int.from_bytes(bytes.fromhex(tac_denial), "big") | int.from_bytes(iac_denial, "big")
     if int.from_bytes(tvr, "big") & denial:
-        raise CardError(f"terminal action analysis: TVR {tvr.hex().upper()} meets the denial codes",
-                        screen="DECLINED BY TERMINAL")
+        raise CardError(
+            f"terminal action analysis: TVR {tvr.hex().upper()} meets the denial codes", screen="DECLINED BY TERMINAL"
+        )
 
 
 # --- Cardholder verification (Book 3 10.5), as the contactless kernels choose it -----------------------------
@@ -485,9 +516,9 @@ def select_cvm(amount: int, cvm_limit: int, ctq: bytes) -> Cvm:
 
 def tsi(cvm: str) -> bytes:
     """Transaction status information (9B): risk management performed, and cardholder verification if any."""
-    first = 0x08                                         # terminal risk management was performed
+    first = 0x08  # terminal risk management was performed
     if cvm != "none":
-        first |= 0x40                                    # cardholder verification was performed
+        first |= 0x40  # cardholder verification was performed
     return bytes([first, 0])
 
 
@@ -511,7 +542,7 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
     terminal = terminal_data(p, tvr)
     card = yield from initiate_application_processing(app.pdol, terminal)
     card = yield from read_application_data(card)
-    kind = "visa" if "9F26" in card else "mastercard"    # Mastercard style: the cryptogram comes from GENERATE AC
+    kind = "visa" if "9F26" in card else "mastercard"  # Mastercard style: the cryptogram comes from GENERATE AC
     if kind == "mastercard":
         card = yield from first_generate_ac(card, terminal)
     track2, pan, cid = card_result(card)
@@ -519,9 +550,18 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
     cvm = select_cvm(p.amount, p.cvm_limit, card.get("9F6C", b"\x00\x00"))
     # The CVM result goes in 9F34; the TVR stays as the card hashed it, or the issuer could not verify the ARQC.
     terminal = {**terminal, "9F34": CVM_RESULTS[cvm], "9B": tsi(cvm)}
-    return ChipCard(pan=pan, track2=track2, psn=card.get("5F34", b"\x00").hex(), aid=app.aid, label=app.label,
-                    cvm=cvm, cid=cid, cryptogram=card["9F26"].hex().upper(), icc=icc_data(terminal, card, app.aid),
-                    kernel=kind)
+    return ChipCard(
+        pan=pan,
+        track2=track2,
+        psn=card.get("5F34", b"\x00").hex(),
+        aid=app.aid,
+        label=app.label,
+        cvm=cvm,
+        cid=cid,
+        cryptogram=card["9F26"].hex().upper(),
+        icc=icc_data(terminal, card, app.aid),
+        kernel=kind,
+    )
 
 
 def kernel(p: KernelParams) -> Exchanges[ChipCard]:

@@ -6,19 +6,19 @@ into these events; the shell turns the outcome of an effect into one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from firmware.core.emv import ChipCard
 from firmware.core.items import Item
 from firmware.core.track import MagCard
 
-Card = Union[MagCard, ChipCard]
+Card = MagCard | ChipCard
 
 # The kinds of things, spelt out so that a checker sees a misspelt one.
-FollowUpKind = Literal["void", "refund"]                  # what goes against an earlier sale
-Task = Literal["void", "refund", "settle", "reprint"]     # what the back office is busy with
-Payout = Literal["card", "cash"]                          # where a refund's money goes ("card": the original route)
-WalletEntry = Literal["QR", "CODE"]                       # the customer scanned the terminal's code / the other way
+FollowUpKind = Literal["void", "refund"]  # what goes against an earlier sale
+Task = Literal["void", "refund", "settle", "reprint"]  # what the back office is busy with
+Payout = Literal["card", "cash"]  # where a refund's money goes ("card": the original route)
+WalletEntry = Literal["QR", "CODE"]  # the customer scanned the terminal's code / the other way
 WalletEnd = Literal["failed", "closed", "unknown"]
 SettleOutcome = Literal["in_balance", "out_of_balance", "failed"]
 
@@ -117,7 +117,7 @@ class HostAnswered:
 
     response: AuthResponse
     stan: int
-    reference: str = ""          # the sale's reference, printed and encoded on the receipt
+    reference: str = ""  # the sale's reference, printed and encoded on the receipt
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class HostFailed:
     reason: str
     sent: bool
     stan: int | None = None
-    title: str = ""                       # what the screen says instead of the default
+    title: str = ""  # what the screen says instead of the default
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class OriginalSale:
     masked_pan: str
     method: str
     status: str
-    created_at: str          # ISO 8601 local time
+    created_at: str  # ISO 8601 local time
     batch: int
     refunded: int
 
@@ -212,7 +212,7 @@ class OriginalFound:
 
     sale: OriginalSale
     current_batch: int
-    today: str               # YYYY-MM-DD, local
+    today: str  # YYYY-MM-DD, local
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,30 @@ class Reprinted:
     notice: str
 
 
-Event = Union[ItemFound, Reprinted, Key, Swiped, BadRead, Tapped, CardRead, CardFailed, PinProgress, PinEntered, PinFailed, HostAnswered, HostFailed, TimerExpired,
-              OperatorChecked, OriginalFound, OriginalMissing, CashRefunded, Refused, Scanned, OrderShown,
-              WalletConfirming, WalletPaid, WalletEnded, Settled]
-
+Event = (
+    ItemFound
+    | Reprinted
+    | Key
+    | Swiped
+    | BadRead
+    | Tapped
+    | CardRead
+    | CardFailed
+    | PinProgress
+    | PinEntered
+    | PinFailed
+    | HostAnswered
+    | HostFailed
+    | TimerExpired
+    | OperatorChecked
+    | OriginalFound
+    | OriginalMissing
+    | CashRefunded
+    | Refused
+    | Scanned
+    | OrderShown
+    | WalletConfirming
+    | WalletPaid
+    | WalletEnded
+    | Settled
+)

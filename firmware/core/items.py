@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from firmware.core.money import Currency, format_minor
 from firmware.core.text import problem as unsafe_text
 
-MAX_PLU = 8                 # digits of a PLU code (keyed on the keypad)
+MAX_PLU = 8  # digits of a PLU code (keyed on the keypad)
 MAX_QTY = 999
-MAX_NAME = 40               # characters of an item name
-MAX_PRICE = 10**10 - 1      # minor units: ten digits (99,999,999.99 CNY), far above any till's max_amount
-MAX_ERRORS = 100            # bad lines listed by one import; the rest are counted
+MAX_NAME = 40  # characters of an item name
+MAX_PRICE = 10**10 - 1  # minor units: ten digits (99,999,999.99 CNY), far above any till's max_amount
+MAX_ERRORS = 100  # bad lines listed by one import; the rest are counted
 
-_PLU = re.compile(r"[0-9]{1,%d}" % MAX_PLU)
+_PLU = re.compile(rf"[0-9]{{1,{MAX_PLU}}}")
 _AMOUNT = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 _PERCENT = re.compile(r"([0-9]{1,3})(?:\.([0-9]{1,8}))?%?")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -101,16 +101,20 @@ def _encoding(raw: bytes) -> str:
         try:
             raw.decode(codec)
         except UnicodeDecodeError as exc:
-            before = raw[:exc.start].decode(codec, errors="replace")
+            before = raw[: exc.start].decode(codec, errors="replace")
             line = _line_of(before, len(before))
-            raise _Refused(f"line {line}: the file starts as {codec.removesuffix('-sig').upper()} but is not "
-                           f"(bytes {raw[exc.start:exc.start + 4].hex(' ')}); save it as CSV UTF-8") from None
+            raise _Refused(
+                f"line {line}: the file starts as {codec.removesuffix('-sig').upper()} but is not "
+                f"(bytes {raw[exc.start : exc.start + 4].hex(' ')}); save it as CSV UTF-8"
+            ) from None
         return codec
     nul = raw.find(b"\x00")
     if nul >= 0 and raw.count(b"\x00") * 8 > len(raw):
         # ASCII text in UTF-16 is one NUL byte in two; a stray NUL is a control character, refused in its field.
-        raise _Refused(f"line {_line_of(raw, nul)}: NUL bytes: the file looks like UTF-16 without "
-                       "a byte-order mark; save it as CSV UTF-8")
+        raise _Refused(
+            f"line {_line_of(raw, nul)}: NUL bytes: the file looks like UTF-16 without "
+            "a byte-order mark; save it as CSV UTF-8"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -120,13 +124,15 @@ def _encoding(raw: bytes) -> str:
             raise _Refused(_ambiguous(raw, text))
         return "utf-8"
     try:
-        raw.decode("gb2312")                     # GB18030 limited to the common simplified set: see above
+        raw.decode("gb2312")  # GB18030 limited to the common simplified set: see above
     except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.start + 2]
+        bad = raw[exc.start : exc.start + 2]
         line = _line_of(raw, min(bad_utf8, exc.start))
-        raise _Refused(f"line {line}: the file is neither UTF-8 nor GB18030 Chinese (bytes {bad.hex(' ')} at line "
-                       f"{_line_of(raw, exc.start)}; Latin-1 or another encoding?); save it as CSV UTF-8") from None
-    return "gb18030"                             # GB18030's mapping, which GBK and Windows use
+        raise _Refused(
+            f"line {line}: the file is neither UTF-8 nor GB18030 Chinese (bytes {bad.hex(' ')} at line "
+            f"{_line_of(raw, exc.start)}; Latin-1 or another encoding?); save it as CSV UTF-8"
+        ) from None
+    return "gb18030"  # GB18030's mapping, which GBK and Windows use
 
 
 def _reads_as_gb2312(raw: bytes) -> bool:
@@ -140,10 +146,12 @@ def _reads_as_gb2312(raw: bytes) -> bool:
 def _ambiguous(raw: bytes, text: str) -> str:
     """The refusal for a file that reads both as UTF-8 and as GB18030, quoting the first line that differs."""
     as_gb = raw.decode("gb18030")
-    for number, (u, g) in enumerate(zip(_LINE.findall(text), _LINE.findall(as_gb)), start=1):
+    for number, (u, g) in enumerate(zip(_LINE.findall(text), _LINE.findall(as_gb), strict=False), start=1):
         if u != g:
-            return (f"line {number}: the file reads both as UTF-8 ({u.strip()[:40]!r}) and as GB18030 "
-                    f"({g.strip()[:40]!r}); save it as CSV UTF-8 (with the BOM) so the import knows which")
+            return (
+                f"line {number}: the file reads both as UTF-8 ({u.strip()[:40]!r}) and as GB18030 "
+                f"({g.strip()[:40]!r}); save it as CSV UTF-8 (with the BOM) so the import knows which"
+            )
     return "line 1: the file reads both as UTF-8 and as GB18030; save it as CSV UTF-8 (with the BOM)"
 
 
@@ -172,11 +180,12 @@ def _price(text: str, currency: Currency, max_price: int) -> int:
         raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} (write digits, e.g. 12.50)")
     whole, frac = m.group(1), m.group(2) or ""
     if len(frac) > currency.exponent:
-        raise ValueError(f"price: not an amount in {currency.alpha}: {text[:24]!r} "
-                         f"(at most {currency.exponent} decimals)")
+        raise ValueError(
+            f"price: not an amount in {currency.alpha}: {text[:24]!r} (at most {currency.exponent} decimals)"
+        )
     # The digit count first: int() of a 100,000-digit price would take a while, then be refused by Python.
     fits = len(whole.lstrip("0")) <= len(str(max_price))
-    price = int(whole) * 10 ** currency.exponent + int(frac.ljust(currency.exponent, "0") or "0") if fits else 0
+    price = int(whole) * 10**currency.exponent + int(frac.ljust(currency.exponent, "0") or "0") if fits else 0
     if not fits or price > max_price:
         raise ValueError(f"price {text[:24]} is above the most an item may cost, {format_minor(max_price, currency)}")
     if price <= 0:
@@ -197,14 +206,15 @@ def _tax_bp(text: str) -> int:
     return bp
 
 
-def _item(row: list[str], columns: tuple[int, int, int, int], width: int, currency: Currency,
-          max_price: int) -> Item:
+def _item(row: list[str], columns: tuple[int, int, int, int], width: int, currency: Currency, max_price: int) -> Item:
     """One data row as an Item; ValueError says what is wrong. `columns` are the plu, name, price and
     tax_rate columns (-1: no tax_rate column)."""
     size = len(row)
     if size > width and any(f.strip() for f in row[width:]):
-        raise ValueError(f"{size} fields but the header has {width} (a comma in a name or price? "
-                         "put the name in double quotes; write prices without thousands separators)")
+        raise ValueError(
+            f"{size} fields but the header has {width} (a comma in a name or price? "
+            "put the name in double quotes; write prices without thousands separators)"
+        )
     at_plu, at_name, at_price, at_tax = columns
     plu = row[at_plu].strip() if at_plu < size else ""
     name = row[at_name].strip() if at_name < size else ""
@@ -236,25 +246,29 @@ def parse_catalog(raw: bytes, currency: Currency, max_price: int = MAX_PRICE) ->
     try:
         header = [h.strip().lower() for h in next(reader, [])]
         if len(header) == 1 and "\t" in header[0]:
-            return [], ["line 1: the file is separated by tabs, not commas (\"Unicode text\"?); save it as CSV UTF-8"]
+            return [], ['line 1: the file is separated by tabs, not commas ("Unicode text"?); save it as CSV UTF-8']
         missing = [h for h in ("plu", "name", "price") if h not in header]
         if missing:
             return [], [f"line 1: the header lacks {', '.join(missing)} (expected plu,name,price,tax_rate)"]
         twice = sorted({h for h in header if h and header.count(h) > 1})
         if twice:
             return [], [f"line 1: the header names {twice[0]} twice"]
-        columns = (header.index("plu"), header.index("name"), header.index("price"),
-                   header.index("tax_rate") if "tax_rate" in header else -1)
+        columns = (
+            header.index("plu"),
+            header.index("name"),
+            header.index("price"),
+            header.index("tax_rate") if "tax_rate" in header else -1,
+        )
         last = reader.line_num
         for row in reader:
-            number, last = last + 1, reader.line_num      # a quoted field may span lines: name the first
+            number, last = last + 1, reader.line_num  # a quoted field may span lines: name the first
             try:
                 item = _item(row, columns, len(header), currency, max_price)
                 if item.plu in first_line:
                     raise ValueError(f"plu {item.plu} appears twice (first on line {first_line[item.plu]})")
             except ValueError as exc:
                 if not any(f.strip() for f in row):
-                    continue                              # a blank line, or ",,," from a spreadsheet
+                    continue  # a blank line, or ",,," from a spreadsheet
                 if len(errors) < MAX_ERRORS:
                     errors.append(f"line {number}: {exc}")
                 else:
@@ -262,7 +276,7 @@ def parse_catalog(raw: bytes, currency: Currency, max_price: int = MAX_PRICE) ->
                 continue
             first_line[item.plu] = number
             items.append(item)
-    except csv.Error as exc:                              # an unclosed quote swallowing the file, and such
+    except csv.Error as exc:  # an unclosed quote swallowing the file, and such
         errors.append(f"line {reader.line_num}: not readable as CSV ({exc}; an unclosed double quote?)")
     if more:
         errors.append(f"... and {more} more bad lines")

@@ -8,10 +8,22 @@ from firmware.errors import ConfigError
 
 # alpha code -> (numeric code, minor-unit exponent), ISO 4217.
 _CURRENCIES: dict[str, tuple[str, int]] = {
-    "AUD": ("036", 2), "CAD": ("124", 2), "CHF": ("756", 2), "CNY": ("156", 2),
-    "EUR": ("978", 2), "GBP": ("826", 2), "HKD": ("344", 2), "JPY": ("392", 0),
-    "KRW": ("410", 0), "MOP": ("446", 2), "MYR": ("458", 2), "NZD": ("554", 2),
-    "SGD": ("702", 2), "THB": ("764", 2), "TWD": ("901", 2), "USD": ("840", 2),
+    "AUD": ("036", 2),
+    "CAD": ("124", 2),
+    "CHF": ("756", 2),
+    "CNY": ("156", 2),
+    "EUR": ("978", 2),
+    "GBP": ("826", 2),
+    "HKD": ("344", 2),
+    "JPY": ("392", 0),
+    "KRW": ("410", 0),
+    "MOP": ("446", 2),
+    "MYR": ("458", 2),
+    "NZD": ("554", 2),
+    "SGD": ("702", 2),
+    "THB": ("764", 2),
+    "TWD": ("901", 2),
+    "USD": ("840", 2),
 }
 
 
@@ -41,17 +53,17 @@ def format_minor(amount: int, currency: Currency) -> str:
     amount = abs(amount)
     if currency.exponent == 0:
         return f"{sign}{amount}"
-    scale = 10 ** currency.exponent
+    scale = 10**currency.exponent
     return f"{sign}{amount // scale}.{amount % scale:0{currency.exponent}d}"
 
 
 def parse_major(text: str, currency: Currency) -> int:
     """Parse a decimal amount like '500.00' into minor units, exactly (no floats)."""
     s = text.strip()
-    if not s.isascii():                                 # int() reads "１２" as 12
+    if not s.isascii():  # int() reads "１２" as 12
         raise ValueError(f"not an amount in {currency.alpha}: {text!r}")
     whole, _, frac = s.partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > currency.exponent:
         raise ValueError(f"not an amount in {currency.alpha}: {text!r}")
-    scale: int = 10 ** currency.exponent
+    scale: int = 10**currency.exponent
     return int(whole) * scale + int(frac.ljust(currency.exponent, "0") or "0")

@@ -1,4 +1,4 @@
-"""Card numbers in the clear go no further than here: PAN masking (first 6 / last 4), the Luhn check, redaction of free text."""
+"""Card numbers in the clear go no further: PAN masking (first 6 / last 4), the Luhn check, redaction of text."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def mask(pan: str) -> str:
 
 def luhn_valid(pan: str) -> bool:
     """True when `pan` is all digits and passes the ISO/IEC 7812 Luhn check."""
-    if not (pan.isascii() and pan.isdigit()):          # str.isdigit() is true for "４" and "²" too
+    if not (pan.isascii() and pan.isdigit()):  # str.isdigit() is true for "４" and "²" too
         return False
     total = 0
     for i, ch in enumerate(reversed(pan)):

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from firmware.core.flow.common import DECLINE_TEXT, WALLET_NAMES
-
 from firmware.core.effects import PrintReceipts
-from firmware.core.items import BasketLine
 from firmware.core.events import AuthResponse
+from firmware.core.flow.common import DECLINE_TEXT, WALLET_NAMES
+from firmware.core.items import BasketLine
 from firmware.core.money import Currency, format_minor
 
 
@@ -21,9 +20,9 @@ class Line:
     """One printed line: text plus alignment and emphasis."""
 
     text: str
-    align: str = "left"          # left | center | right
+    align: str = "left"  # left | center | right
     bold: bool = False
-    big: bool = False            # double height and width
+    big: bool = False  # double height and width
 
 
 @dataclass(frozen=True)
@@ -43,22 +42,51 @@ class Header:
     terminal_id: str
     merchant_id: str
     currency: Currency
-    language: str = "en"           # "en" or "zh" (Chinese with English)
+    language: str = "en"  # "en" or "zh" (Chinese with English)
     width: int = 32
 
 
 # label -> Chinese label, used when language is "zh"
 _ZH = {
-    "MERCHANT COPY": "商户存根", "CUSTOMER COPY": "持卡人存根", "SALE": "消费",
-    "MERCHANT ID": "商户号", "TERMINAL ID": "终端号", "CARD": "卡号", "ENTRY": "输入方式",
-    "SWIPE": "刷卡", "DATE/TIME": "日期时间", "TRACE": "流水号", "RRN": "参考号",
-    "AUTH CODE": "授权码", "AMOUNT": "金额", "APPROVED": "交易成功", "DECLINED": "交易失败",
-    "PIN VERIFIED": "密码已验证", "NO SIGNATURE REQUIRED": "免签名", "THANK YOU": "谢谢惠顾",
-    "RESPONSE": "应答码", "VOID": "撤销", "REFUND": "退货", "ORIGINAL TRACE": "原流水号",
-    "REFUND TO": "退款方式", "TO CARD": "原路退回", "TO WALLET": "原路退回", "CASH": "现金", "CASHIER SIGNATURE": "收银员签名",
-    "CONTACTLESS": "非接", "APP": "应用", "VERIFIED ON DEVICE": "设备已验证持卡人",
-    "WALLET": "支付方式", "REFERENCE": "交易参考号", "TRADE NO": "交易号", "PAYER": "付款账户",
-    "QR": "顾客扫码", "CODE": "扫顾客付款码", "ITEMS": "商品", "TAX INCL.": "其中税额", "REPRINT": "重打印",
+    "MERCHANT COPY": "商户存根",
+    "CUSTOMER COPY": "持卡人存根",
+    "SALE": "消费",
+    "MERCHANT ID": "商户号",
+    "TERMINAL ID": "终端号",
+    "CARD": "卡号",
+    "ENTRY": "输入方式",
+    "SWIPE": "刷卡",
+    "DATE/TIME": "日期时间",
+    "TRACE": "流水号",
+    "RRN": "参考号",
+    "AUTH CODE": "授权码",
+    "AMOUNT": "金额",
+    "APPROVED": "交易成功",
+    "DECLINED": "交易失败",
+    "PIN VERIFIED": "密码已验证",
+    "NO SIGNATURE REQUIRED": "免签名",
+    "THANK YOU": "谢谢惠顾",
+    "RESPONSE": "应答码",
+    "VOID": "撤销",
+    "REFUND": "退货",
+    "ORIGINAL TRACE": "原流水号",
+    "REFUND TO": "退款方式",
+    "TO CARD": "原路退回",
+    "TO WALLET": "原路退回",
+    "CASH": "现金",
+    "CASHIER SIGNATURE": "收银员签名",
+    "CONTACTLESS": "非接",
+    "APP": "应用",
+    "VERIFIED ON DEVICE": "设备已验证持卡人",
+    "WALLET": "支付方式",
+    "REFERENCE": "交易参考号",
+    "TRADE NO": "交易号",
+    "PAYER": "付款账户",
+    "QR": "顾客扫码",
+    "CODE": "扫顾客付款码",
+    "ITEMS": "商品",
+    "TAX INCL.": "其中税额",
+    "REPRINT": "重打印",
 }
 
 _ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "qr": "QR", "code": "CODE"}
@@ -74,14 +102,22 @@ def receipt_facts(row: Mapping[str, Any]) -> PrintReceipts:
     response = AuthResponse(row["stan"], code, row["auth_code"], row["rrn"], row["terminal_id"])
     wallet_sale = kind == "SALE" and method == "wallet"
     return PrintReceipts(
-        amount=row["amount"], masked_pan=row["payer"] if wallet_sale else row["masked_pan"],
-        entry_mode=_ENTRY.get(row["entry_mode"], "SWIPE") if kind == "SALE" else "SWIPE", response=response,
-        stan=row["stan"], kind=kind, route=_ROUTE.get(method, "") if kind == "REFUND" else "",
+        amount=row["amount"],
+        masked_pan=row["payer"] if wallet_sale else row["masked_pan"],
+        entry_mode=_ENTRY.get(row["entry_mode"], "SWIPE") if kind == "SALE" else "SWIPE",
+        response=response,
+        stan=row["stan"],
+        kind=kind,
+        route=_ROUTE.get(method, "") if kind == "REFUND" else "",
         original_stan=row.get("original_stan"),
-        cvm="wallet" if wallet_sale else (row["cvm"] or "online_pin"), aid=row["aid"], label=row["app_label"],
-        cryptogram=row["cryptogram"], wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale
-        else "", order_no=row["order_no"] if kind == "SALE" else "",
-        trade_no=row["wallet_trade_no"] if wallet_sale else "")
+        cvm="wallet" if wallet_sale else (row["cvm"] or "online_pin"),
+        aid=row["aid"],
+        label=row["app_label"],
+        cryptogram=row["cryptogram"],
+        wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else "",
+        order_no=row["order_no"] if kind == "SALE" else "",
+        trade_no=row["wallet_trade_no"] if wallet_sale else "",
+    )
 
 
 def text_width(text: str) -> int:
@@ -114,8 +150,14 @@ def item_lines(lines: tuple[BasketLine, ...] | list[BasketLine], header: Header)
     return out
 
 
-def sale_receipt(sale: PrintReceipts, header: Header, copy: str, printed_at: datetime,
-                 basket: tuple[BasketLine, ...] = (), reprint: bool = False) -> Receipt:
+def sale_receipt(
+    sale: PrintReceipts,
+    header: Header,
+    copy: str,
+    printed_at: datetime,
+    basket: tuple[BasketLine, ...] = (),
+    reprint: bool = False,
+) -> Receipt:
     """The merchant ('MERCHANT COPY') or customer ('CUSTOMER COPY') copy of a finished sale, void or refund;
     a sale keyed by PLU lists its basket; a reprint says so at the top."""
     lang, w = header.language, header.width

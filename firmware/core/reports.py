@@ -10,10 +10,10 @@ import csv
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
-from collections.abc import Sequence
 
 from firmware.core.money import Currency, format_minor
 from firmware.core.receipt import text_width
@@ -48,7 +48,7 @@ class MethodLine:
     method: str
     count: int
     amount: int
-    share_permille: int          # of the sales amount, in tenths of a percent (integer arithmetic)
+    share_permille: int  # of the sales amount, in tenths of a percent (integer arithmetic)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Report:
     void_amount: int
     declined_count: int
     methods: list[MethodLine] = field(default_factory=list)
-    by_hour: dict[int, tuple[int, int]] = field(default_factory=dict)      # hour -> (count, amount)
+    by_hour: dict[int, tuple[int, int]] = field(default_factory=dict)  # hour -> (count, amount)
     items_by_quantity: list[ItemLine] = field(default_factory=list)
     items_by_revenue: list[ItemLine] = field(default_factory=list)
     operators: list[OperatorLine] = field(default_factory=list)
@@ -108,12 +108,28 @@ def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Re
         methods.append(MethodLine(name, count, amount, share))
     best = figures.get("best", {})
     operators = [OperatorLine(op, *v) for op, v in sorted(figures.get("operators", {}).items())]
-    (sales_count, _), (refund_count, refund_amount), (void_count, void_amount) = \
-        figures["sales"], figures["refunds"], figures["voids"]
-    return Report(first.isoformat(), last.isoformat(), currency, sales_count, sales_amount, refund_count,
-                  refund_amount, void_count, void_amount, figures["declined"], methods, dict(figures["by_hour"]),
-                  [ItemLine(*x) for x in best.get("by_quantity", [])], [ItemLine(*x) for x in best.get("by_revenue", [])],
-                  operators)
+    (sales_count, _), (refund_count, refund_amount), (void_count, void_amount) = (
+        figures["sales"],
+        figures["refunds"],
+        figures["voids"],
+    )
+    return Report(
+        first.isoformat(),
+        last.isoformat(),
+        currency,
+        sales_count,
+        sales_amount,
+        refund_count,
+        refund_amount,
+        void_count,
+        void_amount,
+        figures["declined"],
+        methods,
+        dict(figures["by_hour"]),
+        [ItemLine(*x) for x in best.get("by_quantity", [])],
+        [ItemLine(*x) for x in best.get("by_revenue", [])],
+        operators,
+    )
 
 
 def _fit(text: str, width: int) -> str:
@@ -129,6 +145,7 @@ def _fit(text: str, width: int) -> str:
 
 def as_text(r: Report, cur: Currency, width: int = 32, top: int = 5) -> list[str]:
     """The report as printed lines: 32 columns for 58 mm paper, 48 for 80 mm (CJK counted double)."""
+
     def money(v: int) -> str:
         return f"{cur.alpha} {format_minor(v, cur)}"
 
@@ -138,26 +155,37 @@ def as_text(r: Report, cur: Currency, width: int = 32, top: int = 5) -> list[str
         return [label + " " * (width - text_width(label) - text_width(value)) + value]
 
     period = r.first_day if r.first_day == r.last_day else f"{r.first_day}..{r.last_day}"
-    lines = ["SALES REPORT 销售报表".center(width - 4), *pair("PERIOD", period), "-" * width,
-             *pair(f"SALES ({r.sales_count})", money(r.sales_amount)),
-             *pair(f"REFUNDS ({r.refund_count})", "-" + money(r.refund_amount)),
-             *pair("NET", money(r.net_amount)),
-             *pair(f"VOIDED ({r.void_count})", money(r.void_amount)),
-             *pair("DECLINED", str(r.declined_count)), "-" * width, "BY PAYMENT METHOD"]
+    lines = [
+        "SALES REPORT 销售报表".center(width - 4),
+        *pair("PERIOD", period),
+        "-" * width,
+        *pair(f"SALES ({r.sales_count})", money(r.sales_amount)),
+        *pair(f"REFUNDS ({r.refund_count})", "-" + money(r.refund_amount)),
+        *pair("NET", money(r.net_amount)),
+        *pair(f"VOIDED ({r.void_count})", money(r.void_amount)),
+        *pair("DECLINED", str(r.declined_count)),
+        "-" * width,
+        "BY PAYMENT METHOD",
+    ]
     for m in r.methods:
-        lines += pair(f" {m.method} ({m.count})", f"{m.share_permille // 10}.{m.share_permille % 10}%  {money(m.amount)}")
+        lines += pair(
+            f" {m.method} ({m.count})", f"{m.share_permille // 10}.{m.share_permille % 10}%  {money(m.amount)}"
+        )
     if r.by_hour:
         lines += ["-" * width, "BY HOUR"]
         for hour, (count, amount) in sorted(r.by_hour.items()):
             lines += pair(f" {hour:02d}:00 ({count})", money(amount))
+
     def quantity(i: ItemLine) -> str:
         return f"x{i.quantity}"
 
     def revenue(i: ItemLine) -> str:
         return money(i.amount)
 
-    for title, items, value in (("BEST SELLERS BY QUANTITY", r.items_by_quantity, quantity),
-                                ("BEST SELLERS BY REVENUE", r.items_by_revenue, revenue)):
+    for title, items, value in (
+        ("BEST SELLERS BY QUANTITY", r.items_by_quantity, quantity),
+        ("BEST SELLERS BY REVENUE", r.items_by_revenue, revenue),
+    ):
         if items:
             lines += ["-" * width, title]
             for item in items[:top]:
@@ -175,9 +203,14 @@ def as_text(r: Report, cur: Currency, width: int = 32, top: int = 5) -> list[str
 def rules_from(config: Any) -> AnomalyRules:
     """Anomaly thresholds from a Config: its [reports] section, its CVM limit and largest amount."""
     start, _, end = config.reports.opening_hours.partition("-")
-    return AnomalyRules(config.reports.refund_share_percent, config.reports.declines_per_card,
-                        (int(start), int(end)), (config.contactless.cvm_limit, config.terminal.max_amount),
-                        config.reports.just_under_count, config.reports.fallback_per_card)
+    return AnomalyRules(
+        config.reports.refund_share_percent,
+        config.reports.declines_per_card,
+        (int(start), int(end)),
+        (config.contactless.cvm_limit, config.terminal.max_amount),
+        config.reports.just_under_count,
+        config.reports.fallback_per_card,
+    )
 
 
 def as_json(r: Report, found: list[Anomaly] | None = None) -> str:
@@ -190,9 +223,25 @@ def as_json(r: Report, found: list[Anomaly] | None = None) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2)
 
 
-EXPORT_COLUMNS = ("id", "created_at", "kind", "method", "entry_mode", "status", "amount", "currency", "stan",
-                  "reference", "masked_pan", "auth_code", "rrn", "provider", "wallet_trade_no", "original_id",
-                  "response_code")
+EXPORT_COLUMNS = (
+    "id",
+    "created_at",
+    "kind",
+    "method",
+    "entry_mode",
+    "status",
+    "amount",
+    "currency",
+    "stan",
+    "reference",
+    "masked_pan",
+    "auth_code",
+    "rrn",
+    "provider",
+    "wallet_trade_no",
+    "original_id",
+    "response_code",
+)
 
 
 # What a spreadsheet takes for the start of a formula (OWASP, "CSV injection"), with the full-width forms
@@ -249,27 +298,37 @@ def report_csv(r: Report, cur: Currency) -> str:
     for item in r.items_by_revenue:
         writer.writerow([f"item {item.plu} {item.name}", item.quantity, format_minor(item.amount, cur), cur.alpha])
     for o in r.operators:
-        writer.writerow([f"operator {o.operator or '-'}: sales", o.sales_count, format_minor(o.sales_amount, cur),
-                         cur.alpha])
-        writer.writerow([f"operator {o.operator or '-'}: refunds", o.refund_count,
-                         format_minor(o.refund_amount, cur), cur.alpha])
+        writer.writerow(
+            [f"operator {o.operator or '-'}: sales", o.sales_count, format_minor(o.sales_amount, cur), cur.alpha]
+        )
+        writer.writerow(
+            [f"operator {o.operator or '-'}: refunds", o.refund_count, format_minor(o.refund_amount, cur), cur.alpha]
+        )
     return out.getvalue()
 
 
-def settlement_text(batch: int, mine: BatchTotals, host: BatchTotals | None, in_balance: bool, cur: Currency,
-                    width: int = 32) -> list[str]:
+def settlement_text(
+    batch: int, mine: BatchTotals, host: BatchTotals | None, in_balance: bool, cur: Currency, width: int = 32
+) -> list[str]:
     """The settlement slip: the terminal's totals and, when they differ, the host's beside them."""
+
     def money(v: int) -> str:
         return format_minor(v, cur)
 
-    lines = ["SETTLEMENT 结算".center(width - 2), f"BATCH {batch:06d}", "-" * width,
-             f"{'':12}{'TERMINAL':>10}{'HOST':>10}"[:width]]
+    lines = [
+        "SETTLEMENT 结算".center(width - 2),
+        f"BATCH {batch:06d}",
+        "-" * width,
+        f"{'':12}{'TERMINAL':>10}{'HOST':>10}"[:width],
+    ]
     host = host or BatchTotals()
-    for label, a, b in (("SALES #", str(mine.debits), str(host.debits)),
-                        ("SALES", money(mine.debit_amount), money(host.debit_amount)),
-                        ("REFUNDS #", str(mine.credits), str(host.credits)),
-                        ("REFUNDS", money(mine.credit_amount), money(host.credit_amount)),
-                        ("NET", money(mine.net), money(host.net))):
+    for label, a, b in (
+        ("SALES #", str(mine.debits), str(host.debits)),
+        ("SALES", money(mine.debit_amount), money(host.debit_amount)),
+        ("REFUNDS #", str(mine.credits), str(host.credits)),
+        ("REFUNDS", money(mine.credit_amount), money(host.credit_amount)),
+        ("NET", money(mine.net), money(host.net)),
+    ):
         lines.append(f"{label:<12}{a:>10}{b:>10}"[:width])
     lines += ["-" * width, ("IN BALANCE 平账" if in_balance else "OUT OF BALANCE 不平").center(width - 2)]
     return lines
@@ -279,12 +338,12 @@ def settlement_text(batch: int, mine: BatchTotals, host: BatchTotals | None, in_
 class AnomalyRules:
     """Thresholds for the records worth a second look."""
 
-    refund_share_percent: int = 20          # refunds above this share of the sales amount
-    declines_per_card: int = 3              # this many declines of one card (by token) in the period
-    opening: tuple[int, int] = (8, 22)      # sales outside [open, close) local hours
-    limits: tuple[int, ...] = ()            # amounts a fraudster stays just under (CVM limit, max amount)
-    just_under_count: int = 3               # this many sales within 5 % below one of the limits
-    fallback_per_card: int = 2              # this many swipes of one chip card's stripe (fallback)
+    refund_share_percent: int = 20  # refunds above this share of the sales amount
+    declines_per_card: int = 3  # this many declines of one card (by token) in the period
+    opening: tuple[int, int] = (8, 22)  # sales outside [open, close) local hours
+    limits: tuple[int, ...] = ()  # amounts a fraudster stays just under (CVM limit, max amount)
+    just_under_count: int = 3  # this many sales within 5 % below one of the limits
+    fallback_per_card: int = 2  # this many swipes of one chip card's stripe (fallback)
 
 
 @dataclass(frozen=True)
@@ -304,8 +363,13 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     sold, refunded = sum(r["amount"] for r in sales), sum(r["amount"] for r in refunds)
     if refunds and refunded * 100 > rules.refund_share_percent * sold:
         share = refunded * 100 // sold if sold else 100
-        found.append(Anomaly("refund share", f"refunds {format_minor(refunded, cur)} are {share}% of sales",
-                             tuple(r["id"] for r in refunds)))
+        found.append(
+            Anomaly(
+                "refund share",
+                f"refunds {format_minor(refunded, cur)} are {share}% of sales",
+                tuple(r["id"] for r in refunds),
+            )
+        )
     declines: dict[str, list[int]] = {}
     for r in rows:
         if r["kind"] == "sale" and r["status"] == "declined" and r["card_token"]:
@@ -317,8 +381,9 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     start, end = rules.opening
     late = [r["id"] for r in sales if not start <= int(r["created_at"][11:13]) < end]
     if late:
-        found.append(Anomaly("outside opening hours", f"{len(late)} sales outside {start:02d}:00-{end:02d}:00",
-                             tuple(late)))
+        found.append(
+            Anomaly("outside opening hours", f"{len(late)} sales outside {start:02d}:00-{end:02d}:00", tuple(late))
+        )
     swiped: dict[str, list[int]] = {}
     for r in rows:
         if r["kind"] == "sale" and r.get("chip_swiped") and r["card_token"]:
@@ -326,17 +391,28 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
     for ids in swiped.values():
         if len(ids) >= rules.fallback_per_card:
             masked = next(r["masked_pan"] for r in rows if r["id"] == ids[0])
-            found.append(Anomaly("fallback swipes of a chip card",
-                                 f"{len(ids)} swipes of chip card {masked} (a copied stripe?)", tuple(ids)))
+            found.append(
+                Anomaly(
+                    "fallback swipes of a chip card",
+                    f"{len(ids)} swipes of chip card {masked} (a copied stripe?)",
+                    tuple(ids),
+                )
+            )
     cash_back = [r["id"] for r in refunds if r["method"] == "cash" and r.get("original_method") in ("card", "wallet")]
     if cash_back:
-        found.append(Anomaly("refund not to the paying card", f"{len(cash_back)} cash refunds of card or wallet sales",
-                             tuple(cash_back)))
+        found.append(
+            Anomaly(
+                "refund not to the paying card",
+                f"{len(cash_back)} cash refunds of card or wallet sales",
+                tuple(cash_back),
+            )
+        )
     for limit in rules.limits:
         near = [r["id"] for r in sales if limit * 95 // 100 <= r["amount"] < limit]
         if len(near) >= rules.just_under_count:
-            found.append(Anomaly("just under a limit", f"{len(near)} sales just under {format_minor(limit, cur)}",
-                                 tuple(near)))
+            found.append(
+                Anomaly("just under a limit", f"{len(near)} sales just under {format_minor(limit, cur)}", tuple(near))
+            )
     return found
 
 
@@ -362,7 +438,7 @@ METHOD_COLOURS = ((37, 99, 235), (16, 185, 129), (245, 158, 11), (239, 68, 68), 
 def charts(r: Report, cur: Currency) -> dict[str, bytes]:
     """PNG charts of a report: sales by hour (bars, 0-23 h) and the payment-method split (one stacked bar with
     a legend). Labels are ASCII: Pillow's built-in font has no CJK glyphs."""
-    from PIL import Image, ImageDraw      # deferred: only the report command draws
+    from PIL import Image, ImageDraw  # deferred: only the report command draws
 
     out: dict[str, bytes] = {}
     width, height, left, bottom, top = 720, 360, 60, 40, 40
@@ -394,8 +470,12 @@ def charts(r: Report, cur: Currency) -> dict[str, bytes]:
         x += span
         y = 72 + 22 * i
         draw.rectangle((20, y, 34, y + 14), fill=colour)
-        draw.text((42, y + 2), f"{m.method}: {m.count} sales, {format_minor(m.amount, cur)}, "
-                               f"{m.share_permille // 10}.{m.share_permille % 10}%", fill=CHART_INK)
+        draw.text(
+            (42, y + 2),
+            f"{m.method}: {m.count} sales, {format_minor(m.amount, cur)}, "
+            f"{m.share_permille // 10}.{m.share_permille % 10}%",
+            fill=CHART_INK,
+        )
     out["method-split.png"] = _png(img)
     return out
 

@@ -28,7 +28,7 @@ def is_unsafe(ch: str) -> bool:
 
 def problem(text: str) -> str | None:
     """None when `text` is safe, else what is wrong with it, naming the first unsafe character."""
-    if text.isprintable():                              # no Cc, Cf, Cs, Zl, Zp (nor Co, Cn, Zs): safe, at C speed
+    if text.isprintable():  # no Cc, Cf, Cs, Zl, Zp (nor Co, Cn, Zs): safe, at C speed
         return None
     for position, ch in enumerate(text, 1):
         if is_unsafe(ch):
@@ -39,11 +39,23 @@ def problem(text: str) -> str | None:
 
 def clean(text: str) -> str:
     """`text` without unsafe characters (whitespace-like controls become a space)."""
-    if text.isprintable():                             # the common case, without a walk
+    if text.isprintable():  # the common case, without a walk
         return text
     return "".join(" " if ch in _AS_SPACE else ch for ch in text if ch in _AS_SPACE or not is_unsafe(ch))
 
 
-_C0_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BACKSPACE", 0x09: "TAB", 0x0A: "LINE FEED", 0x0C: "FORM FEED",
-             0x0D: "CARRIAGE RETURN", 0x10: "DLE", 0x1B: "ESC", 0x1C: "FS", 0x1D: "GS", 0x7F: "DELETE",
-             0x9B: "CSI"}
+_C0_NAMES = {
+    0x00: "NUL",
+    0x07: "BEL",
+    0x08: "BACKSPACE",
+    0x09: "TAB",
+    0x0A: "LINE FEED",
+    0x0C: "FORM FEED",
+    0x0D: "CARRIAGE RETURN",
+    0x10: "DLE",
+    0x1B: "ESC",
+    0x1C: "FS",
+    0x1D: "GS",
+    0x7F: "DELETE",
+    0x9B: "CSI",
+}

@@ -12,8 +12,10 @@ from firmware.errors import CardReadError
 _SEGMENT = re.compile(r"[%;][^%;?]*\?")
 # ASCII only: in a str pattern \d also matches "４" and "٣", which int() and the Luhn check would take.
 # Track 1's name and discretionary data are printable ASCII (ISO/IEC 7811's 6-bit alphabet, read leniently).
-_TRACK1 = re.compile(r"%B([0-9]{12,19})\^([\x20-\x3e\x40-\x5d\x5f-\x7e]{2,26})\^([0-9]{4})([0-9]{3})"
-                     r"([\x20-\x3e\x40-\x7e]*)\?")
+_TRACK1 = re.compile(
+    r"%B([0-9]{12,19})\^([\x20-\x3e\x40-\x5d\x5f-\x7e]{2,26})\^([0-9]{4})([0-9]{3})"
+    r"([\x20-\x3e\x40-\x7e]*)\?"
+)
 _TRACK2 = re.compile(r";([0-9]{12,19})=([0-9]{4})([0-9]{3})([0-9]*)\?")
 
 
@@ -22,9 +24,9 @@ class MagCard:
     """A good swipe: card data stays out of repr; only `masked_pan` may be shown or stored."""
 
     pan: str = field(repr=False)
-    expiry: str = field(repr=False)        # YYMM
+    expiry: str = field(repr=False)  # YYMM
     service_code: str
-    track2: str = field(repr=False)        # track 2 data between the sentinels, for ISO 8583 field 35
+    track2: str = field(repr=False)  # track 2 data between the sentinels, for ISO 8583 field 35
     name: str = field(default="", repr=False)
 
     @property
@@ -68,7 +70,7 @@ def parse_swipe(text: str) -> MagCard:
     if not _valid_expiry(expiry):
         raise CardReadError("track 2 expiry month out of range")
     name = ""
-    if t1 is not None and t1 != "%E?":          # '%E?' is how readers report an unreadable track 1
+    if t1 is not None and t1 != "%E?":  # '%E?' is how readers report an unreadable track 1
         m1 = _TRACK1.fullmatch(t1)
         if m1 is None:
             raise CardReadError("track 1 malformed")

@@ -1,1 +1,1 @@
-"""The acquirer link: ISO 8583 messages and dialects (pure), the TCP link, sign-on and the outbox of reversals and resends."""
+"""The acquirer link: ISO 8583 messages and dialects (pure), the TCP link, sign-on, the outbox of retries."""

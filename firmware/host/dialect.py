@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import copy
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import iso8583
 import iso8583.specs
 
-from firmware.security import keys
 from firmware.errors import CodecError, MacError
+from firmware.security import keys
 
 
 def _spec(pin_block_len: int, ksn_len: int) -> dict[str, dict[str, Any]]:
@@ -48,7 +49,7 @@ class Dialect:
             doc, _ = iso8583.decode(raw, self.spec)
         except iso8583.DecodeError as exc:
             raise CodecError(f"cannot decode message: field {exc.field} at byte {exc.pos}: {exc.msg}") from None
-        return {k: v for k, v in doc.items() if k not in ("p", "1")}      # bitmaps are the codec's business
+        return {k: v for k, v in doc.items() if k not in ("p", "1")}  # bitmaps are the codec's business
 
 
 DEFAULT = Dialect("default", _spec(16, 20))
@@ -61,7 +62,7 @@ encode = DEFAULT.encode
 decode = DEFAULT.decode
 
 
-UNMACED = ("0800", "0810")            # sign-on travels before there is a MAC key
+UNMACED = ("0800", "0810")  # sign-on travels before there is a MAC key
 
 
 class MacCodec:
@@ -69,10 +70,15 @@ class MacCodec:
     has a secondary bitmap. The MAC covers every byte before it (MTI, bitmaps, fields); it is the last
     field, 16 hex digits of the 8-byte MAC. An answer without a MAC that verifies raises MacError."""
 
-    def __init__(self, dialect: Dialect, scheme: str, mac_key: Callable[[], bytes | None],
-                 on_mac_refused: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        scheme: str,
+        mac_key: Callable[[], bytes | None],
+        on_mac_refused: Callable[[], None] | None = None,
+    ) -> None:
         self.name, self._dialect, self._scheme, self._key = dialect.name, dialect, scheme, mac_key
-        self._on_mac_refused = on_mac_refused        # the host answered A0: it could not check our MAC
+        self._on_mac_refused = on_mac_refused  # the host answered A0: it could not check our MAC
 
     def _mac(self, data: bytes) -> bytes:
         key = self._key()
@@ -98,7 +104,7 @@ class MacCodec:
         field = "128" if "128" in doc else "64"
         if field not in doc or max(int(k) for k in doc if k.isdigit()) != int(field):
             if doc.get("39") == "A0" and self._on_mac_refused is not None:
-                self._on_mac_refused()               # unauthenticated, so it only makes us sign on again
+                self._on_mac_refused()  # unauthenticated, so it only makes us sign on again
             raise MacError(f"{doc.get('t')} answer carries no MAC (response {doc.get('39', '?')})")
         if not hmac.compare_digest(self._mac(raw[:-16]), raw[-16:].upper()):
             raise MacError(f"{doc.get('t')} answer has a bad MAC")

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import ssl
 import struct
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from firmware.config import HostConfig
 from firmware.errors import HostError, StaleAnswer
@@ -61,8 +62,9 @@ class HostLink:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self._cfg.host, self._cfg.port, ssl=self._ssl),
-                min(self._connect_timeout, timeout))
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+                min(self._connect_timeout, timeout),
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise HostError(f"cannot connect to {self._cfg.host}:{self._cfg.port}: {exc!r}", sent=False) from None
         try:
             writer.write(frame(message))
@@ -77,16 +79,16 @@ class HostLink:
                     break
                 except StaleAnswer as exc:
                     log.warning("host: discarded an answer that is not ours: %s", exc)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HostError(f"no answer within {timeout:g} s", sent=True) from None
         except asyncio.IncompleteReadError:
             raise HostError("host closed the connection without a complete answer", sent=True) from None
         except OSError as exc:
             raise HostError(f"connection failed during the exchange: {exc!r}", sent=True) from None
         finally:
-            writer.close()          # a late or second answer now lands on a closed socket
+            writer.close()  # a late or second answer now lands on a closed socket
         try:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             pass
         return result

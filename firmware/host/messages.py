@@ -9,8 +9,8 @@ from firmware.core.events import AuthResponse
 from firmware.core.reports import BatchTotals
 from firmware.errors import AnswerMismatch, CodecError, PartialApproval, StaleAnswer
 
-POS_ENTRY_MAGSTRIPE_PIN = "021"     # 02 = magnetic stripe read, 1 = terminal can accept PINs
-POS_ENTRY_CONTACTLESS = "071"       # 07 = contactless chip (EMV), 1 = terminal can accept PINs
+POS_ENTRY_MAGSTRIPE_PIN = "021"  # 02 = magnetic stripe read, 1 = terminal can accept PINs
+POS_ENTRY_CONTACTLESS = "071"  # 07 = contactless chip (EMV), 1 = terminal can accept PINs
 
 
 @dataclass(frozen=True)
@@ -18,22 +18,23 @@ class SaleRequest:
     """What the terminal asks the acquirer: one 0200 financial request."""
 
     stan: int
-    amount: int                      # minor units
-    currency_numeric: str            # ISO 4217 numeric, e.g. "156"
+    amount: int  # minor units
+    currency_numeric: str  # ISO 4217 numeric, e.g. "156"
     track2: str = field(repr=False)
-    pin_block: str = field(repr=False)   # "" when no PIN was entered (contactless under the CVM limit)
+    pin_block: str = field(repr=False)  # "" when no PIN was entered (contactless under the CVM limit)
     ksn: str
     terminal_id: str
     merchant_id: str
-    local_time: datetime             # terminal's wall clock, for fields 12/13
-    utc_time: datetime               # for field 7
+    local_time: datetime  # terminal's wall clock, for fields 12/13
+    utc_time: datetime  # for field 7
     entry_mode: str = POS_ENTRY_MAGSTRIPE_PIN
     processing_code: str = "000000"
-    icc_data: str = ""               # field 55: BER-TLV of the chip data, as hex
+    icc_data: str = ""  # field 55: BER-TLV of the chip data, as hex
 
 
-def _header(stan: int, local: datetime, utc: datetime, terminal_id: str, merchant_id: str,
-            currency_numeric: str) -> dict[str, str]:
+def _header(
+    stan: int, local: datetime, utc: datetime, terminal_id: str, merchant_id: str, currency_numeric: str
+) -> dict[str, str]:
     """The fields every request carries: times (7, 12, 13), trace (11), terminal and merchant (41, 42),
     currency (49)."""
     return {
@@ -52,12 +53,14 @@ def sale_to_iso(req: SaleRequest) -> dict[str, str]:
     if not 0 < req.amount < 10**12:
         raise CodecError(f"amount {req.amount} does not fit field 4")
     return {
-        "t": "0200", "3": req.processing_code, "4": f"{req.amount:012d}",
+        "t": "0200",
+        "3": req.processing_code,
+        "4": f"{req.amount:012d}",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": req.entry_mode,
         "35": req.track2,
         **({"52": req.pin_block} if req.pin_block else {}),
-        **({"53": req.ksn} if req.pin_block and req.ksn else {}),     # no KSN: the session PIN key
+        **({"53": req.ksn} if req.pin_block and req.ksn else {}),  # no KSN: the session PIN key
         **({"55": req.icc_data} if req.icc_data else {}),
     }
 
@@ -79,8 +82,13 @@ def _checked(doc: dict[str, str], mti: str) -> tuple[int, str]:
 
 # The answer MTI of each request MTI, and the fields an answer must carry back unchanged.
 ANSWER_MTI = {"0200": "0210", "0400": "0410", "0401": "0410", "0500": "0510", "0800": "0810"}
-ECHOED = {"0200": ("3", "4", "41", "42", "49"), "0400": ("3", "4", "41", "42", "49"),
-          "0401": ("3", "4", "41", "42", "49"), "0500": ("3", "41", "42", "49", "60"), "0800": ("41", "42", "70")}
+ECHOED = {
+    "0200": ("3", "4", "41", "42", "49"),
+    "0400": ("3", "4", "41", "42", "49"),
+    "0401": ("3", "4", "41", "42", "49"),
+    "0500": ("3", "41", "42", "49", "60"),
+    "0800": ("41", "42", "70"),
+}
 PARTIAL_APPROVAL = "10"
 
 
@@ -97,11 +105,15 @@ def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
     if expected is None:
         raise CodecError(f"no answer is defined for a {mti!r} request")
     if answer.get("t") != expected or answer.get("11") != request.get("11"):
-        raise StaleAnswer(f"a {answer.get('t')!r} answer for stan {answer.get('11')!r} does not answer the "
-                          f"{mti} stan {request.get('11')}")
+        raise StaleAnswer(
+            f"a {answer.get('t')!r} answer for stan {answer.get('11')!r} does not answer the "
+            f"{mti} stan {request.get('11')}"
+        )
     if mti == "0200" and answer.get("39") == PARTIAL_APPROVAL:
-        raise PartialApproval(f"stan {request['11']}: partial approval of {answer.get('4', '?')} for "
-                              f"{request.get('4')} asked (response 10)")
+        raise PartialApproval(
+            f"stan {request['11']}: partial approval of {answer.get('4', '?')} for "
+            f"{request.get('4')} asked (response 10)"
+        )
     changed = [f for f in ECHOED[mti] if f in request and answer.get(f) != request[f]]
     if changed:
         detail = ", ".join(f"field {f} {answer.get(f, 'missing')!r} for {request[f]!r}" for f in changed)
@@ -133,7 +145,7 @@ class ReversalRequest:
     terminal_id: str
     merchant_id: str
     original_stan: int
-    original_transmitted_at: str     # field 7 of the original request, MMDDhhmmss
+    original_transmitted_at: str  # field 7 of the original request, MMDDhhmmss
     local_time: datetime
     utc_time: datetime
     repeat: bool = False
@@ -148,7 +160,9 @@ def original_data_elements(mti: str, stan: int, transmitted_at: str) -> str:
 def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
     """The 0400/0401 message dict for a reversal."""
     return {
-        "t": "0401" if req.repeat else "0400", "3": req.processing_code, "4": f"{req.amount:012d}",
+        "t": "0401" if req.repeat else "0400",
+        "3": req.processing_code,
+        "4": f"{req.amount:012d}",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
@@ -158,7 +172,7 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
 # (the request never reached it, so nobody was charged). Anything else (96 system error, 91, A0, ...) means
 # the host did not reverse it: the reversal stays queued and is sent again (0401).
 REVERSAL_DONE = ("00", "25")
-ORIGINAL_NOT_FOUND = "25"            # final only on a repeat (0401): a first 0400 may overtake its 0200
+ORIGINAL_NOT_FOUND = "25"  # final only on a repeat (0401): a first 0400 may overtake its 0200
 
 
 def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
@@ -167,7 +181,7 @@ def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
 
 
 FOLLOW_UP_PROCESSING = {"void": "020000", "refund": "200000"}
-POS_ENTRY_NO_CARD = "010"            # 01 = manual/no card present, 0 = no PIN
+POS_ENTRY_NO_CARD = "010"  # 01 = manual/no card present, 0 = no PIN
 
 
 @dataclass(frozen=True)
@@ -200,7 +214,9 @@ def follow_up_to_iso(req: FollowUpRequest) -> dict[str, str]:
     if not 0 < req.amount < 10**12:
         raise CodecError(f"amount {req.amount} does not fit field 4")
     return {
-        "t": "0200", "3": FOLLOW_UP_PROCESSING[req.kind], "4": f"{req.amount:012d}",
+        "t": "0200",
+        "3": FOLLOW_UP_PROCESSING[req.kind],
+        "4": f"{req.amount:012d}",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": POS_ENTRY_NO_CARD,
         "37": req.original_rrn.rjust(12, "0")[:12],
@@ -228,10 +244,14 @@ def settlement_to_iso(req: SettlementRequest) -> dict[str, str]:
     """The 0500 message dict (fields 74/76 counts, 86/88 amounts, 97 net with its C/D sign, 60 batch)."""
     t = req.totals
     return {
-        "t": "0500", "3": "920000",
+        "t": "0500",
+        "3": "920000",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
-        "60": f"{req.batch:06d}", "74": f"{t.credits:010d}", "76": f"{t.debits:010d}",
-        "86": f"{t.credit_amount:016d}", "88": f"{t.debit_amount:016d}",
+        "60": f"{req.batch:06d}",
+        "74": f"{t.credits:010d}",
+        "76": f"{t.debits:010d}",
+        "86": f"{t.credit_amount:016d}",
+        "88": f"{t.debit_amount:016d}",
         "97": ("D" if t.net >= 0 else "C") + f"{abs(t.net):016d}",
     }
 

@@ -5,17 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from firmware.host.dialect import DEFAULT
 from firmware.config import Config
-from firmware.errors import CodecError, HostError, TerminalError
-from firmware.host.link import HostLink
-from firmware.records.journal import FollowUp, Journal, QueuedReversal, QueuedSettlement
-from firmware.host.messages import FollowUpRequest, ORIGINAL_NOT_FOUND, REVERSAL_DONE, ReversalRequest, SettlementRequest, bind, follow_up_to_iso, iso_to_response, iso_to_reversal_ack, iso_to_settlement, reversal_to_iso, settlement_to_iso
 from firmware.core.events import AuthResponse
 from firmware.core.reports import BatchTotals
+from firmware.errors import CodecError, HostError, TerminalError
+from firmware.host.dialect import DEFAULT
+from firmware.host.link import HostLink
+from firmware.host.messages import (
+    ORIGINAL_NOT_FOUND,
+    REVERSAL_DONE,
+    FollowUpRequest,
+    ReversalRequest,
+    SettlementRequest,
+    bind,
+    follow_up_to_iso,
+    iso_to_response,
+    iso_to_reversal_ack,
+    iso_to_settlement,
+    reversal_to_iso,
+    settlement_to_iso,
+)
+from firmware.records.journal import FollowUp, Journal, QueuedReversal, QueuedSettlement
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +38,24 @@ class Outbox:
     """Flushes the journal's outbox, one flush at a time. Triggered at boot, after an exchange whose
     answer was lost, and before every new sale, void or refund (which waits until the outbox is empty)."""
 
-    def __init__(self, journal: Journal, host: HostLink, config: Config, clock: Callable[[], datetime],
-                 dialect: Any = DEFAULT, ready: Callable[[], Awaitable[None]] | None = None,
-                 settled: Callable[[QueuedSettlement, str, BatchTotals | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        host: HostLink,
+        config: Config,
+        clock: Callable[[], datetime],
+        dialect: Any = DEFAULT,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        settled: Callable[[QueuedSettlement, str, BatchTotals | None], None] | None = None,
+    ) -> None:
         self._journal, self._host, self._config, self._clock = journal, host, config, clock
         self._dialect = dialect
-        self._ready = ready                  # sign-on, when the host profile uses session keys
-        self._settled = settled              # a queued settlement was answered and recorded: print its slip
+        self._ready = ready  # sign-on, when the host profile uses session keys
+        self._settled = settled  # a queued settlement was answered and recorded: print its slip
         self._lock = asyncio.Lock()
-        self.blocked_by = ""                 # why the last flush stopped, for the screen and the journal
-        self._unwritten: dict[int, tuple[str, str]] = {}     # row -> (status, note) the journal refused
-        self.due_in: float | None = None     # after a failed flush: seconds until a known reason to retry is gone
+        self.blocked_by = ""  # why the last flush stopped, for the screen and the journal
+        self._unwritten: dict[int, tuple[str, str]] = {}  # row -> (status, note) the journal refused
+        self.due_in: float | None = None  # after a failed flush: seconds until a known reason to retry is gone
 
     def unwritten(self, row: int, status: str, note: str) -> None:
         """An outcome the journal could not take (disk full, read-only, I/O error). It is kept here and
@@ -72,7 +93,7 @@ class Outbox:
             if self._ready is not None:
                 try:
                     await self._ready()
-                except TerminalError as exc:               # a refused sign-on, or a journal that refused its STAN
+                except TerminalError as exc:  # a refused sign-on, or a journal that refused its STAN
                     self.blocked_by = f"not sent: {exc}"
                     return False
             try:
@@ -85,7 +106,7 @@ class Outbox:
                 settlement = self._journal.queued_settlement()
                 if settlement is not None and not await self._settle(settlement):
                     return False
-            except TerminalError as exc:              # the journal refused to record an answer: ask again later
+            except TerminalError as exc:  # the journal refused to record an answer: ask again later
                 log.error("outbox: %s", exc)
                 self.blocked_by = f"not sent: the journal cannot record answers ({exc.screen})"
                 return False
@@ -95,18 +116,31 @@ class Outbox:
     async def _reverse(self, q: QueuedReversal) -> bool:
         now = self._clock()
         req = ReversalRequest(
-            stan=q.stan, amount=q.amount, currency_numeric=self._config.terminal.currency.numeric,
-            terminal_id=q.terminal_id, merchant_id=q.merchant_id, original_stan=q.original_stan,
-            original_transmitted_at=q.original_transmitted_at, local_time=now,
-            utc_time=now.astimezone(timezone.utc), repeat=q.attempts > 0)
+            stan=q.stan,
+            amount=q.amount,
+            currency_numeric=self._config.terminal.currency.numeric,
+            terminal_id=q.terminal_id,
+            merchant_id=q.merchant_id,
+            original_stan=q.original_stan,
+            original_transmitted_at=q.original_transmitted_at,
+            local_time=now,
+            utc_time=now.astimezone(UTC),
+            repeat=q.attempts > 0,
+        )
         request = reversal_to_iso(req)
         try:
-            _, rc = await self._host.exchange(self._dialect.encode(request), self._config.timeouts.host,
-                                              lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))))
+            _, rc = await self._host.exchange(
+                self._dialect.encode(request),
+                self._config.timeouts.host,
+                lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))),
+            )
             if rc not in REVERSAL_DONE:
                 raise CodecError(f"the host answered the reversal with {rc}, which does not reverse the sale")
-            old_enough = datetime.fromisoformat(q.original_created_at) + timedelta(seconds=2 * self._config.timeouts.host) \
-                if q.original_created_at else now
+            old_enough = (
+                datetime.fromisoformat(q.original_created_at) + timedelta(seconds=2 * self._config.timeouts.host)
+                if q.original_created_at
+                else now
+            )
             if rc == ORIGINAL_NOT_FOUND and now < old_enough:
                 # A reversal sent at once after a lost answer may overtake its 0200 at a busy host: "no such
                 # sale" counts only once the sale is twice the host timeout old; asked again at that moment.
@@ -125,12 +159,17 @@ class Outbox:
         t = self._config.terminal
         now = self._clock()
         mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
-        request = settlement_to_iso(SettlementRequest(q.stan, q.batch, mine, t.currency.numeric, t.terminal_id,
-                                                      t.merchant_id, now, now.astimezone(timezone.utc)))
+        request = settlement_to_iso(
+            SettlementRequest(
+                q.stan, q.batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now, now.astimezone(UTC)
+            )
+        )
         try:
             _, rc, host = await self._host.exchange(
-                self._dialect.encode(request), self._config.timeouts.host,
-                lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))))
+                self._dialect.encode(request),
+                self._config.timeouts.host,
+                lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))),
+            )
         except (HostError, CodecError) as exc:
             log.warning("settlement of batch %d not answered: %s", q.batch, exc)
             self._journal.note_settlement_attempt(q.batch, str(exc))
@@ -138,8 +177,9 @@ class Outbox:
             return False
         in_balance = rc == "00"
         host_tuple = (host.debits, host.debit_amount, host.credits, host.credit_amount) if host else None
-        self._journal.record_settlement(q.batch, (q.debits, q.debit_amount, q.credits, q.credit_amount), host_tuple,
-                                        rc, in_balance, self._clock())
+        self._journal.record_settlement(
+            q.batch, (q.debits, q.debit_amount, q.credits, q.credit_amount), host_tuple, rc, in_balance, self._clock()
+        )
         log.info("batch %d settled: %s", q.batch, "in balance" if in_balance else f"out of balance ({rc})")
         if self._settled is not None:
             self._settled(q, rc, host)
@@ -149,21 +189,38 @@ class Outbox:
         """Send a void/refund and return the host's answer; HostError/CodecError when there is none."""
         now = self._clock()
         req = FollowUpRequest(
-            kind=f.kind, stan=f.stan, amount=f.amount, currency_numeric=self._config.terminal.currency.numeric,
-            terminal_id=f.terminal_id, merchant_id=f.merchant_id, original_stan=f.original_stan,
-            original_transmitted_at=f.original_transmitted_at, original_rrn=f.original_rrn,
-            original_auth_code=f.original_auth_code, idem_key=f.idem_key, local_time=now,
-            utc_time=now.astimezone(timezone.utc))
+            kind=f.kind,
+            stan=f.stan,
+            amount=f.amount,
+            currency_numeric=self._config.terminal.currency.numeric,
+            terminal_id=f.terminal_id,
+            merchant_id=f.merchant_id,
+            original_stan=f.original_stan,
+            original_transmitted_at=f.original_transmitted_at,
+            original_rrn=f.original_rrn,
+            original_auth_code=f.original_auth_code,
+            idem_key=f.idem_key,
+            local_time=now,
+            utc_time=now.astimezone(UTC),
+        )
         request = follow_up_to_iso(req)
-        return await self._host.exchange(self._dialect.encode(request), self._config.timeouts.host,
-                                         lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))))
+        return await self._host.exchange(
+            self._dialect.encode(request),
+            self._config.timeouts.host,
+            lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))),
+        )
 
     def record(self, f: FollowUp, response: AuthResponse) -> None:
         """Journal the host's answer to a void/refund."""
-        self._journal.finish(f.id, "approved" if response.approved else "declined", self._clock(),
-                             response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn)
-        log.info("%s stan %06d of sale stan %06d: response %s", f.kind, f.stan, f.original_stan,
-                 response.response_code)
+        self._journal.finish(
+            f.id,
+            "approved" if response.approved else "declined",
+            self._clock(),
+            response_code=response.response_code,
+            auth_code=response.auth_code,
+            rrn=response.rrn,
+        )
+        log.info("%s stan %06d of sale stan %06d: response %s", f.kind, f.stan, f.original_stan, response.response_code)
 
     async def _resend(self, f: FollowUp) -> bool:
         try:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
-from firmware.security import keys
-from firmware.host.dialect import Dialect
 from firmware.errors import CodecError, HostError, KeyMaterialError, SignOnError
+from firmware.host.dialect import Dialect
 from firmware.host.link import HostLink
-from firmware.records.journal import STAN_STEP, Journal
-from firmware.security.keystore import KeyStore
 from firmware.host.messages import bind, iso_to_signon, signon_to_iso
+from firmware.records.journal import STAN_STEP, Journal
+from firmware.security import keys
+from firmware.security.keystore import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,26 @@ class Session:
     """The working keys of today's sign-on. `ensure` signs on when there are none, when they are from an
     earlier day (renewed daily) or after `invalidate`; keys live in memory only, never at rest."""
 
-    def __init__(self, scheme: str, store: KeyStore, host: HostLink, dialect: Dialect, journal: Journal,
-                 terminal_id: str, merchant_id: str, timeout: float, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        scheme: str,
+        store: KeyStore,
+        host: HostLink,
+        dialect: Dialect,
+        journal: Journal,
+        terminal_id: str,
+        merchant_id: str,
+        timeout: float,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._scheme, self._store, self._host, self._dialect = scheme, store, host, dialect
-        self._journal, self._tid, self._mid, self._timeout, self._clock = journal, terminal_id, merchant_id, \
-            timeout, clock
+        self._journal, self._tid, self._mid, self._timeout, self._clock = (
+            journal,
+            terminal_id,
+            merchant_id,
+            timeout,
+            clock,
+        )
         self._keys: keys.WorkingKeys | None = None
         self._lock = asyncio.Lock()
 
@@ -62,9 +77,12 @@ class Session:
         try:
             now = self._clock()
             stan = self._journal.take_counter("stan", 1, STAN_STEP)
-            doc = signon_to_iso(stan, self._tid, self._mid, now, now.astimezone(timezone.utc))
-            _, rc, block = await self._host.exchange(self._dialect.encode(doc), self._timeout,
-                                                     lambda raw: iso_to_signon(bind(doc, self._dialect.decode(raw))))
+            doc = signon_to_iso(stan, self._tid, self._mid, now, now.astimezone(UTC))
+            _, rc, block = await self._host.exchange(
+                self._dialect.encode(doc),
+                self._timeout,
+                lambda raw: iso_to_signon(bind(doc, self._dialect.decode(raw))),
+            )
             if rc != "00":
                 raise SignOnError(f"the host refused the sign-on (response {rc})")
             working = keys.open_key_block(self._scheme, tmk, block, today)
@@ -73,7 +91,10 @@ class Session:
             raise SignOnError(f"sign-on failed: {exc}") from None
         finally:
             keys.wipe(tmk)
-        log.info("signed on: working keys for %s (PIN KCV %s, MAC KCV %s)", today,
-                 keys.kcv(self._scheme, working.pin_key).hex().upper()[:6],
-                 keys.kcv(self._scheme, working.mac_key).hex().upper()[:6])
+        log.info(
+            "signed on: working keys for %s (PIN KCV %s, MAC KCV %s)",
+            today,
+            keys.kcv(self._scheme, working.pin_key).hex().upper()[:6],
+            keys.kcv(self._scheme, working.mac_key).hex().upper()[:6],
+        )
         return working

@@ -33,8 +33,12 @@ def stan_of(seq: int) -> int:
 
 def storage_error(what: str, exc: OSError) -> JournalError:
     """A JournalError whose screen text says what is wrong with the storage."""
-    screen = {errno.ENOSPC: "DISK FULL", errno.EDQUOT: "DISK FULL", errno.EROFS: "DISK READ-ONLY",
-              errno.EACCES: "DISK NOT WRITABLE"}.get(exc.errno or 0, "STORAGE ERROR")
+    screen = {
+        errno.ENOSPC: "DISK FULL",
+        errno.EDQUOT: "DISK FULL",
+        errno.EROFS: "DISK READ-ONLY",
+        errno.EACCES: "DISK NOT WRITABLE",
+    }.get(exc.errno or 0, "STORAGE ERROR")
     return JournalError(f"{what}: {exc.strerror or exc}", screen=screen)
 
 
@@ -54,11 +58,17 @@ class CounterCopy:
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise JournalError(f"{self.path}: the copy of the journal's counters is unreadable ({exc}); "
-                               "restore it from a backup of the data folder", screen="JOURNAL DAMAGED") from None
+            raise JournalError(
+                f"{self.path}: the copy of the journal's counters is unreadable ({exc}); "
+                "restore it from a backup of the data folder",
+                screen="JOURNAL DAMAGED",
+            ) from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and type(v) is int for k, v in data.items()):
-            raise JournalError(f"{self.path}: the copy of the journal's counters is malformed; restore it from a "
-                               "backup of the data folder", screen="JOURNAL DAMAGED")
+            raise JournalError(
+                f"{self.path}: the copy of the journal's counters is malformed; restore it from a "
+                "backup of the data folder",
+                screen="JOURNAL DAMAGED",
+            )
         return data
 
     def values(self) -> dict[str, int]:

@@ -13,14 +13,15 @@ import hashlib
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from firmware.records.counters import CounterCopy, one_way, stan_of, storage_error
-from firmware.errors import JournalError
 from firmware.core.items import BasketLine, Item
+from firmware.errors import JournalError
+from firmware.records.counters import CounterCopy, one_way, stan_of, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,9 @@ def audit_hash(prev: str, at: str, actor: str, action: str, detail: str) -> str:
     """SHA-256 of an audit entry chained to the previous entry's hash."""
     return hashlib.sha256("\x1f".join((prev, at, actor, action, detail)).encode("utf-8")).hexdigest()
 
-MIN_FREE = 1 << 20        # bytes free on the journal's disk before a sale, void or refund may start
-STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1     # noqa: E731 - 1..999999, wrapping
+
+MIN_FREE = 1 << 20  # bytes free on the journal's disk before a sale, void or refund may start
+STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1  # noqa: E731 - 1..999999, wrapping
 
 
 @dataclass(frozen=True)
@@ -207,15 +209,15 @@ class NewSale:
     masked_pan: str
     terminal_id: str
     merchant_id: str
-    transmitted_at: str = ""     # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
-    provider: str = ""           # wallet payments: "alipay", ...
-    order_no: str = ""           # wallet payments: the terminal's order number at the provider
-    card_token: str = ""         # card payments: keyed token of the PAN (never the PAN)
-    lines: tuple[BasketLine, ...] = ()   # the basket, when the amount came from the item catalogue
-    operator: str = ""           # who was signed in at the till
-    chip_swiped: bool = False    # a chip card's stripe was swiped (service code 2xx/6xx): fallback
-    cvm: str = ""                # chip cards: how the cardholder was verified (none | online_pin | cdcvm)
-    aid: str = ""                # chip cards: the application, its label and cryptogram, for the receipt
+    transmitted_at: str = ""  # ISO 8583 field 7 (MMDDhhmmss UTC) of the request, for a later reversal
+    provider: str = ""  # wallet payments: "alipay", ...
+    order_no: str = ""  # wallet payments: the terminal's order number at the provider
+    card_token: str = ""  # card payments: keyed token of the PAN (never the PAN)
+    lines: tuple[BasketLine, ...] = ()  # the basket, when the amount came from the item catalogue
+    operator: str = ""  # who was signed in at the till
+    chip_swiped: bool = False  # a chip card's stripe was swiped (service code 2xx/6xx): fallback
+    cvm: str = ""  # chip cards: how the cardholder was verified (none | online_pin | cdcvm)
+    aid: str = ""  # chip cards: the application, its label and cryptogram, for the receipt
     app_label: str = ""
     cryptogram: str = ""
 
@@ -225,8 +227,8 @@ class FollowUp:
     """A void or refund row with what its message must say of the original sale."""
 
     id: int
-    kind: str                     # "void" | "refund"
-    method: str                   # "card" | "wallet" (back the way it came) | "cash"
+    kind: str  # "void" | "refund"
+    method: str  # "card" | "wallet" (back the way it came) | "cash"
     stan: int
     amount: int
     idem_key: str
@@ -239,7 +241,7 @@ class FollowUp:
     original_auth_code: str
     terminal_id: str
     merchant_id: str
-    original_order_no: str = ""   # wallet sales: the order at the provider
+    original_order_no: str = ""  # wallet sales: the order at the provider
 
 
 @dataclass(frozen=True)
@@ -270,14 +272,14 @@ class QueuedReversal:
     currency: str
     terminal_id: str
     merchant_id: str
-    original_created_at: str = ""      # when the sale was journaled (ISO 8601 with its offset)
-
+    original_created_at: str = ""  # when the sale was journaled (ISO 8601 with its offset)
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:
     """The id of the row an INSERT just made (sqlite3 types lastrowid as optional)."""
     assert cur.lastrowid is not None
     return cur.lastrowid
+
 
 class Journal:
     """One SQLite file; every write is its own committed transaction.
@@ -297,12 +299,14 @@ class Journal:
         self._copy = CounterCopy(self._copy_path)
         self._copy_pending: dict[str, int] = {}
         if _read_only(path.parent):
-            raise JournalError(f"{path.parent} is on a read-only file system: the journal cannot be written (a "
-                               f"worn SD card is often remounted read-only; check `dmesg`, then the card)",
-                               screen="DISK READ-ONLY")
+            raise JournalError(
+                f"{path.parent} is on a read-only file system: the journal cannot be written (a "
+                f"worn SD card is often remounted read-only; check `dmesg`, then the card)",
+                screen="DISK READ-ONLY",
+            )
         had_rows = path.exists() and path.stat().st_size > 0
         if not had_rows and not start_empty:
-            self._refuse_if_emptied(0)          # before SQLite makes an empty file where the journal was
+            self._refuse_if_emptied(0)  # before SQLite makes an empty file where the journal was
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -330,13 +334,16 @@ class Journal:
             problems = [r[0] for r in self._db.execute("PRAGMA integrity_check(5)")]
         except sqlite3.DatabaseError as exc:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                raise                                  # cannot read it (storage), which is not damage
+                raise  # cannot read it (storage), which is not damage
             problems = [str(exc)]
         if problems != ["ok"]:
-            raise JournalError(f"{self.path} is damaged ({'; '.join(problems)[:300]}). The terminal will not "
-                               f"start on it and has not changed it. Stop the terminal, keep this file for the "
-                               f"records, and copy the latest backup of the journal in its place (see README, "
-                               f"'When the journal is damaged')", screen="JOURNAL DAMAGED")
+            raise JournalError(
+                f"{self.path} is damaged ({'; '.join(problems)[:300]}). The terminal will not "
+                f"start on it and has not changed it. Stop the terminal, keep this file for the "
+                f"records, and copy the latest backup of the journal in its place (see README, "
+                f"'When the journal is damaged')",
+                screen="JOURNAL DAMAGED",
+            )
 
     def _refuse_if_emptied(self, schema: int) -> None:
         """A journal with no schema where this terminal already handed out counters lost its rows."""
@@ -346,10 +353,12 @@ class Journal:
         if history:
             raise JournalError(
                 f"{self.path} is missing or empty, but this terminal has used it before (STAN "
-                f"{stan_of(history['stan_seq']) if history.get('stan_seq') else 0}, per {self._copy_path}). Its rows (sales, queued reversals) would "
+                f"{stan_of(history['stan_seq']) if history.get('stan_seq') else 0}, per {self._copy_path}). "
+                "Its rows (sales, queued reversals) would "
                 f"be lost. Copy the latest backup of the journal in its place; to start an empty journal on "
                 f"purpose (counters continue, nothing is reused), run `countertop journal new`",
-                screen="JOURNAL MISSING")
+                screen="JOURNAL MISSING",
+            )
 
     def _catch_up_counters(self) -> None:
         """No counter is ever behind its copy or behind the journal: each one-way counter goes to the higher
@@ -357,37 +366,44 @@ class Journal:
         brought up to the journal), and the STAN follows its sequence."""
         with self._tx():
             if self.counter("stan") is not None and self.counter("stan_seq") is None:
-                self._set("stan_seq", self.counter("stan") or 0)          # a journal from before the sequence
+                self._set("stan_seq", self.counter("stan") or 0)  # a journal from before the sequence
             copied = self._copy.values()
             for name, value in copied.items():
                 if one_way(name) and value > (self.counter(name) or 0):
                     level = logging.WARNING if value - (self.counter(name) or 0) > 1 else logging.INFO
-                    log.log(level, "journal: counter %s was %s, its copy %d: continuing from the copy", name,
-                            self.counter(name), value)
+                    log.log(
+                        level,
+                        "journal: counter %s was %s, its copy %d: continuing from the copy",
+                        name,
+                        self.counter(name),
+                        value,
+                    )
                     self._set(name, value)
             seq = self.counter("stan_seq")
             if seq is not None and self.counter("stan") != stan_of(seq):
                 self._set("stan", stan_of(seq))
-            self._copy_pending.update(self._one_way_counters())           # the copy never behind the journal
+            self._copy_pending.update(self._one_way_counters())  # the copy never behind the journal
 
     def _set(self, name: str, value: int) -> None:
         # Caller holds a transaction.
-        self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     def _one_way_counters(self) -> dict[str, int]:
-        return {name: value for name, value in self._db.execute("SELECT name, value FROM counters")
-                if one_way(name)}
+        return {name: value for name, value in self._db.execute("SELECT name, value FROM counters") if one_way(name)}
 
     @classmethod
-    def start_new(cls, path: Path, counters: Path | None = None) -> "Journal":
+    def start_new(cls, path: Path, counters: Path | None = None) -> Journal:
         """An empty journal in place of a missing one, on purpose: the counters continue from their copy.
         Refuses to replace a journal file that holds anything."""
         if path.exists() and path.stat().st_size > 0:
             raise JournalError(f"{path} exists and is not empty: move it away first (it is kept, never overwritten)")
         journal = cls(path, counters, start_empty=True)
-        log.warning("journal: a new empty journal was started at %s; counters continue from %s", path,
-                    journal._copy_path)
+        log.warning(
+            "journal: a new empty journal was started at %s; counters continue from %s", path, journal._copy_path
+        )
         return journal
 
     def check_room(self) -> None:
@@ -401,8 +417,11 @@ class Journal:
             raise JournalError(f"{self.path.parent} is mounted read-only", screen="DISK READ-ONLY")
         free = st.f_bavail * st.f_frsize
         if free < MIN_FREE:
-            raise JournalError(f"only {free // 1024} KiB free on the journal's disk ({self.path.parent}); "
-                               f"{MIN_FREE // 1024} KiB are needed before a sale starts", screen="DISK FULL")
+            raise JournalError(
+                f"only {free // 1024} KiB free on the journal's disk ({self.path.parent}); "
+                f"{MIN_FREE // 1024} KiB are needed before a sale starts",
+                screen="DISK FULL",
+            )
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -426,7 +445,7 @@ class Journal:
         last = self.counter(name)
         value = first if last is None else step(last)
         self._set(name, value)
-        if name == "stan":                    # the STAN wraps; the sequence behind it does not
+        if name == "stan":  # the STAN wraps; the sequence behind it does not
             seq = (self.counter("stan_seq") or 0) + 1
             self._set("stan_seq", seq)
             self._copy_pending["stan_seq"] = seq
@@ -442,10 +461,13 @@ class Journal:
     def set_counter(self, name: str, value: int) -> None:
         """Durably set a counter."""
         with self._tx():
-            self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+            self._db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(self._db, self._before_commit)
 
     def _before_commit(self, committing: bool) -> None:
@@ -460,23 +482,42 @@ class Journal:
     def batch_totals(self, batch: int) -> tuple[int, int, int, int]:
         """(sales, sales amount, refunds, refunds amount) that went through the acquirer in `batch`:
         approved card sales not voided or reversed, approved card refunds."""
-        debits = self._db.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
-                                  " AND kind = 'sale' AND method = 'card' AND status = 'approved'", (batch,)).fetchone()
-        credits = self._db.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
-                                   " AND kind = 'refund' AND method = 'card' AND status = 'approved'",
-                                   (batch,)).fetchone()
+        debits = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
+            " AND kind = 'sale' AND method = 'card' AND status = 'approved'",
+            (batch,),
+        ).fetchone()
+        credits = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM transactions WHERE batch = ?"
+            " AND kind = 'refund' AND method = 'card' AND status = 'approved'",
+            (batch,),
+        ).fetchone()
         return int(debits[0]), int(debits[1]), int(credits[0]), int(credits[1])
 
-    def record_settlement(self, batch: int, totals: tuple[int, int, int, int],
-                          host: tuple[int, int, int, int] | None, response_code: str, in_balance: bool,
-                          now: datetime) -> int:
+    def record_settlement(
+        self,
+        batch: int,
+        totals: tuple[int, int, int, int],
+        host: tuple[int, int, int, int] | None,
+        response_code: str,
+        in_balance: bool,
+        now: datetime,
+    ) -> int:
         """Record the host's answer to a settlement and close the batch, in one transaction; returns
         the new batch number. JournalError when the batch was settled already."""
         try:
             with self._tx():
-                self._db.execute("INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (batch, now.isoformat(timespec="seconds"), *totals, *(host or (None,) * 4),
-                                  response_code, int(in_balance)))
+                self._db.execute(
+                    "INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        batch,
+                        now.isoformat(timespec="seconds"),
+                        *totals,
+                        *(host or (None,) * 4),
+                        response_code,
+                        int(in_balance),
+                    ),
+                )
                 self._db.execute("DELETE FROM settlement_queue WHERE batch = ?", (batch,))
                 return self._advance("batch", 2, lambda v: v + 1)
         except sqlite3.IntegrityError:
@@ -492,24 +533,29 @@ class Journal:
             batch = self.current_batch()
             totals = self.batch_totals(batch)
             stan = self._advance("stan", 1, STAN_STEP)
-            self._db.execute("INSERT INTO settlement_queue (batch, stan, debits, debit_amount, credits, credit_amount,"
-                             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (batch, stan, *totals, now.isoformat(timespec="seconds")))
+            self._db.execute(
+                "INSERT INTO settlement_queue (batch, stan, debits, debit_amount, credits, credit_amount,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (batch, stan, *totals, now.isoformat(timespec="seconds")),
+            )
         queued = self.queued_settlement()
         assert queued is not None
         return queued
 
     def queued_settlement(self) -> QueuedSettlement | None:
         """The settlement whose answer has not come yet, if any."""
-        row = self._db.execute("SELECT batch, stan, debits, debit_amount, credits, credit_amount, created_at, attempts"
-                               " FROM settlement_queue ORDER BY batch LIMIT 1").fetchone()
+        row = self._db.execute(
+            "SELECT batch, stan, debits, debit_amount, credits, credit_amount, created_at, attempts"
+            " FROM settlement_queue ORDER BY batch LIMIT 1"
+        ).fetchone()
         return None if row is None else QueuedSettlement(*row)
 
     def note_settlement_attempt(self, batch: int, note: str) -> None:
         """Count a settlement attempt that got no usable answer."""
         with self._tx():
-            self._db.execute("UPDATE settlement_queue SET attempts = attempts + 1, note = ? WHERE batch = ?",
-                             (note[:200], batch))
+            self._db.execute(
+                "UPDATE settlement_queue SET attempts = attempts + 1, note = ? WHERE batch = ?", (note[:200], batch)
+            )
 
     def begin_sale(self, sale: NewSale, now: datetime) -> tuple[int, int]:
         """Take the next STAN (1..999999, wrapping) and write a pending sale row; returns (row id, stan)."""
@@ -523,16 +569,39 @@ class Journal:
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
                 " card_token, operator, chip_swiped, cvm, aid, app_label, cryptogram)"
                 " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sale.method, sale.entry_mode, sale.amount, sale.currency, stan, sale.masked_pan,
-                 sale.terminal_id, sale.merchant_id, stamp, stamp, sale.transmitted_at, self.current_batch(),
-                 sale.provider, reference, sale.card_token, sale.operator, int(sale.chip_swiped), sale.cvm,
-                 sale.aid, sale.app_label, sale.cryptogram))
+                (
+                    sale.method,
+                    sale.entry_mode,
+                    sale.amount,
+                    sale.currency,
+                    stan,
+                    sale.masked_pan,
+                    sale.terminal_id,
+                    sale.merchant_id,
+                    stamp,
+                    stamp,
+                    sale.transmitted_at,
+                    self.current_batch(),
+                    sale.provider,
+                    reference,
+                    sale.card_token,
+                    sale.operator,
+                    int(sale.chip_swiped),
+                    sale.cvm,
+                    sale.aid,
+                    sale.app_label,
+                    sale.cryptogram,
+                ),
+            )
             row = _rowid(cur)
             self._db.executemany(
                 "INSERT INTO sale_lines (transaction_id, line_no, plu, name, quantity, unit_price, tax_rate_bp)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(row, n, ln.plu, ln.name, ln.quantity, ln.unit_price, ln.tax_rate_bp)
-                 for n, ln in enumerate(sale.lines, start=1)])
+                [
+                    (row, n, ln.plu, ln.name, ln.quantity, ln.unit_price, ln.tax_rate_bp)
+                    for n, ln in enumerate(sale.lines, start=1)
+                ],
+            )
             return row, stan
 
     # --- the item catalogue ---------------------------------------------------------------------
@@ -552,7 +621,8 @@ class Journal:
                 "INSERT INTO items (plu, name, price, tax_rate_bp, updated_at) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(plu) DO UPDATE SET name = excluded.name, price = excluded.price,"
                 " tax_rate_bp = excluded.tax_rate_bp, updated_at = excluded.updated_at",
-                [(i.plu, i.name, i.price, i.tax_rate_bp, stamp) for i in items])
+                [(i.plu, i.name, i.price, i.tax_rate_bp, stamp) for i in items],
+            )
         return len(items), removed
 
     def item(self, plu: str) -> Item | None:
@@ -566,39 +636,63 @@ class Journal:
 
     def catalog(self) -> dict[str, Item]:
         """The catalogue, by PLU."""
-        return {r[0]: Item(r[0], r[1], r[2], r[3]) for r in
-                self._db.execute("SELECT plu, name, price, tax_rate_bp FROM items ORDER BY plu")}
+        return {
+            r[0]: Item(r[0], r[1], r[2], r[3])
+            for r in self._db.execute("SELECT plu, name, price, tax_rate_bp FROM items ORDER BY plu")
+        }
 
     def lines_of(self, transaction_id: int) -> list[BasketLine]:
         """The basket of a sale (empty for a plain amount)."""
-        return [BasketLine(*r) for r in self._db.execute(
-            "SELECT plu, name, quantity, unit_price, tax_rate_bp FROM sale_lines WHERE transaction_id = ?"
-            " ORDER BY line_no", (transaction_id,))]
+        return [
+            BasketLine(*r)
+            for r in self._db.execute(
+                "SELECT plu, name, quantity, unit_price, tax_rate_bp FROM sale_lines WHERE transaction_id = ?"
+                " ORDER BY line_no",
+                (transaction_id,),
+            )
+        ]
 
     def best_sellers(self, first: str, last: str, limit: int = 10) -> dict[str, list[tuple[str, str, int, int]]]:
         """Items of approved sales in first..last: the top `limit` by quantity and by revenue, each as
         (plu, name, quantity, revenue)."""
-        rows = [(p, n, int(q), int(a)) for p, n, q, a in self._db.execute(
-            "SELECT l.plu, MAX(l.name), SUM(l.quantity), SUM(l.quantity * l.unit_price) FROM sale_lines l"
-            " JOIN transactions t ON t.id = l.transaction_id WHERE t.kind = 'sale' AND t.status = 'approved'"
-            " AND t.created_at >= ? AND t.created_at < ? GROUP BY l.plu", (first, last + "\uffff"))]
-        return {"by_quantity": sorted(rows, key=lambda r: (-r[2], -r[3], r[0]))[:limit],
-                "by_revenue": sorted(rows, key=lambda r: (-r[3], -r[2], r[0]))[:limit]}
+        rows = [
+            (p, n, int(q), int(a))
+            for p, n, q, a in self._db.execute(
+                "SELECT l.plu, MAX(l.name), SUM(l.quantity), SUM(l.quantity * l.unit_price) FROM sale_lines l"
+                " JOIN transactions t ON t.id = l.transaction_id WHERE t.kind = 'sale' AND t.status = 'approved'"
+                " AND t.created_at >= ? AND t.created_at < ? GROUP BY l.plu",
+                (first, last + "\uffff"),
+            )
+        ]
+        return {
+            "by_quantity": sorted(rows, key=lambda r: (-r[2], -r[3], r[0]))[:limit],
+            "by_revenue": sorted(rows, key=lambda r: (-r[3], -r[2], r[0]))[:limit],
+        }
 
     def by_operator(self, first: str, last: str) -> dict[str, tuple[int, int, int, int]]:
         """Per operator: (sales count, sales amount, refunds count, refunds amount) of first..last."""
         out: dict[str, list[int]] = {}
         for op, kind, count, amount in self._db.execute(
-                "SELECT operator, kind, COUNT(*), SUM(amount) FROM transactions WHERE kind IN ('sale', 'refund')"
-                " AND status = 'approved' AND created_at >= ? AND created_at < ? GROUP BY operator, kind",
-                (first, last + "\uffff")):
+            "SELECT operator, kind, COUNT(*), SUM(amount) FROM transactions WHERE kind IN ('sale', 'refund')"
+            " AND status = 'approved' AND created_at >= ? AND created_at < ? GROUP BY operator, kind",
+            (first, last + "\uffff"),
+        ):
             entry = out.setdefault(op, [0, 0, 0, 0])
             base = 0 if kind == "sale" else 2
             entry[base], entry[base + 1] = int(count), int(amount or 0)
         return {op: (v[0], v[1], v[2], v[3]) for op, v in out.items()}
 
-    def begin_follow_up(self, kind: str, original_id: int, amount: int, method: str, idem_key: str,
-                        transmitted_at: str, now: datetime, operator: str = "") -> FollowUp:
+    def begin_follow_up(
+        self,
+        kind: str,
+        original_id: int,
+        amount: int,
+        method: str,
+        idem_key: str,
+        transmitted_at: str,
+        now: datetime,
+        operator: str = "",
+    ) -> FollowUp:
         """Write a pending void or refund against an approved sale; the database refuses one that would
         void a refunded sale, refund a voided one, or refund more in total than the sale."""
         if kind not in FOLLOW_UPS:
@@ -613,8 +707,20 @@ class Journal:
                     " original_id, idem_key, card_token, operator)"
                     " SELECT ?, ?, entry_mode, ?, currency, 'pending', ?, masked_pan, terminal_id, merchant_id,"
                     " ?, ?, ?, ?, id, ?, card_token, ? FROM transactions WHERE id = ?",
-                    (kind, method, amount, stan, stamp, stamp, transmitted_at, self.current_batch(), idem_key,
-                     operator, original_id))
+                    (
+                        kind,
+                        method,
+                        amount,
+                        stan,
+                        stamp,
+                        stamp,
+                        transmitted_at,
+                        self.current_batch(),
+                        idem_key,
+                        operator,
+                        original_id,
+                    ),
+                )
                 if cur.rowcount != 1:
                     raise JournalError(f"no transaction {original_id}")
                 row_id = _rowid(cur)
@@ -627,7 +733,8 @@ class Journal:
             "SELECT r.id, r.kind, r.method, r.stan, r.amount, r.idem_key, r.transmitted_at, o.id, o.stan,"
             " o.transmitted_at, o.amount, o.rrn, o.auth_code, r.terminal_id, r.merchant_id, o.order_no"
             f" FROM transactions r JOIN transactions o ON o.id = r.original_id WHERE {where} ORDER BY r.id",
-            args).fetchall()
+            args,
+        ).fetchall()
         return [FollowUp(*r) for r in rows]
 
     def retries(self, method: str = "card") -> list[FollowUp]:
@@ -637,27 +744,50 @@ class Journal:
 
     def unsettled_wallet_orders(self) -> list[dict[str, Any]]:
         """Wallet sales whose outcome is not known yet: to be asked of the provider (and closed)."""
-        return [dict(r) for r in self._db.execute(
-            "SELECT * FROM transactions WHERE method = 'wallet' AND kind = 'sale' AND status = 'unknown' ORDER BY id")]
+        return [
+            dict(r)
+            for r in self._db.execute(
+                "SELECT * FROM transactions WHERE method = 'wallet' AND kind = 'sale' AND status = 'unknown'"
+                " ORDER BY id"
+            )
+        ]
 
-    def find_sale(self, stan: int = 0, reference: str = "", date: str = "", amount: int = 0,
-                  last4: str = "") -> dict[str, Any] | None:
+    def find_sale(
+        self, stan: int = 0, reference: str = "", date: str = "", amount: int = 0, last4: str = ""
+    ) -> dict[str, Any] | None:
         """The most recent sale with this trace number, or this receipt reference, or this date (MMDD, within
         the last year) + amount + card last four; with its refunded total."""
         args: tuple[str | int, ...]
         if reference:
             where, args = "order_no = ?", (reference,)
         elif date:
-            where, args = ("substr(created_at, 6, 2) || substr(created_at, 9, 2) = ? AND amount = ?"
-                           " AND masked_pan LIKE ? AND created_at >= date('now', '-366 days')"), (date, amount, f"%{last4}")
+            where, args = (
+                (
+                    "substr(created_at, 6, 2) || substr(created_at, 9, 2) = ? AND amount = ?"
+                    " AND masked_pan LIKE ? AND created_at >= date('now', '-366 days')"
+                ),
+                (date, amount, f"%{last4}"),
+            )
         else:
             where, args = "stan = ?", (stan,)
-        row = self._db.execute(f"SELECT * FROM transaction_summary WHERE kind = 'sale' AND {where}"
-                               " ORDER BY id DESC LIMIT 1", args).fetchone()
+        row = self._db.execute(
+            f"SELECT * FROM transaction_summary WHERE kind = 'sale' AND {where} ORDER BY id DESC LIMIT 1", args
+        ).fetchone()
         return None if row is None else dict(row)
 
-    def finish(self, row_id: int, status: str, now: datetime, *, response_code: str = "",
-               auth_code: str = "", rrn: str = "", note: str = "", wallet_trade_no: str = "", payer: str = "") -> None:
+    def finish(
+        self,
+        row_id: int,
+        status: str,
+        now: datetime,
+        *,
+        response_code: str = "",
+        auth_code: str = "",
+        rrn: str = "",
+        note: str = "",
+        wallet_trade_no: str = "",
+        payer: str = "",
+    ) -> None:
         """Complete a pending sale, void or refund with its outcome, atomically with what follows from it:
         an unknown sale queues its reversal; an approved void marks its sale 'voided'. A void or refund
         left 'unknown' stays so, to be resent (same STAN and key) until the host answers.
@@ -672,18 +802,21 @@ class Journal:
                 "UPDATE transactions SET status = ?, response_code = ?, auth_code = ?, rrn = ?, note = ?,"
                 " updated_at = ?, attempts = attempts + 1, wallet_trade_no = ?, payer = ? WHERE id = ? AND"
                 " (status = 'pending' OR (status = 'unknown' AND (kind IN ('void', 'refund') OR method = 'wallet')))",
-                (status, response_code, auth_code, rrn, note, stamp, wallet_trade_no, payer, row_id))
+                (status, response_code, auth_code, rrn, note, stamp, wallet_trade_no, payer, row_id),
+            )
             if cur.rowcount != 1:
                 log.warning("journal: row %d was not open; outcome %s not recorded", row_id, status)
                 return
-            kind, original = self._db.execute("SELECT kind, original_id FROM transactions WHERE id = ?",
-                                              (row_id,)).fetchone()
+            kind, original = self._db.execute(
+                "SELECT kind, original_id FROM transactions WHERE id = ?", (row_id,)
+            ).fetchone()
             method = self._db.execute("SELECT method FROM transactions WHERE id = ?", (row_id,)).fetchone()[0]
             if kind == "sale" and status == "unknown" and method == "card":
                 self._queue_reversal(row_id, stamp)
             elif kind == "void" and status == "approved":
-                self._db.execute("UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?",
-                                 (stamp, original))
+                self._db.execute(
+                    "UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?", (stamp, original)
+                )
 
     def _queue_reversal(self, sale_id: int, stamp: str) -> int:
         # Caller holds a transaction. The reversal takes its own STAN now and keeps it for every retry.
@@ -692,7 +825,9 @@ class Journal:
             "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
             " terminal_id, merchant_id, created_at, updated_at, original_id)"
             " SELECT 'reversal', method, entry_mode, amount, currency, 'queued', ?, masked_pan, terminal_id,"
-            " merchant_id, ?, ?, id FROM transactions WHERE id = ?", (stan, stamp, stamp, sale_id))
+            " merchant_id, ?, ?, id FROM transactions WHERE id = ?",
+            (stan, stamp, stamp, sale_id),
+        )
         log.warning("journal: sale %d has no known outcome; reversal %d queued", sale_id, cur.lastrowid)
         return _rowid(cur)
 
@@ -705,11 +840,17 @@ class Journal:
             rows = [dict(r) for r in self._db.execute("SELECT * FROM transactions WHERE status = 'pending'")]
             for r in rows:
                 if r["method"] == "cash":
-                    self._db.execute("UPDATE transactions SET status = 'failed', note = 'interrupted before the"
-                                     " cash was paid out', updated_at = ? WHERE id = ?", (stamp, r["id"]))
+                    self._db.execute(
+                        "UPDATE transactions SET status = 'failed', note = 'interrupted before the"
+                        " cash was paid out', updated_at = ? WHERE id = ?",
+                        (stamp, r["id"]),
+                    )
                     continue
-                self._db.execute("UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
-                                 " answer', updated_at = ? WHERE id = ?", (stamp, r["id"]))
+                self._db.execute(
+                    "UPDATE transactions SET status = 'unknown', note = 'interrupted before the host"
+                    " answer', updated_at = ? WHERE id = ?",
+                    (stamp, r["id"]),
+                )
                 if r["kind"] == "sale" and r["method"] == "card":
                     self._queue_reversal(r["id"], stamp)
         return rows
@@ -718,29 +859,38 @@ class Journal:
         """Reversals not yet acknowledged by the host, oldest first."""
         rows = self._db.execute(
             "SELECT r.id, r.stan, r.attempts, o.id, o.stan, o.transmitted_at, o.amount, o.currency,"
-            " o.terminal_id, o.merchant_id, o.created_at FROM transactions r JOIN transactions o ON o.id = r.original_id"
-            " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id").fetchall()
+            " o.terminal_id, o.merchant_id, o.created_at"
+            " FROM transactions r JOIN transactions o ON o.id = r.original_id"
+            " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id"
+        ).fetchall()
         return [QueuedReversal(*r) for r in rows]
 
     def note_attempt(self, row_id: int, now: datetime, note: str) -> None:
         """Count a send attempt (reversal or resent void/refund) that got no usable answer."""
         with self._tx():
-            self._db.execute("UPDATE transactions SET attempts = attempts + 1, note = ?, updated_at = ?"
-                             " WHERE id = ?", (note[:200], now.isoformat(timespec="seconds"), row_id))
+            self._db.execute(
+                "UPDATE transactions SET attempts = attempts + 1, note = ?, updated_at = ? WHERE id = ?",
+                (note[:200], now.isoformat(timespec="seconds"), row_id),
+            )
 
     def reversal_acknowledged(self, rev_id: int, response_code: str, now: datetime) -> None:
         """The host acknowledged the reversal: it is done, and its sale is 'reversed'."""
         stamp = now.isoformat(timespec="seconds")
         with self._tx():
-            self._db.execute("UPDATE transactions SET status = 'acknowledged', response_code = ?,"
-                             " attempts = attempts + 1, note = '', updated_at = ? WHERE id = ?",
-                             (response_code, stamp, rev_id))
-            self._db.execute("UPDATE transactions SET status = 'reversed', updated_at = ? WHERE id ="
-                             " (SELECT original_id FROM transactions WHERE id = ?)", (stamp, rev_id))
+            self._db.execute(
+                "UPDATE transactions SET status = 'acknowledged', response_code = ?,"
+                " attempts = attempts + 1, note = '', updated_at = ? WHERE id = ?",
+                (response_code, stamp, rev_id),
+            )
+            self._db.execute(
+                "UPDATE transactions SET status = 'reversed', updated_at = ? WHERE id ="
+                " (SELECT original_id FROM transactions WHERE id = ?)",
+                (stamp, rev_id),
+            )
 
     def figures(self, first: str, last: str) -> dict[str, Any]:
         """Aggregates for local dates first..last (YYYY-MM-DD, inclusive), counted by SQLite."""
-        span = (first, last + "\uffff")            # created_at starts with the local date
+        span = (first, last + "\uffff")  # created_at starts with the local date
         where = "created_at >= ? AND created_at < ?"
 
         def one(sql: str) -> tuple[int, int]:
@@ -751,29 +901,56 @@ class Journal:
         refunds = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'refund' AND status = 'approved'")
         voids = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'void' AND status = 'approved'")
         declined = one("SELECT COUNT(*), 0 FROM transactions WHERE kind = 'sale' AND status = 'declined'")[0]
-        methods = {(m, e): (c, a) for m, e, c, a in self._db.execute(
-            "SELECT method, entry_mode, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
-            f" AND status = 'approved' AND {where} GROUP BY method, entry_mode", span)}
-        by_hour = {int(h): (c, a) for h, c, a in self._db.execute(
-            "SELECT substr(created_at, 12, 2), COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
-            f" AND status = 'approved' AND {where} GROUP BY 1", span)}
-        return {"sales": sales, "refunds": refunds, "voids": voids, "declined": declined, "methods": methods,
-                "by_hour": by_hour, "best": self.best_sellers(first, last), "operators": self.by_operator(first, last)}
+        methods = {
+            (m, e): (c, a)
+            for m, e, c, a in self._db.execute(
+                "SELECT method, entry_mode, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
+                f" AND status = 'approved' AND {where} GROUP BY method, entry_mode",
+                span,
+            )
+        }
+        by_hour = {
+            int(h): (c, a)
+            for h, c, a in self._db.execute(
+                "SELECT substr(created_at, 12, 2), COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
+                f" AND status = 'approved' AND {where} GROUP BY 1",
+                span,
+            )
+        }
+        return {
+            "sales": sales,
+            "refunds": refunds,
+            "voids": voids,
+            "declined": declined,
+            "methods": methods,
+            "by_hour": by_hour,
+            "best": self.best_sellers(first, last),
+            "operators": self.by_operator(first, last),
+        }
 
     def anomaly_rows(self, first: str, last: str) -> list[dict[str, Any]]:
         """Sales and refunds of the period with what the anomaly rules look at (no card data)."""
-        return [dict(r) for r in self._db.execute(
-            "SELECT t.id, t.kind, t.method, t.entry_mode, t.status, t.amount, t.created_at, t.stan, t.card_token,"
-            " t.masked_pan, t.original_id, t.chip_swiped, COALESCE(o.method, '') AS original_method FROM transactions t"
-            " LEFT JOIN transactions o ON o.id = t.original_id"
-            " WHERE t.kind IN ('sale', 'refund') AND t.created_at >= ? AND t.created_at < ? ORDER BY t.id",
-            (first, last + "\uffff"))]
+        return [
+            dict(r)
+            for r in self._db.execute(
+                "SELECT t.id, t.kind, t.method, t.entry_mode, t.status, t.amount, t.created_at, t.stan, t.card_token,"
+                " t.masked_pan, t.original_id, t.chip_swiped, COALESCE(o.method, '') AS original_method"
+                " FROM transactions t"
+                " LEFT JOIN transactions o ON o.id = t.original_id"
+                " WHERE t.kind IN ('sale', 'refund') AND t.created_at >= ? AND t.created_at < ? ORDER BY t.id",
+                (first, last + "\uffff"),
+            )
+        ]
 
     def rows_between(self, first: str, last: str) -> list[dict[str, Any]]:
         """Rows created on local dates first..last, oldest first."""
-        return [dict(r) for r in self._db.execute(
-            "SELECT * FROM transaction_summary WHERE created_at >= ? AND created_at < ? ORDER BY id",
-            (first, last + "\uffff"))]
+        return [
+            dict(r)
+            for r in self._db.execute(
+                "SELECT * FROM transaction_summary WHERE created_at >= ? AND created_at < ? ORDER BY id",
+                (first, last + "\uffff"),
+            )
+        ]
 
     def audit(self, actor: str, action: str, detail: str, now: datetime) -> None:
         """Append an audit entry (operator sign-ins, voids, refunds, settlements, reports)."""
@@ -781,8 +958,10 @@ class Journal:
         with self._tx():
             last = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
             prev = last[0] if last else AUDIT_GENESIS
-            self._db.execute("INSERT INTO audit (at, actor, action, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-                             (at, actor, action, detail, prev, audit_hash(prev, at, actor, action, detail)))
+            self._db.execute(
+                "INSERT INTO audit (at, actor, action, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                (at, actor, action, detail, prev, audit_hash(prev, at, actor, action, detail)),
+            )
             self._advance("audit_entries", 1, lambda v: v + 1)
 
     def verify_audit(self) -> tuple[bool, str]:
@@ -805,19 +984,25 @@ class Journal:
 
     # --- receipts -------------------------------------------------------------------------------
 
-    _RECEIPT_SELECT = ("SELECT t.*, o.stan AS original_stan, o.method AS original_method FROM transactions t"
-                       " LEFT JOIN transactions o ON o.id = t.original_id")
+    _RECEIPT_SELECT = (
+        "SELECT t.*, o.stan AS original_stan, o.method AS original_method FROM transactions t"
+        " LEFT JOIN transactions o ON o.id = t.original_id"
+    )
 
     def receipt_row(self, stan: int) -> dict[str, Any] | None:
         """The newest sale, void or refund with this trace number, with its original's trace and method."""
-        found = self._db.execute(f"{self._RECEIPT_SELECT} WHERE t.stan = ? AND t.kind IN ('sale', 'void', 'refund')"
-                                 " ORDER BY t.id DESC LIMIT 1", (stan,)).fetchone()
+        found = self._db.execute(
+            f"{self._RECEIPT_SELECT} WHERE t.stan = ? AND t.kind IN ('sale', 'void', 'refund')"
+            " ORDER BY t.id DESC LIMIT 1",
+            (stan,),
+        ).fetchone()
         return None if found is None else dict(found)
 
     def last_receipt_row(self) -> dict[str, Any] | None:
         """The transaction whose receipt was printed (or due) last."""
-        found = self._db.execute(f"{self._RECEIPT_SELECT} WHERE t.receipt IS NOT NULL ORDER BY t.id DESC"
-                                 " LIMIT 1").fetchone()
+        found = self._db.execute(
+            f"{self._RECEIPT_SELECT} WHERE t.receipt IS NOT NULL ORDER BY t.id DESC LIMIT 1"
+        ).fetchone()
         return None if found is None else dict(found)
 
     def receipts_due(self) -> list[dict[str, Any]]:
@@ -843,15 +1028,20 @@ def _read_only(folder: Path) -> bool:
     try:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
-        return False                                  # said more precisely when the file is opened
+        return False  # said more precisely when the file is opened
 
 
 def _journal_error(what: str, exc: sqlite3.Error) -> JournalError:
     """A JournalError naming what SQLite said, with a screen text for the storage problems a shop can fix."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    screen = {sqlite3.SQLITE_FULL: "DISK FULL", sqlite3.SQLITE_READONLY: "DISK READ-ONLY",
-              sqlite3.SQLITE_CORRUPT: "JOURNAL DAMAGED", sqlite3.SQLITE_NOTADB: "JOURNAL DAMAGED",
-              sqlite3.SQLITE_IOERR: "STORAGE ERROR", sqlite3.SQLITE_CANTOPEN: "STORAGE ERROR"}.get(code, "JOURNAL ERROR")
+    screen = {
+        sqlite3.SQLITE_FULL: "DISK FULL",
+        sqlite3.SQLITE_READONLY: "DISK READ-ONLY",
+        sqlite3.SQLITE_CORRUPT: "JOURNAL DAMAGED",
+        sqlite3.SQLITE_NOTADB: "JOURNAL DAMAGED",
+        sqlite3.SQLITE_IOERR: "STORAGE ERROR",
+        sqlite3.SQLITE_CANTOPEN: "STORAGE ERROR",
+    }.get(code, "JOURNAL ERROR")
     return JournalError(f"{what}: {exc}", screen=screen)
 
 

@@ -1,1 +1,1 @@
-"""Security: DUKPT, PIN blocks, key handling and the sealed key store, card-data hygiene, operators and signed updates."""
+"""Security: DUKPT, PIN blocks, keys and the sealed key store, card-data hygiene, operators, signed updates."""

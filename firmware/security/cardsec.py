@@ -14,6 +14,7 @@ from firmware.core.pan import redact
 if TYPE_CHECKING:
     from firmware.security.keystore import KeyStore
 
+
 class RedactingFilter(logging.Filter):
     """Logging filter that rewrites every record's message with card numbers masked."""
 
@@ -34,7 +35,7 @@ def card_token(key: bytes, pan: str) -> str:
     return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
-def load_token_key(store: "KeyStore", legacy: Path | None = None) -> bytes:
+def load_token_key(store: KeyStore, legacy: Path | None = None) -> bytes:
     """The terminal's card-token key, sealed in the key store; made (32 random bytes) on first use. A key
     left in the clear by an older version (`legacy`) is sealed and its file removed."""
     key = store.get(TOKEN_KEY)

@@ -21,8 +21,8 @@ import psec.mac
 from cryptography.hazmat.primitives import cmac, keywrap
 from cryptography.hazmat.primitives.ciphers import algorithms
 
-from firmware.security.dukpt import tdes_ecb_decrypt, tdes_ecb_encrypt
 from firmware.errors import KeyMaterialError
+from firmware.security.dukpt import tdes_ecb_decrypt, tdes_ecb_encrypt
 
 SCHEMES = ("tdes", "aes")
 KEY_LEN = 16
@@ -44,10 +44,10 @@ def kcv(scheme: str, key: bytes | bytearray) -> bytes:
         return hmac.new(bytes(key), bytes(16), hashlib.sha256).digest()[:5]
     _check(scheme, key)
     if scheme == "tdes":
-        return tdes_ecb_encrypt(bytes(key), bytes(8))[:KCV_LEN["tdes"]]
+        return tdes_ecb_encrypt(bytes(key), bytes(8))[: KCV_LEN["tdes"]]
     c = cmac.CMAC(algorithms.AES(bytes(key)))
     c.update(bytes(16))
-    return c.finalize()[:KCV_LEN["aes"]]
+    return c.finalize()[: KCV_LEN["aes"]]
 
 
 def wrap(scheme: str, kek: bytes, key: bytes) -> bytes:
@@ -139,7 +139,7 @@ def open_key_block(scheme: str, tmk: bytes | bytearray, text: str, day: str) -> 
         raise KeyMaterialError("key block is not hex") from None
     keys: list[bytearray] = []
     for i, name in enumerate(("PIN", "MAC")):
-        part = raw[i * size // 2:(i + 1) * size // 2]
+        part = raw[i * size // 2 : (i + 1) * size // 2]
         key = unwrap(scheme, tmk, part[:wrapped])
         if not secrets.compare_digest(kcv(scheme, key), part[wrapped:]):
             wipe(key)

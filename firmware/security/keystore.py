@@ -19,8 +19,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from firmware.security import keys
 from firmware.errors import KeyMaterialError
+from firmware.security import keys
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Protocol
 from firmware.errors import ConfigError
 
 ROLES = ("admin", "manager", "cashier")
-RANK = {"cashier": 1, "manager": 2, "admin": 3}       # a role may do what the roles below it may
-_N, _R, _P = 2**14, 8, 1          # scrypt cost: ~16 MiB, tens of milliseconds on a Pi 4
+RANK = {"cashier": 1, "manager": 2, "admin": 3}  # a role may do what the roles below it may
+_N, _R, _P = 2**14, 8, 1  # scrypt cost: ~16 MiB, tens of milliseconds on a Pi 4
 
 
 def hash_pin(pin: str, salt: bytes | None = None) -> str:
@@ -60,10 +60,16 @@ class OperatorGate:
     Failures and the lock survive restarts (kept in the journal's counters); time is passed in.
     """
 
-    def __init__(self, hashes: dict[str, str], max_failures: int, lockout_seconds: int, store: "CounterStore",
-                 cashiers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        hashes: dict[str, str],
+        max_failures: int,
+        lockout_seconds: int,
+        store: CounterStore,
+        cashiers: dict[str, str] | None = None,
+    ) -> None:
         self._hashes, self._max, self._lockout, self._store = hashes, max_failures, lockout_seconds, store
-        self._cashiers = cashiers or {}          # cashier number -> PIN hash: each cashier signs in as themself
+        self._cashiers = cashiers or {}  # cashier number -> PIN hash: each cashier signs in as themself
 
     def _who(self, pin: str) -> tuple[str | None, str]:
         """(role, name) of the PIN's owner: ("cashier", "cashier 02") for a numbered cashier."""
@@ -91,8 +97,9 @@ class OperatorGate:
 
     def decide(self, identified: tuple[str | None, str], role: str, now: float) -> tuple[bool, str, str]:
         """Whether an identified PIN opens `role`, counting failures and locking the role after too many."""
-        if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]) and \
-                not (role == "cashier" and self._cashiers):
+        if not any(self._hashes.get(r) for r in ROLES if RANK[r] >= RANK[role]) and not (
+            role == "cashier" and self._cashiers
+        ):
             return False, f"NO {role.upper()} PIN SET", ""
         locked_until = self._store.counter(f"operator:{role}:locked_until") or 0
         if now < locked_until:

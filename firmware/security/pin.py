@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import psec.pinblock
 
 from firmware.core.events import EncryptedPin

@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +37,7 @@ RELEASE_FILES = ("pyproject.toml", "countertop", "README.md", "firmware", "drive
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
-    """"1.4.10" -> (1, 4, 10); UpdateError for anything else."""
+    """ "1.4.10" -> (1, 4, 10); UpdateError for anything else."""
     parts = text.split(".")
     if not 1 <= len(parts) <= 4 or not all(p.isdigit() and len(p) <= 6 for p in parts):
         raise UpdateError(f"version {text!r} is not N.N.N")
@@ -59,16 +59,16 @@ def _safe(path: str) -> bool:
 def new_release_key(out: Path) -> str:
     """Write a new Ed25519 private key (PEM, mode 0600) and return its public key in hex for config."""
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
-def build_package(root: Path, version: str, private_pem: bytes, out: Path,
-                  paths: tuple[str, ...] = RELEASE_FILES) -> dict[str, object]:
+def build_package(
+    root: Path, version: str, private_pem: bytes, out: Path, paths: tuple[str, ...] = RELEASE_FILES
+) -> dict[str, object]:
     """Make a signed package of `paths` under `root` (directories whole, minus caches). Returns the manifest."""
     version_tuple(version)
     key = serialization.load_pem_private_key(private_pem, password=None)
@@ -83,12 +83,17 @@ def build_package(root: Path, version: str, private_pem: bytes, out: Path,
             if "__pycache__" in rel or rel.endswith(".pyc") or ".egg-info" in rel:
                 continue
             files[rel] = path.read_bytes()
-    manifest = {"format": 1, "name": "countertop", "version": version,
-                "files": {rel: _sha256(data) for rel, data in files.items()}}
+    manifest = {
+        "format": 1,
+        "name": "countertop",
+        "version": version,
+        "files": {rel: _sha256(data) for rel, data in files.items()},
+    }
     body = json.dumps(manifest, sort_keys=True, indent=1).encode()
     with tarfile.open(out, "w:gz") as tar:
-        for name, data in [("manifest.json", body), ("manifest.sig", key.sign(body))] + \
-                [(f"files/{rel}", data) for rel, data in files.items()]:
+        for name, data in [("manifest.json", body), ("manifest.sig", key.sign(body))] + [
+            (f"files/{rel}", data) for rel, data in files.items()
+        ]:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o755 if name.endswith("/countertop") else 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -140,7 +145,7 @@ def verify_package(path: Path, release_key_hex: str) -> Package:
     except (ValueError, KeyError, TypeError):
         raise UpdateError("the signed manifest is malformed") from None
     version_tuple(version)
-    files = {name[len("files/"):]: data for name, data in members.items() if name.startswith("files/")}
+    files = {name[len("files/") :]: data for name, data in members.items() if name.startswith("files/")}
     if set(members) - {f"files/{n}" for n in files}:
         raise UpdateError("the package holds files outside files/")
     if set(files) != set(listed):
@@ -182,12 +187,12 @@ class Slots:
         link, tmp = self.folder / "current", self.folder / "current.tmp"
         if tmp.is_symlink() or tmp.exists():
             tmp.unlink()
-        if not slot:                             # back to the software installed before any update
+        if not slot:  # back to the software installed before any update
             if link.is_symlink():
                 link.unlink()
             return
         os.symlink(slot, tmp)
-        os.replace(tmp, link)                    # atomic: `current` is always one slot or the other
+        os.replace(tmp, link)  # atomic: `current` is always one slot or the other
 
     def install(self, package: Package) -> str:
         """Unpack into the inactive slot and make it active on trial; returns the slot. UpdateError for a
@@ -209,8 +214,16 @@ class Slots:
         os.sync()
         versions = dict(state["versions"])  # type: ignore[call-overload]
         versions[target] = package.version
-        self._write({**state, "active": target, "previous": active, "trial": True, "versions": versions,
-                     "highest": package.version})
+        self._write(
+            {
+                **state,
+                "active": target,
+                "previous": active,
+                "trial": True,
+                "versions": versions,
+                "highest": package.version,
+            }
+        )
         log.info("update: %s installed into slot %s (on trial until the next boot check)", package.version, target)
         return target
 
@@ -229,14 +242,20 @@ class Slots:
         previous = str(state["previous"])
         bad = list(state.get("bad", [])) + [version]  # type: ignore[call-overload]
         self._write({**state, "active": previous, "previous": active, "trial": False, "bad": bad})
-        log.error("update: slot %s (%s) failed its self-check (%s); back to slot %s", active, version, problem,
-                  previous or "-")
+        log.error(
+            "update: slot %s (%s) failed its self-check (%s); back to slot %s",
+            active,
+            version,
+            problem,
+            previous or "-",
+        )
         return f"slot {active} ({version}) failed its self-check: {problem}; back to slot {previous or '-'}"
 
 
 def self_check(config_path: Path, timeout: float = 120.0) -> Callable[[Path], str]:
     """The default boot self-check: every file as the manifest says, and the slot's own code imports and
     accepts the configuration (`countertop check-config` run from the slot)."""
+
     def check(slot: Path) -> str:
         try:
             manifest = json.loads((slot / "MANIFEST.json").read_text())
@@ -247,11 +266,18 @@ def self_check(config_path: Path, timeout: float = 120.0) -> Callable[[Path], st
             return f"manifest unusable: {exc}"
         env = {**os.environ, "PYTHONPATH": f"{slot}{os.pathsep}{slot / 'hw-sim'}"}
         try:
-            done = subprocess.run([sys.executable, "-m", "firmware.shell.cli", "check-config", str(config_path)],
-                                  cwd=slot, env=env, capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(
+                [sys.executable, "-m", "firmware.shell.cli", "check-config", str(config_path)],
+                cwd=slot,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             return f"check-config did not finish in {timeout:g} s"
         if done.returncode != 0:
             return (done.stderr.strip().splitlines() or ["check-config failed"])[-1][:200]
         return ""
+
     return check

@@ -1,1 +1,1 @@
-"""The imperative shell: the event loop that runs the flow against devices, hosts and the clock, the CLI, logging and the watchdog."""
+"""The imperative shell: the loop that runs the flow against devices, hosts and the clock; CLI, logs, watchdog."""

@@ -10,13 +10,14 @@ import getpass
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable, TextIO
+from typing import TextIO
 
-from firmware.security import keys
 from firmware.config import Config
 from firmware.errors import KeyMaterialError, PermissionDenied
 from firmware.records.journal import Journal
+from firmware.security import keys
 from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
 
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 
 def reader(stream: TextIO | None = None) -> Callable[[str], str]:
     """Ask without echo on a terminal; read a line otherwise (standard input unless `stream` is given)."""
+
     def ask(prompt: str) -> str:
         source = stream or sys.stdin
         if source.isatty():
             return getpass.getpass(prompt)
         return source.readline().strip()
+
     return ask
 
 
@@ -38,14 +41,25 @@ def sign_in(cfg: Config, journal: Journal, ask: Callable[[str], str], role: str,
     ops = cfg.operators
     gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal)
     ok, notice = gate.check(ask(f"{role} PIN: "), role, time.time())
-    journal.audit(role, "sign-in" if ok else "sign-in refused", f"{action}{'' if ok else ': ' + notice}",
-                  datetime.now().astimezone())
+    journal.audit(
+        role,
+        "sign-in" if ok else "sign-in refused",
+        f"{action}{'' if ok else ': ' + notice}",
+        datetime.now().astimezone(),
+    )
     if not ok:
         raise PermissionDenied(f"{action} needs the {role} PIN: {notice}")
 
 
-def load_key(cfg: Config, journal: Journal, name: str, scheme: str, parts: int, ask: Callable[[str], str],
-             out: TextIO | None = None) -> str:
+def load_key(
+    cfg: Config,
+    journal: Journal,
+    name: str,
+    scheme: str,
+    parts: int,
+    ask: Callable[[str], str],
+    out: TextIO | None = None,
+) -> str:
     """Take a key as `parts` hex components (each custodian keys one; each KCV is shown for them to check
     against their paper), combine them, seal the key in the key store. Returns the key's KCV."""
     out = out or sys.stdout

@@ -23,7 +23,6 @@ from firmware.shell import logs
 if TYPE_CHECKING:
     from drivers.display import Display
     from drivers.hid import InputDevice
-
     from firmware.config import InputDeviceConfig
     from firmware.shell.terminal import Terminal
 
@@ -32,27 +31,31 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-def build_terminal(cfg: Config, display: Display,
-                   open_input: Callable[[InputDeviceConfig], InputDevice] | None = None) -> Terminal:
+def build_terminal(
+    cfg: Config, display: Display, open_input: Callable[[InputDeviceConfig], InputDevice] | None = None
+) -> Terminal:
     """The terminal wired to every device the config names: keypad, magstripe reader and (when
     [scanner] is there) the 2D scanner through `open_input` (evdev's by default), the printer; the
     contactless reader and the wallet provider are opened by the Terminal from the same config."""
     from drivers import hid
     from drivers.printer import ReceiptPrinter
-
     from firmware.shell.terminal import Devices, Terminal
 
-    opener = open_input or hid.open_input_device      # looked up now, so a test can stand in for evdev
+    opener = open_input or hid.open_input_device  # looked up now, so a test can stand in for evdev
     scanner = cfg.scanner
-    devices = Devices(open_keypad=lambda: opener(cfg.keypad),
-                      open_magstripe=lambda: opener(cfg.magstripe),
-                      printer=ReceiptPrinter(cfg.printer), display=display,
-                      open_scanner=(lambda: opener(scanner)) if scanner is not None else None)
+    devices = Devices(
+        open_keypad=lambda: opener(cfg.keypad),
+        open_magstripe=lambda: opener(cfg.magstripe),
+        printer=ReceiptPrinter(cfg.printer),
+        display=display,
+        open_scanner=(lambda: opener(scanner)) if scanner is not None else None,
+    )
     return Terminal(cfg, devices)
 
 
 def serve(terminal: Terminal) -> int:
     """Run the terminal's loop until SIGINT or SIGTERM asks it to stop cleanly."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,7 +68,7 @@ def serve(terminal: Terminal) -> int:
 
 # --- what several commands share -------------------------------------------------------------------------
 
-_AddParser = Callable[..., argparse.ArgumentParser]      # the subcommands' add_parser: name, help=... -> parser
+_AddParser = Callable[..., argparse.ArgumentParser]  # the subcommands' add_parser: name, help=... -> parser
 
 
 def _data_dir_option(p: argparse.ArgumentParser) -> None:
@@ -97,6 +100,7 @@ def _slots(cfg: Config, data_dir: str | None) -> Path:
 
 # --- the commands: each one's options, then what it does --------------------------------------------------
 
+
 def _add_run(add: _AddParser) -> None:
     p = add("run", help="run the terminal on real hardware")
     _config_option(p)
@@ -119,9 +123,12 @@ def _add_sim(add: _AddParser) -> None:
     p.add_argument("--data", help="data folder for the journal (default: the config's data_dir)")
     p.add_argument("--scenario", help="run the steps of a scenario TOML file headless and print a JSON report")
     p.add_argument("--debug", action="store_true", help="log flow steps to the log file")
-    p.add_argument("--kill-harness", action="store_true",
-                   help="run the terminal as its own process, SIGKILL it at random points of random "
-                        "transactions, reboot it and check the journal against the hosts each time")
+    p.add_argument(
+        "--kill-harness",
+        action="store_true",
+        help="run the terminal as its own process, SIGKILL it at random points of random "
+        "transactions, reboot it and check the journal against the hosts each time",
+    )
     p.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
     p.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
     p.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
@@ -134,19 +141,23 @@ def _sim(args: argparse.Namespace) -> int:
     cfg = load(args.config)
     if args.kill_harness:
         from hwsim.killharness import run_cli
+
         return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.data)
     data = Path(args.data) if args.data else cfg.terminal.data_dir
     logs.setup(_log_level(args), data / "countertop.log", console_level=logging.CRITICAL)
     if args.scenario:
         from hwsim.scenario import run_scenario
+
         return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
     from hwsim.console import interactive
+
     return interactive(cfg, data)
 
 
 def _add_hash_pin(add: _AddParser) -> None:
     add("hash-pin", help="read an operator PIN (without echo) and print its hash for [operators]").set_defaults(
-        handler=_hash_pin)
+        handler=_hash_pin
+    )
 
 
 def _hash_pin(args: argparse.Namespace) -> int:
@@ -170,8 +181,9 @@ def _hash_pin(args: argparse.Namespace) -> int:
 
 
 def _date_range_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="first", default=date.today().isoformat(),
-                   help="first local date, YYYY-MM-DD (default today)")
+    p.add_argument(
+        "--from", dest="first", default=date.today().isoformat(), help="first local date, YYYY-MM-DD (default today)"
+    )
     p.add_argument("--to", dest="last", default=None, help="last local date, YYYY-MM-DD (default: --from)")
     _data_dir_option(p)
     _config_option(p)
@@ -181,8 +193,9 @@ def _add_report(add: _AddParser) -> None:
     p = add("report", help="sales report for a date range (text, csv or json)")
     _date_range_options(p)
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    p.add_argument("--width", type=int, default=32, choices=(32, 42, 48),
-                   help="text columns: 32 for 58 mm paper, 48 for 80 mm")
+    p.add_argument(
+        "--width", type=int, default=32, choices=(32, 42, 48), help="text columns: 32 for 58 mm paper, 48 for 80 mm"
+    )
     p.add_argument("--charts", metavar="DIR", help="also write sales-by-hour.png and method-split.png here")
     p.set_defaults(handler=_report)
 
@@ -216,8 +229,9 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         rows = journal.rows_between(first, last)
         currency = Currency.of(rows[0]["currency"] if rows else "CNY")
-        report = reports.build(journal.figures(first, last), date.fromisoformat(first), date.fromisoformat(last),
-                               currency.alpha)
+        report = reports.build(
+            journal.figures(first, last), date.fromisoformat(first), date.fromisoformat(last), currency.alpha
+        )
         found = reports.anomalies(journal.anomaly_rows(first, last), rules, currency)
     finally:
         journal.close()
@@ -259,8 +273,11 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _add_journal(add: _AddParser) -> None:
-    p = add("journal", help="start a new, empty journal in place of a missing one (counters "
-                            "continue from their copy beside the key store)")
+    p = add(
+        "journal",
+        help="start a new, empty journal in place of a missing one (counters "
+        "continue from their copy beside the key store)",
+    )
     p.add_argument("action", choices=("new",))
     _data_dir_option(p)
     _config_option(p)
@@ -285,8 +302,14 @@ def _add_keys(add: _AddParser) -> None:
     p.add_argument("action", choices=("load", "list"))
     p.add_argument("name", nargs="?", help="key name, e.g. tmk (the terminal master key)")
     p.add_argument("--scheme", choices=("tdes", "aes"), help="default: [keys] scheme, else tdes")
-    p.add_argument("--components", type=int, default=2, choices=range(1, 10), metavar="N",
-                   help="how many components make the key (default 2)")
+    p.add_argument(
+        "--components",
+        type=int,
+        default=2,
+        choices=range(1, 10),
+        metavar="N",
+        help="how many components make the key (default 2)",
+    )
     _data_dir_option(p)
     _config_option(p)
     p.set_defaults(handler=_keys)
@@ -344,14 +367,19 @@ def _update(args: argparse.Namespace) -> int:
         journal.audit("admin", "update installed", f"{package.version} into slot {slot}", datetime.now().astimezone())
     finally:
         journal.close()
-    print(f"version {package.version} installed into slot {slot}; it runs from the next start and is kept only "
-          f"when it passes the boot check")
+    print(
+        f"version {package.version} installed into slot {slot}; it runs from the next start and is kept only "
+        f"when it passes the boot check"
+    )
     return 0
 
 
 def _add_boot_check(add: _AddParser) -> None:
-    p = add("boot-check", help="keep a freshly installed slot if it passes its self-check, "
-                               "else return to the previous slot (run before the service)")
+    p = add(
+        "boot-check",
+        help="keep a freshly installed slot if it passes its self-check, "
+        "else return to the previous slot (run before the service)",
+    )
     _data_dir_option(p)
     _config_option(p)
     p.set_defaults(handler=_boot_check)
@@ -380,7 +408,7 @@ def _release(args: argparse.Namespace) -> int:
 
     if args.action == "keygen":
         public = new_release_key(Path(args.key))
-        print(f"private key written to {args.key} (keep it off the terminals)\n[update] release_key = \"{public}\"")
+        print(f'private key written to {args.key} (keep it off the terminals)\n[update] release_key = "{public}"')
         return 0
     if not (args.version and args.out):
         print("countertop: release sign needs --version and --out", file=sys.stderr)
@@ -419,8 +447,10 @@ def _items_list(cfg: Config, data: Path) -> int:
     journal = Journal(path)
     try:
         for item in journal.catalog().values():
-            print(f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
-                  f"{clean(item.name)}")               # an older import may hold control characters
+            print(
+                f"{item.plu:>8}  {format_minor(item.price, cur):>10}  {item.tax_rate_bp / 100:>5.2f}%  "
+                f"{clean(item.name)}"
+            )  # an older import may hold control characters
     finally:
         journal.close()
     return 0
@@ -452,8 +482,12 @@ def _items_import(args: argparse.Namespace, cfg: Config, data: Path) -> int:
         cfg = dataclasses.replace(cfg, terminal=dataclasses.replace(cfg.terminal, data_dir=data))
         sign_in(cfg, journal, reader(), "manager", f"import items from {Path(args.file).name}")
         written, removed = journal.import_items(items, datetime.now().astimezone(), replace=args.replace)
-        journal.audit("manager", "items imported", f"{Path(args.file).name}: {written} written, {removed} removed",
-                      datetime.now().astimezone())
+        journal.audit(
+            "manager",
+            "items imported",
+            f"{Path(args.file).name}: {written} written, {removed} removed",
+            datetime.now().astimezone(),
+        )
     finally:
         journal.close()
     print(f"{written} items imported, {removed} removed; the terminal reads them at its next F3")
@@ -479,7 +513,7 @@ def _config_install(args: argparse.Namespace) -> int:
     from firmware.shell.admin import reader, sign_in
 
     new, target = Path(args.file), Path(args.config)
-    fresh = load(new)                                   # refuse a broken file before anyone signs in
+    fresh = load(new)  # refuse a broken file before anyone signs in
     data = Path(args.data_dir) if args.data_dir else fresh.terminal.data_dir
     data.mkdir(parents=True, exist_ok=True)
     running = load(target) if target.exists() else fresh
@@ -517,8 +551,22 @@ def _check_config(args: argparse.Namespace) -> int:
 
 # --- the command line ------------------------------------------------------------------------------------
 
-_COMMANDS = (_add_run, _add_sim, _add_hash_pin, _add_report, _add_export, _add_audit, _add_journal, _add_keys,
-             _add_update, _add_boot_check, _add_release, _add_items, _add_config, _add_check_config)
+_COMMANDS = (
+    _add_run,
+    _add_sim,
+    _add_hash_pin,
+    _add_report,
+    _add_export,
+    _add_audit,
+    _add_journal,
+    _add_keys,
+    _add_update,
+    _add_boot_check,
+    _add_release,
+    _add_items,
+    _add_config,
+    _add_check_config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -542,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     except TerminalError as exc:
         print(f"countertop: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:                     # a folder or file the command needs: one line, no traceback
+    except OSError as exc:  # a folder or file the command needs: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"countertop: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1

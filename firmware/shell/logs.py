@@ -6,8 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from firmware.security.cardsec import RedactingFilter
 from firmware.errors import TerminalError
+from firmware.security.cardsec import RedactingFilter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -25,9 +25,11 @@ def setup(level: int = logging.INFO, log_file: Path | None = None, console_level
             log_file.parent.mkdir(parents=True, exist_ok=True)
             fh = logging.FileHandler(log_file, encoding="utf-8")
         except OSError as exc:
-            raise TerminalError(f"cannot write the log file {log_file}: {exc.strerror or exc}; the data folder "
-                                f"must be writable (a worn SD card is remounted read-only: check `dmesg`)",
-                                screen="DISK READ-ONLY") from None
+            raise TerminalError(
+                f"cannot write the log file {log_file}: {exc.strerror or exc}; the data folder "
+                f"must be writable (a worn SD card is remounted read-only: check `dmesg`)",
+                screen="DISK READ-ONLY",
+            ) from None
         fh.setLevel(level)
         handlers.append(fh)
     for handler in handlers:

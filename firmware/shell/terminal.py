@@ -1,4 +1,4 @@
-"""The imperative shell: one asyncio loop that feeds device and host events to the pure flow and performs its effects."""
+"""The imperative shell: one asyncio loop that feeds device and host events to the flow and performs its effects."""
 
 from __future__ import annotations
 
@@ -8,50 +8,58 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
-
-from firmware.security import dukpt_aes
-
-from firmware.core import effects, events, flow
-from firmware.core.flow import common, states
-
-from firmware.shell import watchdog
-from firmware.host.dialect import DIALECTS, MacCodec
-from firmware.security.cardsec import card_token, load_token_key
 from firmware.config import Config, ConfigError
-from firmware.security.dukpt import DukptKey, ksn_counter, next_counter
+from firmware.core import effects, events, flow, reports
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
-from firmware.core.track import MagCard
-from firmware.errors import (AnswerMismatch, CodecError, DeviceError, HostError, JournalError, KeyMaterialError,
-                     SignOnError, TerminalError)
-from firmware.host.link import HostLink
-from firmware.records.journal import Journal, NewSale, QueuedSettlement
-from firmware.security.keystore import KeyStore
-from firmware.host.signon import Session
-from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
-from firmware.core.reports import BatchTotals
-from firmware.security.pin import PinEntry
-from firmware.core import reports
+from firmware.core.flow import common, states
 from firmware.core.receipt import Header, Line, Receipt, receipt_facts, sale_receipt
+from firmware.core.reports import BatchTotals
+from firmware.core.track import MagCard
+from firmware.errors import (
+    AnswerMismatch,
+    CodecError,
+    DeviceError,
+    HostError,
+    JournalError,
+    KeyMaterialError,
+    SignOnError,
+    TerminalError,
+)
+from firmware.host.dialect import DIALECTS, MacCodec
+from firmware.host.link import HostLink
+from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
+from firmware.host.outbox import Outbox
+from firmware.host.signon import Session
+from firmware.records.journal import Journal, NewSale, QueuedSettlement
+from firmware.security import dukpt_aes
+from firmware.security.cardsec import card_token, load_token_key
+from firmware.security.dukpt import DukptKey, ksn_counter, next_counter
+from firmware.security.keystore import KeyStore
+from firmware.security.operators import OperatorGate
+from firmware.security.pin import PinEntry
+from firmware.shell import watchdog
 from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
 from firmware.wallets.desk import WalletDesk
-from firmware.host.outbox import Outbox
-from firmware.security.operators import OperatorGate
 
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 2.0
-DEVICE_MISSING = {"keypad": "KEYPAD DISCONNECTED", "magstripe": "CARD READER DISCONNECTED",
-                  "scanner": "SCANNER DISCONNECTED"}      # said under the screen while the device is away
-PRINTER_RETRY = 3.0          # seconds between attempts while the printer has no paper or is gone
-RETRY_MAX = 300.0            # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
+DEVICE_MISSING = {
+    "keypad": "KEYPAD DISCONNECTED",
+    "magstripe": "CARD READER DISCONNECTED",
+    "scanner": "SCANNER DISCONNECTED",
+}  # said under the screen while the device is away
+PRINTER_RETRY = 3.0  # seconds between attempts while the printer has no paper or is gone
+RETRY_MAX = 300.0  # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
 
 
 @dataclass
@@ -118,17 +126,30 @@ class Terminal:
         self._clock = clock
         t = config.terminal
         self.flow_cfg = flow.FlowConfig(
-            currency=t.currency, min_amount=t.min_amount, max_amount=t.max_amount,
-            amount_timeout=config.timeouts.amount, card_timeout=config.timeouts.card,
-            pin_timeout=config.timeouts.pin, result_timeout=config.timeouts.result,
+            currency=t.currency,
+            min_amount=t.min_amount,
+            max_amount=t.max_amount,
+            amount_timeout=config.timeouts.amount,
+            card_timeout=config.timeouts.card,
+            pin_timeout=config.timeouts.pin,
+            result_timeout=config.timeouts.result,
             contactless_limit=config.contactless.transaction_limit if config.contactless.device else 0,
-            wallet=config.wallet.provider, qr_timeout=config.wallet.qr_timeout)
-        self.header = Header(config.merchant.name, config.merchant.address, t.terminal_id, t.merchant_id,
-                             t.currency, config.printer.language, config.printer.width)
+            wallet=config.wallet.provider,
+            qr_timeout=config.wallet.qr_timeout,
+        )
+        self.header = Header(
+            config.merchant.name,
+            config.merchant.address,
+            t.terminal_id,
+            t.merchant_id,
+            t.currency,
+            config.printer.language,
+            config.printer.width,
+        )
         self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
         self._aes_initial = config.pin.initial_key
         self._host = HostLink(config.host)
-        self._dialect: Any = DIALECTS[config.host.dialect]    # wrapped in a MacCodec with session keys
+        self._dialect: Any = DIALECTS[config.host.dialect]  # wrapped in a MacCodec with session keys
         self._session: Session | None = None
         self._keystore: KeyStore | None = None
         self.journal: Journal | None = None
@@ -139,12 +160,12 @@ class Terminal:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
         self._pin: PinEntry | None = None
-        self._pin_pan = ""                     # "" while the operator PIN pad is armed
+        self._pin_pan = ""  # "" while the operator PIN pad is armed
         self._auth_task: asyncio.Task[None] | None = None
-        self._basket: tuple[Any, ...] = ()      # the confirmed amount's basket lines (HoldBasket)
-        self._operator = ""                      # who signed in at the till (F4), on every sale
-        self._back_office = ""                   # who opened the back office, on every void and refund
-        self._operator_role = "manager"          # what the operator PIN pad is checking for
+        self._basket: tuple[Any, ...] = ()  # the confirmed amount's basket lines (HoldBasket)
+        self._operator = ""  # who signed in at the till (F4), on every sale
+        self._back_office = ""  # who opened the back office, on every void and refund
+        self._operator_role = "manager"  # what the operator PIN pad is checking for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._nfc: NfcReader | None = None
@@ -152,13 +173,13 @@ class Terminal:
         self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
-        self._flushing = False                   # a _keep_flushing task is running
-        self._pin_generation = 0                 # counts PIN entries ended: a late PIN of an ended one is dropped
-        self._notifier: watchdog.Notifier | None = None     # systemd's notify socket, when run under it
-        self._at_once: deque[Any] = deque()               # events answering an effect, handled before the next
+        self._flushing = False  # a _keep_flushing task is running
+        self._pin_generation = 0  # counts PIN entries ended: a late PIN of an ended one is dropped
+        self._notifier: watchdog.Notifier | None = None  # systemd's notify socket, when run under it
+        self._at_once: deque[Any] = deque()  # events answering an effect, handled before the next
         self._print_jobs: deque[_PrintJob] = deque()
         self._printer_task: asyncio.Task[None] | None = None
-        self._problems: dict[str, str] = {}                  # device -> what the screen says is wrong with it
+        self._problems: dict[str, str] = {}  # device -> what the screen says is wrong with it
         self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
 
@@ -186,35 +207,58 @@ class Terminal:
         self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
         if self.config.keys.scheme:
             t = self.config.terminal
-            self._session = Session(self.config.keys.scheme, self._keystore, self._host, self._dialect, self.journal,
-                                    t.terminal_id, t.merchant_id, self.config.timeouts.host, self._clock)
-            self._dialect = MacCodec(self._dialect, self.config.keys.scheme, self._session.mac_key,
-                                     self._session.invalidate)
-        self._outbox = Outbox(self.journal, self._host, self.config, self._clock, self._dialect,
-                              self._session.ensure if self._session else None, self._settled)
-        self._spawn(self._keep_flushing())            # what a crash or an outage left for the host
-        self._spawn(self._input_loop("keypad", self.devices.open_keypad,
-                                     lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)))
-        self._spawn(self._input_loop("magstripe", self.devices.open_magstripe,
-                                     lambda dev: read_magstripe(dev, self.post)))
+            self._session = Session(
+                self.config.keys.scheme,
+                self._keystore,
+                self._host,
+                self._dialect,
+                self.journal,
+                t.terminal_id,
+                t.merchant_id,
+                self.config.timeouts.host,
+                self._clock,
+            )
+            self._dialect = MacCodec(
+                self._dialect, self.config.keys.scheme, self._session.mac_key, self._session.invalidate
+            )
+        self._outbox = Outbox(
+            self.journal,
+            self._host,
+            self.config,
+            self._clock,
+            self._dialect,
+            self._session.ensure if self._session else None,
+            self._settled,
+        )
+        self._spawn(self._keep_flushing())  # what a crash or an outage left for the host
+        self._spawn(
+            self._input_loop(
+                "keypad", self.devices.open_keypad, lambda dev: read_keypad(dev, self.config.keypad.keys, self.post)
+            )
+        )
+        self._spawn(
+            self._input_loop("magstripe", self.devices.open_magstripe, lambda dev: read_magstripe(dev, self.post))
+        )
         if self.devices.open_scanner is not None:
-            self._spawn(self._input_loop("scanner", self.devices.open_scanner,
-                                         lambda dev: read_scanner(dev, self.post)))
+            self._spawn(
+                self._input_loop("scanner", self.devices.open_scanner, lambda dev: read_scanner(dev, self.post))
+            )
         if self._wallet_provider is not None:
-            self._wallet = WalletDesk(self._wallet_provider, self.journal, self.config, self._clock, self.post,
-                                      self._spawn)
-            self._spawn(self._wallet.reconcile())     # orders a crash or an outage left open
+            self._wallet = WalletDesk(
+                self._wallet_provider, self.journal, self.config, self._clock, self.post, self._spawn
+            )
+            self._spawn(self._wallet.reconcile())  # orders a crash or an outage left open
         if self.config.contactless.device:
             self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
             self._nfc.start()
         self.state, todo = flow.enter(flow.IDLE, self.flow_cfg)
         self._perform(todo)
-        for row in due:                                 # a power cut or an empty printer kept them from paper
+        for row in due:  # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
             self._print_receipts(self._transaction_receipts(row), row["id"])
         log.info("terminal %s ready", self.config.terminal.terminal_id)
         self._notifier = watchdog.from_environment()
-        if self._notifier is not None:                 # under systemd (Type=notify, WatchdogSec=)
+        if self._notifier is not None:  # under systemd (Type=notify, WatchdogSec=)
             self._notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
             self._spawn(self._notifier.keep_alive())
         getter = asyncio.ensure_future(self._queue.get())
@@ -242,7 +286,7 @@ class Terminal:
         """Wait until every event handed in so far, and those its callbacks hand in, has been handled."""
         for _ in range(3):
             for _ in range(5):
-                await asyncio.sleep(0)      # let device reader callbacks deliver what they already read
+                await asyncio.sleep(0)  # let device reader callbacks deliver what they already read
             await self._queue.join()
 
     def stop(self) -> None:
@@ -267,7 +311,7 @@ class Terminal:
             self._timer.cancel()
         if self._pin is not None:
             self._pin.wipe()
-        while self._tasks:                       # a task ending may start another (a slip to print): again
+        while self._tasks:  # a task ending may start another (a slip to print): again
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -295,8 +339,9 @@ class Terminal:
             if fallback is not None:
                 self.post(fallback)
 
-    async def _input_loop(self, what: str, opener: Callable[[], InputDevice],
-                          reader: Callable[[InputDevice], Any]) -> None:
+    async def _input_loop(
+        self, what: str, opener: Callable[[], InputDevice], reader: Callable[[InputDevice], Any]
+    ) -> None:
         """Open an input device and read it; when it fails or goes away, retry until it is back."""
         reported = False
         while True:
@@ -332,12 +377,13 @@ class Terminal:
         """Handle one event; whatever goes wrong, the loop lives on and the screen says something useful."""
         try:
             self._dispatch_one(event)
-            while self._at_once:                       # answers the shell had at once come before the next key
+            while self._at_once:  # answers the shell had at once come before the next key
                 self._dispatch_one(self._at_once.popleft())
         except Exception:
             self._at_once.clear()
-            log.exception("terminal: event %s failed in %s; back to idle", type(event).__name__,
-                          type(self.state).__name__)
+            log.exception(
+                "terminal: event %s failed in %s; back to idle", type(event).__name__, type(self.state).__name__
+            )
             self._end_pin()
             self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
             self._perform(todo)
@@ -351,8 +397,13 @@ class Terminal:
             event = self._pin_key(event.name)
             if event is None:
                 return
-        if isinstance(event, events.Key) and event.name == "F3" and isinstance(self.state, states.Amount) \
-                and not self.state.basket and self.journal is not None:
+        if (
+            isinstance(event, events.Key)
+            and event.name == "F3"
+            and isinstance(self.state, states.Amount)
+            and not self.state.basket
+            and self.journal is not None
+        ):
             # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
             self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
         started = time.monotonic()
@@ -365,8 +416,14 @@ class Terminal:
         self._perform(todo)
         if self._nfc is not None:
             self._nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
-        log.debug("flow: %s + %s -> %s [%s] %.1f ms", before, type(event).__name__, type(self.state).__name__,
-                  ", ".join(type(e).__name__ for e in todo), (time.monotonic() - started) * 1000)
+        log.debug(
+            "flow: %s + %s -> %s [%s] %.1f ms",
+            before,
+            type(event).__name__,
+            type(self.state).__name__,
+            ", ".join(type(e).__name__ for e in todo),
+            (time.monotonic() - started) * 1000,
+        )
 
     def _pin_key(self, name: str) -> Any:
         """Keys while a PIN pad is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
@@ -385,8 +442,10 @@ class Terminal:
             # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
             # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
             pin, self._pin = self._pin, None
-            self._spawn(self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
-                        events.PinFailed("TERMINAL ERROR"))
+            self._spawn(
+                self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
+                events.PinFailed("TERMINAL ERROR"),
+            )
             return None
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
@@ -397,8 +456,7 @@ class Terminal:
                 encrypted = self._pin.encrypt_aes(self._pin_pan, self._aes_initial, pin_cfg.key_id, counter)
             else:
                 ksn = pin_cfg.ksn
-                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)),
-                                                    next_counter)
+                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
                 if not self._dukpt.ipek:
                     raise KeyMaterialError("no DUKPT initial key")
                 encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
@@ -432,19 +490,23 @@ class Terminal:
     async def _check_operator(self, pin: str) -> None:
         assert self._gate is not None
         role = self._operator_role
-        identified = await asyncio.to_thread(self._gate.identify, pin)      # scrypt off the loop; the journal
+        identified = await asyncio.to_thread(self._gate.identify, pin)  # scrypt off the loop; the journal
         ok, notice, who = self._gate.decide(identified, role, time.time())  # is used on the loop's thread only
         assert self.journal is not None
-        self.journal.audit(who or role, "sign-in" if ok else "sign-in refused",
-                           notice or ("at the till" if role == "cashier" else "back office"), self._clock())
+        self.journal.audit(
+            who or role,
+            "sign-in" if ok else "sign-in refused",
+            notice or ("at the till" if role == "cashier" else "back office"),
+            self._clock(),
+        )
         if not ok:
             log.warning("operator: %s PIN refused (%s)", role, notice)
         elif role == "cashier":
-            self._operator = who                 # the sales that follow are theirs
+            self._operator = who  # the sales that follow are theirs
             if self._wallet is not None:
                 self._wallet.operator = who
         else:
-            self._back_office = who              # the voids and refunds that follow are theirs
+            self._back_office = who  # the voids and refunds that follow are theirs
         self.post(events.OperatorChecked(ok, notice, who))
 
     def _load_dukpt_keys(self) -> None:
@@ -510,12 +572,14 @@ class Terminal:
                 self._wallet.basket = eff.lines
         elif isinstance(eff, effects.StartQrOrder):
             assert self._wallet is not None
-            self._wallet_task = self._spawn(self._wallet.qr_order(eff.amount),
-                                            events.WalletEnded("unknown", "TERMINAL ERROR"))
+            self._wallet_task = self._spawn(
+                self._wallet.qr_order(eff.amount), events.WalletEnded("unknown", "TERMINAL ERROR")
+            )
         elif isinstance(eff, effects.PayByCode):
             assert self._wallet is not None
-            self._wallet_task = self._spawn(self._wallet.code_payment(eff.amount, eff.code),
-                                            events.WalletEnded("unknown", "TERMINAL ERROR"))
+            self._wallet_task = self._spawn(
+                self._wallet.code_payment(eff.amount, eff.code), events.WalletEnded("unknown", "TERMINAL ERROR")
+            )
         elif isinstance(eff, effects.EndWalletOrder):
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
@@ -544,10 +608,12 @@ class Terminal:
         elif isinstance(eff, effects.PrintReport):
             self._spawn(self._print_report())
         elif isinstance(eff, effects.PrintCode):
-            lines = (Line(self.config.merchant.name, align="center", bold=True),
-                     Line(f"{common.money(eff.amount, self.flow_cfg)}", align="center", big=True),
-                     Line("SCAN TO PAY 扫码支付", align="center"))
-            self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)   # useless later: not kept
+            lines = (
+                Line(self.config.merchant.name, align="center", bold=True),
+                Line(f"{common.money(eff.amount, self.flow_cfg)}", align="center", big=True),
+                Line("SCAN TO PAY 扫码支付", align="center"),
+            )
+            self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)  # useless later: not kept
         elif isinstance(eff, effects.Settle):
             self._auth_task = self._spawn(self._settle(), events.Settled("failed", "TERMINAL ERROR"))
         else:
@@ -557,7 +623,7 @@ class Terminal:
         if self._pin is not None:
             self._pin.wipe()
         self._pin, self._pin_pan = None, ""
-        self._pin_generation += 1                 # a PIN still being enciphered belongs to no one now
+        self._pin_generation += 1  # a PIN still being enciphered belongs to no one now
 
     def _set_timer(self, seconds: float | None) -> None:
         if self._timer is not None:
@@ -576,16 +642,29 @@ class Terminal:
             self.journal.check_room()
             queue_empty = await self._outbox.flush()
             now = self._clock()
-            utc = now.astimezone(timezone.utc)
+            utc = now.astimezone(UTC)
             chip = eff.card if isinstance(eff.card, ChipCard) else None
-            row, stan = self.journal.begin_sale(NewSale(
-                method="card", entry_mode="contactless" if chip else "swipe", amount=eff.amount,
-                currency=t.currency.alpha, masked_pan=eff.card.masked_pan, terminal_id=t.terminal_id,
-                merchant_id=t.merchant_id, transmitted_at=utc.strftime("%m%d%H%M%S"),
-                card_token=card_token(self._token_key, eff.card.pan), lines=self._basket, operator=self._operator,
-                chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
-                cvm=chip.cvm if chip else "", aid=chip.aid if chip else "", app_label=chip.label if chip else "",
-                cryptogram=chip.cryptogram if chip else ""), now)
+            row, stan = self.journal.begin_sale(
+                NewSale(
+                    method="card",
+                    entry_mode="contactless" if chip else "swipe",
+                    amount=eff.amount,
+                    currency=t.currency.alpha,
+                    masked_pan=eff.card.masked_pan,
+                    terminal_id=t.terminal_id,
+                    merchant_id=t.merchant_id,
+                    transmitted_at=utc.strftime("%m%d%H%M%S"),
+                    card_token=card_token(self._token_key, eff.card.pan),
+                    lines=self._basket,
+                    operator=self._operator,
+                    chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
+                    cvm=chip.cvm if chip else "",
+                    aid=chip.aid if chip else "",
+                    app_label=chip.label if chip else "",
+                    cryptogram=chip.cryptogram if chip else "",
+                ),
+                now,
+            )
         except asyncio.CancelledError:
             self.post(events.HostFailed("cancelled before sending", sent=False))
             return
@@ -602,14 +681,28 @@ class Terminal:
         sent = False
         try:
             extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
-            request = sale_to_iso(SaleRequest(
-                stan=stan, amount=eff.amount, currency_numeric=t.currency.numeric, track2=eff.card.track2,
-                pin_block=eff.pin.block if eff.pin else "", ksn=eff.pin.ksn if eff.pin else "",
-                terminal_id=t.terminal_id, merchant_id=t.merchant_id, local_time=now, utc_time=utc, **extra))
+            request = sale_to_iso(
+                SaleRequest(
+                    stan=stan,
+                    amount=eff.amount,
+                    currency_numeric=t.currency.numeric,
+                    track2=eff.card.track2,
+                    pin_block=eff.pin.block if eff.pin else "",
+                    ksn=eff.pin.ksn if eff.pin else "",
+                    terminal_id=t.terminal_id,
+                    merchant_id=t.merchant_id,
+                    local_time=now,
+                    utc_time=utc,
+                    **extra,
+                )
+            )
             message = self._dialect.encode(request)
             sent = True
-            response = await self._host.exchange(message, self.config.timeouts.host,
-                                                 lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))))
+            response = await self._host.exchange(
+                message,
+                self.config.timeouts.host,
+                lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))),
+            )
         except (asyncio.CancelledError, HostError, CodecError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             reason = "cancelled while the host was asked" if cancelled else str(exc)
@@ -624,20 +717,25 @@ class Terminal:
                 self._spawn(self._keep_flushing())
             return
         outcome = "approved" if response.approved else "declined"
-        if not self._record(row, outcome, response_code=response.response_code, auth_code=response.auth_code,
-                            rrn=response.rrn):
+        if not self._record(
+            row, outcome, response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn
+        ):
             # The host answered, the journal cannot say so: the customer is told NOT APPROVED and an approval
             # is reversed as soon as the journal can take it (Outbox.unwritten); nothing new goes out before.
-            log.error("sale stan %06d: response %s could not be journaled; it will be reversed", stan,
-                      response.response_code)
-            self.post(events.HostFailed("the outcome could not be journaled", sent=True, stan=stan,
-                                      title=self._journal_trouble))
+            log.error(
+                "sale stan %06d: response %s could not be journaled; it will be reversed", stan, response.response_code
+            )
+            self.post(
+                events.HostFailed(
+                    "the outcome could not be journaled", sent=True, stan=stan, title=self._journal_trouble
+                )
+            )
             self._spawn(self._keep_flushing())
             return
         log.info("sale stan %06d: response %s", stan, response.response_code)
         try:
             reference = (self.journal.row(row) or {}).get("order_no", "")
-        except Exception:                            # the outcome is journaled; the reference only prints
+        except Exception:  # the outcome is journaled; the reference only prints
             log.exception("sale stan %06d: reference not read", stan)
             reference = ""
         self.post(events.HostAnswered(response, stan, reference))
@@ -671,7 +769,7 @@ class Terminal:
                 due = self._outbox.due_in
                 await asyncio.sleep(due + 0.05 if due is not None and due < delay else delay)
             while not await self._outbox.flush():
-                due = self._outbox.due_in             # e.g. a "no such sale yet" that counts in a few seconds
+                due = self._outbox.due_in  # e.g. a "no such sale yet" that counts in a few seconds
                 if due is not None and due < delay:
                     await asyncio.sleep(due + 0.05)
                     continue
@@ -685,10 +783,19 @@ class Terminal:
         session = eff.session
         t = self.config.terminal
         c = self.config.contactless
-        params = KernelParams(amount=eff.amount, currency_numeric=t.currency.numeric, country_numeric=c.country,
-                              today=self._clock().date(), unpredictable=secrets.token_bytes(4),
-                              supported_aids=c.aids, cvm_limit=c.cvm_limit, floor_limit=c.floor_limit,
-                              tac_denial=c.tac_denial, tac_online=c.tac_online, tac_default=c.tac_default)
+        params = KernelParams(
+            amount=eff.amount,
+            currency_numeric=t.currency.numeric,
+            country_numeric=c.country,
+            today=self._clock().date(),
+            unpredictable=secrets.token_bytes(4),
+            supported_aids=c.aids,
+            cvm_limit=c.cvm_limit,
+            floor_limit=c.floor_limit,
+            tac_denial=c.tac_denial,
+            tac_online=c.tac_online,
+            tac_default=c.tac_default,
+        )
         started = time.monotonic()
         steps = kernel(params)
         try:
@@ -697,8 +804,13 @@ class Terminal:
                 apdu = steps.send(await session.transceive(apdu))
         except StopIteration as done:
             card: ChipCard = done.value
-            log.info("contactless: %s read in %.0f ms, %d APDUs, CVM %s", card.masked_pan,
-                     (time.monotonic() - started) * 1000, card.apdus, card.cvm)
+            log.info(
+                "contactless: %s read in %.0f ms, %d APDUs, CVM %s",
+                card.masked_pan,
+                (time.monotonic() - started) * 1000,
+                card.apdus,
+                card.cvm,
+            )
             self.post(events.CardRead(card))
         except CardError as exc:
             log.warning("contactless: %s", exc)
@@ -711,8 +823,9 @@ class Terminal:
     def _journal_failed_read(self, amount: int, reason: str) -> None:
         assert self.journal is not None
         t = self.config.terminal
-        row, _ = self.journal.begin_sale(NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id,
-                                                 t.merchant_id), self._clock())
+        row, _ = self.journal.begin_sale(
+            NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id, t.merchant_id), self._clock()
+        )
         self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
     def _find_original(self, eff: effects.FindOriginal) -> None:
@@ -722,9 +835,17 @@ class Terminal:
             what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
             self.post(events.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
             return
-        sale = events.OriginalSale(id=row["id"], stan=row["stan"], amount=row["amount"], masked_pan=row["masked_pan"],
-                                 method=row["method"], status=row["status"], created_at=row["created_at"],
-                                 batch=row["batch"], refunded=row["refunded"])
+        sale = events.OriginalSale(
+            id=row["id"],
+            stan=row["stan"],
+            amount=row["amount"],
+            masked_pan=row["masked_pan"],
+            method=row["method"],
+            status=row["status"],
+            created_at=row["created_at"],
+            batch=row["batch"],
+            refunded=row["refunded"],
+        )
         self.post(events.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
 
     async def _follow_up(self, eff: effects.SubmitFollowUp) -> None:
@@ -747,24 +868,32 @@ class Terminal:
             return
         method: str = eff.route
         if eff.route == "card" and original.get("method") == "wallet":
-            method = "wallet"                                  # back the way it came: to the payer's wallet
+            method = "wallet"  # back the way it came: to the payer's wallet
         try:
-            f = self.journal.begin_follow_up(eff.kind, eff.original_id, eff.amount, method, secrets.token_hex(16),
-                                             now.astimezone(timezone.utc).strftime("%m%d%H%M%S"), now,
-                                             operator=self._back_office)
+            f = self.journal.begin_follow_up(
+                eff.kind,
+                eff.original_id,
+                eff.amount,
+                method,
+                secrets.token_hex(16),
+                now.astimezone(UTC).strftime("%m%d%H%M%S"),
+                now,
+                operator=self._back_office,
+            )
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
-            refused = exc.screen == "NOT ALLOWED"              # the journal's own limits, said in its words
+            refused = exc.screen == "NOT ALLOWED"  # the journal's own limits, said in its words
             self.post(events.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
             return
         try:
-            self.journal.audit("manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id}"
-                               f" (row {f.id})", now)
+            self.journal.audit(
+                "manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id} (row {f.id})", now
+            )
             if eff.route == "cash":
                 self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
                 self.post(events.CashRefunded(f.stan))
                 return
-        except TerminalError as exc:                           # nothing has left the till or the terminal
+        except TerminalError as exc:  # nothing has left the till or the terminal
             log.error("%s %d: %s", eff.kind, f.id, exc)
             self._outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
             self.post(events.Refused(exc.screen))
@@ -777,7 +906,7 @@ class Terminal:
             outcome = await self._wallet.refund(f)
             self.post(outcome)
             if isinstance(outcome, events.HostFailed):
-                self._spawn(self._wallet.reconcile())          # resend at once (same request number)
+                self._spawn(self._wallet.reconcile())  # resend at once (same request number)
             return
         try:
             response = await self._outbox.exchange_follow_up(f)
@@ -792,7 +921,7 @@ class Terminal:
             return
         try:
             self._outbox.record(f, response)
-        except TerminalError as exc:                           # resent later: the host answers it the same
+        except TerminalError as exc:  # resent later: the host answers it the same
             log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
             self._outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
             self.post(events.HostFailed(str(exc), sent=True, stan=f.stan))
@@ -817,7 +946,7 @@ class Terminal:
             self.post(events.Settled("failed", exc.screen))
             return
         if not await self._outbox.flush():
-            self.post(events.Settled("failed", "WILL RETRY BY ITSELF"))     # the queued 0500 goes out again
+            self.post(events.Settled("failed", "WILL RETRY BY ITSELF"))  # the queued 0500 goes out again
             self._spawn(self._keep_flushing(wait_first=True))
             return
         log.info("settlement of batch %d answered", queued.batch)
@@ -840,15 +969,25 @@ class Terminal:
         assert self.journal is not None
         today = self._clock().date()
         self.journal.audit("manager", "report", today.isoformat(), self._clock())
-        report = reports.build(self.journal.figures(today.isoformat(), today.isoformat()), today, today,
-                               self.config.terminal.currency.alpha)
-        found = reports.anomalies(self.journal.anomaly_rows(today.isoformat(), today.isoformat()),
-                                  reports.rules_from(self.config), self.config.terminal.currency)
-        lines = reports.as_text(report, self.config.terminal.currency, self.config.printer.width) + \
-            reports.anomalies_text(found, self.config.printer.width)
-        header = [Line(self.config.merchant.name, align="center", bold=True),
-                  Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
-                  Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center")]
+        report = reports.build(
+            self.journal.figures(today.isoformat(), today.isoformat()),
+            today,
+            today,
+            self.config.terminal.currency.alpha,
+        )
+        found = reports.anomalies(
+            self.journal.anomaly_rows(today.isoformat(), today.isoformat()),
+            reports.rules_from(self.config),
+            self.config.terminal.currency,
+        )
+        lines = reports.as_text(
+            report, self.config.terminal.currency, self.config.printer.width
+        ) + reports.anomalies_text(found, self.config.printer.width)
+        header = [
+            Line(self.config.merchant.name, align="center", bold=True),
+            Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
+            Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center"),
+        ]
         self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
 
     # --- the printer: a queue that waits for paper and for the printer to come back ------------------
@@ -889,8 +1028,10 @@ class Terminal:
         facts = receipt_facts(row)
         lines = tuple(self.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
         at = datetime.fromisoformat(row["created_at"])
-        return [sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
-                for copy in ("MERCHANT COPY", "CUSTOMER COPY")]
+        return [
+            sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
+            for copy in ("MERCHANT COPY", "CUSTOMER COPY")
+        ]
 
     def _print_transaction(self, stan: int) -> None:
         """Print a finished transaction's receipts: marked due in the journal first, so that a power cut or a
@@ -912,8 +1053,12 @@ class Terminal:
         row = self.journal.receipt_row(stan) if stan else self.journal.last_receipt_row()
         if row is None or row["receipt"] is None:
             return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
-        self.journal.audit(self._back_office or self._operator or "cashier", "reprint",
-                           f"trace {row['stan']:06d} (row {row['id']})", self._clock())
+        self.journal.audit(
+            self._back_office or self._operator or "cashier",
+            "reprint",
+            f"trace {row['stan']:06d} (row {row['id']})",
+            self._clock(),
+        )
         self._print_receipts(self._transaction_receipts(row, reprint=True))
         return f"TRACE {row['stan']:06d} PRINTING"
 

@@ -21,7 +21,7 @@ class Notifier:
 
     def __init__(self, address: str, watchdog_usec: int = 0) -> None:
         self._address = "\0" + address[1:] if address.startswith("@") else address
-        self.interval = watchdog_usec / 2e6 if watchdog_usec > 0 else 0.0     # ping at half the timeout
+        self.interval = watchdog_usec / 2e6 if watchdog_usec > 0 else 0.0  # ping at half the timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._warned = False
 

@@ -33,7 +33,7 @@ from firmware.errors import TerminalError
 
 log = logging.getLogger(__name__)
 
-CHINA = timezone(timedelta(hours=8))            # Alipay's timestamps are Beijing time
+CHINA = timezone(timedelta(hours=8))  # Alipay's timestamps are Beijing time
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -64,10 +64,10 @@ class WalletResult:
     # paid | waiting | not_found | closed | failed | retry (close/cancel: ask again) | refused (close/cancel:
     # the order is not in a state to be ended; ask what it is) | refunded
     state: str
-    reason: str = ""            # short screen text for failed/closed
-    trade_no: str = ""          # the provider's transaction number
-    payer: str = ""             # the payer's account as the provider masks it
-    qr: str = ""                # create_order: the code to show
+    reason: str = ""  # short screen text for failed/closed
+    trade_no: str = ""  # the provider's transaction number
+    payer: str = ""  # the payer's account as the provider masks it
+    qr: str = ""  # create_order: the code to show
 
 
 class WalletProvider(Protocol):
@@ -76,8 +76,9 @@ class WalletProvider(Protocol):
 
     name: str
 
-    async def create_order(self, order_no: str, amount: int, subject: str,
-                           expires: datetime | None = None) -> WalletResult: ...
+    async def create_order(
+        self, order_no: str, amount: int, subject: str, expires: datetime | None = None
+    ) -> WalletResult: ...
     async def pay_by_code(self, order_no: str, amount: int, code: str, subject: str) -> WalletResult: ...
     async def query(self, order_no: str, amount: int) -> WalletResult: ...
     async def close(self, order_no: str) -> WalletResult: ...
@@ -106,12 +107,16 @@ _REFUND_FAILURES = {
     "ACQ.TRADE_NOT_EXIST": "ORDER NOT FOUND",
 }
 _UNCERTAIN = ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR", "ACQ.TRADE_HAS_SUCCESS")
-_TRADE_STATUS = {"WAIT_BUYER_PAY": "waiting", "TRADE_SUCCESS": "paid", "TRADE_FINISHED": "paid",
-                 "TRADE_CLOSED": "closed"}
+_TRADE_STATUS = {
+    "WAIT_BUYER_PAY": "waiting",
+    "TRADE_SUCCESS": "paid",
+    "TRADE_FINISHED": "paid",
+    "TRADE_CLOSED": "closed",
+}
 # What an unsigned gateway error most likely means for the person setting the terminal up.
 _HINTS = {
     "isv.invalid-signature": "the request signature did not verify at Alipay: [wallet] private_key must be the app"
-                             " private key whose public half is set for this app_id on the Alipay console",
+    " private key whose public half is set for this app_id on the Alipay console",
     "isv.invalid-app-id": "Alipay does not know [wallet] app_id (wrong id, or the app is not online)",
     "isv.app-not-exist": "Alipay does not know [wallet] app_id",
     "isv.invalid-signature-type": "the app is not set up for RSA2 keys on the Alipay console",
@@ -203,7 +208,7 @@ def _clean(value: Any, limit: int = 160) -> str:
     text = _CONTROL.sub(" ", str(value if value is not None else ""))
     for cut in ("网关生成的验签字符串", "sign content", "signContent"):
         if cut in text:
-            text = text[:text.index(cut)] + "…"
+            text = text[: text.index(cut)] + "…"
     text = _DIGITS.sub(lambda m: m.group()[:4] + "…" + m.group()[-2:], text)
     return text[:limit]
 
@@ -213,11 +218,23 @@ def gateway_error(method: str, answer: Any, signed: bool) -> WalletGatewayError:
     a = answer if isinstance(answer, dict) else {}
     code, msg, sub_code, sub_msg = (_clean(a.get(k)) for k in ("code", "msg", "sub_code", "sub_msg"))
     hint = _HINTS.get(sub_code, "")
-    text = (f"{method}: gateway error {code or '?'} {msg}".rstrip() + (f" / {sub_code}" if sub_code else "")
-            + (f": {sub_msg}" if sub_msg else "") + ("" if signed else " (unsigned, not trusted)")
-            + (f" — {hint}" if hint else ""))
-    log.error("alipay %s: gateway error code=%s msg=%s sub_code=%s sub_msg=%s%s%s", method, code, msg, sub_code,
-              sub_msg, "" if signed else " (unsigned)", f"; {hint}" if hint else "")
+    text = (
+        f"{method}: gateway error {code or '?'} {msg}".rstrip()
+        + (f" / {sub_code}" if sub_code else "")
+        + (f": {sub_msg}" if sub_msg else "")
+        + ("" if signed else " (unsigned, not trusted)")
+        + (f" — {hint}" if hint else "")
+    )
+    log.error(
+        "alipay %s: gateway error code=%s msg=%s sub_code=%s sub_msg=%s%s%s",
+        method,
+        code,
+        msg,
+        sub_code,
+        sub_msg,
+        "" if signed else " (unsigned)",
+        f"; {hint}" if hint else "",
+    )
     return WalletGatewayError(text, code, sub_code)
 
 
@@ -243,8 +260,11 @@ def load_private_key(data: bytes) -> rsa.RSAPrivateKey:
     if not raw:
         raise WalletError(f"{_PRIVATE} is neither PEM nor base64")
     try:
-        key = (serialization.load_pem_private_key(raw, password=None) if pem
-               else serialization.load_der_private_key(raw, password=None))
+        key = (
+            serialization.load_pem_private_key(raw, password=None)
+            if pem
+            else serialization.load_der_private_key(raw, password=None)
+        )
     except TypeError:
         raise WalletError(f"{_PRIVATE} is encrypted; give it without a password") from None
     except (ValueError, UnsupportedAlgorithm):
@@ -301,31 +321,43 @@ class AlipayClient:
 
     name = "alipay"
 
-    def __init__(self, gateway: str, app_id: str, private_key: bytes, alipay_public_key: bytes,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, gateway: str, app_id: str, private_key: bytes, alipay_public_key: bytes, timeout: float = 10.0
+    ) -> None:
         self._gateway, self._app_id, self._timeout = gateway, app_id, timeout
         self._key = load_private_key(private_key)
         self._alipay_key = load_public_key(alipay_public_key)
         own = self._key.public_key().public_numbers()
         if self._alipay_key.public_numbers() == own:
-            raise WalletError(f"{_PUBLIC} is the app's own public key; it must be the Alipay public key the"
-                              " Alipay console shows for this app")
+            raise WalletError(
+                f"{_PUBLIC} is the app's own public key; it must be the Alipay public key the"
+                " Alipay console shows for this app"
+            )
 
     def _request(self, method: str, biz: dict[str, Any]) -> bytes:
         params = {
-            "app_id": self._app_id, "method": method, "format": "JSON", "charset": "utf-8",
-            "sign_type": "RSA2", "timestamp": datetime.now(CHINA).strftime(TIME_FORMAT),
-            "version": "1.0", "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+            "app_id": self._app_id,
+            "method": method,
+            "format": "JSON",
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": datetime.now(CHINA).strftime(TIME_FORMAT),
+            "version": "1.0",
+            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
         }
         params["sign"] = rsa2_sign(self._key, sign_content(params))
         return urllib.parse.urlencode(params).encode("utf-8")
 
     def _post(self, method: str, biz: dict[str, Any]) -> dict[str, Any]:
         data = self._request(method, biz)
-        req = urllib.request.Request(self._gateway, data=data, method="POST",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
+        req = urllib.request.Request(
+            self._gateway,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+        )
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as answer:   # noqa: S310 - configured URL
+            with urllib.request.urlopen(req, timeout=self._timeout) as answer:  # noqa: S310 - configured URL
                 body = answer.read(1 << 20).decode("utf-8")
         except urllib.error.HTTPError as exc:
             raise WalletError(f"wallet gateway answered HTTP {exc.code}") from None
@@ -364,7 +396,7 @@ class AlipayClient:
             return await asyncio.to_thread(self._post, method, biz)
         except WalletError:
             raise
-        except Exception as exc:          # whatever a hostile body makes the parsers raise (RecursionError...)
+        except Exception as exc:  # whatever a hostile body makes the parsers raise (RecursionError...)
             raise WalletError(f"{method}: unusable answer ({type(exc).__name__})") from None
 
     @staticmethod
@@ -374,11 +406,12 @@ class AlipayClient:
         _same_order(method, r, order_no, required=ends_order)
         return str(r.get("sub_code", "")), _clean(r.get("sub_msg"), 80)
 
-    async def create_order(self, order_no: str, amount: int, subject: str,
-                           expires: datetime | None = None) -> WalletResult:
+    async def create_order(
+        self, order_no: str, amount: int, subject: str, expires: datetime | None = None
+    ) -> WalletResult:
         method = "alipay.trade.precreate"
         biz = {"out_trade_no": order_no, "total_amount": yuan(amount), "subject": subject}
-        if expires is not None:                       # the code cannot be paid after this (Beijing time)
+        if expires is not None:  # the code cannot be paid after this (Beijing time)
             biz["time_expire"] = expires.astimezone(CHINA).strftime(TIME_FORMAT)
         r = await self._call(method, biz)
         if r.get("code") == "10000":
@@ -396,19 +429,27 @@ class AlipayClient:
 
     async def pay_by_code(self, order_no: str, amount: int, code: str, subject: str) -> WalletResult:
         method = "alipay.trade.pay"
-        r = await self._call(method, {"out_trade_no": order_no, "scene": "bar_code", "auth_code": code,
-                                      "total_amount": yuan(amount), "subject": subject})
+        r = await self._call(
+            method,
+            {
+                "out_trade_no": order_no,
+                "scene": "bar_code",
+                "auth_code": code,
+                "total_amount": yuan(amount),
+                "subject": subject,
+            },
+        )
         if r.get("code") == "10000":
             _same_order(method, r, order_no)
             _same_amount(method, r, "total_amount", amount)
             if not r.get("trade_no"):
                 raise WalletMismatch(f"{method}: a payment without a trade number")
             return WalletResult("paid", trade_no=str(r["trade_no"]), payer=_clean(r.get("buyer_logon_id"), 40))
-        if r.get("code") == "10003":                  # waiting for the payer to confirm in the app
+        if r.get("code") == "10003":  # waiting for the payer to confirm in the app
             _same_order(method, r, order_no, required=False)
             return WalletResult("waiting")
         sub_code, sub_msg = self._business(method, r, order_no, ends_order=r.get("sub_code") not in _UNCERTAIN)
-        if sub_code in _UNCERTAIN:                    # Alipay: query the order, then cancel it
+        if sub_code in _UNCERTAIN:  # Alipay: query the order, then cancel it
             raise WalletError(f"{method}: {sub_code} {sub_msg}; asking again")
         return WalletResult("failed", _PAY_FAILURES.get(sub_code, "PAYMENT FAILED"))
 
@@ -427,8 +468,12 @@ class AlipayClient:
                 _same_amount(method, r, "total_amount", amount)
             if state == "paid" and not r.get("trade_no"):
                 raise WalletMismatch(f"{method}: a paid trade without a trade number")
-            return WalletResult(state, "ORDER CLOSED" if state == "closed" else "",
-                                trade_no=str(r.get("trade_no", "")), payer=_clean(r.get("buyer_logon_id"), 40))
+            return WalletResult(
+                state,
+                "ORDER CLOSED" if state == "closed" else "",
+                trade_no=str(r.get("trade_no", "")),
+                payer=_clean(r.get("buyer_logon_id"), 40),
+            )
         if r.get("code") == "40004":
             sub_code, sub_msg = self._business(method, r, order_no, ends_order=False)
             if sub_code == "ACQ.TRADE_NOT_EXIST":
@@ -444,10 +489,15 @@ class AlipayClient:
             if retry:
                 return WalletResult("retry")
             action = str(r.get("action", ""))
-            return WalletResult("closed", "REFUNDED TO PAYER" if action == "refund" else reason,
-                                trade_no=str(r.get("trade_no", "")))
+            return WalletResult(
+                "closed", "REFUNDED TO PAYER" if action == "refund" else reason, trade_no=str(r.get("trade_no", ""))
+            )
         if r.get("code") == "40004":
-            ends = not retry and r.get("sub_code") not in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR", "ACQ.TRADE_NOT_EXIST")
+            ends = not retry and r.get("sub_code") not in (
+                "ACQ.SYSTEM_ERROR",
+                "AQC.SYSTEM_ERROR",
+                "ACQ.TRADE_NOT_EXIST",
+            )
             sub_code, sub_msg = self._business(method, r, order_no, ends_order=ends)
             if retry or sub_code in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR"):
                 log.info("%s %s: %s %s; Alipay asks to try again", method, order_no, sub_code, sub_msg)
@@ -474,8 +524,9 @@ class AlipayClient:
         and whether money moved this time (fund_change); an answer that cannot be this refund's, or
         that moved no money (a resend), is confirmed with the refund query by its request number."""
         method = "alipay.trade.refund"
-        r = await self._call(method, {"out_trade_no": order_no, "refund_amount": yuan(amount),
-                                      "out_request_no": request_no})
+        r = await self._call(
+            method, {"out_trade_no": order_no, "refund_amount": yuan(amount), "out_request_no": request_no}
+        )
         if r.get("code") == "10000":
             _same_order(method, r, order_no)
             if r.get("out_request_no") not in (None, "", request_no):
@@ -486,12 +537,16 @@ class AlipayClient:
             # Alipay's refund answer does not name the request (out_request_no): an earlier refund's answer
             # replayed would look the same. Only one that names this request counts at once; any other is
             # confirmed by the refund query, which does.
-            if r.get("out_request_no") == request_no and r.get("fund_change") == "Y" and \
-                    total >= refunded_before + amount:
+            if (
+                r.get("out_request_no") == request_no
+                and r.get("fund_change") == "Y"
+                and total >= refunded_before + amount
+            ):
                 return WalletResult("refunded", trade_no=str(r.get("trade_no", "")))
             if total < amount:
-                raise WalletMismatch(f"{method}: the order's refunds total {yuan(total)}, less than this"
-                                     f" refund of {yuan(amount)}")
+                raise WalletMismatch(
+                    f"{method}: the order's refunds total {yuan(total)}, less than this refund of {yuan(amount)}"
+                )
             return await self.refund_query(order_no, amount, request_no)
         if r.get("code") == "40004":
             uncertain = r.get("sub_code") in ("ACQ.SYSTEM_ERROR", "AQC.SYSTEM_ERROR")

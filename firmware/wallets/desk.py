@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
-from firmware.core import flow
-
-from firmware.core import events
 from firmware.config import Config
+from firmware.core import events
+from firmware.core.events import AuthResponse
 from firmware.core.items import BasketLine
 from firmware.errors import TerminalError
 from firmware.records.journal import FollowUp, Journal, NewSale
-from firmware.core.events import AuthResponse
 from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider, WalletResult
 
 log = logging.getLogger(__name__)
@@ -31,37 +30,56 @@ log = logging.getLogger(__name__)
 # How far the provider's clock may lag the terminal's: a shown code that was never scanned is taken as
 # dead only this long after the expiry the order was created with.
 EXPIRY_MARGIN = timedelta(seconds=30)
-END_ATTEMPTS = 4             # close/cancel tries while the cashier waits (Alipay's retry_flag), then reconcile
-END_FIRST_DELAY = 0.5        # seconds before the second try; doubles
-CHASE_FIRST, CHASE_MAX = 1.0, 60.0   # seconds between reconcile passes while anything is unsettled
+END_ATTEMPTS = 4  # close/cancel tries while the cashier waits (Alipay's retry_flag), then reconcile
+END_FIRST_DELAY = 0.5  # seconds before the second try; doubles
+CHASE_FIRST, CHASE_MAX = 1.0, 60.0  # seconds between reconcile passes while anything is unsettled
 
 
 class WalletDesk:
     """One open wallet order at a time; answers the flow with events through `post`."""
 
-    def __init__(self, provider: WalletProvider, journal: Journal, config: Config, clock: Callable[[], datetime],
-                 post: Callable[[Any], None], spawn: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        provider: WalletProvider,
+        journal: Journal,
+        config: Config,
+        clock: Callable[[], datetime],
+        post: Callable[[Any], None],
+        spawn: Callable[[Any], Any],
+    ) -> None:
         self.provider, self.journal, self._config = provider, journal, config
         self._clock, self._post, self._spawn = clock, post, spawn
         # (row, order number, "qr" | "code", stan, amount, created)
         self.order: tuple[int, str, str, int, int, datetime] | None = None
-        self.basket: tuple[BasketLine, ...] = ()                    # the lines of the next order (HoldBasket)
-        self.operator = ""                                          # who is signed in at the till
+        self.basket: tuple[BasketLine, ...] = ()  # the lines of the next order (HoldBasket)
+        self.operator = ""  # who is signed in at the till
         self._reconciling = asyncio.Lock()
         self._chase_task: Any = None
-        self._unrecorded: dict[int, str] = {}      # rows whose outcome the journal refused (disk full): 'unknown'
+        self._unrecorded: dict[int, str] = {}  # rows whose outcome the journal refused (disk full): 'unknown'
 
     def _begin(self, amount: int, kind: str) -> tuple[int, str, int, datetime]:
         """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created).
         JournalError (a full or read-only disk) when it cannot be: then nothing is sent."""
         t = self._config.terminal
         self.journal.check_room()
-        now = self._clock().replace(microsecond=0)          # the journal keeps seconds; so does the expiry
+        now = self._clock().replace(microsecond=0)  # the journal keeps seconds; so does the expiry
         order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
-        row, stan = self.journal.begin_sale(NewSale("wallet", kind, amount, t.currency.alpha, "", t.terminal_id,
-                                                    t.merchant_id, provider=self.provider.name, order_no=order_no,
-                                                    lines=self.basket, operator=self.operator),
-                                            now)
+        row, stan = self.journal.begin_sale(
+            NewSale(
+                "wallet",
+                kind,
+                amount,
+                t.currency.alpha,
+                "",
+                t.terminal_id,
+                t.merchant_id,
+                provider=self.provider.name,
+                order_no=order_no,
+                lines=self.basket,
+                operator=self.operator,
+            ),
+            now,
+        )
         self.order = (row, order_no, kind, stan, amount, now)
         return row, order_no, stan, now
 
@@ -87,21 +105,27 @@ class WalletDesk:
         if status is None:
             return False
         self.order = None
-        fields = {"wallet_trade_no": result.trade_no, "payer": result.payer} if status == "approved" else \
-            {"note": result.reason}
+        fields = (
+            {"wallet_trade_no": result.trade_no, "payer": result.payer}
+            if status == "approved"
+            else {"note": result.reason}
+        )
         trouble = self._record(row, status, **fields)
         if trouble:
-            self._post(events.WalletEnded("unknown", trouble))       # said truly later, by reconciliation
+            self._post(events.WalletEnded("unknown", trouble))  # said truly later, by reconciliation
         elif status == "approved":
-            self._post(events.WalletPaid(order_no, result.trade_no, result.payer, stan, "QR" if kind == "qr" else "CODE"))
+            self._post(
+                events.WalletPaid(order_no, result.trade_no, result.payer, stan, "QR" if kind == "qr" else "CODE")
+            )
         elif status == "cancelled":
             self._post(events.WalletEnded("closed", result.reason or "ORDER CLOSED"))
         else:
             self._post(events.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
         return True
 
-    def _unknown(self, row: int, note: str, screen: str = "CHECKING WITH WALLET",
-                 state: events.WalletEnd = "unknown") -> None:
+    def _unknown(
+        self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: events.WalletEnd = "unknown"
+    ) -> None:
         """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
         self._record(row, "unknown", note=note[:200])
         self.order = None
@@ -124,11 +148,12 @@ class WalletDesk:
             return
         row, order_no, stan, created = started
         try:
-            shown = await self.provider.create_order(order_no, amount, self._config.wallet.subject,
-                                                     self._expiry(created))
+            shown = await self.provider.create_order(
+                order_no, amount, self._config.wallet.subject, self._expiry(created)
+            )
         except WalletError as exc:
             log.warning("wallet order %s: %s", order_no, exc)
-            self._unknown(row, str(exc), exc.screen)                 # closed at reconcile
+            self._unknown(row, str(exc), exc.screen)  # closed at reconcile
             return
         if shown.state != "waiting":
             self._settle(row, order_no, stan, "qr", shown)
@@ -145,7 +170,7 @@ class WalletDesk:
                 continue
             except WalletError as exc:
                 log.warning("wallet order %s: query failed: %s", order_no, exc)
-                continue                                     # keep asking; the countdown bounds the wait
+                continue  # keep asking; the countdown bounds the wait
             if result.state in ("paid", "closed") and self._settle(row, order_no, stan, "qr", result):
                 return
 
@@ -194,7 +219,7 @@ class WalletDesk:
                 ended = await end(order_no)
                 if ended.state == "closed":
                     return ended
-                now = await self.provider.query(order_no, amount)        # paid in the meantime?
+                now = await self.provider.query(order_no, amount)  # paid in the meantime?
             except WalletError as exc:
                 log.warning("wallet order %s: could not end it (try %d): %s", order_no, attempt + 1, exc)
                 continue
@@ -202,8 +227,13 @@ class WalletDesk:
                 return now
             if kind == "qr" and ended.state == now.state == "not_found":
                 return now
-            log.info("wallet order %s: %s answered %s, the order is %s; trying again", order_no,
-                     "close" if kind == "qr" else "cancel", ended.state, now.state)
+            log.info(
+                "wallet order %s: %s answered %s, the order is %s; trying again",
+                order_no,
+                "close" if kind == "qr" else "cancel",
+                ended.state,
+                now.state,
+            )
         return None
 
     async def end_order(self, reason: str) -> None:
@@ -217,7 +247,7 @@ class WalletDesk:
             log.warning("wallet order %s: its fate is open; reconciling until the provider says", order_no)
             self._unknown(row, "could not close the order: reconciling")
             return
-        if ended.state == "not_found":                           # a shown code nobody scanned
+        if ended.state == "not_found":  # a shown code nobody scanned
             expiry = self._expiry(created)
             if self._clock() < expiry + EXPIRY_MARGIN:
                 # Payable until its expiry (a printed copy may still be scanned): unknown until then.
@@ -225,7 +255,7 @@ class WalletDesk:
                 self._unknown(row, f"never scanned; payable until {expiry.isoformat()}", reason, state="closed")
                 return
             ended = WalletResult("closed", reason)
-        elif ended.state == "closed" and ended.reason != "REFUNDED TO PAYER":   # cancel of a paid trade
+        elif ended.state == "closed" and ended.reason != "REFUNDED TO PAYER":  # cancel of a paid trade
             ended = WalletResult("closed", reason)
         self._settle(row, order_no, stan, kind, ended)
 
@@ -238,12 +268,13 @@ class WalletDesk:
             result = await self.provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
-            self._record(f.id, "unknown", note=str(exc)[:200])               # resent at reconcile
+            self._record(f.id, "unknown", note=str(exc)[:200])  # resent at reconcile
             return events.HostFailed(str(exc), sent=True, stan=f.stan)
         approved = result.state == "refunded"
-        if self._record(f.id, "approved" if approved else "declined", note=result.reason,
-                        wallet_trade_no=result.trade_no):
-            return events.HostFailed("the answer could not be journaled", sent=True, stan=f.stan)   # resent later
+        if self._record(
+            f.id, "approved" if approved else "declined", note=result.reason, wallet_trade_no=result.trade_no
+        ):
+            return events.HostFailed("the answer could not be journaled", sent=True, stan=f.stan)  # resent later
         code = "00" if approved else "05"
         return events.HostAnswered(AuthResponse(f.stan, code, "", "", self._config.terminal.terminal_id), f.stan)
 
@@ -266,14 +297,14 @@ class WalletDesk:
             try:
                 if not await self._reconcile_once():
                     return
-            except TerminalError as exc:                 # the journal (a full disk): try again later
+            except TerminalError as exc:  # the journal (a full disk): try again later
                 log.error("wallet: reconciling failed: %s", exc)
-            except Exception:                             # a bug must not end reconciliation for good
+            except Exception:  # a bug must not end reconciliation for good
                 log.exception("wallet: reconciling failed unexpectedly; trying again later")
 
     def _write_unrecorded(self) -> None:
         for row, note in list(self._unrecorded.items()):
-            self.journal.finish(row, "unknown", self._clock(), note=note)      # JournalError: still not
+            self.journal.finish(row, "unknown", self._clock(), note=note)  # JournalError: still not
             del self._unrecorded[row]
 
     async def _reconcile_once(self) -> bool:
@@ -298,15 +329,20 @@ class WalletDesk:
             result = await self._end_trade(order_no, kind, amount, 1)
             if result is None:
                 return
-            if result.state == "not_found":                      # a shown code nobody scanned
+            if result.state == "not_found":  # a shown code nobody scanned
                 now = self._clock()
                 created = datetime.fromisoformat(row["created_at"])
                 if created.tzinfo is None and now.tzinfo is not None:
-                    created = created.astimezone()                   # a naive stamp is local time
+                    created = created.astimezone()  # a naive stamp is local time
                 if now < self._expiry(created) + EXPIRY_MARGIN:
-                    return                                       # still payable: ask again later
+                    return  # still payable: ask again later
                 result = WalletResult("closed", "NEVER PAID; CODE EXPIRED")
         status = {"paid": "approved", "closed": "cancelled"}.get(result.state)
-        if status and not self._record(row["id"], status, note=f"reconciled: {result.reason}".rstrip(": "),
-                                       wallet_trade_no=result.trade_no, payer=result.payer):
+        if status and not self._record(
+            row["id"],
+            status,
+            note=f"reconciled: {result.reason}".rstrip(": "),
+            wallet_trade_no=result.trade_no,
+            payer=result.payer,
+        ):
             log.info("wallet order %s reconciled: %s", order_no, status)

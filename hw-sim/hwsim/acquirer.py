@@ -14,21 +14,17 @@ import secrets
 import struct
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import iso8583
 import iso8583.specs
 import psec.pinblock
 
-from firmware.security import dukpt
-
-from firmware.security import dukpt_aes
-
-from firmware.security import keys
-
 from firmware.core.emv import CardError, tlv_items
+from firmware.security import dukpt, dukpt_aes, keys
 
 from .cards import CATALOG, TestCard
 from .emvcard import CardProfile, cryptogram_scheme, generate_ac
@@ -59,10 +55,10 @@ class Account:
     balance: int
     status: str = "active"
     pin_failures: int = 0
-    kernel: str = ""              # chip cards: "visa" | "mastercard" (which cryptogram version)
-    imk_ac: str = ""              # chip cards: issuer master key for application cryptograms
+    kernel: str = ""  # chip cards: "visa" | "mastercard" (which cryptogram version)
+    imk_ac: str = ""  # chip cards: issuer master key for application cryptograms
     psn: str = "00"
-    last_atc: int = -1            # highest ATC seen: a cryptogram at or below it is a replay
+    last_atc: int = -1  # highest ATC seen: a cryptogram at or below it is a replay
 
 
 class Issuer:
@@ -70,29 +66,35 @@ class Issuer:
 
     def __init__(self, bdk: bytes, cards: list[TestCard], contactless: list[CardProfile] = ()) -> None:
         self._bdk = bdk
-        self.accounts = {c.pan: Account(c.pan, c.pin, c.balance, c.status)
-                         for c in cards if c.status != "unknown"}
+        self.accounts = {c.pan: Account(c.pan, c.pin, c.balance, c.status) for c in cards if c.status != "unknown"}
         for profile in contactless:
             self.add_contactless(profile)
 
     def add_contactless(self, p: CardProfile) -> None:
         """Open (or keep) the account of a contactless card profile."""
         if p.payment and p.pan not in self.accounts:
-            self.accounts[p.pan] = Account(p.pan, p.pin, p.balance, p.status, kernel=p.kernel,
-                                           imk_ac=p.issuer_imk_ac or p.imk_ac, psn=p.psn, last_atc=p.atc)
+            self.accounts[p.pan] = Account(
+                p.pan,
+                p.pin,
+                p.balance,
+                p.status,
+                kernel=p.kernel,
+                imk_ac=p.issuer_imk_ac or p.imk_ac,
+                psn=p.psn,
+                last_atc=p.atc,
+            )
 
-    def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str,
-                session: tuple[str, bytes] | None = None) -> bool:
+    def _pin_ok(self, account: Account, block_hex: str, ksn_hex: str, session: tuple[str, bytes] | None = None) -> bool:
         try:
             ksn = bytes.fromhex(ksn_hex)
-            if not ksn and session is not None:             # master/session: the sign-on PIN key
+            if not ksn and session is not None:  # master/session: the sign-on PIN key
                 scheme, key = session
                 if scheme == "aes":
                     pin = psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block_hex), account.pan)
                 else:
                     clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
                     pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
-            elif len(ksn) == 12:                              # AES DUKPT: key ID + 32-bit counter, format 4
+            elif len(ksn) == 12:  # AES DUKPT: key ID + 32-bit counter, format 4
                 initial = dukpt_aes.initial_key(AES_BDK, ksn[:8])
                 key = dukpt_aes.pin_key(initial, ksn[:8], int.from_bytes(ksn[8:], "big"))
                 pin = psec.pinblock.decipher_pinblock_iso_4(key, bytes.fromhex(block_hex), account.pan)
@@ -100,7 +102,7 @@ class Issuer:
                 key = dukpt.pin_key(dukpt.derive_ipek(self._bdk, ksn), ksn)
                 clear = dukpt.tdes_ecb_decrypt(key, bytes.fromhex(block_hex))
                 pin = psec.pinblock.decode_pinblock_iso_0(clear, account.pan)
-        except (ValueError, dukpt.KeyMaterialError):   # a malformed block or KSN is a wrong PIN
+        except (ValueError, dukpt.KeyMaterialError):  # a malformed block or KSN is a wrong PIN
             return False
         return secrets.compare_digest(pin, account.pin) and account.status != "pin_mismatch"
 
@@ -121,8 +123,9 @@ class Issuer:
         account.last_atc = atc
         return expected
 
-    def authorize(self, doc: dict[str, str], today: datetime,
-                  session: tuple[str, bytes] | None = None) -> tuple[str, str]:
+    def authorize(
+        self, doc: dict[str, str], today: datetime, session: tuple[str, bytes] | None = None
+    ) -> tuple[str, str]:
         """(response code, field 55 answer) for a 0200; debits the account on approval. For chip data
         the cryptogram is checked first and the answer carries the ARPC (tag 91) for the card.
         `session` is (scheme, PIN key) of the terminal's sign-on, for PIN blocks without a KSN."""
@@ -136,13 +139,14 @@ class Issuer:
             arpc = scheme.generate_arpc(arqc, rc.encode())
         return rc, ("91" + f"{len(arpc) + 2:02X}" + arpc.hex() + rc.encode().hex()).upper()
 
-    def _decide(self, doc: dict[str, str], today: datetime,
-                session: tuple[str, bytes] | None = None) -> tuple[str, bytes]:
+    def _decide(
+        self, doc: dict[str, str], today: datetime, session: tuple[str, bytes] | None = None
+    ) -> tuple[str, bytes]:
         """The response code, and the verified ARQC when the request carried chip data."""
         track2 = doc.get("35", "")
         pan, _, rest = track2.partition("=")
         if len(rest) < 7 or not rest[:4].isdigit():
-            return "30", b""                              # format error
+            return "30", b""  # format error
         account = self.accounts.get(pan)
         if account is None:
             return "14", b""
@@ -158,16 +162,15 @@ class Issuer:
         if "55" in doc:
             arqc = self.verify_arqc(account, doc["55"])
             if not arqc:
-                return "82", b""                          # cryptogram failed or replayed
+                return "82", b""  # cryptogram failed or replayed
         elif account.kernel:
-            return "05", b""                              # a chip card's data without its chip data
+            return "05", b""  # a chip card's data without its chip data
         if account.pin_failures >= PIN_TRIES:
             return "75", arqc
-        if "52" in doc or not arqc:                       # no PIN on a tap means the CVM was not PIN
+        if "52" in doc or not arqc:  # no PIN on a tap means the CVM was not PIN
             if not self._pin_ok(account, doc.get("52", ""), doc.get("53", ""), session):
                 account.pin_failures += 1
-                return ("75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch"
-                        else "55"), arqc
+                return ("75" if account.pin_failures >= PIN_TRIES and account.status != "pin_mismatch" else "55"), arqc
             account.pin_failures = 0
         amount = int(doc["4"])
         if amount > account.balance:
@@ -179,12 +182,19 @@ class Issuer:
 class Acquirer:
     """The acquirer host: TCP server in its own thread and event loop; `ledger` and `host_log` for tests."""
 
-    def __init__(self, bdk: bytes, cards: list[TestCard] | None = None, late_delay: float = 3.0,
-                 contactless: list[CardProfile] = (), dialect: str = "default", key_scheme: str = "",
-                 tmk: bytes = b"") -> None:
+    def __init__(
+        self,
+        bdk: bytes,
+        cards: list[TestCard] | None = None,
+        late_delay: float = 3.0,
+        contactless: list[CardProfile] = (),
+        dialect: str = "default",
+        key_scheme: str = "",
+        tmk: bytes = b"",
+    ) -> None:
         self._spec = SPEC_AES if dialect == "aes-dukpt" else SPEC
-        self.key_scheme, self._tmk = key_scheme, tmk           # master/session keys, when the profile has them
-        self.working: dict[str, tuple[bytes, bytes]] = {}      # terminal id -> (PIN key, MAC key) of its sign-on
+        self.key_scheme, self._tmk = key_scheme, tmk  # master/session keys, when the profile has them
+        self.working: dict[str, tuple[bytes, bytes]] = {}  # terminal id -> (PIN key, MAC key) of its sign-on
         self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards, contactless)
         self.ledger: list[dict[str, Any]] = []
         self.host_log: list[tuple[str, bytes]] = []
@@ -192,8 +202,8 @@ class Acquirer:
         self.port = 0
         self._faults: list[str] = []
         self._lies: list[Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]]] = []
-        self._accounts_of: dict[int, str] = {}      # ledger index -> PAN, the issuer's side only
-        self._answered: dict[str, bytes] = {}       # idempotency key -> the answer given
+        self._accounts_of: dict[int, str] = {}  # ledger index -> PAN, the issuer's side only
+        self._answered: dict[str, bytes] = {}  # idempotency key -> the answer given
         self._settled_batches: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self._rrn = itertools.count(1)
         self._lock = threading.Lock()
@@ -213,12 +223,14 @@ class Acquirer:
 
     def stop(self) -> None:
         """Close the server and its loop."""
+
         async def _close() -> None:
             if self._server is not None:
                 self._server.close()
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
+
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -255,7 +267,7 @@ class Acquirer:
                 if answers is None:
                     return
                 if fault == "timeout" or not answers:
-                    await reader.read()          # never answer; wait for the terminal to hang up
+                    await reader.read()  # never answer; wait for the terminal to hang up
                     return
                 if fault == "late":
                     await asyncio.sleep(self.late_delay)
@@ -276,8 +288,9 @@ class Acquirer:
         finally:
             writer.close()
 
-    def lie(self, rewrite: Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]] | None,
-            times: int = 1) -> None:
+    def lie(
+        self, rewrite: Callable[[dict[str, str], dict[str, str]], list[dict[str, str]]] | None, times: int = 1
+    ) -> None:
         """Put a lying host in front of the acquirer for the next `times` answers (None: stop lying).
 
         The acquirer still does what the request asks (the issuer approves and debits, the ledger records
@@ -316,11 +329,13 @@ class Acquirer:
             log.warning("acquirer: unsupported MTI %s", mti)
             return None
         answers = [answer]
-        lie = self._take_lie() if fault != "timeout" else None      # an answer never sent tells no lie
+        lie = self._take_lie() if fault != "timeout" else None  # an answer never sent tells no lie
         if lie is not None:
             truth, _ = iso8583.decode(answer, self._spec)
-            told = lie({k: v for k, v in doc.items() if k not in ("p", "1")},
-                       {k: v for k, v in truth.items() if k not in ("p", "1")})
+            told = lie(
+                {k: v for k, v in doc.items() if k not in ("p", "1")},
+                {k: v for k, v in truth.items() if k not in ("p", "1")},
+            )
             answers = [bytes(iso8583.encode(dict(d), self._spec)[0]) for d in told]
         if self.key_scheme:
             answers = [self._with_mac(a, self.working[tid][1], corrupt=fault == "badmac") for a in answers]
@@ -353,8 +368,9 @@ class Acquirer:
         field = "128" if "128" in doc else "64"
         if field not in doc or max(int(k) for k in doc if k.isdigit()) != int(field):
             return False
-        return secrets.compare_digest(keys.mac(self.key_scheme, mac_key, raw[:-16]).hex().upper().encode(),
-                                      raw[-16:].upper())
+        return secrets.compare_digest(
+            keys.mac(self.key_scheme, mac_key, raw[:-16]).hex().upper().encode(), raw[-16:].upper()
+        )
 
     def _with_mac(self, answer: bytes, mac_key: bytes, corrupt: bool) -> bytes:
         doc, _ = iso8583.decode(answer, self._spec)
@@ -373,10 +389,20 @@ class Acquirer:
         out = {k: doc[k] for k in ("3", "4", "7", "11", "41", "42", "49") if k in doc}
         out.update({"t": mti, "39": "A0"})
         with self._lock:
-            self.ledger.append({"kind": "refused", "stan": int(doc.get("11", "0") or 0), "amount": 0, "rrn": "",
-                                "response_code": "A0", "reversed": False, "voided": False,
-                                "terminal_id": doc.get("41", "").strip(), "transmitted_at": doc.get("7", ""),
-                                "settled": False})
+            self.ledger.append(
+                {
+                    "kind": "refused",
+                    "stan": int(doc.get("11", "0") or 0),
+                    "amount": 0,
+                    "rrn": "",
+                    "response_code": "A0",
+                    "reversed": False,
+                    "voided": False,
+                    "terminal_id": doc.get("41", "").strip(),
+                    "transmitted_at": doc.get("7", ""),
+                    "settled": False,
+                }
+            )
         raw, _ = iso8583.encode(out, self._spec)
         return bytes(raw)
 
@@ -398,15 +424,28 @@ class Acquirer:
             return self._follow_up(doc)
         required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
         missing = [f for f in required if f not in doc]
-        rc, icc = ("30", "") if missing or not doc.get("4", "").isdigit() else \
-            self.issuer.authorize(doc, datetime.now(), self._session_pin(doc))
+        rc, icc = (
+            ("30", "")
+            if missing or not doc.get("4", "").isdigit()
+            else self.issuer.authorize(doc, datetime.now(), self._session_pin(doc))
+        )
         rrn = self._new_rrn()
         with self._lock:
             self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]
-            self.ledger.append({"kind": "sale", "stan": int(doc.get("11", "0") or 0),
-                                "amount": int(doc.get("4", "0") or 0), "rrn": rrn, "response_code": rc,
-                                "reversed": False, "voided": False, "terminal_id": doc.get("41", "").strip(),
-                                "transmitted_at": doc.get("7", ""), "settled": False})
+            self.ledger.append(
+                {
+                    "kind": "sale",
+                    "stan": int(doc.get("11", "0") or 0),
+                    "amount": int(doc.get("4", "0") or 0),
+                    "rrn": rrn,
+                    "response_code": rc,
+                    "reversed": False,
+                    "voided": False,
+                    "terminal_id": doc.get("41", "").strip(),
+                    "transmitted_at": doc.get("7", ""),
+                    "settled": False,
+                }
+            )
         return self._answer_0210(doc, rc, rrn, icc)
 
     def _follow_up(self, doc: dict[str, str]) -> bytes:
@@ -421,28 +460,51 @@ class Acquirer:
         tid = doc.get("41", "").strip()
         rc, rrn = "25", self._new_rrn()
         with self._lock:
-            index = next((i for i, e in enumerate(self.ledger) if e["kind"] == "sale" and e["rrn"] == doc.get("37")
-                          and e["terminal_id"] == tid and e["response_code"] == "00"), None)
+            index = next(
+                (
+                    i
+                    for i, e in enumerate(self.ledger)
+                    if e["kind"] == "sale"
+                    and e["rrn"] == doc.get("37")
+                    and e["terminal_id"] == tid
+                    and e["response_code"] == "00"
+                ),
+                None,
+            )
             if index is not None:
                 sale = self.ledger[index]
-                refunded = sum(e["amount"] for e in self.ledger if e["kind"] == "refund"
-                               and e["original_rrn"] == sale["rrn"] and e["response_code"] == "00")
+                refunded = sum(
+                    e["amount"]
+                    for e in self.ledger
+                    if e["kind"] == "refund" and e["original_rrn"] == sale["rrn"] and e["response_code"] == "00"
+                )
                 account = self.issuer.accounts.get(self._accounts_of.get(index, ""))
                 if sale["reversed"] or sale["voided"]:
-                    rc = "12"                                  # invalid transaction: already undone
+                    rc = "12"  # invalid transaction: already undone
                 elif kind == "void" and (amount != sale["amount"] or refunded):
-                    rc = "13"                                  # a void is for the full, untouched amount
+                    rc = "13"  # a void is for the full, untouched amount
                 elif kind == "refund" and refunded + amount > sale["amount"]:
-                    rc = "13"                                  # invalid amount: more than is left
+                    rc = "13"  # invalid amount: more than is left
                 else:
                     rc = "00"
                     sale["voided"] = sale["voided"] or kind == "void"
                     if account is not None:
                         account.balance += amount
-            self.ledger.append({"kind": kind, "stan": int(doc.get("11", "0") or 0), "amount": amount, "rrn": rrn,
-                                "response_code": rc, "reversed": False, "voided": False, "terminal_id": tid,
-                                "transmitted_at": doc.get("7", ""), "original_rrn": doc.get("37", ""),
-                                "settled": False})
+            self.ledger.append(
+                {
+                    "kind": kind,
+                    "stan": int(doc.get("11", "0") or 0),
+                    "amount": amount,
+                    "rrn": rrn,
+                    "response_code": rc,
+                    "reversed": False,
+                    "voided": False,
+                    "terminal_id": tid,
+                    "transmitted_at": doc.get("7", ""),
+                    "original_rrn": doc.get("37", ""),
+                    "settled": False,
+                }
+            )
             answer = self._answer_0210(doc, rc, rrn)
             if key:
                 self._answered[key] = answer
@@ -452,12 +514,14 @@ class Acquirer:
         """0400/0401: find the original by terminal, STAN and field 7 (field 90); undo it once; always acknowledge."""
         original = doc.get("90", "")
         stan, transmitted = original[4:10], original[10:20]
-        rc = "25"                                              # unable to locate the original
+        rc = "25"  # unable to locate the original
         with self._lock:
             for i, entry in enumerate(self.ledger):
-                if entry["kind"] == "sale" and \
-                        (f"{entry['stan']:06d}", entry["transmitted_at"], entry["terminal_id"]) == \
-                        (stan, transmitted, doc.get("41", "").strip()):
+                if entry["kind"] == "sale" and (
+                    f"{entry['stan']:06d}",
+                    entry["transmitted_at"],
+                    entry["terminal_id"],
+                ) == (stan, transmitted, doc.get("41", "").strip()):
                     rc = "00"
                     if entry["response_code"] == "00" and not entry["reversed"]:
                         entry["reversed"] = True
@@ -477,9 +541,12 @@ class Acquirer:
         batch_key = (tid, doc.get("60", ""))
         with self._lock:
             host = self._settled_batches.get(batch_key)
-            if host is None:                       # a repeat of the same batch gets the same answer
-                open_entries = [e for e in self.ledger if e["terminal_id"] == tid and not e["settled"]
-                                and e["response_code"] == "00"]
+            if host is None:  # a repeat of the same batch gets the same answer
+                open_entries = [
+                    e
+                    for e in self.ledger
+                    if e["terminal_id"] == tid and not e["settled"] and e["response_code"] == "00"
+                ]
                 sales = [e for e in open_entries if e["kind"] == "sale" and not e["reversed"] and not e["voided"]]
                 refunds = [e for e in open_entries if e["kind"] == "refund"]
                 host = (len(sales), sum(e["amount"] for e in sales), len(refunds), sum(e["amount"] for e in refunds))
@@ -492,7 +559,15 @@ class Acquirer:
         except (KeyError, ValueError):
             terminal = None
         out = {k: doc[k] for k in ("3", "7", "11", "41", "42", "49", "60") if k in doc}
-        out.update({"t": "0510", "39": "00" if terminal == host else "95", "76": f"{host[0]:010d}",
-                    "88": f"{host[1]:016d}", "74": f"{host[2]:010d}", "86": f"{host[3]:016d}"})
+        out.update(
+            {
+                "t": "0510",
+                "39": "00" if terminal == host else "95",
+                "76": f"{host[0]:010d}",
+                "88": f"{host[1]:016d}",
+                "74": f"{host[2]:010d}",
+                "86": f"{host[3]:016d}",
+            }
+        )
         raw, _ = iso8583.encode(out, self._spec)
         return bytes(raw)

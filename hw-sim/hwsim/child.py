@@ -36,8 +36,9 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,15 @@ class KillPoints:
         self._guard = threading.Lock()
         self.statements = 0
         self.commits = 0
-        self._target = 0                         # 0: not armed
-        self._unit = "statement"                 # what _target counts: statements or commits
+        self._target = 0  # 0: not armed
+        self._unit = "statement"  # what _target counts: statements or commits
         self._phase = "before"
         self._delay = 0.0
         self._inside = False
 
-    def arm(self, after: int, phase: str, delay_us: float = 0.0, absolute: bool = False,
-            unit: str = "statement") -> None:
+    def arm(
+        self, after: int, phase: str, delay_us: float = 0.0, absolute: bool = False, unit: str = "statement"
+    ) -> None:
         """Kill at the `after`-th statement (or COMMIT, `unit="commit"`) from now (or from boot, `absolute`)."""
         if phase not in PHASES or after < 1 or unit not in ("statement", "commit"):
             raise ValueError(f"bad kill point {after}:{phase}:{unit}")
@@ -97,8 +99,9 @@ class KillPoints:
             self.statements += 1
             if commit:
                 self.commits += 1
-            hit = self._target != 0 and self._target == (self.statements if self._unit == "statement"
-                                                          else self.commits if commit else -1)
+            hit = self._target != 0 and self._target == (
+                self.statements if self._unit == "statement" else self.commits if commit else -1
+            )
             if hit:
                 self._target = 0
             number, phase, delay = self.statements, self._phase, self._delay
@@ -122,8 +125,8 @@ class KillPoints:
     def _killer(self, where: dict[str, Any], delay: float) -> None:
         deadline = time.perf_counter() + delay
         while time.perf_counter() < deadline:
-            pass                                   # spin: sleep() cannot wait microseconds
-        with self._guard:                          # the statement cannot return to Python meanwhile
+            pass  # spin: sleep() cannot wait microseconds
+        with self._guard:  # the statement cannot return to Python meanwhile
             self._die(where, "during", inside=self._inside)
 
     def _die(self, where: dict[str, Any], phase: str, inside: bool) -> None:
@@ -181,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from drivers.display import Display
-    from firmware.shell import logs
-    from firmware.shell.cli import build_terminal, serve
     from firmware.config import InputDeviceConfig, load
     from firmware.errors import ConfigError, TerminalError
+    from firmware.shell import logs
+    from firmware.shell.cli import build_terminal, serve
 
     from .inputs import SimInputDevice
     from .rig import apply_overrides
@@ -197,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         n, phase, *delay = armed.split(":")
         points.arm(int(n), phase, float(delay[0]) if delay else 0.0, absolute=True)
     if args.control_fd is not None:
-        threading.Thread(target=_listen, args=(args.control_fd, points, report), name="hwsim-control", daemon=True).start()
+        threading.Thread(
+            target=_listen, args=(args.control_fd, points, report), name="hwsim-control", daemon=True
+        ).start()
 
     try:
         cfg = apply_overrides(load(args.config), json.loads(args.overrides))
@@ -216,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         return SimInputDevice.adopt(dev.name or dev.describe(), fd)
 
     display = Display(cfg.display.width)
-    display.listen(lambda lines: report.send(screen=list(lines), qr=display.qr, statements=points.statements,
-                                             commits=points.commits))
+    display.listen(
+        lambda lines: report.send(
+            screen=list(lines), qr=display.qr, statements=points.statements, commits=points.commits
+        )
+    )
     try:
         terminal = build_terminal(cfg, display, open_input)
         report.send(boot=os.getpid())

@@ -88,7 +88,7 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                         sim.tap(profile=rest[0])
                     else:
                         sim.tap(rest[0])
-                    if "TAP OR SWIPE" in sim.screen:             # like a customer: hold it until it is read
+                    if "TAP OR SWIPE" in sim.screen:  # like a customer: hold it until it is read
                         try:
                             sim.wait_while("TAP OR SWIPE", timeout=3)
                             sim.wait_while("READING CARD", timeout=3)
@@ -119,8 +119,10 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                     out.write(f"next host request: {rest[0]}\n")
                 elif cmd == "journal":
                     for r in sim.journal():
-                        out.write(f"  #{r['id']} {r['created_at']} {r['kind']} {r['amount']} {r['currency']} "
-                                  f"{r['status']} stan {r['stan']:06d} {r['masked_pan']} rc {r['response_code']}\n")
+                        out.write(
+                            f"  #{r['id']} {r['created_at']} {r['kind']} {r['amount']} {r['currency']} "
+                            f"{r['status']} stan {r['stan']:06d} {r['masked_pan']} rc {r['response_code']}\n"
+                        )
                 elif cmd == "receipts":
                     out.write("\n\n".join(sim.receipts) + "\n")
                 elif cmd == "restart":

@@ -19,7 +19,7 @@ from firmware.core.money import Currency, parse_major
 
 PPSE = b"2PAY.SYS.DDF01"
 PROFILE_DIR = Path(__file__).resolve().parent / "cards"
-_CDOL = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")     # what both cryptogram versions hash
+_CDOL = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")  # what both cryptogram versions hash
 _PDOL_VISA = bytes.fromhex("9F66049F02069F03069F1A0295055F2A029A039C019F3704")
 VISA_CVR = bytes.fromhex("03A00000")
 MC_CVR = bytes.fromhex("A00000000000")
@@ -39,14 +39,14 @@ class CardProfile:
     imk_ac: str = field(repr=False)
     atc: int = 1
     pin: str = "1234"
-    balance: int = 0                   # minor units
+    balance: int = 0  # minor units
     cdcvm: bool = False
     name: str = "CARDHOLDER/TEST"
-    issuer_imk_ac: str = ""            # what the issuer holds, when it differs (a card with a bad key)
-    status: str = "active"             # the issuer's view: active | stolen | do_not_honor
-    payment: bool = True               # False: a transit/NDEF card with no payment application
-    vanish_after: int = 0              # leaves the field after this many APDUs (0: stays)
-    technology: str = "A"              # ISO/IEC 14443 Type "A" or "B"
+    issuer_imk_ac: str = ""  # what the issuer holds, when it differs (a card with a bad key)
+    status: str = "active"  # the issuer's view: active | stolen | do_not_honor
+    payment: bool = True  # False: a transit/NDEF card with no payment application
+    vanish_after: int = 0  # leaves the field after this many APDUs (0: stays)
+    technology: str = "A"  # ISO/IEC 14443 Type "A" or "B"
 
     @property
     def track2_eq(self) -> bytes:
@@ -55,8 +55,25 @@ class CardProfile:
         return bytes.fromhex(digits + ("F" if len(digits) % 2 else ""))
 
 
-_KEYS = {"kernel", "aid", "label", "pan", "psn", "expiry", "imk_ac", "atc", "pin", "balance", "cdcvm", "name",
-         "issuer_imk_ac", "status", "payment", "vanish_after", "technology"}
+_KEYS = {
+    "kernel",
+    "aid",
+    "label",
+    "pan",
+    "psn",
+    "expiry",
+    "imk_ac",
+    "atc",
+    "pin",
+    "balance",
+    "cdcvm",
+    "name",
+    "issuer_imk_ac",
+    "status",
+    "payment",
+    "vanish_after",
+    "technology",
+}
 
 
 def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
@@ -77,13 +94,26 @@ def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
         if technology not in ("A", "B"):
             raise ValueError('technology must be "A" or "B"')
         balance = parse_major(str(doc.get("balance", "0")), Currency.of(currency))
-        return CardProfile(id=path.stem, kernel=kernel, aid=doc["aid"].upper(), label=doc["label"], pan=doc["pan"],
-                           psn=doc.get("psn", "00"), expiry=doc["expiry"], imk_ac=doc["imk_ac"],
-                           atc=int(doc.get("atc", 1)), pin=str(doc.get("pin", "1234")), balance=balance,
-                           cdcvm=bool(doc.get("cdcvm", False)), name=doc.get("name", "CARDHOLDER/TEST"),
-                           issuer_imk_ac=doc.get("issuer_imk_ac", ""), status=doc.get("status", "active"),
-                           payment=bool(doc.get("payment", True)), vanish_after=int(doc.get("vanish_after", 0)),
-                           technology=technology)
+        return CardProfile(
+            id=path.stem,
+            kernel=kernel,
+            aid=doc["aid"].upper(),
+            label=doc["label"],
+            pan=doc["pan"],
+            psn=doc.get("psn", "00"),
+            expiry=doc["expiry"],
+            imk_ac=doc["imk_ac"],
+            atc=int(doc.get("atc", 1)),
+            pin=str(doc.get("pin", "1234")),
+            balance=balance,
+            cdcvm=bool(doc.get("cdcvm", False)),
+            name=doc.get("name", "CARDHOLDER/TEST"),
+            issuer_imk_ac=doc.get("issuer_imk_ac", ""),
+            status=doc.get("status", "active"),
+            payment=bool(doc.get("payment", True)),
+            vanish_after=int(doc.get("vanish_after", 0)),
+            technology=technology,
+        )
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -100,7 +130,7 @@ def cryptogram_scheme(kernel: str, imk_ac: str, pan: str, psn: str) -> Any:
     cls = cvn.VisaCVN10 if kernel == "visa" else cvn.MasterCardCVN16
     key = bytes.fromhex(imk_ac)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")                 # pyemv's two-key TDES warns under cryptography >= 43
+        warnings.simplefilter("ignore")  # pyemv's two-key TDES warns under cryptography >= 43
         return cls(key, key, key, pan, psn)
 
 
@@ -108,8 +138,19 @@ def generate_ac(scheme: Any, tags: dict[str, bytes], cvr: bytes) -> bytes:
     """The application cryptogram over the standard data set."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return scheme.generate_ac(tags["9F02"], tags["9F03"], tags["9F1A"], tags["95"], tags["5F2A"],
-                                  tags["9A"], tags["9C"], tags["9F37"], tags["82"], tags["9F36"], cvr)
+        return scheme.generate_ac(
+            tags["9F02"],
+            tags["9F03"],
+            tags["9F1A"],
+            tags["95"],
+            tags["5F2A"],
+            tags["9A"],
+            tags["9C"],
+            tags["9F37"],
+            tags["82"],
+            tags["9F36"],
+            cvr,
+        )
 
 
 def _split(dol: bytes, data: bytes) -> dict[str, bytes]:
@@ -121,7 +162,7 @@ def _split(dol: bytes, data: bytes) -> dict[str, bytes]:
                 k += 1
             k += 1
         tag, length = dol[i:k].hex().upper(), dol[k]
-        out[tag] = data[j:j + length]
+        out[tag] = data[j : j + length]
         i, j = k + 1, j + length
     return out
 
@@ -146,7 +187,7 @@ class CardApplet:
         if len(apdu) < 4:
             return b"\x67\x00"
         cla, ins, p1, p2 = apdu[:4]
-        data = apdu[5:5 + apdu[4]] if len(apdu) > 5 else b""
+        data = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
         if (cla, ins) == (0x00, 0xA4):
             if data == PPSE and p.payment:
                 entry = {"4F": bytes.fromhex(p.aid), "50": p.label.encode(), "87": b"\x01"}
@@ -164,11 +205,20 @@ class CardApplet:
         if (cla, ins) == (0x00, 0xB2):
             if p2 >> 3 != 1 or p1 != 1:
                 return b"\x6a\x83"
-            rec: dict[str, bytes] = {"5F20": p.name.encode(), "5F24": bytes.fromhex(p.expiry + "31"),
-                                     "5F28": b"\x01\x56"}
+            rec: dict[str, bytes] = {
+                "5F20": p.name.encode(),
+                "5F24": bytes.fromhex(p.expiry + "31"),
+                "5F28": b"\x01\x56",
+            }
             if p.kernel == "mastercard":
-                rec.update({"57": p.track2_eq, "5A": bytes.fromhex(p.pan + ("F" if len(p.pan) % 2 else "")),
-                            "5F34": bytes.fromhex(p.psn), "8C": _CDOL})
+                rec.update(
+                    {
+                        "57": p.track2_eq,
+                        "5A": bytes.fromhex(p.pan + ("F" if len(p.pan) % 2 else "")),
+                        "5F34": bytes.fromhex(p.psn),
+                        "8C": _CDOL,
+                    }
+                )
             return self._tlv("70", rec)
         if (cla, ins) == (0x80, 0xAE) and p.kernel == "mastercard":
             tags = _split(_CDOL, data)
@@ -177,7 +227,7 @@ class CardApplet:
 
     def _gpo(self, pdol_data: bytes) -> bytes:
         p = self.profile
-        afl = bytes.fromhex("08010100")                   # SFI 1, record 1
+        afl = bytes.fromhex("08010100")  # SFI 1, record 1
         if p.kernel == "mastercard":
             return self._tlv("77", {"82": self._aip, "94": afl})
         tags = _split(_PDOL_VISA, pdol_data)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from evdev import ecodes
 from evdev.eventio_async import EventIO
 
-_EVENT = struct.Struct("llHHi")   # struct input_event on 64-bit Linux: timeval, type, code, value
+_EVENT = struct.Struct("llHHi")  # struct input_event on 64-bit Linux: timeval, type, code, value
 _KEY_TOKEN = re.compile(r"\{([A-Z0-9]+)\}|(\d)|(\s)|(.)")
 
 
@@ -30,8 +30,9 @@ class DeviceInfo:
 class SimInputDevice(EventIO):
     """An evdev device whose kernel side is a pipe: read_one/read_loop/async_read_loop run unchanged."""
 
-    def __init__(self, name: str, vendor: int = 0x1209, product: int = 0x0001,
-                 fds: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, name: str, vendor: int = 0x1209, product: int = 0x0001, fds: tuple[int, int] | None = None
+    ) -> None:
         self._rfd, self._wfd = fds if fds is not None else os.pipe()
         self.fd = self._rfd
         self.path = f"sim:{name}"
@@ -40,7 +41,7 @@ class SimInputDevice(EventIO):
         self.info = DeviceInfo(ecodes.BUS_USB, vendor, product, 1)
         self.grabbed = False
         self._wlock = threading.Lock()
-        self.gone = False                   # unplugged: reads fail with ENODEV, as the kernel's do
+        self.gone = False  # unplugged: reads fail with ENODEV, as the kernel's do
 
     @classmethod
     def adopt(cls, name: str, fd: int, vendor: int = 0x1209, product: int = 0x0001) -> SimInputDevice:
@@ -69,7 +70,7 @@ class SimInputDevice(EventIO):
         return {ecodes.EV_KEY: sorted(c for c in ecodes.KEY if isinstance(c, int))}
 
     def close(self) -> None:
-        super().close()          # drops the loop reader
+        super().close()  # drops the loop reader
 
     def read(self):  # noqa: ANN201 - evdev's own signature: a generator of InputEvents
         """evdev's read, except that an unplugged device fails as a real one does (OSError ENODEV)."""
@@ -127,9 +128,10 @@ class SimInputDevice(EventIO):
 
 # How a US-layout HID keyboard-wedge reader types each character: (key name, shift).
 _UNSHIFTED_ROW = "`1234567890-=[]\\;',./ "
-_SHIFTED_ROW = "~!@#$%^&*()_+{}|:\"<>? "
-_ROW_KEYS = ("GRAVE 1 2 3 4 5 6 7 8 9 0 MINUS EQUAL LEFTBRACE RIGHTBRACE BACKSLASH SEMICOLON APOSTROPHE "
-             "COMMA DOT SLASH SPACE").split()
+_SHIFTED_ROW = '~!@#$%^&*()_+{}|:"<>? '
+_ROW_KEYS = (
+    "GRAVE 1 2 3 4 5 6 7 8 9 0 MINUS EQUAL LEFTBRACE RIGHTBRACE BACKSLASH SEMICOLON APOSTROPHE COMMA DOT SLASH SPACE"
+).split()
 
 
 def keystroke(ch: str) -> tuple[int, bool]:

@@ -52,10 +52,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from firmware.config import Config, load
 
@@ -74,11 +75,30 @@ KINDS = ("swipe", "tap", "wallet_qr", "wallet_scan", "refund", "void", "settleme
 WEIGHTS = (5, 3, 2, 2, 2, 2, 1)
 ALIPAY_CODE = "286123456789012345"
 MANAGER_PIN = "8888"
-RESULTS = ("APPROVED", "DECLINED", "NO HOST ANSWER", "HOST NOT AVAILABLE", "TERMINAL ERROR", "CANCELLED",
-           "PIN PAD ERROR", "SIGN-ON FAILED", "TIMEOUT")
+RESULTS = (
+    "APPROVED",
+    "DECLINED",
+    "NO HOST ANSWER",
+    "HOST NOT AVAILABLE",
+    "TERMINAL ERROR",
+    "CANCELLED",
+    "PIN PAD ERROR",
+    "SIGN-ON FAILED",
+    "TIMEOUT",
+)
 WALLET_RESULTS = ("PAID", "NOT PAID", "PAYMENT FAILED", "PAYMENT UNKNOWN", "CANCELLED", "TIMEOUT")
-FOLLOW_UP_RESULTS = ("VOID APPROVED", "VOID DECLINED", "REFUND APPROVED", "REFUND DECLINED", "CASH REFUND",
-                     "NO HOST ANSWER", "HOST NOT AVAILABLE", "NOT ALLOWED", "TIMEOUT", "CANCELLED")
+FOLLOW_UP_RESULTS = (
+    "VOID APPROVED",
+    "VOID DECLINED",
+    "REFUND APPROVED",
+    "REFUND DECLINED",
+    "CASH REFUND",
+    "NO HOST ANSWER",
+    "HOST NOT AVAILABLE",
+    "NOT ALLOWED",
+    "TIMEOUT",
+    "CANCELLED",
+)
 SETTLE_RESULTS = ("SETTLED, IN BALANCE", "OUT OF BALANCE", "SETTLEMENT FAILED", "TIMEOUT")
 STEP_TIMEOUT = 30.0
 SETTLE_TIMEOUT = 30.0
@@ -105,12 +125,12 @@ class HarnessStopped(Exception):
 class Plan:
     """Where to kill the terminal during one transaction."""
 
-    how: str                      # none | timer | statement | commit
-    step: int = -1                # timer: after starting this step
-    fraction: float = 0.0         # timer: of the step's learned duration
-    count: int = 0                # statement / commit: the count-th from the transaction's start
-    phase: str = ""               # before | during | after
-    delay_us: float = 0.0         # during: how far into the statement
+    how: str  # none | timer | statement | commit
+    step: int = -1  # timer: after starting this step
+    fraction: float = 0.0  # timer: of the step's learned duration
+    count: int = 0  # statement / commit: the count-th from the transaction's start
+    phase: str = ""  # before | during | after
+    delay_us: float = 0.0  # during: how far into the statement
 
     def describe(self) -> str:
         if self.how == "timer":
@@ -137,8 +157,10 @@ class Kill:
         if self.report:
             r = self.report
             where = f"; died {r['phase']} statement {r['statement']} ({r['sql']}){' inside it' if r['inside'] else ''}"
-        return f"kill {self.number} in txn {self.txn} ({self.kind}), {self.plan.describe()}{where}; screen " \
-               f"{self.screen.replace(chr(10), ' | ')!r}"
+        return (
+            f"kill {self.number} in txn {self.txn} ({self.kind}), {self.plan.describe()}{where}; screen "
+            f"{self.screen.replace(chr(10), ' | ')!r}"
+        )
 
 
 @dataclass
@@ -151,7 +173,8 @@ class Violation:
     txn: int
 
     def describe(self) -> str:
-        return f"[{self.finding.invariant}] {self.finding.detail}\n    after {self.kill} (seed {self.seed}, txn {self.txn})"
+        where = f"after {self.kill} (seed {self.seed}, txn {self.txn})"
+        return f"[{self.finding.invariant}] {self.finding.detail}\n    {where}"
 
 
 @dataclass
@@ -160,7 +183,7 @@ class Summary:
 
     seed: int
     kills: int = 0
-    unreached: int = 0            # kill points drawn that the transaction ended before reaching
+    unreached: int = 0  # kill points drawn that the transaction ended before reaching
     inside_commit: int = 0
     inside_statement: int = 0
     transactions: int = 0
@@ -172,18 +195,20 @@ class Summary:
     violations: list[Violation] = field(default_factory=list)
 
     def text(self) -> str:
-        lines = [f"kill harness, seed {self.seed}: {self.kills} kills in {self.transactions} transactions, "
-                 f"{self.seconds:.0f} s",
-                 f"  kill points tried: {self.kills + self.unreached} ({self.kills} fired, {self.unreached} not "
-                 f"reached before the transaction ended)",
-                 f"  inside a journal COMMIT (SQLite had not returned): {self.inside_commit}; inside another "
-                 f"journal statement: {self.inside_statement}",
-                 "  kills by transaction: " + ", ".join(f"{k} {self.by_kind[k]}" for k in (*KINDS, "boot")),
-                 "  kills by kill point: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_how.items())),
-                 f"  invariant checks: {self.checks} (each: {', '.join(inv.INVARIANTS)})",
-                 "  outcomes of transactions that ran to their end: " +
-                 ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
-                 f"  violations: {len(self.violations)}"]
+        lines = [
+            f"kill harness, seed {self.seed}: {self.kills} kills in {self.transactions} transactions, "
+            f"{self.seconds:.0f} s",
+            f"  kill points tried: {self.kills + self.unreached} ({self.kills} fired, {self.unreached} not "
+            f"reached before the transaction ended)",
+            f"  inside a journal COMMIT (SQLite had not returned): {self.inside_commit}; inside another "
+            f"journal statement: {self.inside_statement}",
+            "  kills by transaction: " + ", ".join(f"{k} {self.by_kind[k]}" for k in (*KINDS, "boot")),
+            "  kills by kill point: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_how.items())),
+            f"  invariant checks: {self.checks} (each: {', '.join(inv.INVARIANTS)})",
+            "  outcomes of transactions that ran to their end: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
+            f"  violations: {len(self.violations)}",
+        ]
         lines += ["  " + v.describe() for v in self.violations]
         return "\n".join(lines)
 
@@ -191,8 +216,9 @@ class Summary:
 class TerminalProcess:
     """One boot of the terminal as a child process, with its own input pipes, printer pty and RF field."""
 
-    def __init__(self, cfg: Config, config_path: Path, hosts: Hosts, data_dir: Path, stderr: Path,
-                 kill_at: str = "") -> None:
+    def __init__(
+        self, cfg: Config, config_path: Path, hosts: Hosts, data_dir: Path, stderr: Path, kill_at: str = ""
+    ) -> None:
         self.cfg = cfg
         self.printer = VirtualPrinter()
         self.field = RfField()
@@ -205,9 +231,23 @@ class TerminalProcess:
         if cfg.wallet.provider:
             overrides["wallet"].update(WALLET_TIMINGS)
         inputs = [self.keypad, self.magstripe] + ([self.scanner] if self.scanner else [])
-        cmd = [sys.executable, "-m", "hwsim.child", "--config", str(config_path), "--overrides", json.dumps(overrides),
-               "--keypad-fd", str(self.keypad.fileno()), "--magstripe-fd", str(self.magstripe.fileno()),
-               "--report-fd", str(report_w), "--control-fd", str(control_r)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hwsim.child",
+            "--config",
+            str(config_path),
+            "--overrides",
+            json.dumps(overrides),
+            "--keypad-fd",
+            str(self.keypad.fileno()),
+            "--magstripe-fd",
+            str(self.magstripe.fileno()),
+            "--report-fd",
+            str(report_w),
+            "--control-fd",
+            str(control_r),
+        ]
         if self.scanner is not None:
             cmd += ["--scanner-fd", str(self.scanner.fileno())]
         env = dict(os.environ)
@@ -217,8 +257,14 @@ class TerminalProcess:
         self.stderr = stderr
         self._stderr_from = stderr.stat().st_size if stderr.exists() else 0
         with open(stderr, "ab") as err:
-            self.proc = subprocess.Popen(cmd, pass_fds=[d.fileno() for d in inputs] + [report_w, control_r],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+            self.proc = subprocess.Popen(
+                cmd,
+                pass_fds=[d.fileno() for d in inputs] + [report_w, control_r],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
         for dev in inputs:
             dev.hand_over_reader()
         os.close(report_w)
@@ -264,6 +310,7 @@ class TerminalProcess:
 
     def wait_for(self, texts: tuple[str, ...], timeout: float = STEP_TIMEOUT, title: bool = False) -> str:
         """Until the screen shows one of `texts` (as its first line, with `title`); ChildDied, TimeoutError."""
+
         def matched() -> bool:
             if title:
                 return bool(self.lines) and self.lines[0].startswith(texts)
@@ -295,7 +342,7 @@ class TerminalProcess:
     def type(self, action: Callable[[], None]) -> None:
         try:
             action()
-        except OSError:                 # EPIPE: nobody reads the device any more
+        except OSError:  # EPIPE: nobody reads the device any more
             raise ChildDied("input pipe closed") from None
 
     def errors(self) -> str:
@@ -330,8 +377,15 @@ class TerminalProcess:
 class KillHarness:
     """Random transactions, random SIGKILLs, reboots and invariant checks; `run` returns a Summary."""
 
-    def __init__(self, workdir: Path, seed: int, config: Path = DEFAULT_CONFIG, out: TextIO | None = None,
-                 stop_on_violation: bool = False, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        seed: int,
+        config: Path = DEFAULT_CONFIG,
+        out: TextIO | None = None,
+        stop_on_violation: bool = False,
+        verbose: bool = False,
+    ) -> None:
         self.workdir = Path(workdir)
         self.seed = seed
         self.config_path = Path(config)
@@ -343,8 +397,8 @@ class KillHarness:
         self.summary = Summary(seed)
         self.hosts: Hosts | None = None
         self.proc: TerminalProcess | None = None
-        self.receipts: list[str] = []                     # cut by printers of earlier boots
-        self.applets: dict[str, CardApplet] = {}          # cards keep their ATC across boots
+        self.receipts: list[str] = []  # cut by printers of earlier boots
+        self.applets: dict[str, CardApplet] = {}  # cards keep their ATC across boots
         self._amounts = 0
         self._book = inv.MessageBook(self.cfg.host.dialect)
         self._durations: dict[tuple[str, int], float] = {}
@@ -353,7 +407,7 @@ class KillHarness:
         self._commits: dict[str, int] = {}
         self._boot_statements = 12
         self._seen: set[tuple[str, str]] = set()
-        self._stuck: set[int] = set()                     # rows reported as never settling
+        self._stuck: set[int] = set()  # rows reported as never settling
         self._last_kill = "no kill yet"
         self._txn = 0
         self._rng = random.Random(seed)
@@ -369,10 +423,12 @@ class KillHarness:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.hosts = Hosts(self.cfg, self.data_dir / "keys")
         issuer = self.hosts.acquirer.issuer
-        for pan in [magstripe_card(c).pan for c in ("visa-approve", "mc-approve", "unionpay-approve")] + \
-                [p.pan for p in contactless_catalog().values() if p.id in ("visa-tap-approve", "mc-tap-approve",
-                                                                            "phone-wallet")]:
-            issuer.accounts[pan].balance = 10 ** 13              # thousands of sales never run an account dry
+        for pan in [magstripe_card(c).pan for c in ("visa-approve", "mc-approve", "unionpay-approve")] + [
+            p.pan
+            for p in contactless_catalog().values()
+            if p.id in ("visa-tap-approve", "mc-tap-approve", "phone-wallet")
+        ]:
+            issuer.accounts[pan].balance = 10**13  # thousands of sales never run an account dry
         self._boot()
 
     def close(self) -> None:
@@ -392,8 +448,9 @@ class KillHarness:
 
     def _boot(self, kill_at: str = "") -> TerminalProcess:
         assert self.hosts is not None
-        self.proc = TerminalProcess(self.cfg, self.config_path, self.hosts, self.data_dir,
-                                    self.workdir / "child-stderr.log", kill_at)
+        self.proc = TerminalProcess(
+            self.cfg, self.config_path, self.hosts, self.data_dir, self.workdir / "child-stderr.log", kill_at
+        )
         return self.proc
 
     # --- running -----------------------------------------------------------------------------
@@ -414,7 +471,7 @@ class KillHarness:
         except HarnessStopped as exc:
             self._say(f"stopped: {exc}")
         if self.proc is not None and not self.proc.dead:
-            self._settle(self.proc, final=True)              # shown codes' orders too: they have expired by now
+            self._settle(self.proc, final=True)  # shown codes' orders too: they have expired by now
             self._check("end of run")
         self.summary.seconds = time.monotonic() - started
         return self.summary
@@ -428,9 +485,10 @@ class KillHarness:
         try:
             base = proc.counts()
             if plan.how in ("statement", "commit"):
-                proc.control(f"arm {plan.count} {plan.phase} {plan.delay_us:.0f}" +
-                             (" commit" if plan.how == "commit" else ""))
-                proc.counts()                                       # the arm is in place before we start
+                proc.control(
+                    f"arm {plan.count} {plan.phase} {plan.delay_us:.0f}" + (" commit" if plan.how == "commit" else "")
+                )
+                proc.counts()  # the arm is in place before we start
             outcome = getattr(self, f"_do_{kind}")(rng)
             proc.control("disarm")
             proc.wait_for(("ENTER AMOUNT",), title=True)
@@ -467,15 +525,18 @@ class KillHarness:
         if how == "timer":
             return Plan("timer", step=rng.randrange(self._steps.get(kind, 4)), fraction=rng.uniform(0.0, 1.2))
         if how in ("statement", "commit"):
-            most = (self._statements if how == "statement" else self._commits).get(kind, 20 if how == "statement" else 5)
+            most = (self._statements if how == "statement" else self._commits).get(
+                kind, 20 if how == "statement" else 5
+            )
             phase = rng.choices(("before", "during", "after"), (1, 3, 1) if how == "commit" else (1, 1, 1))[0]
             return Plan(how, count=rng.randint(1, max(1, most)), phase=phase, delay_us=rng.uniform(0, 300))
         return Plan("none")
 
     # --- the steps of a transaction -----------------------------------------------------------
 
-    def _step(self, action: Callable[[], None], texts: tuple[str, ...], title: bool = False,
-              timeout: float = STEP_TIMEOUT) -> str:
+    def _step(
+        self, action: Callable[[], None], texts: tuple[str, ...], title: bool = False, timeout: float = STEP_TIMEOUT
+    ) -> str:
         """Do one step (an input) and wait for its screen; the kill plan may end the transaction here."""
         proc = self.proc
         assert proc is not None
@@ -498,7 +559,7 @@ class KillHarness:
 
     def _amount(self) -> int:
         self._amounts += 1
-        return 100 + self._amounts                   # no two customers pay the same amount
+        return 100 + self._amounts  # no two customers pay the same amount
 
     def _end(self, screen: str) -> str:
         self._step(self._keys("{ENTER}"), ("ENTER AMOUNT",), title=True)
@@ -522,8 +583,9 @@ class KillHarness:
         profile = contactless_catalog()[card_id]
         applet = self.applets.setdefault(card_id, CardApplet(profile))
         self._step(self._keys(f"{amount}{{ENTER}}"), ("TAP OR SWIPE CARD",))
-        screen = self._step(lambda: proc.field.present(applet, profile.technology), ("ENTER PIN",) + RESULTS,
-                            title=False)
+        screen = self._step(
+            lambda: proc.field.present(applet, profile.technology), ("ENTER PIN",) + RESULTS, title=False
+        )
         if "ENTER PIN" in screen:
             screen = self._step(self._keys("1234{ENTER}"), RESULTS, title=True)
         proc.field.remove()
@@ -565,8 +627,9 @@ class KillHarness:
         amount = rng.randint(1, left)
         self._manager()
         self._step(self._keys("2"), ("TRACE NO.",))
-        screen = self._step(self._keys(f"{original['stan']}{{ENTER}}"), ("REFUND TRACE", "NOT ALLOWED", "NOT FOUND"),
-                            title=True)
+        screen = self._step(
+            self._keys(f"{original['stan']}{{ENTER}}"), ("REFUND TRACE", "NOT ALLOWED", "NOT FOUND"), title=True
+        )
         if screen.startswith("REFUND TRACE"):
             self._step(self._keys(f"{amount}{{ENTER}}"), ("2 CASH",))
             route = "2" if rng.random() < 0.15 else "1"
@@ -577,8 +640,10 @@ class KillHarness:
         original = rng.choice(self._voidable(self._rows()))
         self._manager()
         self._step(self._keys("1"), ("TRACE NO.",))
-        screen = self._step(self._keys(f"{original['stan']}{{ENTER}}"),
-                            ("ENTER TO CONFIRM", "VOID NOT POSSIBLE", "NOT ALLOWED", "NOT FOUND"))
+        screen = self._step(
+            self._keys(f"{original['stan']}{{ENTER}}"),
+            ("ENTER TO CONFIRM", "VOID NOT POSSIBLE", "NOT ALLOWED", "NOT FOUND"),
+        )
         if "ENTER TO CONFIRM" in screen:
             screen = self._step(self._keys("{ENTER}"), FOLLOW_UP_RESULTS, title=True)
         return self._end(screen)
@@ -601,8 +666,15 @@ class KillHarness:
         batch = inv.counter(self.data_dir / "journal.sqlite3", "batch") or 1
         today = datetime.now().astimezone().date().isoformat()
         touched = {r["original_id"] for r in rows if r["kind"] in ("void", "refund")}
-        return [r for r in rows if r["kind"] == "sale" and r["status"] == "approved" and r["batch"] == batch
-                and r["created_at"][:10] == today and r["id"] not in touched]
+        return [
+            r
+            for r in rows
+            if r["kind"] == "sale"
+            and r["status"] == "approved"
+            and r["batch"] == batch
+            and r["created_at"][:10] == today
+            and r["id"] not in touched
+        ]
 
     # --- kills, reboots, checks -----------------------------------------------------------------
 
@@ -638,18 +710,22 @@ class KillHarness:
         if state != "ok":
             self._violation(inv.Finding("journal-integrity", f"after the kill: {state}"))
         rng = random.Random(f"{self.seed}:{self._txn}:boot")
-        if rng.random() < 0.15 and self.summary.kills < 10 ** 9:
-            plan = Plan("boot", count=rng.randint(1, max(1, self._boot_statements)),
-                        phase=rng.choice(("before", "during", "after")), delay_us=rng.uniform(0, 300))
+        if rng.random() < 0.15 and self.summary.kills < 10**9:
+            plan = Plan(
+                "boot",
+                count=rng.randint(1, max(1, self._boot_statements)),
+                phase=rng.choice(("before", "during", "after")),
+                delay_us=rng.uniform(0, 300),
+            )
             proc = self._boot(f"{plan.count}:{plan.phase}:{plan.delay_us:.0f}")
             try:
                 proc.wait_for(("ENTER AMOUNT",), title=True)
                 self._settle(proc)
                 proc.control("disarm")
-                proc.counts()                              # the disarm is in place, or the point came first
+                proc.counts()  # the disarm is in place, or the point came first
             except (ChildDied, TimeoutError):
                 pass
-            if proc.kill_report is not None:               # it died at its armed point: one more kill
+            if proc.kill_report is not None:  # it died at its armed point: one more kill
                 proc.kill()
                 self.summary.kills += 1
                 boot_kill = Kill(self.summary.kills, self._txn, "boot", plan, proc.screen, proc.kill_report)
@@ -659,7 +735,7 @@ class KillHarness:
                 state = inv.integrity(self.data_dir / "journal.sqlite3")
                 if state != "ok":
                     self._violation(inv.Finding("journal-integrity", f"after a kill during boot: {state}"))
-            else:                                          # recovery ran in fewer statements: carry on with it
+            else:  # recovery ran in fewer statements: carry on with it
                 if not proc.dead:
                     self._check("reboot")
                     return
@@ -700,8 +776,11 @@ class KillHarness:
         while True:
             rows = self._rows()
             now = datetime.now().astimezone()
-            waiting = [r for r in rows if r["status"] in inv.UNDECIDED and r["id"] not in self._stuck
-                       and (final or not self._payable(r, now))]
+            waiting = [
+                r
+                for r in rows
+                if r["status"] in inv.UNDECIDED and r["id"] not in self._stuck and (final or not self._payable(r, now))
+            ]
             if not waiting:
                 return
             if proc.dead:
@@ -715,14 +794,18 @@ class KillHarness:
 
     def _payable(self, row: dict[str, Any], now: datetime) -> bool:
         """A shown code's order, not paid, whose code may still be paid (or was, very recently, expired)."""
-        if not (row["method"] == "wallet" and row["kind"] == "sale" and row["entry_mode"] == "qr"
-                and row["status"] == "unknown"):
+        if not (
+            row["method"] == "wallet"
+            and row["kind"] == "sale"
+            and row["entry_mode"] == "qr"
+            and row["status"] == "unknown"
+        ):
             return False
         assert self.hosts is not None
-        with self.hosts.wallet._lock:                      # noqa: SLF001 - the order's state, consistently
+        with self.hosts.wallet._lock:  # noqa: SLF001 - the order's state, consistently
             order = self.hosts.wallet.orders.get(row["order_no"])
             if order is not None and order.state == "paid":
-                return False                              # nothing to wait for: the terminal must see it
+                return False  # nothing to wait for: the terminal must see it
         created = datetime.fromisoformat(row["created_at"])
         if created.tzinfo is None:
             created = created.astimezone()
@@ -734,12 +817,16 @@ class KillHarness:
         rows = self._rows()
         tid = self.cfg.terminal.terminal_id
         ledger = list(self.hosts.acquirer.ledger)
-        with self.hosts.wallet._lock:                      # noqa: SLF001 - a consistent snapshot of the orders
+        with self.hosts.wallet._lock:  # noqa: SLF001 - a consistent snapshot of the orders
             orders = {no: _snapshot(o) for no, o in self.hosts.wallet.orders.items()}
         receipts = self.receipts + (self.proc.printer.receipts if self.proc is not None else [])
-        findings = (inv.host_vs_journal(ledger, rows, tid) + inv.wallet_vs_journal(orders, rows)
-                    + inv.charged_once(ledger, orders, tid) + self._book.feed(list(self.hosts.acquirer.host_log))
-                    + inv.receipt_truth(receipts, rows))
+        findings = (
+            inv.host_vs_journal(ledger, rows, tid)
+            + inv.wallet_vs_journal(orders, rows)
+            + inv.charged_once(ledger, orders, tid)
+            + self._book.feed(list(self.hosts.acquirer.host_log))
+            + inv.receipt_truth(receipts, rows)
+        )
         for f in findings:
             self._violation(f)
 
@@ -776,12 +863,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-on-violation", action="store_true")
     parser.add_argument("--verbose", action="store_true", help="print every kill as it happens")
     args = parser.parse_args(argv)
-    return run_cli(args.kills, args.seed, args.minutes, Path(args.config), args.workdir, args.stop_on_violation,
-                   args.verbose)
+    return run_cli(
+        args.kills, args.seed, args.minutes, Path(args.config), args.workdir, args.stop_on_violation, args.verbose
+    )
 
 
-def run_cli(kills: int, seed: int, minutes: float, config: Path, workdir: str | None = None,
-            stop_on_violation: bool = False, verbose: bool = False, out: TextIO = sys.stdout) -> int:
+def run_cli(
+    kills: int,
+    seed: int,
+    minutes: float,
+    config: Path,
+    workdir: str | None = None,
+    stop_on_violation: bool = False,
+    verbose: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
     """Run the harness with progress on `out`; 0 when every invariant held."""
     if workdir and (Path(workdir) / "data").exists():
         # A journal from another run meets a fresh acquirer and gateway: every check would fail.
@@ -796,8 +892,10 @@ def run_cli(kills: int, seed: int, minutes: float, config: Path, workdir: str | 
     def progress() -> None:
         while not stop.wait(60):
             s = harness.summary
-            out.write(f"  ... {s.kills} kills ({s.inside_commit} inside a commit), {s.transactions} transactions, "
-                      f"{len(s.violations)} violations\n")
+            out.write(
+                f"  ... {s.kills} kills ({s.inside_commit} inside a commit), {s.transactions} transactions, "
+                f"{len(s.violations)} violations\n"
+            )
             out.flush()
 
     threading.Thread(target=progress, daemon=True).start()

@@ -34,7 +34,7 @@ ATS = bytes.fromhex("057880A002")
 # ATQB protocol info: bit rates 106 only; FSCI 8 (256 bytes) + ISO 14443-4 compliant; FWI 10, no NAD/CID.
 PROT_INFO_B = bytes.fromhex("0081A0")
 FSD = 256
-COLLISION = b""             # an answer garbled by two cards talking at once: sent as a datagram without data
+COLLISION = b""  # an answer garbled by two cards talking at once: sent as a datagram without data
 
 
 @dataclass(eq=False)
@@ -42,9 +42,9 @@ class FieldCard:
     """One card in the field: its applet, technology, identifier (NFCID1 or PUPI) and 14443-3 state."""
 
     applet: CardApplet
-    tech: str                          # "A" or "B"
+    tech: str  # "A" or "B"
     uid: bytes
-    state: str = "idle"                # idle | ready | active | protocol | halt
+    state: str = "idle"  # idle | ready | active | protocol | halt
 
 
 def default_uid(card_id: str, tech: str) -> bytes:
@@ -69,15 +69,16 @@ class RfField:
         self._thread.start()
 
     def _reset_link(self) -> None:
-        self._pcb = 0                  # last block number the reader used
-        self._rx = b""                 # chained command being received
-        self._tx = b""                 # chained response still to send
-        self._last = b""               # last block sent, for R(NAK) retransmission
+        self._pcb = 0  # last block number the reader used
+        self._rx = b""  # chained command being received
+        self._tx = b""  # chained response still to send
+        self._last = b""  # last block sent, for R(NAK) retransmission
 
     # --- test control ----------------------------------------------------------------------
 
-    def present(self, applet: CardApplet, tech: str = "A", uid: bytes | None = None, *,
-                together: bool = False) -> FieldCard:
+    def present(
+        self, applet: CardApplet, tech: str = "A", uid: bytes | None = None, *, together: bool = False
+    ) -> FieldCard:
         """Put a card in the field (beside the ones there when `together`); a polling reader sees it at once."""
         if tech not in ("A", "B"):
             raise ValueError("tech must be 'A' or 'B'")
@@ -131,7 +132,7 @@ class RfField:
             except OSError:
                 return
             if datagram.startswith(b"RFOFF"):
-                with self._lock:                              # field off: every card loses power
+                with self._lock:  # field off: every card loses power
                     for card in self._cards:
                         card.state = "idle"
                     self._reset_link()
@@ -158,7 +159,7 @@ class RfField:
         for card in list(self._cards):
             vanish = card.applet.profile.vanish_after
             if vanish and card.applet.apdus >= vanish:
-                self._cards.remove(card)                      # the customer pulled the card away
+                self._cards.remove(card)  # the customer pulled the card away
         if brty == "106A":
             return self._type_a(frame)
         if brty == "106B":
@@ -167,7 +168,7 @@ class RfField:
 
     def _type_a(self, frame: bytes) -> bytes | None:
         cards = [c for c in self._cards if c.tech == "A"]
-        if frame in (b"\x26", b"\x52"):                      # REQA / WUPA (WUPA also wakes halted cards)
+        if frame in (b"\x26", b"\x52"):  # REQA / WUPA (WUPA also wakes halted cards)
             woken = [c for c in cards if c.state != "halt" or frame == b"\x52"]
             for card in woken:
                 if card.state == "protocol":
@@ -175,12 +176,12 @@ class RfField:
                 card.state = "ready"
             return ATQA if woken else None
         ready = [c for c in cards if c.state == "ready"]
-        if frame == b"\x93\x20":                             # SDD_REQ, cascade level 1
+        if frame == b"\x93\x20":  # SDD_REQ, cascade level 1
             if not ready:
                 return None
             uid = max(ready, key=lambda c: c.uid).uid
             return uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]])
-        if frame[:2] == b"\x93\x70":                         # SEL_REQ: the named card is selected, the rest idle
+        if frame[:2] == b"\x93\x70":  # SEL_REQ: the named card is selected, the rest idle
             chosen = None
             for card in ready:
                 if card.uid == frame[2:6]:
@@ -189,11 +190,11 @@ class RfField:
                     card.state = "idle"
             return bytes([SAK_ISO_DEP]) if chosen else None
         active = next((c for c in cards if c.state == "active"), None)
-        if frame[:2] == b"\x50\x00":                         # HLTA: no answer
+        if frame[:2] == b"\x50\x00":  # HLTA: no answer
             if active:
                 active.state = "halt"
             return None
-        if frame[0] == 0xE0 and len(frame) == 2:             # RATS
+        if frame[0] == 0xE0 and len(frame) == 2:  # RATS
             if active is None:
                 return None
             active.state = "protocol"
@@ -204,7 +205,7 @@ class RfField:
 
     def _type_b(self, frame: bytes) -> bytes | None:
         cards = [c for c in self._cards if c.tech == "B"]
-        if frame[0] == 0x05 and len(frame) == 3:             # REQB / WUPB (PARAM bit 4)
+        if frame[0] == 0x05 and len(frame) == 3:  # REQB / WUPB (PARAM bit 4)
             wake = bool(frame[2] & 0x08)
             woken = [c for c in cards if c.state in ("idle", "ready") or (wake and c.state == "halt")]
             if not woken:
@@ -212,16 +213,16 @@ class RfField:
             for card in woken:
                 card.state = "ready"
             if len(woken) > 1:
-                return COLLISION                             # all answer in the one slot: the reader hears noise
+                return COLLISION  # all answer in the one slot: the reader hears noise
             return b"\x50" + woken[0].uid + b"\x00\x00\x00\x00" + PROT_INFO_B
-        if frame[0] == 0x1D and len(frame) >= 9:             # ATTRIB
+        if frame[0] == 0x1D and len(frame) >= 9:  # ATTRIB
             card = next((c for c in cards if c.state == "ready" and c.uid == frame[1:5]), None)
             if card is None:
                 return None
             card.state = "protocol"
             self._reset_link()
-            return b"\x00"                                   # MBLI 0, CID 0
-        if frame[0] == 0x50 and len(frame) == 5:             # HLTB
+            return b"\x00"  # MBLI 0, CID 0
+        if frame[0] == 0x50 and len(frame) == 5:  # HLTB
             card = next((c for c in cards if c.uid == frame[1:5] and c.state != "idle"), None)
             if card is None:
                 return None
@@ -232,26 +233,26 @@ class RfField:
 
     def _iso_dep(self, card: FieldCard, block: bytes) -> bytes | None:
         pcb = block[0]
-        if pcb & 0xE2 == 0x02:                               # I-block (02/03, chaining 12/13)
+        if pcb & 0xE2 == 0x02:  # I-block (02/03, chaining 12/13)
             self._pcb = pcb & 0x01
             self._rx += block[1:]
-            if pcb & 0x10:                                   # more to come: acknowledge
+            if pcb & 0x10:  # more to come: acknowledge
                 return bytes([0xA2 | self._pcb])
             apdu, self._rx = self._rx, b""
             self._tx = card.applet.process(apdu)
             return self._next_chunk()
-        if pcb & 0xF6 == 0xA2:                               # R(ACK): the reader wants our next chunk
+        if pcb & 0xF6 == 0xA2:  # R(ACK): the reader wants our next chunk
             self._pcb = pcb & 0x01
             return self._next_chunk() if self._tx else None
-        if pcb & 0xF6 == 0xB2:                               # R(NAK): presence check or lost block
+        if pcb & 0xF6 == 0xB2:  # R(NAK): presence check or lost block
             return bytes([0xA2 | (pcb & 0x01)]) if (pcb & 0x01) != self._pcb else self._last
-        if pcb & 0xF7 == 0xC2:                               # S(DESELECT): the card halts
+        if pcb & 0xF7 == 0xC2:  # S(DESELECT): the card halts
             card.state = "halt"
             return bytes([pcb])
         return None
 
     def _next_chunk(self) -> bytes:
-        room = FSD - 3                                       # PCB + 2 CRC bytes in the frame size
+        room = FSD - 3  # PCB + 2 CRC bytes in the frame size
         chunk, self._tx = self._tx[:room], self._tx[room:]
         chaining = 0x10 if self._tx else 0x00
         return bytes([0x02 | chaining | self._pcb]) + chunk

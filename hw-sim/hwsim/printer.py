@@ -17,11 +17,30 @@ STATUS_ONLINE, STATUS_OFFLINE = 0x16, 0x1E
 PAPER_OK, PAPER_OUT = 0x12, 0x72
 # Commands with a fixed number of parameter bytes after the two command bytes.
 _FIXED = {
-    (ESC, ord("@")): 0, (ESC, ord("t")): 1, (ESC, ord("!")): 1, (ESC, ord("E")): 1, (ESC, ord("a")): 1,
-    (ESC, ord("-")): 1, (ESC, ord("M")): 1, (ESC, ord("{")): 1, (ESC, ord("d")): 1, (ESC, ord("2")): 0,
-    (ESC, ord("3")): 1, (ESC, ord("G")): 1, (ESC, ord("V")): 1, (ESC, ord("J")): 1, (ESC, ord("p")): 3,
-    (GS, ord("!")): 1, (GS, ord("b")): 1, (GS, ord("B")): 1, (GS, ord("h")): 1, (GS, ord("w")): 1,
-    (GS, ord("H")): 1, (GS, ord("f")): 1, (FS, ord("&")): 0, (FS, ord(".")): 0,
+    (ESC, ord("@")): 0,
+    (ESC, ord("t")): 1,
+    (ESC, ord("!")): 1,
+    (ESC, ord("E")): 1,
+    (ESC, ord("a")): 1,
+    (ESC, ord("-")): 1,
+    (ESC, ord("M")): 1,
+    (ESC, ord("{")): 1,
+    (ESC, ord("d")): 1,
+    (ESC, ord("2")): 0,
+    (ESC, ord("3")): 1,
+    (ESC, ord("G")): 1,
+    (ESC, ord("V")): 1,
+    (ESC, ord("J")): 1,
+    (ESC, ord("p")): 3,
+    (GS, ord("!")): 1,
+    (GS, ord("b")): 1,
+    (GS, ord("B")): 1,
+    (GS, ord("h")): 1,
+    (GS, ord("w")): 1,
+    (GS, ord("H")): 1,
+    (GS, ord("f")): 1,
+    (FS, ord("&")): 0,
+    (FS, ord(".")): 0,
 }
 
 
@@ -36,10 +55,10 @@ class EscposDecoder:
     _pieces: list[str] = field(default_factory=list)
     _lines: list[str] = field(default_factory=list)
     _chinese: bool = False
-    paper: bool = True                  # without paper, what is sent is taken in and never comes out
-    paper_left: int | None = None       # receipts the roll still has room for (None: endless); the next ends it
-    lost: int = 0                       # receipts cut while there was no paper, or cut short by its end
-    queries: list[int] = field(default_factory=list)    # DLE EOT n requests not yet answered
+    paper: bool = True  # without paper, what is sent is taken in and never comes out
+    paper_left: int | None = None  # receipts the roll still has room for (None: endless); the next ends it
+    lost: int = 0  # receipts cut while there was no paper, or cut short by its end
+    queries: list[int] = field(default_factory=list)  # DLE EOT n requests not yet answered
 
     def _flush_text(self) -> None:
         # Bytes of the current mode: GB18030 in Chinese mode, code page 437 (ESC t 0) otherwise.
@@ -58,7 +77,7 @@ class EscposDecoder:
     def _cut(self) -> None:
         if self.paper and self.paper_left is not None:
             if self.paper_left == 0:
-                self.paper = False              # the roll ends in this receipt: it never comes out whole
+                self.paper = False  # the roll ends in this receipt: it never comes out whole
             else:
                 self.paper_left -= 1
         if not self.paper:
@@ -80,7 +99,7 @@ class EscposDecoder:
         while self._buf:
             used = self._step()
             if used == 0:
-                break            # incomplete command: wait for more bytes
+                break  # incomplete command: wait for more bytes
             del self._buf[:used]
         return len(self.receipts) - done
 
@@ -100,13 +119,13 @@ class EscposDecoder:
             return 1
         if len(b) < 2:
             return 0
-        if c == DLE and b[1] == EOT:                   # real-time status request: DLE EOT n
+        if c == DLE and b[1] == EOT:  # real-time status request: DLE EOT n
             if len(b) < 3:
                 return 0
             self.queries.append(b[2])
             return 3
         cmd = (c, b[1])
-        if cmd == (GS, ord("V")):                      # cut: GS V m, or GS V m n for m in 65/66
+        if cmd == (GS, ord("V")):  # cut: GS V m, or GS V m n for m in 65/66
             if len(b) < 3:
                 return 0
             size = 4 if b[2] in (65, 66) else 3
@@ -114,12 +133,12 @@ class EscposDecoder:
                 return 0
             self._cut()
             return size
-        if cmd in ((GS, ord("(")), (ESC, ord("("))):   # GS ( fn pL pH data (QR and friends)
+        if cmd in ((GS, ord("(")), (ESC, ord("("))):  # GS ( fn pL pH data (QR and friends)
             if len(b) < 5:
                 return 0
             size = 5 + b[3] + 256 * b[4]
             return size if len(b) >= size else 0
-        if cmd == (GS, ord("v")):                      # GS v 0 m xL xH yL yH raster image
+        if cmd == (GS, ord("v")):  # GS v 0 m xL xH yL yH raster image
             if len(b) < 8:
                 return 0
             size = 8 + (b[4] + 256 * b[5]) * (b[6] + 256 * b[7])
@@ -183,8 +202,9 @@ class VirtualPrinter:
         os.symlink(os.ttyname(self._slave), link)
         os.replace(link, self.devfile)
         self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._pump, args=(self._master, self._stop_r),
-                                        name="hwsim-printer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._pump, args=(self._master, self._stop_r), name="hwsim-printer", daemon=True
+        )
         self._thread.start()
 
     def unplug(self) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from firmware.config import Config
-from firmware.security.keystore import KeyStore
 from firmware.host.signon import MASTER_KEY
+from firmware.security.keystore import KeyStore
 
 from .acquirer import Acquirer
 from .emvcard import contactless_catalog
@@ -44,13 +45,19 @@ class Hosts:
         self.base = base
         scheme = base.keys.scheme
         late = late_delay if late_delay is not None else base.timeouts.host + 1.0
-        self.acquirer = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()),
-                                 dialect=base.host.dialect, key_scheme=scheme, tmk=SIM_TMK if scheme else b"")
+        self.acquirer = Acquirer(
+            SIM_BDK,
+            late_delay=late,
+            contactless=list(contactless_catalog().values()),
+            dialect=base.host.dialect,
+            key_scheme=scheme,
+            tmk=SIM_TMK if scheme else b"",
+        )
         self.port = self.acquirer.start()
         self.wallet = WalletGateway(app_id=base.wallet.app_id or "2021000000000000")
         keys_dir.mkdir(parents=True, exist_ok=True)
         if scheme and KeyStore(keys_dir).get(MASTER_KEY) is None:
-            KeyStore(keys_dir).put(MASTER_KEY, SIM_TMK, scheme)        # the installer's key loading
+            KeyStore(keys_dir).put(MASTER_KEY, SIM_TMK, scheme)  # the installer's key loading
         self._private = keys_dir / "merchant_private.pem"
         self._public = keys_dir / "alipay_public.pem"
         self._private.write_bytes(self.wallet.merchant_private_pem)
@@ -67,8 +74,12 @@ class Hosts:
         if b.contactless.device and nfc_port is not None:
             out["contactless"] = {"device": f"udp:127.0.0.1:{nfc_port}"}
         if b.wallet.provider:
-            out["wallet"] = {"gateway": self.wallet.url, "app_id": self.wallet.app_id,
-                             "private_key": str(self._private), "provider_public_key": str(self._public)}
+            out["wallet"] = {
+                "gateway": self.wallet.url,
+                "app_id": self.wallet.app_id,
+                "private_key": str(self._private),
+                "provider_public_key": str(self._public),
+            }
         return out
 
     def close(self) -> None:

@@ -14,8 +14,9 @@ import re
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 from firmware.config import LOGICAL_KEYS, Config
 
@@ -25,12 +26,26 @@ from .emvcard import contactless_catalog, load_profile
 from .inputs import keystroke
 from .simulator import Simulator
 
-ACTIONS = ("keys", "swipe", "swipe_track1", "swipe_track2", "swipe_raw", "tap", "tap_profile", "remove_card",
-           "pin", "fault", "restart",
-           "expect_screen", "expect_receipts", "expect_receipt", "expect_journal")
+ACTIONS = (
+    "keys",
+    "swipe",
+    "swipe_track1",
+    "swipe_track2",
+    "swipe_raw",
+    "tap",
+    "tap_profile",
+    "remove_card",
+    "pin",
+    "fault",
+    "restart",
+    "expect_screen",
+    "expect_receipts",
+    "expect_receipt",
+    "expect_journal",
+)
 OPTIONS = ("timeout", "note")
-MAX_TIMEOUT = 600.0               # seconds one step may wait
-MAX_TEXT = 4096                   # characters of one typed or expected text
+MAX_TIMEOUT = 600.0  # seconds one step may wait
+MAX_TEXT = 4096  # characters of one typed or expected text
 _KEY_TOKEN = re.compile(r"\{([A-Z0-9]+)\}|([0-9])|(\s)|(.)", re.DOTALL)
 _JOURNAL_KEY = re.compile(r"count|last_[a-z][a-z0-9_]*")
 
@@ -40,8 +55,14 @@ class ScenarioError(Exception):
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a table"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -80,6 +101,7 @@ def _keys(keypad: Iterable[str]) -> Callable[[Any], str | None]:
             if named and named not in names:
                 return f"the keypad has no key {{{named}}}; it has {', '.join(names)}"
         return None
+
     return check
 
 
@@ -99,7 +121,7 @@ def _count(value: Any) -> str | None:
 
 def _journal(value: Any) -> str | None:
     if not isinstance(value, dict) or not value:
-        return f"expected a table such as {{ count = 1, last_status = \"approved\" }}, got {_kind(value)}"
+        return f'expected a table such as {{ count = 1, last_status = "approved" }}, got {_kind(value)}'
     for key, want in value.items():
         if not _JOURNAL_KEY.fullmatch(key):
             return f"{key[:40]!r} is neither count nor last_<column>"
@@ -119,7 +141,7 @@ def _profile(value: Any) -> str | None:
     if problem:
         return problem
     path = Path(value)
-    if not path.is_file() or path.stat().st_size > 65536:   # not /dev/zero, a folder or a stray big file
+    if not path.is_file() or path.stat().st_size > 65536:  # not /dev/zero, a folder or a stray big file
         return f"not a card profile: {value[:80]!r} is not a TOML file of at most 64 KiB"
     try:
         load_profile(value)
@@ -138,15 +160,23 @@ def _timeout(value: Any) -> str | None:
 
 def _checks(keypad: Iterable[str]) -> dict[str, Callable[[Any], str | None]]:
     return {
-        "keys": _keys(keypad), "swipe": _one_of(CATALOG, "test card"), "swipe_track1": _typed,
-        "swipe_track2": _typed, "swipe_raw": _typed, "tap": _one_of(contactless_catalog(), "contactless card"),
+        "keys": _keys(keypad),
+        "swipe": _one_of(CATALOG, "test card"),
+        "swipe_track1": _typed,
+        "swipe_track2": _typed,
+        "swipe_raw": _typed,
+        "tap": _one_of(contactless_catalog(), "contactless card"),
         "tap_profile": _profile,
         "remove_card": lambda v: None if v is True else "must be true (the card leaves the field)",
-        "pin": _pin, "fault": _one_of(("", *FAULTS), "host fault"),
+        "pin": _pin,
+        "fault": _one_of(("", *FAULTS), "host fault"),
         "restart": _one_of(("clean", "crash"), "restart kind"),
         "expect_screen": lambda v: _text(v) or (None if v.strip() else "must not be empty"),
-        "expect_receipts": _count, "expect_receipt": _text, "expect_journal": _journal,
-        "timeout": _timeout, "note": _text,
+        "expect_receipts": _count,
+        "expect_receipt": _text,
+        "expect_journal": _journal,
+        "timeout": _timeout,
+        "note": _text,
     }
 
 
@@ -187,8 +217,9 @@ def check_steps(doc: dict[str, Any], source: str, keypad: Iterable[str] = LOGICA
             raise ScenarioError(f"{source}: step {i}: expected a [[step]] table, got {_kind(step)}")
         unknown = set(step) - set(ACTIONS) - set(OPTIONS)
         if unknown:
-            raise ScenarioError(f"{source}: step {i}: unknown key {sorted(unknown)[0][:40]!r}; "
-                                f"known: {', '.join(ACTIONS)}")
+            raise ScenarioError(
+                f"{source}: step {i}: unknown key {sorted(unknown)[0][:40]!r}; known: {', '.join(ACTIONS)}"
+            )
         actions = [k for k in step if k in ACTIONS and not k.startswith("swipe_track")]
         if any(k.startswith("swipe_track") for k in step):
             actions.append("swipe_track")
@@ -215,7 +246,7 @@ def _check_journal(sim: Simulator, expect: dict[str, Any]) -> None:
 
 
 def _do(sim: Simulator, step: dict[str, Any]) -> None:
-    timeout = float(step.get("timeout", 10))            # checked by load_steps: finite, 0 < timeout <= 600
+    timeout = float(step.get("timeout", 10))  # checked by load_steps: finite, 0 < timeout <= 600
     if "keys" in step:
         sim.keys(step["keys"])
     elif "swipe" in step:

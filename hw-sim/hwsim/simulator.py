@@ -18,12 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-
 from drivers.display import Display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
-from firmware.security.keystore import KeyStore
 from firmware.host.signon import MASTER_KEY
+from firmware.security.keystore import KeyStore
 from firmware.shell.terminal import Devices, Terminal
 
 from .acquirer import Acquirer
@@ -48,14 +47,19 @@ def _pending_bytes(fd: int) -> int:
 class Simulator:
     """Firmware + simulated keypad, magstripe reader, printer, display and acquirer, with a blocking API."""
 
-    def __init__(self, data_dir: str | Path, config: str | Path | Config | None = None,
-                 late_delay: float | None = None, display: Display | None = None,
-                 items: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        config: str | Path | Config | None = None,
+        late_delay: float | None = None,
+        display: Display | None = None,
+        items: str | Path | None = None,
+    ) -> None:
         base = config if isinstance(config, Config) else load(config or DEFAULT_CONFIG)
         self.data_dir = Path(data_dir)
         self._base = base
         self._late_delay = late_delay
-        self._items = Path(items) if items else None     # a catalogue CSV to stock an empty journal with
+        self._items = Path(items) if items else None  # a catalogue CSV to stock an empty journal with
         self._cond = threading.Condition()
         self._wallet: dict[str, CardApplet] = {}
         self.display = display or Display(base.display.width)
@@ -78,12 +82,19 @@ class Simulator:
         from .nfcfield import RfField
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
+
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
         scheme = self._base.keys.scheme
-        self.host = Acquirer(SIM_BDK, late_delay=late, contactless=list(contactless_catalog().values()),
-                             dialect=self._base.host.dialect, key_scheme=scheme, tmk=SIM_TMK if scheme else b"")
+        self.host = Acquirer(
+            SIM_BDK,
+            late_delay=late,
+            contactless=list(contactless_catalog().values()),
+            dialect=self._base.host.dialect,
+            key_scheme=scheme,
+            tmk=SIM_TMK if scheme else b"",
+        )
         if scheme and KeyStore(self.data_dir / "keys").get(MASTER_KEY) is None:
-            KeyStore(self.data_dir / "keys").put(MASTER_KEY, SIM_TMK, scheme)     # the installer's key loading
+            KeyStore(self.data_dir / "keys").put(MASTER_KEY, SIM_TMK, scheme)  # the installer's key loading
         port = self.host.start()
         self.printer = VirtualPrinter()
         self.field = RfField()
@@ -98,12 +109,18 @@ class Simulator:
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
             host=dataclasses.replace(b.host, host="127.0.0.1", port=port, tls=False),
             printer=dataclasses.replace(b.printer, backend="serial", devfile=self.printer.devfile),
-            contactless=dataclasses.replace(b.contactless, device=f"udp:127.0.0.1:{self.field.port}"
-                                            if b.contactless.device else ""),
-            wallet=dataclasses.replace(b.wallet, gateway=self.wallet.url, app_id=self.wallet.app_id,
-                                       private_key=str(keys / "merchant_private.pem"),
-                                       provider_public_key=str(keys / "alipay_public.pem"))
-            if b.wallet.provider else b.wallet,
+            contactless=dataclasses.replace(
+                b.contactless, device=f"udp:127.0.0.1:{self.field.port}" if b.contactless.device else ""
+            ),
+            wallet=dataclasses.replace(
+                b.wallet,
+                gateway=self.wallet.url,
+                app_id=self.wallet.app_id,
+                private_key=str(keys / "merchant_private.pem"),
+                provider_public_key=str(keys / "alipay_public.pem"),
+            )
+            if b.wallet.provider
+            else b.wallet,
         )
         if self._items is not None:
             self._stock(self._items)
@@ -113,6 +130,7 @@ class Simulator:
         """Import a catalogue into a journal that has none, as the shop would with `countertop items import`."""
         from firmware.core.items import parse_catalog
         from firmware.records.journal import Journal
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(self.data_dir / "journal.sqlite3")
         try:
@@ -128,24 +146,33 @@ class Simulator:
         cfg = self.config
         self.keypad_device = SimInputDevice(cfg.keypad.name or "hwsim keypad", 0x1209, 0x0001)
         self.reader_device = SimInputDevice(cfg.magstripe.name or "hwsim magstripe", 0x1209, 0x0002)
-        self.scanner_device = SimInputDevice(cfg.scanner.name or "hwsim scanner", 0x1209, 0x0003) \
-            if cfg.scanner else None
+        self.scanner_device = (
+            SimInputDevice(cfg.scanner.name or "hwsim scanner", 0x1209, 0x0003) if cfg.scanner else None
+        )
         self._unplugged: set[str] = set()
         self._retired: list[SimInputDevice] = []
-        devices = Devices(open_keypad=lambda: self._open("keypad"), open_magstripe=lambda: self._open("magstripe"),
-                          printer=ReceiptPrinter(cfg.printer), display=self.display,
-                          open_scanner=(lambda: self._open("scanner")) if self.scanner_device else None)
+        devices = Devices(
+            open_keypad=lambda: self._open("keypad"),
+            open_magstripe=lambda: self._open("magstripe"),
+            printer=ReceiptPrinter(cfg.printer),
+            display=self.display,
+            open_scanner=(lambda: self._open("scanner")) if self.scanner_device else None,
+        )
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
         self.failure: BaseException | None = None
         self._power_cut = False
-        self._thread = threading.Thread(target=self._run, args=(self._loop, self.terminal),
-                                        name="countertop-firmware", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._loop, self.terminal), name="countertop-firmware", daemon=True
+        )
         self._thread.start()
         self.wait_for("ENTER AMOUNT", timeout=10)
 
-    _INPUTS = {"keypad": ("keypad_device", 0x0001), "magstripe": ("reader_device", 0x0002),
-               "scanner": ("scanner_device", 0x0003)}
+    _INPUTS = {
+        "keypad": ("keypad_device", 0x0001),
+        "magstripe": ("reader_device", 0x0002),
+        "scanner": ("scanner_device", 0x0003),
+    }
 
     def _open(self, kind: str) -> SimInputDevice:
         """What the terminal's opener finds: the device, or no such device while it is unplugged."""
@@ -172,7 +199,7 @@ class Simulator:
             return
         attr, product = self._INPUTS[kind]
         old = getattr(self, attr)
-        self._retired.append(old)                       # closed at halt: the terminal may still hold it now
+        self._retired.append(old)  # closed at halt: the terminal may still hold it now
         setattr(self, attr, SimInputDevice(old.name, 0x1209, product))
         self._unplugged.discard(kind)
 
@@ -220,14 +247,14 @@ class Simulator:
         exception nobody retrieves. (For a real power cut, SIGKILL of a real process, see hwsim's kill
         harness; this in-process imitation never stops inside a SQLite statement.)
         """
-        for handle in [*loop._ready, *loop._scheduled]:   # noqa: SLF001 - the dead terminal's wake-ups
+        for handle in [*loop._ready, *loop._scheduled]:  # noqa: SLF001 - the dead terminal's wake-ups
             handle.cancel()
         for task in asyncio.all_tasks(loop):
-            task._log_destroy_pending = False          # noqa: SLF001 - these tasks die on purpose
+            task._log_destroy_pending = False  # noqa: SLF001 - these tasks die on purpose
             task.get_coro().close()
-        for handle in loop._ready:                     # noqa: SLF001 - a `finally` that cancelled a task (or
-            if isinstance(getattr(handle._callback, "__self__", None), asyncio.Future):     # completed a future)
-                handle.cancel()                        # woke it: it must not step a closed coroutine
+        for handle in loop._ready:  # noqa: SLF001 - a `finally` that cancelled a task (or
+            if isinstance(getattr(handle._callback, "__self__", None), asyncio.Future):  # completed a future)
+                handle.cancel()  # woke it: it must not step a closed coroutine
         loop.call_soon(loop.stop)
         loop.run_forever()
         loop.close()
@@ -324,8 +351,14 @@ class Simulator:
         self.wait_for("ENTER PIN", timeout)
         self.keys(digits + "{ENTER}")
 
-    def swipe(self, card_id: str | None = None, *, track1: str | None = None, track2: str | None = None,
-              raw: str | None = None) -> None:
+    def swipe(
+        self,
+        card_id: str | None = None,
+        *,
+        track1: str | None = None,
+        track2: str | None = None,
+        raw: str | None = None,
+    ) -> None:
         """Swipe a catalog card, or these tracks (with sentinels), or `raw` characters, then Enter."""
         if card_id is not None:
             c = card(card_id)
@@ -337,8 +370,9 @@ class Simulator:
         type_text(self.reader_device, text + "\n")
         self._settle(self.reader_device)
 
-    def tap(self, card_id: str | None = None, *, profile: str | Path | None = None,
-            together: bool = False) -> CardApplet:
+    def tap(
+        self, card_id: str | None = None, *, profile: str | Path | None = None, together: bool = False
+    ) -> CardApplet:
         """Hold a contactless card in the field: a catalog id (hwsim/cards/) or a profile TOML file.
 
         Like a customer, the card stays until remove_card() (or until its profile makes it vanish).

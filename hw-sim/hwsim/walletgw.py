@@ -20,30 +20,50 @@ import json
 import logging
 import secrets
 import socket
-import sys
 import string
+import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from firmware.wallets.alipay import CHINA, TIME_FORMAT, load_private_key, load_public_key, response_key, rsa2_sign, rsa2_verify, sign_content
+from firmware.wallets.alipay import (
+    CHINA,
+    TIME_FORMAT,
+    load_private_key,
+    load_public_key,
+    response_key,
+    rsa2_sign,
+    rsa2_verify,
+    sign_content,
+)
 
 log = logging.getLogger(__name__)
 
 # Faults: the transport breaks (http500, malformed), the signature is wrong (bad_signature) or missing
 # (unsigned), or a genuinely signed answer lies (other_order, no_order_no, wrong_amount, no_amount,
 # unknown_state) ; `retry` makes a close/cancel fail with retry_flag Y and leaves the order as it is.
-FAULTS = ("bad_signature", "malformed", "http500", "unknown_state", "unsigned", "other_order", "no_order_no",
-          "wrong_amount", "no_amount", "retry")
+FAULTS = (
+    "bad_signature",
+    "malformed",
+    "http500",
+    "unknown_state",
+    "unsigned",
+    "other_order",
+    "no_order_no",
+    "wrong_amount",
+    "no_amount",
+    "retry",
+)
 CODE_BEHAVIOURS = ("pay", "confirm", "insufficient", "never_confirm", "user_cancels")
 QR_PREFIX = "https://qr.alipay.com/"
 SIGNATURE_FAILED = "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，网关生成的验签字符串为："
@@ -53,8 +73,9 @@ SIGNATURE_FAILED = "验签出错，建议检查签名字符串或签名私钥与
 def test_keypair(name: str) -> tuple[bytes, bytes]:
     """A 2048-bit RSA key pair (private PEM, public PEM), made once per process per name."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
 
@@ -68,7 +89,8 @@ def bare_base64(pem: bytes, pkcs1: bool = False) -> bytes:
         der = key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
     else:
         der = serialization.load_pem_public_key(pem).public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     return base64.b64encode(der)
 
 
@@ -81,15 +103,15 @@ class Order:
     """The gateway's record of one trade."""
 
     out_trade_no: str
-    kind: str                         # "qr" | "code"
-    amount: str                       # yuan, as the request said
-    state: str = "created"            # created (QR not scanned) | waiting | paid | closed | expired (never scanned)
+    kind: str  # "qr" | "code"
+    amount: str  # yuan, as the request said
+    state: str = "created"  # created (QR not scanned) | waiting | paid | closed | expired (never scanned)
     trade_no: str = ""
     payer: str = ""
-    behaviour: str = "pay"            # for code payments
+    behaviour: str = "pay"  # for code payments
     queries: int = 0
-    refunds: dict[str, str] = field(default_factory=dict)   # out_request_no -> amount
-    expires: datetime | None = None   # time_expire: no payment after this
+    refunds: dict[str, str] = field(default_factory=dict)  # out_request_no -> amount
+    expires: datetime | None = None  # time_expire: no payment after this
     paid_at: datetime | None = None
     qr: str = ""
 
@@ -106,10 +128,11 @@ def _serve(handler: Callable[[str, str, str], tuple[int, str]], name: str) -> tu
     """A threaded HTTP server on loopback whose POSTs are answered by handler(path, content type, body)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:            # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
             length = int(self.headers.get("Content-Length", "0"))
-            status, body = handler(self.path, self.headers.get("Content-Type", ""),
-                                   self.rfile.read(length).decode("utf-8", "replace"))
+            status, body = handler(
+                self.path, self.headers.get("Content-Type", ""), self.rfile.read(length).decode("utf-8", "replace")
+            )
             data = body.encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json;charset=utf-8")
@@ -122,7 +145,7 @@ def _serve(handler: Callable[[str, str, str], tuple[int, str]], name: str) -> tu
 
     class Server(ThreadingHTTPServer):
         def handle_error(self, request: Any, client_address: Any) -> None:
-            if isinstance(sys.exc_info()[1], ConnectionError):      # a terminal that went away mid-answer
+            if isinstance(sys.exc_info()[1], ConnectionError):  # a terminal that went away mid-answer
                 log.debug("%s: %s dropped the connection", name, client_address)
                 return
             super().handle_error(request, client_address)
@@ -147,8 +170,9 @@ def _shutdown(server: ThreadingHTTPServer) -> None:
 class WalletGateway:
     """Threaded HTTP server; `orders` and the behaviour switches are for tests (guarded by a lock)."""
 
-    def __init__(self, app_id: str = "2021000000000000", confirm_after: int = 2,
-                 clock: Callable[[], datetime] = beijing_now) -> None:
+    def __init__(
+        self, app_id: str = "2021000000000000", confirm_after: int = 2, clock: Callable[[], datetime] = beijing_now
+    ) -> None:
         self.app_id = app_id
         self.confirm_after = confirm_after
         self._clock = clock
@@ -173,8 +197,11 @@ class WalletGateway:
 
     def _open_qr(self, qr: str | None) -> Order:
         self._expire()
-        open_orders = [o for o in self.orders.values() if o.kind == "qr" and o.state in ("created", "waiting")
-                       and (qr is None or o.qr == qr)]
+        open_orders = [
+            o
+            for o in self.orders.values()
+            if o.kind == "qr" and o.state in ("created", "waiting") and (qr is None or o.qr == qr)
+        ]
         if not open_orders:
             raise LookupError("no open QR order to pay" + (f" for {qr}" if qr else ""))
         return open_orders[-1]
@@ -239,7 +266,7 @@ class WalletGateway:
         now = self._clock()
         for o in self.orders.values():
             if o.expires is not None and now >= o.expires and o.state in ("created", "waiting"):
-                if self._pay_at_close:                    # paid in the last moment before the expiry
+                if self._pay_at_close:  # paid in the last moment before the expiry
                     self._pay_at_close = False
                     self._paid(o)
                 else:
@@ -253,7 +280,7 @@ class WalletGateway:
         with self._lock:
             self.requests.append((method, params))
             fault = None
-            for i, (kind, target) in enumerate(self._faults):
+            for i, (_kind, target) in enumerate(self._faults):
                 if target in (None, method):
                     fault = self._faults.pop(i)[0]
                     break
@@ -267,16 +294,29 @@ class WalletGateway:
                 if not isinstance(biz, dict):
                     raise ValueError("biz_content is not an object")
                 self._expire()
-                result = (self._fail("ACQ.SYSTEM_ERROR", "系统异常", biz, retry_flag="Y")
-                          if fault == "retry" and method in ("alipay.trade.close", "alipay.trade.cancel")
-                          else self._business(method, biz))
+                result = (
+                    self._fail("ACQ.SYSTEM_ERROR", "系统异常", biz, retry_flag="Y")
+                    if fault == "retry" and method in ("alipay.trade.close", "alipay.trade.cancel")
+                    else self._business(method, biz)
+                )
             except (ValueError, KeyError, TypeError) as exc:
-                result = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER",
-                          "sub_msg": f"参数无效 {exc}"}
+                result = {
+                    "code": "40004",
+                    "msg": "Business Failed",
+                    "sub_code": "ACQ.INVALID_PARAMETER",
+                    "sub_msg": f"参数无效 {exc}",
+                }
             if result is None:
-                return 200, self._unsigned(method, {"code": "40002", "msg": "Invalid Arguments",
-                                                    "sub_code": "isv.invalid-method", "sub_msg": "不存在的方法名"},
-                                           key="error_response")
+                return 200, self._unsigned(
+                    method,
+                    {
+                        "code": "40002",
+                        "msg": "Invalid Arguments",
+                        "sub_code": "isv.invalid-method",
+                        "sub_msg": "不存在的方法名",
+                    },
+                    key="error_response",
+                )
             self._lie(fault, result)
         raw = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         signature = rsa2_sign(self._key, raw.encode("utf-8"))
@@ -308,11 +348,17 @@ class WalletGateway:
 
     def _check_request(self, method: str, params: dict[str, str]) -> dict[str, str] | None:
         """The gateway-level checks, in Alipay's order; the (unsigned) error, or None."""
+
         def invalid(sub_code: str, sub_msg: str) -> dict[str, str]:
             return {"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code, "sub_msg": sub_msg}
+
         if not method:
-            return {"code": "40001", "msg": "Missing Required Arguments", "sub_code": "isv.missing-method",
-                    "sub_msg": "缺少方法名参数"}
+            return {
+                "code": "40001",
+                "msg": "Missing Required Arguments",
+                "sub_code": "isv.missing-method",
+                "sub_msg": "缺少方法名参数",
+            }
         if params.get("app_id") != self.app_id:
             return invalid("isv.invalid-app-id", "无效的AppID参数")
         if params.get("sign_type", "").upper() != "RSA2":
@@ -344,10 +390,15 @@ class WalletGateway:
         return {**out, **fields}
 
     def _business(self, method: str, biz: dict[str, Any]) -> dict[str, str] | None:
-        handlers = {"alipay.trade.precreate": self._precreate, "alipay.trade.pay": self._pay,
-                    "alipay.trade.query": self._query, "alipay.trade.close": self._close,
-                    "alipay.trade.cancel": self._cancel, "alipay.trade.refund": self._refund,
-                    "alipay.trade.fastpay.refund.query": self._refund_query}
+        handlers = {
+            "alipay.trade.precreate": self._precreate,
+            "alipay.trade.pay": self._pay,
+            "alipay.trade.query": self._query,
+            "alipay.trade.close": self._close,
+            "alipay.trade.cancel": self._cancel,
+            "alipay.trade.refund": self._refund,
+            "alipay.trade.fastpay.refund.query": self._refund_query,
+        }
         handler = handlers.get(method)
         if handler is None:
             return None
@@ -363,19 +414,31 @@ class WalletGateway:
         if order is None:
             amount = f"{Decimal(str(biz['total_amount'])):.2f}"
             expires = biz.get("time_expire")
-            order = self.orders[no] = Order(no, "qr", amount, qr=QR_PREFIX + "bax0" + "".join(
-                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(21)),
-                expires=datetime.strptime(expires, TIME_FORMAT).replace(tzinfo=CHINA) if expires else None)
+            order = self.orders[no] = Order(
+                no,
+                "qr",
+                amount,
+                qr=QR_PREFIX
+                + "bax0"
+                + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(21)),
+                expires=datetime.strptime(expires, TIME_FORMAT).replace(tzinfo=CHINA) if expires else None,
+            )
         elif order.kind != "qr" or order.state not in ("created", "waiting"):
-            return self._fail("ACQ.TRADE_HAS_CLOSE" if order.state == "closed" else "ACQ.TRADE_HAS_SUCCESS",
-                              "交易已经关闭" if order.state == "closed" else "交易已被支付", biz)
+            return self._fail(
+                "ACQ.TRADE_HAS_CLOSE" if order.state == "closed" else "ACQ.TRADE_HAS_SUCCESS",
+                "交易已经关闭" if order.state == "closed" else "交易已被支付",
+                biz,
+            )
         return self._ok(out_trade_no=no, qr_code=order.qr)
 
     def _pay(self, no: str, biz: dict[str, Any]) -> dict[str, str]:
         order = self.orders.get(no)
         if order is not None:
-            return self._fail("ACQ.TRADE_HAS_SUCCESS" if order.state == "paid" else "ACQ.TRADE_HAS_CLOSE",
-                              "交易已被支付" if order.state == "paid" else "交易已经关闭", biz)
+            return self._fail(
+                "ACQ.TRADE_HAS_SUCCESS" if order.state == "paid" else "ACQ.TRADE_HAS_CLOSE",
+                "交易已被支付" if order.state == "paid" else "交易已经关闭",
+                biz,
+            )
         if not str(biz.get("auth_code", "")).isdigit():
             return self._fail("ACQ.PAYMENT_AUTH_CODE_INVALID", "支付失败，获取顾客账户信息失败", biz)
         amount = f"{Decimal(str(biz['total_amount'])):.2f}"
@@ -386,17 +449,28 @@ class WalletGateway:
             return self._fail("ACQ.BUYER_BALANCE_NOT_ENOUGH", "买家余额不足", biz)
         if order.behaviour == "pay":
             self._paid(order)
-            return self._ok(out_trade_no=no, trade_no=order.trade_no, buyer_logon_id=order.payer,
-                            total_amount=order.amount, receipt_amount=order.amount, buyer_pay_amount=order.amount,
-                            gmt_payment=self._time(order.paid_at))
+            return self._ok(
+                out_trade_no=no,
+                trade_no=order.trade_no,
+                buyer_logon_id=order.payer,
+                total_amount=order.amount,
+                receipt_amount=order.amount,
+                buyer_pay_amount=order.amount,
+                gmt_payment=self._time(order.paid_at),
+            )
         order.state = "waiting"
         order.trade_no = f"{self._clock():%Y%m%d}22001{next(self._trade):015d}"
-        return {"code": "10003", "msg": "order success pay inprocess", "out_trade_no": no, "trade_no": order.trade_no,
-                "total_amount": order.amount}
+        return {
+            "code": "10003",
+            "msg": "order success pay inprocess",
+            "out_trade_no": no,
+            "trade_no": order.trade_no,
+            "total_amount": order.amount,
+        }
 
     def _query(self, no: str, biz: dict[str, Any]) -> dict[str, str]:
         order = self.orders.get(no)
-        if order is None or order.state in ("created", "expired"):          # a code nobody scanned
+        if order is None or order.state in ("created", "expired"):  # a code nobody scanned
             return self._fail("ACQ.TRADE_NOT_EXIST", "交易不存在", biz)
         order.queries += 1
         if order.kind == "code" and order.state == "waiting":
@@ -407,8 +481,12 @@ class WalletGateway:
         status = {"waiting": "WAIT_BUYER_PAY", "paid": "TRADE_SUCCESS", "closed": "TRADE_CLOSED"}[order.state]
         out = self._ok(out_trade_no=no, trade_no=order.trade_no, trade_status=status, total_amount=order.amount)
         if order.state == "paid":
-            out.update(buyer_logon_id=order.payer, buyer_pay_amount=order.amount, receipt_amount=order.amount,
-                       send_pay_date=self._time(order.paid_at))
+            out.update(
+                buyer_logon_id=order.payer,
+                buyer_pay_amount=order.amount,
+                receipt_amount=order.amount,
+                send_pay_date=self._time(order.paid_at),
+            )
         return out
 
     def _closing(self, order: Order) -> None:
@@ -420,7 +498,7 @@ class WalletGateway:
         order = self.orders.get(no)
         if order is not None:
             self._closing(order)
-        if order is None or order.state in ("created", "expired"):          # precreated, never scanned
+        if order is None or order.state in ("created", "expired"):  # precreated, never scanned
             return self._fail("ACQ.TRADE_NOT_EXIST", "交易不存在", biz)
         if order.state == "paid":
             return self._fail("ACQ.TRADE_STATUS_ERROR", "交易状态不合法", biz)
@@ -436,10 +514,11 @@ class WalletGateway:
             self.orders[no] = Order(no, "code", "0.00", state="closed")
             return self._ok(out_trade_no=no, retry_flag="N")
         self._closing(order)
-        if order.state == "paid":                        # a cancel of a paid trade refunds it
+        if order.state == "paid":  # a cancel of a paid trade refunds it
             order.state = "closed"
-            return self._ok(out_trade_no=no, trade_no=order.trade_no, retry_flag="N", action="refund",
-                            gmt_refund_pay=self._time())
+            return self._ok(
+                out_trade_no=no, trade_no=order.trade_no, retry_flag="N", action="refund", gmt_refund_pay=self._time()
+            )
         order.state = "closed"
         return self._ok(out_trade_no=no, trade_no=order.trade_no, retry_flag="N", action="close")
 
@@ -458,19 +537,30 @@ class WalletGateway:
             order.refunds[request_no] = f"{amount:.2f}"
             fund_change = "Y"
         total = sum(map(Decimal, order.refunds.values()))
-        return self._ok(out_trade_no=no, trade_no=order.trade_no, buyer_logon_id=order.payer,
-                        fund_change=fund_change, refund_fee=f"{total:.2f}", gmt_refund_pay=self._time())
+        return self._ok(
+            out_trade_no=no,
+            trade_no=order.trade_no,
+            buyer_logon_id=order.payer,
+            fund_change=fund_change,
+            refund_fee=f"{total:.2f}",
+            gmt_refund_pay=self._time(),
+        )
 
     def _refund_query(self, no: str, biz: dict[str, Any]) -> dict[str, str]:
         order = self.orders.get(no)
         if order is None or order.state in ("created", "expired"):
             return self._fail("ACQ.TRADE_NOT_EXIST", "交易不存在", biz)
         request_no = str(biz.get("out_request_no") or no)
-        if request_no not in order.refunds:                # no refund by that number: no refund_status
+        if request_no not in order.refunds:  # no refund by that number: no refund_status
             return self._ok(out_trade_no=no, trade_no=order.trade_no, out_request_no=request_no)
-        return self._ok(out_trade_no=no, trade_no=order.trade_no, out_request_no=request_no,
-                        total_amount=order.amount, refund_amount=order.refunds[request_no],
-                        refund_status="REFUND_SUCCESS")
+        return self._ok(
+            out_trade_no=no,
+            trade_no=order.trade_no,
+            out_request_no=request_no,
+            total_amount=order.amount,
+            refund_amount=order.refunds[request_no],
+            refund_status="REFUND_SUCCESS",
+        )
 
 
 def _order_of(params: dict[str, str]) -> str:
@@ -487,9 +577,9 @@ class ReplayProxy:
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.answers: list[tuple[str, str, str]] = []      # (method, order number, body) of signed answers
-        self.replayed: list[tuple[str, str, str]] = []     # (method, asked order, replayed order)
-        self._rules: dict[str, str | None] = {}            # method -> order to replay (None: any other)
+        self.answers: list[tuple[str, str, str]] = []  # (method, order number, body) of signed answers
+        self.replayed: list[tuple[str, str, str]] = []  # (method, asked order, replayed order)
+        self._rules: dict[str, str | None] = {}  # method -> order to replay (None: any other)
         self._blocked: set[str] = set()
         self._lock = threading.Lock()
         self._server, self.url = _serve(self._handle_http, "wallet-mitm")
@@ -521,16 +611,23 @@ class ReplayProxy:
                 return 502, "bad gateway"
             if method in self._rules:
                 wanted = self._rules[method]
-                stored = [(o, b) for m, o, b in self.answers
-                          if m == method and (o == wanted if wanted is not None else o != order_no)]
+                stored = [
+                    (o, b)
+                    for m, o, b in self.answers
+                    if m == method and (o == wanted if wanted is not None else o != order_no)
+                ]
                 if stored:
                     self.replayed.append((method, order_no, stored[-1][0]))
                     return 200, stored[-1][1]
         query = urllib.parse.urlsplit(path).query
-        req = urllib.request.Request(self.upstream + (f"?{query}" if query else ""), data=body.encode("utf-8"),
-                                     method="POST", headers={"Content-Type": content_type})
+        req = urllib.request.Request(
+            self.upstream + (f"?{query}" if query else ""),
+            data=body.encode("utf-8"),
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
         try:
-            with urllib.request.urlopen(req, timeout=10) as answer:   # noqa: S310 - loopback
+            with urllib.request.urlopen(req, timeout=10) as answer:  # noqa: S310 - loopback
                 status, text = answer.status, answer.read().decode("utf-8")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode("utf-8", "replace")

@@ -42,7 +42,7 @@ def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Ef
 def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
     """Advance the flow by one event. Events that mean nothing in a state are ignored (no effects)."""
     if isinstance(event, Tapped) and not isinstance(state, AwaitCard):
-        return state, [ReleaseCard(event.session)]          # a card no sale asked for
+        return state, [ReleaseCard(event.session)]  # a card no sale asked for
     done: Step = _route(state).step(state, event, cfg)
     if done.entered:
         return enter(done.state, cfg, *done.effects)
@@ -54,8 +54,10 @@ def _check_table() -> None:
     missing = set(get_args(State)) - set(TABLE)
     extra = set(TABLE) - set(get_args(State))
     if missing or extra:
-        raise TypeError(f"flow table: no route for {sorted(t.__name__ for t in missing)}, "
-                        f"routes for non-states {sorted(t.__name__ for t in extra)}")
+        raise TypeError(
+            f"flow table: no route for {sorted(t.__name__ for t in missing)}, "
+            f"routes for non-states {sorted(t.__name__ for t in extra)}"
+        )
 
 
 _check_table()

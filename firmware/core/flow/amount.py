@@ -1,4 +1,4 @@
-"""Amount and basket entry at the idle screen (keyed amounts, items by PLU and quantity), and the result screen that returns there."""
+"""Amount and basket entry at the idle screen (amounts, items by PLU and quantity), and the result screen."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ from typing import Any
 
 from firmware.core.effects import CollectOperatorPin, HoldBasket, LookupItem, Reprint, StartTimer, StopTimer
 from firmware.core.events import BadRead, Event, ItemFound, Key, Swiped, TimerExpired
-from firmware.core.flow.common import (AMOUNT_DIGITS, FlowConfig, Route, Step, amount_timer, digit, go, money,
-                                       result_timer, stay)
+from firmware.core.flow.common import (
+    AMOUNT_DIGITS,
+    FlowConfig,
+    Route,
+    Step,
+    amount_timer,
+    digit,
+    go,
+    money,
+    result_timer,
+    stay,
+)
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, ItemCode, ItemQty, Looking, OperatorPin, Result
 from firmware.core.items import MAX_PLU, MAX_QTY, BasketLine, line_for, total
 
@@ -33,7 +43,7 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> Step:
         if k == "F4" and not state.value:
             return go(OperatorPin(purpose="signin"), CollectOperatorPin("cashier"))
         if k == "F2" and not state.value:
-            return go(Looking("reprint"), Reprint())        # 重打印: the last receipt again
+            return go(Looking("reprint"), Reprint())  # 重打印: the last receipt again
         if k == "F3" and cfg.items:
             if state.value:
                 return go(replace(state, notice="CLEAR AMOUNT FIRST"))
@@ -88,7 +98,7 @@ def _item_code(state: ItemCode, event: Event, cfg: FlowConfig) -> Step:
             if event.item is None:
                 return go(ItemCode(state.basket, "", notice=f"NO ITEM {state.code}"))
             return go(ItemQty(state.basket, event.item))
-        return stay(state)                   # an index lookup takes microseconds: keys wait for it
+        return stay(state)  # an index lookup takes microseconds: keys wait for it
     if not isinstance(event, Key):
         return stay(state)
     k = event.name
@@ -121,8 +131,11 @@ def _item_qty(state: ItemQty, event: Event, cfg: FlowConfig) -> Step:
             return go(replace(state, notice="MAX QUANTITY"))
         return go(ItemQty(state.basket, state.item, quantity))
     if k == "CLEAR":
-        return go(ItemQty(state.basket, state.item, state.quantity // 10)) if state.quantity else \
-            go(ItemCode(state.basket, state.item.plu))
+        return (
+            go(ItemQty(state.basket, state.item, state.quantity // 10))
+            if state.quantity
+            else go(ItemCode(state.basket, state.item.plu))
+        )
     if k == "ENTER":
         basket = state.basket + (line_for(state.item, state.quantity or 1),)
         if total(basket) > cfg.max_amount:
@@ -146,8 +159,11 @@ def _result(state: Result, event: Event, cfg: FlowConfig) -> Step:
 def _amount_screen(state: Amount, cfg: FlowConfig) -> tuple[str, ...]:
     if state.basket:
         last = state.basket[-1]
-        return (f"{last.name} x{last.quantity}", "TOTAL " + money(state.value, cfg),
-                f"F3 ADD  ENTER PAY ({len(state.basket)})")
+        return (
+            f"{last.name} x{last.quantity}",
+            "TOTAL " + money(state.value, cfg),
+            f"F3 ADD  ENTER PAY ({len(state.basket)})",
+        )
     return ("ENTER AMOUNT", money(state.value, cfg))
 
 
@@ -156,8 +172,9 @@ def _amount_timer(state: Amount, cfg: FlowConfig) -> StartTimer | StopTimer:
 
 
 def _item_code_screen(state: ItemCode, cfg: FlowConfig) -> tuple[str, ...]:
-    return ("ITEM CODE (PLU)", state.code or "_") + \
-        ((f"{len(state.basket)} LINES " + money(total(state.basket), cfg),) if state.basket else ())
+    return ("ITEM CODE (PLU)", state.code or "_") + (
+        (f"{len(state.basket)} LINES " + money(total(state.basket), cfg),) if state.basket else ()
+    )
 
 
 def _item_qty_screen(state: ItemQty, cfg: FlowConfig) -> tuple[str, ...]:

@@ -1,24 +1,70 @@
-"""The back office: operator PINs, the menu, finding an original sale, void (撤销), refund (退货), report, settlement and reprint (重打印)."""
+"""The back office: operator PINs, menu, finding a sale, void (撤销), refund (退货), report, settlement, reprint."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from firmware.core.effects import (EndPin, FindOriginal, PrintReceipts, PrintReport, Reprint, Settle, Show,
-                                   SubmitFollowUp)
-from firmware.core.events import (AuthResponse, Payout, CashRefunded, Event, HostAnswered, HostFailed, Key, OperatorChecked,
-                                  OriginalFound, OriginalMissing, PinProgress, Refused, Reprinted, Scanned, Settled,
-                                  TimerExpired)
-from firmware.core.flow.common import (AMOUNT_DIGITS, DECLINE_TEXT, TERMINAL_ERROR, FlowConfig, Route, Step,
-                                       amount_timer, digit, edit_digits, go, money, no_timer, pressed, stay)
-from firmware.core.flow.states import (ConfirmVoid, Looking, Menu, OperatorPin, RefundAmount, RefundRoute, Result,
-                                       SearchEntry, Submitting, TraceEntry)
+from firmware.core.effects import (
+    EndPin,
+    FindOriginal,
+    PrintReceipts,
+    PrintReport,
+    Reprint,
+    Settle,
+    Show,
+    SubmitFollowUp,
+)
+from firmware.core.events import (
+    AuthResponse,
+    CashRefunded,
+    Event,
+    HostAnswered,
+    HostFailed,
+    Key,
+    OperatorChecked,
+    OriginalFound,
+    OriginalMissing,
+    Payout,
+    PinProgress,
+    Refused,
+    Reprinted,
+    Scanned,
+    Settled,
+    TimerExpired,
+)
+from firmware.core.flow.common import (
+    AMOUNT_DIGITS,
+    DECLINE_TEXT,
+    TERMINAL_ERROR,
+    FlowConfig,
+    Route,
+    Step,
+    amount_timer,
+    digit,
+    edit_digits,
+    go,
+    money,
+    no_timer,
+    pressed,
+    stay,
+)
+from firmware.core.flow.states import (
+    ConfirmVoid,
+    Looking,
+    Menu,
+    OperatorPin,
+    RefundAmount,
+    RefundRoute,
+    Result,
+    SearchEntry,
+    Submitting,
+    TraceEntry,
+)
 
 KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT", "reprint": "REPRINT"}
 TRACE_DIGITS = 6
-SETTLED_TITLE = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE",
-                 "failed": "SETTLEMENT FAILED"}
+SETTLED_TITLE = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE", "failed": "SETTLEMENT FAILED"}
 
 
 def _left(state: object, event: Event) -> Step | None:
@@ -75,7 +121,7 @@ def _trace_entry(state: TraceEntry, event: Event, cfg: FlowConfig) -> Step:
     if typed is not None:
         return go(replace(state, value=typed))
     if state.kind == "reprint":
-        if k == "ENTER":                                    # ENTER alone: the last receipt
+        if k == "ENTER":  # ENTER alone: the last receipt
             return go(Looking("reprint"), Reprint(int(state.value or 0)))
         return stay(state)
     if k == "ENTER" and state.value:
@@ -175,8 +221,10 @@ def _refund_route(state: RefundRoute, event: Event, cfg: FlowConfig) -> Step:
         return left
     if pressed(event, "1", "2"):
         route: Payout = "card" if pressed(event, "1") else "cash"
-        return go(Submitting("refund", state.sale, state.amount, route),
-                  SubmitFollowUp("refund", state.sale.id, state.amount, route))
+        return go(
+            Submitting("refund", state.sale, state.amount, route),
+            SubmitFollowUp("refund", state.sale.id, state.amount, route),
+        )
     return stay(state)
 
 
@@ -190,8 +238,16 @@ def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> Step:
             reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
             return go(Result((f"{title} DECLINED", reason)))
         route = ("WALLET" if sale.method == "wallet" else "CARD") if state.route == "card" else "CASH"
-        receipt = PrintReceipts(state.amount, sale.masked_pan, "SWIPE", resp, event.stan, title,
-                                route if state.kind == "refund" else "", sale.stan)
+        receipt = PrintReceipts(
+            state.amount,
+            sale.masked_pan,
+            "SWIPE",
+            resp,
+            event.stan,
+            title,
+            route if state.kind == "refund" else "",
+            sale.stan,
+        )
         return go(Result((f"{title} APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
     if isinstance(event, CashRefunded):
         resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
@@ -228,14 +284,22 @@ def _search_screen(state: SearchEntry, cfg: FlowConfig) -> tuple[str, ...]:
 
 def _confirm_void_screen(state: ConfirmVoid, cfg: FlowConfig) -> tuple[str, ...]:
     sale = state.sale
-    return (f"VOID {money(sale.amount, cfg)}", sale.masked_pan, sale.created_at[:16].replace("T", " "),
-            "ENTER TO CONFIRM")
+    return (
+        f"VOID {money(sale.amount, cfg)}",
+        sale.masked_pan,
+        sale.created_at[:16].replace("T", " "),
+        "ENTER TO CONFIRM",
+    )
 
 
 def _refund_amount_screen(state: RefundAmount, cfg: FlowConfig) -> tuple[str, ...]:
     sale = state.sale
-    return (f"REFUND TRACE {sale.stan:06d}", f"PAID {money(sale.amount, cfg)}",
-            f"LEFT {money(sale.amount - sale.refunded, cfg)}", f"AMOUNT {money(state.value, cfg)}")
+    return (
+        f"REFUND TRACE {sale.stan:06d}",
+        f"PAID {money(sale.amount, cfg)}",
+        f"LEFT {money(sale.amount - sale.refunded, cfg)}",
+        f"AMOUNT {money(state.value, cfg)}",
+    )
 
 
 def _refund_route_screen(state: RefundRoute, cfg: FlowConfig) -> tuple[str, ...]:

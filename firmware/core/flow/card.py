@@ -1,18 +1,53 @@
-"""A card payment: waiting for a card (swipe, tap, or a wallet's code or QR instead), reading a tap, the PIN, the authorization and its outcome."""
+"""A card payment: waiting for a card (or a wallet code instead), reading a tap, the PIN, the authorization."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from firmware.core.effects import (AbortAuthorization, Authorize, CollectPin, EndPin, PayByCode, PrintReceipts,
-                                   ReadCard, ReleaseCard, StartQrOrder, StartTimer)
+from firmware.core.effects import (
+    AbortAuthorization,
+    Authorize,
+    CollectPin,
+    EndPin,
+    PayByCode,
+    PrintReceipts,
+    ReadCard,
+    ReleaseCard,
+    StartQrOrder,
+    StartTimer,
+)
 from firmware.core.emv import ChipCard
-from firmware.core.events import (AuthResponse, BadRead, CardFailed, CardRead, Event, HostAnswered, HostFailed, Key,
-                                  PinEntered, PinFailed, PinProgress, Scanned, Swiped, Tapped, TimerExpired)
-from firmware.core.flow.common import (DECLINE_TEXT, TERMINAL_ERROR, FlowConfig, Route, Step, go, money, no_timer,
-                                       pressed, stay)
-from firmware.core.flow.states import Amount, AwaitCard, AwaitPin, Authorizing, ReadingCard, Result, State, WalletBusy
+from firmware.core.events import (
+    AuthResponse,
+    BadRead,
+    CardFailed,
+    CardRead,
+    Event,
+    HostAnswered,
+    HostFailed,
+    Key,
+    PinEntered,
+    PinFailed,
+    PinProgress,
+    Scanned,
+    Swiped,
+    Tapped,
+    TimerExpired,
+)
+from firmware.core.flow.common import (
+    DECLINE_TEXT,
+    TERMINAL_ERROR,
+    FlowConfig,
+    Route,
+    Step,
+    go,
+    money,
+    no_timer,
+    pressed,
+    stay,
+)
+from firmware.core.flow.states import Amount, Authorizing, AwaitCard, AwaitPin, ReadingCard, Result, State, WalletBusy
 from firmware.core.paycode import classify_code
 
 
@@ -58,15 +93,18 @@ def _reading_card(state: ReadingCard, event: Event, cfg: FlowConfig) -> Step:
         return go(Authorizing(state.amount, card, 1), Authorize(state.amount, card, None))
     if isinstance(event, CardFailed):
         return go(AwaitCard(state.amount, notice=event.screen))
-    return stay(state)                       # the kernel takes milliseconds; CANCEL waits for it
+    return stay(state)  # the kernel takes milliseconds; CANCEL waits for it
 
 
 def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, PinProgress):
         return go(replace(state, digits=event.digits, notice=""))
     if isinstance(event, PinEntered):
-        return go(Authorizing(state.amount, state.card, state.attempt), EndPin(),
-                  Authorize(state.amount, state.card, event.pin))
+        return go(
+            Authorizing(state.amount, state.card, state.attempt),
+            EndPin(),
+            Authorize(state.amount, state.card, event.pin),
+        )
     if isinstance(event, PinFailed):
         return go(Result(("PIN PAD ERROR", event.screen)), EndPin())
     if pressed(event, "CANCEL"):
@@ -79,8 +117,18 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> Step:
 def _receipt(state: Authorizing, resp: AuthResponse, stan: int, reference: str) -> PrintReceipts:
     card = state.card
     if isinstance(card, ChipCard):
-        return PrintReceipts(state.amount, card.masked_pan, "CONTACTLESS", resp, stan, cvm=card.cvm, aid=card.aid,
-                             label=card.label, cryptogram=card.cryptogram, order_no=reference)
+        return PrintReceipts(
+            state.amount,
+            card.masked_pan,
+            "CONTACTLESS",
+            resp,
+            stan,
+            cvm=card.cvm,
+            aid=card.aid,
+            label=card.label,
+            cryptogram=card.cryptogram,
+            order_no=reference,
+        )
     return PrintReceipts(state.amount, card.masked_pan, "SWIPE", resp, stan, order_no=reference)
 
 

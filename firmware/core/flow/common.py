@@ -1,17 +1,18 @@
-"""What every activity of the flow shares: its configuration, the Step a handler returns, key editing, money on screen."""
+"""What every activity of the flow shares: its configuration, the Step a handler returns, key editing, money."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from firmware.core.effects import Effect, StartTimer, StopTimer
 from firmware.core.events import Event, Key
 from firmware.core.flow.states import State
 from firmware.core.money import Currency, format_minor
 
-AMOUNT_DIGITS = 10          # at most 10 digits of minor units can be keyed
-TERMINAL_ERROR = "terminal error"           # HostFailed.reason when the shell itself failed
+AMOUNT_DIGITS = 10  # at most 10 digits of minor units can be keyed
+TERMINAL_ERROR = "terminal error"  # HostFailed.reason when the shell itself failed
 
 # Response code -> second screen line for declines.
 DECLINE_TEXT = {
@@ -45,10 +46,10 @@ class FlowConfig:
     pin_timeout: float = 30.0
     result_timeout: float = 15.0
     pin_attempts: int = 3
-    contactless_limit: int = 0       # largest amount offered for tapping; 0: no contactless reader
-    wallet: str = ""                 # wallet provider name ("alipay"); "" for none
-    qr_timeout: int = 120            # seconds a shown code stays valid
-    items: bool = False              # the shop has an item catalogue: F3 keys items by PLU
+    contactless_limit: int = 0  # largest amount offered for tapping; 0: no contactless reader
+    wallet: str = ""  # wallet provider name ("alipay"); "" for none
+    qr_timeout: int = 120  # seconds a shown code stays valid
+    items: bool = False  # the shop has an item catalogue: F3 keys items by PLU
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ activity's module (amount, card, wallet, backoffice) and the dispatcher's table 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from firmware.core.events import Card, FollowUpKind, OriginalSale, Payout, Task
 from firmware.core.items import BasketLine, Item
+
 
 @dataclass(frozen=True)
 class ItemCode:
@@ -19,7 +20,7 @@ class ItemCode:
     basket: tuple[BasketLine, ...] = ()
     code: str = ""
     notice: str = ""
-    looking: bool = False                 # LookupItem(code) is with the shell
+    looking: bool = False  # LookupItem(code) is with the shell
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Amount:
 
     value: int = 0
     notice: str = ""
-    basket: tuple[BasketLine, ...] = ()      # the lines keyed by PLU; value is then their total
+    basket: tuple[BasketLine, ...] = ()  # the lines keyed by PLU; value is then their total
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,30 @@ class Submitting:
     route: Payout
 
 
-State = Union[Amount, ItemCode, ItemQty, Result,                                  # amount.py
-              AwaitCard, ReadingCard, AwaitPin, Authorizing,                       # card.py
-              WalletBusy, ShowingQR,                                               # wallet.py
-              OperatorPin, Menu, TraceEntry, SearchEntry, Looking, ConfirmVoid,    # backoffice.py
-              RefundAmount, RefundRoute, Submitting]
+State = (
+    # amount.py
+    Amount
+    | ItemCode
+    | ItemQty
+    | Result
+    # card.py
+    | AwaitCard
+    | ReadingCard
+    | AwaitPin
+    | Authorizing
+    # wallet.py
+    | WalletBusy
+    | ShowingQR
+    # backoffice.py
+    | OperatorPin
+    | Menu
+    | TraceEntry
+    | SearchEntry
+    | Looking
+    | ConfirmVoid
+    | RefundAmount
+    | RefundRoute
+    | Submitting
+)
 
 IDLE = Amount()
-

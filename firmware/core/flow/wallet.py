@@ -1,4 +1,4 @@
-"""A wallet payment: the provider's order being made or charged, the code on screen with its countdown, closing or cancelling it."""
+"""A wallet payment: the provider's order made or charged, the code on screen counting down, closing it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ from dataclasses import replace
 from typing import Any
 
 from firmware.core.effects import EndWalletOrder, PrintCode, PrintReceipts
-from firmware.core.events import (AuthResponse, Event, Key, OrderShown, TimerExpired, WalletConfirming, WalletEnded,
-                                  WalletPaid)
+from firmware.core.events import (
+    AuthResponse,
+    Event,
+    Key,
+    OrderShown,
+    TimerExpired,
+    WalletConfirming,
+    WalletEnded,
+    WalletPaid,
+)
 from firmware.core.flow.common import WALLET_NAMES, FlowConfig, Route, Step, go, money, no_timer, pressed, stay, timer
 from firmware.core.flow.states import Result, ShowingQR, WalletBusy
 
@@ -20,9 +28,17 @@ def _answers(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> St
         return go(WalletBusy(state.amount, "CONFIRM IN YOUR APP", cancellable=True))
     if isinstance(event, WalletPaid):
         resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
-        receipt = PrintReceipts(state.amount, event.payer, event.entry, resp, event.stan, cvm="wallet",
-                                wallet=WALLET_NAMES.get(cfg.wallet, cfg.wallet.upper()), order_no=event.order_no,
-                                trade_no=event.trade_no)
+        receipt = PrintReceipts(
+            state.amount,
+            event.payer,
+            event.entry,
+            resp,
+            event.stan,
+            cvm="wallet",
+            wallet=WALLET_NAMES.get(cfg.wallet, cfg.wallet.upper()),
+            order_no=event.order_no,
+            trade_no=event.trade_no,
+        )
         return go(Result(("PAID", money(state.amount, cfg), cfg.wallet.upper())), receipt)
     if isinstance(event, WalletEnded):
         return go(Result((ENDED_TITLE[event.state], event.reason)))
@@ -56,11 +72,14 @@ def _showing(state: ShowingQR, event: Event, cfg: FlowConfig) -> Step:
 
 
 def _showing_screen(state: ShowingQR, cfg: FlowConfig) -> tuple[str, ...]:
-    return (money(state.amount, cfg), f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}",
-            "F2 PRINT CODE")
+    return (
+        money(state.amount, cfg),
+        f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}",
+        "F2 PRINT CODE",
+    )
 
 
 ROUTES: dict[type, Route[Any]] = {
     WalletBusy: Route(_busy, lambda state, cfg: (money(state.amount, cfg), state.text), no_timer),
-    ShowingQR: Route(_showing, _showing_screen, timer(1.0), qr=lambda state: state.payload),   # the countdown
+    ShowingQR: Route(_showing, _showing_screen, timer(1.0), qr=lambda state: state.payload),  # the countdown
 }
