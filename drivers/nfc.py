@@ -83,6 +83,7 @@ class NfcReader:
         self._polling = threading.Event()
         self._stopped = threading.Event()
         self._collided = False  # "two cards" already said for this pair
+        self._session: CardSession | None = None  # the card being served, while one is
         self._thread = threading.Thread(target=self._run, name="nfc-reader", daemon=True)
 
     def start(self) -> None:
@@ -98,6 +99,9 @@ class NfcReader:
         to each probe); it is a daemon, so nobody needs to wait for it."""
         self._stopped.set()
         self._polling.set()
+        session = self._session
+        if session is not None:  # a card being served when the loop went away: nobody else will end it
+            session.close()
 
     def _post(self, event: Any) -> None:
         _call(self._loop, self._emit, event)
@@ -167,8 +171,12 @@ class NfcReader:
             self._stopped.wait(COLLISION_PAUSE)
             return
         session = CardSession(self._loop)
+        self._session = session
         self._post(Tapped(session))
+        if self._stopped.is_set():  # stopped while the card was being handed over: nobody will close it
+            session.close()
         session.serve(tag, errors)  # until the kernel is done; the loop decides whether to poll again
+        self._session = None
 
 
 def _alone(clf: Any, first: Any) -> Any:

@@ -218,3 +218,27 @@ def test_two_type_a_cards_charge_one_once(sim):
     assert sorted([a.apdus, b.apdus]) in ([0, 4], [0, 5])
     assert len(sales(sim)) == 1
     assert_ledger_agrees(sim)
+
+
+def test_stopping_the_reader_ends_the_card_it_is_serving():
+    """A card handed to the loop that the loop never ended (the loop stopped first, cleanly or by a power cut)
+    must not keep the reader's thread, and its device, for ever: stop() ends the session being served."""
+    import asyncio
+    import threading
+
+    from drivers.nfc import CardSession, NfcReader
+
+    loop = asyncio.new_event_loop()
+    try:
+        reader = NfcReader("udp:127.0.0.1:9", loop, lambda event: None)  # not started: no device needed
+        session = CardSession(loop)
+        reader._session = session  # what the reader thread sets while it serves a card
+        serving = threading.Thread(target=session.serve, args=(object(), (OSError,)), daemon=True)
+        serving.start()
+        serving.join(0.2)
+        assert serving.is_alive()  # waiting for the kernel's next command, as it would
+        reader.stop()
+        serving.join(5)
+        assert not serving.is_alive()
+    finally:
+        loop.close()
