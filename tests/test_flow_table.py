@@ -184,22 +184,10 @@ def test_a_wrong_pin_on_a_tapped_card_needs_a_new_tap():
     assert not any(isinstance(e, (PrintReceipts, CollectPin)) for e in effects)
 
 
-def test_a_tapped_approval_prints_the_chip_facts():
-    card = chip()
-    answer = HostAnswered(
-        AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9, "REF9"
-    )
-    state, effects = run(Authorizing(1250, card, 1), answer)
-    [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
-    assert state == Result(("APPROVED", "CNY 12.50", "AUTH CODE 123456"))
-    assert (receipt.entry_mode, receipt.aid, receipt.label, receipt.cryptogram, receipt.order_no) == (
-        "CONTACTLESS",
-        card.aid,
-        card.label,
-        card.cryptogram,
-        "REF9",
-    )
-    assert receipt.masked_pan == "476173******0010"
+def test_a_tapped_approval_prints_its_receipts():
+    answer = HostAnswered(AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9)
+    state, effects = run(Authorizing(1250, chip(), 1), answer)
+    assert state == Result(("APPROVED", "CNY 12.50", "AUTH CODE 123456")) and PrintReceipts(9) in effects
 
 
 # --- a wallet payment ---------------------------------------------------------------------------
@@ -248,14 +236,7 @@ def test_a_payer_confirming_in_the_app_can_be_cancelled_but_a_busy_request_canno
 def test_paid_prints_a_wallet_receipt(start):
     state, effects = run(start, WalletPaid("ORDER1", "2026120222001", "buyer@example.com", 12, "QR"))
     assert state == Result(("PAID", "CNY 12.50", "ALIPAY"))
-    [receipt] = [e for e in effects if isinstance(e, PrintReceipts)]
-    assert (receipt.wallet, receipt.order_no, receipt.trade_no, receipt.cvm, receipt.entry_mode) == (
-        "ALIPAY 支付宝",
-        "ORDER1",
-        "2026120222001",
-        "wallet",
-        "QR",
-    )
+    assert PrintReceipts(12) in effects  # what it states comes from the journal row (test_receipt.py)
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,15 @@ import pytest
 
 from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
 from firmware.config import PrinterConfig
-from firmware.core.effects import PrintReceipts
 from firmware.core.events import AuthResponse
 from firmware.core.money import Currency
-from firmware.core.receipt import Header, Line, Receipt, sale_receipt, text_width
+from firmware.core.receipt import Header, Line, Receipt, ReceiptFacts, receipt_facts, sale_receipt, text_width
 from firmware.errors import DeviceError
 from hwsim.printer import EscposDecoder
 
 WHEN = datetime(2026, 11, 26, 21, 5, 9)
 APPROVED = AuthResponse(stan=7, response_code="00", auth_code="654321", rrn="263300000007", terminal_id="SIM00001")
-SALE = PrintReceipts(amount=1250, masked_pan="424242******4242", entry_mode="SWIPE", response=APPROVED, stan=7)
+SALE = ReceiptFacts(amount=1250, masked_pan="424242******4242", entry_mode="SWIPE", response=APPROVED, stan=7)
 
 
 def header(language="en", name="CORNER SHOP"):
@@ -51,9 +50,7 @@ def test_lines_fit_the_paper_in_both_languages():
 
 
 def test_declined_receipt_states_reason():
-    declined = PrintReceipts(
-        1250, "424242******4242", "SWIPE", AuthResponse(7, "51", "", "263300000007", "SIM00001"), 7
-    )
+    declined = ReceiptFacts(1250, "424242******4242", "SWIPE", AuthResponse(7, "51", "", "263300000007", "SIM00001"), 7)
     text = "\n".join(line.text for line in sale_receipt(declined, header("zh"), "MERCHANT COPY", WHEN).lines)
     assert "交易失败 DECLINED" in text and "51 INSUFFICIENT FUNDS" in text and "AUTH CODE" not in text
 
@@ -169,3 +166,71 @@ def test_golden_bytes_of_a_hostile_line(tmp_path):
         + default
         + b"\x1bd\x06\x1dV\x00"
     )
+
+
+ROW = {
+    "kind": "sale",
+    "method": "card",
+    "status": "approved",
+    "response_code": "00",
+    "stan": 9,
+    "auth_code": "123456",
+    "rrn": "1",
+    "terminal_id": "SIM00001",
+    "amount": 1250,
+    "payer": "",
+    "masked_pan": "476173******0010",
+    "entry_mode": "contactless",
+    "original_stan": None,
+    "cvm": "none",
+    "aid": "A0000000031010",
+    "app_label": "VISA CREDIT",
+    "cryptogram": "1A2B3C4D5E6F7081",
+    "provider": "",
+    "order_no": "REF9",
+    "wallet_trade_no": "",
+}
+
+
+def test_a_receipt_states_what_the_journal_row_says():
+    tap = receipt_facts(ROW)
+    assert (tap.entry_mode, tap.cvm, tap.aid, tap.label, tap.cryptogram, tap.order_no, tap.masked_pan) == (
+        "CONTACTLESS",
+        "none",
+        "A0000000031010",
+        "VISA CREDIT",
+        "1A2B3C4D5E6F7081",
+        "REF9",
+        "476173******0010",
+    )
+    wallet = receipt_facts(
+        {
+            **ROW,
+            "method": "wallet",
+            "entry_mode": "qr",
+            "masked_pan": "",
+            "payer": "buy***@x.com",
+            "provider": "alipay",
+            "order_no": "ORDER1",
+            "wallet_trade_no": "2026120222001",
+            "cvm": "",
+            "aid": "",
+            "app_label": "",
+            "cryptogram": "",
+        }
+    )
+    assert (wallet.masked_pan, wallet.wallet, wallet.trade_no, wallet.cvm, wallet.entry_mode, wallet.order_no) == (
+        "buy***@x.com",
+        "ALIPAY 支付宝",
+        "2026120222001",
+        "wallet",
+        "QR",
+        "ORDER1",
+    )
+    for method, route in (("wallet", "WALLET"), ("card", "CARD"), ("cash", "CASH")):
+        refund = receipt_facts({**ROW, "kind": "refund", "method": method, "original_stan": 7, "order_no": "R"})
+        assert (refund.kind, refund.route, refund.original_stan, refund.order_no) == ("REFUND", route, 7, "")
+    void = receipt_facts({**ROW, "kind": "void", "original_stan": 7})
+    assert (void.kind, void.route, void.entry_mode) == ("VOID", "", "SWIPE")
+    declined = receipt_facts({**ROW, "status": "declined", "response_code": ""})
+    assert declined.response.response_code == "05" and not declined.response.approved

@@ -122,10 +122,12 @@ def test_the_journal_itself_refuses_too_much(sim, tmp_path):
 
     now = datetime.now(UTC)
     j.begin_follow_up("refund", original["id"], 1000, "cash", "k1", "", now)
-    with pytest.raises(JournalError, match="exceed"):
+    with pytest.raises(JournalError, match="exceed") as too_much:
         j.begin_follow_up("refund", original["id"], 251, "cash", "k2", "", now)
-    with pytest.raises(JournalError, match="refund or a void"):
+    with pytest.raises(JournalError, match="refund or a void") as twice:
         j.begin_follow_up("void", original["id"], 1250, "card", "k3", "", now)
+    # what the screen says is the journal's own word for each rule (never a piece of the SQLite message)
+    assert (too_much.value.screen, twice.value.screen) == ("REFUNDS WOULD EXCEED", "ALREADY REFUNDED OR VOIDED")
 
 
 def test_refund_receipts_say_what_they_are(sim):

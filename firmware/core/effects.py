@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.core.events import AuthResponse, Card, EncryptedPin, FollowUpKind, Payout
+from firmware.core.events import Card, EncryptedPin, FollowUpKind, Payout
 from firmware.core.items import BasketLine
 
 
@@ -74,23 +74,11 @@ class AbortAuthorization:
 
 @dataclass(frozen=True)
 class PrintReceipts:
-    """Print merchant and customer copies of a finished sale, void or refund."""
+    """Print the merchant and customer copies of the finished sale, void or refund with trace number `stan`.
+    What they state comes from its journal row (core/receipt.py: receipt_facts), so the receipt is the same
+    whether printed now, after the printer came back, after a power cut, or as a reprint."""
 
-    amount: int
-    masked_pan: str
-    entry_mode: str
-    response: AuthResponse
     stan: int
-    kind: str = "SALE"  # SALE | VOID | REFUND
-    route: str = ""  # for refunds: CARD | CASH
-    original_stan: int | None = None
-    cvm: str = "online_pin"  # none | online_pin | cdcvm
-    aid: str = ""  # chip data for contactless receipts
-    label: str = ""
-    cryptogram: str = ""
-    wallet: str = ""  # wallet payments: provider, order and trade numbers
-    order_no: str = ""
-    trade_no: str = ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Card = MagCard | ChipCard
 # The kinds of things, spelt out so that a checker sees a misspelt one.
 FollowUpKind = Literal["void", "refund"]  # what goes against an earlier sale
 Task = Literal["void", "refund", "settle", "reprint"]  # what the back office is busy with
-Payout = Literal["card", "cash"]  # where a refund's money goes ("card": the original route)
+Payout = Literal["card", "wallet", "cash"]  # where a void's or refund's money goes: back the way it came, or cash
 WalletEntry = Literal["QR", "CODE"]  # the customer scanned the terminal's code / the other way
 WalletEnd = Literal["failed", "closed", "unknown"]
 SettleOutcome = Literal["in_balance", "out_of_balance", "failed"]
@@ -117,7 +117,6 @@ class HostAnswered:
 
     response: AuthResponse
     stan: int
-    reference: str = ""  # the sale's reference, printed and encoded on the receipt
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from firmware.core.effects import PrintReceipts
 from firmware.core.events import AuthResponse
-from firmware.core.flow.common import DECLINE_TEXT, WALLET_NAMES
+from firmware.core.flow.common import DECLINE_TEXT
 from firmware.core.items import BasketLine
 from firmware.core.money import Currency, format_minor
+
+WALLET_NAMES = {"alipay": "ALIPAY 支付宝", "wechat": "WECHAT PAY 微信支付"}  # as the receipt names them
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,28 @@ _ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "qr": "QR", "code": "C
 _ROUTE = {"card": "CARD", "wallet": "WALLET", "cash": "CASH"}
 
 
-def receipt_facts(row: Mapping[str, Any]) -> PrintReceipts:
+@dataclass(frozen=True)
+class ReceiptFacts:
+    """What a transaction's receipt states (from its journal row: see receipt_facts)."""
+
+    amount: int
+    masked_pan: str  # the card, masked (first 6 / last 4); for a wallet sale the payer's account
+    entry_mode: str
+    response: AuthResponse
+    stan: int
+    kind: str = "SALE"  # SALE | VOID | REFUND
+    route: str = ""  # for refunds: CARD | CASH
+    original_stan: int | None = None
+    cvm: str = "online_pin"  # none | online_pin | cdcvm
+    aid: str = ""  # chip data for contactless receipts
+    label: str = ""
+    cryptogram: str = ""
+    wallet: str = ""  # wallet payments: provider, order and trade numbers
+    order_no: str = ""  # a card sale's reference (printed and as a QR code), or the wallet order number
+    trade_no: str = ""
+
+
+def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
     """What a receipt states, from a journal row (Journal.receipt_row: with the original's trace): the same
     receipt whether printed at the sale, after the printer came back, after a power cut, or as a reprint."""
     kind, method = str(row["kind"]).upper(), row["method"]
@@ -101,7 +123,7 @@ def receipt_facts(row: Mapping[str, Any]) -> PrintReceipts:
     code = row["response_code"] or ("00" if approved else "05")
     response = AuthResponse(row["stan"], code, row["auth_code"], row["rrn"], row["terminal_id"])
     wallet_sale = kind == "SALE" and method == "wallet"
-    return PrintReceipts(
+    return ReceiptFacts(
         amount=row["amount"],
         masked_pan=row["payer"] if wallet_sale else row["masked_pan"],
         entry_mode=_ENTRY.get(row["entry_mode"], "SWIPE") if kind == "SALE" else "SWIPE",
@@ -151,7 +173,7 @@ def item_lines(lines: tuple[BasketLine, ...] | list[BasketLine], header: Header)
 
 
 def sale_receipt(
-    sale: PrintReceipts,
+    sale: ReceiptFacts,
     header: Header,
     copy: str,
     printed_at: datetime,

@@ -12,7 +12,7 @@ from typing import Any
 from firmware.config import Config
 from firmware.core.events import AuthResponse
 from firmware.core.reports import BatchTotals
-from firmware.errors import CodecError, HostError, TerminalError
+from firmware.errors import CodecError, HostError, SignOnError, TerminalError
 from firmware.host.dialect import DEFAULT
 from firmware.host.link import HostLink
 from firmware.host.messages import (
@@ -53,7 +53,8 @@ class Outbox:
         self._ready = ready  # sign-on, when the host profile uses session keys
         self._settled = settled  # a queued settlement was answered and recorded: print its slip
         self._lock = asyncio.Lock()
-        self.blocked_by = ""  # why the last flush stopped, for the screen and the journal
+        self.blocked_by = ""  # why the last flush stopped, for the journal and the log
+        self.blocked_screen = ""  # ... and what the screen says about it ("": the sale's own default)
         self._unwritten: dict[int, tuple[str, str]] = {}  # row -> (status, note) the journal refused
         self.due_in: float | None = None  # after a failed flush: seconds until a known reason to retry is gone
 
@@ -87,6 +88,7 @@ class Outbox:
         every lost void/refund; True when nothing is left (and the host may be sent something new)."""
         async with self._lock:
             self.due_in = None
+            self.blocked_screen = ""
             if not self._write_unwritten():
                 return False
             self.blocked_by = "not sent: an earlier reversal is not yet acknowledged by the host"
@@ -95,6 +97,7 @@ class Outbox:
                     await self._ready()
                 except TerminalError as exc:  # a refused sign-on, or a journal that refused its STAN
                     self.blocked_by = f"not sent: {exc}"
+                    self.blocked_screen = exc.screen if isinstance(exc, SignOnError) else ""
                     return False
             try:
                 for queued in self._journal.queued_reversals():

@@ -275,6 +275,14 @@ class QueuedReversal:
     original_created_at: str = ""  # when the sale was journaled (ISO 8601 with its offset)
 
 
+# The schema's refusals of a void or refund (its triggers' messages), as the screen says them.
+REFUSALS = {
+    "the original is not an approved sale": "SALE IS NOT APPROVED",
+    "refunds would exceed the original amount": "REFUNDS WOULD EXCEED",
+    "the sale already has a refund or a void": "ALREADY REFUNDED OR VOIDED",
+}
+
+
 def _rowid(cur: sqlite3.Cursor) -> int:
     """The id of the row an INSERT just made (sqlite3 types lastrowid as optional)."""
     assert cur.lastrowid is not None
@@ -725,7 +733,8 @@ class Journal:
                     raise JournalError(f"no transaction {original_id}")
                 row_id = _rowid(cur)
         except sqlite3.IntegrityError as exc:
-            raise JournalError(f"{kind} refused: {exc}", screen="NOT ALLOWED") from None
+            screen = REFUSALS.get(str(exc), "NOT ALLOWED")  # the schema's own rule, said on the screen
+            raise JournalError(f"{kind} refused: {exc}", screen=screen) from None
         return self._follow_ups("r.id = ?", (row_id,))[0]
 
     def _follow_ups(self, where: str, args: tuple[Any, ...]) -> list[FollowUp]:

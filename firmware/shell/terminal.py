@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
@@ -160,7 +160,8 @@ class Terminal:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
         self._pin: PinEntry | None = None
-        self._pin_pan = ""  # "" while the operator PIN pad is armed
+        self._pin_for: Literal["card", "operator"] | None = None  # whose PIN the armed PIN pad takes
+        self._pin_pan = ""  # the card's PAN the PIN block is bound to (a card PIN only)
         self._auth_task: asyncio.Task[None] | None = None
         self._basket: tuple[Any, ...] = ()  # the confirmed amount's basket lines (HoldBasket)
         self._operator = ""  # who signed in at the till (F4), on every sale
@@ -434,7 +435,7 @@ class Terminal:
             return events.PinProgress(self._pin.count)
         if not self._pin.complete:
             return events.PinProgress(self._pin.count)
-        if not self._pin_pan:
+        if self._pin_for == "operator":
             self._spawn(self._check_operator(self._pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
             return None
         pin_cfg = self.config.pin
@@ -552,13 +553,14 @@ class Terminal:
         elif isinstance(eff, effects.CollectPin):
             self._end_pin()
             self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
-            self._pin_pan = eff.pan
+            self._pin_for, self._pin_pan = "card", eff.pan
             if self._session is not None:
                 # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
                 self._spawn(self._sign_on_quietly())
         elif isinstance(eff, effects.CollectOperatorPin):
             self._end_pin()
             self._pin = PinEntry(4, 12)
+            self._pin_for = "operator"
             self._operator_role = eff.role
         elif isinstance(eff, effects.EndPin):
             self._end_pin()
@@ -622,7 +624,7 @@ class Terminal:
     def _end_pin(self) -> None:
         if self._pin is not None:
             self._pin.wipe()
-        self._pin, self._pin_pan = None, ""
+        self._pin, self._pin_for, self._pin_pan = None, None, ""
         self._pin_generation += 1  # a PIN still being enciphered belongs to no one now
 
     def _set_timer(self, seconds: float | None) -> None:
@@ -675,8 +677,7 @@ class Terminal:
         if not queue_empty:
             note = self._outbox.blocked_by
             self._record(row, "failed", note=note)
-            title = "SIGN-ON FAILED" if "sign-on" in note else ""
-            self.post(events.HostFailed(note, sent=False, stan=stan, title=title))
+            self.post(events.HostFailed(note, sent=False, stan=stan, title=self._outbox.blocked_screen))
             return
         sent = False
         try:
@@ -733,12 +734,7 @@ class Terminal:
             self._spawn(self._keep_flushing())
             return
         log.info("sale stan %06d: response %s", stan, response.response_code)
-        try:
-            reference = (self.journal.row(row) or {}).get("order_no", "")
-        except Exception:  # the outcome is journaled; the reference only prints
-            log.exception("sale stan %06d: reference not read", stan)
-            reference = ""
-        self.post(events.HostAnswered(response, stan, reference))
+        self.post(events.HostAnswered(response, stan))
 
     def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
         """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
@@ -857,7 +853,7 @@ class Terminal:
             log.error("%s refused before anything was done: %s", eff.kind, exc)
             self.post(events.Refused(exc.screen))
             return
-        if eff.route == "card" and not await self._outbox.flush():
+        if eff.route != "cash" and not await self._outbox.flush():
             self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
         now = self._clock()
@@ -866,9 +862,7 @@ class Terminal:
             # The flush above may have sent a queued settlement: the sale's batch is closed now.
             self.post(events.Refused("SETTLED: USE REFUND"))
             return
-        method: str = eff.route
-        if eff.route == "card" and original.get("method") == "wallet":
-            method = "wallet"  # back the way it came: to the payer's wallet
+        method = eff.route  # the flow chose the way back: the card, the payer's wallet, or cash
         try:
             f = self.journal.begin_follow_up(
                 eff.kind,
@@ -882,8 +876,7 @@ class Terminal:
             )
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
-            refused = exc.screen == "NOT ALLOWED"  # the journal's own limits, said in its words
-            self.post(events.Refused(str(exc).split(": ", 2)[-1].upper()[:40] if refused else exc.screen))
+            self.post(events.Refused(exc.screen))  # the journal's own rule (REFUSALS), or what went wrong
             return
         try:
             self.journal.audit(

@@ -16,7 +16,6 @@ from firmware.core.effects import (
     SubmitFollowUp,
 )
 from firmware.core.events import (
-    AuthResponse,
     CashRefunded,
     Event,
     HostAnswered,
@@ -25,6 +24,7 @@ from firmware.core.events import (
     OperatorChecked,
     OriginalFound,
     OriginalMissing,
+    OriginalSale,
     Payout,
     PinProgress,
     Refused,
@@ -191,8 +191,8 @@ def _confirm_void(state: ConfirmVoid, event: Event, cfg: FlowConfig) -> Step:
     if left is not None:
         return left
     if pressed(event, "ENTER"):
-        sale = state.sale
-        return go(Submitting("void", sale, sale.amount, "card"), SubmitFollowUp("void", sale.id, sale.amount, "card"))
+        sale, back = state.sale, _way_back(state.sale)
+        return go(Submitting("void", sale, sale.amount, back), SubmitFollowUp("void", sale.id, sale.amount, back))
     return stay(state)
 
 
@@ -220,7 +220,7 @@ def _refund_route(state: RefundRoute, event: Event, cfg: FlowConfig) -> Step:
     if left is not None:
         return left
     if pressed(event, "1", "2"):
-        route: Payout = "card" if pressed(event, "1") else "cash"
+        route: Payout = _way_back(state.sale) if pressed(event, "1") else "cash"
         return go(
             Submitting("refund", state.sale, state.amount, route),
             SubmitFollowUp("refund", state.sale.id, state.amount, route),
@@ -228,31 +228,25 @@ def _refund_route(state: RefundRoute, event: Event, cfg: FlowConfig) -> Step:
     return stay(state)
 
 
+def _way_back(sale: OriginalSale) -> Payout:
+    """The route back to the payer: the wallet a wallet sale came from, else the card."""
+    return "wallet" if sale.method == "wallet" else "card"
+
+
 def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> Step:
     """The void or refund is with the journal and the host: their answer ends it; CANCEL cannot."""
     title = KIND_TITLE[state.kind]
-    sale = state.sale
     if isinstance(event, HostAnswered):
         resp = event.response
         if not resp.approved:
             reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
             return go(Result((f"{title} DECLINED", reason)))
-        route = ("WALLET" if sale.method == "wallet" else "CARD") if state.route == "card" else "CASH"
-        receipt = PrintReceipts(
-            state.amount,
-            sale.masked_pan,
-            "SWIPE",
-            resp,
-            event.stan,
-            title,
-            route if state.kind == "refund" else "",
-            sale.stan,
+        return go(
+            Result((f"{title} APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")),
+            PrintReceipts(event.stan),
         )
-        return go(Result((f"{title} APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
     if isinstance(event, CashRefunded):
-        resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
-        receipt = PrintReceipts(state.amount, sale.masked_pan, "SWIPE", resp, event.stan, "REFUND", "CASH", sale.stan)
-        return go(Result(("CASH REFUND", money(state.amount, cfg), "PAY OUT FROM THE TILL")), receipt)
+        return go(Result(("CASH REFUND", money(state.amount, cfg), "PAY OUT FROM THE TILL")), PrintReceipts(event.stan))
     if isinstance(event, Refused):
         return go(Result(("NOT ALLOWED", event.notice)))
     if isinstance(event, HostFailed):
@@ -303,7 +297,7 @@ def _refund_amount_screen(state: RefundAmount, cfg: FlowConfig) -> tuple[str, ..
 
 
 def _refund_route_screen(state: RefundRoute, cfg: FlowConfig) -> tuple[str, ...]:
-    back = "WALLET" if state.sale.method == "wallet" else "CARD"
+    back = _way_back(state.sale).upper()
     return (f"REFUND {money(state.amount, cfg)}", f"1 TO {back}  2 CASH")
 
 

@@ -19,7 +19,6 @@ from firmware.core.effects import (
 )
 from firmware.core.emv import ChipCard
 from firmware.core.events import (
-    AuthResponse,
     BadRead,
     CardFailed,
     CardRead,
@@ -114,28 +113,10 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> Step:
     return stay(state)
 
 
-def _receipt(state: Authorizing, resp: AuthResponse, stan: int, reference: str) -> PrintReceipts:
-    card = state.card
-    if isinstance(card, ChipCard):
-        return PrintReceipts(
-            state.amount,
-            card.masked_pan,
-            "CONTACTLESS",
-            resp,
-            stan,
-            cvm=card.cvm,
-            aid=card.aid,
-            label=card.label,
-            cryptogram=card.cryptogram,
-            order_no=reference,
-        )
-    return PrintReceipts(state.amount, card.masked_pan, "SWIPE", resp, stan, order_no=reference)
-
-
 def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, HostAnswered):
         resp = event.response
-        receipt = _receipt(state, resp, event.stan, event.reference)
+        receipt = PrintReceipts(event.stan)
         if resp.approved:
             return go(Result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
         if resp.response_code == "55" and isinstance(state.card, ChipCard) and not state.cancelling:

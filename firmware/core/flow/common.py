@@ -31,8 +31,6 @@ DECLINE_TEXT = {
     "96": "SYSTEM ERROR",
 }
 
-WALLET_NAMES = {"alipay": "ALIPAY 支付宝", "wechat": "WECHAT PAY 微信支付"}
-
 
 @dataclass(frozen=True)
 class FlowConfig:

@@ -7,7 +7,6 @@ from typing import Any
 
 from firmware.core.effects import EndWalletOrder, PrintCode, PrintReceipts
 from firmware.core.events import (
-    AuthResponse,
     Event,
     Key,
     OrderShown,
@@ -16,7 +15,7 @@ from firmware.core.events import (
     WalletEnded,
     WalletPaid,
 )
-from firmware.core.flow.common import WALLET_NAMES, FlowConfig, Route, Step, go, money, no_timer, pressed, stay, timer
+from firmware.core.flow.common import FlowConfig, Route, Step, go, money, no_timer, pressed, stay, timer
 from firmware.core.flow.states import Result, ShowingQR, WalletBusy
 
 ENDED_TITLE = {"failed": "PAYMENT FAILED", "closed": "NOT PAID", "unknown": "PAYMENT UNKNOWN"}
@@ -27,18 +26,7 @@ def _answers(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> St
     if isinstance(event, WalletConfirming):
         return go(WalletBusy(state.amount, "CONFIRM IN YOUR APP", cancellable=True))
     if isinstance(event, WalletPaid):
-        resp = AuthResponse(stan=event.stan, response_code="00", auth_code="", rrn="", terminal_id="")
-        receipt = PrintReceipts(
-            state.amount,
-            event.payer,
-            event.entry,
-            resp,
-            event.stan,
-            cvm="wallet",
-            wallet=WALLET_NAMES.get(cfg.wallet, cfg.wallet.upper()),
-            order_no=event.order_no,
-            trade_no=event.trade_no,
-        )
+        receipt = PrintReceipts(event.stan)
         return go(Result(("PAID", money(state.amount, cfg), cfg.wallet.upper())), receipt)
     if isinstance(event, WalletEnded):
         return go(Result((ENDED_TITLE[event.state], event.reason)))
