@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-PATHS = ("firmware", "drivers", "hw-sim", "tests", "bench", "fuzz")
+PATHS = ("firmware", "drivers", "hw-sim", "tests", "bench", "fuzz", "tools")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
