@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
 import logging
 import os
+import pickle
+import platform
+import shutil
 import tempfile
 import threading
 from typing import Any
@@ -22,18 +28,76 @@ PAPER_OUT = 0x60  # ... bits 5 and 6: the paper has run out
 STATUS_WAIT = 0.5  # seconds a serial printer has to answer a status request
 
 
+def _escpos_cache() -> str:
+    """The folder for python-escpos's capabilities cache: one per installed python-escpos (a second install
+    with another capabilities.json never rewrites this one's), in the temp folder."""
+    spec = importlib.util.find_spec("escpos")
+    if spec is None or spec.origin is None:
+        raise DeviceError("printer: python-escpos is not installed", screen="PRINTER OFFLINE")
+    folder = os.path.dirname(spec.origin)
+    try:
+        stamp = os.stat(os.path.join(folder, "capabilities.json")).st_mtime_ns
+    except OSError:
+        stamp = 0
+    key = hashlib.sha256(f"{folder}:{stamp}".encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"countertop-escpos-{key}")
+
+
+def _ours(path: str) -> bool:
+    """True when `path` is this user's and nobody else can write it: python-escpos unpickles the cache, and a
+    pickle someone else could plant in the temp folder would run their code here."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _loads(path: str) -> bool:
+    """True when `path` holds a whole pickle in a folder only this user can write; a damaged one (a power cut
+    while it was written) is removed."""
+    if not (_ours(os.path.dirname(path)) and _ours(path)):
+        return False
+    try:
+        with open(path, "rb") as f:
+            pickle.load(f)
+        return True
+    except FileNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 - any damage: rebuild it
+        log.warning("printer: python-escpos's capabilities cache %s is damaged; rebuilding it", path)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        return False
+
+
 def _import_escpos() -> Any:
-    """Import python-escpos with its import-time side effects contained (temp dir, root logging)."""
-    cache = os.path.join(tempfile.gettempdir(), "countertop-escpos")
-    os.makedirs(cache, exist_ok=True)
-    os.environ.setdefault("ESCPOS_CAPABILITIES_PICKLE_DIR", cache)
+    """Import python-escpos with its import-time side effects contained (temp dir, root logging).
+
+    python-escpos caches its printer database as a pickle, written in place; a process killed while writing it
+    left an empty file that made every later import fail (EOFError), so no receipt printed again. The cache is
+    built in a private folder and moved into the shared one whole; a damaged one is rebuilt."""
+    shared = _escpos_cache()
+    name = f"{platform.python_version()}.capabilities.pickle"
+    cached = os.path.join(shared, name)
+    private = None if _loads(cached) else tempfile.mkdtemp(prefix="countertop-escpos-")
+    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = private or shared
     root = logging.getLogger()
     before = list(root.handlers)
-    import escpos.printer as printers  # noqa: PLC0415 - deferred: heavy and not needed by an idle terminal
-
-    for handler in root.handlers[:]:
-        if handler not in before:
-            root.removeHandler(handler)
+    try:
+        import escpos.printer as printers  # noqa: PLC0415 - deferred: heavy and not needed by an idle terminal
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in before:
+                root.removeHandler(handler)
+    if private is not None:
+        try:
+            os.makedirs(shared, mode=0o700, exist_ok=True)
+            if _ours(shared):
+                os.replace(os.path.join(private, name), cached)  # whole or not at all, for every other process
+        except OSError as exc:
+            log.debug("printer: capabilities cache not kept: %s", exc)
+        shutil.rmtree(private, ignore_errors=True)
     return printers
 
 

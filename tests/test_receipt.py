@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pytest
 
+from conftest import ROOT
 from drivers.printer import FS_CHINESE_OFF, FS_CHINESE_ON, ReceiptPrinter
 from firmware.config import PrinterConfig
 from firmware.core.events import AuthResponse
@@ -234,3 +235,38 @@ def test_a_receipt_states_what_the_journal_row_says():
     assert (void.kind, void.route, void.entry_mode) == ("VOID", "", "SWIPE")
     declined = receipt_facts({**ROW, "status": "declined", "response_code": ""})
     assert declined.response.response_code == "05" and not declined.response.approved
+
+
+def test_a_half_written_printer_database_cache_does_not_stop_printing(tmp_path):
+    """python-escpos caches its printer database as a pickle written in place; a process killed mid-write left
+    an empty file, and every later import failed (EOFError): no receipt printed again. In a fresh process (the
+    import happens once per process), with the cache damaged, a receipt still prints and the cache is mended."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, platform, sys\n"
+        "from drivers import printer\n"
+        "cache = printer._escpos_cache()\n"
+        "os.makedirs(cache, mode=0o700, exist_ok=True)\n"
+        "name = os.path.join(cache, platform.python_version() + '.capabilities.pickle')\n"
+        "open(name, 'wb').close()\n"  # what a kill during python-escpos's own write leaves
+        "from firmware.config import PrinterConfig\n"
+        "from firmware.core.receipt import Line, Receipt\n"
+        "out = sys.argv[1]\n"
+        "printer.ReceiptPrinter(PrinterConfig(backend='file', devfile=out)).print_receipts([Receipt((Line('OK'),))])\n"
+        "print(os.path.getsize(name))\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # a cache of its own
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.bin")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"OK" in (tmp_path / "out.bin").read_bytes()
+    assert int(done.stdout.split()[-1]) > 1000  # the cache was rebuilt whole
