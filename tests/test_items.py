@@ -4,6 +4,7 @@ with the sale and printed, and best sellers counted from sales that stand."""
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import sys
 from datetime import datetime
@@ -12,10 +13,12 @@ import pytest
 
 from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
 from firmware.core import events, flow
-from firmware.core.effects import HoldBasket, LookupItem
+from firmware.core.effects import Authorize, LookupItem, StartQrOrder
+from firmware.core.events import EncryptedPin
 from firmware.core.flow import states
 from firmware.core.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
 from firmware.core.money import Currency
+from firmware.core.track import parse_swipe
 from firmware.records.journal import Journal, NewSale
 from firmware.shell import cli
 
@@ -276,9 +279,20 @@ def test_keying_a_basket():
     assert "TOTAL CNY 6.00" in flow.render(state, CFG)
     state, _ = keys(state, ["F3", "2", "0", "0", "1", "ENTER", "ENTER"])  # ENTER alone: one
     assert state.value == 1800 and len(state.basket) == 2
-    state, effects = keys(state, ["ENTER"])
-    assert state == states.AwaitCard(1800) and HoldBasket(state_basket := effects[0].lines) in effects
-    assert [ln.plu for ln in state_basket] == ["1001", "2001"]
+    basket = state.basket
+    state, _ = keys(state, ["ENTER"])
+    assert state == states.AwaitCard(1800, basket=basket) and [ln.plu for ln in basket] == ["1001", "2001"]
+    # the lines travel with the payment to the effect that journals the sale, whichever way it is paid
+    with_wallet = dataclasses.replace(CFG, wallet="alipay")
+    assert keys(state, ["F1"], with_wallet)[1][0] == StartQrOrder(1800, basket)
+    state, effects = keys(state, ["CLEAR"])  # back to the basket, lines and all
+    assert state == states.Amount(1800, basket=basket)
+    paying, _ = keys(state, ["ENTER"])
+    card = parse_swipe(";4242424242424242=30121010000000000000?")
+    pin = EncryptedPin(block="1B9C1845EB993A7A", ksn="FFFF9876543210E00001")
+    for event in (events.Swiped(card), events.PinEntered(pin)):
+        paying, effects = flow.step(paying, event, CFG)
+    assert Authorize(1800, card, pin, basket) in effects
 
 
 def test_basket_corrections_and_refusals():
@@ -299,7 +313,7 @@ def test_basket_corrections_and_refusals():
     state, _ = keys(flow.IDLE, ["5", "F3"])
     assert state.notice == "CLEAR AMOUNT FIRST"  # no mixing a typed amount
     plain, effects = keys(flow.IDLE, ["5", "0", "0", "ENTER"])
-    assert plain == states.AwaitCard(500) and HoldBasket(()) in effects  # a plain amount has no lines
+    assert plain == states.AwaitCard(500) and plain.basket == ()  # a plain amount has no lines
     no_catalog, _ = keys(flow.IDLE, ["F3"], flow.FlowConfig(CNY))
     assert no_catalog == flow.IDLE
 

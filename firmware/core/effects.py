@@ -65,6 +65,7 @@ class Authorize:
     amount: int
     card: Card
     pin: EncryptedPin | None
+    lines: tuple[BasketLine, ...] = ()  # the basket paid for, journaled with the sale
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class StartQrOrder:
     WalletPaid or WalletEnded when the provider says so."""
 
     amount: int
+    lines: tuple[BasketLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class PayByCode:
 
     amount: int
     code: str = field(repr=False)
+    lines: tuple[BasketLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,13 +159,6 @@ class SubmitFollowUp:
 
 
 @dataclass(frozen=True)
-class HoldBasket:
-    """The amount is confirmed: these basket lines (none for a plain amount) belong to the payment that follows."""
-
-    lines: tuple[BasketLine, ...]
-
-
-@dataclass(frozen=True)
 class LookupItem:
     """Find the catalogue item with this PLU (by the journal's index); the shell answers ItemFound."""
 
@@ -199,5 +195,4 @@ Effect = (
     | PrintReport
     | Settle
     | PrintCode
-    | HoldBasket
 )

@@ -163,7 +163,6 @@ class Terminal:
         self._pin_for: Literal["card", "operator"] | None = None  # whose PIN the armed PIN pad takes
         self._pin_pan = ""  # the card's PAN the PIN block is bound to (a card PIN only)
         self._auth_task: asyncio.Task[None] | None = None
-        self._basket: tuple[Any, ...] = ()  # the confirmed amount's basket lines (HoldBasket)
         self._operator = ""  # who signed in at the till (F4), on every sale
         self._back_office = ""  # who opened the back office, on every void and refund
         self._operator_role = "manager"  # what the operator PIN pad is checking for
@@ -568,19 +567,16 @@ class Terminal:
             self._find_original(eff)
         elif isinstance(eff, effects.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
-        elif isinstance(eff, effects.HoldBasket):
-            self._basket = eff.lines
-            if self._wallet is not None:
-                self._wallet.basket = eff.lines
         elif isinstance(eff, effects.StartQrOrder):
             assert self._wallet is not None
             self._wallet_task = self._spawn(
-                self._wallet.qr_order(eff.amount), events.WalletEnded("unknown", "TERMINAL ERROR")
+                self._wallet.qr_order(eff.amount, eff.lines), events.WalletEnded("unknown", "TERMINAL ERROR")
             )
         elif isinstance(eff, effects.PayByCode):
             assert self._wallet is not None
             self._wallet_task = self._spawn(
-                self._wallet.code_payment(eff.amount, eff.code), events.WalletEnded("unknown", "TERMINAL ERROR")
+                self._wallet.code_payment(eff.amount, eff.code, eff.lines),
+                events.WalletEnded("unknown", "TERMINAL ERROR"),
             )
         elif isinstance(eff, effects.EndWalletOrder):
             if self._wallet_task is not None:
@@ -657,7 +653,7 @@ class Terminal:
                     merchant_id=t.merchant_id,
                     transmitted_at=utc.strftime("%m%d%H%M%S"),
                     card_token=card_token(self._token_key, eff.card.pan),
-                    lines=self._basket,
+                    lines=eff.lines,
                     operator=self._operator,
                     chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
                     cvm=chip.cvm if chip else "",

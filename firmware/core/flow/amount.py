@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from firmware.core.effects import CollectOperatorPin, HoldBasket, LookupItem, Reprint, StartTimer, StopTimer
+from firmware.core.effects import CollectOperatorPin, LookupItem, Reprint, StartTimer, StopTimer
 from firmware.core.events import BadRead, Event, ItemFound, Key, Swiped, TimerExpired
 from firmware.core.flow.common import (
     AMOUNT_DIGITS,
@@ -53,7 +53,7 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> Step:
                 return go(Amount(state.value, "AMOUNT TOO LOW"))
             if state.value > cfg.max_amount:
                 return go(Amount(state.value, "AMOUNT TOO HIGH"))
-            return go(AwaitCard(state.value), HoldBasket(()))
+            return go(AwaitCard(state.value))
     elif isinstance(event, TimerExpired) and state.value:
         return go(IDLE)
     elif isinstance(event, (Swiped, BadRead)):
@@ -75,7 +75,7 @@ def _basket(state: Amount, event: Event, cfg: FlowConfig) -> Step:
         if k == "ENTER":
             if state.value < cfg.min_amount:
                 return go(replace(state, notice="AMOUNT TOO LOW"))
-            return go(AwaitCard(state.value), HoldBasket(state.basket))
+            return go(AwaitCard(state.value, basket=state.basket))
         if k.isdigit():
             return go(replace(state, notice="F3 ADDS AN ITEM"))
     elif isinstance(event, TimerExpired):

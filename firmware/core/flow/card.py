@@ -57,28 +57,28 @@ def wants_tap(state: State, cfg: FlowConfig) -> bool:
 
 def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, Swiped):
-        return go(AwaitPin(state.amount, event.card), CollectPin(event.card.pan))
+        return go(AwaitPin(state.amount, event.card, basket=state.basket), CollectPin(event.card.pan))
     if isinstance(event, BadRead):
         return go(replace(state, notice="READ ERROR, SWIPE AGAIN"))
     if isinstance(event, Tapped):
         if not wants_tap(state, cfg):
             return stay(state, ReleaseCard(event.session))
-        return go(ReadingCard(state.amount), ReadCard(event.session, state.amount))
+        return go(ReadingCard(state.amount, state.basket), ReadCard(event.session, state.amount))
     if isinstance(event, CardFailed):
         return go(replace(state, notice=event.screen))
     if isinstance(event, Scanned):
         kind = classify_code(event.code)
         if kind and kind == cfg.wallet:
-            return go(WalletBusy(state.amount, "PROCESSING..."), PayByCode(state.amount, event.code))
+            return go(WalletBusy(state.amount, "PROCESSING..."), PayByCode(state.amount, event.code, state.basket))
         notice = f"{kind.upper()} NOT SET UP" if kind else "CODE NOT SUPPORTED"
         return go(replace(state, notice=notice))
     if isinstance(event, Key):
         if event.name == "F1" and cfg.wallet:
-            return go(WalletBusy(state.amount, "PREPARING QR CODE"), StartQrOrder(state.amount))
+            return go(WalletBusy(state.amount, "PREPARING QR CODE"), StartQrOrder(state.amount, state.basket))
         if event.name == "CANCEL":
             return go(Result(("CANCELLED",)))
-        if event.name == "CLEAR":
-            return go(Amount(state.amount))
+        if event.name == "CLEAR":  # back to the amount, or to the basket with its lines
+            return go(Amount(state.amount, basket=state.basket))
     elif isinstance(event, TimerExpired):
         return go(Result(("TIMEOUT", "NO CARD PRESENTED")))
     return stay(state)
@@ -88,10 +88,13 @@ def _reading_card(state: ReadingCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, CardRead):
         card = event.card
         if card.cvm == "online_pin":
-            return go(AwaitPin(state.amount, card), CollectPin(card.pan))
-        return go(Authorizing(state.amount, card, 1), Authorize(state.amount, card, None))
+            return go(AwaitPin(state.amount, card, basket=state.basket), CollectPin(card.pan))
+        return go(
+            Authorizing(state.amount, card, 1, basket=state.basket),
+            Authorize(state.amount, card, None, state.basket),
+        )
     if isinstance(event, CardFailed):
-        return go(AwaitCard(state.amount, notice=event.screen))
+        return go(AwaitCard(state.amount, notice=event.screen, basket=state.basket))
     return stay(state)  # the kernel takes milliseconds; CANCEL waits for it
 
 
@@ -100,9 +103,9 @@ def _await_pin(state: AwaitPin, event: Event, cfg: FlowConfig) -> Step:
         return go(replace(state, digits=event.digits, notice=""))
     if isinstance(event, PinEntered):
         return go(
-            Authorizing(state.amount, state.card, state.attempt),
+            Authorizing(state.amount, state.card, state.attempt, basket=state.basket),
             EndPin(),
-            Authorize(state.amount, state.card, event.pin),
+            Authorize(state.amount, state.card, event.pin, state.basket),
         )
     if isinstance(event, PinFailed):
         return go(Result(("PIN PAD ERROR", event.screen)), EndPin())
@@ -121,9 +124,11 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
             return go(Result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
         if resp.response_code == "55" and isinstance(state.card, ChipCard) and not state.cancelling:
             # A new PIN needs a new cryptogram: the card must be tapped again.
-            return go(AwaitCard(state.amount, notice="WRONG PIN, TAP AGAIN"))
+            return go(AwaitCard(state.amount, notice="WRONG PIN, TAP AGAIN", basket=state.basket))
         if resp.response_code == "55" and state.attempt < cfg.pin_attempts and not state.cancelling:
-            retry = AwaitPin(state.amount, state.card, state.attempt + 1, notice="WRONG PIN, TRY AGAIN")
+            retry = AwaitPin(
+                state.amount, state.card, state.attempt + 1, notice="WRONG PIN, TRY AGAIN", basket=state.basket
+            )
             return go(retry, CollectPin(state.card.pan))
         reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
         return go(Result(("DECLINED", reason)), receipt)

@@ -48,6 +48,7 @@ class AwaitCard:
 
     amount: int
     notice: str = ""
+    basket: tuple[BasketLine, ...] = ()  # the lines being paid for (none for a keyed amount)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class ReadingCard:
     """The contactless kernel is talking to the card."""
 
     amount: int
+    basket: tuple[BasketLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class AwaitPin:
     attempt: int = 1
     digits: int = 0
     notice: str = ""
+    basket: tuple[BasketLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Authorizing:
     card: Card
     attempt: int
     cancelling: bool = False
+    basket: tuple[BasketLine, ...] = ()
 
 
 @dataclass(frozen=True)
