@@ -52,10 +52,11 @@ def resp(rc: str) -> AuthResponse:
     )
 
 
-def run(state, *events):
+def run(state, *events, cfg: FlowConfig = CFG):
+    """Step the flow through `events`; the last state and every effect on the way."""
     effects = []
     for ev in events:
-        state, eff = flow.step(state, ev, CFG)
+        state, eff = flow.step(state, ev, cfg)
         effects += eff
     return state, effects
 

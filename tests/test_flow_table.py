@@ -59,6 +59,8 @@ from firmware.core.flow.states import (
     WalletBusy,
 )
 from firmware.core.money import Currency
+from test_flow import run as run_flow
+from test_flow import screen
 
 CFG = FlowConfig(
     currency=Currency.of("CNY"),
@@ -92,16 +94,7 @@ def chip(cvm: str = "none") -> ChipCard:
 
 
 def run(state: State, *events, cfg: FlowConfig = CFG):
-    effects = []
-    for ev in events:
-        state, eff = flow.step(state, ev, cfg)
-        effects += eff
-    return state, effects
-
-
-def screen(effects) -> str:
-    shows = [e for e in effects if isinstance(e, Show)]
-    return "\n".join(shows[-1].lines) if shows else ""
+    return run_flow(state, *events, cfg=cfg)
 
 
 # --- the table ------------------------------------------------------------------------------------
