@@ -21,6 +21,11 @@ from firmware.host.link import HostLink, frame, read_frame
 NOW = dt.datetime.now(dt.UTC)
 
 
+# Validity windows far wider than any clock difference: OpenSSL checks them against the system clock, which
+# tools/test-on-dates leaves where it is while this process's clock (NOW) is moved years ahead.
+MARGIN = dt.timedelta(days=2000)
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
@@ -33,8 +38,8 @@ def make_ca(cn: str = "Test Acquirer CA"):
         .issuer_name(_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=30))
+        .not_valid_before(NOW - MARGIN)
+        .not_valid_after(NOW + MARGIN)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -43,11 +48,7 @@ def make_ca(cn: str = "Test Acquirer CA"):
 
 def make_server_cert(ca_key, ca_cert, host: str, expired: bool = False):
     key = ec.generate_private_key(ec.SECP256R1())
-    start, end = (
-        (NOW - dt.timedelta(days=60), NOW - dt.timedelta(days=1))
-        if expired
-        else (NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=30))
-    )
+    start, end = (NOW - 2 * MARGIN, NOW - MARGIN) if expired else (NOW - MARGIN, NOW + MARGIN)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(host))

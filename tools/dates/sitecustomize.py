@@ -1,14 +1,20 @@
-"""Moves this process's wall clock to COUNTERTOP_CLOCK_AT (ISO 8601), ticking from there: tools/test-on-dates.
+"""Moves this process's wall clock by a fixed offset, to COUNTERTOP_CLOCK_AT at the start: tools/test-on-dates.
 
 time-machine patches time.time(), datetime.now() and their kin; the monotonic clock, sleeps and timed waits are
-left alone (libfaketime moves those too, and then every timed wait in the suite hangs). Python processes the suite
-starts (the CLI, the kill harness's terminals) inherit the variable and PYTHONPATH, so they move with it. SQLite's
-own 'now' and other programs stay on the real clock."""
+left alone (libfaketime moves those too, and then every timed wait in the suite hangs). The first process turns
+the date into an offset from the real clock and leaves it in COUNTERTOP_CLOCK_OFFSET, so that the Python
+processes it starts (the CLI, the kill harness's terminals) keep the same clock as it, not one that starts again
+at the date. OpenSSL, SQLite's own 'now' and other programs stay on the real clock."""
 
 import os
+import time
 
 _at = os.environ.get("COUNTERTOP_CLOCK_AT")
 if _at:
+    from datetime import datetime
+
     import time_machine
 
-    time_machine.travel(_at, tick=True).start()
+    if "COUNTERTOP_CLOCK_OFFSET" not in os.environ:
+        os.environ["COUNTERTOP_CLOCK_OFFSET"] = repr(datetime.fromisoformat(_at).timestamp() - time.time())
+    time_machine.travel(time.time() + float(os.environ["COUNTERTOP_CLOCK_OFFSET"]), tick=True).start()
