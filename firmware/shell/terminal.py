@@ -34,7 +34,7 @@ from firmware.errors import (
     SignOnError,
     TerminalError,
 )
-from firmware.host.dialect import DIALECTS, MacCodec
+from firmware.host.dialect import DIALECTS, Dialect, MacCodec
 from firmware.host.link import HostLink
 from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
 from firmware.host.outbox import Outbox
@@ -85,6 +85,25 @@ class _PrintJob:
     receipt: Receipt
     row: int | None = None
     keep: bool = True
+
+
+@dataclass(frozen=True)
+class _Booted:
+    """What exists only once the terminal has booted: opened by `Terminal._boot` from the config and the
+    journal, closed by its shutdown (or let go of by `abandon()`)."""
+
+    stopping: asyncio.Event  # stop() sets it: run() leaves its loop
+    journal: Journal
+    token_key: bytes  # keys the card tokens in the journal
+    dukpt: DukptKey  # TDES DUKPT initial key ([pin] or the key store; empty: PIN entry says KEY ERROR)
+    aes_initial: bytes  # AES DUKPT initial key, likewise
+    gate: OperatorGate
+    session: Session | None  # the day's session keys, with a [keys] scheme
+    dialect: Dialect | MacCodec  # the host's dialect, MAC-wrapped under the session keys
+    outbox: Outbox
+    wallet: WalletDesk | None  # with a [wallet] provider
+    nfc: NfcReader | None  # with a [contactless] device; run() starts it
+    notifier: watchdog.Notifier | None  # systemd's notify socket, when run under it
 
 
 def make_wallet(config: Config) -> WalletProvider | None:
@@ -146,15 +165,9 @@ class Terminal:
             config.printer.language,
             config.printer.width,
         )
-        self._dukpt = DukptKey(config.pin.ipek, config.pin.ksn)
-        self._aes_initial = config.pin.initial_key
         self._host = HostLink(config.host)
-        self._dialect: Any = DIALECTS[config.host.dialect]  # wrapped in a MacCodec with session keys
-        self._session: Session | None = None
-        self._keystore: KeyStore | None = None
-        self.journal: Journal | None = None
-        self._outbox: Outbox | None = None
-        self._gate: OperatorGate | None = None
+        self._wallet_provider: WalletProvider | None = make_wallet(config)
+        self._after_boot: _Booted | None = None  # run() boots; see _booted
         self.state: flow.State = flow.IDLE
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -167,15 +180,9 @@ class Terminal:
         self._back_office = ""  # who opened the back office, on every void and refund
         self._operator_role = "manager"  # what the operator PIN pad is checking for
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stopping: asyncio.Event | None = None
-        self._nfc: NfcReader | None = None
-        self._token_key = b""
-        self._wallet_provider: WalletProvider | None = make_wallet(config)
-        self._wallet: WalletDesk | None = None
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False  # a _keep_flushing task is running
         self._pin_generation = 0  # counts PIN entries ended: a late PIN of an ended one is dropped
-        self._notifier: watchdog.Notifier | None = None  # systemd's notify socket, when run under it
         self._at_once: deque[Any] = deque()  # events answering an effect, handled before the next
         self._print_jobs: deque[_PrintJob] = deque()
         self._printer_task: asyncio.Task[None] | None = None
@@ -185,51 +192,111 @@ class Terminal:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Boot, then process events until stop() is called."""
-        self._stopping = asyncio.Event()
+    @property
+    def _booted(self) -> _Booted:
+        """What boot opened (the methods that run only after boot reach it here)."""
+        if self._after_boot is None:
+            raise TerminalError("the terminal has not booted: run() opens the journal and the keys first")
+        return self._after_boot
+
+    @property
+    def _wallet(self) -> WalletDesk:
+        """The wallet desk (the flow asks for wallet payments only when a wallet provider is configured)."""
+        wallet = self._booted.wallet
+        if wallet is None:
+            raise TerminalError("no wallet provider configured")
+        return wallet
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal, once run() has booted on it."""
+        return self._after_boot.journal if self._after_boot is not None else None
+
+    @property
+    def _session(self) -> Session | None:
+        """The sign-on session, once booted with a [keys] scheme (tests make it forget the day's keys)."""
+        return self._after_boot.session if self._after_boot is not None else None
+
+    def _boot(self) -> tuple[_Booted, list[dict[str, Any]]]:
+        """Open what the terminal runs on, and the receipts still due. The journal first, then the key store
+        and the keys in it, then the journal's recovery: a journal that cannot be trusted stops the terminal
+        here (the screen says so, the log says why). Then what is wired on them: the operator gate, the
+        sign-on session and its MAC-wrapped dialect, the outbox, the wallet desk, the contactless reader (not
+        started yet) and systemd's notify socket."""
+        data_dir = self.config.terminal.data_dir
+        journal: Journal | None = None
         try:
-            self.journal = Journal(self.config.terminal.data_dir / "journal.sqlite3")
-            self._keystore = KeyStore(self.config.terminal.data_dir / "keys")
-            self._token_key = load_token_key(self._keystore, self.config.terminal.data_dir / "keys" / "card_token.key")
-            self._load_dukpt_keys()
-            self.journal.recover(self._clock())
-            due = self.journal.receipts_due()
+            journal = Journal(data_dir / "journal.sqlite3")
+            keystore = KeyStore(data_dir / "keys")
+            token_key = load_token_key(keystore, data_dir / "keys" / "card_token.key")
+            dukpt, aes_initial = self._initial_keys(keystore)
+            journal.recover(self._clock())
+            due = journal.receipts_due()
         except TerminalError as exc:
             # Nothing is sold on a journal that cannot be trusted; the screen says so, the log says why.
             log.critical("terminal cannot start: %s", exc)
             self.devices.display.show((exc.screen, "TERMINAL STOPPED", "SEE LOG / 请查看日志"))
-            if self.journal is not None:
-                self.journal.close()
+            if journal is not None:
+                journal.close()
             raise
-        self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
-        ops = self.config.operators
-        self._gate = OperatorGate(ops.hashes, ops.max_failures, ops.lockout, self.journal, ops.cashiers)
-        if self.config.keys.scheme:
-            t = self.config.terminal
-            self._session = Session(
-                self.config.keys.scheme,
-                self._keystore,
+        try:
+            ops = self.config.operators
+            session: Session | None = None
+            plain = DIALECTS[self.config.host.dialect]
+            dialect: Dialect | MacCodec = plain  # wrapped in a MacCodec with session keys
+            if self.config.keys.scheme:
+                t = self.config.terminal
+                session = Session(
+                    self.config.keys.scheme,
+                    keystore,
+                    self._host,
+                    plain,
+                    journal,
+                    t.terminal_id,
+                    t.merchant_id,
+                    self.config.timeouts.host,
+                    self._clock,
+                )
+                dialect = MacCodec(plain, self.config.keys.scheme, session.mac_key, session.invalidate)
+            outbox = Outbox(
+                journal,
                 self._host,
-                self._dialect,
-                self.journal,
-                t.terminal_id,
-                t.merchant_id,
-                self.config.timeouts.host,
+                self.config,
                 self._clock,
+                dialect,
+                session.ensure if session else None,
+                self._settled,
             )
-            self._dialect = MacCodec(
-                self._dialect, self.config.keys.scheme, self._session.mac_key, self._session.invalidate
+            wallet = None
+            if self._wallet_provider is not None:
+                wallet = WalletDesk(self._wallet_provider, journal, self.config, self._clock, self.post, self._spawn)
+            nfc = None
+            if self.config.contactless.device:
+                nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
+            booted = _Booted(
+                stopping=asyncio.Event(),
+                journal=journal,
+                token_key=token_key,
+                dukpt=dukpt,
+                aes_initial=aes_initial,
+                gate=OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal, ops.cashiers),
+                session=session,
+                dialect=dialect,
+                outbox=outbox,
+                wallet=wallet,
+                nfc=nfc,
+                notifier=watchdog.from_environment(),
             )
-        self._outbox = Outbox(
-            self.journal,
-            self._host,
-            self.config,
-            self._clock,
-            self._dialect,
-            self._session.ensure if self._session else None,
-            self._settled,
-        )
+        except BaseException:
+            journal.close()  # nobody else holds it yet
+            raise
+        return booted, due
+
+    async def run(self) -> None:
+        """Boot, then process events until stop() is called."""
+        booted, due = self._boot()
+        self._after_boot = booted
+        self.flow_cfg = dataclasses.replace(self.flow_cfg, items=booted.journal.has_items())
         self._spawn(self._keep_flushing())  # what a crash or an outage left for the host
         self._spawn(
             self._input_loop(
@@ -243,26 +310,21 @@ class Terminal:
             self._spawn(
                 self._input_loop("scanner", self.devices.open_scanner, lambda dev: read_scanner(dev, self.post))
             )
-        if self._wallet_provider is not None:
-            self._wallet = WalletDesk(
-                self._wallet_provider, self.journal, self.config, self._clock, self.post, self._spawn
-            )
-            self._spawn(self._wallet.reconcile())  # orders a crash or an outage left open
-        if self.config.contactless.device:
-            self._nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
-            self._nfc.start()
+        if booted.wallet is not None:
+            self._spawn(booted.wallet.reconcile())  # orders a crash or an outage left open
+        if booted.nfc is not None:
+            booted.nfc.start()
         self.state, todo = flow.enter(flow.IDLE, self.flow_cfg)
         self._perform(todo)
         for row in due:  # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
             self._print_receipts(self._transaction_receipts(row), row["id"])
         log.info("terminal %s ready", self.config.terminal.terminal_id)
-        self._notifier = watchdog.from_environment()
-        if self._notifier is not None:  # under systemd (Type=notify, WatchdogSec=)
-            self._notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
-            self._spawn(self._notifier.keep_alive())
+        if booted.notifier is not None:  # under systemd (Type=notify, WatchdogSec=)
+            booted.notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
+            self._spawn(booted.notifier.keep_alive())
         getter = asyncio.ensure_future(self._queue.get())
-        stopper = asyncio.ensure_future(self._stopping.wait())
+        stopper = asyncio.ensure_future(booted.stopping.wait())
         try:
             while True:
                 await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -291,22 +353,24 @@ class Terminal:
 
     def stop(self) -> None:
         """Ask run() to finish (clean shutdown)."""
-        if self._stopping is not None:
-            self._stopping.set()
+        if self._after_boot is not None:
+            self._after_boot.stopping.set()
 
     def abandon(self) -> None:
         """Let go of what the OS takes back from a process that dies (the journal's file, the card reader's
         thread, the printer's port) without flushing, recording or telling anyone. Only for an in-process
         imitation of a power cut, after its loop stopped dead (the simulator's); a real one needs nothing."""
-        if self._nfc is not None:
-            self._nfc.stop()
-        if self.journal is not None:
-            self.journal.close()
+        booted = self._after_boot
+        if booted is not None:
+            if booted.nfc is not None:
+                booted.nfc.stop()
+            booted.journal.close()
         self.devices.printer.close()
 
     async def _shutdown(self) -> None:
-        if self._notifier is not None:
-            self._notifier.notify("STOPPING=1")
+        booted = self._booted  # run() reaches its loop only once booted
+        if booted.notifier is not None:
+            booted.notifier.notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
         if self._pin is not None:
@@ -316,12 +380,11 @@ class Terminal:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.devices.printer.close)
-        if self._nfc is not None:
-            self._nfc.stop()
-        if self.journal is not None:
-            self.journal.close()
-        if self._notifier is not None:
-            self._notifier.close()
+        if booted.nfc is not None:
+            booted.nfc.stop()
+        booted.journal.close()
+        if booted.notifier is not None:
+            booted.notifier.close()
         log.info("terminal stopped")
 
     def _spawn(self, coro: Any, fallback: Any = None) -> asyncio.Task[Any]:
@@ -394,7 +457,7 @@ class Terminal:
                 return
             event = events.TimerExpired()
         elif isinstance(event, events.Key) and self._pin is not None and event.name not in ("CANCEL",):
-            event = self._pin_key(event.name)
+            event = self._pin_key(self._pin, event.name)
             if event is None:
                 return
         if (
@@ -402,10 +465,9 @@ class Terminal:
             and event.name == "F3"
             and isinstance(self.state, states.Amount)
             and not self.state.basket
-            and self.journal is not None
         ):
             # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
-            self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self.journal.has_items())
+            self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self._booted.journal.has_items())
         started = time.monotonic()
         before = type(self.state).__name__
         try:
@@ -414,8 +476,9 @@ class Terminal:
             log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
             self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, effects.EndPin())
         self._perform(todo)
-        if self._nfc is not None:
-            self._nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
+        nfc = self._booted.nfc
+        if nfc is not None:
+            nfc.set_polling(flow.wants_tap(self.state, self.flow_cfg))
         log.debug(
             "flow: %s + %s -> %s [%s] %.1f ms",
             before,
@@ -425,23 +488,23 @@ class Terminal:
             (time.monotonic() - started) * 1000,
         )
 
-    def _pin_key(self, name: str) -> Any:
-        """Keys while a PIN pad is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
+    def _pin_key(self, pin: PinEntry, name: str) -> Any:
+        """Keys while the PIN pad `pin` is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
         checks (operator PIN, off the loop: scrypt takes tens of milliseconds)."""
-        assert self._pin is not None and self.journal is not None
+        booted = self._booted
         if name != "ENTER":
-            self._pin.press(name)
-            return events.PinProgress(self._pin.count)
-        if not self._pin.complete:
-            return events.PinProgress(self._pin.count)
+            pin.press(name)
+            return events.PinProgress(pin.count)
+        if not pin.complete:
+            return events.PinProgress(pin.count)
         if self._pin_for == "operator":
-            self._spawn(self._check_operator(self._pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
+            self._spawn(self._check_operator(pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
             return None
         pin_cfg = self.config.pin
         if pin_cfg.scheme == "session":
             # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
             # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
-            pin, self._pin = self._pin, None
+            self._pin = None
             self._spawn(
                 self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
                 events.PinFailed("TERMINAL ERROR"),
@@ -450,19 +513,21 @@ class Terminal:
         try:
             # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
             if pin_cfg.scheme == "aes":
-                counter = self.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
-                if not self._aes_initial:
+                counter = booted.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
+                if not booted.aes_initial:
                     raise KeyMaterialError("no AES DUKPT initial key")
-                encrypted = self._pin.encrypt_aes(self._pin_pan, self._aes_initial, pin_cfg.key_id, counter)
+                encrypted = pin.encrypt_aes(self._pin_pan, booted.aes_initial, pin_cfg.key_id, counter)
             else:
                 ksn = pin_cfg.ksn
-                counter = self.journal.take_counter(f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter)
-                if not self._dukpt.ipek:
+                counter = booted.journal.take_counter(
+                    f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter
+                )
+                if not booted.dukpt.ipek:
                     raise KeyMaterialError("no DUKPT initial key")
-                encrypted = self._pin.encrypt(self._pin_pan, self._dukpt, counter)
+                encrypted = pin.encrypt(self._pin_pan, booted.dukpt, counter)
         except TerminalError as exc:
             log.error("pin: %s", exc)
-            self._pin.wipe()
+            pin.wipe()
             return events.PinFailed(exc.screen)
         return events.PinEntered(encrypted)
 
@@ -470,10 +535,11 @@ class Terminal:
         """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
         PIN whose entry ended meanwhile (CANCEL, a timeout) is wiped, never handed to the next card."""
         try:
-            if self._session is None:
+            session = self._booted.session
+            if session is None:
                 raise SignOnError("no PIN key: no session keys are configured")
-            await self._session.ensure()
-            pin_key = self._session.pin_key()
+            await session.ensure()
+            pin_key = session.pin_key()
             if pin_key is None:
                 raise SignOnError("no PIN key: the terminal has not signed on")
             if generation != self._pin_generation:
@@ -488,12 +554,10 @@ class Terminal:
             pin.wipe()
 
     async def _check_operator(self, pin: str) -> None:
-        assert self._gate is not None
         role = self._operator_role
-        identified = await asyncio.to_thread(self._gate.identify, pin)  # scrypt off the loop; the journal
-        ok, notice, who = self._gate.decide(identified, role, time.time())  # is used on the loop's thread only
-        assert self.journal is not None
-        self.journal.audit(
+        identified = await asyncio.to_thread(self._booted.gate.identify, pin)  # scrypt off the loop; the journal
+        ok, notice, who = self._booted.gate.decide(identified, role, time.time())  # is used on the loop's thread only
+        self._booted.journal.audit(
             who or role,
             "sign-in" if ok else "sign-in refused",
             notice or ("at the till" if role == "cashier" else "back office"),
@@ -503,33 +567,34 @@ class Terminal:
             log.warning("operator: %s PIN refused (%s)", role, notice)
         elif role == "cashier":
             self._operator = who  # the sales that follow are theirs
-            if self._wallet is not None:
-                self._wallet.operator = who
+            wallet = self._booted.wallet
+            if wallet is not None:
+                wallet.operator = who
         else:
             self._back_office = who  # the voids and refunds that follow are theirs
         self.post(events.OperatorChecked(ok, notice, who))
 
-    def _load_dukpt_keys(self) -> None:
-        """DUKPT initial keys left out of the config come from the key store (`countertop keys load ipek`
-        or `dukpt-aes`); without them PIN entry says KEY ERROR."""
-        assert self._keystore is not None
+    def _initial_keys(self, keystore: KeyStore) -> tuple[DukptKey, bytes]:
+        """The TDES and AES DUKPT initial keys: from [pin], or when left out there from the key store
+        (`countertop keys load ipek` or `dukpt-aes`); without them PIN entry says KEY ERROR."""
         pin = self.config.pin
+        dukpt, aes_initial = DukptKey(pin.ipek, pin.ksn), pin.initial_key
         try:
             if pin.scheme == "tdes" and not pin.ipek:
-                ipek = self._keystore.get("ipek")
-                self._dukpt = DukptKey(bytes(ipek) if ipek else b"", pin.ksn)
+                ipek = keystore.get("ipek")
+                dukpt = DukptKey(bytes(ipek) if ipek else b"", pin.ksn)
             elif pin.scheme == "aes" and not pin.initial_key:
-                initial = self._keystore.get("dukpt-aes")
-                self._aes_initial = bytes(initial) if initial else b""
+                initial = keystore.get("dukpt-aes")
+                aes_initial = bytes(initial) if initial else b""
         except TerminalError as exc:
             log.error("pin: %s", exc)
-        if (pin.scheme == "tdes" and not self._dukpt.ipek) or (pin.scheme == "aes" and not self._aes_initial):
+        if (pin.scheme == "tdes" and not dukpt.ipek) or (pin.scheme == "aes" and not aes_initial):
             log.error("pin: no DUKPT initial key in [pin] or in the key store; PIN entry will fail")
+        return dukpt, aes_initial
 
-    async def _sign_on_quietly(self) -> None:
-        assert self._session is not None
+    async def _sign_on_quietly(self, session: Session) -> None:
         try:
-            await self._session.ensure()
+            await session.ensure()
         except SignOnError as exc:
             log.warning("%s", exc)
 
@@ -553,9 +618,10 @@ class Terminal:
             self._end_pin()
             self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
             self._pin_for, self._pin_pan = "card", eff.pan
-            if self._session is not None:
+            session = self._booted.session
+            if session is not None:
                 # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
-                self._spawn(self._sign_on_quietly())
+                self._spawn(self._sign_on_quietly(session))
         elif isinstance(eff, effects.CollectOperatorPin):
             self._end_pin()
             self._pin = PinEntry(4, 12)
@@ -568,12 +634,10 @@ class Terminal:
         elif isinstance(eff, effects.SubmitFollowUp):
             self._auth_task = self._spawn(self._follow_up(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
         elif isinstance(eff, effects.StartQrOrder):
-            assert self._wallet is not None
             self._wallet_task = self._spawn(
                 self._wallet.qr_order(eff.amount, eff.lines), events.WalletEnded("unknown", "TERMINAL ERROR")
             )
         elif isinstance(eff, effects.PayByCode):
-            assert self._wallet is not None
             self._wallet_task = self._spawn(
                 self._wallet.code_payment(eff.amount, eff.code, eff.lines),
                 events.WalletEnded("unknown", "TERMINAL ERROR"),
@@ -581,7 +645,6 @@ class Terminal:
         elif isinstance(eff, effects.EndWalletOrder):
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
-            assert self._wallet is not None
             self._spawn(self._wallet.end_order(eff.reason), events.WalletEnded("unknown", "TERMINAL ERROR"))
         elif isinstance(eff, effects.ReadCard):
             self._spawn(self._read_card(eff), events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
@@ -595,7 +658,7 @@ class Terminal:
         elif isinstance(eff, effects.PrintReceipts):
             self._print_transaction(eff.stan)
         elif isinstance(eff, effects.LookupItem):
-            self._at_once.append(events.ItemFound(eff.code, self.journal.item(eff.code) if self.journal else None))
+            self._at_once.append(events.ItemFound(eff.code, self._booted.journal.item(eff.code)))
         elif isinstance(eff, effects.Reprint):
             try:
                 notice = self._reprint(eff.stan)
@@ -634,15 +697,14 @@ class Terminal:
 
     async def _authorize(self, eff: effects.Authorize) -> None:
         """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
-        assert self.journal is not None and self._outbox is not None
         t = self.config.terminal
         try:
-            self.journal.check_room()
-            queue_empty = await self._outbox.flush()
+            self._booted.journal.check_room()
+            queue_empty = await self._booted.outbox.flush()
             now = self._clock()
             utc = now.astimezone(UTC)
             chip = eff.card if isinstance(eff.card, ChipCard) else None
-            row, stan = self.journal.begin_sale(
+            row, stan = self._booted.journal.begin_sale(
                 NewSale(
                     method="card",
                     entry_mode="contactless" if chip else "swipe",
@@ -652,7 +714,7 @@ class Terminal:
                     terminal_id=t.terminal_id,
                     merchant_id=t.merchant_id,
                     transmitted_at=utc.strftime("%m%d%H%M%S"),
-                    card_token=card_token(self._token_key, eff.card.pan),
+                    card_token=card_token(self._booted.token_key, eff.card.pan),
                     lines=eff.lines,
                     operator=self._operator,
                     chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
@@ -671,9 +733,9 @@ class Terminal:
             self.post(events.HostFailed(str(exc), sent=False, title=exc.screen))
             return
         if not queue_empty:
-            note = self._outbox.blocked_by
+            note = self._booted.outbox.blocked_by
             self._record(row, "failed", note=note)
-            self.post(events.HostFailed(note, sent=False, stan=stan, title=self._outbox.blocked_screen))
+            self.post(events.HostFailed(note, sent=False, stan=stan, title=self._booted.outbox.blocked_screen))
             return
         sent = False
         try:
@@ -693,12 +755,12 @@ class Terminal:
                     **extra,
                 )
             )
-            message = self._dialect.encode(request)
+            message = self._booted.dialect.encode(request)
             sent = True
             response = await self._host.exchange(
                 message,
                 self.config.timeouts.host,
-                lambda raw: iso_to_response(bind(request, self._dialect.decode(raw))),
+                lambda raw: iso_to_response(bind(request, self._booted.dialect.decode(raw))),
             )
         except (asyncio.CancelledError, HostError, CodecError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
@@ -735,15 +797,14 @@ class Terminal:
     def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
         """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
         outbox to write later — an approval as 'unknown', so that it is reversed — and return False."""
-        assert self.journal is not None and self._outbox is not None
         try:
-            self.journal.finish(row, status, self._clock(), note=note[:200], **answer)
+            self._booted.journal.finish(row, status, self._clock(), note=note[:200], **answer)
             return True
         except TerminalError as exc:
             log.error("journal row %d: cannot record %s: %s", row, status, exc)
             self._journal_trouble = exc.screen
             later = "unknown" if status in ("approved", "unknown") else status
-            self._outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
+            self._booted.outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
             return False
 
     async def _keep_flushing(self, wait_first: bool = False) -> None:
@@ -751,17 +812,16 @@ class Terminal:
         RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed).
         When the outbox knows when its reason to wait ends (a reversal's 25 that counts once the sale is old
         enough), it is asked again then instead."""
-        assert self._outbox is not None
         if self._flushing:
             return
         self._flushing = True
         delay = self.config.timeouts.retry
         try:
             if wait_first:
-                due = self._outbox.due_in
+                due = self._booted.outbox.due_in
                 await asyncio.sleep(due + 0.05 if due is not None and due < delay else delay)
-            while not await self._outbox.flush():
-                due = self._outbox.due_in  # e.g. a "no such sale yet" that counts in a few seconds
+            while not await self._booted.outbox.flush():
+                due = self._booted.outbox.due_in  # e.g. a "no such sale yet" that counts in a few seconds
                 if due is not None and due < delay:
                     await asyncio.sleep(due + 0.05)
                     continue
@@ -813,16 +873,14 @@ class Terminal:
             session.close()
 
     def _journal_failed_read(self, amount: int, reason: str) -> None:
-        assert self.journal is not None
         t = self.config.terminal
-        row, _ = self.journal.begin_sale(
+        row, _ = self._booted.journal.begin_sale(
             NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id, t.merchant_id), self._clock()
         )
-        self.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
+        self._booted.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
     def _find_original(self, eff: effects.FindOriginal) -> None:
-        assert self.journal is not None
-        row = self.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
+        row = self._booted.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
         if row is None:
             what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
             self.post(events.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))
@@ -838,29 +896,28 @@ class Terminal:
             batch=row["batch"],
             refunded=row["refunded"],
         )
-        self.post(events.OriginalFound(sale, self.journal.current_batch(), self._clock().date().isoformat()))
+        self.post(events.OriginalFound(sale, self._booted.journal.current_batch(), self._clock().date().isoformat()))
 
     async def _follow_up(self, eff: effects.SubmitFollowUp) -> None:
         """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
-        assert self.journal is not None and self._outbox is not None
         try:
-            self.journal.check_room()
+            self._booted.journal.check_room()
         except JournalError as exc:
             log.error("%s refused before anything was done: %s", eff.kind, exc)
             self.post(events.Refused(exc.screen))
             return
-        if eff.route != "cash" and not await self._outbox.flush():
+        if eff.route != "cash" and not await self._booted.outbox.flush():
             self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
         now = self._clock()
-        original = self.journal.row(eff.original_id) or {}
-        if eff.kind == "void" and original.get("batch") != self.journal.current_batch():
+        original = self._booted.journal.row(eff.original_id) or {}
+        if eff.kind == "void" and original.get("batch") != self._booted.journal.current_batch():
             # The flush above may have sent a queued settlement: the sale's batch is closed now.
             self.post(events.Refused("SETTLED: USE REFUND"))
             return
         method = eff.route  # the flow chose the way back: the card, the payer's wallet, or cash
         try:
-            f = self.journal.begin_follow_up(
+            f = self._booted.journal.begin_follow_up(
                 eff.kind,
                 eff.original_id,
                 eff.amount,
@@ -875,30 +932,31 @@ class Terminal:
             self.post(events.Refused(exc.screen))  # the journal's own rule (REFUSALS), or what went wrong
             return
         try:
-            self.journal.audit(
+            self._booted.journal.audit(
                 "manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id} (row {f.id})", now
             )
             if eff.route == "cash":
-                self.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
+                self._booted.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
                 self.post(events.CashRefunded(f.stan))
                 return
         except TerminalError as exc:  # nothing has left the till or the terminal
             log.error("%s %d: %s", eff.kind, f.id, exc)
-            self._outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
+            self._booted.outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
             self.post(events.Refused(exc.screen))
             return
         if method == "wallet":
-            if self._wallet is None:
+            wallet = self._booted.wallet
+            if wallet is None:
                 self._record(f.id, "failed", note="no wallet provider configured")
                 self.post(events.Refused("NO WALLET PROVIDER"))
                 return
-            outcome = await self._wallet.refund(f)
+            outcome = await wallet.refund(f)
             self.post(outcome)
             if isinstance(outcome, events.HostFailed):
-                self._spawn(self._wallet.reconcile())  # resend at once (same request number)
+                self._spawn(wallet.reconcile())  # resend at once (same request number)
             return
         try:
-            response = await self._outbox.exchange_follow_up(f)
+            response = await self._booted.outbox.exchange_follow_up(f)
         except (HostError, CodecError) as exc:
             sent = exc.sent if isinstance(exc, HostError) else True
             log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
@@ -909,10 +967,10 @@ class Terminal:
                 self._spawn(self._keep_flushing())
             return
         try:
-            self._outbox.record(f, response)
+            self._booted.outbox.record(f, response)
         except TerminalError as exc:  # resent later: the host answers it the same
             log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
-            self._outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
+            self._booted.outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
             self.post(events.HostFailed(str(exc), sent=True, stan=f.stan))
             self._spawn(self._keep_flushing())
             return
@@ -921,20 +979,19 @@ class Terminal:
     async def _settle(self) -> None:
         """Queue the open batch's settlement (its 0500 and totals, kept until answered), then let the outbox
         send it after whatever the host must hear first; `_settled` records the answer and prints the slip."""
-        assert self.journal is not None and self._outbox is not None
         try:
-            self.journal.check_room()
+            self._booted.journal.check_room()
             # Lost voids and refunds first: the totals are taken once the host has heard everything else.
-            if not await self._outbox.flush():
+            if not await self._booted.outbox.flush():
                 self.post(events.Settled("failed", "EARLIER MESSAGES PENDING"))
                 self._spawn(self._keep_flushing(wait_first=True))
                 return
-            queued = self.journal.begin_settlement(self._clock())
+            queued = self._booted.journal.begin_settlement(self._clock())
         except TerminalError as exc:
             log.error("settlement refused before anything was sent: %s", exc)
             self.post(events.Settled("failed", exc.screen))
             return
-        if not await self._outbox.flush():
+        if not await self._booted.outbox.flush():
             self.post(events.Settled("failed", "WILL RETRY BY ITSELF"))  # the queued 0500 goes out again
             self._spawn(self._keep_flushing(wait_first=True))
             return
@@ -942,12 +999,11 @@ class Terminal:
 
     def _settled(self, q: QueuedSettlement, rc: str, host: BatchTotals | None) -> None:
         """A queued settlement was answered and recorded (now, or at boot): audit, slip, screen."""
-        assert self.journal is not None
         t = self.config.terminal
         in_balance = rc == "00"
         mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
         try:
-            self.journal.audit("manager", "settlement", f"batch {q.batch}: {rc}", self._clock())
+            self._booted.journal.audit("manager", "settlement", f"batch {q.batch}: {rc}", self._clock())
         except TerminalError as exc:
             log.error("settlement of batch %d not audited: %s", q.batch, exc)
         lines = reports.settlement_text(q.batch, mine, host, in_balance, t.currency, self.config.printer.width)
@@ -955,17 +1011,16 @@ class Terminal:
         self.post(events.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
     async def _print_report(self) -> None:
-        assert self.journal is not None
         today = self._clock().date()
-        self.journal.audit("manager", "report", today.isoformat(), self._clock())
+        self._booted.journal.audit("manager", "report", today.isoformat(), self._clock())
         report = reports.build(
-            self.journal.figures(today.isoformat(), today.isoformat()),
+            self._booted.journal.figures(today.isoformat(), today.isoformat()),
             today,
             today,
             self.config.terminal.currency.alpha,
         )
         found = reports.anomalies(
-            self.journal.anomaly_rows(today.isoformat(), today.isoformat()),
+            self._booted.journal.anomaly_rows(today.isoformat(), today.isoformat()),
             reports.rules_from(self.config),
             self.config.terminal.currency,
         )
@@ -1006,16 +1061,14 @@ class Terminal:
             self._device_problem("printer", "")
             if job.row is not None:
                 try:
-                    assert self.journal is not None
-                    self.journal.mark_receipt(job.row, printed=True)
+                    self._booted.journal.mark_receipt(job.row, printed=True)
                 except TerminalError as exc:
                     log.error("receipt of row %d printed but not marked: %s", job.row, exc)
 
     def _transaction_receipts(self, row: dict[str, Any], reprint: bool = False) -> list[Receipt]:
         """Both copies of a transaction's receipt, from its journal row (the same at the sale and later)."""
-        assert self.journal is not None
         facts = receipt_facts(row)
-        lines = tuple(self.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
+        lines = tuple(self._booted.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
         at = datetime.fromisoformat(row["created_at"])
         return [
             sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
@@ -1025,24 +1078,22 @@ class Terminal:
     def _print_transaction(self, stan: int) -> None:
         """Print a finished transaction's receipts: marked due in the journal first, so that a power cut or a
         printer without paper cannot lose them (boot prints what is still due)."""
-        assert self.journal is not None
-        row = self.journal.receipt_row(stan)
+        row = self._booted.journal.receipt_row(stan)
         if row is None:
             log.error("receipt: no transaction with trace %06d in the journal", stan)
             return
         try:
-            self.journal.mark_receipt(row["id"], printed=False)
+            self._booted.journal.mark_receipt(row["id"], printed=False)
         except TerminalError as exc:
             log.error("receipt of row %d not marked due: %s", row["id"], exc)
         self._print_receipts(self._transaction_receipts(row), row["id"])
 
     def _reprint(self, stan: int) -> str:
         """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""
-        assert self.journal is not None
-        row = self.journal.receipt_row(stan) if stan else self.journal.last_receipt_row()
+        row = self._booted.journal.receipt_row(stan) if stan else self._booted.journal.last_receipt_row()
         if row is None or row["receipt"] is None:
             return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
-        self.journal.audit(
+        self._booted.journal.audit(
             self._back_office or self._operator or "cashier",
             "reprint",
             f"trace {row['stan']:06d} (row {row['id']})",
