@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.util
 import logging
@@ -10,8 +11,10 @@ import os
 import pickle
 import platform
 import shutil
+import stat
 import tempfile
 import threading
+import time
 from typing import Any
 
 from firmware.config import PrinterConfig
@@ -28,38 +31,45 @@ PAPER_OUT = 0x60  # ... bits 5 and 6: the paper has run out
 STATUS_WAIT = 0.5  # seconds a serial printer has to answer a status request
 
 
-def _escpos_cache() -> str:
-    """The folder for python-escpos's capabilities cache: one per installed python-escpos (a second install
-    with another capabilities.json never rewrites this one's), in the temp folder."""
+def _escpos_files() -> tuple[str, str]:
+    """(the folder for python-escpos's capabilities cache, its capabilities.json): one cache folder per installed
+    python-escpos (a second install with another capabilities.json never rewrites this one's), in the temp
+    folder."""
     spec = importlib.util.find_spec("escpos")
     if spec is None or spec.origin is None:
         raise DeviceError("printer: python-escpos is not installed", screen="PRINTER OFFLINE")
     folder = os.path.dirname(spec.origin)
+    source = os.path.join(folder, "capabilities.json")
     try:
-        stamp = os.stat(os.path.join(folder, "capabilities.json")).st_mtime_ns
+        stamp = os.stat(source).st_mtime_ns
     except OSError:
         stamp = 0
     key = hashlib.sha256(f"{folder}:{stamp}".encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"countertop-escpos-{key}")
+    return os.path.join(tempfile.gettempdir(), f"countertop-escpos-{key}"), source
 
 
-def _ours(path: str) -> bool:
-    """True when `path` is this user's and nobody else can write it: python-escpos unpickles the cache, and a
-    pickle someone else could plant in the temp folder would run their code here."""
+def _escpos_cache() -> str:
+    """The folder for python-escpos's capabilities cache (see _escpos_files)."""
+    return _escpos_files()[0]
+
+
+def _private(folder: str) -> bool:
+    """True when `folder` is a folder of this user's that nobody else can enter: python-escpos unpickles the
+    cache, and a pickle someone else could plant or swap would run their code here."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(folder)
     except OSError:
         return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def _loads(path: str) -> bool:
-    """True when `path` holds a whole pickle in a folder only this user can write; a damaged one (a power cut
-    while it was written) is removed."""
-    if not (_ours(os.path.dirname(path)) and _ours(path)):
-        return False
+def _loads(path: str, source: str) -> bool:
+    """True when `path` holds a whole pickle no older than python-escpos's `source` (else python-escpos would
+    rewrite it in place at import); a damaged one (a power cut while it was written) is removed."""
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_mtime < os.stat(source).st_mtime:
+                return False
             pickle.load(f)
         return True
     except FileNotFoundError:
@@ -72,45 +82,71 @@ def _loads(path: str) -> bool:
 
 
 def _import_escpos() -> Any:
-    """Import python-escpos with its import-time side effects contained (temp dir, root logging).
+    """Import python-escpos with its import-time side effects contained (temp folders, root logging).
 
     python-escpos caches its printer database as a pickle, written in place; a process killed while writing it
     left an empty file that made every later import fail (EOFError), so no receipt printed again. The cache is
-    built in a private folder and moved into the shared one whole; a damaged one is rebuilt."""
-    shared = _escpos_cache()
+    built in a folder of its own and moved into the shared one whole (only a folder no one else can enter is
+    shared at all); a damaged or stale one is rebuilt. python-escpos also makes a temp folder at every import,
+    whatever it is told: that one is made inside the build folder and goes with it."""
+    shared, source = _escpos_files()
     name = f"{platform.python_version()}.capabilities.pickle"
     cached = os.path.join(shared, name)
-    private = None if _loads(cached) else tempfile.mkdtemp(prefix="countertop-escpos-")
-    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = private or shared
+    with contextlib.suppress(OSError):
+        os.makedirs(shared, mode=0o700, exist_ok=True)
+    usable = _private(shared)
+    fresh = usable and _loads(cached, source)
+    build = tempfile.mkdtemp(prefix="build-", dir=shared if usable else None)
+    os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = shared if fresh else build
     root = logging.getLogger()
-    before = list(root.handlers)
+    before, temp = list(root.handlers), tempfile.tempdir
+    tempfile.tempdir = build
     try:
         import escpos.printer as printers  # noqa: PLC0415 - deferred: heavy and not needed by an idle terminal
     finally:
+        tempfile.tempdir = temp
         for handler in root.handlers[:]:
             if handler not in before:
                 root.removeHandler(handler)
-    if private is not None:
+    if usable and not fresh:
+        built = os.path.join(build, name)
         try:
-            os.makedirs(shared, mode=0o700, exist_ok=True)
-            if _ours(shared):
-                os.replace(os.path.join(private, name), cached)  # whole or not at all, for every other process
+            os.chmod(built, 0o600)
+            at = max(time.time(), os.stat(source).st_mtime)  # never older than its source, even on a clock behind
+            os.utime(built, (at, at))
+            os.replace(built, cached)  # whole or not at all, for every other process
         except OSError as exc:
             log.debug("printer: capabilities cache not kept: %s", exc)
-        shutil.rmtree(private, ignore_errors=True)
+    shutil.rmtree(build, ignore_errors=True)
+    if usable:  # builds a kill interrupted (a minute is far longer than a build)
+        for left in glob.glob(os.path.join(shared, "build-*")):
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(left).st_mtime > 60:
+                    shutil.rmtree(left, ignore_errors=True)
     return printers
 
 
+def _status_byte(b: int) -> bool:
+    """True for a byte shaped like an ESC/POS real-time status answer (bits 1 and 4 set, bits 0 and 7 clear);
+    an XON/XOFF or an automatic status byte is not one."""
+    return b & 0x93 == 0x12
+
+
 def _ask_status(dev: Any, serial: bool) -> bytes:
-    """Send DLE EOT 4 and read the one-byte answer. python-escpos's serial `_read` asks pyserial for 16 bytes,
-    which waits out the whole timeout for a one-byte answer (half a second per ask, twice per receipt); a
-    serial printer is read for exactly one byte, which returns as soon as it arrives."""
+    """Send DLE EOT 4 and return the printer's status byte (b"" when none came). python-escpos's serial `_read`
+    asks pyserial for 16 bytes, which waits out the whole timeout for a one-byte answer (half a second per
+    ask, twice per receipt); a serial printer is read a byte at a time, which returns as soon as it arrives."""
     if serial:
         dev.device.reset_input_buffer()  # a late answer to an earlier ask is not this one's
         dev._raw(PAPER_STATUS)
-        return bytes(dev.device.read(1))
+        for _ in range(4):  # a stray flow-control or automatic-status byte may come first
+            got = bytes(dev.device.read(1))
+            if not got or _status_byte(got[0]):
+                return got
+        return b""
     dev._raw(PAPER_STATUS)
-    return bytes(dev._read())
+    answers = [b for b in bytes(dev._read()) if _status_byte(b)]
+    return bytes(answers[-1:])
 
 
 class ReceiptPrinter:
@@ -172,8 +208,9 @@ class ReceiptPrinter:
         except NotImplementedError:
             answer = b""
         if not answer:
-            if self._answers_status is None:
-                log.info("printer: it does not answer status requests; paper is not checked")
+            if self._answers_status:  # it always answered: now it is off, or its cable is out
+                raise DeviceError("printer: no answer to a status request", screen="PRINTER OFFLINE")
+            log.info("printer: it does not answer status requests; paper is not checked")
             self._answers_status = False
             return
         self._answers_status = True

@@ -54,6 +54,23 @@ def test_unplugged_printer_comes_back_without_a_restart(sim):
     assert_ledger_agrees(sim)
 
 
+def test_a_printer_switched_off_with_its_cable_in_holds_the_receipts(sim):
+    """A serial printer that is off still takes writes but never answers: a printer that always answered its
+    status asks and now does not is offline, and the receipts wait for it (they were counted as printed)."""
+    sale(sim, "visa-approve")
+    sim.wait_for_receipts(2)  # it answered the paper asks
+    sim.keys("{ENTER}")
+    sim.printer.powered = False
+    sale(sim, "mc-approve", amount="990")
+    screen = sim.wait_for("PRINTER OFFLINE")
+    assert "APPROVED" in screen and sales(sim)[1]["receipt"] == 0
+    sim.printer.powered = True
+    receipts = sim.wait_for_receipts(4)
+    assert "CNY 9.90" in receipts[2] and "CNY 9.90" in receipts[3]
+    wait_until(lambda: all(r["receipt"] == 1 for r in sales(sim)), what="all marked printed")
+    sim.wait_while("PRINTER OFFLINE")
+
+
 def test_a_receipt_cut_off_by_a_power_cut_prints_at_boot(sim):
     sim.printer.paper = False
     sale(sim, "visa-approve")

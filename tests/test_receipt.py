@@ -242,6 +242,7 @@ def test_a_half_written_printer_database_cache_does_not_stop_printing(tmp_path):
     an empty file, and every later import failed (EOFError): no receipt printed again. In a fresh process (the
     import happens once per process), with the cache damaged, a receipt still prints and the cache is mended."""
     import os
+    import platform
     import subprocess
     import sys
 
@@ -270,3 +271,8 @@ def test_a_half_written_printer_database_cache_does_not_stop_printing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert b"OK" in (tmp_path / "out.bin").read_bytes()
     assert int(done.stdout.split()[-1]) > 1000  # the cache was rebuilt whole
+    # nothing else is left in the temp folder (python-escpos makes a temp folder at every import), and the
+    # cache folder holds the cache alone, readable by this user only
+    [cache] = [p for p in tmp_path.iterdir() if p.name != "out.bin"]
+    assert [p.name for p in cache.iterdir()] == [f"{platform.python_version()}.capabilities.pickle"]
+    assert cache.stat().st_mode & 0o077 == 0 and next(cache.iterdir()).stat().st_mode & 0o077 == 0

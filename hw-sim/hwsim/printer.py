@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -165,7 +166,8 @@ class VirtualPrinter:
     The printer is reached through a stable link (`devfile`), as udev gives a real one a stable name under
     /dev/serial/by-id: unplug() closes the pty (writes on the terminal's side then fail, as they do when a
     USB printer goes), plug() makes a new one behind the same name. `paper` False is an empty roll: the
-    printer answers DLE EOT 4 with "paper out" and prints nothing; `online` False answers DLE EOT 1 offline.
+    printer answers DLE EOT 4 with "paper out" and prints nothing; `online` False answers DLE EOT 1 offline;
+    `powered` False is a serial printer switched off with its cable in: what is written is lost, nothing answers.
     """
 
     def __init__(self) -> None:
@@ -174,6 +176,7 @@ class VirtualPrinter:
         self.decoder = EscposDecoder()
         self.raw = bytearray()
         self.online = True
+        self.powered = True
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self.plug()
@@ -208,9 +211,13 @@ class VirtualPrinter:
         self._thread.start()
 
     def unplug(self) -> None:
-        """Pull the cable: the pty goes, and with it every byte in flight."""
+        """Pull the cable: the pty goes, and with it every byte in flight; so does the device name, as udev
+        removes a USB printer's /dev/serial/by-id link (left behind, it would point at a pty number the system
+        hands to the next pty opened, anyone's)."""
         if self._thread is None:
             return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.devfile)
         os.write(self._stop_w, b"x")
         self._thread.join(2)
         self._thread = None
@@ -229,6 +236,8 @@ class VirtualPrinter:
                 data = os.read(master, 65536)
             except OSError:
                 return
+            if not self.powered:
+                continue  # into a switched-off printer: gone
             with self._cond:
                 self.raw += data
                 done = self.decoder.feed(data)
