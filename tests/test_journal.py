@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -142,3 +142,16 @@ def test_rows_never_hold_card_data(tmp_path):
     j.close()
     data = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert b"4242424242424242" not in data
+
+
+def test_finding_a_sale_by_date_looks_back_a_year_from_the_terminals_clock(tmp_path):
+    """Search by date (MMDD) + amount + last four finds sales of the year before the terminal's own today, not
+    SQLite's clock (which a moved clock, or a terminal whose clock is set by hand, does not share)."""
+    j = Journal(tmp_path / "j.sqlite3")
+    row, _ = j.begin_sale(SALE, NOW)
+    j.finish(row, "approved", NOW, response_code="00", auth_code="123456", rrn="1")
+    found = j.find_sale(date="1126", amount=1250, last4="4242", today=NOW.date())
+    assert found is not None and found["id"] == row
+    assert j.find_sale(date="1126", amount=1250, last4="4242", today=date(2027, 11, 20))["id"] == row
+    assert j.find_sale(date="1126", amount=1250, last4="4242", today=date(2027, 12, 1)) is None  # over a year
+    assert j.find_sale(date="1126", amount=990, last4="4242", today=NOW.date()) is None

@@ -15,7 +15,8 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date as _date
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -762,10 +763,16 @@ class Journal:
         ]
 
     def find_sale(
-        self, stan: int = 0, reference: str = "", date: str = "", amount: int = 0, last4: str = ""
+        self,
+        stan: int = 0,
+        reference: str = "",
+        date: str = "",
+        amount: int = 0,
+        last4: str = "",
+        today: _date | None = None,
     ) -> dict[str, Any] | None:
         """The most recent sale with this trace number, or this receipt reference, or this date (MMDD, within
-        the last year) + amount + card last four; with its refunded total."""
+        the year before `today`, the terminal's clock) + amount + card last four; with its refunded total."""
         args: tuple[str | int, ...]
         if reference:
             where, args = "order_no = ?", (reference,)
@@ -773,9 +780,9 @@ class Journal:
             where, args = (
                 (
                     "substr(created_at, 6, 2) || substr(created_at, 9, 2) = ? AND amount = ?"
-                    " AND masked_pan LIKE ? AND created_at >= date('now', '-366 days')"
+                    " AND masked_pan LIKE ? AND created_at >= ?"
                 ),
-                (date, amount, f"%{last4}"),
+                (date, amount, f"%{last4}", ((today or _date.today()) - timedelta(days=366)).isoformat()),
             )
         else:
             where, args = "stan = ?", (stan,)

@@ -359,7 +359,9 @@ class Terminal:
     def abandon(self) -> None:
         """Let go of what the OS takes back from a process that dies (the journal's file, the card reader's
         thread, the printer's port) without flushing, recording or telling anyone. Only for an in-process
-        imitation of a power cut, after its loop stopped dead (the simulator's); a real one needs nothing."""
+        imitation of a power cut, after its loop stopped dead (the simulator's); a real one needs nothing. (Closing
+        the journal lets SQLite checkpoint its write-ahead log, which a real power cut does not; recovery from a
+        WAL left behind is what the kill harness's real SIGKILLs test.)"""
         booted = self._after_boot
         if booted is not None:
             if booted.nfc is not None:
@@ -880,7 +882,9 @@ class Terminal:
         self._booted.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
     def _find_original(self, eff: effects.FindOriginal) -> None:
-        row = self._booted.journal.find_sale(eff.stan, eff.reference, eff.date, eff.amount, eff.last4)
+        row = self._booted.journal.find_sale(
+            eff.stan, eff.reference, eff.date, eff.amount, eff.last4, today=self._clock().date()
+        )
         if row is None:
             what = "REFERENCE" if eff.reference else ("NO SUCH SALE" if eff.date else f"TRACE {eff.stan:06d}")
             self.post(events.OriginalMissing(f"{what} UNKNOWN" if not eff.date else what))

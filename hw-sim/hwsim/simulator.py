@@ -227,10 +227,14 @@ class Simulator:
             self._power_cut = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+            if self._thread.is_alive():  # a second terminal must never share the devices with a first
+                raise RuntimeError("simulator: the terminal's thread did not stop after a power cut")
         else:
             assert self.terminal is not None
             self._loop.call_soon_threadsafe(self.terminal.stop)
             self._thread.join(10)
+            if self._thread.is_alive():
+                raise RuntimeError("simulator: the terminal did not stop within 10 s")
             self._loop.close()
         for dev in (self.keypad_device, self.reader_device, self.scanner_device, *self._retired):
             if dev is not None:
