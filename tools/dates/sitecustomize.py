@@ -11,10 +11,18 @@ import time
 
 _at = os.environ.get("COUNTERTOP_CLOCK_AT")
 if _at:
+    # A date that cannot be had must stop the run: site.py would only print the error and go on with the
+    # real clock, and the run would pass for a date it never saw.
     from datetime import datetime
 
-    import time_machine
+    try:
+        import time_machine
 
+        target = datetime.fromisoformat(_at)
+    except (ImportError, ValueError) as exc:
+        raise SystemExit(f"COUNTERTOP_CLOCK_AT={_at!r}: {exc}") from None
+    if target.tzinfo is None:
+        raise SystemExit(f"COUNTERTOP_CLOCK_AT={_at!r}: give the offset (e.g. +08:00)")
     if "COUNTERTOP_CLOCK_OFFSET" not in os.environ:
-        os.environ["COUNTERTOP_CLOCK_OFFSET"] = repr(datetime.fromisoformat(_at).timestamp() - time.time())
+        os.environ["COUNTERTOP_CLOCK_OFFSET"] = repr(target.timestamp() - time.time())
     time_machine.travel(time.time() + float(os.environ["COUNTERTOP_CLOCK_OFFSET"]), tick=True).start()
