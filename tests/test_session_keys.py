@@ -250,11 +250,11 @@ def test_a_pin_still_being_enciphered_is_not_the_next_customers(tmp_path):
     for B went out with A's PIN block before B typed anything (a PIN try counted on B's card)."""
     from hwsim import Simulator
 
-    cfg = sim_config(host=5.0)
+    cfg = sim_config(host=30.0)
     cfg = dataclasses.replace(cfg, keys=KeysConfig("tdes"), pin=dataclasses.replace(cfg.pin, scheme="session"))
-    with Simulator(tmp_path / "data", cfg, late_delay=2.0) as sim:
+    with Simulator(tmp_path / "data", cfg) as sim:
         wait_until(lambda: len(sim.host_log) >= 2, what="the sign-on at boot")
-        sim.host.fault("late")  # the next sign-on answer takes 2 s
+        sim.host.hold()  # the next sign-on answers only when the test says (a fixed delay raced A's CANCEL)
         sim._loop.call_soon_threadsafe(sim.terminal._session.invalidate)
         sim.keys("5000{ENTER}")
         sim.swipe("visa-approve")  # customer A
@@ -264,6 +264,7 @@ def test_a_pin_still_being_enciphered_is_not_the_next_customers(tmp_path):
         sim.keys("{ENTER}700{ENTER}")
         sim.swipe("mc-approve")  # customer B
         sim.wait_for("ENTER PIN")
+        sim.host.release()
         codec = dialect.DIALECTS[sim.config.host.dialect]
         answers = lambda: [codec.decode(raw)["t"] for d, raw in sim.host_log if d == "response"]  # noqa: E731
         wait_until(lambda: answers().count("0810") >= 2, what="the slow sign-on answered")

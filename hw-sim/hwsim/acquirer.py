@@ -207,6 +207,7 @@ class Acquirer:
         self._settled_batches: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self._rrn = itertools.count(1)
         self._lock = threading.Lock()
+        self._holding = threading.Event()  # set: answers wait until release() (see hold())
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="hwsim-acquirer", daemon=True)
@@ -236,6 +237,19 @@ class Acquirer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             self._loop.close()
+
+    def hold(self) -> None:
+        """Keep every answer from now on until release(): the host is slow for exactly as long as a test
+        needs, whatever the machine's load (a fixed delay races the test's own steps)."""
+        self._holding.set()
+
+    def release(self) -> None:
+        """Send the answers hold() kept back, and the ones after them at once."""
+        self._holding.clear()
+
+    async def _wait_released(self) -> None:
+        while self._holding.is_set():
+            await asyncio.sleep(0.01)
 
     def fault(self, kind: str | None, times: int = 1) -> None:
         """Make the next `times` requests misbehave: timeout, late, drop, twice, garble; None clears."""
@@ -271,6 +285,7 @@ class Acquirer:
                     return
                 if fault == "late":
                     await asyncio.sleep(self.late_delay)
+                await self._wait_released()
                 if fault == "garble":
                     answers = [b"\x00\xffNOT ISO 8583" + secrets.token_bytes(8)]
                 if fault == "twice":
