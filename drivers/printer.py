@@ -189,18 +189,20 @@ class ReceiptPrinter:
                 if self._device is None:
                     self._device = self._open()
                 for receipt in receipts:
-                    self._check_paper(self._device)
+                    self._check_paper(self._device, before=True)
                     self._print_one(self._device, receipt)
-                    self._check_paper(self._device)  # it ran out during this one: it did not come out whole
+                    self._check_paper(self._device, before=False)  # it ran out during this one: not whole
             except DeviceError:
                 raise
             except Exception as exc:  # python-escpos and its backends raise many unrelated types
                 self._drop()
                 raise DeviceError(f"printer ({self._cfg.backend}): {exc!r}", screen="PRINTER OFFLINE") from None
 
-    def _check_paper(self, dev: Any) -> None:
-        """DeviceError when the printer says its roll is empty. A printer that never answers status requests
-        (many cheap ones, or the file backend) is asked once and then trusted."""
+    def _check_paper(self, dev: Any, before: bool) -> None:
+        """DeviceError when the printer says its roll is empty, or, `before` a receipt, when a printer that
+        always answered does not (switched off with its cable in: the receipt waits instead of vanishing). After
+        a receipt a missing answer proves nothing (a slow answer would print the receipt twice). A printer that
+        never answers status requests (many cheap ones, or the file backend) is asked once and then trusted."""
         if self._answers_status is False:
             return
         try:
@@ -208,8 +210,11 @@ class ReceiptPrinter:
         except NotImplementedError:
             answer = b""
         if not answer:
-            if self._answers_status:  # it always answered: now it is off, or its cable is out
+            if self._answers_status and before:  # it always answered: now it is off, or its cable is out
                 raise DeviceError("printer: no answer to a status request", screen="PRINTER OFFLINE")
+            if self._answers_status:
+                log.warning("printer: no answer to the status request after a receipt")
+                return
             log.info("printer: it does not answer status requests; paper is not checked")
             self._answers_status = False
             return
