@@ -702,7 +702,7 @@ class Terminal:
         t = self.config.terminal
         try:
             self._booted.journal.check_room()
-            queue_empty = await self._booted.outbox.flush()
+            queue_empty = await self._flush_before_sending()
             now = self._clock()
             utc = now.astimezone(UTC)
             chip = eff.card if isinstance(eff.card, ChipCard) else None
@@ -809,6 +809,19 @@ class Terminal:
             self._booted.outbox.unwritten(row, later, f"{status} not journaled ({exc.screen}); {note}".strip("; "))
             return False
 
+    async def _flush_before_sending(self) -> bool:
+        """Flush the outbox before something new goes to the host; when what holds it up ends within twice the
+        host timeout (a reversal answered 25 that counts in a moment), wait for that and flush once more: the
+        screen says PROCESSING a few seconds longer instead of HOST NOT AVAILABLE (CANCEL still cancels)."""
+        outbox = self._booted.outbox
+        if await outbox.flush():
+            return True
+        due = outbox.due_in
+        if due is None or due > 2 * self.config.timeouts.host:
+            return False
+        await asyncio.sleep(due + 0.05)
+        return await outbox.flush()
+
     async def _keep_flushing(self, wait_first: bool = False) -> None:
         """Send what the outbox holds, again and again with pauses from [timeouts] retry doubling up to
         RETRY_MAX, until it is empty (one at a time); at once, unless `wait_first` (a flush just failed).
@@ -910,7 +923,7 @@ class Terminal:
             log.error("%s refused before anything was done: %s", eff.kind, exc)
             self.post(events.Refused(exc.screen))
             return
-        if eff.route != "cash" and not await self._booted.outbox.flush():
+        if eff.route != "cash" and not await self._flush_before_sending():
             self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
             return
         now = self._clock()
@@ -986,7 +999,7 @@ class Terminal:
         try:
             self._booted.journal.check_room()
             # Lost voids and refunds first: the totals are taken once the host has heard everything else.
-            if not await self._booted.outbox.flush():
+            if not await self._flush_before_sending():
                 self.post(events.Settled("failed", "EARLIER MESSAGES PENDING"))
                 self._spawn(self._keep_flushing(wait_first=True))
                 return
