@@ -29,6 +29,7 @@ from firmware.core.items import MAX_ERRORS, MAX_PRICE, parse_catalog
 from firmware.core.money import Currency
 from firmware.core.text import problem as unsafe_text
 from firmware.errors import ConfigError
+from hwsim import scenario
 from hwsim.scenario import ScenarioError, check_steps
 
 EXAMPLES = {
@@ -433,26 +434,7 @@ def test_config_text_mutations_through_load(tmp_path_factory, mutations):
 
 # --- scenario files ------------------------------------------------------------------------------------
 
-STEP_KEYS = [
-    "keys",
-    "swipe",
-    "swipe_track1",
-    "swipe_track2",
-    "swipe_raw",
-    "tap",
-    "tap_profile",
-    "remove_card",
-    "pin",
-    "fault",
-    "restart",
-    "expect_screen",
-    "expect_receipts",
-    "expect_receipt",
-    "expect_journal",
-    "timeout",
-    "note",
-    "bogus",
-]
+STEP_KEYS = [*scenario.ACTIONS, *scenario.OPTIONS, "bogus"]  # every key a step may hold, and one it may not
 step_values = st.one_of(
     toml_values,
     st.sampled_from(
