@@ -3,6 +3,7 @@ searches, reprints and settlement. Every test here is data in, data out: no simu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import get_args
 
 import pytest
@@ -16,6 +17,7 @@ from firmware.core.effects import (
     PayByCode,
     PrintCode,
     PrintReceipts,
+    PrintReport,
     ReadCard,
     ReleaseCard,
     Reprint,
@@ -24,15 +26,20 @@ from firmware.core.effects import (
     StartQrOrder,
     StartTimer,
     StopTimer,
+    SubmitFollowUp,
 )
 from firmware.core.emv import ChipCard
 from firmware.core.events import (
     AuthResponse,
     CardFailed,
     CardRead,
+    EncryptedPin,
     HostAnswered,
     Key,
+    OperatorChecked,
     OrderShown,
+    OriginalSale,
+    PinEntered,
     Reprinted,
     Scanned,
     Settled,
@@ -48,13 +55,16 @@ from firmware.core.flow.states import (
     Authorizing,
     AwaitCard,
     AwaitPin,
+    ConfirmVoid,
     Looking,
     Menu,
+    OperatorPin,
     ReadingCard,
     Result,
     SearchEntry,
     ShowingQR,
     State,
+    Till,
     TraceEntry,
     WalletBusy,
 )
@@ -306,3 +316,52 @@ def test_settlement_outcomes(outcome, title):
 
 def test_cancel_leaves_a_wait_for_the_journal():
     assert run(Looking("refund"), Key("CANCEL"))[0] == Result(("CANCELLED",))
+
+
+# --- who is signed in: kept by the core, named on what they do --------------------------------------
+
+
+PIN = EncryptedPin(block="1B9C1845EB993A7A", ksn="FFFF9876543210E00001")
+
+
+def advance(till: Till, *evs) -> tuple[Till, list]:
+    todo: list = []
+    for event in evs:
+        till, todo = flow.advance(till, event, CFG)
+    return till, todo
+
+
+def test_a_cashier_sign_in_names_the_sales_that_follow():
+    till, _ = advance(Till(OperatorPin(purpose="signin")), OperatorChecked(True, "", "alice"))
+    assert till.cashier == "alice" and till.manager == "" and till.state == Result(("SIGNED IN", "ALICE"))
+    card = chip()
+    _, todo = advance(replace(till, state=AwaitPin(10_000, card)), PinEntered(PIN))
+    assert [e.operator for e in todo if isinstance(e, Authorize)] == ["alice"]
+    _, todo = advance(replace(till, state=AwaitCard(500)), Key("F1"))
+    assert [e.operator for e in todo if isinstance(e, StartQrOrder)] == ["alice"]
+    _, todo = advance(replace(till, state=AwaitCard(500)), Scanned(ALIPAY_CODE))
+    assert [e.operator for e in todo if isinstance(e, PayByCode)] == ["alice"]
+    _, todo = advance(replace(till, state=IDLE), Key("F2"))
+    assert [e.operator for e in todo if isinstance(e, Reprint)] == ["alice"]  # F2 at the till: the cashier's
+
+
+def test_the_manager_who_opened_the_back_office_is_named_on_its_work():
+    till, _ = advance(Till(OperatorPin(), cashier="alice"), OperatorChecked(True, "", "bob"))
+    assert (till.cashier, till.manager, till.state) == ("alice", "bob", Menu())
+    _, todo = advance(till, Key("4"))
+    assert [e.operator for e in todo if isinstance(e, Settle)] == ["bob"]
+    _, todo = advance(till, Key("3"))
+    assert [e.operator for e in todo if isinstance(e, PrintReport)] == ["bob"]
+    _, todo = advance(till, Key("5"), Key("1"), Key("ENTER"))
+    assert [e.operator for e in todo if isinstance(e, Reprint)] == ["bob"]  # a reprint from the menu: the manager's
+    sale = OriginalSale(7, 12, 10_000, "476173******0010", "card", "approved", "2026-12-03T10:00:00", 1, 0)
+    _, todo = advance(replace(till, state=ConfirmVoid(sale)), Key("ENTER"))
+    assert [e.operator for e in todo if isinstance(e, SubmitFollowUp)] == ["bob"]
+
+
+def test_a_refused_or_stray_operator_answer_changes_no_one():
+    till = Till(OperatorPin(purpose="signin"), cashier="alice", manager="bob")
+    refused, _ = advance(till, OperatorChecked(False, "WRONG OPERATOR PIN"))
+    assert (refused.cashier, refused.manager) == ("alice", "bob")
+    stray, _ = advance(Till(IDLE, "alice", "bob"), OperatorChecked(True, "", "mallory"))  # no PIN pad asked
+    assert (stray.state, stray.cashier, stray.manager) == (IDLE, "alice", "bob")

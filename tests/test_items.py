@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, SIM_TOML, assert_ledger_agrees, print_todays_report, sales
 from firmware.core import events, flow
-from firmware.core.effects import Authorize, LookupItem, StartQrOrder
+from firmware.core.effects import Authorize, CheckCatalogue, LookupItem, StartQrOrder
 from firmware.core.events import EncryptedPin
 from firmware.core.flow import states
 from firmware.core.items import MAX_ERRORS, BasketLine, Item, line_for, parse_catalog, total
@@ -248,17 +248,20 @@ def test_line_arithmetic_is_integer():
 
 
 CATALOG = {"1001": Item("1001", "WATER", 200, 1300), "2001": Item("2001", "APPLE", 1200, 900)}
-CFG = flow.FlowConfig(CNY, max_amount=5000, items=True)
+CFG = flow.FlowConfig(CNY, max_amount=5000)
 
 
-def keys(state, names, cfg=CFG):
-    """Press keys; a LookupItem is answered from CATALOG, as the shell answers it from the journal."""
+def keys(state, names, cfg=CFG, catalog=CATALOG):
+    """Press keys; CheckCatalogue and LookupItem are answered from `catalog`, as the shell answers them from
+    the journal."""
     effects = []
     for name in names:
         state, effects = flow.step(state, events.Key(name), cfg)
         for eff in effects:
-            if isinstance(eff, LookupItem):
-                state, effects = flow.step(state, events.ItemFound(eff.code, CATALOG.get(eff.code)), cfg)
+            if isinstance(eff, CheckCatalogue):
+                state, effects = flow.step(state, events.CatalogueChecked(bool(catalog)), cfg)
+            elif isinstance(eff, LookupItem):
+                state, effects = flow.step(state, events.ItemFound(eff.code, catalog.get(eff.code)), cfg)
     return state, effects
 
 
@@ -314,8 +317,10 @@ def test_basket_corrections_and_refusals():
     assert state.notice == "CLEAR AMOUNT FIRST"  # no mixing a typed amount
     plain, effects = keys(flow.IDLE, ["5", "0", "0", "ENTER"])
     assert plain == states.AwaitCard(500) and plain.basket == ()  # a plain amount has no lines
-    no_catalog, _ = keys(flow.IDLE, ["F3"], flow.FlowConfig(CNY))
-    assert no_catalog == flow.IDLE
+    no_catalog, effects = keys(flow.IDLE, ["F3"], catalog={})
+    assert no_catalog == flow.IDLE and effects == []  # F3 means nothing without a catalogue
+    asked, effects = flow.step(flow.IDLE, events.Key("F3"), CFG)  # asked every time: an import counts at once
+    assert asked == flow.IDLE and effects == [CheckCatalogue()]
 
 
 def test_basket_sale_end_to_end(tmp_path):

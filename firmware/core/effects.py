@@ -66,6 +66,7 @@ class Authorize:
     card: Card
     pin: EncryptedPin | None
     lines: tuple[BasketLine, ...] = ()  # the basket paid for, journaled with the sale
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class StartQrOrder:
 
     amount: int
     lines: tuple[BasketLine, ...] = ()
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class PayByCode:
     amount: int
     code: str = field(repr=False)
     lines: tuple[BasketLine, ...] = ()
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,14 @@ class PrintCode:
 class Settle:
     """Settle the open batch with the acquirer (0500); the shell answers Settled."""
 
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
+
 
 @dataclass(frozen=True)
 class PrintReport:
     """Print today's sales report (X report: running totals, nothing closed)."""
+
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,13 @@ class SubmitFollowUp:
     original_id: int
     amount: int
     route: Payout
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
+
+
+@dataclass(frozen=True)
+class CheckCatalogue:
+    """Does the shop have an item catalogue now (an import counts without a restart)? The shell answers
+    CatalogueChecked."""
 
 
 @dataclass(frozen=True)
@@ -171,10 +185,12 @@ class Reprint:
     or the last one printed when `stan` is 0. The shell answers Reprinted."""
 
     stan: int = 0
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
 Effect = (
-    LookupItem
+    CheckCatalogue
+    | LookupItem
     | Reprint
     | Show
     | StartTimer

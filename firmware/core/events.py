@@ -236,6 +236,13 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class CatalogueChecked:
+    """The shell's answer to CheckCatalogue: whether any item can be keyed by PLU."""
+
+    exists: bool
+
+
+@dataclass(frozen=True)
 class ItemFound:
     """The shell's answer to LookupItem: the catalogue's item with that PLU, or None."""
 
@@ -251,7 +258,8 @@ class Reprinted:
 
 
 Event = (
-    ItemFound
+    CatalogueChecked
+    | ItemFound
     | Reprinted
     | Key
     | Swiped

@@ -168,7 +168,7 @@ class Terminal:
         self._host = HostLink(config.host)
         self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._after_boot: _Booted | None = None  # run() boots; see _booted
-        self.state: flow.State = flow.IDLE
+        self.till = flow.Till()  # the flow's state and who is signed in: the core decides, the shell keeps it
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
@@ -176,8 +176,6 @@ class Terminal:
         self._pin_for: Literal["card", "operator"] | None = None  # whose PIN the armed PIN pad takes
         self._pin_pan = ""  # the card's PAN the PIN block is bound to (a card PIN only)
         self._auth_task: asyncio.Task[None] | None = None
-        self._operator = ""  # who signed in at the till (F4), on every sale
-        self._back_office = ""  # who opened the back office, on every void and refund
         self._operator_role = "manager"  # what the operator PIN pad is checking for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wallet_task: asyncio.Task[Any] | None = None
@@ -296,7 +294,6 @@ class Terminal:
         """Boot, then process events until stop() is called."""
         booted, due = self._boot()
         self._after_boot = booted
-        self.flow_cfg = dataclasses.replace(self.flow_cfg, items=booted.journal.has_items())
         self._spawn(self._keep_flushing())  # what a crash or an outage left for the host
         self._spawn(
             self._input_loop(
@@ -314,8 +311,7 @@ class Terminal:
             self._spawn(booted.wallet.reconcile())  # orders a crash or an outage left open
         if booted.nfc is not None:
             booted.nfc.start()
-        self.state, todo = flow.enter(flow.IDLE, self.flow_cfg)
-        self._perform(todo)
+        self._enter(flow.IDLE)
         for row in due:  # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
             self._print_receipts(self._transaction_receipts(row), row["id"])
@@ -450,8 +446,7 @@ class Terminal:
                 "terminal: event %s failed in %s; back to idle", type(event).__name__, type(self.state).__name__
             )
             self._end_pin()
-            self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg)
-            self._perform(todo)
+            self._enter(states.Result(("ERROR", "PLEASE TRY AGAIN")))
 
     def _dispatch_one(self, event: Any) -> None:
         if isinstance(event, _TimerFired):
@@ -462,21 +457,14 @@ class Terminal:
             event = self._pin_key(self._pin, event.name)
             if event is None:
                 return
-        if (
-            isinstance(event, events.Key)
-            and event.name == "F3"
-            and isinstance(self.state, states.Amount)
-            and not self.state.basket
-        ):
-            # A new basket: is there a catalogue now (an import counts without a restart)? One EXISTS query.
-            self.flow_cfg = dataclasses.replace(self.flow_cfg, items=self._booted.journal.has_items())
         started = time.monotonic()
         before = type(self.state).__name__
         try:
-            self.state, todo = flow.step(self.state, event, self.flow_cfg)
+            self.till, todo = flow.advance(self.till, event, self.flow_cfg)
         except Exception:
             log.exception("flow: step failed on %s in %s; back to idle", type(event).__name__, before)
-            self.state, todo = flow.enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), self.flow_cfg, effects.EndPin())
+            self._enter(states.Result(("ERROR", "PLEASE TRY AGAIN")), effects.EndPin())
+            todo = []
         self._perform(todo)
         nfc = self._booted.nfc
         if nfc is not None:
@@ -489,6 +477,17 @@ class Terminal:
             ", ".join(type(e).__name__ for e in todo),
             (time.monotonic() - started) * 1000,
         )
+
+    def _enter(self, state: flow.State, *extra: effects.Effect) -> None:
+        """Put the flow in `state` (boot, or after a failure), with its screen and timer."""
+        new, todo = flow.enter(state, self.flow_cfg, *extra)
+        self.till = dataclasses.replace(self.till, state=new)
+        self._perform(todo)
+
+    @property
+    def state(self) -> flow.State:
+        """Where the flow stands (read-only; the flow moves it)."""
+        return self.till.state
 
     def _pin_key(self, pin: PinEntry, name: str) -> Any:
         """Keys while the PIN pad `pin` is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
@@ -567,13 +566,6 @@ class Terminal:
         )
         if not ok:
             log.warning("operator: %s PIN refused (%s)", role, notice)
-        elif role == "cashier":
-            self._operator = who  # the sales that follow are theirs
-            wallet = self._booted.wallet
-            if wallet is not None:
-                wallet.operator = who
-        else:
-            self._back_office = who  # the voids and refunds that follow are theirs
         self.post(events.OperatorChecked(ok, notice, who))
 
     def _initial_keys(self, keystore: KeyStore) -> tuple[DukptKey, bytes]:
@@ -637,11 +629,12 @@ class Terminal:
             self._auth_task = self._spawn(self._follow_up(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
         elif isinstance(eff, effects.StartQrOrder):
             self._wallet_task = self._spawn(
-                self._wallet.qr_order(eff.amount, eff.lines), events.WalletEnded("unknown", "TERMINAL ERROR")
+                self._wallet.qr_order(eff.amount, eff.lines, eff.operator),
+                events.WalletEnded("unknown", "TERMINAL ERROR"),
             )
         elif isinstance(eff, effects.PayByCode):
             self._wallet_task = self._spawn(
-                self._wallet.code_payment(eff.amount, eff.code, eff.lines),
+                self._wallet.code_payment(eff.amount, eff.code, eff.lines, eff.operator),
                 events.WalletEnded("unknown", "TERMINAL ERROR"),
             )
         elif isinstance(eff, effects.EndWalletOrder):
@@ -659,17 +652,19 @@ class Terminal:
                 self._auth_task.cancel()
         elif isinstance(eff, effects.PrintReceipts):
             self._print_transaction(eff.stan)
+        elif isinstance(eff, effects.CheckCatalogue):
+            self._at_once.append(events.CatalogueChecked(self._booted.journal.has_items()))  # one EXISTS query
         elif isinstance(eff, effects.LookupItem):
             self._at_once.append(events.ItemFound(eff.code, self._booted.journal.item(eff.code)))
         elif isinstance(eff, effects.Reprint):
             try:
-                notice = self._reprint(eff.stan)
+                notice = self._reprint(eff.stan, eff.operator)
             except TerminalError as exc:
                 log.error("reprint: %s", exc)
                 notice = exc.screen
             self.post(events.Reprinted(notice))
         elif isinstance(eff, effects.PrintReport):
-            self._spawn(self._print_report())
+            self._spawn(self._print_report(eff.operator))
         elif isinstance(eff, effects.PrintCode):
             lines = (
                 Line(self.config.merchant.name, align="center", bold=True),
@@ -678,7 +673,7 @@ class Terminal:
             )
             self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)  # useless later: not kept
         elif isinstance(eff, effects.Settle):
-            self._auth_task = self._spawn(self._settle(), events.Settled("failed", "TERMINAL ERROR"))
+            self._auth_task = self._spawn(self._settle(eff.operator), events.Settled("failed", "TERMINAL ERROR"))
         else:
             raise TypeError(f"unknown effect {eff!r}")
 
@@ -718,7 +713,7 @@ class Terminal:
                     transmitted_at=utc.strftime("%m%d%H%M%S"),
                     card_token=card_token(self._booted.token_key, eff.card.pan),
                     lines=eff.lines,
-                    operator=self._operator,
+                    operator=eff.operator,
                     chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
                     cvm=chip.cvm if chip else "",
                     aid=chip.aid if chip else "",
@@ -942,7 +937,7 @@ class Terminal:
                 secrets.token_hex(16),
                 now.astimezone(UTC).strftime("%m%d%H%M%S"),
                 now,
-                operator=self._back_office,
+                operator=eff.operator,
             )
         except TerminalError as exc:
             log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
@@ -950,7 +945,10 @@ class Terminal:
             return
         try:
             self._booted.journal.audit(
-                "manager", eff.kind, f"{eff.route} {eff.amount} against sale {eff.original_id} (row {f.id})", now
+                eff.operator or "manager",
+                eff.kind,
+                f"{eff.route} {eff.amount} against sale {eff.original_id} (row {f.id})",
+                now,
             )
             if eff.route == "cash":
                 self._booted.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
@@ -993,7 +991,7 @@ class Terminal:
             return
         self.post(events.HostAnswered(response, f.stan))
 
-    async def _settle(self) -> None:
+    async def _settle(self, operator: str) -> None:
         """Queue the open batch's settlement (its 0500 and totals, kept until answered), then let the outbox
         send it after whatever the host must hear first; `_settled` records the answer and prints the slip."""
         try:
@@ -1004,6 +1002,9 @@ class Terminal:
                 self._spawn(self._keep_flushing(wait_first=True))
                 return
             queued = self._booted.journal.begin_settlement(self._clock())
+            self._booted.journal.audit(
+                operator or "manager", "settlement asked", f"batch {queued.batch}", self._clock()
+            )
         except TerminalError as exc:
             log.error("settlement refused before anything was sent: %s", exc)
             self.post(events.Settled("failed", exc.screen))
@@ -1027,9 +1028,9 @@ class Terminal:
         self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
         self.post(events.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
-    async def _print_report(self) -> None:
+    async def _print_report(self, operator: str) -> None:
         today = self._clock().date()
-        self._booted.journal.audit("manager", "report", today.isoformat(), self._clock())
+        self._booted.journal.audit(operator or "manager", "report", today.isoformat(), self._clock())
         report = reports.build(
             self._booted.journal.figures(today.isoformat(), today.isoformat()),
             today,
@@ -1105,13 +1106,13 @@ class Terminal:
             log.error("receipt of row %d not marked due: %s", row["id"], exc)
         self._print_receipts(self._transaction_receipts(row), row["id"])
 
-    def _reprint(self, stan: int) -> str:
+    def _reprint(self, stan: int, operator: str) -> str:
         """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""
         row = self._booted.journal.receipt_row(stan) if stan else self._booted.journal.last_receipt_row()
         if row is None or row["receipt"] is None:
             return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
         self._booted.journal.audit(
-            self._back_office or self._operator or "cashier",
+            operator or "cashier",
             "reprint",
             f"trace {row['stan']:06d} (row {row['id']})",
             self._clock(),

@@ -51,12 +51,13 @@ class WalletDesk:
         self._clock, self._post, self._spawn = clock, post, spawn
         # (row, order number, "qr" | "code", stan, amount, created)
         self.order: tuple[int, str, str, int, int, datetime] | None = None
-        self.operator = ""  # who is signed in at the till
         self._reconciling = asyncio.Lock()
         self._chase_task: Any = None
         self._unrecorded: dict[int, str] = {}  # rows whose outcome the journal refused (disk full): 'unknown'
 
-    def _begin(self, amount: int, kind: str, lines: tuple[BasketLine, ...]) -> tuple[int, str, int, datetime]:
+    def _begin(
+        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str
+    ) -> tuple[int, str, int, datetime]:
         """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created).
         JournalError (a full or read-only disk) when it cannot be: then nothing is sent."""
         t = self._config.terminal
@@ -75,7 +76,7 @@ class WalletDesk:
                 provider=self.provider.name,
                 order_no=order_no,
                 lines=lines,
-                operator=self.operator,
+                operator=operator,
             ),
             now,
         )
@@ -131,18 +132,20 @@ class WalletDesk:
         self._post(events.WalletEnded(state, screen))
         self._chase()
 
-    def _start(self, amount: int, kind: str, lines: tuple[BasketLine, ...]) -> tuple[int, str, int, datetime] | None:
+    def _start(
+        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str
+    ) -> tuple[int, str, int, datetime] | None:
         """_begin, or None (and the flow told why) when the journal cannot take the order."""
         try:
-            return self._begin(amount, kind, lines)
+            return self._begin(amount, kind, lines, operator)
         except TerminalError as exc:
             log.error("wallet %s order refused before anything was sent: %s", kind, exc)
             self._post(events.WalletEnded("failed", exc.screen))
             return None
 
-    async def qr_order(self, amount: int, lines: tuple[BasketLine, ...] = ()) -> None:
+    async def qr_order(self, amount: int, lines: tuple[BasketLine, ...] = (), operator: str = "") -> None:
         """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
-        started = self._start(amount, "qr", lines)
+        started = self._start(amount, "qr", lines, operator)
         if started is None:
             return
         row, order_no, stan, created = started
@@ -173,10 +176,12 @@ class WalletDesk:
             if result.state in ("paid", "closed") and self._settle(row, order_no, stan, "qr", result):
                 return
 
-    async def code_payment(self, amount: int, code: str, lines: tuple[BasketLine, ...] = ()) -> None:
+    async def code_payment(
+        self, amount: int, code: str, lines: tuple[BasketLine, ...] = (), operator: str = ""
+    ) -> None:
         """Charge a scanned code; when the payer must confirm, ask every few seconds, then cancel."""
         w = self._config.wallet
-        started = self._start(amount, "code", lines)
+        started = self._start(amount, "code", lines, operator)
         if started is None:
             return
         row, order_no, stan, _ = started

@@ -7,19 +7,31 @@ handler's Step into effects: entering a state adds its screen and its timer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, get_args
 
-from firmware.core.effects import Effect, ReleaseCard, Show
-from firmware.core.events import Event, Tapped
+from firmware.core.effects import (
+    Authorize,
+    Effect,
+    PayByCode,
+    PrintReport,
+    ReleaseCard,
+    Reprint,
+    Settle,
+    Show,
+    StartQrOrder,
+    SubmitFollowUp,
+)
+from firmware.core.events import Event, OperatorChecked, Tapped
 from firmware.core.flow import amount, backoffice, card, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
-from firmware.core.flow.states import IDLE, AwaitCard, State
+from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, State, Till
 
 TABLE: dict[type, Route[Any]] = {**amount.ROUTES, **card.ROUTES, **wallet.ROUTES, **backoffice.ROUTES}
 
 wants_tap = card.wants_tap
 
-__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "enter", "render", "step", "wants_tap"]
+__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "Till", "advance", "enter", "render", "step", "wants_tap"]
 
 
 def _route(state: State) -> Route[Any]:
@@ -47,6 +59,28 @@ def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effec
     if done.entered:
         return enter(done.state, cfg, *done.effects)
     return done.state, list(done.effects)
+
+
+def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effect]]:
+    """The shell's entry: step the flow, keep who an accepted operator PIN belongs to, and name the cashier
+    or the manager on the effects that journal or audit what they did."""
+    state = till.state
+    if isinstance(event, OperatorChecked) and event.ok and isinstance(state, OperatorPin):
+        till = replace(till, cashier=event.who) if state.purpose == "signin" else replace(till, manager=event.who)
+    new, todo = step(state, event, cfg)
+    return replace(till, state=new), [_named(eff, till, state) for eff in todo]
+
+
+def _named(eff: Effect, till: Till, state: State) -> Effect:
+    """`eff` with the operator it acts for: sales are the cashier's, back-office work the manager's, and a
+    reprint whoever asked for it (F2 at the amount screen: the cashier)."""
+    if isinstance(eff, (Authorize, StartQrOrder, PayByCode)):
+        return replace(eff, operator=till.cashier)
+    if isinstance(eff, (SubmitFollowUp, Settle, PrintReport)):
+        return replace(eff, operator=till.manager)
+    if isinstance(eff, Reprint):
+        return replace(eff, operator=till.cashier if isinstance(state, Amount) else till.manager)
+    return eff
 
 
 def _check_table() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from firmware.core.effects import CollectOperatorPin, LookupItem, Reprint, StartTimer, StopTimer
-from firmware.core.events import BadRead, Event, ItemFound, Key, Swiped, TimerExpired
+from firmware.core.effects import CheckCatalogue, CollectOperatorPin, LookupItem, Reprint, StartTimer, StopTimer
+from firmware.core.events import BadRead, CatalogueChecked, Event, ItemFound, Key, Swiped, TimerExpired
 from firmware.core.flow.common import (
     AMOUNT_DIGITS,
     FlowConfig,
@@ -44,16 +44,16 @@ def _amount(state: Amount, event: Event, cfg: FlowConfig) -> Step:
             return go(OperatorPin(purpose="signin"), CollectOperatorPin("cashier"))
         if k == "F2" and not state.value:
             return go(Looking("reprint"), Reprint())  # 重打印: the last receipt again
-        if k == "F3" and cfg.items:
-            if state.value:
-                return go(replace(state, notice="CLEAR AMOUNT FIRST"))
-            return go(ItemCode())
+        if k == "F3":
+            return stay(state, CheckCatalogue())  # is there a catalogue now? The answer decides
         if k == "ENTER" and state.value:
             if state.value < cfg.min_amount:
                 return go(Amount(state.value, "AMOUNT TOO LOW"))
             if state.value > cfg.max_amount:
                 return go(Amount(state.value, "AMOUNT TOO HIGH"))
             return go(AwaitCard(state.value))
+    elif isinstance(event, CatalogueChecked) and event.exists:
+        return go(replace(state, notice="CLEAR AMOUNT FIRST") if state.value else ItemCode())
     elif isinstance(event, TimerExpired) and state.value:
         return go(IDLE)
     elif isinstance(event, (Swiped, BadRead)):

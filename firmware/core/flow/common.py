@@ -47,7 +47,6 @@ class FlowConfig:
     contactless_limit: int = 0  # largest amount offered for tapping; 0: no contactless reader
     wallet: str = ""  # wallet provider name ("alipay"); "" for none
     qr_timeout: int = 120  # seconds a shown code stays valid
-    items: bool = False  # the shop has an item catalogue: F3 keys items by PLU
 
 
 @dataclass(frozen=True)

@@ -207,3 +207,13 @@ State = (
 )
 
 IDLE = Amount()
+
+
+@dataclass(frozen=True)
+class Till:
+    """What outlives a single sale: where the flow stands, who signed in at the till (F4, named on every sale)
+    and who last opened the back office (named on every void, refund, report and settlement)."""
+
+    state: State = IDLE
+    cashier: str = ""
+    manager: str = ""
