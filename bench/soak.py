@@ -67,8 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import soak_mix
 from firmware.config import Config, load
+from firmware.core import walletorder
 from firmware.shell import logs
-from firmware.wallets import desk as walletdesk
 from hwsim import Simulator, invariants
 from hwsim.acquirer import SPEC, SPEC_AES
 from hwsim.simulator import DEFAULT_CONFIG
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = ErrorLog()
     logging.getLogger().addHandler(errors)
     # One clock for terminal and gateway here: a code nobody scanned is dead at its expiry, not 30 s later.
-    walletdesk.EXPIRY_MARGIN = timedelta(0)
+    walletorder.EXPIRY_MARGIN = timedelta(0)
     rng = random.Random(args.seed)
     cfg = soak_config(args.host_timeout)
     print(f"soak: {total} transactions, seed {args.seed}, warm-up {warmup}, data {data}", flush=True)

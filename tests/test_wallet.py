@@ -11,9 +11,9 @@ import zxingcpp
 from PIL import Image
 
 from conftest import sim_config, wait_until
+from firmware.core import walletorder
 from firmware.core.paycode import classify_code
 from firmware.errors import CodecError
-from firmware.wallets import desk as walletdesk
 from firmware.wallets import mpqr
 from firmware.wallets.alipay import CHINA
 from hwsim import Simulator
@@ -24,7 +24,7 @@ WECHAT_CODE = "134567890123456789"
 
 @pytest.fixture
 def wsim(tmp_path, monkeypatch):
-    monkeypatch.setattr(walletdesk, "EXPIRY_MARGIN", timedelta(0))  # one clock: the simulator's is ours
+    monkeypatch.setattr(walletorder, "EXPIRY_MARGIN", timedelta(0))  # one clock: the simulator's is ours
     cfg = sim_config(host=2.0)
     cfg = dataclasses.replace(
         cfg,

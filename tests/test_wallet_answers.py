@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import sim_config, wait_until
+from firmware.core import walletorder
 from firmware.errors import ConfigError
 from firmware.shell.terminal import make_wallet
 from firmware.wallets import desk as walletdesk
@@ -238,7 +239,7 @@ def test_replayed_refund_answer_is_confirmed_by_request_number(gw, mitm):
 @pytest.fixture
 def mitm_sim(tmp_path, monkeypatch):
     """A simulator whose terminal reaches the wallet gateway through a replaying proxy."""
-    monkeypatch.setattr(walletdesk, "EXPIRY_MARGIN", timedelta(0))
+    monkeypatch.setattr(walletorder, "EXPIRY_MARGIN", timedelta(0))
     monkeypatch.setattr(walletdesk, "CHASE_MAX", 1.0)
     cfg = sim_config(host=2.0)
     cfg = dataclasses.replace(
@@ -334,8 +335,8 @@ def test_replayed_pay_answer_at_the_till(mitm_sim):
 
 @pytest.fixture
 def wsim(tmp_path, monkeypatch):
-    monkeypatch.setattr(walletdesk, "EXPIRY_MARGIN", timedelta(0))
-    monkeypatch.setattr(walletdesk, "END_FIRST_DELAY", 0.05)
+    monkeypatch.setattr(walletorder, "EXPIRY_MARGIN", timedelta(0))
+    monkeypatch.setattr(walletorder, "END_FIRST_DELAY", 0.05)
     monkeypatch.setattr(walletdesk, "CHASE_MAX", 1.0)
     cfg = sim_config(host=2.0)
     cfg = dataclasses.replace(
@@ -374,18 +375,18 @@ def test_a_cancel_alipay_keeps_refusing_is_never_journaled_cancelled(wsim):
     [row] = wallet_rows(wsim)
     assert row["status"] == "unknown"  # the trade is still open at Alipay: it may be paid
     # The cashier's tries, and maybe already the first of the background reconciliation's (1 s later).
-    assert len(cancels(wsim)) >= walletdesk.END_ATTEMPTS
+    assert len(cancels(wsim)) >= walletorder.END_ATTEMPTS
     wsim.wallet.confirm(row["order_no"])  # and so it is: the payer confirms late
     wait_until(lambda: wallet_rows(wsim)[0]["status"] == "approved", what="reconciled as paid")
     assert wallet_rows(wsim)[0]["wallet_trade_no"] == wsim.wallet.orders[row["order_no"]].trade_no
 
 
 def test_reconcile_keeps_cancelling_until_alipay_closes_the_order(wsim):
-    wsim.wallet.fault("retry", times=walletdesk.END_ATTEMPTS + 2, method="alipay.trade.cancel")
+    wsim.wallet.fault("retry", times=walletorder.END_ATTEMPTS + 2, method="alipay.trade.cancel")
     unconfirmed_code(wsim)
     wsim.wait_for("PAYMENT UNKNOWN")
     wait_until(lambda: wallet_rows(wsim)[0]["status"] == "cancelled", what="closed by reconciliation")
-    assert len(cancels(wsim)) == walletdesk.END_ATTEMPTS + 3
+    assert len(cancels(wsim)) == walletorder.END_ATTEMPTS + 3
     assert wsim.wallet.orders[wallet_rows(wsim)[0]["order_no"]].state == "closed"
 
 

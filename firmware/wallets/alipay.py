@@ -20,7 +20,6 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from firmware.core.walletorder import WalletResult
 from firmware.errors import TerminalError
 
 log = logging.getLogger(__name__)
@@ -55,19 +55,6 @@ class WalletGatewayError(WalletError):
     def __init__(self, message: str, code: str = "", sub_code: str = "") -> None:
         super().__init__(message)
         self.code, self.sub_code = code, sub_code
-
-
-@dataclass(frozen=True)
-class WalletResult:
-    """A provider's answer, mapped to what the terminal does next."""
-
-    # paid | waiting | not_found | closed | failed | retry (close/cancel: ask again) | refused (close/cancel:
-    # the order is not in a state to be ended; ask what it is) | refunded
-    state: str
-    reason: str = ""  # short screen text for failed/closed
-    trade_no: str = ""  # the provider's transaction number
-    payer: str = ""  # the payer's account as the provider masks it
-    qr: str = ""  # create_order: the code to show
 
 
 class WalletProvider(Protocol):

@@ -1,5 +1,6 @@
-"""The wallet desk: a terminal's wallet payments — journal first, then the provider; polling, closing,
-reconciling orders whose fate is unknown until the provider has said what became of them, and refunds
+"""The wallet desk: a terminal's wallet payments — journal first, then the provider. It runs the pure order
+machines of `firmware.core.walletorder` (when to ask, wait, close or cancel, give up) against the provider,
+the clock and the flow, journals how each order ended, reconciles orders whose fate is unknown, and refunds
 back to the wallet. Part of the shell (it does I/O).
 
 An order is journaled approved only on an answer that belongs to it (the provider client compares
@@ -14,25 +15,32 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from firmware.config import Config
-from firmware.core import events
+from firmware.core import events, walletorder
 from firmware.core.events import AuthResponse
 from firmware.core.items import BasketLine
+from firmware.core.walletorder import WalletResult
 from firmware.errors import TerminalError
 from firmware.records.journal import FollowUp, Journal, NewSale
-from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider, WalletResult
+from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider
 
 log = logging.getLogger(__name__)
 
-# How far the provider's clock may lag the terminal's: a shown code that was never scanned is taken as
-# dead only this long after the expiry the order was created with.
-EXPIRY_MARGIN = timedelta(seconds=30)
-END_ATTEMPTS = 4  # close/cancel tries while the cashier waits (Alipay's retry_flag), then reconcile
-END_FIRST_DELAY = 0.5  # seconds before the second try; doubles
 CHASE_FIRST, CHASE_MAX = 1.0, 60.0  # seconds between reconcile passes while anything is unsettled
+
+
+@dataclass(frozen=True)
+class _Order:
+    """The facts a provider call about one order needs."""
+
+    order_no: str
+    amount: int
+    created: datetime
+    code: str = field(default="", repr=False)  # the payer's scanned code (a code payment's pay call)
 
 
 class WalletDesk:
@@ -83,10 +91,6 @@ class WalletDesk:
         self.order = (row, order_no, kind, stan, amount, now)
         return row, order_no, stan, now
 
-    def _expiry(self, created: datetime) -> datetime:
-        """When a shown code created at `created` stops being payable (sent to the provider with the order)."""
-        return created.replace(microsecond=0) + timedelta(seconds=self._config.wallet.qr_timeout)
-
     def _record(self, row: int, status: str, **fields: str) -> str:
         """Journal a row's outcome; "" when done, else the screen text of why not. An outcome the journal
         refuses is written as 'unknown' once it can be, and reconciled with the provider like any other."""
@@ -99,38 +103,32 @@ class WalletDesk:
             self._chase()
             return exc.screen
 
-    def _settle(self, row: int, order_no: str, stan: int, kind: str, result: WalletResult) -> bool:
-        """Journal a final provider answer and tell the flow; False when the order is still open."""
-        status = {"paid": "approved", "closed": "cancelled", "failed": "declined"}.get(result.state)
-        if status is None:
-            return False
+    def _conclude(self, row: int, order_no: str, stan: int, kind: str, outcome: walletorder.Outcome) -> None:
+        """Journal how an order ended and tell the flow; an open fate goes to reconciliation."""
         self.order = None
+        if isinstance(outcome, walletorder.Open):
+            log.warning("wallet order %s: %s; reconciling until the provider says", order_no, outcome.note)
+            self._record(row, "unknown", note=outcome.note[:200])
+            self._post(events.WalletEnded(outcome.state, outcome.screen))
+            self._chase()
+            return
+        result = outcome.result
         fields = (
             {"wallet_trade_no": result.trade_no, "payer": result.payer}
-            if status == "approved"
+            if outcome.status == "approved"
             else {"note": result.reason}
         )
-        trouble = self._record(row, status, **fields)
+        trouble = self._record(row, outcome.status, **fields)
         if trouble:
             self._post(events.WalletEnded("unknown", trouble))  # said truly later, by reconciliation
-        elif status == "approved":
+        elif outcome.status == "approved":
             self._post(
                 events.WalletPaid(order_no, result.trade_no, result.payer, stan, "QR" if kind == "qr" else "CODE")
             )
-        elif status == "cancelled":
+        elif outcome.status == "cancelled":
             self._post(events.WalletEnded("closed", result.reason or "ORDER CLOSED"))
         else:
             self._post(events.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
-        return True
-
-    def _unknown(
-        self, row: int, note: str, screen: str = "CHECKING WITH WALLET", state: events.WalletEnd = "unknown"
-    ) -> None:
-        """Leave the order to reconciliation: journal 'unknown', tell the flow, keep asking in the background."""
-        self._record(row, "unknown", note=note[:200])
-        self.order = None
-        self._post(events.WalletEnded(state, screen))
-        self._chase()
 
     def _start(
         self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str
@@ -143,38 +141,57 @@ class WalletDesk:
             self._post(events.WalletEnded("failed", exc.screen))
             return None
 
+    async def _run(self, machine: Any, order: _Order) -> Any:
+        """Run a pure order machine (walletorder) against the provider, the clock and the flow."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer: walletorder.Answer = None
+        while True:
+            try:
+                request = machine.send(answer)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(request, walletorder.Call):
+                answer = await self._call(request.op, order)
+            elif isinstance(request, walletorder.Wait):
+                await asyncio.sleep(request.seconds)
+                answer = loop.time() - started
+            elif isinstance(request, walletorder.Tell):
+                shown = events.OrderShown(request.qr, order.order_no)
+                self._post(shown if request.what == "shown" else events.WalletConfirming())
+                answer = None
+            else:
+                answer = self._clock()
+
+    async def _call(self, op: str, order: _Order) -> WalletResult | walletorder.Failure:
+        """One provider call for `order`; a WalletError becomes a Failure (logged) for the machine."""
+        p = self.provider
+        try:
+            if op == "query":
+                return await p.query(order.order_no, order.amount)
+            if op == "close":
+                return await p.close(order.order_no)
+            if op == "cancel":
+                return await p.cancel(order.order_no)
+            if op == "pay":
+                return await p.pay_by_code(order.order_no, order.amount, order.code, self._config.wallet.subject)
+            expires = walletorder.expiry(order.created, self._config.wallet.qr_timeout)
+            return await p.create_order(order.order_no, order.amount, self._config.wallet.subject, expires)
+        except WalletError as exc:
+            mismatch = isinstance(exc, WalletMismatch)
+            what = "an answer that is not this order's, ignored" if mismatch else f"{op} failed"
+            log.warning("wallet order %s: %s: %s", order.order_no, what, exc)
+            return walletorder.Failure(str(exc), exc.screen, mismatch)
+
     async def qr_order(self, amount: int, lines: tuple[BasketLine, ...] = (), operator: str = "") -> None:
         """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
         started = self._start(amount, "qr", lines, operator)
         if started is None:
             return
         row, order_no, stan, created = started
-        try:
-            shown = await self.provider.create_order(
-                order_no, amount, self._config.wallet.subject, self._expiry(created)
-            )
-        except WalletError as exc:
-            log.warning("wallet order %s: %s", order_no, exc)
-            self._unknown(row, str(exc), exc.screen)  # closed at reconcile
-            return
-        if shown.state != "waiting":
-            self._settle(row, order_no, stan, "qr", shown)
-            return
-        self._post(events.OrderShown(shown.qr, order_no))
-        delay = self._config.wallet.poll_interval
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
-            try:
-                result = await self.provider.query(order_no, amount)
-            except WalletMismatch as exc:
-                log.warning("wallet order %s: an answer that is not this order's, ignored: %s", order_no, exc)
-                continue
-            except WalletError as exc:
-                log.warning("wallet order %s: query failed: %s", order_no, exc)
-                continue  # keep asking; the countdown bounds the wait
-            if result.state in ("paid", "closed") and self._settle(row, order_no, stan, "qr", result):
-                return
+        machine = walletorder.qr_order(self._config.wallet.poll_interval)
+        outcome = await self._run(machine, _Order(order_no, amount, created))
+        self._conclude(row, order_no, stan, "qr", outcome)
 
     async def code_payment(
         self, amount: int, code: str, lines: tuple[BasketLine, ...] = (), operator: str = ""
@@ -184,61 +201,10 @@ class WalletDesk:
         started = self._start(amount, "code", lines, operator)
         if started is None:
             return
-        row, order_no, stan, _ = started
-        try:
-            result = await self.provider.pay_by_code(order_no, amount, code, w.subject)
-        except WalletError as exc:
-            log.warning("wallet payment %s: %s", order_no, exc)
-            self._unknown(row, str(exc))
-            return
-        if result.state == "waiting":
-            self._post(events.WalletConfirming())
-            deadline = asyncio.get_running_loop().time() + w.confirm_timeout
-            while asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(w.confirm_interval)
-                try:
-                    result = await self.provider.query(order_no, amount)
-                except WalletError as exc:
-                    log.warning("wallet payment %s: query failed: %s", order_no, exc)
-                    continue
-                if result.state in ("paid", "closed"):
-                    break
-            if result.state not in ("paid", "closed"):
-                await self.end_order("CUSTOMER DID NOT CONFIRM")
-                return
-        if not self._settle(row, order_no, stan, "code", result):
-            await self.end_order("PAYMENT FAILED")
-
-    async def _end_trade(self, order_no: str, kind: str, amount: int, attempts: int) -> WalletResult | None:
-        """Close (shown code) or cancel (scanned code) an order until the provider says it is closed or
-        paid; retried while Alipay asks for it (retry_flag) or cannot be reached. Returns the closed or
-        paid result, `not_found` for a shown code nobody scanned, or None when its fate is still open."""
-        end = self.provider.close if kind == "qr" else self.provider.cancel
-        delay = END_FIRST_DELAY
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(delay)
-                delay *= 2
-            try:
-                ended = await end(order_no)
-                if ended.state == "closed":
-                    return ended
-                now = await self.provider.query(order_no, amount)  # paid in the meantime?
-            except WalletError as exc:
-                log.warning("wallet order %s: could not end it (try %d): %s", order_no, attempt + 1, exc)
-                continue
-            if now.state in ("paid", "closed"):
-                return now
-            if kind == "qr" and ended.state == now.state == "not_found":
-                return now
-            log.info(
-                "wallet order %s: %s answered %s, the order is %s; trying again",
-                order_no,
-                "close" if kind == "qr" else "cancel",
-                ended.state,
-                now.state,
-            )
-        return None
+        row, order_no, stan, created = started
+        machine = walletorder.code_payment(w.confirm_interval, w.confirm_timeout, w.qr_timeout, created)
+        outcome = await self._run(machine, _Order(order_no, amount, created, code))
+        self._conclude(row, order_no, stan, "code", outcome)
 
     async def end_order(self, reason: str) -> None:
         """Close (shown code) or cancel (scanned code) the open order; a payment that got there first wins.
@@ -246,22 +212,9 @@ class WalletDesk:
         if self.order is None:
             return
         row, order_no, kind, stan, amount, created = self.order
-        ended = await self._end_trade(order_no, kind, amount, END_ATTEMPTS)
-        if ended is None:
-            log.warning("wallet order %s: its fate is open; reconciling until the provider says", order_no)
-            self._unknown(row, "could not close the order: reconciling")
-            return
-        if ended.state == "not_found":  # a shown code nobody scanned
-            expiry = self._expiry(created)
-            if self._clock() < expiry + EXPIRY_MARGIN:
-                # Payable until its expiry (a printed copy may still be scanned): unknown until then.
-                log.info("wallet order %s: never scanned; open until %s, then reconciled", order_no, expiry)
-                self._unknown(row, f"never scanned; payable until {expiry.isoformat()}", reason, state="closed")
-                return
-            ended = WalletResult("closed", reason)
-        elif ended.state == "closed" and ended.reason != "REFUNDED TO PAYER":  # cancel of a paid trade
-            ended = WalletResult("closed", reason)
-        self._settle(row, order_no, stan, kind, ended)
+        machine = walletorder.end_order(kind, reason, self._config.wallet.qr_timeout, created)
+        outcome = await self._run(machine, _Order(order_no, amount, created))
+        self._conclude(row, order_no, stan, kind, outcome)
 
     async def refund(self, f: FollowUp) -> Any:
         """Refund (or void) a wallet sale at the provider; the idempotency key is the provider's
@@ -323,30 +276,21 @@ class WalletDesk:
 
     async def _reconcile_order(self, row: dict[str, Any]) -> None:
         order_no, kind, amount = row["order_no"], row["entry_mode"], int(row["amount"])
-        try:
-            result: WalletResult | None = await self.provider.query(order_no, amount)
-        except WalletError as exc:
-            log.warning("wallet order %s still unknown: %s", order_no, exc)
+        created = datetime.fromisoformat(row["created_at"])
+        now = self._clock()
+        if created.tzinfo is None and now.tzinfo is not None:
+            created = created.astimezone()  # a naive stamp is local time
+        machine = walletorder.reconcile_order(kind, self._config.wallet.qr_timeout, created)
+        done: walletorder.Final | None = await self._run(machine, _Order(order_no, amount, created))
+        if done is None:
+            log.info("wallet order %s still unknown; asked again later", order_no)
             return
-        assert result is not None
-        if result.state in ("waiting", "not_found"):
-            result = await self._end_trade(order_no, kind, amount, 1)
-            if result is None:
-                return
-            if result.state == "not_found":  # a shown code nobody scanned
-                now = self._clock()
-                created = datetime.fromisoformat(row["created_at"])
-                if created.tzinfo is None and now.tzinfo is not None:
-                    created = created.astimezone()  # a naive stamp is local time
-                if now < self._expiry(created) + EXPIRY_MARGIN:
-                    return  # still payable: ask again later
-                result = WalletResult("closed", "NEVER PAID; CODE EXPIRED")
-        status = {"paid": "approved", "closed": "cancelled"}.get(result.state)
-        if status and not self._record(
+        result = done.result
+        if not self._record(
             row["id"],
-            status,
+            done.status,
             note=f"reconciled: {result.reason}".rstrip(": "),
             wallet_trade_no=result.trade_no,
             payer=result.payer,
         ):
-            log.info("wallet order %s reconciled: %s", order_no, status)
+            log.info("wallet order %s reconciled: %s", order_no, done.status)
