@@ -168,15 +168,8 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
     }
 
 
-# 0410 response codes that end a reversal's retries: 00 the sale is reversed; 25 the host has no such sale
-# (the request never reached it, so nobody was charged). Anything else (96 system error, 91, A0, ...) means
-# the host did not reverse it: the reversal stays queued and is sent again (0401).
-REVERSAL_DONE = ("00", "25")
-ORIGINAL_NOT_FOUND = "25"  # final only on a repeat (0401): a first 0400 may overtake its 0200
-
-
 def iso_to_reversal_ack(doc: dict[str, str]) -> tuple[int, str]:
-    """STAN and response code of a 0410 (REVERSAL_DONE says which codes end the retries)."""
+    """STAN and response code of a 0410 (core/drain.py says which codes end the retries)."""
     return _checked(doc, "0410")
 
 

@@ -1,23 +1,23 @@
-"""The outbox: what the host must still hear before anything new is sent — queued reversals (0400/0401)
-and card voids/refunds whose answer was lost (resent with the same STAN and idempotency key)."""
+"""The outbox: what the host must still hear before anything new is sent — queued reversals (0400/0401),
+card voids/refunds whose answer was lost (resent with the same STAN and idempotency key) and a queued
+settlement. The order and what each answer means are core/drain.py's pure machine; this runs it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from firmware.config import Config
+from firmware.core import drain
 from firmware.core.events import AuthResponse
 from firmware.core.reports import BatchTotals
 from firmware.errors import CodecError, HostError, SignOnError, TerminalError
 from firmware.host.dialect import DEFAULT
 from firmware.host.link import HostLink
 from firmware.host.messages import (
-    ORIGINAL_NOT_FOUND,
-    REVERSAL_DONE,
     FollowUpRequest,
     ReversalRequest,
     SettlementRequest,
@@ -71,113 +71,144 @@ class Outbox:
         """True while an outcome waits to be written to the journal."""
         return bool(self._unwritten)
 
-    def _write_unwritten(self) -> bool:
+    def _write_unwritten(self) -> str:
+        """Write the outcomes the journal refused earlier; "" when all are in, else the screen text of why not."""
         for row, (status, note) in list(self._unwritten.items()):
             try:
                 self._journal.finish(row, status, self._clock(), note=note)
             except TerminalError as exc:
                 log.error("journal row %d: outcome %s still cannot be written: %s", row, status, exc)
-                self.blocked_by = f"not sent: an earlier outcome is not yet in the journal ({exc.screen})"
-                return False
+                return exc.screen
             del self._unwritten[row]
             log.warning("journal row %d: outcome %s written late (%s)", row, status, note)
-        return True
+        return ""
 
     async def flush(self) -> bool:
-        """Write outcomes the journal refused earlier, sign on if needed, send every queued reversal, then
-        every lost void/refund; True when nothing is left (and the host may be sent something new)."""
+        """Run one flush of core/drain.py's machine (late outcomes, sign-on, reversals, lost voids/refunds,
+        settlement); True when nothing is left (and the host may be sent something new)."""
         async with self._lock:
-            self.due_in = None
-            self.blocked_screen = ""
-            if not self._write_unwritten():
-                return False
-            self.blocked_by = "not sent: an earlier reversal is not yet acknowledged by the host"
-            if self._ready is not None:
-                try:
-                    await self._ready()
-                except TerminalError as exc:  # a refused sign-on, or a journal that refused its STAN
-                    self.blocked_by = f"not sent: {exc}"
-                    self.blocked_screen = exc.screen if isinstance(exc, SignOnError) else ""
-                    return False
+            machine = drain.flush(self._config.timeouts.host, self._ready is not None)
             try:
-                for queued in self._journal.queued_reversals():
-                    if not await self._reverse(queued):
-                        return False
-                for follow_up in self._journal.retries():
-                    if not await self._resend(follow_up):
-                        return False
-                settlement = self._journal.queued_settlement()
-                if settlement is not None and not await self._settle(settlement):
-                    return False
+                verdict = await self._run(machine)
             except TerminalError as exc:  # the journal refused to record an answer: ask again later
                 log.error("outbox: %s", exc)
-                self.blocked_by = f"not sent: the journal cannot record answers ({exc.screen})"
+                verdict = drain.Blocked(f"not sent: the journal cannot record answers ({exc.screen})")
+            if isinstance(verdict, drain.Blocked):
+                self.blocked_by, self.blocked_screen, self.due_in = verdict.by, verdict.screen, verdict.due_in
                 return False
-            self.blocked_by = ""
+            self.blocked_by, self.blocked_screen, self.due_in = "", "", None
             return True
 
-    async def _reverse(self, q: QueuedReversal) -> bool:
-        now = self._clock()
-        req = ReversalRequest(
-            stan=q.stan,
-            amount=q.amount,
-            currency_numeric=self._config.terminal.currency.numeric,
-            terminal_id=q.terminal_id,
-            merchant_id=q.merchant_id,
-            original_stan=q.original_stan,
-            original_transmitted_at=q.original_transmitted_at,
-            local_time=now,
-            utc_time=now.astimezone(UTC),
-            repeat=q.attempts > 0,
-        )
-        request = reversal_to_iso(req)
-        try:
-            _, rc = await self._host.exchange(
-                self._dialect.encode(request),
-                self._config.timeouts.host,
-                lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))),
-            )
-            if rc not in REVERSAL_DONE:
-                raise CodecError(f"the host answered the reversal with {rc}, which does not reverse the sale")
-            old_enough = (
-                datetime.fromisoformat(q.original_created_at) + timedelta(seconds=2 * self._config.timeouts.host)
-                if q.original_created_at
-                else now
-            )
-            if rc == ORIGINAL_NOT_FOUND and now < old_enough:
-                # A reversal sent at once after a lost answer may overtake its 0200 at a busy host: "no such
-                # sale" counts only once the sale is twice the host timeout old; asked again at that moment.
-                self.due_in = (old_enough - now).total_seconds()
-                raise CodecError("the host has no such sale yet (25); asking again later")
-        except (HostError, CodecError) as exc:
-            log.warning("reversal %d of sale stan %06d not acknowledged: %s", q.id, q.original_stan, exc)
-            self._journal.note_attempt(q.id, self._clock(), str(exc))
-            return False
-        self._journal.reversal_acknowledged(q.id, rc, self._clock())
-        log.info("reversal %d of sale stan %06d acknowledged (%s)", q.id, q.original_stan, rc)
-        return True
+    async def _run(self, machine: drain.Machine) -> drain.Flushed | drain.Blocked:
+        answer: Any = None
+        while True:
+            try:
+                request = machine.send(answer)
+            except StopIteration as stop:
+                return stop.value
+            answer = await self._perform(request)
 
-    async def _settle(self, q: QueuedSettlement) -> bool:
-        """Send a queued settlement (the same 0500 every time: batch, STAN, totals); record the answer."""
-        t = self._config.terminal
-        now = self._clock()
-        mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
-        request = settlement_to_iso(
-            SettlementRequest(
-                q.stan, q.batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now, now.astimezone(UTC)
-            )
-        )
+    async def _perform(self, request: drain.Request) -> Any:
+        """Carry out one of the machine's requests; its answer."""
+        if isinstance(request, drain.WriteLate):
+            return self._write_unwritten()
+        if isinstance(request, drain.SignOn):
+            try:
+                if self._ready is not None:  # the machine asks only when there is one
+                    await self._ready()
+            except TerminalError as exc:  # a refused sign-on, or a journal that refused its STAN
+                return drain.NoReply(str(exc), exc.screen if isinstance(exc, SignOnError) else "")
+            return None
+        if isinstance(request, drain.Read):
+            if request.queue == "reversals":
+                return self._journal.queued_reversals()
+            if request.queue == "retries":
+                return self._journal.retries()
+            settlement = self._journal.queued_settlement()
+            return [settlement] if settlement is not None else []
+        if isinstance(request, drain.Send):
+            return await self._send(request.item)
+        if isinstance(request, drain.Record):
+            self._record(request.item, request.reply)
+            return None
+        if isinstance(request, drain.Note):
+            self._note(request.item, request.reason)
+            return None
+        return self._clock()
+
+    async def _send(self, item: QueuedReversal | FollowUp | QueuedSettlement) -> drain.Reply | drain.NoReply:
+        """Send one queued item; the host's answer bound to its request, or why there is none."""
         try:
+            if isinstance(item, QueuedReversal):
+                request = self._reversal(item)
+                _, rc = await self._host.exchange(
+                    self._dialect.encode(request),
+                    self._config.timeouts.host,
+                    lambda raw: iso_to_reversal_ack(bind(request, self._dialect.decode(raw))),
+                )
+                return drain.Reply(rc)
+            if isinstance(item, FollowUp):
+                response = await self.exchange_follow_up(item)
+                return drain.Reply(response.response_code, response)
+            request = self._settlement(item)
             _, rc, host = await self._host.exchange(
                 self._dialect.encode(request),
                 self._config.timeouts.host,
                 lambda raw: iso_to_settlement(bind(request, self._dialect.decode(raw))),
             )
+            return drain.Reply(rc, host)
         except (HostError, CodecError) as exc:
-            log.warning("settlement of batch %d not answered: %s", q.batch, exc)
-            self._journal.note_settlement_attempt(q.batch, str(exc))
-            self.blocked_by = f"not sent: the settlement of batch {q.batch} is not yet answered"
-            return False
+            return drain.NoReply(str(exc))
+
+    def _reversal(self, q: QueuedReversal) -> dict[str, str]:
+        now = self._clock()
+        return reversal_to_iso(
+            ReversalRequest(
+                stan=q.stan,
+                amount=q.amount,
+                currency_numeric=self._config.terminal.currency.numeric,
+                terminal_id=q.terminal_id,
+                merchant_id=q.merchant_id,
+                original_stan=q.original_stan,
+                original_transmitted_at=q.original_transmitted_at,
+                local_time=now,
+                utc_time=now.astimezone(UTC),
+                repeat=q.attempts > 0,
+            )
+        )
+
+    def _settlement(self, q: QueuedSettlement) -> dict[str, str]:
+        """The same 0500 every time for a queued settlement: batch, STAN, totals."""
+        t = self._config.terminal
+        now = self._clock()
+        mine = BatchTotals(q.debits, q.debit_amount, q.credits, q.credit_amount)
+        return settlement_to_iso(
+            SettlementRequest(
+                q.stan, q.batch, mine, t.currency.numeric, t.terminal_id, t.merchant_id, now, now.astimezone(UTC)
+            )
+        )
+
+    def _note(self, item: QueuedReversal | FollowUp | QueuedSettlement, reason: str) -> None:
+        if isinstance(item, QueuedReversal):
+            log.warning("reversal %d of sale stan %06d not acknowledged: %s", item.id, item.original_stan, reason)
+            self._journal.note_attempt(item.id, self._clock(), reason)
+        elif isinstance(item, FollowUp):
+            log.warning("%s stan %06d still without an answer: %s", item.kind, item.stan, reason)
+            self._journal.note_attempt(item.id, self._clock(), reason)
+        else:
+            log.warning("settlement of batch %d not answered: %s", item.batch, reason)
+            self._journal.note_settlement_attempt(item.batch, reason)
+
+    def _record(self, item: QueuedReversal | FollowUp | QueuedSettlement, reply: drain.Reply) -> None:
+        if isinstance(item, QueuedReversal):
+            self._journal.reversal_acknowledged(item.id, reply.rc, self._clock())
+            log.info("reversal %d of sale stan %06d acknowledged (%s)", item.id, item.original_stan, reply.rc)
+        elif isinstance(item, FollowUp):
+            self.record(item, reply.payload)
+        else:
+            self._settlement_answered(item, reply.rc, reply.payload)
+
+    def _settlement_answered(self, q: QueuedSettlement, rc: str, host: BatchTotals | None) -> None:
         in_balance = rc == "00"
         host_tuple = (host.debits, host.debit_amount, host.credits, host.credit_amount) if host else None
         self._journal.record_settlement(
@@ -186,7 +217,6 @@ class Outbox:
         log.info("batch %d settled: %s", q.batch, "in balance" if in_balance else f"out of balance ({rc})")
         if self._settled is not None:
             self._settled(q, rc, host)
-        return True
 
     async def exchange_follow_up(self, f: FollowUp) -> AuthResponse:
         """Send a void/refund and return the host's answer; HostError/CodecError when there is none."""
@@ -224,13 +254,3 @@ class Outbox:
             rrn=response.rrn,
         )
         log.info("%s stan %06d of sale stan %06d: response %s", f.kind, f.stan, f.original_stan, response.response_code)
-
-    async def _resend(self, f: FollowUp) -> bool:
-        try:
-            response = await self.exchange_follow_up(f)
-        except (HostError, CodecError) as exc:
-            log.warning("%s stan %06d still without an answer: %s", f.kind, f.stan, exc)
-            self._journal.note_attempt(f.id, self._clock(), str(exc))
-            return False
-        self.record(f, response)
-        return True
