@@ -13,7 +13,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from firmware.errors import JournalError
-from firmware.records.journal import _MIGRATIONS, Journal, NewSale
+from firmware.records.journal import Journal, NewSale
+from firmware.records.schema import MIGRATIONS
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SALE = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")
@@ -23,7 +24,7 @@ def test_wal_full_and_schema_version(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert j._db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+    assert j._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     j.close()
     Journal(tmp_path / "j.sqlite3").close()  # reopening migrates nothing
 
@@ -31,7 +32,7 @@ def test_wal_full_and_schema_version(tmp_path):
 def test_upgrade_from_schema_1_keeps_rows(tmp_path):
     path = tmp_path / "j.sqlite3"
     db = sqlite3.connect(path)
-    db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
     db.execute(
         "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, terminal_id,"
         " merchant_id, created_at, updated_at) VALUES ('sale','card','swipe',5,'CNY','approved',1,'T','M','x','x')"
@@ -109,7 +110,8 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     from datetime import datetime, timezone
     from pathlib import Path
-    from firmware.records.journal import _MIGRATIONS, Journal, NewSale
+    from firmware.records.journal import Journal, NewSale
+    from firmware.records.schema import MIGRATIONS
     now = datetime(2026, 11, 26, tzinfo=timezone.utc)
     j = Journal(Path(sys.argv[1]))
     sale = NewSale("card", "swipe", 1250, "CNY", "424242******4242", "SIM00001", "102030405060708")

@@ -23,169 +23,13 @@ from typing import Any
 from firmware.core.items import BasketLine, Item
 from firmware.errors import JournalError
 from firmware.records.counters import CounterCopy, one_way, stan_of, storage_error
+from firmware.records.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
 # Sale, void and refund statuses; reversal rows are 'queued' then 'acknowledged'.
 STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed", "voided", "cancelled")
 FOLLOW_UPS = ("void", "refund")
-
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: transactions and counters
-    """
-    CREATE TABLE transactions (
-        id            INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind          TEXT NOT NULL,
-        method        TEXT NOT NULL,
-        entry_mode    TEXT NOT NULL,
-        amount        INTEGER NOT NULL CHECK (amount > 0),
-        currency      TEXT NOT NULL,
-        status        TEXT NOT NULL,
-        stan          INTEGER NOT NULL,
-        masked_pan    TEXT NOT NULL DEFAULT '',
-        response_code TEXT NOT NULL DEFAULT '',
-        auth_code     TEXT NOT NULL DEFAULT '',
-        rrn           TEXT NOT NULL DEFAULT '',
-        note          TEXT NOT NULL DEFAULT '',
-        terminal_id   TEXT NOT NULL,
-        merchant_id   TEXT NOT NULL,
-        created_at    TEXT NOT NULL,
-        updated_at    TEXT NOT NULL
-    );
-    CREATE INDEX transactions_created ON transactions (created_at);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    """,
-    # 2: reversals: rows linked to their original, the original's field 7, send attempts
-    """
-    ALTER TABLE transactions ADD COLUMN original_id INTEGER REFERENCES transactions (id);
-    ALTER TABLE transactions ADD COLUMN transmitted_at TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX transactions_original ON transactions (original_id);
-    CREATE INDEX transactions_queue ON transactions (kind, status);
-    """,
-    # 3: voids and refunds: batch numbers, idempotency keys, limits enforced by the database itself
-    """
-    ALTER TABLE transactions ADD COLUMN batch INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE transactions ADD COLUMN idem_key TEXT NOT NULL DEFAULT '';
-    CREATE INDEX transactions_stan ON transactions (stan);
-    CREATE TRIGGER follow_up_needs_approved_sale BEFORE INSERT ON transactions
-    WHEN NEW.kind IN ('void', 'refund') BEGIN
-        SELECT RAISE(ABORT, 'the original is not an approved sale') WHERE NOT EXISTS
-            (SELECT 1 FROM transactions WHERE id = NEW.original_id AND kind = 'sale' AND status = 'approved');
-    END;
-    CREATE TRIGGER refund_within_original BEFORE INSERT ON transactions WHEN NEW.kind = 'refund' BEGIN
-        SELECT RAISE(ABORT, 'refunds would exceed the original amount') WHERE NEW.amount +
-            (SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE original_id = NEW.original_id
-             AND kind IN ('refund', 'void') AND status IN ('pending', 'approved', 'unknown'))
-            > (SELECT amount FROM transactions WHERE id = NEW.original_id);
-    END;
-    CREATE TRIGGER void_only_untouched BEFORE INSERT ON transactions WHEN NEW.kind = 'void' BEGIN
-        SELECT RAISE(ABORT, 'the sale already has a refund or a void') WHERE EXISTS
-            (SELECT 1 FROM transactions WHERE original_id = NEW.original_id AND kind IN ('void', 'refund')
-             AND status IN ('pending', 'approved', 'unknown'));
-    END;
-    CREATE VIEW transaction_summary AS
-        SELECT t.*, (SELECT COALESCE(SUM(r.amount), 0) FROM transactions r
-                     WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
-        FROM transactions t;
-    """,
-    # 4: wallet payments: provider, the terminal's order number, the provider's trade number, the payer
-    """
-    ALTER TABLE transactions ADD COLUMN provider TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN order_no TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN wallet_trade_no TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN payer TEXT NOT NULL DEFAULT '';
-    CREATE INDEX transactions_order ON transactions (order_no);
-    DROP VIEW transaction_summary;
-    CREATE VIEW transaction_summary AS
-        SELECT t.*, (SELECT COALESCE(SUM(r.amount), 0) FROM transactions r
-                     WHERE r.original_id = t.id AND r.kind = 'refund' AND r.status = 'approved') AS refunded
-        FROM transactions t;
-    """,
-    # 5: settlement: one row per settled batch, with both sides' totals
-    """
-    CREATE INDEX transactions_batch ON transactions (batch);
-    CREATE TABLE settlements (
-        batch         INTEGER PRIMARY KEY,       -- a batch is settled once
-        created_at    TEXT NOT NULL,
-        debits        INTEGER NOT NULL, debit_amount  INTEGER NOT NULL,
-        credits       INTEGER NOT NULL, credit_amount INTEGER NOT NULL,
-        host_debits   INTEGER, host_debit_amount INTEGER, host_credits INTEGER, host_credit_amount INTEGER,
-        response_code TEXT NOT NULL,
-        in_balance    INTEGER NOT NULL
-    );
-    """,
-    # 6: the audit log: who did what, each entry chained to the one before by its SHA-256
-    """
-    CREATE TABLE audit (
-        id        INTEGER PRIMARY KEY,
-        at        TEXT NOT NULL,
-        actor     TEXT NOT NULL,
-        action    TEXT NOT NULL,
-        detail    TEXT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash      TEXT NOT NULL
-    );
-    """,
-    # 7: reports: equality on kind and status, then a range of dates, answered from one index
-    """
-    CREATE INDEX transactions_report ON transactions (kind, status, created_at);
-    """,
-    # 8: a keyed token of the card number (HMAC-SHA256 under the terminal's key): the only way a card is
-    # recognised across transactions
-    """
-    ALTER TABLE transactions ADD COLUMN card_token TEXT NOT NULL DEFAULT '';
-    CREATE INDEX transactions_token ON transactions (card_token);
-    """,
-    # 9: the item catalogue, the lines of each sale's basket, and who was signed in at the till
-    """
-    CREATE TABLE items (
-        plu         TEXT PRIMARY KEY CHECK (length(plu) BETWEEN 1 AND 8),
-        name        TEXT NOT NULL CHECK (length(name) > 0),
-        price       INTEGER NOT NULL CHECK (price > 0),
-        tax_rate_bp INTEGER NOT NULL DEFAULT 0 CHECK (tax_rate_bp BETWEEN 0 AND 10000),
-        updated_at  TEXT NOT NULL
-    );
-    CREATE TABLE sale_lines (
-        transaction_id INTEGER NOT NULL REFERENCES transactions (id),
-        line_no        INTEGER NOT NULL,
-        plu            TEXT NOT NULL,
-        name           TEXT NOT NULL,
-        quantity       INTEGER NOT NULL CHECK (quantity > 0),
-        unit_price     INTEGER NOT NULL CHECK (unit_price > 0),
-        tax_rate_bp    INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (transaction_id, line_no)
-    );
-    CREATE INDEX sale_lines_plu ON sale_lines (plu);
-    ALTER TABLE transactions ADD COLUMN operator TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN chip_swiped INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 10: what a receipt prints of a chip (how the cardholder was verified, the application, its
-    # cryptogram), and whether the receipt is printed: NULL none wanted, 0 due, 1 printed. A receipt
-    # is always printed from its row, so one that a printer without paper could not print, or that a
-    # power cut interrupted, prints again from the same data; so does a reprint.
-    """
-    ALTER TABLE transactions ADD COLUMN cvm TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN aid TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN app_label TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN cryptogram TEXT NOT NULL DEFAULT '';
-    ALTER TABLE transactions ADD COLUMN receipt INTEGER;
-    CREATE INDEX transactions_receipt_due ON transactions (id) WHERE receipt = 0;
-    """,
-    # 11: a settlement between its request and its answer: its 0500 (batch, STAN, totals) is kept, and sent
-    # again as it was until the host answers; nothing new goes to the host meanwhile (the outbox)
-    """
-    CREATE TABLE settlement_queue (
-        batch         INTEGER PRIMARY KEY,
-        stan          INTEGER NOT NULL,
-        debits        INTEGER NOT NULL, debit_amount  INTEGER NOT NULL,
-        credits       INTEGER NOT NULL, credit_amount INTEGER NOT NULL,
-        created_at    TEXT NOT NULL,
-        attempts      INTEGER NOT NULL DEFAULT 0,
-        note          TEXT NOT NULL DEFAULT ''
-    );
-    """,
-)
 
 AUDIT_GENESIS = "0" * 64
 
@@ -434,9 +278,9 @@ class Journal:
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(_MIGRATIONS):
-            raise JournalError(f"journal schema {version} is newer than this firmware ({len(_MIGRATIONS)})")
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        if version > len(MIGRATIONS):
+            raise JournalError(f"journal schema {version} is newer than this firmware ({len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             log.info("journal: migrating schema to version %d", number)
             self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
 

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
@@ -21,16 +21,14 @@ from firmware.config import Config, ConfigError
 from firmware.core import effects, events, flow, reports
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
 from firmware.core.flow import common, states
-from firmware.core.receipt import Header, Line, Receipt, receipt_facts, sale_receipt
+from firmware.core.receipt import Header, Line, Receipt
 from firmware.core.reports import BatchTotals
 from firmware.core.track import MagCard
 from firmware.errors import (
     AnswerMismatch,
     CodecError,
-    DeviceError,
     HostError,
     JournalError,
-    KeyMaterialError,
     SignOnError,
     TerminalError,
 )
@@ -40,13 +38,12 @@ from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso
 from firmware.host.outbox import Outbox
 from firmware.host.signon import Session
 from firmware.records.journal import Journal, NewSale, QueuedSettlement
-from firmware.security import dukpt_aes
 from firmware.security.cardsec import card_token, load_token_key
-from firmware.security.dukpt import DukptKey, ksn_counter, next_counter
 from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
-from firmware.security.pin import PinEntry
 from firmware.shell import watchdog
+from firmware.shell.pinpad import PinPad, initial_keys
+from firmware.shell.printing import ReceiptDesk
 from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
 from firmware.wallets.desk import WalletDesk
 
@@ -58,7 +55,6 @@ DEVICE_MISSING = {
     "magstripe": "CARD READER DISCONNECTED",
     "scanner": "SCANNER DISCONNECTED",
 }  # said under the screen while the device is away
-PRINTER_RETRY = 3.0  # seconds between attempts while the printer has no paper or is gone
 RETRY_MAX = 300.0  # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
 
 
@@ -79,15 +75,6 @@ class _TimerFired:
 
 
 @dataclass(frozen=True)
-class _PrintJob:
-    """One receipt for the printer; `row` is marked printed when it is out; `keep` waits for the printer."""
-
-    receipt: Receipt
-    row: int | None = None
-    keep: bool = True
-
-
-@dataclass(frozen=True)
 class _Booted:
     """What exists only once the terminal has booted: opened by `Terminal._boot` from the config and the
     journal, closed by its shutdown (or let go of by `abandon()`)."""
@@ -95,15 +82,14 @@ class _Booted:
     stopping: asyncio.Event  # stop() sets it: run() leaves its loop
     journal: Journal
     token_key: bytes  # keys the card tokens in the journal
-    dukpt: DukptKey  # TDES DUKPT initial key ([pin] or the key store; empty: PIN entry says KEY ERROR)
-    aes_initial: bytes  # AES DUKPT initial key, likewise
-    gate: OperatorGate
+    pinpad: PinPad  # card PINs (DUKPT initial keys from [pin] or the key store) and operator PINs
     session: Session | None  # the day's session keys, with a [keys] scheme
     dialect: Dialect | MacCodec  # the host's dialect, MAC-wrapped under the session keys
     outbox: Outbox
     wallet: WalletDesk | None  # with a [wallet] provider
     nfc: NfcReader | None  # with a [contactless] device; run() starts it
     notifier: watchdog.Notifier | None  # systemd's notify socket, when run under it
+    receipts: ReceiptDesk  # the printer's queue
 
 
 def make_wallet(config: Config) -> WalletProvider | None:
@@ -172,18 +158,11 @@ class Terminal:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
-        self._pin: PinEntry | None = None
-        self._pin_for: Literal["card", "operator"] | None = None  # whose PIN the armed PIN pad takes
-        self._pin_pan = ""  # the card's PAN the PIN block is bound to (a card PIN only)
         self._auth_task: asyncio.Task[None] | None = None
-        self._operator_role = "manager"  # what the operator PIN pad is checking for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False  # a _keep_flushing task is running
-        self._pin_generation = 0  # counts PIN entries ended: a late PIN of an ended one is dropped
         self._at_once: deque[Any] = deque()  # events answering an effect, handled before the next
-        self._print_jobs: deque[_PrintJob] = deque()
-        self._printer_task: asyncio.Task[None] | None = None
         self._problems: dict[str, str] = {}  # device -> what the screen says is wrong with it
         self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
@@ -227,7 +206,7 @@ class Terminal:
             journal = Journal(data_dir / "journal.sqlite3")
             keystore = KeyStore(data_dir / "keys")
             token_key = load_token_key(keystore, data_dir / "keys" / "card_token.key")
-            dukpt, aes_initial = self._initial_keys(keystore)
+            keys = initial_keys(self.config.pin, keystore)
             journal.recover(self._clock())
             due = journal.receipts_due()
         except TerminalError as exc:
@@ -275,15 +254,25 @@ class Terminal:
                 stopping=asyncio.Event(),
                 journal=journal,
                 token_key=token_key,
-                dukpt=dukpt,
-                aes_initial=aes_initial,
-                gate=OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal, ops.cashiers),
+                pinpad=PinPad(
+                    self.config,
+                    journal,
+                    keys,
+                    session,
+                    OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal, ops.cashiers),
+                    self._clock,
+                    self.post,
+                    self._spawn,
+                ),
                 session=session,
                 dialect=dialect,
                 outbox=outbox,
                 wallet=wallet,
                 nfc=nfc,
                 notifier=watchdog.from_environment(),
+                receipts=ReceiptDesk(
+                    self.devices.printer, journal, self.header, self._clock, self._spawn, self._device_problem
+                ),
             )
         except BaseException:
             journal.close()  # nobody else holds it yet
@@ -314,7 +303,7 @@ class Terminal:
         self._enter(flow.IDLE)
         for row in due:  # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
-            self._print_receipts(self._transaction_receipts(row), row["id"])
+            booted.receipts.queue(booted.receipts.both_copies(row), row["id"])
         log.info("terminal %s ready", self.config.terminal.terminal_id)
         if booted.notifier is not None:  # under systemd (Type=notify, WatchdogSec=)
             booted.notifier.notify(f"READY=1\nSTATUS=terminal {self.config.terminal.terminal_id} ready")
@@ -371,8 +360,7 @@ class Terminal:
             booted.notifier.notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
-        if self._pin is not None:
-            self._pin.wipe()
+        booted.pinpad.end()
         while self._tasks:  # a task ending may start another (a slip to print): again
             for task in list(self._tasks):
                 task.cancel()
@@ -445,7 +433,7 @@ class Terminal:
             log.exception(
                 "terminal: event %s failed in %s; back to idle", type(event).__name__, type(self.state).__name__
             )
-            self._end_pin()
+            self._booted.pinpad.end()
             self._enter(states.Result(("ERROR", "PLEASE TRY AGAIN")))
 
     def _dispatch_one(self, event: Any) -> None:
@@ -453,8 +441,8 @@ class Terminal:
             if event.generation != self._timer_gen:
                 return
             event = events.TimerExpired()
-        elif isinstance(event, events.Key) and self._pin is not None and event.name not in ("CANCEL",):
-            event = self._pin_key(self._pin, event.name)
+        elif isinstance(event, events.Key) and self._booted.pinpad.armed and event.name != "CANCEL":
+            event = self._booted.pinpad.key(event.name)
             if event is None:
                 return
         started = time.monotonic()
@@ -489,103 +477,6 @@ class Terminal:
         """Where the flow stands (read-only; the flow moves it)."""
         return self.till.state
 
-    def _pin_key(self, pin: PinEntry, name: str) -> Any:
-        """Keys while the PIN pad `pin` is armed: digits and CLEAR stay here; ENTER encrypts (card PIN) or
-        checks (operator PIN, off the loop: scrypt takes tens of milliseconds)."""
-        booted = self._booted
-        if name != "ENTER":
-            pin.press(name)
-            return events.PinProgress(pin.count)
-        if not pin.complete:
-            return events.PinProgress(pin.count)
-        if self._pin_for == "operator":
-            self._spawn(self._check_operator(pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
-            return None
-        pin_cfg = self.config.pin
-        if pin_cfg.scheme == "session":
-            # The sign-on that CollectPin started may still be in flight: wait for it, then encipher. Keys
-            # pressed meanwhile go to the flow, which ignores them (CANCEL still cancels).
-            self._pin = None
-            self._spawn(
-                self._encipher_after_sign_on(pin, self._pin_pan, self._pin_generation),
-                events.PinFailed("TERMINAL ERROR"),
-            )
-            return None
-        try:
-            # The counter is persisted before the key is used: a crash can skip a KSN, never reuse one.
-            if pin_cfg.scheme == "aes":
-                counter = booted.journal.take_counter(f"dukpt-aes:{pin_cfg.key_id.hex()}", 1, dukpt_aes.next_counter)
-                if not booted.aes_initial:
-                    raise KeyMaterialError("no AES DUKPT initial key")
-                encrypted = pin.encrypt_aes(self._pin_pan, booted.aes_initial, pin_cfg.key_id, counter)
-            else:
-                ksn = pin_cfg.ksn
-                counter = booted.journal.take_counter(
-                    f"dukpt:{ksn.hex()}", next_counter(ksn_counter(ksn)), next_counter
-                )
-                if not booted.dukpt.ipek:
-                    raise KeyMaterialError("no DUKPT initial key")
-                encrypted = pin.encrypt(self._pin_pan, booted.dukpt, counter)
-        except TerminalError as exc:
-            log.error("pin: %s", exc)
-            pin.wipe()
-            return events.PinFailed(exc.screen)
-        return events.PinEntered(encrypted)
-
-    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str, generation: int) -> None:
-        """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
-        PIN whose entry ended meanwhile (CANCEL, a timeout) is wiped, never handed to the next card."""
-        try:
-            session = self._booted.session
-            if session is None:
-                raise SignOnError("no PIN key: no session keys are configured")
-            await session.ensure()
-            pin_key = session.pin_key()
-            if pin_key is None:
-                raise SignOnError("no PIN key: the terminal has not signed on")
-            if generation != self._pin_generation:
-                log.info("pin: the entry ended while the terminal signed on; the PIN is dropped")
-                return
-            self.post(events.PinEntered(pin.encrypt_session(pan, self.config.keys.scheme, pin_key)))
-        except TerminalError as exc:
-            log.error("pin: %s", exc)
-            if generation == self._pin_generation:
-                self.post(events.PinFailed(exc.screen))
-        finally:
-            pin.wipe()
-
-    async def _check_operator(self, pin: str) -> None:
-        role = self._operator_role
-        identified = await asyncio.to_thread(self._booted.gate.identify, pin)  # scrypt off the loop; the journal
-        ok, notice, who = self._booted.gate.decide(identified, role, time.time())  # is used on the loop's thread only
-        self._booted.journal.audit(
-            who or role,
-            "sign-in" if ok else "sign-in refused",
-            notice or ("at the till" if role == "cashier" else "back office"),
-            self._clock(),
-        )
-        if not ok:
-            log.warning("operator: %s PIN refused (%s)", role, notice)
-        self.post(events.OperatorChecked(ok, notice, who))
-
-    def _initial_keys(self, keystore: KeyStore) -> tuple[DukptKey, bytes]:
-        """The TDES and AES DUKPT initial keys: from [pin], or when left out there from the key store
-        (`countertop keys load ipek` or `dukpt-aes`); without them PIN entry says KEY ERROR."""
-        pin = self.config.pin
-        dukpt, aes_initial = DukptKey(pin.ipek, pin.ksn), pin.initial_key
-        try:
-            if pin.scheme == "tdes" and not pin.ipek:
-                ipek = keystore.get("ipek")
-                dukpt = DukptKey(bytes(ipek) if ipek else b"", pin.ksn)
-            elif pin.scheme == "aes" and not pin.initial_key:
-                initial = keystore.get("dukpt-aes")
-                aes_initial = bytes(initial) if initial else b""
-        except TerminalError as exc:
-            log.error("pin: %s", exc)
-        if (pin.scheme == "tdes" and not dukpt.ipek) or (pin.scheme == "aes" and not aes_initial):
-            log.error("pin: no DUKPT initial key in [pin] or in the key store; PIN entry will fail")
-        return dukpt, aes_initial
-
     async def _sign_on_quietly(self, session: Session) -> None:
         try:
             await session.ensure()
@@ -609,20 +500,15 @@ class Terminal:
         elif isinstance(eff, effects.StopTimer):
             self._set_timer(None)
         elif isinstance(eff, effects.CollectPin):
-            self._end_pin()
-            self._pin = PinEntry(self.config.pin.min_length, self.config.pin.max_length)
-            self._pin_for, self._pin_pan = "card", eff.pan
+            self._booted.pinpad.arm_card(eff.pan)
             session = self._booted.session
             if session is not None:
                 # Renew the day's keys while the customer types, so the PIN key and the MAC key agree.
                 self._spawn(self._sign_on_quietly(session))
         elif isinstance(eff, effects.CollectOperatorPin):
-            self._end_pin()
-            self._pin = PinEntry(4, 12)
-            self._pin_for = "operator"
-            self._operator_role = eff.role
+            self._booted.pinpad.arm_operator(eff.role)
         elif isinstance(eff, effects.EndPin):
-            self._end_pin()
+            self._booted.pinpad.end()
         elif isinstance(eff, effects.FindOriginal):
             self._find_original(eff)
         elif isinstance(eff, effects.SubmitFollowUp):
@@ -651,14 +537,14 @@ class Terminal:
             if self._auth_task is not None and not self._auth_task.done():
                 self._auth_task.cancel()
         elif isinstance(eff, effects.PrintReceipts):
-            self._print_transaction(eff.stan)
+            self._booted.receipts.transaction(eff.stan)
         elif isinstance(eff, effects.CheckCatalogue):
             self._at_once.append(events.CatalogueChecked(self._booted.journal.has_items()))  # one EXISTS query
         elif isinstance(eff, effects.LookupItem):
             self._at_once.append(events.ItemFound(eff.code, self._booted.journal.item(eff.code)))
         elif isinstance(eff, effects.Reprint):
             try:
-                notice = self._reprint(eff.stan, eff.operator)
+                notice = self._booted.receipts.reprint(eff.stan, eff.operator)
             except TerminalError as exc:
                 log.error("reprint: %s", exc)
                 notice = exc.screen
@@ -671,17 +557,11 @@ class Terminal:
                 Line(f"{common.money(eff.amount, self.flow_cfg)}", align="center", big=True),
                 Line("SCAN TO PAY 扫码支付", align="center"),
             )
-            self._print_receipts([Receipt(lines, qr=eff.payload)], keep=False)  # useless later: not kept
+            self._booted.receipts.queue([Receipt(lines, qr=eff.payload)], keep=False)  # useless later: not kept
         elif isinstance(eff, effects.Settle):
             self._auth_task = self._spawn(self._settle(eff.operator), events.Settled("failed", "TERMINAL ERROR"))
         else:
             raise TypeError(f"unknown effect {eff!r}")
-
-    def _end_pin(self) -> None:
-        if self._pin is not None:
-            self._pin.wipe()
-        self._pin, self._pin_for, self._pin_pan = None, None, ""
-        self._pin_generation += 1  # a PIN still being enciphered belongs to no one now
 
     def _set_timer(self, seconds: float | None) -> None:
         if self._timer is not None:
@@ -1025,7 +905,7 @@ class Terminal:
         except TerminalError as exc:
             log.error("settlement of batch %d not audited: %s", q.batch, exc)
         lines = reports.settlement_text(q.batch, mine, host, in_balance, t.currency, self.config.printer.width)
-        self._print_receipts([Receipt(tuple(Line(x) for x in lines))])
+        self._booted.receipts.queue([Receipt(tuple(Line(x) for x in lines))])
         self.post(events.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
     async def _print_report(self, operator: str) -> None:
@@ -1050,75 +930,7 @@ class Terminal:
             Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
             Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center"),
         ]
-        self._print_receipts([Receipt(tuple(header + [Line(t) for t in lines]))])
-
-    # --- the printer: a queue that waits for paper and for the printer to come back ------------------
-
-    def _print_receipts(self, receipts: list[Receipt], row: int | None = None, keep: bool = True) -> None:
-        """Queue receipts for the printer, each cut on its own; `row`'s receipt counts as printed when the last
-        of them is out. Kept jobs wait while the printer has no paper or is gone; others are dropped."""
-        for n, receipt in enumerate(receipts, start=1):
-            self._print_jobs.append(_PrintJob(receipt, row if n == len(receipts) else None, keep))
-        if self._printer_task is None or self._printer_task.done():
-            self._printer_task = self._spawn(self._printer_loop())
-
-    async def _printer_loop(self) -> None:
-        """Print queued jobs in order; on trouble say so on screen and try again every few seconds."""
-        while self._print_jobs:
-            job = self._print_jobs[0]
-            try:
-                await asyncio.to_thread(self.devices.printer.print_receipts, [job.receipt])
-            except DeviceError as exc:
-                log.error("%s; %d receipts wait", exc, sum(j.keep for j in self._print_jobs))
-                self._device_problem("printer", exc.screen)
-                self._print_jobs = deque(j for j in self._print_jobs if j.keep)
-                if self._print_jobs:
-                    await asyncio.sleep(PRINTER_RETRY)
-                continue
-            self._print_jobs.popleft()
-            self._device_problem("printer", "")
-            if job.row is not None:
-                try:
-                    self._booted.journal.mark_receipt(job.row, printed=True)
-                except TerminalError as exc:
-                    log.error("receipt of row %d printed but not marked: %s", job.row, exc)
-
-    def _transaction_receipts(self, row: dict[str, Any], reprint: bool = False) -> list[Receipt]:
-        """Both copies of a transaction's receipt, from its journal row (the same at the sale and later)."""
-        facts = receipt_facts(row)
-        lines = tuple(self._booted.journal.lines_of(row["id"])) if row["kind"] == "sale" else ()
-        at = datetime.fromisoformat(row["created_at"])
-        return [
-            sale_receipt(facts, self.header, copy, at, lines, reprint=reprint)
-            for copy in ("MERCHANT COPY", "CUSTOMER COPY")
-        ]
-
-    def _print_transaction(self, stan: int) -> None:
-        """Print a finished transaction's receipts: marked due in the journal first, so that a power cut or a
-        printer without paper cannot lose them (boot prints what is still due)."""
-        row = self._booted.journal.receipt_row(stan)
-        if row is None:
-            log.error("receipt: no transaction with trace %06d in the journal", stan)
-            return
-        try:
-            self._booted.journal.mark_receipt(row["id"], printed=False)
-        except TerminalError as exc:
-            log.error("receipt of row %d not marked due: %s", row["id"], exc)
-        self._print_receipts(self._transaction_receipts(row), row["id"])
-
-    def _reprint(self, stan: int, operator: str) -> str:
-        """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""
-        row = self._booted.journal.receipt_row(stan) if stan else self._booted.journal.last_receipt_row()
-        if row is None or row["receipt"] is None:
-            return f"NO RECEIPT FOR {stan:06d}" if stan else "NO RECEIPT YET"
-        self._booted.journal.audit(
-            operator or "cashier",
-            "reprint",
-            f"trace {row['stan']:06d} (row {row['id']})",
-            self._clock(),
-        )
-        self._print_receipts(self._transaction_receipts(row, reprint=True))
-        return f"TRACE {row['stan']:06d} PRINTING"
+        self._booted.receipts.queue([Receipt(tuple(header + [Line(t) for t in lines]))])
 
     # --- what the screen says: the flow's lines, then any device that is missing ---------------------
 
