@@ -54,7 +54,7 @@ class PinPad:
         session: Session | None,
         gate: OperatorGate,
         clock: Callable[[], datetime],
-        post: Callable[[Any], None],
+        post: Callable[[events.Event], None],
         spawn: Callable[[Coroutine[Any, Any, None], Any], asyncio.Task[Any]],
     ) -> None:
         self._config, self._journal, self._session, self._gate = config, journal, session, gate
@@ -89,7 +89,7 @@ class PinPad:
         self._pin, self._for, self._pan = None, None, ""
         self._generation += 1
 
-    def key(self, name: str) -> Any:
+    def key(self, name: str) -> events.Event | None:
         """A key while armed: digits and CLEAR stay here (the flow hears only how many digits there are);
         ENTER enciphers (card PIN) or checks (operator PIN, off the loop: scrypt takes tens of milliseconds).
         Returns the event for the flow now, or None when the answer comes later."""

@@ -155,14 +155,14 @@ class Terminal:
         self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._after_boot: _Booted | None = None  # run() boots; see _booted
         self.till = flow.Till()  # the flow's state and who is signed in: the core decides, the shell keeps it
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[events.Event | _TimerFired] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_gen = 0
         self._auth_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wallet_task: asyncio.Task[Any] | None = None
         self._flushing = False  # a _keep_flushing task is running
-        self._at_once: deque[Any] = deque()  # events answering an effect, handled before the next
+        self._at_once: deque[events.Event] = deque()  # events answering an effect, handled before the next
         self._problems: dict[str, str] = {}  # device -> what the screen says is wrong with it
         self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
@@ -418,11 +418,11 @@ class Terminal:
 
     # --- events ---------------------------------------------------------------------------
 
-    def post(self, event: Any) -> None:
+    def post(self, event: events.Event | _TimerFired) -> None:
         """Hand an event to the loop (call from the loop's thread)."""
         self._queue.put_nowait(event)
 
-    def _dispatch(self, event: Any) -> None:
+    def _dispatch(self, event: events.Event | _TimerFired) -> None:
         """Handle one event; whatever goes wrong, the loop lives on and the screen says something useful."""
         try:
             self._dispatch_one(event)
@@ -436,15 +436,16 @@ class Terminal:
             self._booted.pinpad.end()
             self._enter(states.Result(("ERROR", "PLEASE TRY AGAIN")))
 
-    def _dispatch_one(self, event: Any) -> None:
-        if isinstance(event, _TimerFired):
-            if event.generation != self._timer_gen:
-                return
-            event = events.TimerExpired()
-        elif isinstance(event, events.Key) and self._booted.pinpad.armed and event.name != "CANCEL":
-            event = self._booted.pinpad.key(event.name)
-            if event is None:
-                return
+    def _dispatch_one(self, posted: events.Event | _TimerFired) -> None:
+        event: events.Event | None
+        if isinstance(posted, _TimerFired):
+            event = events.TimerExpired() if posted.generation == self._timer_gen else None
+        elif isinstance(posted, events.Key) and self._booted.pinpad.armed and posted.name != "CANCEL":
+            event = self._booted.pinpad.key(posted.name)  # digits stay in the PIN pad
+        else:
+            event = posted
+        if event is None:
+            return
         started = time.monotonic()
         before = type(self.state).__name__
         try:
@@ -485,14 +486,14 @@ class Terminal:
 
     # --- effects --------------------------------------------------------------------------
 
-    def _perform(self, todo: list[Any]) -> None:
+    def _perform(self, todo: list[effects.Effect]) -> None:
         for eff in todo:
             try:
                 self._perform_one(eff)
             except Exception:
                 log.exception("terminal: effect %s failed", type(eff).__name__)
 
-    def _perform_one(self, eff: Any) -> None:
+    def _perform_one(self, eff: effects.Effect) -> None:
         if isinstance(eff, effects.Show):
             self._show(eff.lines, eff.qr)
         elif isinstance(eff, effects.StartTimer):

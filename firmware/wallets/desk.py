@@ -52,7 +52,7 @@ class WalletDesk:
         journal: Journal,
         config: Config,
         clock: Callable[[], datetime],
-        post: Callable[[Any], None],
+        post: Callable[[events.Event], None],
         spawn: Callable[[Any], Any],
     ) -> None:
         self.provider, self.journal, self._config = provider, journal, config
@@ -60,7 +60,7 @@ class WalletDesk:
         # (row, order number, "qr" | "code", stan, amount, created)
         self.order: tuple[int, str, str, int, int, datetime] | None = None
         self._reconciling = asyncio.Lock()
-        self._chase_task: Any = None
+        self._chase_task: asyncio.Task[Any] | None = None
         self._unrecorded: dict[int, str] = {}  # rows whose outcome the journal refused (disk full): 'unknown'
 
     def _begin(
@@ -216,7 +216,7 @@ class WalletDesk:
         outcome = await self._run(machine, _Order(order_no, amount, created))
         self._conclude(row, order_no, stan, kind, outcome)
 
-    async def refund(self, f: FollowUp) -> Any:
+    async def refund(self, f: FollowUp) -> events.Event:
         """Refund (or void) a wallet sale at the provider; the idempotency key is the provider's
         out_request_no, so a resend after a lost answer refunds once. Returns the event for the flow."""
         original = self.journal.row(f.original_id) or {}
