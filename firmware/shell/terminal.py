@@ -37,7 +37,7 @@ from firmware.host.link import HostLink
 from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
 from firmware.host.outbox import Outbox
 from firmware.host.signon import Session
-from firmware.records.journal import Journal, NewSale, QueuedSettlement
+from firmware.records.journal import FollowUp, Journal, NewSale, QueuedSettlement
 from firmware.security.cardsec import card_token, load_token_key
 from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
@@ -575,34 +575,11 @@ class Terminal:
 
     async def _authorize(self, eff: effects.Authorize) -> None:
         """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
-        t = self.config.terminal
         try:
             self._booted.journal.check_room()
             queue_empty = await self._flush_before_sending()
             now = self._clock()
-            utc = now.astimezone(UTC)
-            chip = eff.card if isinstance(eff.card, ChipCard) else None
-            row, stan = self._booted.journal.begin_sale(
-                NewSale(
-                    method="card",
-                    entry_mode="contactless" if chip else "swipe",
-                    amount=eff.amount,
-                    currency=t.currency.alpha,
-                    masked_pan=eff.card.masked_pan,
-                    terminal_id=t.terminal_id,
-                    merchant_id=t.merchant_id,
-                    transmitted_at=utc.strftime("%m%d%H%M%S"),
-                    card_token=card_token(self._booted.token_key, eff.card.pan),
-                    lines=eff.lines,
-                    operator=eff.operator,
-                    chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
-                    cvm=chip.cvm if chip else "",
-                    aid=chip.aid if chip else "",
-                    app_label=chip.label if chip else "",
-                    cryptogram=chip.cryptogram if chip else "",
-                ),
-                now,
-            )
+            row, stan = self._booted.journal.begin_sale(self._new_sale(eff, now), now)
         except asyncio.CancelledError:
             self.post(events.HostFailed("cancelled before sending", sent=False))
             return
@@ -617,22 +594,7 @@ class Terminal:
             return
         sent = False
         try:
-            extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
-            request = sale_to_iso(
-                SaleRequest(
-                    stan=stan,
-                    amount=eff.amount,
-                    currency_numeric=t.currency.numeric,
-                    track2=eff.card.track2,
-                    pin_block=eff.pin.block if eff.pin else "",
-                    ksn=eff.pin.ksn if eff.pin else "",
-                    terminal_id=t.terminal_id,
-                    merchant_id=t.merchant_id,
-                    local_time=now,
-                    utc_time=utc,
-                    **extra,
-                )
-            )
+            request = self._sale_request(eff, stan, now)
             message = self._booted.dialect.encode(request)
             sent = True
             response = await self._host.exchange(
@@ -671,6 +633,50 @@ class Terminal:
             return
         log.info("sale stan %06d: response %s", stan, response.response_code)
         self.post(events.HostAnswered(response, stan))
+
+    def _new_sale(self, eff: effects.Authorize, now: datetime) -> NewSale:
+        """The journal's pending row for a card sale: masked PAN, card token and the chip's facts, no card data."""
+        t = self.config.terminal
+        chip = eff.card if isinstance(eff.card, ChipCard) else None
+        return NewSale(
+            method="card",
+            entry_mode="contactless" if chip else "swipe",
+            amount=eff.amount,
+            currency=t.currency.alpha,
+            masked_pan=eff.card.masked_pan,
+            terminal_id=t.terminal_id,
+            merchant_id=t.merchant_id,
+            transmitted_at=now.astimezone(UTC).strftime("%m%d%H%M%S"),
+            card_token=card_token(self._booted.token_key, eff.card.pan),
+            lines=eff.lines,
+            operator=eff.operator,
+            chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
+            cvm=chip.cvm if chip else "",
+            aid=chip.aid if chip else "",
+            app_label=chip.label if chip else "",
+            cryptogram=chip.cryptogram if chip else "",
+        )
+
+    def _sale_request(self, eff: effects.Authorize, stan: int, now: datetime) -> dict[str, str]:
+        """The 0200 for a card sale (field 7 the same moment the journal's row says it was transmitted)."""
+        t = self.config.terminal
+        chip = eff.card if isinstance(eff.card, ChipCard) else None
+        extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
+        return sale_to_iso(
+            SaleRequest(
+                stan=stan,
+                amount=eff.amount,
+                currency_numeric=t.currency.numeric,
+                track2=eff.card.track2,
+                pin_block=eff.pin.block if eff.pin else "",
+                ksn=eff.pin.ksn if eff.pin else "",
+                terminal_id=t.terminal_id,
+                merchant_id=t.merchant_id,
+                local_time=now,
+                utc_time=now.astimezone(UTC),
+                **extra,
+            )
+        )
 
     def _record(self, row: int, status: str, *, note: str = "", **answer: str) -> bool:
         """Journal a row's outcome; when the journal refuses (disk full, read-only, I/O error) hand it to the
@@ -792,44 +798,17 @@ class Terminal:
         self.post(events.OriginalFound(sale, self._booted.journal.current_batch(), self._clock().date().isoformat()))
 
     async def _follow_up(self, eff: effects.SubmitFollowUp) -> None:
-        """Journal a void or refund (the journal enforces the limits), then send it (card) or finish it (cash)."""
-        try:
-            self._booted.journal.check_room()
-        except JournalError as exc:
-            log.error("%s refused before anything was done: %s", eff.kind, exc)
-            self.post(events.Refused(exc.screen))
-            return
-        if eff.route != "cash" and not await self._flush_before_sending():
-            self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
-            return
-        now = self._clock()
-        original = self._booted.journal.row(eff.original_id) or {}
-        if eff.kind == "void" and original.get("batch") != self._booted.journal.current_batch():
-            # The flush above may have sent a queued settlement: the sale's batch is closed now.
-            self.post(events.Refused("SETTLED: USE REFUND"))
-            return
-        method = eff.route  # the flow chose the way back: the card, the payer's wallet, or cash
-        try:
-            f = self._booted.journal.begin_follow_up(
-                eff.kind,
-                eff.original_id,
-                eff.amount,
-                method,
-                secrets.token_hex(16),
-                now.astimezone(UTC).strftime("%m%d%H%M%S"),
-                now,
-                operator=eff.operator,
-            )
-        except TerminalError as exc:
-            log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
-            self.post(events.Refused(exc.screen))  # the journal's own rule (REFUSALS), or what went wrong
+        """Journal a void or refund (the journal enforces the limits), then send it (card or wallet) or finish
+        it (cash)."""
+        f = await self._begin_follow_up(eff)
+        if f is None:
             return
         try:
             self._booted.journal.audit(
                 eff.operator or "manager",
                 eff.kind,
                 f"{eff.route} {eff.amount} against sale {eff.original_id} (row {f.id})",
-                now,
+                self._clock(),
             )
             if eff.route == "cash":
                 self._booted.journal.finish(f.id, "approved", self._clock(), note="cash paid out at the till")
@@ -840,22 +819,61 @@ class Terminal:
             self._booted.outbox.unwritten(f.id, "failed", f"not done: {exc.screen}")
             self.post(events.Refused(exc.screen))
             return
-        if method == "wallet":
-            wallet = self._booted.wallet
-            if wallet is None:
-                self._record(f.id, "failed", note="no wallet provider configured")
-                self.post(events.Refused("NO WALLET PROVIDER"))
-                return
-            outcome = await wallet.refund(f)
-            self.post(outcome)
-            if isinstance(outcome, events.HostFailed):
-                self._spawn(wallet.reconcile())  # resend at once (same request number)
+        if eff.route == "wallet":
+            await self._wallet_follow_up(f)
+        else:
+            await self._card_follow_up(f)
+
+    async def _begin_follow_up(self, eff: effects.SubmitFollowUp) -> FollowUp | None:
+        """The void or refund journaled pending, or None when it is refused (the flow told why)."""
+        try:
+            self._booted.journal.check_room()
+        except JournalError as exc:
+            log.error("%s refused before anything was done: %s", eff.kind, exc)
+            self.post(events.Refused(exc.screen))
+            return None
+        if eff.route != "cash" and not await self._flush_before_sending():
+            self.post(events.HostFailed("the host has not yet heard earlier messages", sent=False))
+            return None
+        now = self._clock()
+        original = self._booted.journal.row(eff.original_id) or {}
+        if eff.kind == "void" and original.get("batch") != self._booted.journal.current_batch():
+            # The flush above may have sent a queued settlement: the sale's batch is closed now.
+            self.post(events.Refused("SETTLED: USE REFUND"))
+            return None
+        try:
+            return self._booted.journal.begin_follow_up(
+                eff.kind,
+                eff.original_id,
+                eff.amount,
+                eff.route,  # the flow chose the way back: the card, the payer's wallet, or cash
+                secrets.token_hex(16),
+                now.astimezone(UTC).strftime("%m%d%H%M%S"),
+                now,
+                operator=eff.operator,
+            )
+        except TerminalError as exc:
+            log.warning("%s of sale %d: %s", eff.kind, eff.original_id, exc)
+            self.post(events.Refused(exc.screen))  # the journal's own rule (REFUSALS), or what went wrong
+            return None
+
+    async def _wallet_follow_up(self, f: FollowUp) -> None:
+        wallet = self._booted.wallet
+        if wallet is None:
+            self._record(f.id, "failed", note="no wallet provider configured")
+            self.post(events.Refused("NO WALLET PROVIDER"))
             return
+        outcome = await wallet.refund(f)
+        self.post(outcome)
+        if isinstance(outcome, events.HostFailed):
+            self._spawn(wallet.reconcile())  # resend at once (same request number)
+
+    async def _card_follow_up(self, f: FollowUp) -> None:
         try:
             response = await self._booted.outbox.exchange_follow_up(f)
         except (HostError, CodecError) as exc:
             sent = exc.sent if isinstance(exc, HostError) else True
-            log.warning("%s stan %06d: %s", eff.kind, f.stan, exc)
+            log.warning("%s stan %06d: %s", f.kind, f.stan, exc)
             # 'unknown' keeps it in the outbox: resent with the same STAN and key until the host answers.
             self._record(f.id, "unknown" if sent else "failed", note=str(exc))
             self.post(events.HostFailed(str(exc), sent=sent, stan=f.stan))
@@ -865,7 +883,7 @@ class Terminal:
         try:
             self._booted.outbox.record(f, response)
         except TerminalError as exc:  # resent later: the host answers it the same
-            log.error("%s stan %06d: answer %s not journaled: %s", eff.kind, f.stan, response.response_code, exc)
+            log.error("%s stan %06d: answer %s not journaled: %s", f.kind, f.stan, response.response_code, exc)
             self._booted.outbox.unwritten(f.id, "unknown", f"answer {response.response_code} not journaled")
             self.post(events.HostFailed(str(exc), sent=True, stan=f.stan))
             self._spawn(self._keep_flushing())
