@@ -157,7 +157,7 @@ def test_no_commit_without_the_counters_copy(tmp_path):
 def test_a_terminal_will_not_reuse_a_ksn_after_its_journal_was_emptied(tmp_path, no_loop_errors):
     """The issue's case: an emptied journal used to boot as a new one — STAN, batch and the DUKPT counter back
     at 1, so KSNs were reused. Now it refuses to start; started anew on purpose, every counter continues."""
-    from hwsim import Simulator
+    from hwsim import Simulator, TerminalStopped
 
     data = tmp_path / "data"
     with Simulator(data, sim_config(host=2.0)) as sim:
@@ -167,7 +167,7 @@ def test_a_terminal_will_not_reuse_a_ksn_after_its_journal_was_emptied(tmp_path,
     for f in data.glob("journal.sqlite3*"):
         f.write_bytes(b"")
     sim = Simulator(data, sim_config(host=2.0))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TerminalStopped):  # at once, not after the ready screen's 10 s wait
         sim.start()
     try:
         assert "JOURNAL MISSING" in sim.screen and "TERMINAL STOPPED" in sim.screen

@@ -1,6 +1,6 @@
 """Countertop hardware simulator: simulated devices, test cards and acquirer, and the Simulator harness."""
 
 from .cards import CATALOG, TestCard
-from .simulator import Simulator
+from .simulator import Simulator, TerminalStopped
 
-__all__ = ["CATALOG", "Simulator", "TestCard"]
+__all__ = ["CATALOG", "Simulator", "TerminalStopped", "TestCard"]

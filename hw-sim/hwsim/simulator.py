@@ -44,6 +44,11 @@ def _pending_bytes(fd: int) -> int:
     return struct.unpack("i", buf)[0]
 
 
+class TerminalStopped(TimeoutError):
+    """The terminal stopped before it was ready (it refused its journal, its disk, its keys): raised by start()
+    at once, with `failure` the reason. A TimeoutError, as the wait for the ready screen used to raise."""
+
+
 class Simulator:
     """Firmware + simulated keypad, magstripe reader, printer, display and acquirer, with a blocking API."""
 
@@ -162,11 +167,19 @@ class Simulator:
         self._loop = asyncio.new_event_loop()
         self.failure: BaseException | None = None
         self._power_cut = False
+        self._running = True  # the firmware thread's loop has not ended
         self._thread = threading.Thread(
             target=self._run, args=(self._loop, self.terminal), name="countertop-firmware", daemon=True
         )
         self._thread.start()
-        self.wait_for("ENTER AMOUNT", timeout=10)
+        with self._cond:  # ready, or stopped: a terminal that refused to start is not waited for
+            self._cond.wait_for(lambda: "ENTER AMOUNT" in self.display.text or not self._running, 10)
+        if "ENTER AMOUNT" not in self.display.text:
+            if not self._running:
+                raise TerminalStopped(
+                    f"the terminal stopped before it was ready ({self.failure}); screen:\n{self.screen}"
+                )
+            raise TimeoutError(f"the terminal was not ready after 10 s; screen:\n{self.screen}")
 
     _INPUTS = {
         "keypad": ("keypad_device", 0x0001),
@@ -209,17 +222,22 @@ class Simulator:
         asyncio.set_event_loop(loop)
         main = loop.create_task(terminal.run())
         main.add_done_callback(lambda _: loop.stop())
-        loop.run_forever()
-        if self._power_cut:
-            # What the OS does for a process that dies, here in the terminal's own thread (SQLite wants the
-            # journal closed by the thread that opened it): the frozen tasks are dropped, files and threads
-            # let go of, nothing flushed or recorded.
-            self._bury(loop)
-            terminal.abandon()
-            return
-        if main.done() and not main.cancelled() and main.exception() is not None:
-            self.failure = main.exception()
-            log.error("simulator: the terminal's loop died", exc_info=self.failure)
+        try:
+            loop.run_forever()
+            if self._power_cut:
+                # What the OS does for a process that dies, here in the terminal's own thread (SQLite wants the
+                # journal closed by the thread that opened it): the frozen tasks are dropped, files and threads
+                # let go of, nothing flushed or recorded.
+                self._bury(loop)
+                terminal.abandon()
+                return
+            if main.done() and not main.cancelled() and main.exception() is not None:
+                self.failure = main.exception()
+                log.error("simulator: the terminal's loop died", exc_info=self.failure)
+        finally:
+            with self._cond:  # start() waits for the ready screen or for this
+                self._running = False
+                self._cond.notify_all()
 
     def _halt(self, crash: bool) -> None:
         if crash:
