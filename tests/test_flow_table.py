@@ -82,7 +82,7 @@ CFG = FlowConfig(
     result_timeout=15,
     pin_attempts=3,
     contactless_limit=100_000,
-    wallet="alipay",
+    wallets=("alipay",),
     qr_timeout=3,
 )
 ALIPAY_CODE = "281234567890123456"
@@ -198,9 +198,10 @@ def test_a_tapped_approval_prints_its_receipts():
 
 def test_f1_makes_an_order_and_its_code_is_shown_with_a_countdown():
     state, effects = run(AwaitCard(1250), Key("F1"))
-    assert state == WalletBusy(1250, "PREPARING QR CODE") and StartQrOrder(1250) in effects
+    assert state == WalletBusy(1250, "PREPARING QR CODE", provider="alipay")
+    assert StartQrOrder(1250, provider="alipay") in effects
     state, effects = run(state, OrderShown("https://qr.alipay.com/bax1", "ORDER1"))
-    assert state == ShowingQR(1250, "https://qr.alipay.com/bax1", 3)
+    assert state == ShowingQR(1250, "https://qr.alipay.com/bax1", 3, "alipay")
     [show] = [e for e in effects if isinstance(e, Show)]
     assert show.qr == "https://qr.alipay.com/bax1" and "SCAN TO PAY  0:03" in show.lines
     assert StartTimer(1.0) in effects
@@ -212,10 +213,11 @@ def test_no_wallet_configured_means_f1_does_nothing():
 
 
 def test_the_countdown_runs_out_and_closes_the_order():
-    state, effects = run(ShowingQR(1250, "p", 2), TimerExpired())
-    assert state == ShowingQR(1250, "p", 1) and "SCAN TO PAY  0:01" in screen(effects)
+    state, effects = run(ShowingQR(1250, "p", 2, "alipay"), TimerExpired())
+    assert state == ShowingQR(1250, "p", 1, "alipay") and "SCAN TO PAY  0:01" in screen(effects)
     state, effects = run(state, TimerExpired())
-    assert state == WalletBusy(1250, "CODE EXPIRED, CLOSING") and EndWalletOrder("CODE EXPIRED") in effects
+    assert state == WalletBusy(1250, "CODE EXPIRED, CLOSING", provider="alipay")
+    assert EndWalletOrder("CODE EXPIRED") in effects
 
 
 def test_cancel_closes_a_shown_code_and_f2_prints_it_without_redrawing():
@@ -228,17 +230,19 @@ def test_a_payer_confirming_in_the_app_can_be_cancelled_but_a_busy_request_canno
     busy = WalletBusy(1250, "PROCESSING...")
     assert run(busy, Key("CANCEL")) == (busy, [])
     state, effects = run(busy, WalletConfirming())
-    assert state == WalletBusy(1250, "CONFIRM IN YOUR APP", cancellable=True)
+    assert state == WalletBusy(1250, "CONFIRM IN YOUR APP", cancellable=True)  # still the same wallet's
     state, effects = run(state, Key("CANCEL"))
     assert state == WalletBusy(1250, "CANCELLING...") and EndWalletOrder("CANCELLED") in effects
 
 
 @pytest.mark.parametrize(
-    "start", [WalletBusy(1250, "CLOSING ORDER..."), ShowingQR(1250, "p", 10)], ids=["busy", "showing"]
+    "start",
+    [WalletBusy(1250, "CLOSING ORDER...", provider="wechat"), ShowingQR(1250, "p", 10, "wechat")],
+    ids=["busy", "showing"],
 )
 def test_paid_prints_a_wallet_receipt(start):
-    state, effects = run(start, WalletPaid("ORDER1", "2026120222001", "buyer@example.com", 12, "QR"))
-    assert state == Result(("PAID", "CNY 12.50", "ALIPAY"))
+    state, effects = run(start, WalletPaid("ORDER1", "4200001234202612021234567890", "o*****Xk", 12, "QR"))
+    assert state == Result(("PAID", "CNY 12.50", "WECHAT PAY"))  # the wallet that was paid
     assert PrintReceipts(12) in effects  # what it states comes from the journal row (test_receipt.py)
 
 
@@ -253,7 +257,7 @@ def test_a_wallet_payment_that_did_not_happen(ended, title):
 @pytest.mark.parametrize(
     "code, outcome",
     [
-        (ALIPAY_CODE, "pay"),
+        (ALIPAY_CODE, "alipay"),
         (WECHAT_CODE, "WECHAT NOT SET UP"),
         ("hello", "CODE NOT SUPPORTED"),
         ("²" * 18, "CODE NOT SUPPORTED"),
@@ -262,10 +266,23 @@ def test_a_wallet_payment_that_did_not_happen(ended, title):
 )
 def test_a_scanned_code_is_charged_only_for_the_configured_wallet(code, outcome):
     state, effects = run(AwaitCard(1250), Scanned(code))
-    if outcome == "pay":
-        assert state == WalletBusy(1250, "PROCESSING...") and PayByCode(1250, code) in effects
+    if outcome == "alipay":
+        assert state == WalletBusy(1250, "PROCESSING...", provider=outcome)
+        assert PayByCode(1250, code, provider=outcome) in effects
     else:
         assert state == AwaitCard(1250, notice=outcome) and not any(isinstance(e, PayByCode) for e in effects)
+
+
+def test_two_wallets_each_code_goes_to_its_own_and_f1_f2_show_each_ones_code():
+    both = replace(CFG, wallets=("alipay", "wechat"))
+    for code, provider in ((ALIPAY_CODE, "alipay"), (WECHAT_CODE, "wechat")):
+        state, effects = run(AwaitCard(1250), Scanned(code), cfg=both)
+        assert state.provider == provider and [e.provider for e in effects if isinstance(e, PayByCode)] == [provider]
+    for key, provider in (("F1", "alipay"), ("F2", "wechat")):
+        state, effects = run(AwaitCard(1250), Key(key), cfg=both)
+        assert [e.provider for e in effects if isinstance(e, StartQrOrder)] == [provider]
+    assert "F1 ALIPAY  F2 WECHAT PAY" in screen(run(Amount(1250), Key("ENTER"), cfg=both)[1])
+    assert run(AwaitCard(1250), Key("F2"))[1] == []  # one wallet: F2 shows nothing
 
 
 # --- the back office: reprint, search, settlement -------------------------------------------------

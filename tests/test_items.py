@@ -286,8 +286,8 @@ def test_keying_a_basket():
     state, _ = keys(state, ["ENTER"])
     assert state == states.AwaitCard(1800, basket=basket) and [ln.plu for ln in basket] == ["1001", "2001"]
     # the lines travel with the payment to the effect that journals the sale, whichever way it is paid
-    with_wallet = dataclasses.replace(CFG, wallet="alipay")
-    assert keys(state, ["F1"], with_wallet)[1][0] == StartQrOrder(1800, basket)
+    with_wallet = dataclasses.replace(CFG, wallets=("alipay",))
+    assert keys(state, ["F1"], with_wallet)[1][0] == StartQrOrder(1800, basket, provider="alipay")
     state, effects = keys(state, ["CLEAR"])  # back to the basket, lines and all
     assert state == states.Amount(1800, basket=basket)
     paying, _ = keys(state, ["ENTER"])

@@ -91,6 +91,7 @@ class StartQrOrder:
     amount: int
     lines: tuple[BasketLine, ...] = ()
     operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
+    provider: str = ""  # whose code: "alipay", "wechat"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class PayByCode:
     code: str = field(repr=False)
     lines: tuple[BasketLine, ...] = ()
     operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
+    provider: str = ""  # the wallet the code belongs to (core/paycode.py)
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,14 @@ class _Booted:
     receipts: ReceiptDesk  # the printer's queue
 
 
+def make_wallets(config: Config) -> dict[str, WalletProvider]:
+    """The configured wallet providers' clients, by name (none: no wallet payments)."""
+    alipay = make_wallet(config)
+    return {"alipay": alipay} if alipay is not None else {}
+
+
 def make_wallet(config: Config) -> WalletProvider | None:
-    """The configured wallet provider client, or None."""
+    """The configured Alipay client ([wallet] provider = "alipay"), or None."""
     w = config.wallet
     if not w.provider:
         return None
@@ -130,6 +136,7 @@ class Terminal:
         self.devices = devices
         self._clock = clock
         t = config.terminal
+        self._wallet_providers = make_wallets(config)
         self.flow_cfg = flow.FlowConfig(
             currency=t.currency,
             min_amount=t.min_amount,
@@ -139,7 +146,7 @@ class Terminal:
             pin_timeout=config.timeouts.pin,
             result_timeout=config.timeouts.result,
             contactless_limit=config.contactless.transaction_limit if config.contactless.device else 0,
-            wallet=config.wallet.provider,
+            wallets=tuple(self._wallet_providers),
             qr_timeout=config.wallet.qr_timeout,
         )
         self.header = Header(
@@ -152,7 +159,6 @@ class Terminal:
             config.printer.width,
         )
         self._host = HostLink(config.host)
-        self._wallet_provider: WalletProvider | None = make_wallet(config)
         self._after_boot: _Booted | None = None  # run() boots; see _booted
         self.till = flow.Till()  # the flow's state and who is signed in: the core decides, the shell keeps it
         self._queue: asyncio.Queue[events.Event | _TimerFired] = asyncio.Queue()
@@ -245,8 +251,8 @@ class Terminal:
                 self._settled,
             )
             wallet = None
-            if self._wallet_provider is not None:
-                wallet = WalletDesk(self._wallet_provider, journal, self.config, self._clock, self.post, self._spawn)
+            if self._wallet_providers:
+                wallet = WalletDesk(self._wallet_providers, journal, self.config, self._clock, self.post, self._spawn)
             nfc = None
             if self.config.contactless.device:
                 nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
@@ -516,12 +522,12 @@ class Terminal:
             self._auth_task = self._spawn(self._follow_up(eff), events.HostFailed(common.TERMINAL_ERROR, sent=True))
         elif isinstance(eff, effects.StartQrOrder):
             self._wallet_task = self._spawn(
-                self._wallet.qr_order(eff.amount, eff.lines, eff.operator),
+                self._wallet.qr_order(eff.amount, eff.lines, eff.operator, eff.provider),
                 events.WalletEnded("unknown", "TERMINAL ERROR"),
             )
         elif isinstance(eff, effects.PayByCode):
             self._wallet_task = self._spawn(
-                self._wallet.code_payment(eff.amount, eff.code, eff.lines, eff.operator),
+                self._wallet.code_payment(eff.amount, eff.code, eff.lines, eff.operator, eff.provider),
                 events.WalletEnded("unknown", "TERMINAL ERROR"),
             )
         elif isinstance(eff, effects.EndWalletOrder):

@@ -37,6 +37,7 @@ CHASE_FIRST, CHASE_MAX = 1.0, 60.0  # seconds between reconcile passes while any
 class _Order:
     """The facts a provider call about one order needs."""
 
+    provider: str
     order_no: str
     amount: int
     created: datetime
@@ -48,23 +49,23 @@ class WalletDesk:
 
     def __init__(
         self,
-        provider: WalletProvider,
+        providers: dict[str, WalletProvider],
         journal: Journal,
         config: Config,
         clock: Callable[[], datetime],
         post: Callable[[events.Event], None],
         spawn: Callable[[Any], Any],
     ) -> None:
-        self.provider, self.journal, self._config = provider, journal, config
+        self.providers, self.journal, self._config = providers, journal, config
         self._clock, self._post, self._spawn = clock, post, spawn
-        # (row, order number, "qr" | "code", stan, amount, created)
-        self.order: tuple[int, str, str, int, int, datetime] | None = None
+        # (row, order number, "qr" | "code", stan, amount, created, provider)
+        self.order: tuple[int, str, str, int, int, datetime, str] | None = None
         self._reconciling = asyncio.Lock()
         self._chase_task: asyncio.Task[Any] | None = None
         self._unrecorded: dict[int, str] = {}  # rows whose outcome the journal refused (disk full): 'unknown'
 
     def _begin(
-        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str
+        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str, provider: str
     ) -> tuple[int, str, int, datetime]:
         """Journal a pending wallet sale before the provider hears of it; (row, order number, stan, created).
         JournalError (a full or read-only disk) when it cannot be: then nothing is sent."""
@@ -81,14 +82,14 @@ class WalletDesk:
                 "",
                 t.terminal_id,
                 t.merchant_id,
-                provider=self.provider.name,
+                provider=provider,
                 order_no=order_no,
                 lines=lines,
                 operator=operator,
             ),
             now,
         )
-        self.order = (row, order_no, kind, stan, amount, now)
+        self.order = (row, order_no, kind, stan, amount, now, provider)
         return row, order_no, stan, now
 
     def _record(self, row: int, status: str, **fields: str) -> str:
@@ -131,11 +132,15 @@ class WalletDesk:
             self._post(events.WalletEnded("failed", result.reason or "PAYMENT FAILED"))
 
     def _start(
-        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str
+        self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str, provider: str
     ) -> tuple[int, str, int, datetime] | None:
         """_begin, or None (and the flow told why) when the journal cannot take the order."""
+        if provider not in self.providers:
+            log.error("wallet %s order refused: no %r provider is configured", kind, provider)
+            self._post(events.WalletEnded("failed", f"{provider.upper()} NOT SET UP"))
+            return None
         try:
-            return self._begin(amount, kind, lines, operator)
+            return self._begin(amount, kind, lines, operator, provider)
         except TerminalError as exc:
             log.error("wallet %s order refused before anything was sent: %s", kind, exc)
             self._post(events.WalletEnded("failed", exc.screen))
@@ -165,7 +170,11 @@ class WalletDesk:
 
     async def _call(self, op: str, order: _Order) -> WalletResult | walletorder.Failure:
         """One provider call for `order`; a WalletError becomes a Failure (logged) for the machine."""
-        p = self.provider
+        p = self.providers.get(order.provider)
+        if p is None:  # an order journaled by a provider no longer configured: nobody to ask
+            return walletorder.Failure(
+                f"no {order.provider!r} provider is configured", f"{order.provider.upper()} NOT SET UP"
+            )
         try:
             if op == "query":
                 return await p.query(order.order_no, order.amount)
@@ -183,27 +192,34 @@ class WalletDesk:
             log.warning("wallet order %s: %s: %s", order.order_no, what, exc)
             return walletorder.Failure(str(exc), exc.screen, mismatch)
 
-    async def qr_order(self, amount: int, lines: tuple[BasketLine, ...] = (), operator: str = "") -> None:
+    async def qr_order(
+        self, amount: int, lines: tuple[BasketLine, ...] = (), operator: str = "", provider: str = "alipay"
+    ) -> None:
         """Create the order, show its code, then ask the provider with backoff until it is paid or ends."""
-        started = self._start(amount, "qr", lines, operator)
+        started = self._start(amount, "qr", lines, operator, provider)
         if started is None:
             return
         row, order_no, stan, created = started
         machine = walletorder.qr_order(self._config.wallet.poll_interval)
-        outcome = await self._run(machine, _Order(order_no, amount, created))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created))
         self._conclude(row, order_no, stan, "qr", outcome)
 
     async def code_payment(
-        self, amount: int, code: str, lines: tuple[BasketLine, ...] = (), operator: str = ""
+        self,
+        amount: int,
+        code: str,
+        lines: tuple[BasketLine, ...] = (),
+        operator: str = "",
+        provider: str = "alipay",
     ) -> None:
         """Charge a scanned code; when the payer must confirm, ask every few seconds, then cancel."""
         w = self._config.wallet
-        started = self._start(amount, "code", lines, operator)
+        started = self._start(amount, "code", lines, operator, provider)
         if started is None:
             return
         row, order_no, stan, created = started
         machine = walletorder.code_payment(w.confirm_interval, w.confirm_timeout, w.qr_timeout, created)
-        outcome = await self._run(machine, _Order(order_no, amount, created, code))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created, code))
         self._conclude(row, order_no, stan, "code", outcome)
 
     async def end_order(self, reason: str) -> None:
@@ -211,9 +227,9 @@ class WalletDesk:
         The sale is journaled cancelled only when the order can no longer be paid."""
         if self.order is None:
             return
-        row, order_no, kind, stan, amount, created = self.order
+        row, order_no, kind, stan, amount, created, provider = self.order
         machine = walletorder.end_order(kind, reason, self._config.wallet.qr_timeout, created)
-        outcome = await self._run(machine, _Order(order_no, amount, created))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created))
         self._conclude(row, order_no, stan, kind, outcome)
 
     async def refund(self, f: FollowUp) -> events.Event:
@@ -221,8 +237,12 @@ class WalletDesk:
         out_request_no, so a resend after a lost answer refunds once. Returns the event for the flow."""
         original = self.journal.row(f.original_id) or {}
         before = int(original.get("refunded") or 0)
+        name = str(original.get("provider") or "")
         try:
-            result = await self.provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
+            provider = self.providers.get(name)
+            if provider is None:  # left 'unknown': sent once the provider is configured again
+                raise WalletError(f"no {name!r} provider is configured for this sale's refund")
+            result = await provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
             self._record(f.id, "unknown", note=str(exc)[:200])  # resent at reconcile
@@ -281,7 +301,8 @@ class WalletDesk:
         if created.tzinfo is None and now.tzinfo is not None:
             created = created.astimezone()  # a naive stamp is local time
         machine = walletorder.reconcile_order(kind, self._config.wallet.qr_timeout, created)
-        done: walletorder.Final | None = await self._run(machine, _Order(order_no, amount, created))
+        order = _Order(str(row["provider"]), order_no, amount, created)
+        done: walletorder.Final | None = await self._run(machine, order)
         if done is None:
             log.info("wallet order %s still unknown; asked again later", order_no)
             return

@@ -36,7 +36,9 @@ from firmware.core.events import (
 )
 from firmware.core.flow.common import (
     DECLINE_TEXT,
+    QR_KEYS,
     TERMINAL_ERROR,
+    WALLET_TITLE,
     FlowConfig,
     Route,
     Step,
@@ -68,13 +70,17 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
         return go(replace(state, notice=event.screen))
     if isinstance(event, Scanned):
         kind = classify_code(event.code)
-        if kind and kind == cfg.wallet:
-            return go(WalletBusy(state.amount, "PROCESSING..."), PayByCode(state.amount, event.code, state.basket))
+        if kind and kind in cfg.wallets:
+            pay = PayByCode(state.amount, event.code, state.basket, provider=kind)
+            return go(WalletBusy(state.amount, "PROCESSING...", provider=kind), pay)
         notice = f"{kind.upper()} NOT SET UP" if kind else "CODE NOT SUPPORTED"
         return go(replace(state, notice=notice))
     if isinstance(event, Key):
-        if event.name == "F1" and cfg.wallet:
-            return go(WalletBusy(state.amount, "PREPARING QR CODE"), StartQrOrder(state.amount, state.basket))
+        shown = QR_KEYS.get(event.name, len(cfg.wallets))
+        if shown < len(cfg.wallets):  # F1: the first wallet's code, F2: the second's
+            provider = cfg.wallets[shown]
+            order = StartQrOrder(state.amount, state.basket, provider=provider)
+            return go(WalletBusy(state.amount, "PREPARING QR CODE", provider=provider), order)
         if event.name == "CANCEL":
             return go(Result(("CANCELLED",)))
         if event.name == "CLEAR":  # back to the amount, or to the basket with its lines
@@ -148,7 +154,11 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
 
 
 def _await_card_screen(state: AwaitCard, cfg: FlowConfig) -> tuple[str, ...]:
-    return (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
+    lines = (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
+    if len(cfg.wallets) < 2:
+        return lines
+    keys = "  ".join(f"{key} {WALLET_TITLE.get(w, w.upper())}" for key, w in zip(QR_KEYS, cfg.wallets, strict=False))
+    return (*lines, keys)  # which key shows whose code
 
 
 def _await_pin_screen(state: AwaitPin, cfg: FlowConfig) -> tuple[str, ...]:

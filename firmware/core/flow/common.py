@@ -32,6 +32,11 @@ DECLINE_TEXT = {
 }
 
 
+# What the screen calls each wallet, and which key at the card screen shows whose code.
+WALLET_TITLE = {"alipay": "ALIPAY", "wechat": "WECHAT PAY"}
+QR_KEYS = {"F1": 0, "F2": 1}
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """What the flow needs to know: currency, limits, timeouts (seconds), PIN tries."""
@@ -45,7 +50,7 @@ class FlowConfig:
     result_timeout: float = 15.0
     pin_attempts: int = 3
     contactless_limit: int = 0  # largest amount offered for tapping; 0: no contactless reader
-    wallet: str = ""  # wallet provider name ("alipay"); "" for none
+    wallets: tuple[str, ...] = ()  # the wallets the shop takes ("alipay", "wechat"); F1 shows the first's code
     qr_timeout: int = 120  # seconds a shown code stays valid
 
 

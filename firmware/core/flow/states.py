@@ -58,6 +58,7 @@ class WalletBusy:
     amount: int
     text: str
     cancellable: bool = False
+    provider: str = ""  # the wallet the order is with
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ShowingQR:
     amount: int
     payload: str
     remaining: int
+    provider: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,18 @@ from firmware.core.events import (
     WalletEnded,
     WalletPaid,
 )
-from firmware.core.flow.common import FlowConfig, Route, Step, go, money, no_timer, pressed, stay, timer
+from firmware.core.flow.common import (
+    WALLET_TITLE,
+    FlowConfig,
+    Route,
+    Step,
+    go,
+    money,
+    no_timer,
+    pressed,
+    stay,
+    timer,
+)
 from firmware.core.flow.states import Result, ShowingQR, WalletBusy
 
 ENDED_TITLE = {"failed": "PAYMENT FAILED", "closed": "NOT PAID", "unknown": "PAYMENT UNKNOWN"}
@@ -24,10 +35,10 @@ ENDED_TITLE = {"failed": "PAYMENT FAILED", "closed": "NOT PAID", "unknown": "PAY
 def _answers(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> Step | None:
     """What the provider's answers mean in either wallet state (None: the event is not one of them)."""
     if isinstance(event, WalletConfirming):
-        return go(WalletBusy(state.amount, "CONFIRM IN YOUR APP", cancellable=True))
+        return go(WalletBusy(state.amount, "CONFIRM IN YOUR APP", True, state.provider))
     if isinstance(event, WalletPaid):
         receipt = PrintReceipts(event.stan)
-        return go(Result(("PAID", money(state.amount, cfg), cfg.wallet.upper())), receipt)
+        return go(Result(("PAID", money(state.amount, cfg), WALLET_TITLE.get(state.provider, ""))), receipt)
     if isinstance(event, WalletEnded):
         return go(Result((ENDED_TITLE[event.state], event.reason)))
     return None
@@ -35,12 +46,12 @@ def _answers(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> St
 
 def _busy(state: WalletBusy, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, OrderShown):
-        return go(ShowingQR(state.amount, event.payload, cfg.qr_timeout))
+        return go(ShowingQR(state.amount, event.payload, cfg.qr_timeout, state.provider))
     answered = _answers(state, event, cfg)
     if answered is not None:
         return answered
     if pressed(event, "CANCEL") and state.cancellable:
-        return go(WalletBusy(state.amount, "CANCELLING..."), EndWalletOrder("CANCELLED"))
+        return go(WalletBusy(state.amount, "CANCELLING...", provider=state.provider), EndWalletOrder("CANCELLED"))
     return stay(state)
 
 
@@ -51,9 +62,10 @@ def _showing(state: ShowingQR, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, TimerExpired):
         if state.remaining > 1:
             return go(replace(state, remaining=state.remaining - 1))
-        return go(WalletBusy(state.amount, "CODE EXPIRED, CLOSING"), EndWalletOrder("CODE EXPIRED"))
+        closing = WalletBusy(state.amount, "CODE EXPIRED, CLOSING", provider=state.provider)
+        return go(closing, EndWalletOrder("CODE EXPIRED"))
     if pressed(event, "CANCEL"):
-        return go(WalletBusy(state.amount, "CLOSING ORDER..."), EndWalletOrder("CANCELLED"))
+        return go(WalletBusy(state.amount, "CLOSING ORDER...", provider=state.provider), EndWalletOrder("CANCELLED"))
     if isinstance(event, Key) and event.name == "F2":
         return stay(state, PrintCode(state.payload, state.amount))
     return stay(state)
