@@ -116,9 +116,11 @@ _HINTS = {
 _PAID_STATES = frozenset({"SUCCESS", "REFUND"})  # REFUND: paid, then (partly) refunded
 _OPEN_STATES = frozenset({"NOTPAY", "USERPAYING", "PAYERROR", "ACCEPT"})
 _CLOSED_STATES = {"CLOSED": "ORDER CLOSED", "REVOKED": "PAYMENT CANCELLED"}
+_BUSINESS_KEYS = frozenset({"out_trade_no", "code_url", "out_refund_no", "data"})
 _AUTH_PARAM = re.compile(r'([a-z_]+)="([^"]*)"')
 _HEX = re.compile(r"[0-9A-Fa-f]{1,64}")
 _NONCE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_IDENT = _NONCE  # transaction, refund and openid identifiers
 
 
 # --- the wire format: pure functions -------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def decrypt_resource(apiv3_key: bytes, nonce: str, associated_data: str, ciphert
 
 def mask_openid(openid: Any) -> str:
     """A payer's openid as receipts may show it: its first and last four characters."""
-    text = _clean(openid, 64)
+    text = _ident(openid)
     return f"{text[:4]}****{text[-4:]}" if len(text) > 8 else "****" if text else ""
 
 
@@ -239,6 +241,11 @@ def _json_object(what: str, text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WalletError(f"{what}: the answer is not a JSON object")
     return value
+
+
+def _ident(value: Any) -> str:
+    """An identifier WeChat Pay gave (transaction_id, refund_id, openid), or "" when it is not one."""
+    return value if isinstance(value, str) and _IDENT.fullmatch(value) else ""
 
 
 def _fen(value: Any) -> int | None:
@@ -535,7 +542,11 @@ class WechatPayClient:
         if 200 <= raw.status < 300:
             if not self._signed(what, raw.headers, text, {}):
                 raise WalletError(f"{what}: an unsigned answer is not believed")
-            return _Reply(raw.status, _json_object(what, text) if text.strip() else {})
+            data = _json_object(what, text) if text.strip() else {}
+            code = data.get("code")
+            if isinstance(code, str) and code and not _BUSINESS_KEYS & data.keys():  # 202 USERPAYING and the like
+                return _Reply(raw.status, data, _clean(code, 40), _clean(data.get("message"), 120), signed=True)
+            return _Reply(raw.status, data)
         signed = self._signed(what, raw.headers, text, {})
         try:
             data = _json_object(what, text)
@@ -591,12 +602,12 @@ class WechatPayClient:
     def _paid(self, what: str, d: dict[str, Any], order_no: str, amount: int) -> WalletResult:
         self._same_order(what, d, order_no, ids_required=True)
         self._same_amount(what, d, "total", amount)
-        transaction = d.get("transaction_id")
-        if not isinstance(transaction, str) or not transaction or len(transaction) > 64:
+        transaction = _ident(d.get("transaction_id"))
+        if not transaction:
             raise WalletMismatch(f"{what}: a payment without a transaction id")
         payer = d.get("payer")
         openid = payer.get("openid") if isinstance(payer, dict) else ""
-        return WalletResult("paid", trade_no=_clean(transaction, 64), payer=mask_openid(openid))
+        return WalletResult("paid", trade_no=transaction, payer=mask_openid(openid))
 
     def _order_path(self, order_no: str, tail: str = "") -> str:
         return f"/v3/pay/transactions/out-trade-no/{urllib.parse.quote(order_no, safe='')}{tail}"
@@ -620,11 +631,11 @@ class WechatPayClient:
             raise WalletError(f"{what}: unknown trade_state {_clean(state, 40)!r}")
         if state in _CLOSED_STATES:  # holds no money of this sale: bound by its order number alone
             self._same_order(what, d, order_no)
-            return WalletResult("closed", _CLOSED_STATES[state], trade_no=_clean(d.get("transaction_id"), 64)), state
+            return WalletResult("closed", _CLOSED_STATES[state], trade_no=_ident(d.get("transaction_id"))), state
         if state in _PAID_STATES:
             if amount is None:
                 self._same_order(what, d, order_no)
-                return WalletResult("paid", trade_no=_clean(d.get("transaction_id"), 64)), state
+                return WalletResult("paid", trade_no=_ident(d.get("transaction_id"))), state
             return self._paid(what, d, order_no, amount), state
         self._same_order(what, d, order_no)
         if amount is not None:
@@ -811,10 +822,10 @@ class WechatPayClient:
             self._same_amount(what, d, "total", total)
         status = d.get("status")
         if status == "SUCCESS":
-            refund_id = d.get("refund_id")
-            if not isinstance(refund_id, str) or not refund_id:
+            refund_id = _ident(d.get("refund_id"))
+            if not refund_id:
                 raise WalletMismatch(f"{what}: a refund without a refund id")
-            return WalletResult("refunded", trade_no=_clean(refund_id, 64))
+            return WalletResult("refunded", trade_no=refund_id)
         if status == "PROCESSING":
             return None
         if status == "CLOSED":
