@@ -381,6 +381,15 @@ def test_a_wrong_apiv3_key_decrypts_no_certificate(gw):
         run(client(gw, apiv3_key=b"x" * 32).create_order("A1", AMOUNT, "t"))
 
 
+def test_a_failed_certificate_download_is_tried_again_with_the_next_answer(gw):
+    c = client(gw)
+    gw.fault("http500", endpoint="certificates")
+    with pytest.raises(WalletError):
+        run(c.create_order("A1", AMOUNT, "t"))
+    assert run(c.query("A1", AMOUNT)).state == "waiting"
+    assert endpoints(gw).count("certificates") == 2
+
+
 def test_an_unknown_serial_is_asked_for_once_a_minute(gw):
     c = client(gw)
     run(c.create_order("A1", AMOUNT, "t"))

@@ -454,7 +454,8 @@ class WechatPayClient:
             return ", ".join(f"{n:X}" for n in self._certs) or "none"
 
     def _refresh(self, wanted: int) -> None:
-        """Download the platform certificates (GET /v3/certificates), once per unknown serial a minute."""
+        """Download the platform certificates (GET /v3/certificates): at most once a minute for a serial that a
+        download did not bring (a failed download is tried again with the next answer)."""
         with self._download:
             now = self._clock()
             with self._lock:
@@ -463,9 +464,6 @@ class WechatPayClient:
                 last = self._asked.get(wanted)
                 if last is not None and abs((now - last).total_seconds()) < 60:
                     return
-                if len(self._asked) > 64:
-                    self._asked.clear()
-                self._asked[wanted] = now
             what = "certificate download"
             raw = self._exchange("GET", "/v3/certificates", "")
             text = self._text(what, raw)
@@ -478,6 +476,9 @@ class WechatPayClient:
             with self._lock:
                 old = set(self._certs)
                 self._certs = certs
+                if len(self._asked) > 64:
+                    self._asked.clear()
+                self._asked[wanted] = now  # downloaded: not again for this serial within the minute
             log.info(
                 "WeChat Pay platform certificates: %s (were %s)",
                 ", ".join(f"{n:X}" for n in certs),
