@@ -582,6 +582,66 @@ def _read_wallet(sec: _Section) -> WalletConfig:
     return wallet
 
 
+@dataclass(frozen=True)
+class WechatConfig:
+    """WeChat Pay merchant API v3 (direct merchant): identity, key files, how answers are verified."""
+
+    mchid: str
+    appid: str
+    private_key: str  # path: the merchant API certificate's private key (apiclient_key.pem)
+    merchant_serial: str  # that certificate's serial number (hex)
+    apiv3_key: str  # path: a file holding the 32-character APIv3 key
+    notify_url: str  # required by Native orders; the terminal polls (it cannot receive callbacks)
+    platform: str = "certificates"  # answers verified with downloaded platform certificates, or "public_key"
+    public_key: str = ""  # path: the WeChat Pay public key (pub_key.pem), for platform = "public_key"
+    public_key_id: str = ""  # its id, PUB_KEY_ID_…
+    gateway: str = "https://api.mch.weixin.qq.com"
+    device_id: str = ""  # scene_info.device_id of code payments (empty: none sent)
+    timeout: float = 10.0  # seconds per request
+
+
+def _read_wechat(sec: _Section) -> WechatConfig:
+    """[wechat]; public_key mode needs the public key file and its PUB_KEY_ID_ id."""
+    platform = sec.choice("platform", ("certificates", "public_key"), "certificates")
+    wechat = WechatConfig(
+        mchid=sec.text("mchid", check=_digits(8, 32)),
+        appid=sec.text("appid", check=lambda v: None if _ALNUM.fullmatch(v) else "must be the AppID (wx…)"),
+        private_key=sec.text("private_key", check=_not_empty),
+        merchant_serial=sec.text("merchant_serial", check=_hex_serial),
+        apiv3_key=sec.text("apiv3_key", check=_not_empty),
+        notify_url=sec.text("notify_url", check=_https_url),
+        platform=platform,
+        public_key=sec.text("public_key", ""),
+        public_key_id=sec.text("public_key_id", ""),
+        gateway=sec.text("gateway", "https://api.mch.weixin.qq.com", _gateway_url),
+        device_id=sec.text("device_id", "", _device_id),
+        timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+    )
+    if platform == "public_key":
+        if not wechat.public_key:
+            raise sec.fail("public_key", 'missing: platform = "public_key" needs the WeChat Pay public key file')
+        if not wechat.public_key_id.startswith("PUB_KEY_ID_"):
+            raise sec.fail("public_key_id", 'must be the public key\'s id, "PUB_KEY_ID_…"')
+    sec.done()
+    return wechat
+
+
+def _digits(lo: int, hi: int) -> _Check:
+    return lambda v: None if lo <= len(v) <= hi and v.isascii() and v.isdigit() else f"must be {lo} to {hi} digits"
+
+
+def _device_id(v: str) -> str | None:
+    return None if not v or (len(v) <= 32 and _ANS.fullmatch(v)) else "must be up to 32 printable ASCII characters"
+
+
+def _hex_serial(v: str) -> str | None:
+    return None if 1 <= len(v) <= 64 and _HEX.fullmatch(v) else "must be the certificate serial number in hex"
+
+
+def _https_url(v: str) -> str | None:
+    return None if v.startswith("https://") and "?" not in v else "must be an https:// URL without a query"
+
+
 def _gateway_url(v: str) -> str | None:
     if not v or v.startswith(("https://", "http://127.0.0.1")):
         return None
@@ -657,6 +717,7 @@ class Config:
     contactless: ContactlessConfig = ContactlessConfig()
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
+    wechat: WechatConfig | None = None
     reports: ReportsConfig = ReportsConfig()
     keys: KeysConfig = KeysConfig()
     update: UpdateConfig = UpdateConfig()
@@ -682,6 +743,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         contactless=_read_contactless(top.sub("contactless")),
         wallet=_read_wallet(top.sub("wallet")),
         scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
+        wechat=_read_wechat(top.sub("wechat")) if "wechat" in doc else None,
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),
     )

@@ -87,6 +87,7 @@ class Simulator:
         from .nfcfield import RfField
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
+        from .wechatgw import WechatGateway
 
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
         scheme = self._base.keys.scheme
@@ -109,6 +110,11 @@ class Simulator:
         (keys / "merchant_private.pem").write_bytes(self.wallet.merchant_private_pem)
         (keys / "alipay_public.pem").write_bytes(self.wallet.gateway_public_pem)
         b = self._base
+        wc = b.wechat
+        self.wechat = WechatGateway(wc.mchid, wc.appid, wc.platform) if wc is not None else WechatGateway()
+        (keys / "wechat_apiclient_key.pem").write_bytes(self.wechat.merchant_private_pem)
+        (keys / "wechat_apiv3_key.txt").write_bytes(self.wechat.apiv3_key)
+        (keys / "wechat_pub_key.pem").write_bytes(self.wechat.public_key_pem)
         self.config = dataclasses.replace(
             b,
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
@@ -126,6 +132,17 @@ class Simulator:
             )
             if b.wallet.provider
             else b.wallet,
+            wechat=dataclasses.replace(
+                wc,
+                gateway=self.wechat.url,
+                private_key=str(keys / "wechat_apiclient_key.pem"),
+                merchant_serial=self.wechat.merchant_serial,
+                apiv3_key=str(keys / "wechat_apiv3_key.txt"),
+                public_key=str(keys / "wechat_pub_key.pem"),
+                public_key_id=self.wechat.public_key_id,
+            )
+            if wc is not None
+            else None,
         )
         if self._items is not None:
             self._stock(self._items)
@@ -296,6 +313,7 @@ class Simulator:
         self.printer.close()
         self.field.close()
         self.wallet.close()
+        self.wechat.close()
         shutil.rmtree(self._own, ignore_errors=True)
 
     # --- observation ----------------------------------------------------------------------
