@@ -19,6 +19,15 @@ def test_shipped_configs_validate():
     assert sim.keypad.keys["ENTER"] == "KEY_KPENTER"
     real = load(ROOT / "config" / "terminal.toml")
     assert real.printer.backend == "usb" and real.host.tls
+    assert real.wechat is None  # shipped commented out
+
+
+def test_the_shipped_wechat_example_reads_when_uncommented(tmp_path):
+    text = (ROOT / "config" / "terminal.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [wechat]") : text.index("[scanner]")]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    cfg = load(_write(tmp_path, text.replace(block, uncommented + "\n")))
+    assert cfg.wechat is not None and cfg.wechat.mchid == "1900000109" and cfg.wechat.platform == "certificates"
 
 
 def _write(tmp_path, text: str):

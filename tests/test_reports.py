@@ -66,6 +66,19 @@ def test_day_report_figures(tmp_path):
     assert all(len(line) <= 32 for line in reports.as_text(r, Currency.of("CNY")) if line.isascii())
 
 
+def test_each_wallet_is_counted_apart_in_the_method_split(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    for amount, provider, entry in ((1000, "alipay", "qr"), (3000, "wechat", "code"), (500, "wechat", "code")):
+        sale_row, _ = j.begin_sale(
+            NewSale("wallet", entry, amount, "CNY", "", "SIM00001", "102030405060708", provider=provider), at(11)
+        )
+        j.finish(sale_row, "approved", at(11))
+    r = reports.build(j.figures(DAY, DAY), date(2026, 11, 26), date(2026, 11, 26), "CNY")
+    split = {m.method: (m.count, m.amount) for m in r.methods}
+    assert split == {"alipay (code shown)": (1, 1000), "wechat pay (code scanned)": (2, 3500)}
+    assert all(len(line) <= 32 for line in reports.as_text(r, Currency.of("CNY")) if line.isascii())
+
+
 def test_range_report_includes_the_day_before(tmp_path):
     j = known_journal(tmp_path / "j.sqlite3")
     r = reports.build(j.figures("2026-11-25", DAY), date(2026, 11, 25), date(2026, 11, 26), "CNY")

@@ -151,7 +151,10 @@ class OrderShown:
 
 @dataclass(frozen=True)
 class WalletConfirming:
-    """The payer must confirm in the app; the shell keeps asking the provider."""
+    """The payer must confirm in the app (or the provider is still finding out: `text` says so); the shell
+    keeps asking the provider."""
+
+    text: str = ""
 
 
 @dataclass(frozen=True)

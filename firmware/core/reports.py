@@ -24,6 +24,7 @@ METHOD_NAMES = {
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }
+PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay"}  # each wallet counted apart in the split
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,11 @@ def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Re
     """Turn the journal's aggregates into a Report (pure)."""
     sales_amount = figures["sales"][1]
     methods = []
-    for (method, entry), (count, amount) in sorted(figures["methods"].items()):
+    for (method, entry, provider), (count, amount) in sorted(figures["methods"].items()):
         share = (amount * 1000 + sales_amount // 2) // sales_amount if sales_amount else 0
         name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
+        if method == "wallet" and provider:  # "alipay (code shown)", "wechat pay (code scanned)"
+            name = name.replace("wallet", PROVIDER_NAMES.get(provider, provider), 1)
         methods.append(MethodLine(name, count, amount, share))
     best = figures.get("best", {})
     operators = [OperatorLine(op, *v) for op, v in sorted(figures.get("operators", {}).items())]

@@ -63,6 +63,7 @@ class Tell:
 
     what: Literal["shown", "confirming"]
     qr: str = ""
+    text: str = ""  # confirming: what the provider said is going on ("" the usual: confirm in the app)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def code_payment(confirm_interval: float, confirm_timeout: float, qr_timeout: in
     if isinstance(result, Failure):
         return Open(result.reason)
     if result.state == "waiting":
-        yield Tell("confirming")
+        yield Tell("confirming", text=result.reason)
         elapsed = 0.0
         while elapsed < confirm_timeout:
             elapsed = yield from _wait(confirm_interval)

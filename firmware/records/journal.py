@@ -762,10 +762,10 @@ class Journal:
         voids = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'void' AND status = 'approved'")
         declined = one("SELECT COUNT(*), 0 FROM transactions WHERE kind = 'sale' AND status = 'declined'")[0]
         methods = {
-            (m, e): (c, a)
-            for m, e, c, a in self._db.execute(
-                "SELECT method, entry_mode, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
-                f" AND status = 'approved' AND {where} GROUP BY method, entry_mode",
+            (m, e, p): (c, a)
+            for m, e, p, c, a in self._db.execute(
+                "SELECT method, entry_mode, provider, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
+                f" AND status = 'approved' AND {where} GROUP BY method, entry_mode, provider",
                 span,
             )
         }

@@ -46,6 +46,7 @@ from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
 from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
 from firmware.wallets.desk import WalletDesk
+from firmware.wallets.wechat import WechatPayClient
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,19 @@ class _Booted:
     receipts: ReceiptDesk  # the printer's queue
 
 
-def make_wallets(config: Config) -> dict[str, WalletProvider]:
-    """The configured wallet providers' clients, by name (none: no wallet payments)."""
+def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
+    """The configured wallet providers' clients, by name, in the order F1/F2 show their codes ([wallet]'s
+    Alipay, then [wechat]); none: no wallet payments."""
+    providers: dict[str, WalletProvider] = {}
     alipay = make_wallet(config)
-    return {"alipay": alipay} if alipay is not None else {}
+    if alipay is not None:
+        providers["alipay"] = alipay
+    if config.wechat is not None:
+        wechat = config.wechat
+        if not wechat.device_id:  # WeChat's scene_info names the till
+            wechat = dataclasses.replace(wechat, device_id=config.terminal.terminal_id)
+        providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
+    return providers
 
 
 def make_wallet(config: Config) -> WalletProvider | None:
@@ -136,7 +146,7 @@ class Terminal:
         self.devices = devices
         self._clock = clock
         t = config.terminal
-        self._wallet_providers = make_wallets(config)
+        self._wallet_providers = make_wallets(config, clock)
         self.flow_cfg = flow.FlowConfig(
             currency=t.currency,
             min_amount=t.min_amount,

@@ -70,7 +70,9 @@ class WalletProvider(Protocol):
     async def query(self, order_no: str, amount: int) -> WalletResult: ...
     async def close(self, order_no: str) -> WalletResult: ...
     async def cancel(self, order_no: str) -> WalletResult: ...
-    async def refund(self, order_no: str, amount: int, request_no: str, refunded_before: int = 0) -> WalletResult: ...
+    async def refund(
+        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+    ) -> WalletResult: ...
 
 
 # alipay.trade.pay failures (40004) that are final, with their screen texts; any other 40004 is a plain
@@ -506,10 +508,13 @@ class AlipayClient:
         retry (Alipay's retry_flag), or refused."""
         return await self._end("alipay.trade.cancel", order_no, "PAYMENT CANCELLED")
 
-    async def refund(self, order_no: str, amount: int, request_no: str, refunded_before: int = 0) -> WalletResult:
-        """Refund `amount` of an order. Alipay answers with the order's total refunded so far (refund_fee)
-        and whether money moved this time (fund_change); an answer that cannot be this refund's, or
-        that moved no money (a resend), is confirmed with the refund query by its request number."""
+    async def refund(
+        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+    ) -> WalletResult:
+        """Refund `amount` of an order (`total`, the order's amount, Alipay does not need). Alipay answers with
+        the order's total refunded so far (refund_fee) and whether money moved this time (fund_change); an
+        answer that cannot be this refund's, or that moved no money (a resend), is confirmed with the refund
+        query by its request number."""
         method = "alipay.trade.refund"
         r = await self._call(
             method, {"out_trade_no": order_no, "refund_amount": yuan(amount), "out_request_no": request_no}

@@ -163,7 +163,7 @@ class WalletDesk:
                 answer = loop.time() - started
             elif isinstance(request, walletorder.Tell):
                 shown = events.OrderShown(request.qr, order.order_no)
-                self._post(shown if request.what == "shown" else events.WalletConfirming())
+                self._post(shown if request.what == "shown" else events.WalletConfirming(request.text))
                 answer = None
             else:
                 answer = self._clock()
@@ -242,7 +242,8 @@ class WalletDesk:
             provider = self.providers.get(name)
             if provider is None:  # left 'unknown': sent once the provider is configured again
                 raise WalletError(f"no {name!r} provider is configured for this sale's refund")
-            result = await provider.refund(f.original_order_no, f.amount, f.idem_key, refunded_before=before)
+            total = int(original.get("amount") or 0) or None  # WeChat wants the order's total with a refund
+            result = await provider.refund(f.original_order_no, f.amount, f.idem_key, before, total)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
             self._record(f.id, "unknown", note=str(exc)[:200])  # resent at reconcile

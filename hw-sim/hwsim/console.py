@@ -26,9 +26,11 @@ Type keypad keys, or a command:
   f3              at ENTER AMOUNT: key an item's PLU code, ENTER, a quantity, ENTER (the sample
                   catalogue config/items-sample.csv: 1001 water, 1002 cola, 2001 apples, ...); F3 again
                   for the next item, CLEAR drops the last line, ENTER pays the basket
-  f1              on the card screen: show a wallet QR code; then: wallet pay | wallet scan
-  scan CODE       scan a code with the 2D scanner (an Alipay payment code: 28 followed by 16 digits)
-  wallet BEHAVIOUR  the next scanned payer: pay | confirm | insufficient | never_confirm | user_cancels
+  f1 | f2         on the card screen: show the Alipay (F1) or WeChat Pay (F2) code; then: wallet pay
+                  (wallet scan: an Alipay payer scans and has not paid yet)
+  scan CODE       scan a code with the 2D scanner (Alipay: 28 then 16 digits; WeChat: 13 then 16 digits)
+  wallet BEHAVIOUR  the next scanned payer (either wallet): pay | confirm | insufficient | never_confirm |
+                  user_cancels
   screenshot FILE save the screen as a PNG
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
@@ -100,12 +102,15 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                 elif cmd == "scan" and rest:
                     sim.scan(rest[0])
                 elif cmd == "wallet" and rest:
+                    qr = sim.display_qr
+                    wechat = qr.startswith("weixin://")
                     if rest[0] == "pay":
-                        out.write(f"customer paid order {sim.wallet.pay()}\n")
+                        out.write(f"customer paid order {sim.wechat.pay(qr) if wechat else sim.wallet.pay()}\n")
                     elif rest[0] == "scan":
                         sim.wallet.scan()
                     else:
                         sim.wallet.next_code(rest[0])
+                        sim.wechat.next_code(rest[0])
                 elif cmd == "screenshot" and rest:
                     out.write(f"saved {sim.screenshot(rest[0])}\n")
                 elif cmd == "swipe" and rest:

@@ -17,6 +17,7 @@ from .acquirer import Acquirer
 from .emvcard import contactless_catalog
 from .simulator import SIM_BDK, SIM_TMK
 from .walletgw import WalletGateway
+from .wechatgw import WechatGateway
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Mapping[str, Any]]) -> 
 
 
 class Hosts:
-    """The simulated acquirer (ISO 8583 on loopback TCP) and Alipay gateway (HTTP on loopback), with the
-    merchant's wallet keys written where the terminal's config will look for them."""
+    """The simulated acquirer (ISO 8583 on loopback TCP) and the Alipay and WeChat Pay gateways (HTTP on
+    loopback), with the merchant's wallet keys written where the terminal's config will look for them."""
 
     def __init__(self, base: Config, keys_dir: Path, late_delay: float | None = None) -> None:
         self.base = base
@@ -62,6 +63,16 @@ class Hosts:
         self._public = keys_dir / "alipay_public.pem"
         self._private.write_bytes(self.wallet.merchant_private_pem)
         self._public.write_bytes(self.wallet.gateway_public_pem)
+        wc = base.wechat
+        self.wechat = WechatGateway(wc.mchid, wc.appid, wc.platform) if wc is not None else WechatGateway()
+        self._wechat_keys = {
+            "private_key": keys_dir / "wechat_apiclient_key.pem",
+            "apiv3_key": keys_dir / "wechat_apiv3_key.txt",
+            "public_key": keys_dir / "wechat_pub_key.pem",
+        }
+        self._wechat_keys["private_key"].write_bytes(self.wechat.merchant_private_pem)
+        self._wechat_keys["apiv3_key"].write_bytes(self.wechat.apiv3_key)
+        self._wechat_keys["public_key"].write_bytes(self.wechat.public_key_pem)
 
     def overrides(self, data_dir: Path, printer_devfile: str, nfc_port: int | None) -> Overrides:
         """What a terminal's config must say to use these hosts, this printer pty and this RF field."""
@@ -80,9 +91,17 @@ class Hosts:
                 "private_key": str(self._private),
                 "provider_public_key": str(self._public),
             }
+        if b.wechat is not None:
+            out["wechat"] = {
+                "gateway": self.wechat.url,
+                "merchant_serial": self.wechat.merchant_serial,
+                "public_key_id": self.wechat.public_key_id,
+                **{key: str(path) for key, path in self._wechat_keys.items()},
+            }
         return out
 
     def close(self) -> None:
-        """Stop both servers."""
+        """Stop the servers."""
         self.acquirer.stop()
         self.wallet.close()
+        self.wechat.close()

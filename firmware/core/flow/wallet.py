@@ -35,7 +35,7 @@ ENDED_TITLE = {"failed": "PAYMENT FAILED", "closed": "NOT PAID", "unknown": "PAY
 def _answers(state: WalletBusy | ShowingQR, event: Event, cfg: FlowConfig) -> Step | None:
     """What the provider's answers mean in either wallet state (None: the event is not one of them)."""
     if isinstance(event, WalletConfirming):
-        return go(WalletBusy(state.amount, "CONFIRM IN YOUR APP", True, state.provider))
+        return go(WalletBusy(state.amount, event.text or "CONFIRM IN YOUR APP", True, state.provider))
     if isinstance(event, WalletPaid):
         receipt = PrintReceipts(event.stan)
         return go(Result(("PAID", money(state.amount, cfg), WALLET_TITLE.get(state.provider, ""))), receipt)
