@@ -278,7 +278,9 @@ class CardApplet:
         if p.kernel == "mastercard":
             return self._tlv("77", {"82": self._aip, "94": afl})
         tags = _split(_PDOL_VISA, pdol_data)
-        ctq = bytes([0x00, 0x80 if p.cdcvm else 0x00])
+        ttq = tags.get("9F66", bytes(4))
+        cvm_required = len(ttq) > 1 and bool(ttq[1] & 0x40)  # the reader asks for a CVM above its limit
+        ctq = bytes([0x00 if p.cdcvm or not cvm_required else 0x80, 0x80 if p.cdcvm and cvm_required else 0x00])
         extra = {"82": self._aip, "94": afl, "57": p.track2_eq, "5F34": bytes.fromhex(p.psn), "9F6C": ctq}
         return self._cryptogram(tags, VISA_CVR, "77", extra)
 

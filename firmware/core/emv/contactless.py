@@ -233,24 +233,25 @@ def select_cvm(amount: int, cvm_limit: int, ctq: bytes, online_pin: bool = True,
     raise CardError("the card needs a CVM this terminal cannot perform", screen="INSERT CARD")
 
 
-def select_cvm_mastercard(p: KernelParams, card: dict[str, bytes]) -> str:
+def select_cvm_mastercard(p: KernelParams, card: dict[str, bytes]) -> tuple[str, bytes]:
     """Mastercard (C-2): no CVM up to the CVM limit; above it the consumer device's CVM when the AIP says the
     card supports on-device verification (82 byte 1 bit 2), else the card's CVM list (8E) with the methods a
     contactless reader performs (online PIN, signature; no offline PIN). 9F6C is not looked at: on
-    Mastercard it is the magstripe application version."""
+    Mastercard it is the magstripe application version. (method, CVM results 9F34)."""
     if p.amount <= p.cvm_limit:
-        return "none"
+        return "none", CVM_RESULTS["none"]
     aip = card.get("82", b"\x00\x00")
     if aip[0] & 0x02 and p.cdcvm:
-        return "cdcvm"
+        return "cdcvm", CVM_RESULTS["cdcvm"]
     supported = frozenset(m for m, ok in ((ONLINE_PIN, p.online_pin), (SIGNATURE, p.signature)) if ok)
     if "8E" in card:
         ctx = CvmContext(p.amount, p.currency_numeric, card.get("9F42"), p.transaction_type, supported)
         rule, _ = first_applicable(parse_cvm_list(card["8E"]), ctx)
         if rule is not None and rule.method in (ONLINE_PIN, SIGNATURE):
-            return NAMES[rule.method]
+            return NAMES[rule.method], rule.code + b"\x00"
         raise CardError("no CVM of the card's list can be performed here", screen="INSERT CARD")
-    return "online_pin" if p.online_pin else "signature"
+    name = "online_pin" if p.online_pin else "signature"
+    return name, CVM_RESULTS[name]
 
 
 def tsi(cvm: str) -> bytes:
@@ -308,9 +309,9 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
         terminal_action_analysis(tvr, p.tac_denial, card.get("9F0E", bytes(5)))
         extra: tuple[str, ...] = ("9F66",)
     else:
-        cvm = select_cvm_mastercard(p, card)
+        cvm, cvm_results = select_cvm_mastercard(p, card)
         terminal_action_analysis(tvr, p.tac_denial, card.get("9F0E", bytes(5)))
-        terminal = {**terminal, "95": tvr, "9F34": CVM_RESULTS[cvm], "9B": tsi(cvm)}
+        terminal = {**terminal, "95": tvr, "9F34": cvm_results, "9B": tsi(cvm)}
         cdol1 = card.get("8C")
         if cdol1 is None:
             raise CardError("no cryptogram after GPO and no CDOL1 to ask for one")
@@ -318,7 +319,7 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
         card = {**card, **got}
         track2, pan, cid = card_result(card)
         extra = ()
-    terminal = {**terminal, "9F34": CVM_RESULTS[cvm], "9B": tsi(cvm)}
+    terminal = {"9F34": CVM_RESULTS[cvm], **terminal, "9B": tsi(cvm)}
     return ChipCard(
         pan=pan,
         track2=track2,
