@@ -544,6 +544,61 @@ def _country(v: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class EmvConfig:
+    """The contact chip kernel's settings: CA public key file, AIDs, floor limit and random selection (minor
+    units, percent), terminal action codes, the CVMs and ODA methods the terminal performs."""
+
+    ca_keys: str = ""  # path to the CA public key file (TOML [[key]] tables); empty: no offline data authentication
+    aids: tuple[str, ...] = (
+        "A0000000031010",
+        "A0000000041010",
+        "A000000333010101",
+        "A000000333010102",
+        "A000000333010103",
+    )
+    floor_limit: int = 0
+    random_threshold: int = 0
+    random_target: int = 0
+    random_max_target: int = 0
+    tac_denial: str = "0010000000"
+    tac_online: str = "DC4004F800"
+    tac_default: str = "DC4000A800"
+    offline_pin: bool = True
+    signature: bool = True
+    pin_bypass: bool = True  # ENTER on an empty PIN prompt means "no PIN" where the card's CVM list allows it
+    oda: tuple[str, ...] = ("sda", "dda", "cda")
+
+
+def _read_emv(sec: _Section, base: Path) -> EmvConfig:
+    """[emv]: the contact kernel."""
+    aids: list[str] = sec.get("aids", list, list(EmvConfig.aids), _aid_list)
+    oda: list[str] = sec.get(
+        "oda",
+        list,
+        list(EmvConfig.oda),
+        lambda v: None if all(m in ("sda", "dda", "cda") for m in v) else 'must list "sda", "dda" or "cda"',
+    )
+    ca_keys = sec.text("ca_keys", "")
+    emv = EmvConfig(
+        ca_keys=str(base / ca_keys) if ca_keys else "",
+        aids=tuple(a.upper() for a in aids),
+        floor_limit=sec.integer("floor_limit", 0, lo=0, hi=_MAX_MINOR),
+        random_threshold=sec.integer("random_threshold", 0, lo=0, hi=_MAX_MINOR),
+        random_target=sec.integer("random_target", 0, lo=0, hi=99),
+        random_max_target=sec.integer("random_max_target", 0, lo=0, hi=99),
+        tac_denial=sec.text("tac_denial", "0010000000", _hex_len(10)).upper(),
+        tac_online=sec.text("tac_online", "DC4004F800", _hex_len(10)).upper(),
+        tac_default=sec.text("tac_default", "DC4000A800", _hex_len(10)).upper(),
+        offline_pin=sec.flag("offline_pin", True),
+        signature=sec.flag("signature", True),
+        pin_bypass=sec.flag("pin_bypass", True),
+        oda=tuple(oda),
+    )
+    sec.done()
+    return emv
+
+
+@dataclass(frozen=True)
 class WalletConfig:
     """The wallet acquirer (empty provider: none), its credentials, and how long the terminal waits."""
 
@@ -715,6 +770,7 @@ class Config:
     pin: PinConfig
     operators: OperatorsConfig = OperatorsConfig()
     contactless: ContactlessConfig = ContactlessConfig()
+    emv: EmvConfig = EmvConfig()
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
     wechat: WechatConfig | None = None
@@ -741,6 +797,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         pin=_read_pin(top.sub("pin")),
         operators=_read_operators(top.sub("operators")),
         contactless=_read_contactless(top.sub("contactless")),
+        emv=_read_emv(top.sub("emv"), base),
         wallet=_read_wallet(top.sub("wallet")),
         scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
         wechat=_read_wechat(top.sub("wechat")) if "wechat" in doc else None,

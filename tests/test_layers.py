@@ -22,6 +22,7 @@ CORE_STDLIB = {
     "datetime",
     "enum",
     "functools",
+    "hashlib",  # SHA-1 of EMV offline data authentication (Book 2): pure computation
     "io",
     "itertools",
     "json",

@@ -47,6 +47,7 @@ class CardProfile:
     payment: bool = True  # False: a transit/NDEF card with no payment application
     vanish_after: int = 0  # leaves the field after this many APDUs (0: stays)
     technology: str = "A"  # ISO/IEC 14443 Type "A" or "B"
+    contact: dict[str, Any] = field(default_factory=dict, repr=False)  # the [contact] table (see ContactData)
 
     @property
     def track2_eq(self) -> bytes:
@@ -73,6 +74,7 @@ _KEYS = {
     "payment",
     "vanish_after",
     "technology",
+    "contact",
 }
 
 
@@ -113,6 +115,7 @@ def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
             payment=bool(doc.get("payment", True)),
             vanish_after=int(doc.get("vanish_after", 0)),
             technology=technology,
+            contact=_contact_table(doc.get("contact", {})),
         )
     except KeyError as exc:
         raise ValueError(f"{path}: missing key {exc.args[0]!r}") from None
@@ -123,6 +126,50 @@ def load_profile(path: str | Path, currency: str = "CNY") -> CardProfile:
 def contactless_catalog() -> dict[str, CardProfile]:
     """Every profile in hwsim/cards/, by id."""
     return {p.stem: load_profile(p) for p in sorted(PROFILE_DIR.glob("*.toml"))}
+
+
+def chip_catalog() -> dict[str, CardProfile]:
+    """Every chip (contact) profile in hwsim/cards/chip/, by id."""
+    return {p.stem: load_profile(p) for p in sorted((PROFILE_DIR / "chip").glob("*.toml"))}
+
+
+_CONTACT_KEYS = {
+    "cvm_list",
+    "auc",
+    "iac_default",
+    "iac_denial",
+    "iac_online",
+    "app_version",
+    "effective",
+    "oda",
+    "ca_index",
+    "pin_tries",
+    "offline_approve",
+    "lcol",
+    "ucol",
+    "last_online_atc",
+    "pse",
+    "applications",
+    "issuer_cert_expiry",
+    "icc_cert_expiry",
+    "tamper",
+    "issuer_auth",
+    "app_currency",
+    "issuer_country",
+    "blocked",
+    "confirm",
+}
+
+
+def _contact_table(table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ValueError("[contact] must be a table")
+    unknown = sorted(set(table) - _CONTACT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in [contact]")
+    if table.get("oda", "none") not in ("none", "sda", "dda", "cda"):
+        raise ValueError('[contact] oda must be "none", "sda", "dda" or "cda"')
+    return dict(table)
 
 
 def cryptogram_scheme(kernel: str, imk_ac: str, pan: str, psn: str) -> Any:
@@ -231,7 +278,9 @@ class CardApplet:
         if p.kernel == "mastercard":
             return self._tlv("77", {"82": self._aip, "94": afl})
         tags = _split(_PDOL_VISA, pdol_data)
-        ctq = bytes([0x00, 0x80 if p.cdcvm else 0x00])
+        ttq = tags.get("9F66", bytes(4))
+        cvm_required = len(ttq) > 1 and bool(ttq[1] & 0x40)  # the reader asks for a CVM above its limit
+        ctq = bytes([0x00 if p.cdcvm or not cvm_required else 0x80, 0x80 if p.cdcvm and cvm_required else 0x00])
         extra = {"82": self._aip, "94": afl, "57": p.track2_eq, "5F34": bytes.fromhex(p.psn), "9F6C": ctq}
         return self._cryptogram(tags, VISA_CVR, "77", extra)
 
