@@ -90,10 +90,11 @@ class ChipSession:
     async def transceive(self, apdu: bytes) -> bytes:
         """Send a command APDU, return the card's response APDU as it came (data + SW1 SW2).
         ChipCardRemoved when the card was taken out, ChipReaderError when the reader or pcscd failed."""
-        if self._ended is not None:
-            raise _again(self._ended)
         future: asyncio.Future[bytes] = self._loop.create_future()
-        self._requests.put((bytes(apdu), future))
+        with self._lock:  # queued before the end marker, or not at all
+            if self._ended is not None:
+                raise _again(self._ended)
+            self._requests.put((bytes(apdu), future))
         try:
             return await asyncio.wait_for(future, APDU_TIMEOUT)
         except TimeoutError:
@@ -121,7 +122,7 @@ class ChipSession:
         with self._lock:
             if self._ended is None:
                 self._ended = why
-        self._requests.put(None)
+            self._requests.put(None)
 
     def _join(self, timeout: float) -> None:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
