@@ -64,6 +64,18 @@ class DeviceError(TerminalError):
     screen = "DEVICE ERROR"
 
 
+class ChipReaderError(DeviceError):
+    """The contact chip reader failed mid-session: pcscd or the reader went away, or the card stopped answering."""
+
+    screen = "CHIP READER ERROR"
+
+
+class ChipCardRemoved(ChipReaderError):
+    """The chip card was taken out of the reader before the session was over."""
+
+    screen = "CARD REMOVED"
+
+
 class JournalError(TerminalError):
     """The transaction journal refused an operation (integrity, schema)."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -61,6 +63,40 @@ def sim(tmp_path):
 
     with Simulator(tmp_path / "data", sim_config(host=2.0), late_delay=3.0) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def pcscd():
+    """A private pcscd with the simulated chip slot's virtual reader (hwsim/pcscd.py), for the whole session.
+
+    Installs pcscd and vsmartcard-vpcd first when they are missing (tools/system-packages: apt-get, as root);
+    skips, saying why, where that cannot be done (no apt, not root, no mount namespaces). pcsc-lite reads
+    PCSCLITE_CSOCK_NAME once per process, so one daemon serves the session (tests stop and start it in place)."""
+    from hwsim.pcscd import PcscdUnavailable, PrivatePcscd
+
+    done = subprocess.run(
+        ["sh", str(ROOT / "tools" / "system-packages"), "run", "test"], capture_output=True, text=True, timeout=900
+    )
+    if done.returncode in (1, 2):
+        pytest.skip(f"chip reader tests need pcscd and vsmartcard-vpcd: {done.stderr.strip()}")
+    assert done.returncode == 0, f"tools/system-packages failed:\n{done.stderr}"
+    daemon = PrivatePcscd()
+    try:
+        daemon.start()
+    except PcscdUnavailable as exc:
+        daemon.close()
+        pytest.skip(f"no private pcscd here: {exc}")
+    saved = {name: os.environ.get(name) for name in daemon.environ()}
+    os.environ.update(daemon.environ())
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def wait_until(check, timeout: float = 10.0, what: str = "condition"):

@@ -76,6 +76,34 @@ class Tapped:
 
 
 @dataclass(frozen=True)
+class ChipInserted:
+    """A card is in the chip reader, powered and connected; `session` is the reader's handle to talk to it."""
+
+    session: Any
+
+
+@dataclass(frozen=True)
+class ChipRemoved:
+    """The card left the chip reader."""
+
+
+@dataclass(frozen=True)
+class ChipReaderReady:
+    """The chip reader is there and watched (at start, and again after a failure)."""
+
+    reader: str
+
+
+@dataclass(frozen=True)
+class ChipReaderFailed:
+    """The chip reader cannot be used (pcscd not running, reader absent or unplugged); `screen` says what to do.
+    A card session open then is over too (its transceive raises ChipReaderError); no ChipRemoved follows."""
+
+    screen: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class CardRead:
     """The contactless kernel finished: online authorization data for this card."""
 
@@ -84,7 +112,7 @@ class CardRead:
 
 @dataclass(frozen=True)
 class CardFailed:
-    """A contactless read ended without usable data; `screen` tells the customer what to do."""
+    """A card read (contactless, or a chip that does not answer) ended without usable data; `screen` says what to do."""
 
     screen: str
     reason: str
@@ -268,6 +296,10 @@ Event = (
     | Swiped
     | BadRead
     | Tapped
+    | ChipInserted
+    | ChipRemoved
+    | ChipReaderReady
+    | ChipReaderFailed
     | CardRead
     | CardFailed
     | PinProgress

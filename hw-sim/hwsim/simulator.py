@@ -84,7 +84,9 @@ class Simulator:
 
     def start(self) -> None:
         """Start the acquirer and printer, then boot the terminal."""
+        from .chipslot import ChipSlot
         from .nfcfield import RfField
+        from .pcscd import vpcd_port
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
         from .wechatgw import WechatGateway
@@ -104,6 +106,7 @@ class Simulator:
         port = self.host.start()
         self.printer = VirtualPrinter()
         self.field = RfField()
+        self.chip = ChipSlot(vpcd_port())  # vpcd's slot: a private pcscd's (HWSIM_VPCD_PORT) or the machine's
         self.wallet = WalletGateway(app_id=self._base.wallet.app_id or "2021000000000000")
         # The merchant's wallet keys for this run: the harness's own files, kept out of the terminal's data.
         keys = self._own = Path(tempfile.mkdtemp(prefix="hwsim-wallet-keys-"))
@@ -312,6 +315,7 @@ class Simulator:
             self.host.stop()
         self.printer.close()
         self.field.close()
+        self.chip.close()
         self.wallet.close()
         self.wechat.close()
         shutil.rmtree(self._own, ignore_errors=True)
@@ -419,12 +423,27 @@ class Simulator:
         `together=True` holds it beside the cards already there (a wallet with two cards in it).
         Returns the card, whose `apdus` counts the commands it answered.
         """
+        applet = self._card("tap", card_id, profile)
+        self.field.present(applet, applet.profile.technology, together=together)
+        return applet
+
+    def insert(self, card_id: str | None = None, *, profile: str | Path | None = None) -> CardApplet:
+        """Insert a chip card into the chip reader (through pcscd's virtual reader): a catalog id (hwsim/cards/)
+        or a profile TOML file; its `protocol` ("T=0" or "T=1", default T=1) picks the ATR. The card stays until
+        remove_card(). Returns the card, whose `apdus` counts the commands it answered."""
+        applet = self._card("insert", card_id, profile)
+        self.chip.insert(applet)
+        return applet
+
+    def _card(self, verb: str, card_id: str | None, profile: str | Path | None) -> CardApplet:
+        """The card a catalog id or profile file names, with the ATC it kept from earlier use in this run."""
         if (card_id is None) == (profile is None):
-            raise ValueError("tap() takes a catalog id or profile=PATH")
+            raise ValueError(f"{verb}() takes a catalog id or profile=PATH")
         if card_id is not None:
             catalog = contactless_catalog()
             if card_id not in catalog:
-                raise KeyError(f"no contactless card {card_id!r}; the catalog has: {', '.join(catalog)}")
+                kind = "contactless" if verb == "tap" else "chip"
+                raise KeyError(f"no {kind} card {card_id!r}; the catalog has: {', '.join(catalog)}")
             chosen = catalog[card_id]
         else:
             chosen = load_profile(profile)  # type: ignore[arg-type]
@@ -435,7 +454,6 @@ class Simulator:
         if applet is None or applet.profile != chosen:
             applet = self._wallet[chosen.id] = CardApplet(chosen)
         applet.apdus = 0
-        self.field.present(applet, chosen.technology, together=together)
         return applet
 
     def scan(self, code: str) -> None:
@@ -457,5 +475,7 @@ class Simulator:
         return path
 
     def remove_card(self, card: CardApplet | None = None) -> None:
-        """Take a contactless card (by default every card) out of the field."""
+        """Take a card out: by default every card from the field and the chip reader, else just that one."""
         self.field.remove(card)
+        if card is None or card is self.chip.card:
+            self.chip.remove()
