@@ -569,6 +569,20 @@ class EmvConfig:
     oda: tuple[str, ...] = ("sda", "dda", "cda")
 
 
+@dataclass(frozen=True)
+class ChipConfig:
+    """The contact chip reader on PC/SC: its name as pcscd lists it, or the start of it ("" = the first)."""
+
+    reader: str = ""
+
+
+def _read_chip(sec: _Section) -> ChipConfig:
+    """[chip]; present: insert a chip card (the reader is watched through pcscd)."""
+    chip = ChipConfig(reader=sec.text("reader", ""))
+    sec.done()
+    return chip
+
+
 def _read_emv(sec: _Section, base: Path) -> EmvConfig:
     """[emv]: the contact kernel."""
     aids: list[str] = sec.get("aids", list, list(EmvConfig.aids), _aid_list)
@@ -774,6 +788,7 @@ class Config:
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
     wechat: WechatConfig | None = None
+    chip: ChipConfig | None = None  # [chip]: a contact chip reader
     reports: ReportsConfig = ReportsConfig()
     keys: KeysConfig = KeysConfig()
     update: UpdateConfig = UpdateConfig()
@@ -801,6 +816,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         wallet=_read_wallet(top.sub("wallet")),
         scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
         wechat=_read_wechat(top.sub("wechat")) if "wechat" in doc else None,
+        chip=_read_chip(top.sub("chip")) if "chip" in doc else None,
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),
     )

@@ -10,8 +10,11 @@ import pytest
 
 from firmware.core import flow
 from firmware.core.effects import (
+    AbortChip,
+    AnswerChip,
     Authorize,
     CollectPin,
+    EndPin,
     EndWalletOrder,
     FindOriginal,
     PayByCode,
@@ -23,6 +26,7 @@ from firmware.core.effects import (
     Reprint,
     Settle,
     Show,
+    StartChip,
     StartQrOrder,
     StartTimer,
     StopTimer,
@@ -33,13 +37,19 @@ from firmware.core.events import (
     AuthResponse,
     CardFailed,
     CardRead,
+    ChipAsks,
+    ChipInserted,
+    ChipRemoved,
+    ChipWorking,
     EncryptedPin,
     HostAnswered,
+    HostFailed,
     Key,
     OperatorChecked,
     OrderShown,
     OriginalSale,
     PinEntered,
+    PinProgress,
     Reprinted,
     Scanned,
     Settled,
@@ -55,6 +65,9 @@ from firmware.core.flow.states import (
     Authorizing,
     AwaitCard,
     AwaitPin,
+    ChipChoosing,
+    ChipPin,
+    ChipReading,
     ConfirmVoid,
     Looking,
     Menu,
@@ -121,6 +134,9 @@ EXAMPLES = [
     ReadingCard(1250),
     AwaitPin(1250, chip("online_pin")),
     Authorizing(1250, chip(), 1),
+    ChipReading(1250),
+    ChipChoosing(1250, ("VISA CREDIT", "UNIONPAY DEBIT")),
+    ChipPin(1250, offline=True, tries_left=3, bypass=True),
     WalletBusy(1250, "PROCESSING..."),
     ShowingQR(1250, "https://qr.alipay.com/x", 90),
     Result(("APPROVED",)),
@@ -382,3 +398,54 @@ def test_a_refused_or_stray_operator_answer_changes_no_one():
     assert (refused.cashier, refused.manager) == ("alice", "bob")
     stray, _ = advance(Till(IDLE, "alice", "bob"), OperatorChecked(True, "", "mallory"))  # no PIN pad asked
     assert (stray.state, stray.cashier, stray.manager) == (IDLE, "alice", "bob")
+
+
+# --- a chip card: the kernel runs in the shell, the flow shows it and asks the cardholder ---------------
+
+
+def test_an_inserted_card_starts_the_contact_kernel_and_one_no_sale_wants_is_let_go():
+    state, effects = run(AwaitCard(2500), ChipInserted("session"))
+    assert state == ChipReading(2500) and StartChip("session", 2500) in effects
+    assert flow.step(IDLE, ChipInserted("s"), CFG) == (IDLE, [ReleaseCard("s")])
+    till, todo = flow.advance(Till(AwaitCard(2500), cashier="alice"), ChipInserted("session"), CFG)
+    assert [e.operator for e in todo if isinstance(e, StartChip)] == ["alice"]
+
+
+def test_the_cardholder_picks_an_application_by_its_number():
+    state, effects = run(ChipReading(2500), ChipAsks("choose", ("UNIONPAY DEBIT", "UNIONPAY CREDIT")))
+    assert isinstance(state, ChipChoosing) and "2 UNIONPAY CREDIT" in screen(effects)
+    assert run(state, Key("3")) == (state, [])  # no third application
+    state, effects = run(state, Key("2"))
+    assert state == ChipReading(2500, text="PROCESSING...") and AnswerChip(2) in effects
+    state, effects = run(ChipChoosing(2500, ("A", "B")), Key("CANCEL"))
+    assert state.cancelling and AbortChip("CANCELLED") in effects
+
+
+def test_a_pin_the_card_checks_counts_its_tries_and_offers_no_pin_where_allowed():
+    state, effects = run(ChipReading(2500), ChipAsks("pin", offline=True, tries_left=1, bypass=True))
+    assert state == ChipPin(2500, True, 1, False, True)
+    assert "LAST PIN TRY" in screen(effects) and "NO PIN? PRESS ENTER" in screen(effects)
+    state, effects = run(state, PinProgress(2))
+    assert state.digits == 2 and "**" in screen(effects) and "NO PIN?" not in screen(effects)
+    wrong, effects = run(state, ChipAsks("pin", offline=True, tries_left=2, retry=True))
+    assert wrong.digits == 0 and "WRONG PIN, 2 TRIES LEFT" in screen(effects)
+    state, effects = run(state, ChipWorking("PROCESSING..."))
+    assert state == ChipReading(2500, text="PROCESSING...") and EndPin() in effects
+
+
+@pytest.mark.parametrize("event, reason", [(Key("CANCEL"), "CANCELLED"), (ChipRemoved(), "CARD REMOVED")])
+def test_cancel_or_a_removed_card_at_the_pin_prompt_stops_the_kernel(event, reason):
+    state, effects = run(ChipPin(2500, False), event)
+    assert state.cancelling and AbortChip(reason) in effects and EndPin() in effects
+    state, _ = run(state, CardFailed("CANCELLED", "cancelled"))
+    assert state == Result(("CANCELLED", "NOT CHARGED"))
+
+
+def test_how_a_chip_sale_ends():
+    answer = HostAnswered(AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9)
+    state, effects = run(ChipReading(2500), answer)
+    assert state == Result(("APPROVED", "CNY 25.00", "AUTH CODE 123456")) and PrintReceipts(9) in effects
+    state, _ = run(ChipReading(2500), CardFailed("DECLINED BY CARD", "declined offline"))
+    assert state == AwaitCard(2500, notice="DECLINED BY CARD")  # another card, or another way to pay
+    state, _ = run(ChipReading(2500), HostFailed("declined by the card", sent=True, stan=9, title="CARD DECLINED"))
+    assert state == Result(("CARD DECLINED", "NOT APPROVED"))

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import sim_config, wait_until
 from firmware.core import walletorder
 from firmware.errors import ConfigError
-from firmware.shell.terminal import make_wallet
 from firmware.wallets import desk as walletdesk
 from firmware.wallets.alipay import (
     CHINA,
@@ -28,6 +27,7 @@ from firmware.wallets.alipay import (
     load_private_key,
     load_public_key,
 )
+from firmware.wallets.providers import make_wallet
 from hwsim import Simulator
 from hwsim.walletgw import ReplayProxy, WalletGateway, bare_base64
 

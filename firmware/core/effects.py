@@ -39,6 +39,32 @@ class CollectPin:
 
 
 @dataclass(frozen=True)
+class StartChip:
+    """Run the contact kernel with the inserted card; its questions come back as ChipAsks, its end as
+    HostAnswered / HostFailed (it went online) or CardFailed (it could not)."""
+
+    session: Any
+    amount: int
+    lines: tuple[BasketLine, ...] = ()
+    operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
+
+
+@dataclass(frozen=True)
+class AnswerChip:
+    """The cardholder's answer to ChipAsks("choose"): the application's number (1..n), or None to cancel."""
+
+    choice: int | None
+
+
+@dataclass(frozen=True)
+class AbortChip:
+    """Stop the contact transaction (CANCEL, the card taken out while the kernel waited for the cardholder);
+    the shell answers CardFailed, or HostFailed when a request had gone out."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class EndPin:
     """Stop PIN collection and wipe what was typed."""
 
@@ -192,6 +218,9 @@ class Reprint:
 
 Effect = (
     CheckCatalogue
+    | StartChip
+    | AnswerChip
+    | AbortChip
     | LookupItem
     | Reprint
     | Show

@@ -40,6 +40,7 @@ class AuthResponse:
     auth_code: str
     rrn: str
     terminal_id: str
+    icc: str = field(default="", repr=False)  # field 55 of the answer (chip: the ARPC, issuer scripts), hex
 
     @property
     def approved(self) -> bool:
@@ -80,6 +81,26 @@ class ChipInserted:
     """A card is in the chip reader, powered and connected; `session` is the reader's handle to talk to it."""
 
     session: Any
+
+
+@dataclass(frozen=True)
+class ChipAsks:
+    """The contact kernel needs the cardholder: to choose an application (`options`), or a PIN (`offline`: the
+    card checks it; `tries_left` from the card; `retry` after a wrong one; `bypass`: ENTER alone means no PIN)."""
+
+    what: Literal["choose", "pin"]
+    options: tuple[str, ...] = ()
+    offline: bool = False
+    tries_left: int | None = None
+    retry: bool = False
+    bypass: bool = False
+
+
+@dataclass(frozen=True)
+class ChipWorking:
+    """The contact kernel goes on by itself (after the cardholder answered): what the screen says meanwhile."""
+
+    text: str = "PROCESSING..."
 
 
 @dataclass(frozen=True)
@@ -297,6 +318,8 @@ Event = (
     | BadRead
     | Tapped
     | ChipInserted
+    | ChipAsks
+    | ChipWorking
     | ChipRemoved
     | ChipReaderReady
     | ChipReaderFailed

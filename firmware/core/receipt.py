@@ -77,6 +77,7 @@ _ZH = {
     "CASH": "现金",
     "CASHIER SIGNATURE": "收银员签名",
     "CONTACTLESS": "非接",
+    "CHIP": "插卡",
     "APP": "应用",
     "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式",
@@ -90,7 +91,7 @@ _ZH = {
     "REPRINT": "重打印",
 }
 
-_ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "qr": "QR", "code": "CODE"}
+_ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "chip": "CHIP", "qr": "QR", "code": "CODE"}
 _ROUTE = {"card": "CARD", "wallet": "WALLET", "cash": "CASH"}
 
 

@@ -21,6 +21,7 @@ from firmware.core.receipt import text_width
 METHOD_NAMES = {
     ("card", "swipe"): "card swipe",
     ("card", "contactless"): "card contactless",
+    ("card", "chip"): "card chip",
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }

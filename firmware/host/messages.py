@@ -11,6 +11,7 @@ from firmware.errors import AnswerMismatch, CodecError, PartialApproval, StaleAn
 
 POS_ENTRY_MAGSTRIPE_PIN = "021"  # 02 = magnetic stripe read, 1 = terminal can accept PINs
 POS_ENTRY_CONTACTLESS = "071"  # 07 = contactless chip (EMV), 1 = terminal can accept PINs
+POS_ENTRY_CHIP = "051"  # 05 = integrated circuit card (EMV contact), 1 = terminal can accept PINs
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def iso_to_response(doc: dict[str, str]) -> AuthResponse:
         auth_code=doc.get("38", "").strip(),
         rrn=doc.get("37", "").strip(),
         terminal_id=doc.get("41", "").strip(),
+        icc=doc.get("55", "").strip(),
     )
 
 

@@ -61,7 +61,9 @@ class PinPad:
         self._dukpt, self._aes_initial = keys
         self._clock, self._post, self._spawn = clock, post, spawn
         self._pin: PinEntry | None = None
-        self._for: Literal["card", "operator"] | None = None  # whose PIN the armed pad takes
+        self._for: Literal["card", "operator", "offline"] | None = None  # whose PIN the armed pad takes
+        self._answer: Callable[[Any], None] | None = None  # a chip PIN goes to the kernel, not to the flow
+        self._bypass = False  # chip: ENTER alone answers "no PIN"
         self._pan = ""  # the card's PAN the PIN block is bound to (a card PIN only)
         self._role = "manager"  # what an operator PIN is checked for
         self._generation = 0  # counts entries ended: a late PIN of an ended one is dropped
@@ -82,11 +84,20 @@ class PinPad:
         self.end()
         self._pin, self._for, self._role = PinEntry(4, 12), "operator", role
 
+    def arm_chip(self, offline: bool, bypass: bool, pan: str, answer: Callable[[Any], None]) -> None:
+        """Take a PIN for the contact kernel, delivered through `answer` instead of the flow: `offline`, the
+        digits themselves (the card checks them); else the PIN block for the issuer bound to `pan` (or a
+        TerminalError). With `bypass`, ENTER alone answers "" (no PIN: the kernel and the card decide whether
+        that is allowed)."""
+        self.end()
+        self._pin = PinEntry(self._config.pin.min_length, self._config.pin.max_length)
+        self._for, self._pan, self._answer, self._bypass = ("offline" if offline else "card"), pan, answer, bypass
+
     def end(self) -> None:
         """End the entry: the digits are wiped, and a PIN still being enciphered belongs to no one now."""
         if self._pin is not None:
             self._pin.wipe()
-        self._pin, self._for, self._pan = None, None, ""
+        self._pin, self._for, self._pan, self._answer, self._bypass = None, None, "", None, False
         self._generation += 1
 
     def key(self, name: str) -> events.Event | None:
@@ -96,10 +107,18 @@ class PinPad:
         pin = self._pin
         if pin is None:
             raise TerminalError("the PIN pad is not armed")
+        answer = self._answer
+        if name == "ENTER" and answer is not None and self._bypass and not pin.count:
+            self.end()
+            answer("")  # no PIN
+            return None
         if name != "ENTER" or not pin.complete:
             if name != "ENTER":
                 pin.press(name)
             return events.PinProgress(pin.count)
+        if answer is not None:
+            self._chip_pin(pin, answer)
+            return None
         if self._for == "operator":
             self._spawn(self._check_operator(pin.take()), events.OperatorChecked(False, "TERMINAL ERROR"))
             return None
@@ -119,6 +138,25 @@ class PinPad:
             return events.PinFailed(exc.screen)
         return events.PinEntered(encrypted)
 
+    def _chip_pin(self, pin: PinEntry, answer: Callable[[Any], None]) -> None:
+        """Hand a complete chip PIN to the kernel: the digits (offline), or its PIN block (online)."""
+        if self._for == "offline":
+            digits = pin.take()
+            self.end()
+            answer(digits)
+            return
+        if self._config.pin.scheme == "session":
+            self._pin = None
+            self._spawn(self._encipher_after_sign_on(pin, self._pan, self._generation, answer), None)
+            return
+        try:
+            encrypted: Any = self._encipher_dukpt(pin)
+        except TerminalError as exc:
+            log.error("pin: %s", exc)
+            encrypted = exc
+        self.end()
+        answer(encrypted)
+
     def _encipher_dukpt(self, pin: PinEntry) -> events.EncryptedPin:
         """The PIN block under the next DUKPT key. The counter is persisted before the key is used: a crash
         can skip a KSN, never reuse one."""
@@ -134,7 +172,9 @@ class PinPad:
             raise KeyMaterialError("no DUKPT initial key")
         return pin.encrypt(self._pan, self._dukpt, counter)
 
-    async def _encipher_after_sign_on(self, pin: PinEntry, pan: str, generation: int) -> None:
+    async def _encipher_after_sign_on(
+        self, pin: PinEntry, pan: str, generation: int, answer: Callable[[Any], None] | None = None
+    ) -> None:
         """Encipher the PIN under today's session PIN key once the sign-on (the session's lock) is done; a
         PIN whose entry ended meanwhile (CANCEL, a timeout) is wiped, never handed to the next card."""
         try:
@@ -147,11 +187,18 @@ class PinPad:
             if generation != self._generation:
                 log.info("pin: the entry ended while the terminal signed on; the PIN is dropped")
                 return
-            self._post(events.PinEntered(pin.encrypt_session(pan, self._config.keys.scheme, pin_key)))
+            block = pin.encrypt_session(pan, self._config.keys.scheme, pin_key)
+            if answer is not None:
+                answer(block)
+            else:
+                self._post(events.PinEntered(block))
         except TerminalError as exc:
             log.error("pin: %s", exc)
             if generation == self._generation:
-                self._post(events.PinFailed(exc.screen))
+                if answer is not None:
+                    answer(exc)
+                else:
+                    self._post(events.PinFailed(exc.screen))
         finally:
             pin.wipe()
 

@@ -8,11 +8,13 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from drivers.printer import ReceiptPrinter
-from firmware.core.receipt import Header, Receipt, receipt_facts, sale_receipt
+from firmware.config import Config
+from firmware.core import reports
+from firmware.core.receipt import Header, Line, Receipt, receipt_facts, sale_receipt
 from firmware.errors import DeviceError, TerminalError
 from firmware.records.journal import Journal
 
@@ -98,6 +100,21 @@ class ReceiptDesk:
         except TerminalError as exc:
             log.error("receipt of row %d not marked due: %s", row["id"], exc)
         self.queue(self.both_copies(row), row["id"])
+
+    def report(self, config: Config, today: date) -> None:
+        """Queue today's X report: running totals, the method split, anomalies (nothing is closed)."""
+        cur = config.terminal.currency
+        report = reports.build(self._journal.figures(today.isoformat(), today.isoformat()), today, today, cur.alpha)
+        found = reports.anomalies(
+            self._journal.anomaly_rows(today.isoformat(), today.isoformat()), reports.rules_from(config), cur
+        )
+        lines = reports.as_text(report, cur, config.printer.width) + reports.anomalies_text(found, config.printer.width)
+        header = [
+            Line(config.merchant.name, align="center", bold=True),
+            Line(f"TERMINAL {config.terminal.terminal_id}", align="center"),
+            Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center"),
+        ]
+        self.queue([Receipt(tuple(header + [Line(t) for t in lines]))])
 
     def reprint(self, stan: int, operator: str) -> str:
         """Queue a reprint (重打印) of trace `stan`'s receipt, or of the last one; the screen's answer."""

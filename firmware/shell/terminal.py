@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from drivers.chip import ChipReader
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
-from firmware.config import Config, ConfigError
+from firmware.config import Config
 from firmware.core import effects, events, flow, reports
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
+from firmware.core.events import AuthResponse
 from firmware.core.flow import common, states
 from firmware.core.receipt import Header, Line, Receipt
 from firmware.core.reports import BatchTotals
@@ -34,7 +36,14 @@ from firmware.errors import (
 )
 from firmware.host.dialect import DIALECTS, Dialect, MacCodec
 from firmware.host.link import HostLink
-from firmware.host.messages import POS_ENTRY_CONTACTLESS, SaleRequest, bind, iso_to_response, sale_to_iso
+from firmware.host.messages import (
+    POS_ENTRY_CHIP,
+    POS_ENTRY_CONTACTLESS,
+    SaleRequest,
+    bind,
+    iso_to_response,
+    sale_to_iso,
+)
 from firmware.host.outbox import Outbox
 from firmware.host.signon import Session
 from firmware.records.journal import FollowUp, Journal, NewSale, QueuedSettlement
@@ -42,11 +51,11 @@ from firmware.security.cardsec import card_token, load_token_key
 from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
 from firmware.shell import watchdog
+from firmware.shell.chipdesk import ChipDesk
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
-from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
 from firmware.wallets.desk import WalletDesk
-from firmware.wallets.wechat import WechatPayClient
+from firmware.wallets.providers import make_wallets
 
 log = logging.getLogger(__name__)
 
@@ -91,36 +100,8 @@ class _Booted:
     nfc: NfcReader | None  # with a [contactless] device; run() starts it
     notifier: watchdog.Notifier | None  # systemd's notify socket, when run under it
     receipts: ReceiptDesk  # the printer's queue
-
-
-def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
-    """The configured wallet providers' clients, by name, in the order F1/F2 show their codes ([wallet]'s
-    Alipay, then [wechat]); none: no wallet payments."""
-    providers: dict[str, WalletProvider] = {}
-    alipay = make_wallet(config)
-    if alipay is not None:
-        providers["alipay"] = alipay
-    if config.wechat is not None:
-        wechat = config.wechat
-        if not wechat.device_id:  # WeChat's scene_info names the till
-            wechat = dataclasses.replace(wechat, device_id=config.terminal.terminal_id)
-        providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
-    return providers
-
-
-def make_wallet(config: Config) -> WalletProvider | None:
-    """The configured Alipay client ([wallet] provider = "alipay"), or None."""
-    w = config.wallet
-    if not w.provider:
-        return None
-    try:
-        with open(w.private_key, "rb") as f:
-            private = f.read()
-        with open(w.provider_public_key, "rb") as f:
-            public = f.read()
-        return AlipayClient(w.gateway, w.app_id, private, public)
-    except (OSError, ValueError, WalletError) as exc:
-        raise ConfigError(f"{config.source}: [wallet] keys: {exc}") from None
+    chip: ChipReader | None  # with a [chip] reader; run() starts it
+    chipdesk: ChipDesk  # runs the contact kernel for an inserted card
 
 
 def icc_hex(icc: dict[str, str]) -> str:
@@ -177,6 +158,7 @@ class Terminal:
         self._auth_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wallet_task: asyncio.Task[Any] | None = None
+        self._chip_task: asyncio.Task[Any] | None = None
         self._flushing = False  # a _keep_flushing task is running
         self._at_once: deque[events.Event] = deque()  # events answering an effect, handled before the next
         self._problems: dict[str, str] = {}  # device -> what the screen says is wrong with it
@@ -266,20 +248,21 @@ class Terminal:
             nfc = None
             if self.config.contactless.device:
                 nfc = NfcReader(self.config.contactless.device, asyncio.get_running_loop(), self.post)
+            pinpad = PinPad(
+                self.config,
+                journal,
+                keys,
+                session,
+                OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal, ops.cashiers),
+                self._clock,
+                self.post,
+                self._spawn,
+            )
             booted = _Booted(
                 stopping=asyncio.Event(),
                 journal=journal,
                 token_key=token_key,
-                pinpad=PinPad(
-                    self.config,
-                    journal,
-                    keys,
-                    session,
-                    OperatorGate(ops.hashes, ops.max_failures, ops.lockout, journal, ops.cashiers),
-                    self._clock,
-                    self.post,
-                    self._spawn,
-                ),
+                pinpad=pinpad,
                 session=session,
                 dialect=dialect,
                 outbox=outbox,
@@ -288,6 +271,20 @@ class Terminal:
                 notifier=watchdog.from_environment(),
                 receipts=ReceiptDesk(
                     self.devices.printer, journal, self.header, self._clock, self._spawn, self._device_problem
+                ),
+                chip=ChipReader(self.config.chip.reader, asyncio.get_running_loop(), self.post)
+                if self.config.chip is not None
+                else None,
+                chipdesk=ChipDesk(
+                    self.config,
+                    pinpad,
+                    self._clock,
+                    self.post,
+                    self._send_sale,
+                    self._answered,
+                    self._record,
+                    lambda: self._spawn(self._keep_flushing()),
+                    lambda amount, reason: self._journal_failed_read(amount, reason, "chip"),
                 ),
             )
         except BaseException:
@@ -316,6 +313,8 @@ class Terminal:
             self._spawn(booted.wallet.reconcile())  # orders a crash or an outage left open
         if booted.nfc is not None:
             booted.nfc.start()
+        if booted.chip is not None:
+            booted.chip.start()
         self._enter(flow.IDLE)
         for row in due:  # a power cut or an empty printer kept them from paper
             log.info("receipt of trace %06d is still due: printing it", row["stan"])
@@ -367,6 +366,8 @@ class Terminal:
         if booted is not None:
             if booted.nfc is not None:
                 booted.nfc.stop()
+            if booted.chip is not None:
+                booted.chip.stop()
             booted.journal.close()
         self.devices.printer.close()
 
@@ -384,6 +385,8 @@ class Terminal:
         await asyncio.to_thread(self.devices.printer.close)
         if booted.nfc is not None:
             booted.nfc.stop()
+        if booted.chip is not None:
+            await asyncio.to_thread(booted.chip.stop)  # joins its threads: up to a second
         booted.journal.close()
         if booted.notifier is not None:
             booted.notifier.close()
@@ -456,6 +459,9 @@ class Terminal:
         event: events.Event | None
         if isinstance(posted, _TimerFired):
             event = events.TimerExpired() if posted.generation == self._timer_gen else None
+        elif isinstance(posted, (events.ChipReaderFailed, events.ChipReaderReady)):
+            self._device_problem("chip", posted.screen if isinstance(posted, events.ChipReaderFailed) else "")
+            event = None
         elif isinstance(posted, events.Key) and self._booted.pinpad.armed and posted.name != "CANCEL":
             event = self._booted.pinpad.key(posted.name)  # digits stay in the PIN pad
         else:
@@ -544,6 +550,15 @@ class Terminal:
             if self._wallet_task is not None:
                 self._wallet_task.cancel()
             self._spawn(self._wallet.end_order(eff.reason), events.WalletEnded("unknown", "TERMINAL ERROR"))
+        elif isinstance(eff, effects.StartChip):
+            self._chip_task = self._spawn(
+                self._booted.chipdesk.run(eff), events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error")
+            )
+        elif isinstance(eff, effects.AnswerChip):
+            self._booted.chipdesk.answer(eff.choice)
+        elif isinstance(eff, effects.AbortChip):
+            if self._chip_task is not None and not self._chip_task.done():
+                self._chip_task.cancel()
         elif isinstance(eff, effects.ReadCard):
             self._spawn(self._read_card(eff), events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"))
         elif isinstance(eff, effects.ReleaseCard):
@@ -591,6 +606,13 @@ class Terminal:
 
     async def _authorize(self, eff: effects.Authorize) -> None:
         """Flush pending reversals, journal the sale as pending, exchange it, journal the outcome, tell the flow."""
+        sent = await self._send_sale(eff)
+        if sent is not None:
+            self._answered(*sent)
+
+    async def _send_sale(self, eff: effects.Authorize) -> tuple[int, int, AuthResponse] | None:
+        """Flush what the host must hear first, journal the sale as pending, exchange it: (row, STAN, answer),
+        or None when it ended without an answer that counts (journaled, reversed if need be, the flow told)."""
         try:
             self._booted.journal.check_room()
             queue_empty = await self._flush_before_sending()
@@ -598,16 +620,16 @@ class Terminal:
             row, stan = self._booted.journal.begin_sale(self._new_sale(eff, now), now)
         except asyncio.CancelledError:
             self.post(events.HostFailed("cancelled before sending", sent=False))
-            return
+            return None
         except JournalError as exc:
             log.error("sale refused before anything was sent: %s", exc)
             self.post(events.HostFailed(str(exc), sent=False, title=exc.screen))
-            return
+            return None
         if not queue_empty:
             note = self._booted.outbox.blocked_by
             self._record(row, "failed", note=note)
             self.post(events.HostFailed(note, sent=False, stan=stan, title=self._booted.outbox.blocked_screen))
-            return
+            return None
         sent = False
         try:
             request = self._sale_request(eff, stan, now)
@@ -630,10 +652,20 @@ class Terminal:
             self.post(events.HostFailed(reason, sent=maybe_sent, stan=stan, title=title))
             if maybe_sent:
                 self._spawn(self._keep_flushing())
-            return
+            return None
+        return row, stan, response
+
+    def _answered(self, row: int, stan: int, response: AuthResponse, note: str = "") -> None:
+        """Journal the host's answer to a sale, then tell the flow (an answer the journal cannot take is
+        reversed: the customer is told NOT APPROVED)."""
         outcome = "approved" if response.approved else "declined"
         if not self._record(
-            row, outcome, response_code=response.response_code, auth_code=response.auth_code, rrn=response.rrn
+            row,
+            outcome,
+            note=note,
+            response_code=response.response_code,
+            auth_code=response.auth_code,
+            rrn=response.rrn,
         ):
             # The host answered, the journal cannot say so: the customer is told NOT APPROVED and an approval
             # is reversed as soon as the journal can take it (Outbox.unwritten); nothing new goes out before.
@@ -656,7 +688,7 @@ class Terminal:
         chip = eff.card if isinstance(eff.card, ChipCard) else None
         return NewSale(
             method="card",
-            entry_mode="contactless" if chip else "swipe",
+            entry_mode=("chip" if chip.kernel == "contact" else "contactless") if chip else "swipe",
             amount=eff.amount,
             currency=t.currency.alpha,
             masked_pan=eff.card.masked_pan,
@@ -677,7 +709,8 @@ class Terminal:
         """The 0200 for a card sale (field 7 the same moment the journal's row says it was transmitted)."""
         t = self.config.terminal
         chip = eff.card if isinstance(eff.card, ChipCard) else None
-        extra = {"entry_mode": POS_ENTRY_CONTACTLESS, "icc_data": icc_hex(chip.icc)} if chip else {}
+        entry = POS_ENTRY_CHIP if chip and chip.kernel == "contact" else POS_ENTRY_CONTACTLESS
+        extra = {"entry_mode": entry, "icc_data": icc_hex(chip.icc)} if chip else {}
         return sale_to_iso(
             SaleRequest(
                 stan=stan,
@@ -785,10 +818,10 @@ class Terminal:
             steps.close()
             session.close()
 
-    def _journal_failed_read(self, amount: int, reason: str) -> None:
+    def _journal_failed_read(self, amount: int, reason: str, entry: str = "contactless") -> None:
         t = self.config.terminal
         row, _ = self._booted.journal.begin_sale(
-            NewSale("card", "contactless", amount, t.currency.alpha, "", t.terminal_id, t.merchant_id), self._clock()
+            NewSale("card", entry, amount, t.currency.alpha, "", t.terminal_id, t.merchant_id), self._clock()
         )
         self._booted.journal.finish(row, "failed", self._clock(), note=f"card read: {reason}"[:200])
 
@@ -944,28 +977,10 @@ class Terminal:
         self.post(events.Settled("in_balance" if in_balance else "out_of_balance", f"BATCH {q.batch:06d}"))
 
     async def _print_report(self, operator: str) -> None:
+        """The X report (today's running totals and anomalies) on paper, audited under who asked."""
         today = self._clock().date()
         self._booted.journal.audit(operator or "manager", "report", today.isoformat(), self._clock())
-        report = reports.build(
-            self._booted.journal.figures(today.isoformat(), today.isoformat()),
-            today,
-            today,
-            self.config.terminal.currency.alpha,
-        )
-        found = reports.anomalies(
-            self._booted.journal.anomaly_rows(today.isoformat(), today.isoformat()),
-            reports.rules_from(self.config),
-            self.config.terminal.currency,
-        )
-        lines = reports.as_text(
-            report, self.config.terminal.currency, self.config.printer.width
-        ) + reports.anomalies_text(found, self.config.printer.width)
-        header = [
-            Line(self.config.merchant.name, align="center", bold=True),
-            Line(f"TERMINAL {self.config.terminal.terminal_id}", align="center"),
-            Line(self._clock().strftime("%Y-%m-%d %H:%M:%S"), align="center"),
-        ]
-        self._booted.receipts.queue([Receipt(tuple(header + [Line(t) for t in lines]))])
+        self._booted.receipts.report(self.config, today)
 
     # --- what the screen says: the flow's lines, then any device that is missing ---------------------
 

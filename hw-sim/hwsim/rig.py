@@ -14,7 +14,7 @@ from firmware.host.signon import MASTER_KEY
 from firmware.security.keystore import KeyStore
 
 from .acquirer import Acquirer
-from .emvcard import contactless_catalog
+from .emvcard import chip_catalog, contactless_catalog
 from .simulator import SIM_BDK, SIM_TMK
 from .walletgw import WalletGateway
 from .wechatgw import WechatGateway
@@ -49,7 +49,7 @@ class Hosts:
         self.acquirer = Acquirer(
             SIM_BDK,
             late_delay=late,
-            contactless=list(contactless_catalog().values()),
+            contactless=[*contactless_catalog().values(), *chip_catalog().values()],  # chip cards: same issuer
             dialect=base.host.dialect,
             key_scheme=scheme,
             tmk=SIM_TMK if scheme else b"",

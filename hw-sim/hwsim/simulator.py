@@ -27,7 +27,9 @@ from firmware.shell.terminal import Devices, Terminal
 
 from .acquirer import Acquirer
 from .cards import card
-from .emvcard import CardApplet, contactless_catalog, load_profile
+from .emvcard import CardApplet, chip_catalog, contactless_catalog, load_profile
+from .emvchip import ChipApplet
+from .emvpki import TestPki
 from .inputs import SimInputDevice, type_keys, type_text
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Simulator:
         self._items = Path(items) if items else None  # a catalogue CSV to stock an empty journal with
         self._cond = threading.Condition()
         self._wallet: dict[str, CardApplet] = {}
+        self._chips: dict[str, Any] = {}  # contact cards by id (ChipApplet)
         self.display = display or Display(base.display.width)
         self.display.listen(self._screen_changed)
         self.config: Config = base
@@ -96,7 +99,7 @@ class Simulator:
         self.host = Acquirer(
             SIM_BDK,
             late_delay=late,
-            contactless=list(contactless_catalog().values()),
+            contactless=[*contactless_catalog().values(), *chip_catalog().values()],  # chip cards: same issuer
             dialect=self._base.host.dialect,
             key_scheme=scheme,
             tmk=SIM_TMK if scheme else b"",
@@ -110,6 +113,7 @@ class Simulator:
         self.wallet = WalletGateway(app_id=self._base.wallet.app_id or "2021000000000000")
         # The merchant's wallet keys for this run: the harness's own files, kept out of the terminal's data.
         keys = self._own = Path(tempfile.mkdtemp(prefix="hwsim-wallet-keys-"))
+        self.pki = TestPki(keys / "emv-pki")  # test CA, issuer and ICC keys for chip cards, made when first used
         (keys / "merchant_private.pem").write_bytes(self.wallet.merchant_private_pem)
         (keys / "alipay_public.pem").write_bytes(self.wallet.gateway_public_pem)
         b = self._base
@@ -135,6 +139,7 @@ class Simulator:
             )
             if b.wallet.provider
             else b.wallet,
+            emv=dataclasses.replace(b.emv, ca_keys=str(keys / "ca_keys.toml")),
             wechat=dataclasses.replace(
                 wc,
                 gateway=self.wechat.url,
@@ -427,12 +432,35 @@ class Simulator:
         self.field.present(applet, applet.profile.technology, together=together)
         return applet
 
-    def insert(self, card_id: str | None = None, *, profile: str | Path | None = None) -> CardApplet:
-        """Insert a chip card into the chip reader (through pcscd's virtual reader): a catalog id (hwsim/cards/)
-        or a profile TOML file; its `protocol` ("T=0" or "T=1", default T=1) picks the ATR. The card stays until
+    def insert(self, card_id: str | None = None, *, profile: str | Path | None = None) -> Any:
+        """Insert a chip card into the chip reader (through pcscd's virtual reader): a catalog id (hwsim/cards/
+        or hwsim/cards/chip/) or a profile TOML file; its `protocol` ("T=0" or "T=1", default T=1) picks the ATR.
+        A profile with a [contact] table answers as a contact EMV card (offline data authentication with the
+        run's test CA keys, whose public halves are written where [emv] ca_keys points). The card stays until
         remove_card(). Returns the card, whose `apdus` counts the commands it answered."""
-        applet = self._card("insert", card_id, profile)
+        if card_id is not None and card_id in chip_catalog():
+            applet: Any = self._chip_card(chip_catalog()[card_id])
+        elif profile is not None and load_profile(profile).contact:
+            chosen = load_profile(profile)
+            assert self.host is not None
+            self.host.issuer.add_contactless(chosen)
+            applet = self._chip_card(chosen)
+        else:
+            applet = self._card("insert", card_id, profile)
         self.chip.insert(applet)
+        return applet
+
+    def _chip_card(self, chosen: Any) -> Any:
+        """A contact card (keeping its ATC and PIN tries within this run), with its CA keys published."""
+        applet = self._chips.get(chosen.id)
+        if applet is None or applet.profile != chosen:
+            applet = self._chips[chosen.id] = ChipApplet(chosen, self.pki)
+        index = int(chosen.contact.get("ca_index", "92"), 16)
+        for app in applet.apps:  # the CA keys its certificates are signed with, before the terminal asks
+            self.pki.ca(app.aid[:10], 0x92 if index == 0x99 else index)  # 99: a key the terminal lacks
+        if self.config.emv.ca_keys:
+            self.pki.write_ca_file(Path(self.config.emv.ca_keys))
+        applet.apdus = 0
         return applet
 
     def _card(self, verb: str, card_id: str | None, profile: str | Path | None) -> CardApplet:

@@ -139,7 +139,10 @@ class OfflinePin:
 
 @dataclass(frozen=True)
 class OnlinePin:
-    """The issuer will check a PIN: the flow takes it (and its PIN block); answer True, False (bypass) or None."""
+    """The issuer will check a PIN: the flow takes it (and its PIN block, bound to `pan`); answer True, False
+    (bypass) or None."""
+
+    pan: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -481,7 +484,7 @@ def _perform(run: _Run, method: int) -> Steps[bool]:
     if method in (cv.PLAIN_PIN, cv.PLAIN_PIN_SIGN, cv.ENC_PIN, cv.ENC_PIN_SIGN):
         return (yield from _offline_pin(run, method in (cv.ENC_PIN, cv.ENC_PIN_SIGN)))
     if method == cv.ONLINE_PIN:
-        entered = yield OnlinePin()
+        entered = yield OnlinePin(run.pan)
         if entered is None:
             raise Cancelled("the cardholder cancelled the PIN entry")
         run.set(ONLINE_PIN_ENTERED if entered else PIN_NOT_ENTERED)

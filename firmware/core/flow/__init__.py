@@ -19,15 +19,22 @@ from firmware.core.effects import (
     Reprint,
     Settle,
     Show,
+    StartChip,
     StartQrOrder,
     SubmitFollowUp,
 )
-from firmware.core.events import Event, OperatorChecked, Tapped
-from firmware.core.flow import amount, backoffice, card, wallet
+from firmware.core.events import ChipInserted, Event, OperatorChecked, Tapped
+from firmware.core.flow import amount, backoffice, card, chip, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, State, Till
 
-TABLE: dict[type, Route[Any]] = {**amount.ROUTES, **card.ROUTES, **wallet.ROUTES, **backoffice.ROUTES}
+TABLE: dict[type, Route[Any]] = {
+    **amount.ROUTES,
+    **card.ROUTES,
+    **chip.ROUTES,
+    **wallet.ROUTES,
+    **backoffice.ROUTES,
+}
 
 wants_tap = card.wants_tap
 
@@ -53,7 +60,7 @@ def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Ef
 
 def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
     """Advance the flow by one event. Events that mean nothing in a state are ignored (no effects)."""
-    if isinstance(event, Tapped) and not isinstance(state, AwaitCard):
+    if isinstance(event, (Tapped, ChipInserted)) and not isinstance(state, AwaitCard):
         return state, [ReleaseCard(event.session)]  # a card no sale asked for
     done: Step = _route(state).step(state, event, cfg)
     if done.entered:
@@ -74,7 +81,7 @@ def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effec
 def _named(eff: Effect, till: Till, state: State) -> Effect:
     """`eff` with the operator it acts for: sales are the cashier's, back-office work the manager's, and a
     reprint whoever asked for it (F2 at the amount screen: the cashier)."""
-    if isinstance(eff, (Authorize, StartQrOrder, PayByCode)):
+    if isinstance(eff, (Authorize, StartQrOrder, PayByCode, StartChip)):
         return replace(eff, operator=till.cashier)
     if isinstance(eff, (SubmitFollowUp, Settle, PrintReport)):
         return replace(eff, operator=till.manager)

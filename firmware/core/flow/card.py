@@ -14,6 +14,7 @@ from firmware.core.effects import (
     PrintReceipts,
     ReadCard,
     ReleaseCard,
+    StartChip,
     StartQrOrder,
     StartTimer,
 )
@@ -22,6 +23,7 @@ from firmware.core.events import (
     BadRead,
     CardFailed,
     CardRead,
+    ChipInserted,
     Event,
     HostAnswered,
     HostFailed,
@@ -48,7 +50,17 @@ from firmware.core.flow.common import (
     pressed,
     stay,
 )
-from firmware.core.flow.states import Amount, Authorizing, AwaitCard, AwaitPin, ReadingCard, Result, State, WalletBusy
+from firmware.core.flow.states import (
+    Amount,
+    Authorizing,
+    AwaitCard,
+    AwaitPin,
+    ChipReading,
+    ReadingCard,
+    Result,
+    State,
+    WalletBusy,
+)
 from firmware.core.paycode import classify_code
 
 
@@ -62,6 +74,8 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
         return go(AwaitPin(state.amount, event.card, basket=state.basket), CollectPin(event.card.pan))
     if isinstance(event, BadRead):
         return go(replace(state, notice="READ ERROR, SWIPE AGAIN"))
+    if isinstance(event, ChipInserted):
+        return go(ChipReading(state.amount, state.basket), StartChip(event.session, state.amount, state.basket))
     if isinstance(event, Tapped):
         if not wants_tap(state, cfg):
             return stay(state, ReleaseCard(event.session))

@@ -103,6 +103,38 @@ class Authorizing:
 
 
 @dataclass(frozen=True)
+class ChipReading:
+    """A chip card is in and the contact kernel runs (the shell drives it); `text` says what it is doing."""
+
+    amount: int
+    basket: tuple[BasketLine, ...] = ()
+    text: str = "READING CARD..."
+    cancelling: bool = False
+
+
+@dataclass(frozen=True)
+class ChipChoosing:
+    """The card has several applications: the cardholder picks one by its number."""
+
+    amount: int
+    options: tuple[str, ...]
+    basket: tuple[BasketLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChipPin:
+    """The contact kernel waits for a PIN: checked by the card (`offline`) or by the issuer."""
+
+    amount: int
+    offline: bool
+    tries_left: int | None = None
+    retry: bool = False
+    bypass: bool = False
+    digits: int = 0
+    basket: tuple[BasketLine, ...] = ()
+
+
+@dataclass(frozen=True)
 class Result:
     """The outcome on screen until a key or the timer."""
 
@@ -193,6 +225,10 @@ State = (
     | ReadingCard
     | AwaitPin
     | Authorizing
+    # chip.py
+    | ChipReading
+    | ChipChoosing
+    | ChipPin
     # wallet.py
     | WalletBusy
     | ShowingQR

@@ -1,0 +1,108 @@
+"""Chip (contact) sales end to end: the simulated card behind a real pcscd and vpcd, the project's PC/SC
+driver, the contact kernel in the terminal, the PIN pad, the acquirer (which checks the ARQC and answers an
+ARPC in field 55), the journal and the receipts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from conftest import sim_config, wait_until
+from firmware.config import ChipConfig
+from firmware.host import dialect
+from hwsim import Simulator
+
+
+@pytest.fixture
+def csim(tmp_path, pcscd):
+    cfg = dataclasses.replace(sim_config(host=2.0), chip=ChipConfig(reader="hwsim chip slot"))
+    with Simulator(tmp_path / "data", cfg) as sim:
+        yield sim
+
+
+def start(sim, amount="2500"):
+    sim.keys(amount + "{ENTER}")
+    sim.wait_for("CARD")
+
+
+def sales(sim):
+    return [r for r in sim.journal() if r["kind"] == "sale"]
+
+
+def requests(sim):
+    return [dialect.decode(raw) for d, raw in sim.host_log if d == "request" and raw[:4] == b"0200"]
+
+
+def test_a_unionpay_debit_chip_card_with_an_online_pin_is_approved(csim):
+    start(csim)
+    card = csim.insert("unionpay-debit-chip")
+    csim.pin("1234")
+    csim.wait_for("APPROVED")
+    [row] = sales(csim)
+    assert (row["entry_mode"], row["status"], row["masked_pan"]) == ("chip", "approved", "625094******9100")
+    [req] = requests(csim)
+    assert req["22"] == "051" and req["52"] and "9F26" in req["55"].upper()  # chip entry, PIN block, ARQC
+    assert row["note"].startswith("TC ")  # the card's second GENERATE AC accepted the issuer's answer
+    assert card.apdus >= 10
+    receipts = csim.wait_for_receipts(2)
+    assert "CHIP" in receipts[-1] and "625094******9100" in receipts[-1]
+
+
+def test_a_signature_card_asks_for_no_pin(csim):
+    start(csim)
+    csim.insert("visa-chip-sda-signature")
+    csim.wait_for("APPROVED")
+    [req] = requests(csim)
+    assert "52" not in req and sales(csim)[0]["status"] == "approved"
+
+
+def test_the_cardholder_chooses_between_two_applications(csim):
+    start(csim)
+    csim.insert("unionpay-dual-app")
+    csim.wait_for("SELECT APPLICATION")
+    assert "2 UnionPay Credit".upper() in csim.screen.upper()
+    csim.keys("2")
+    csim.pin("1234")
+    csim.wait_for("APPROVED")
+    [req] = requests(csim)
+    assert "A000000333010102" in req["55"].upper()  # the credit application was the one used
+
+
+def test_a_card_taken_out_at_the_pin_prompt_charges_nothing(csim):
+    start(csim)
+    csim.insert("unionpay-debit-chip")
+    csim.wait_for("ENTER PIN")
+    csim.remove_card()
+    csim.wait_for("NOT CHARGED")
+    assert requests(csim) == [] and all(r["status"] != "approved" for r in sales(csim))
+
+
+def test_cancel_at_the_pin_prompt_charges_nothing(csim):
+    start(csim)
+    csim.insert("unionpay-debit-chip")
+    csim.wait_for("ENTER PIN")
+    csim.keys("12{CANCEL}")
+    csim.wait_for("CANCELLED")
+    assert requests(csim) == []
+
+
+def test_a_wrong_online_pin_is_declined_by_the_issuer(csim):
+    start(csim)
+    csim.insert("unionpay-debit-chip")
+    csim.pin("9999")
+    csim.wait_for("DECLINED")
+    assert "WRONG PIN" in csim.screen and sales(csim)[0]["status"] == "declined"
+
+
+def test_a_card_taken_out_while_the_host_answers_is_reversed(csim):
+    start(csim)
+    csim.insert("unionpay-debit-chip")
+    csim.host.hold()  # the approval waits until the card is gone
+    csim.pin("1234")
+    csim.wait_for("AUTHORIZING")
+    csim.remove_card()
+    csim.host.release()
+    csim.wait_for("NOT APPROVED")
+    wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="the approval reversed")
+    assert any(e["reversed"] for e in csim.host.ledger)
