@@ -95,8 +95,9 @@ class NfcReader:
         (self._polling.set if on else self._polling.clear)()
 
     def stop(self) -> None:
-        """Ask the thread to end. It does within one poll (nfcpy waits up to a second for an answer
-        to each probe); it is a daemon, so nobody needs to wait for it."""
+        """Ask the thread to end. It does within one poll (a reader chip answers a probe within milliseconds;
+        nfcpy's UDP driver waits up to a second when nothing at all is in the simulated field); it is a daemon,
+        so nobody needs to wait for it."""
         self._stopped.set()
         self._polling.set()
         session = self._session
@@ -185,7 +186,8 @@ def _alone(clf: Any, first: Any) -> Any:
     Two cards of one technology are resolved by the reader chip's anticollision (nfcpy's sense hands over one
     card and has no way to ask for more), so only a Type A card beside a Type B card shows up here. Every
     nfcpy sense switches the field off first, so the first card is woken and selected again by its UID.
-    On real readers a silent answer costs microseconds; nfcpy's UDP driver waits 1 s for one.
+    A probe nobody answers costs the reader chip's timeout (milliseconds); the simulated field reports it the
+    same way to nfcpy's UDP driver, which would otherwise wait 1 s for it.
     """
     from nfc.clf import RemoteTarget
 

@@ -29,6 +29,9 @@ COMMANDS = {
     "items": ["list"],
     "config": ["install", "new.toml"],
     "check-config": [],
+    "doctor": [],
+    "print-test": [],
+    "read-test": ["keypad"],
 }
 
 
@@ -76,6 +79,11 @@ def _main(capsys, *argv: str) -> tuple[int, str, str]:
         (["items", "list", "--config", str(SIM_TOML), "--data-dir", "{tmp}"], "no journal in {tmp}"),
         (["check-config", "{tmp}/absent.toml"], "{tmp}/absent.toml: cannot read: No such file or directory"),
         (["run", "--config", "{tmp}/absent.toml"], "{tmp}/absent.toml: cannot read: No such file or directory"),
+        (["print-test", "--config", "{tmp}/absent.toml"], "{tmp}/absent.toml: cannot read: No such file or directory"),
+        (
+            ["read-test", "nfc", "--config", "{tmp}/absent.toml"],
+            "{tmp}/absent.toml: cannot read: No such file or directory",
+        ),
         (
             ["sim", "--kill-harness", "--config", "{tmp}/absent.toml"],
             "{tmp}/absent.toml: cannot read: No such file or directory",

@@ -549,6 +549,114 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_doctor(add: _AddParser) -> None:
+    p = add(
+        "doctor",
+        help="list the board's devices and check host, wallet, clock, keys, disk and configuration "
+        "(run it as the service user); prints the config lines for what it found",
+    )
+    _config_option(p)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for each network check (default 5)")
+    p.set_defaults(handler=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from firmware.shell.doctor import Probes, diagnose, render
+
+    try:
+        cfg, problem = load(args.config), ""
+    except ConfigError as exc:
+        cfg, problem = None, str(exc)
+    report = diagnose(cfg, problem, args.config, Probes(timeout=args.timeout))
+    sys.stdout.write(render(report, args.config))
+    return 1 if report.failed else 0
+
+
+def _config_or_none(path: str) -> Config | None:
+    """The configuration when it loads; None when it does not (a device test may still name its device)."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"countertop: {exc} (using the command line's device)", file=sys.stderr)
+        return None
+
+
+def _add_print_test(add: _AddParser) -> None:
+    p = add("print-test", help="print a test ticket on the configured printer, or on the one named here")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--serial", metavar="DEVICE", default="", help="a serial printer, e.g. /dev/ttyUSB0")
+    where.add_argument("--usb", metavar="VVVV:PPPP", default="", help="a USB printer by vendor:product")
+    where.add_argument("--file", metavar="DEVICE", default="", help="a printer device file, e.g. /dev/usb/lp0")
+    where.add_argument("--network", metavar="HOST[:PORT]", default="", help="a network printer (port 9100)")
+    p.add_argument("--baudrate", type=int, help="serial speed (default: the config's, else 9600)")
+    p.add_argument("--width", type=int, choices=(32, 42, 48), help="characters per line: 32 for 58 mm, 48 for 80 mm")
+    p.add_argument("--chinese", action=argparse.BooleanOptionalAction, help="Chinese firmware (GB18030 via FS &)")
+    _config_option(p)
+    p.set_defaults(handler=_print_test)
+
+
+def _print_test(args: argparse.Namespace) -> int:
+    from firmware.shell.devicetest import print_test, printer_config
+
+    named = args.serial or args.usb or args.file or args.network
+    cfg = _config_or_none(args.config) if named else load(args.config)
+    printer = printer_config(
+        cfg.printer if cfg else None,
+        serial=args.serial,
+        usb=args.usb,
+        file=args.file,
+        network=args.network,
+        baudrate=args.baudrate,
+        width=args.width,
+        chinese=args.chinese,
+    )
+    return print_test(printer, sys.stdout)
+
+
+def _add_read_test(add: _AddParser) -> None:
+    p = add("read-test", help="read from one device: keypad, magstripe, scanner, nfc or chip")
+    p.add_argument("device", choices=("keypad", "magstripe", "scanner", "nfc", "chip"))
+    p.add_argument("--path", default="", help="input device: /dev/input/... instead of the config's")
+    p.add_argument("--usb", default="", help="input device: vendor:product instead of the config's")
+    p.add_argument("--name", default="", help="input device: its evdev name instead of the config's")
+    p.add_argument("--nfc-device", default="", help="nfcpy path instead of [contactless] device")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to wait (default 30)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many reads (default 1; keypad 20)")
+    _config_option(p)
+    p.set_defaults(handler=_read_test)
+
+
+def _read_test(args: argparse.Namespace) -> int:
+    from firmware.config import ContactlessConfig, InputDeviceConfig
+    from firmware.shell import devicetest
+
+    named = args.path or args.usb or args.name or args.nfc_device
+    cfg = _config_or_none(args.config) if named else load(args.config)
+    aids = cfg.contactless.aids if cfg else ContactlessConfig.aids
+    if args.device == "chip":
+        return devicetest.read_chip(aids, args.seconds, sys.stdout)
+    if args.device == "nfc":
+        path = args.nfc_device or (cfg.contactless.device if cfg else "")
+        if not path:
+            print("countertop: read-test nfc needs [contactless] device or --nfc-device", file=sys.stderr)
+            return 2
+        return asyncio.run(devicetest.read_nfc(path, aids, args.seconds, sys.stdout))
+    configured = getattr(cfg, args.device, None) if cfg else None
+    keys = cfg.keypad.keys if cfg else {}
+    if named:
+        if args.usb and not devicetest.USB_ID.fullmatch(args.usb):
+            print(f"countertop: --usb {args.usb!r}: must be VVVV:PPPP in hex", file=sys.stderr)
+            return 2
+        dev_cfg = InputDeviceConfig(path=args.path, usb=args.usb, name=args.name)
+    elif configured is None:
+        print(f"countertop: read-test {args.device} needs [{args.device}] or --path/--usb/--name", file=sys.stderr)
+        return 2
+    else:
+        dev_cfg = configured
+    count = args.count or (20 if args.device == "keypad" else 1)
+    return asyncio.run(devicetest.read_input(args.device, dev_cfg, keys, count, args.seconds, sys.stdout))
+
+
 # --- the command line ------------------------------------------------------------------------------------
 
 _COMMANDS = (
@@ -566,6 +674,9 @@ _COMMANDS = (
     _add_items,
     _add_config,
     _add_check_config,
+    _add_doctor,
+    _add_print_test,
+    _add_read_test,
 )
 
 

@@ -31,7 +31,12 @@ class SimInputDevice(EventIO):
     """An evdev device whose kernel side is a pipe: read_one/read_loop/async_read_loop run unchanged."""
 
     def __init__(
-        self, name: str, vendor: int = 0x1209, product: int = 0x0001, fds: tuple[int, int] | None = None
+        self,
+        name: str,
+        vendor: int = 0x1209,
+        product: int = 0x0001,
+        fds: tuple[int, int] | None = None,
+        keys: list[int] | None = None,
     ) -> None:
         self._rfd, self._wfd = fds if fds is not None else os.pipe()
         self.fd = self._rfd
@@ -42,6 +47,8 @@ class SimInputDevice(EventIO):
         self.grabbed = False
         self._wlock = threading.Lock()
         self.gone = False  # unplugged: reads fail with ENODEV, as the kernel's do
+        # The key codes it declares (EVIOCGBIT): every key unless told, e.g. only a numeric keypad's.
+        self._keys = sorted(keys) if keys is not None else sorted(c for c in ecodes.KEY if isinstance(c, int))
 
     @classmethod
     def adopt(cls, name: str, fd: int, vendor: int = 0x1209, product: int = 0x0001) -> SimInputDevice:
@@ -67,7 +74,7 @@ class SimInputDevice(EventIO):
         self.grabbed = False
 
     def capabilities(self, verbose: bool = False, absinfo: bool = True) -> dict[int, list[int]]:
-        return {ecodes.EV_KEY: sorted(c for c in ecodes.KEY if isinstance(c, int))}
+        return {ecodes.EV_KEY: list(self._keys)}
 
     def close(self) -> None:
         super().close()  # drops the loop reader

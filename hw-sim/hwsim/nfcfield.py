@@ -9,8 +9,17 @@ both ways, R(ACK)/R(NAK), S(DESELECT)); the APDUs inside go to its CardApplet.
 More than one card may be in the field. Real reader chips resolve a Type A bit collision themselves and hand
 the host one card; here the card with the larger UID wins, as the chip's "pick the 1 bit" rule does for some
 pair. Two Type B cards answering the same REQB slot garble it: the datagram carries no frame, which nfcpy
-reads as a transmission error, as a reader chip reports a CRC error. With no card in the field (or
-none that may answer) nothing answers, as in real life: nfcpy's UDP driver waits 1 s for a silent answer.
+reads as a transmission error, as a reader chip reports a CRC error.
+
+A probe (REQA/WUPA, REQB/WUPB) that no card in the field answers gets, after CHIP_TIMEOUT, the same datagram
+without data: a real reader chip reports its own timeout to the host within a few milliseconds, while nfcpy's
+UDP driver would wait a hard-coded second for a silent answer. nfcpy reads that datagram as "no data" and
+`sense()` moves on at once (Type A: `sense_tta` lets the TransmissionError out and `sense()` logs it; Type B:
+`sense_ttb` returns None). So does a Type A anticollision or SELECT that no card answers (a reselect by a UID
+that has left; nfcpy waits 0.5 s for those). A card put in the field answers the probe already waiting, if it
+may; if not, the timeout starts then. An empty field stays silent, so a reader polling an empty field waits
+its second per probe and stays cheap. ISO-DEP blocks are never answered for a card: a card that left the
+field costs the reader its frame waiting time, as on a real reader.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +45,8 @@ ATS = bytes.fromhex("057880A002")
 PROT_INFO_B = bytes.fromhex("0081A0")
 FSD = 256
 COLLISION = b""  # an answer garbled by two cards talking at once: sent as a datagram without data
+NO_ANSWER = b""  # what a reader chip reports when its probe timed out: also a datagram without data
+CHIP_TIMEOUT = 0.005  # seconds before an unanswered probe is reported while cards are in the field
 
 
 @dataclass(eq=False)
@@ -45,6 +57,16 @@ class FieldCard:
     tech: str  # "A" or "B"
     uid: bytes
     state: str = "idle"  # idle | ready | active | protocol | halt
+
+
+def _probe(frame: bytes) -> bool:
+    """REQA/WUPA or REQB/WUPB: what a polling reader sends to find cards."""
+    return frame in (b"\x26", b"\x52") or (frame[:1] == b"\x05" and len(frame) == 3)
+
+
+def _anticollision(brty: str, frame: bytes) -> bool:
+    """Type A SDD_REQ or SEL_REQ (nfcpy's UDP driver waits 0.5 s for each, inside `sense`)."""
+    return brty == "106A" and frame[:1] in (b"\x93", b"\x95", b"\x97") and frame[1:2] in (b"\x20", b"\x70")
 
 
 def default_uid(card_id: str, tech: str) -> bytes:
@@ -62,9 +84,11 @@ class RfField:
         self.port = self._sock.getsockname()[1]
         self._lock = threading.Lock()
         self._cards: list[FieldCard] = []
-        self._pending: tuple[str, bytes, Any] | None = None  # a request nobody answered (empty field)
+        self._pending: tuple[str, bytes, Any] | None = None  # the last probe nobody answered
+        self._deadline: float | None = None  # monotonic time at which the pending probe is reported unanswered
         self._reset_link()
-        self._stop_r, self._stop_w = socket.socketpair()
+        self._stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()  # stop, or a new deadline to wait for
         self._thread = threading.Thread(target=self._run, name="hwsim-rf-field", daemon=True)
         self._thread.start()
 
@@ -88,10 +112,15 @@ class RfField:
                 self._cards.clear()
                 self._reset_link()
             self._cards.append(card)
-            pending, self._pending = self._pending, None
-            answer = self._frame(pending[0], pending[1]) if pending else None
-        if pending is not None and answer is not None:
-            self._send(pending[0], answer, pending[2])
+            if self._pending is not None:
+                brty, frame, addr = self._pending
+                answer = self._frame(brty, frame) if _probe(frame) else None
+                if answer is not None:  # the probe already waiting: the new card answers it
+                    self._pending = self._deadline = None
+                    self._send(brty, answer, addr)
+                elif self._deadline is None:  # cards in the field now: the chip's timeout runs
+                    self._deadline = time.monotonic() + CHIP_TIMEOUT
+                    self._wake_w.send(b"w")
         return card
 
     def remove(self, applet: CardApplet | None = None) -> None:
@@ -103,6 +132,8 @@ class RfField:
                 self._cards = [c for c in self._cards if c.applet is not applet]
             if self._protocol() is None:
                 self._reset_link()
+            if not self._cards:  # an empty field stays silent; the probe waits for the next card
+                self._deadline = None
 
     @property
     def cards(self) -> list[CardApplet]:
@@ -112,9 +143,10 @@ class RfField:
 
     def close(self) -> None:
         """Stop the thread and close the socket."""
-        self._stop_w.send(b"x")
+        self._stopping = True
+        self._wake_w.send(b"x")
         self._thread.join(2)
-        for s in (self._sock, self._stop_r, self._stop_w):
+        for s in (self._sock, self._wake_r, self._wake_w):
             s.close()
 
     # --- radio ----------------------------------------------------------------------------------
@@ -124,31 +156,52 @@ class RfField:
 
     def _run(self) -> None:
         while True:
-            ready, _, _ = select.select([self._sock, self._stop_r], [], [])
-            if self._stop_r in ready:
+            with self._lock:
+                deadline = self._deadline
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._sock, self._wake_r], [], [], wait)
+            if self._wake_r in ready:
+                self._wake_r.recv(64)
+                if self._stopping:
+                    return
+            if self._sock in ready:
+                try:
+                    datagram, addr = self._sock.recvfrom(4096)
+                except OSError:
+                    return
+                self._receive(datagram, addr)
+            self._time_out()
+
+    def _receive(self, datagram: bytes, addr: Any) -> None:
+        with self._lock:
+            self._pending = self._deadline = None  # the reader has moved on from any earlier probe
+            if datagram.startswith(b"RFOFF"):  # field off: every card loses power
+                for card in self._cards:
+                    card.state = "idle"
+                self._reset_link()
                 return
-            try:
-                datagram, addr = self._sock.recvfrom(4096)
-            except OSError:
-                return
-            if datagram.startswith(b"RFOFF"):
-                with self._lock:  # field off: every card loses power
-                    for card in self._cards:
-                        card.state = "idle"
-                    self._reset_link()
-                continue
             try:
                 brty_b, hexdata = datagram.split()
                 brty, frame = brty_b.decode(), bytes.fromhex(hexdata.decode())
             except ValueError:
-                continue
-            with self._lock:
-                answer = self._frame(brty, frame)
-                if answer is None and (frame in (b"\x26", b"\x52") or (frame[:1] == b"\x05" and len(frame) == 3)):
-                    self._pending = (brty, frame, addr)
+                return
+            answer = self._frame(brty, frame)
             if answer is not None:
                 self._last = answer
                 self._send(brty, answer, addr)
+            elif _probe(frame) or _anticollision(brty, frame):
+                self._pending = (brty, frame, addr)
+                if self._cards:
+                    self._deadline = time.monotonic() + CHIP_TIMEOUT
+
+    def _time_out(self) -> None:
+        """Report the pending probe as unanswered once the chip's timeout has run out (cards still there)."""
+        with self._lock:
+            if self._deadline is None or time.monotonic() < self._deadline:
+                return
+            pending, self._pending, self._deadline = self._pending, None, None
+            if pending is not None and self._cards:
+                self._send(pending[0], NO_ANSWER, pending[2])
 
     def _protocol(self) -> FieldCard | None:
         return next((c for c in self._cards if c.state == "protocol"), None)
