@@ -49,6 +49,16 @@ def _header(
     }
 
 
+def icc_hex(icc: dict[str, str]) -> str:
+    """Field 55: the chip data objects as BER-TLV, in hex."""
+    out = ""
+    for tag, value in icc.items():
+        n = len(value) // 2
+        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}"
+        out += tag + length + value
+    return out
+
+
 def sale_to_iso(req: SaleRequest) -> dict[str, str]:
     """The 0200 message dict for a sale request."""
     if not 0 < req.amount < 10**12:

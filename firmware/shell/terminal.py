@@ -41,6 +41,7 @@ from firmware.host.messages import (
     POS_ENTRY_CONTACTLESS,
     SaleRequest,
     bind,
+    icc_hex,
     iso_to_response,
     sale_to_iso,
 )
@@ -102,16 +103,6 @@ class _Booted:
     receipts: ReceiptDesk  # the printer's queue
     chip: ChipReader | None  # with a [chip] reader; run() starts it
     chipdesk: ChipDesk  # runs the contact kernel for an inserted card
-
-
-def icc_hex(icc: dict[str, str]) -> str:
-    """Field 55: the chip data objects as BER-TLV, in hex."""
-    out = ""
-    for tag, value in icc.items():
-        n = len(value) // 2
-        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}"
-        out += tag + length + value
-    return out
 
 
 def local_now() -> datetime:
@@ -216,23 +207,7 @@ class Terminal:
             raise
         try:
             ops = self.config.operators
-            session: Session | None = None
-            plain = DIALECTS[self.config.host.dialect]
-            dialect: Dialect | MacCodec = plain  # wrapped in a MacCodec with session keys
-            if self.config.keys.scheme:
-                t = self.config.terminal
-                session = Session(
-                    self.config.keys.scheme,
-                    keystore,
-                    self._host,
-                    plain,
-                    journal,
-                    t.terminal_id,
-                    t.merchant_id,
-                    self.config.timeouts.host,
-                    self._clock,
-                )
-                dialect = MacCodec(plain, self.config.keys.scheme, session.mac_key, session.invalidate)
+            session, dialect = self._host_session(keystore, journal)
             outbox = Outbox(
                 journal,
                 self._host,
@@ -291,6 +266,26 @@ class Terminal:
             journal.close()  # nobody else holds it yet
             raise
         return booted, due
+
+    def _host_session(self, keystore: KeyStore, journal: Journal) -> tuple[Session | None, Dialect | MacCodec]:
+        """The sign-on session and the host's dialect, MAC-wrapped under the session keys when [keys] has a
+        scheme; without one, no session and the plain dialect."""
+        plain = DIALECTS[self.config.host.dialect]
+        if not self.config.keys.scheme:
+            return None, plain
+        t = self.config.terminal
+        session = Session(
+            self.config.keys.scheme,
+            keystore,
+            self._host,
+            plain,
+            journal,
+            t.terminal_id,
+            t.merchant_id,
+            self.config.timeouts.host,
+            self._clock,
+        )
+        return session, MacCodec(plain, self.config.keys.scheme, session.mac_key, session.invalidate)
 
     async def run(self) -> None:
         """Boot, then process events until stop() is called."""
