@@ -41,6 +41,7 @@ from firmware.core.events import (
     ChipInserted,
     ChipRemoved,
     ChipWorking,
+    DeviceTrouble,
     EncryptedPin,
     HostAnswered,
     HostFailed,
@@ -449,3 +450,25 @@ def test_how_a_chip_sale_ends():
     assert state == AwaitCard(2500, notice="DECLINED BY CARD")  # another card, or another way to pay
     state, _ = run(ChipReading(2500), HostFailed("declined by the card", sent=True, stan=9, title="CARD DECLINED"))
     assert state == Result(("CARD DECLINED", "NOT APPROVED"))
+
+
+# --- device trouble: a line under every screen, kept by the core ------------------------------------------
+
+
+def test_device_trouble_stays_under_every_screen_until_it_is_fine_again():
+    till, todo = flow.advance(Till(AwaitCard(1250)), DeviceTrouble("printer", "PRINTER: NO PAPER"), CFG)
+    assert till.problems == (("printer", "PRINTER: NO PAPER"),) and screen(todo).endswith("PRINTER: NO PAPER")
+    assert not any(isinstance(e, (StartTimer, StopTimer)) for e in todo)  # a redraw, not a new state
+    assert flow.advance(till, DeviceTrouble("printer", "PRINTER: NO PAPER"), CFG) == (till, [])  # nothing new
+    till, todo = flow.advance(till, Key("CANCEL"), CFG)
+    assert "CANCELLED" in screen(todo) and "PRINTER: NO PAPER" in screen(todo)  # the next screen has it too
+    till, todo = flow.put(till, IDLE, CFG)
+    assert "PRINTER: NO PAPER" in screen(todo)
+    till, todo = flow.advance(till, DeviceTrouble("printer", ""), CFG)
+    assert till.problems == () and "PRINTER" not in screen(todo)
+
+
+def test_a_shown_code_keeps_its_qr_when_a_device_line_is_added():
+    _, todo = flow.advance(Till(ShowingQR(1250, "https://qr.alipay.com/x", 60)), DeviceTrouble("scanner", "X"), CFG)
+    [show] = todo
+    assert show.qr == "https://qr.alipay.com/x" and show.lines[-1] == "X"

@@ -84,6 +84,15 @@ class ChipInserted:
 
 
 @dataclass(frozen=True)
+class DeviceTrouble:
+    """What is wrong with a device (a reader unplugged, the printer without paper), for a line under whatever
+    the flow shows; `screen` "" when it is fine again."""
+
+    device: str
+    screen: str
+
+
+@dataclass(frozen=True)
 class ChipAsks:
     """The contact kernel needs the cardholder: to choose an application (`options`), or a PIN (`offline`: the
     card checks it; `tries_left` from the card; `retry` after a wrong one; `bypass`: ENTER alone means no PIN)."""
@@ -318,6 +327,7 @@ Event = (
     | BadRead
     | Tapped
     | ChipInserted
+    | DeviceTrouble
     | ChipAsks
     | ChipWorking
     | ChipRemoved

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import time
@@ -152,8 +151,6 @@ class Terminal:
         self._chip_task: asyncio.Task[Any] | None = None
         self._flushing = False  # a _keep_flushing task is running
         self._at_once: deque[events.Event] = deque()  # events answering an effect, handled before the next
-        self._problems: dict[str, str] = {}  # device -> what the screen says is wrong with it
-        self._screen: tuple[tuple[str, ...], str] = ((), "")  # what the flow last showed
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -455,8 +452,7 @@ class Terminal:
         if isinstance(posted, _TimerFired):
             event = events.TimerExpired() if posted.generation == self._timer_gen else None
         elif isinstance(posted, (events.ChipReaderFailed, events.ChipReaderReady)):
-            self._device_problem("chip", posted.screen if isinstance(posted, events.ChipReaderFailed) else "")
-            event = None
+            event = events.DeviceTrouble("chip", posted.screen if isinstance(posted, events.ChipReaderFailed) else "")
         elif isinstance(posted, events.Key) and self._booted.pinpad.armed and posted.name != "CANCEL":
             event = self._booted.pinpad.key(posted.name)  # digits stay in the PIN pad
         else:
@@ -486,8 +482,7 @@ class Terminal:
 
     def _enter(self, state: flow.State, *extra: effects.Effect) -> None:
         """Put the flow in `state` (boot, or after a failure), with its screen and timer."""
-        new, todo = flow.enter(state, self.flow_cfg, *extra)
-        self.till = dataclasses.replace(self.till, state=new)
+        self.till, todo = flow.put(self.till, state, self.flow_cfg, *extra)
         self._perform(todo)
 
     @property
@@ -980,11 +975,8 @@ class Terminal:
     # --- what the screen says: the flow's lines, then any device that is missing ---------------------
 
     def _show(self, lines: tuple[str, ...], qr: str = "") -> None:
-        self._screen = (lines, qr)
-        self.devices.display.show(lines + tuple(p for p in self._problems.values() if p), qr)
+        self.devices.display.show(lines, qr)
 
     def _device_problem(self, device: str, screen: str) -> None:
-        """Say (screen text) or clear ("") what is wrong with a device, under whatever the flow shows."""
-        if self._problems.get(device, "") != screen:
-            self._problems[device] = screen
-            self._show(*self._screen)
+        """Say (screen text) or clear ("") what is wrong with a device: the flow keeps it under every screen."""
+        self.post(events.DeviceTrouble(device, screen))

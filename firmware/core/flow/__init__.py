@@ -23,7 +23,7 @@ from firmware.core.effects import (
     StartQrOrder,
     SubmitFollowUp,
 )
-from firmware.core.events import ChipInserted, Event, OperatorChecked, Tapped
+from firmware.core.events import ChipInserted, DeviceTrouble, Event, OperatorChecked, Tapped
 from firmware.core.flow import amount, backoffice, card, chip, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, State, Till
@@ -38,7 +38,7 @@ TABLE: dict[type, Route[Any]] = {
 
 wants_tap = card.wants_tap
 
-__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "Till", "advance", "enter", "render", "step", "wants_tap"]
+__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "Till", "advance", "enter", "put", "render", "step", "wants_tap"]
 
 
 def _route(state: State) -> Route[Any]:
@@ -69,13 +69,36 @@ def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effec
 
 
 def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effect]]:
-    """The shell's entry: step the flow, keep who an accepted operator PIN belongs to, and name the cashier
-    or the manager on the effects that journal or audit what they did."""
+    """The shell's entry: step the flow, keep who an accepted operator PIN belongs to (and name the cashier or
+    the manager on the effects that journal or audit what they did), and keep what is wrong with the devices
+    on every screen."""
     state = till.state
+    if isinstance(event, DeviceTrouble):
+        known = dict(till.problems)
+        if known.get(event.device, "") == event.screen:
+            return till, []
+        known[event.device] = event.screen
+        till = replace(till, problems=tuple((d, s) for d, s in known.items() if s))
+        return till, [_bannered(Show(render(state, cfg), _route(state).qr(state)), till)]  # redrawn, no timer
     if isinstance(event, OperatorChecked) and event.ok and isinstance(state, OperatorPin):
         till = replace(till, cashier=event.who) if state.purpose == "signin" else replace(till, manager=event.who)
     new, todo = step(state, event, cfg)
-    return replace(till, state=new), [_named(eff, till, state) for eff in todo]
+    till = replace(till, state=new)
+    return till, [_bannered(_named(eff, till, state), till) for eff in todo]
+
+
+def put(till: Till, state: State, cfg: FlowConfig, *extra: Effect) -> tuple[Till, list[Effect]]:
+    """The shell's own move of the flow (boot, after a failure): `enter` the state, device lines kept."""
+    new, todo = enter(state, cfg, *extra)
+    till = replace(till, state=new)
+    return till, [_bannered(eff, till) for eff in todo]
+
+
+def _bannered(eff: Effect, till: Till) -> Effect:
+    """A screen with a line for each device in trouble under what the flow shows."""
+    if isinstance(eff, Show) and till.problems:
+        return replace(eff, lines=eff.lines + tuple(screen for _, screen in till.problems))
+    return eff
 
 
 def _named(eff: Effect, till: Till, state: State) -> Effect:

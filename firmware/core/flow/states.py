@@ -249,9 +249,11 @@ IDLE = Amount()
 
 @dataclass(frozen=True)
 class Till:
-    """What outlives a single sale: where the flow stands, who signed in at the till (F4, named on every sale)
-    and who last opened the back office (named on every void, refund, report and settlement)."""
+    """What outlives a single sale: where the flow stands, who signed in at the till (F4, named on every sale),
+    who last opened the back office (named on every void, refund, report and settlement), and what is wrong
+    with the devices (a line each under every screen until it is fine again)."""
 
     state: State = IDLE
     cashier: str = ""
     manager: str = ""
+    problems: tuple[tuple[str, str], ...] = ()  # (device, what the screen says is wrong with it)
