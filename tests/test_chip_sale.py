@@ -55,6 +55,9 @@ def test_a_signature_card_asks_for_no_pin(csim):
     csim.wait_for("APPROVED")
     [req] = requests(csim)
     assert "52" not in req and sales(csim)[0]["status"] == "approved"
+    merchant, customer = csim.wait_for_receipts(2)[-2:]
+    assert "CARDHOLDER SIGNATURE" in merchant and "持卡人签名" in merchant  # the cashier collects it there
+    assert "SIGNATURE" not in customer and "PIN VERIFIED" not in merchant
 
 
 def test_the_cardholder_chooses_between_two_applications(csim):

@@ -13,6 +13,10 @@ from firmware.core.flow.common import DECLINE_TEXT
 from firmware.core.items import BasketLine
 from firmware.core.money import Currency, format_minor
 
+# The CVMs (core/emv/cvm.py's names) after which a receipt says the PIN was verified.
+PIN_CVMS = frozenset(
+    {"online_pin", "offline_pin", "offline_enciphered_pin", "offline_pin_signature", "offline_enciphered_pin_signature"}
+)
 WALLET_NAMES = {"alipay": "ALIPAY 支付宝", "wechat": "WECHAT PAY 微信支付"}  # as the receipt names them
 
 
@@ -76,6 +80,7 @@ _ZH = {
     "TO WALLET": "原路退回",
     "CASH": "现金",
     "CASHIER SIGNATURE": "收银员签名",
+    "CARDHOLDER SIGNATURE": "持卡人签名",
     "CONTACTLESS": "非接",
     "CHIP": "插卡",
     "APP": "应用",
@@ -232,11 +237,14 @@ def sale_receipt(
     if resp.approved:
         lines.append(Line(_label("APPROVED", lang), align="center", bold=True, big=True))
         if sale.kind == "SALE":
-            if sale.cvm == "online_pin":
+            if sale.cvm in PIN_CVMS:
                 lines.append(Line(_label("PIN VERIFIED", lang), align="center"))
             elif sale.cvm == "cdcvm":
                 lines.append(Line(_label("VERIFIED ON DEVICE", lang), align="center"))
-            lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+            if "signature" not in sale.cvm:
+                lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+            elif copy == "MERCHANT COPY":  # the chip's CVM was signature: the cashier collects it here
+                lines += [Line(""), Line(_label("CARDHOLDER SIGNATURE", lang)), Line(""), Line("_" * w)]
         elif copy == "MERCHANT COPY":
             lines += [Line(""), Line(_label("CASHIER SIGNATURE", lang)), Line(""), Line("_" * w)]
     else:
