@@ -566,6 +566,7 @@ class EmvConfig:
     offline_pin: bool = True
     signature: bool = True
     pin_bypass: bool = True  # ENTER on an empty PIN prompt means "no PIN" where the card's CVM list allows it
+    fallback: bool = False  # after a chip read fails, a chip card's stripe may be swiped (entry mode 801)
     oda: tuple[str, ...] = ("sda", "dda", "cda")
 
 
@@ -607,6 +608,7 @@ def _read_emv(sec: _Section, base: Path) -> EmvConfig:
         signature=sec.flag("signature", True),
         pin_bypass=sec.flag("pin_bypass", True),
         oda=tuple(oda),
+        fallback=sec.flag("fallback", False),
     )
     sec.done()
     return emv

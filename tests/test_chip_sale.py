@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from conftest import sim_config, wait_until
+from conftest import ROOT, sim_config, wait_until
 from firmware.config import ChipConfig
 from firmware.host import dialect
 from hwsim import Simulator
@@ -109,3 +109,36 @@ def test_a_card_taken_out_while_the_host_answers_is_reversed(csim):
     csim.wait_for("NOT APPROVED")
     wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="the approval reversed")
     assert any(e["reversed"] for e in csim.host.ledger)
+
+
+CHIP_STRIPE = ";6250941006529100=30122010000000000000?"  # the UnionPay chip card's stripe: service code 201
+
+
+def test_a_chip_cards_stripe_is_sent_to_the_chip_reader(csim):
+    start(csim)
+    csim.swipe(track2=CHIP_STRIPE)
+    csim.wait_for("USE CHIP READER")
+    assert requests(csim) == []
+
+
+def test_fallback_to_the_stripe_after_the_chip_failed_goes_out_as_801(tmp_path, pcscd):
+    cfg = sim_config(host=2.0)
+    cfg = dataclasses.replace(
+        cfg, chip=ChipConfig(reader="hwsim chip slot"), emv=dataclasses.replace(cfg.emv, fallback=True)
+    )
+    unreadable = tmp_path / "odd-chip.toml"  # its only application is one this terminal does not take
+    unreadable.write_text(
+        (ROOT / "hw-sim/hwsim/cards/chip/unionpay-debit-chip.toml")
+        .read_text()
+        .replace("A000000333010101", "A000000999010101")
+    )
+    with Simulator(tmp_path / "data", cfg) as sim:
+        start(sim)
+        sim.insert(profile=unreadable)
+        sim.wait_for("NOT SUPPORTED")
+        sim.remove_card()
+        sim.swipe(track2=CHIP_STRIPE)
+        sim.pin("1234")
+        sim.wait_for("DECLINED")  # the simulated issuer declines a chip card's stripe (05), as many do
+        [req] = requests(sim)
+        assert req["22"] == "801"  # fallback, said to the host

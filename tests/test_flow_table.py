@@ -54,6 +54,7 @@ from firmware.core.events import (
     Reprinted,
     Scanned,
     Settled,
+    Swiped,
     Tapped,
     TimerExpired,
     WalletConfirming,
@@ -83,6 +84,7 @@ from firmware.core.flow.states import (
     WalletBusy,
 )
 from firmware.core.money import Currency
+from firmware.core.track import parse_swipe
 from test_flow import run as run_flow
 from test_flow import screen
 
@@ -446,8 +448,10 @@ def test_how_a_chip_sale_ends():
     answer = HostAnswered(AuthResponse(stan=9, response_code="00", auth_code="123456", rrn="1", terminal_id="T"), 9)
     state, effects = run(ChipReading(2500), answer)
     assert state == Result(("APPROVED", "CNY 25.00", "AUTH CODE 123456")) and PrintReceipts(9) in effects
-    state, _ = run(ChipReading(2500), CardFailed("DECLINED BY CARD", "declined offline"))
-    assert state == AwaitCard(2500, notice="DECLINED BY CARD")  # another card, or another way to pay
+    state, _ = run(ChipReading(2500), CardFailed("DECLINED BY CARD", "declined offline", declined=True))
+    assert state == Result(("DECLINED", "DECLINED BY CARD"))
+    state, _ = run(ChipReading(2500), CardFailed("CARD ERROR, TRY ANOTHER CARD", "mute"))
+    assert state == AwaitCard(2500, notice="CARD ERROR, TRY ANOTHER CARD", chip_failed=True)  # or the stripe
     state, _ = run(ChipReading(2500), HostFailed("declined by the card", sent=True, stan=9, title="CARD DECLINED"))
     assert state == Result(("CARD DECLINED", "NOT APPROVED"))
 
@@ -472,3 +476,29 @@ def test_a_shown_code_keeps_its_qr_when_a_device_line_is_added():
     _, todo = flow.advance(Till(ShowingQR(1250, "https://qr.alipay.com/x", 60)), DeviceTrouble("scanner", "X"), CFG)
     [show] = todo
     assert show.qr == "https://qr.alipay.com/x" and show.lines[-1] == "X"
+
+
+@pytest.mark.parametrize(
+    "chip_reader, fallback, chip_failed, refused",
+    [
+        (True, False, False, True),
+        (True, True, False, True),
+        (True, False, True, True),
+        (True, True, True, False),
+        (False, False, False, False),
+    ],
+)
+def test_a_chip_cards_stripe_is_refused_where_a_chip_reader_is_unless_its_chip_failed_and_fallback_is_on(
+    chip_reader, fallback, chip_failed, refused
+):
+    chip_card = parse_swipe(";6250941006528599=30122010000000000000?")  # service code 201: an IC card
+    cfg = replace(CFG, chip_reader=chip_reader, fallback=fallback)
+    state, effects = run(AwaitCard(2500, chip_failed=chip_failed), Swiped(chip_card), cfg=cfg)
+    if refused:
+        assert (
+            state.notice == "USE CHIP READER 请插卡" and effects and not any(isinstance(e, CollectPin) for e in effects)
+        )
+    else:
+        assert isinstance(state, AwaitPin)
+    plain = parse_swipe(";4242424242424242=30121010000000000000?")  # service code 101: no chip
+    assert isinstance(run(AwaitCard(2500), Swiped(plain), cfg=cfg)[0], AwaitPin)

@@ -145,3 +145,16 @@ def test_any_answers_end_an_order_and_only_a_paid_answer_approves_it(answers, ki
         assert outcome == Final("approved", paid[0])
     else:
         assert not (isinstance(outcome, Final) and outcome.status == "approved")
+
+
+def test_a_scanned_code_the_provider_never_had_is_final_only_once_it_is_old():
+    """A "not found" names no order (a lying proxy could pass another request's off as this one's): at the
+    till it leaves the sale unknown; reconciliation calls it never paid once the order is old enough."""
+    gone = [NOT_FOUND, NOT_FOUND]
+    at_till = drive(wo.end_order("code", "CUSTOMER DID NOT CONFIRM", QR_TIMEOUT, CREATED), gone)[1]
+    assert isinstance(at_till, Open) and at_till.state == "closed"
+    young = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED), [NOT_FOUND, *gone])[1]
+    assert young is None
+    old = CREATED + wo.CODE_NOT_FOUND_WAIT + wo.EXPIRY_MARGIN
+    final = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED), [NOT_FOUND, *gone], now=old)[1]
+    assert final == Final("cancelled", WalletResult("closed", "NEVER REACHED THE WALLET"))

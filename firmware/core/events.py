@@ -44,8 +44,8 @@ class AuthResponse:
 
     @property
     def approved(self) -> bool:
-        """Response code 00."""
-        return self.response_code == "00"
+        """Response code 00, or 11 (approved, VIP): the money moved."""
+        return self.response_code in ("00", "11")
 
 
 @dataclass(frozen=True)
@@ -142,10 +142,12 @@ class CardRead:
 
 @dataclass(frozen=True)
 class CardFailed:
-    """A card read (contactless, or a chip that does not answer) ended without usable data; `screen` says what to do."""
+    """A card read (contactless, or a chip that does not answer) ended without usable data; `screen` says what to do.
+    `declined`: the chip itself declined the sale offline (no read failure: no fallback to the stripe)."""
 
     screen: str
     reason: str
+    declined: bool = False
 
 
 @dataclass(frozen=True)

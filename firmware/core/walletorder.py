@@ -22,6 +22,10 @@ EXPIRY_MARGIN = timedelta(seconds=30)
 END_ATTEMPTS = 4  # close/cancel tries while the cashier waits (Alipay's retry_flag), then reconcile
 END_FIRST_DELAY = 0.5  # seconds before the second try; doubles
 POLL_GROWTH, POLL_MAX = 1.5, 5.0  # a shown code is asked about ever less often, at most every 5 s
+# A scanned code's order the provider says it never had is taken as never paid only this long after it was
+# made: a "not found" names no order, so a fresh one could be another request's answer passed off as this
+# one's; an order that really reached the provider shows up well within this.
+CODE_NOT_FOUND_WAIT = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,13 @@ def expiry(created: datetime, qr_timeout: int) -> datetime:
     return created.replace(microsecond=0) + timedelta(seconds=qr_timeout)
 
 
+def not_found_final(kind: str, created: datetime, qr_timeout: int) -> datetime:
+    """From when an order the provider says it does not have counts as never paid: a shown code once it has
+    expired, a scanned one CODE_NOT_FOUND_WAIT after it was made (either plus the clocks' margin)."""
+    until = expiry(created, qr_timeout) if kind == "qr" else created + CODE_NOT_FOUND_WAIT
+    return until + EXPIRY_MARGIN
+
+
 def _ask(op: Op) -> Generator[Request, Answer, WalletResult | Failure]:
     answer = yield Call(op)
     if not isinstance(answer, (WalletResult, Failure)):
@@ -206,7 +217,7 @@ def end_trade(kind: str, attempts: int) -> Generator[Request, Answer, WalletResu
             continue
         if now.state in ("paid", "closed"):
             return now
-        if kind == "qr" and ended.state == now.state == "not_found":
+        if ended.state == now.state == "not_found":
             return now
     return None
 
@@ -217,11 +228,11 @@ def end_order(kind: str, reason: str, qr_timeout: int, created: datetime, attemp
     ended = yield from end_trade(kind, attempts)
     if ended is None:
         return Open("could not close the order: reconciling")
-    if ended.state == "not_found":  # a shown code nobody scanned
-        until = expiry(created, qr_timeout)
-        if (yield from _now()) < until + EXPIRY_MARGIN:
+    if ended.state == "not_found":  # a shown code nobody scanned, or a scanned one the provider never had
+        until = not_found_final(kind, created, qr_timeout)
+        if (yield from _now()) < until:
             # Payable until its expiry (a printed copy may still be scanned): unknown until then.
-            return Open(f"never scanned; payable until {until.isoformat()}", reason, state="closed")
+            return Open(f"not found at the provider; final at {until.isoformat()}", reason, state="closed")
         ended = WalletResult("closed", reason)
     elif ended.state == "closed" and ended.reason != "REFUNDED TO PAYER":  # a cancel of a paid trade keeps it
         ended = WalletResult("closed", reason)
@@ -239,9 +250,9 @@ def reconcile_order(kind: str, qr_timeout: int, created: datetime) -> Reconcilin
         if ended is None:
             return None
         result = ended
-        if result.state == "not_found":  # a shown code nobody scanned
-            if (yield from _now()) < expiry(created, qr_timeout) + EXPIRY_MARGIN:
+        if result.state == "not_found":  # a shown code nobody scanned, or a scanned one the provider never had
+            if (yield from _now()) < not_found_final(kind, created, qr_timeout):
                 return None  # still payable: ask again later
-            result = WalletResult("closed", "NEVER PAID; CODE EXPIRED")
+            result = WalletResult("closed", "NEVER PAID; CODE EXPIRED" if kind == "qr" else "NEVER REACHED THE WALLET")
     done = final(result)
     return done if done is not None and done.status != "declined" else None

@@ -12,6 +12,7 @@ from firmware.errors import AnswerMismatch, CodecError, PartialApproval, StaleAn
 POS_ENTRY_MAGSTRIPE_PIN = "021"  # 02 = magnetic stripe read, 1 = terminal can accept PINs
 POS_ENTRY_CONTACTLESS = "071"  # 07 = contactless chip (EMV), 1 = terminal can accept PINs
 POS_ENTRY_CHIP = "051"  # 05 = integrated circuit card (EMV contact), 1 = terminal can accept PINs
+POS_ENTRY_FALLBACK = "801"  # 80 = magnetic stripe as fallback after a failed chip read, 1 = PIN capable
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ ECHOED = {
     "0800": ("41", "42", "70"),
 }
 PARTIAL_APPROVAL = "10"
+APPROVED = ("00", "11")  # what AuthResponse.approved counts as an approval
 
 
 def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
@@ -135,15 +137,18 @@ def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
 def iso_to_response(doc: dict[str, str]) -> AuthResponse:
     """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
     stan, rc = _checked(doc, "0210")
-    if rc == "00" and not doc.get("38", "").strip():
+    if rc in APPROVED and not doc.get("38", "").strip():
         raise CodecError("approval without an authorization code (field 38)")
+    icc = doc.get("55", "").strip()
+    if icc and (len(icc) % 2 or any(c not in "0123456789abcdefABCDEF" for c in icc)):
+        raise CodecError("field 55 of the answer is not hex-encoded BER-TLV")
     return AuthResponse(
         stan=stan,
         response_code=rc,
         auth_code=doc.get("38", "").strip(),
         rrn=doc.get("37", "").strip(),
         terminal_id=doc.get("41", "").strip(),
-        icc=doc.get("55", "").strip(),
+        icc=icc,
     )
 
 

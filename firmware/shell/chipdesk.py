@@ -159,6 +159,9 @@ class ChipDesk:
             self._failed(eff, exc, online)
         except asyncio.CancelledError:
             self._failed(eff, CardError("the transaction was cancelled", screen="CANCELLED"), online)
+        except Exception as exc:  # a bug, or an answer nothing above expected: never a silent approval
+            log.exception("chip: the transaction failed unexpectedly")
+            self._failed(eff, CardError(f"terminal error: {exc}", screen="TERMINAL ERROR"), online)
         finally:
             steps.close()
             self._pinpad.end()
@@ -189,9 +192,11 @@ class ChipDesk:
             outcome.tsi,
         )
         facts = f"{outcome.cryptogram_type} {outcome.cryptogram} TVR {outcome.tvr} TSI {outcome.tsi} CVM {outcome.cvm}"
-        if online is None:  # declined by the card (or the terminal) before going online: nothing was sent
-            self._journal_failure(eff.amount, f"declined offline ({outcome.arc}): {facts}")
-            self._post(events.CardFailed("DECLINED BY CARD", outcome.reason or "declined offline"))
+        if online is None:  # nothing was sent: an online-only terminal takes no offline approval either
+            why = "approved offline, refused: online only" if outcome.approved else "declined offline"
+            self._journal_failure(eff.amount, f"{why} ({outcome.arc}): {facts}")
+            screen = "NOT APPROVED" if outcome.approved else "DECLINED BY CARD"
+            self._post(events.CardFailed(screen, outcome.reason or why, declined=True))
             return
         response = online.response
         if response.approved and not outcome.approved:
@@ -216,6 +221,9 @@ class ChipDesk:
         if online is None:
             self._journal_failure(eff.amount, str(exc))
             self._post(events.CardFailed(screen, str(exc)))
+            return
+        if not online.response.approved:  # the host declined: nothing to reverse, the decline stands
+            self._answered(online.row, online.stan, replace(online.response, icc=""), f"card ended early: {exc}")
             return
         self._record(online.row, "unknown", note=f"the chip transaction did not end: {exc}"[:200])
         self._reverse_soon()

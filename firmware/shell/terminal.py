@@ -38,6 +38,7 @@ from firmware.host.link import HostLink
 from firmware.host.messages import (
     POS_ENTRY_CHIP,
     POS_ENTRY_CONTACTLESS,
+    POS_ENTRY_FALLBACK,
     SaleRequest,
     bind,
     icc_hex,
@@ -127,6 +128,8 @@ class Terminal:
             pin_timeout=config.timeouts.pin,
             result_timeout=config.timeouts.result,
             contactless_limit=config.contactless.transaction_limit if config.contactless.device else 0,
+            chip_reader=config.chip is not None,
+            fallback=config.emv.fallback,
             wallets=tuple(self._wallet_providers),
             qr_timeout=config.wallet.qr_timeout,
         )
@@ -701,6 +704,8 @@ class Terminal:
         chip = eff.card if isinstance(eff.card, ChipCard) else None
         entry = POS_ENTRY_CHIP if chip and chip.kernel == "contact" else POS_ENTRY_CONTACTLESS
         extra = {"entry_mode": entry, "icc_data": icc_hex(chip.icc)} if chip else {}
+        if isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6") and self.config.chip:
+            extra = {"entry_mode": POS_ENTRY_FALLBACK}  # the flow let a chip card's stripe through: fallback
         return sale_to_iso(
             SaleRequest(
                 stan=stan,

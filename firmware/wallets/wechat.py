@@ -749,8 +749,8 @@ class WechatPayClient:
         if after.state == "closed":
             reason = "REFUNDED TO PAYER" if state_before in _PAID_STATES else "PAYMENT CANCELLED"
             return WalletResult("closed", reason, trade_no=after.trade_no)
-        if after.state == "not_found":  # nothing reached WeChat Pay: nothing can be paid under this number
-            return WalletResult("closed", "PAYMENT CANCELLED")
+        if after.state == "not_found":  # WeChat knows no such order: the desk decides when that is final
+            return WalletResult("not_found")
         return WalletResult("retry")
 
     async def refund(

@@ -115,6 +115,7 @@ from firmware.core.emv.select import (
 from firmware.core.pan import luhn_valid
 
 APPROVAL_CODES = ("00", "10", "11")  # approved, partial (refused later by the flow), approved (VIP)
+AC_ANSWER_TAGS = frozenset({"9F27", "9F36", "9F26", "9F10", "9F4B"})  # what a GENERATE AC answer may set
 UNIONPAY_RID = "A000000333"
 
 
@@ -570,7 +571,8 @@ def _generate_ac(run: _Run, kind: int, dol_tag: str) -> Steps[tuple[int, bool]]:
     got_kind = cid_type(got["9F27"][0])
     if got_kind > kind:
         raise CardError(f"the card answered {CID_NAMES[got_kind]} to a request for {CID_NAMES[kind]}")
-    run.card.update(got)
+    # Only what GENERATE AC answers with may change: the card's records (AIP, PAN, ...) read before stay.
+    run.card.update({tag: value for tag, value in got.items() if tag in AC_ANSWER_TAGS})
     if not cda or got_kind == CID_AAC:
         want(run.card, "9F26")
         return got_kind, True

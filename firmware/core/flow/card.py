@@ -71,6 +71,9 @@ def wants_tap(state: State, cfg: FlowConfig) -> bool:
 
 def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, Swiped):
+        chip_card = event.card.service_code[:1] in ("2", "6")  # ISO 7813: an IC is on the card
+        if cfg.chip_reader and chip_card and not (state.chip_failed and cfg.fallback):
+            return go(replace(state, notice="USE CHIP READER 请插卡"))
         return go(AwaitPin(state.amount, event.card, basket=state.basket), CollectPin(event.card.pan))
     if isinstance(event, BadRead):
         return go(replace(state, notice="READ ERROR, SWIPE AGAIN"))

@@ -63,7 +63,9 @@ def _ended(state: ChipReading, event: Event, cfg: FlowConfig) -> Step | None:
     if isinstance(event, CardFailed):
         if state.cancelling:
             return go(Result(("CANCELLED", "NOT CHARGED")))
-        return go(AwaitCard(state.amount, notice=event.screen, basket=state.basket))
+        if event.declined:
+            return go(Result(("DECLINED", event.screen)))
+        return go(AwaitCard(state.amount, notice=event.screen, basket=state.basket, chip_failed=True))
     return None
 
 

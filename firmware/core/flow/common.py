@@ -50,6 +50,8 @@ class FlowConfig:
     result_timeout: float = 15.0
     pin_attempts: int = 3
     contactless_limit: int = 0  # largest amount offered for tapping; 0: no contactless reader
+    chip_reader: bool = False  # a contact reader: a chip card's stripe is refused (USE CHIP READER)
+    fallback: bool = False  # ... unless its chip failed and the shop allows the stripe then
     wallets: tuple[str, ...] = ()  # the wallets the shop takes ("alipay", "wechat"); F1 shows the first's code
     qr_timeout: int = 120  # seconds a shown code stays valid
 

@@ -49,6 +49,7 @@ class AwaitCard:
     amount: int
     notice: str = ""
     basket: tuple[BasketLine, ...] = ()  # the lines being paid for (none for a keyed amount)
+    chip_failed: bool = False  # the chip could not be read: its stripe is the fallback (where allowed)
 
 
 @dataclass(frozen=True)
