@@ -549,6 +549,13 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_office(add: _AddParser) -> None:
+    p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
+    from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
+
+    declare(p)
+
+
 # --- the command line ------------------------------------------------------------------------------------
 
 _COMMANDS = (
@@ -566,6 +573,7 @@ _COMMANDS = (
     _add_items,
     _add_config,
     _add_check_config,
+    _add_office,
 )
 
 
