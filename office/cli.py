@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import ipaddress
 import json
+import os
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,7 @@ def _terminal(args: argparse.Namespace) -> int:
         token = add_terminal(conn, args.terminal_id, args.shop, args.rotate)
     if args.token_file:
         path = Path(args.token_file)
-        path.touch(mode=0o600)
-        path.write_text(token + "\n", encoding="ascii")
+        _private(path, (token + "\n").encode("ascii"))
         print(f"office: terminal {args.terminal_id} registered; its token is in {path} ([office] token_file)")
     else:
         print(token)
@@ -199,40 +198,20 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _tls_cert(args: argparse.Namespace) -> int:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from office.tlscert import self_signed
 
-    names: list[x509.GeneralName] = []
-    for host in args.host:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, args.host[0])])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=args.days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key, fingerprint = self_signed(args.host, args.days)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "office-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path = out / "office-key.pem"
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    (out / "office-cert.pem").write_bytes(cert)
+    _private(out / "office-key.pem", key)
     print(f"office: {out / 'office-cert.pem'} (give it to each terminal as [office] ca_file), SHA-256 {fingerprint}")
     return 0
+
+
+def _private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only (made so before anything is in it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -365,6 +365,7 @@ class Journal:
                     "SELECT 'settlement', batch, 0, body FROM forward_settlement ORDER BY batch",
                 ):
                     self._db.execute(f"INSERT INTO forward_queue (entity, row_id, line_no, body) {sql}")
+                self._copy_pending.update(self._high_water())
             elif not on:
                 self._db.execute("DELETE FROM forward_queue")
 
