@@ -247,9 +247,7 @@ async def export_csv(conn: Any, s: Scope) -> AsyncIterator[str]:
         {"reference": "order_no", "created_at": "created_local"}.get(c, c) for c in ("terminal_id", *EXPORT_COLUMNS)
     )
     async with conn.cursor(name="office_export") as cur:
-        await cur.execute(
-            f'SELECT {columns} FROM txns WHERE {_IN} ORDER BY local_day, terminal_id COLLATE "C", id', s.args()
-        )
+        await cur.execute(f'SELECT {columns} FROM txns WHERE {_IN} ORDER BY terminal_id COLLATE "C", id', s.args())
         yield out.getvalue()
         while batch := await cur.fetchmany(2000):
             out.seek(0)

@@ -33,7 +33,7 @@ const TEXT = {
   },
 };
 
-let lang = localStorage.getItem("lang") || (navigator.language.startsWith("zh") ? "zh-CN" : "en");
+let lang = localStorage.getItem("lang") || (((navigator.languages || [])[0] || navigator.language || "").startsWith("zh") ? "zh-CN" : "en");
 let last = null;
 let timer = null;
 const $ = (id) => document.getElementById(id);
