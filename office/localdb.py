@@ -71,6 +71,8 @@ class LocalPostgres:
             self._run(
                 "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"
             )
+        if self.running():
+            return self
         options = [f"-c listen_addresses='' -c unix_socket_directories='{self.root}' -p {PORT}"]
         if not self.durable:  # tests: nothing here must survive a crash of the machine
             options.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
@@ -89,6 +91,16 @@ class LocalPostgres:
         )
         log.info("office: PostgreSQL running in %s", self.root)
         return self
+
+    def running(self) -> bool:
+        """True when this cluster's server is up (a folder reused after an earlier start)."""
+        if not (self.data / "postmaster.pid").exists():
+            return False
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "status")
+        except OfficeError:
+            return False
+        return True
 
     def dsn(self, database: str = "postgres") -> str:
         """A libpq connection string for a database of this cluster."""

@@ -9,7 +9,7 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from firmware.core.money import Currency, format_minor
@@ -39,7 +39,17 @@ class Scope:
     currency: str
 
     def args(self, **more: Any) -> dict[str, Any]:
-        return {"t": list(self.terminals), "first": self.first, "last": self.last, "cur": self.currency, **more}
+        """The query's parameters: the terminals, the dates, and the range as whole months [m0, m1) with the days
+        before and after them (d1..d2, d3..d4), for the totals kept per day and per month."""
+        first, last, one = self.first, self.last, timedelta(days=1)
+        m0 = first if first.day == 1 else (first.replace(day=28) + 4 * one).replace(day=1)
+        m1 = (last + one).replace(day=1)
+        if m0 < m1:
+            d1, d2, d3, d4 = first, m0 - one, m1, last
+        else:  # no whole month: every day from the day totals
+            d1, d2, d3, d4, m0, m1 = first, last, last + one, last, first, first
+        dates = {"d1": d1, "d2": d2, "d3": d3, "d4": d4, "m0": m0, "m1": m1}
+        return {"t": list(self.terminals), "first": first, "last": last, "cur": self.currency, **dates, **more}
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,16 @@ class Finding:
 
 
 _IN = "local_day BETWEEN %(first)s AND %(last)s AND terminal_id = ANY(%(t)s) AND currency = %(cur)s"
+_TOTALS = (  # days outside whole months from the day totals, whole months from the month totals
+    "((span = 'day' AND (period BETWEEN %(d1)s AND %(d2)s OR period BETWEEN %(d3)s AND %(d4)s))"
+    " OR (span = 'month' AND period >= %(m0)s AND period < %(m1)s))"
+    " AND terminal_id = ANY(%(t)s) AND currency = %(cur)s"
+)
 
 
 async def _all(conn: Any, sql: str, args: dict[str, Any]) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(sql, args)
+    # Never a prepared statement: its generic plan, made for a day's range, would walk an index over a year.
+    cur = await conn.execute(sql, args, prepare=False)
     return list(await cur.fetchall())
 
 
@@ -66,7 +82,7 @@ async def report(conn: Any, s: Scope) -> Report:
         (k, st): (int(n), int(a))
         for k, st, n, a in await _all(
             conn,
-            f"SELECT kind, status, SUM(n), SUM(amount) FROM day_totals WHERE {_IN}"
+            f"SELECT kind, status, SUM(n), SUM(amount) FROM sale_totals WHERE {_TOTALS}"
             " AND status IN ('approved', 'declined') GROUP BY kind, status",
             s.args(),
         )
@@ -79,7 +95,7 @@ async def report(conn: Any, s: Scope) -> Report:
             "SELECT method, entry_mode, SUM(n)::bigint, SUM(amount)::bigint,"
             " (SUM(amount)::bigint * 1000 + SUM(SUM(amount)::bigint) OVER () / 2)"
             " / NULLIF(SUM(SUM(amount)::bigint) OVER (), 0)"
-            f" FROM day_totals WHERE {_IN} AND kind = 'sale' AND status = 'approved'"
+            f" FROM sale_totals WHERE {_TOTALS} AND kind = 'sale' AND status = 'approved'"
             ' GROUP BY method, entry_mode HAVING SUM(n) <> 0 ORDER BY method COLLATE "C", entry_mode COLLATE "C"',
             s.args(),
         )
@@ -88,7 +104,7 @@ async def report(conn: Any, s: Scope) -> Report:
         int(h): (int(n), int(a))
         for h, n, a in await _all(
             conn,
-            f"SELECT local_hour, SUM(n), SUM(amount) FROM hour_totals WHERE {_IN} GROUP BY local_hour"
+            f"SELECT local_hour, SUM(n), SUM(amount) FROM hour_totals WHERE {_TOTALS} GROUP BY local_hour"
             " HAVING SUM(n) <> 0",
             s.args(),
         )
@@ -97,7 +113,7 @@ async def report(conn: Any, s: Scope) -> Report:
         conn,
         "WITH items AS ("
         ' SELECT plu, MAX(name COLLATE "C") AS name, SUM(quantity)::bigint AS q, SUM(revenue)::bigint AS r'
-        f" FROM item_totals WHERE {_IN} GROUP BY plu HAVING SUM(quantity) <> 0),"
+        f" FROM item_totals WHERE {_TOTALS} GROUP BY plu HAVING SUM(quantity) <> 0),"
         " ranked AS (SELECT *,"
         ' row_number() OVER (ORDER BY q DESC, r DESC, plu COLLATE "C") AS by_q,'
         ' row_number() OVER (ORDER BY r DESC, q DESC, plu COLLATE "C") AS by_r FROM items)'
@@ -109,7 +125,7 @@ async def report(conn: Any, s: Scope) -> Report:
     ops: dict[str, list[int]] = {}
     for op, kind, n, a in await _all(
         conn,
-        f"SELECT operator, kind, SUM(n), SUM(amount) FROM day_totals WHERE {_IN} AND kind IN ('sale', 'refund')"
+        f"SELECT operator, kind, SUM(n), SUM(amount) FROM sale_totals WHERE {_TOTALS} AND kind IN ('sale', 'refund')"
         " AND status = 'approved' GROUP BY operator, kind HAVING SUM(n) <> 0",
         s.args(),
     ):
@@ -161,10 +177,14 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
         )
     for _terminal, n, masked, ids in await _all(
         conn,
-        "SELECT terminal_id, COUNT(*), (array_agg(masked_pan ORDER BY id))[1],"
-        f" (array_agg({_ROW} ORDER BY id))[1:%(shown)s] FROM txns WHERE {_IN} AND kind = 'sale'"
-        " AND status = 'declined' AND card_token <> '' GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s"
-        ' ORDER BY terminal_id COLLATE "C", MIN(id)',
+        "WITH hits AS (SELECT terminal_id, card_token FROM txns"
+        f" WHERE {_IN} AND kind = 'sale' AND status = 'declined' AND card_token <> ''"
+        " GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s)"
+        " SELECT t.terminal_id, COUNT(*), (array_agg(t.masked_pan ORDER BY t.id))[1],"
+        " (array_agg(t.terminal_id || ':' || t.id ORDER BY t.id))[1:%(shown)s]"
+        " FROM txns t JOIN hits h ON h.terminal_id = t.terminal_id AND h.card_token = t.card_token"
+        f" WHERE {_T_IN} AND t.kind = 'sale' AND t.status = 'declined'"
+        ' GROUP BY t.terminal_id, t.card_token ORDER BY t.terminal_id COLLATE "C", MIN(t.id)',
         s.args(n=rules.declines_per_card, shown=ROWS_SHOWN),
     ):
         found.append(Finding("declines on one card", f"{n} declines of {masked}", int(n), tuple(ids)))

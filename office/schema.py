@@ -11,12 +11,6 @@ from office.errors import OfficeError
 
 log = logging.getLogger(__name__)
 
-_TOTAL_KEYS = {
-    "day_totals": "local_day, terminal_id, currency, kind, status, method, entry_mode, operator",
-    "hour_totals": "local_day, terminal_id, currency, local_hour",
-    "item_totals": "local_day, terminal_id, currency, plu, name",
-}
-
 MIGRATIONS: tuple[str, ...] = (
     # 1: terminals and their credentials; the owner's users and their sessions; the gathered journal rows
     """
@@ -81,7 +75,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (terminal_id, id)
     );
     CREATE INDEX txns_day ON txns (local_day, terminal_id);
-    CREATE INDEX txns_declined ON txns (local_day) WHERE kind = 'sale' AND status = 'declined';
+    CREATE INDEX txns_declined ON txns (local_day) INCLUDE (terminal_id, card_token, id)
+        WHERE kind = 'sale' AND status = 'declined';
     CREATE INDEX txns_refunds ON txns (local_day) WHERE kind = 'refund';
     CREATE INDEX txns_fallback ON txns (local_day) WHERE chip_swiped;
     CREATE INDEX txns_sold_amount ON txns (amount, local_day) WHERE kind = 'sale' AND status = 'approved';
@@ -116,45 +111,51 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (terminal_id, batch)
     );
     """,
-    # 2: the totals the reports read, kept by triggers: per terminal and local day, by kind, status, method,
-    # entry mode and operator; approved sales by hour; items of approved sales. A row's change takes its old
-    # figures out and puts its new ones in, in the transaction that changes it.
+    # 2: the totals the reports read, kept by triggers, each per terminal for a local day and again for its month
+    # (span 'day' or 'month', period = the day or the month's first day: a year is read from twelve months' rows):
+    # rows by kind, status, method, entry mode and operator; approved sales by hour; items of approved sales.
+    # A row's change takes its old figures out and puts its new ones in, in the transaction that changes it.
     """
-    CREATE TABLE day_totals (
-        local_day date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL, kind text NOT NULL,
-        status text NOT NULL, method text NOT NULL, entry_mode text NOT NULL, operator text NOT NULL,
-        n bigint NOT NULL, amount bigint NOT NULL,
-        PRIMARY KEY (local_day, terminal_id, currency, kind, status, method, entry_mode, operator)
+    CREATE TABLE sale_totals (
+        span text NOT NULL, period date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL,
+        kind text NOT NULL, status text NOT NULL, method text NOT NULL, entry_mode text NOT NULL,
+        operator text NOT NULL, n bigint NOT NULL, amount bigint NOT NULL,
+        PRIMARY KEY (span, period, terminal_id, currency, kind, status, method, entry_mode, operator)
     );
     CREATE TABLE hour_totals (
-        local_day date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL, local_hour smallint NOT NULL,
-        n bigint NOT NULL, amount bigint NOT NULL,
-        PRIMARY KEY (local_day, terminal_id, currency, local_hour)
+        span text NOT NULL, period date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL,
+        local_hour smallint NOT NULL, n bigint NOT NULL, amount bigint NOT NULL,
+        PRIMARY KEY (span, period, terminal_id, currency, local_hour)
     );
     CREATE TABLE item_totals (
-        local_day date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL, plu text NOT NULL,
-        name text NOT NULL, quantity bigint NOT NULL, revenue bigint NOT NULL,
-        PRIMARY KEY (local_day, terminal_id, currency, plu, name)
+        span text NOT NULL, period date NOT NULL, terminal_id text NOT NULL, currency text NOT NULL,
+        plu text NOT NULL, name text NOT NULL, quantity bigint NOT NULL, revenue bigint NOT NULL,
+        PRIMARY KEY (span, period, terminal_id, currency, plu, name)
     );
     CREATE FUNCTION office_count(t txns, sign integer) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        spans text[] := ARRAY['day', 'month'];
+        periods date[] := ARRAY[t.local_day, date_trunc('month', t.local_day)::date];
     BEGIN
-        INSERT INTO day_totals AS d VALUES (t.local_day, t.terminal_id, t.currency, t.kind, t.status, t.method,
-            t.entry_mode, t.operator, sign, sign * t.amount)
-        ON CONFLICT (local_day, terminal_id, currency, kind, status, method, entry_mode, operator)
-        DO UPDATE SET n = d.n + EXCLUDED.n, amount = d.amount + EXCLUDED.amount;
-        IF t.kind = 'sale' AND t.status = 'approved' THEN
-            INSERT INTO hour_totals AS h VALUES (t.local_day, t.terminal_id, t.currency, t.local_hour, sign,
-                sign * t.amount)
-            ON CONFLICT (local_day, terminal_id, currency, local_hour)
-            DO UPDATE SET n = h.n + EXCLUDED.n, amount = h.amount + EXCLUDED.amount;
-            INSERT INTO item_totals AS i
-                SELECT t.local_day, t.terminal_id, t.currency, l.plu, l.name, sign * SUM(l.quantity),
-                    sign * SUM(l.quantity * l.unit_price)
-                FROM sale_lines l WHERE l.terminal_id = t.terminal_id AND l.transaction_id = t.id
-                GROUP BY l.plu, l.name
-            ON CONFLICT (local_day, terminal_id, currency, plu, name)
-            DO UPDATE SET quantity = i.quantity + EXCLUDED.quantity, revenue = i.revenue + EXCLUDED.revenue;
-        END IF;
+        FOR i IN 1..2 LOOP
+            INSERT INTO sale_totals AS d VALUES (spans[i], periods[i], t.terminal_id, t.currency, t.kind, t.status,
+                t.method, t.entry_mode, t.operator, sign, sign * t.amount)
+            ON CONFLICT (span, period, terminal_id, currency, kind, status, method, entry_mode, operator)
+            DO UPDATE SET n = d.n + EXCLUDED.n, amount = d.amount + EXCLUDED.amount;
+            IF t.kind = 'sale' AND t.status = 'approved' THEN
+                INSERT INTO hour_totals AS h VALUES (spans[i], periods[i], t.terminal_id, t.currency, t.local_hour,
+                    sign, sign * t.amount)
+                ON CONFLICT (span, period, terminal_id, currency, local_hour)
+                DO UPDATE SET n = h.n + EXCLUDED.n, amount = h.amount + EXCLUDED.amount;
+                INSERT INTO item_totals AS it
+                    SELECT spans[i], periods[i], t.terminal_id, t.currency, l.plu, l.name, sign * SUM(l.quantity),
+                        sign * SUM(l.quantity * l.unit_price)
+                    FROM sale_lines l WHERE l.terminal_id = t.terminal_id AND l.transaction_id = t.id
+                    GROUP BY l.plu, l.name
+                ON CONFLICT (span, period, terminal_id, currency, plu, name)
+                DO UPDATE SET quantity = it.quantity + EXCLUDED.quantity, revenue = it.revenue + EXCLUDED.revenue;
+            END IF;
+        END LOOP;
     END $$;
     CREATE FUNCTION office_txns_totals() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
@@ -171,13 +172,15 @@ MIGRATIONS: tuple[str, ...] = (
         FOR EACH ROW EXECUTE FUNCTION office_txns_totals();
     CREATE FUNCTION office_line_totals() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO item_totals AS i
-            SELECT t.local_day, t.terminal_id, t.currency, NEW.plu, NEW.name, NEW.quantity,
+        INSERT INTO item_totals AS it
+            SELECT s.span, s.period, t.terminal_id, t.currency, NEW.plu, NEW.name, NEW.quantity,
                 NEW.quantity * NEW.unit_price
-            FROM txns t WHERE t.terminal_id = NEW.terminal_id AND t.id = NEW.transaction_id
+            FROM txns t, LATERAL (VALUES ('day', t.local_day), ('month', date_trunc('month', t.local_day)::date))
+                AS s (span, period)
+            WHERE t.terminal_id = NEW.terminal_id AND t.id = NEW.transaction_id
                 AND t.kind = 'sale' AND t.status = 'approved'
-        ON CONFLICT (local_day, terminal_id, currency, plu, name)
-        DO UPDATE SET quantity = i.quantity + EXCLUDED.quantity, revenue = i.revenue + EXCLUDED.revenue;
+        ON CONFLICT (span, period, terminal_id, currency, plu, name)
+        DO UPDATE SET quantity = it.quantity + EXCLUDED.quantity, revenue = it.revenue + EXCLUDED.revenue;
         RETURN NULL;
     END $$;
     CREATE TRIGGER sale_lines_totals AFTER INSERT ON sale_lines
@@ -187,18 +190,24 @@ MIGRATIONS: tuple[str, ...] = (
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).
 REBUILD_TOTALS = """
-    TRUNCATE day_totals, hour_totals, item_totals;
-    INSERT INTO day_totals
-        SELECT local_day, terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount)
-        FROM txns GROUP BY local_day, terminal_id, currency, kind, status, method, entry_mode, operator;
+    TRUNCATE sale_totals, hour_totals, item_totals;
+    CREATE TEMPORARY VIEW spans AS SELECT * FROM (VALUES ('day'), ('month')) AS s (span);
+    INSERT INTO sale_totals
+        SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
+            terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount)
+        FROM txns, spans s GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator;
     INSERT INTO hour_totals
-        SELECT local_day, terminal_id, currency, local_hour, COUNT(*), SUM(amount) FROM txns
-        WHERE kind = 'sale' AND status = 'approved' GROUP BY local_day, terminal_id, currency, local_hour;
+        SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
+            terminal_id, currency, local_hour, COUNT(*), SUM(amount)
+        FROM txns, spans s WHERE kind = 'sale' AND status = 'approved'
+        GROUP BY s.span, p, terminal_id, currency, local_hour;
     INSERT INTO item_totals
-        SELECT t.local_day, t.terminal_id, t.currency, l.plu, l.name, SUM(l.quantity), SUM(l.quantity * l.unit_price)
-        FROM sale_lines l JOIN txns t ON t.terminal_id = l.terminal_id AND t.id = l.transaction_id
-        WHERE t.kind = 'sale' AND t.status = 'approved' GROUP BY t.local_day, t.terminal_id, t.currency, l.plu, l.name;
-    ANALYZE day_totals; ANALYZE hour_totals; ANALYZE item_totals;
+        SELECT s.span, CASE s.span WHEN 'day' THEN t.local_day ELSE date_trunc('month', t.local_day)::date END AS p,
+            t.terminal_id, t.currency, l.plu, l.name, SUM(l.quantity), SUM(l.quantity * l.unit_price)
+        FROM sale_lines l JOIN txns t ON t.terminal_id = l.terminal_id AND t.id = l.transaction_id, spans s
+        WHERE t.kind = 'sale' AND t.status = 'approved' GROUP BY s.span, p, t.terminal_id, t.currency, l.plu, l.name;
+    DROP VIEW spans;
+    ANALYZE sale_totals; ANALYZE hour_totals; ANALYZE item_totals;
 """
 
 _LOCK = 0x436F756E  # pg_advisory_xact_lock key: one migration at a time, whoever runs it

@@ -143,7 +143,14 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
     for tid, journal in two_terminals.items():
         assert forward_all(office, tid, journal) > 1
         assert journal._db.execute("SELECT COUNT(*) FROM forward_queue").fetchone()[0] == 0
-    for first, last in ((DAY, DAY), (date(2026, 11, 1), date(2026, 11, 3)), (date(2026, 10, 1), date(2026, 12, 31))):
+    ranges = (  # a day; days; whole months (from the month totals); days and a whole month, either side
+        (DAY, DAY),
+        (date(2026, 11, 1), date(2026, 11, 3)),
+        (date(2026, 10, 1), date(2026, 12, 31)),
+        (date(2026, 10, 15), date(2026, 11, 30)),
+        (date(2026, 11, 2), date(2026, 12, 31)),
+    )
+    for first, last in ranges:
         for tid, journal in two_terminals.items():
             theirs, their_findings = terminal_report(journal, first, last)
             ours, our_findings = office_report(office.dsn, [tid], first, last)
@@ -168,11 +175,11 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
             assert both.by_hour[hour] == tuple(map(sum, zip(*(r.by_hour.get(hour, (0, 0)) for r in each), strict=True)))
         assert sum(m.amount for m in both.methods) == both.sales_amount
     # what the triggers kept equals what counting the rows again gives
-    before = office.sql("SELECT * FROM day_totals WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8")
-    items_before = office.sql("SELECT * FROM item_totals WHERE quantity <> 0 ORDER BY 1, 2, 3, 4, 5")
+    before = office.sql("SELECT * FROM sale_totals WHERE n <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+    items_before = office.sql("SELECT * FROM item_totals WHERE quantity <> 0 ORDER BY 1, 2, 3, 4, 5, 6")
     office.sql("SELECT 1; " + __import__("office.schema", fromlist=["x"]).REBUILD_TOTALS)
-    assert office.sql("SELECT * FROM day_totals ORDER BY 1, 2, 3, 4, 5, 6, 7, 8") == before
-    assert office.sql("SELECT * FROM item_totals ORDER BY 1, 2, 3, 4, 5") == items_before
+    assert office.sql("SELECT * FROM sale_totals ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9") == before
+    assert office.sql("SELECT * FROM item_totals ORDER BY 1, 2, 3, 4, 5, 6") == items_before
 
 
 def test_sent_twice_stored_once_and_older_versions_lose(office, two_terminals):
