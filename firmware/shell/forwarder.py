@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import Config, OfficeConfig
+from firmware.errors import TerminalError
 from firmware.records.forwardq import ForwardQueue, Pending
 from firmware.records.journal import Journal
 
@@ -35,8 +36,13 @@ class _NoAnswer(Exception):
 
 
 def office_forwarder(config: Config, journal: Journal) -> Forwarder | None:
-    """Forwarding on or off in the journal as [office] says; the forwarder to run when it is on."""
-    journal.set_forwarding(bool(config.office.url))
+    """Forwarding on or off in the journal as [office] says; the forwarder to run when it is on. A journal that
+    cannot say so now is logged and left as it was: the back office never keeps the terminal from selling."""
+    try:
+        journal.set_forwarding(bool(config.office.url))
+    except TerminalError as exc:
+        log.error("office: forwarding not set %s: %s", "on" if config.office.url else "off", exc)
+        return None
     if not config.office.url:
         return None
     return Forwarder(config.office, config.terminal.terminal_id, journal.path)
