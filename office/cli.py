@@ -148,6 +148,7 @@ def _report(args: argparse.Namespace) -> int:
     from firmware.core import reports as layout
     from firmware.core.money import Currency
     from office import reports
+    from office.web import WORK_MEM
 
     try:
         first = date.fromisoformat(args.first)
@@ -159,7 +160,7 @@ def _report(args: argparse.Namespace) -> int:
     async def run() -> int:
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(settings.dsn, autocommit=True, options=WORK_MEM) as conn:
             cur = await conn.execute(
                 "SELECT terminal_id FROM terminals WHERE (%(s)s = '' OR shop = %(s)s)"
                 " AND (%(t)s = '' OR terminal_id = %(t)s) ORDER BY terminal_id",

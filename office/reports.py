@@ -150,96 +150,90 @@ async def report(conn: Any, s: Scope) -> Report:
 
 
 _ROW = "terminal_id || ':' || id"
-_T_IN = "t.local_day BETWEEN %(first)s AND %(last)s AND t.terminal_id = ANY(%(t)s) AND t.currency = %(cur)s"  # aliased
+_FIRST = ' ORDER BY local_day, terminal_id COLLATE "C", id LIMIT %(shown)s'  # the earliest rows are named
 
 
 async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None = None) -> list[Finding]:
-    """The terminal's anomaly rules over the scope, in its order and wording. Card tokens are keyed by each
-    terminal's own key, so a card is recognised within one terminal's rows."""
+    """The terminal's anomaly rules over the scope, in its order and wording; each names its count and its earliest
+    ROWS_SHOWN rows. Counts come from the totals where they can; the rows from partial indexes. Card tokens are
+    keyed by each terminal's own key, so a card is recognised within one terminal's rows."""
     cur = Currency.of(s.currency)
     r = r or await report(conn, s)
     found: list[Finding] = []
 
-    async def rows(where: str, **more: Any) -> tuple[int, tuple[str, ...]]:
+    async def earliest(where: str, **more: Any) -> tuple[str, ...]:
         got = await _all(
-            conn,
-            f"SELECT {_ROW}, COUNT(*) OVER () FROM txns WHERE {_IN} AND {where}"
-            ' ORDER BY terminal_id COLLATE "C", id LIMIT %(shown)s',
-            s.args(shown=ROWS_SHOWN, **more),
+            conn, f"SELECT {_ROW} FROM txns WHERE {_IN} AND {where}{_FIRST}", s.args(shown=ROWS_SHOWN, **more)
         )
-        return (int(got[0][1]) if got else 0), tuple(g[0] for g in got)
+        return tuple(g[0] for g in got)
+
+    async def count(where: str, **more: Any) -> int:
+        return int((await _all(conn, f"SELECT COUNT(*) FROM txns WHERE {_IN} AND {where}", s.args(**more)))[0][0])
+
+    async def per_card(where: str, least: int) -> list[tuple[int, str, tuple[str, ...]]]:
+        """Cards (terminal, token) with at least `least` such rows: how many, the first one's mask, the rows."""
+        hits = await _all(
+            conn,
+            f"SELECT terminal_id, card_token FROM txns WHERE {_IN} AND {where} AND card_token <> ''"
+            ' GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s ORDER BY terminal_id COLLATE "C", MIN(id)',
+            s.args(n=least),
+        )
+        out = []
+        for terminal, token in hits:
+            rows = await _all(
+                conn,
+                f"SELECT {_ROW}, masked_pan FROM txns WHERE {_IN} AND {where} AND card_token = %(token)s ORDER BY id",
+                {**s.args(), "t": [terminal], "token": token},
+            )
+            out.append((len(rows), rows[0][1], tuple(x[0] for x in rows[:ROWS_SHOWN])))
+        return out
 
     if r.refund_count and r.refund_amount * 100 > rules.refund_share_percent * r.sales_amount:
         share = r.refund_amount * 100 // r.sales_amount if r.sales_amount else 100
-        count, ids = await rows("kind = 'refund' AND status = 'approved'")
-        found.append(
-            Finding("refund share", f"refunds {format_minor(r.refund_amount, cur)} are {share}% of sales", count, ids)
-        )
-    for _terminal, n, masked, ids in await _all(
-        conn,
-        "WITH hits AS (SELECT terminal_id, card_token FROM txns"
-        f" WHERE {_IN} AND kind = 'sale' AND status = 'declined' AND card_token <> ''"
-        " GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s)"
-        " SELECT t.terminal_id, COUNT(*), (array_agg(t.masked_pan ORDER BY t.id))[1],"
-        " (array_agg(t.terminal_id || ':' || t.id ORDER BY t.id))[1:%(shown)s]"
-        " FROM txns t JOIN hits h ON h.terminal_id = t.terminal_id AND h.card_token = t.card_token"
-        f" WHERE {_T_IN} AND t.kind = 'sale' AND t.status = 'declined'"
-        ' GROUP BY t.terminal_id, t.card_token ORDER BY t.terminal_id COLLATE "C", MIN(t.id)',
-        s.args(n=rules.declines_per_card, shown=ROWS_SHOWN),
-    ):
-        found.append(Finding("declines on one card", f"{n} declines of {masked}", int(n), tuple(ids)))
-    start, end = rules.opening
-    count, ids = await rows(
-        "kind = 'sale' AND status = 'approved' AND (local_hour < %(open)s OR local_hour >= %(close)s)",
-        open=start,
-        close=end,
-    )
-    if count:
-        found.append(Finding("outside opening hours", f"{count} sales outside {start:02d}:00-{end:02d}:00", count, ids))
-    for _terminal, n, masked, ids in await _all(
-        conn,
-        "SELECT terminal_id, COUNT(*), (array_agg(masked_pan ORDER BY id))[1],"
-        f" (array_agg({_ROW} ORDER BY id))[1:%(shown)s] FROM txns WHERE {_IN} AND kind = 'sale' AND chip_swiped"
-        " AND card_token <> '' GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s"
-        ' ORDER BY terminal_id COLLATE "C", MIN(id)',
-        s.args(n=rules.fallback_per_card, shown=ROWS_SHOWN),
-    ):
+        ids = await earliest("kind = 'refund' AND status = 'approved'")
         found.append(
             Finding(
-                "fallback swipes of a chip card",
-                f"{n} swipes of chip card {masked} (a copied stripe?)",
-                int(n),
-                tuple(ids),
+                "refund share",
+                f"refunds {format_minor(r.refund_amount, cur)} are {share}% of sales",
+                r.refund_count,
+                ids,
             )
         )
-    cash = await _all(
-        conn,
-        "SELECT t.terminal_id || ':' || t.id, COUNT(*) OVER () FROM txns t JOIN txns o"
-        " ON o.terminal_id = t.terminal_id AND o.id = t.original_id"
-        f" WHERE {_T_IN} AND t.kind = 'refund' AND t.status = 'approved' AND t.method = 'cash'"
-        " AND o.method IN ('card', 'wallet') ORDER BY t.terminal_id COLLATE \"C\", t.id LIMIT %(shown)s",
-        s.args(shown=ROWS_SHOWN),
+    for n, masked, ids in await per_card("kind = 'sale' AND status = 'declined'", rules.declines_per_card):
+        found.append(Finding("declines on one card", f"{n} declines of {masked}", n, ids))
+    start, end = rules.opening
+    late = sum(c for h, (c, _) in r.by_hour.items() if not start <= h < end)  # from the hour totals
+    if late:
+        ids = await earliest(
+            "kind = 'sale' AND status = 'approved' AND (local_hour < %(open)s OR local_hour >= %(close)s)",
+            open=start,
+            close=end,
+        )
+        found.append(Finding("outside opening hours", f"{late} sales outside {start:02d}:00-{end:02d}:00", late, ids))
+    for n, masked, ids in await per_card("kind = 'sale' AND chip_swiped", rules.fallback_per_card):
+        found.append(
+            Finding("fallback swipes of a chip card", f"{n} swipes of chip card {masked} (a copied stripe?)", n, ids)
+        )
+    cash_back = (
+        "kind = 'refund' AND status = 'approved' AND method = 'cash' AND EXISTS (SELECT 1 FROM txns o WHERE"
+        " o.terminal_id = txns.terminal_id AND o.id = txns.original_id AND o.method IN ('card', 'wallet'))"
     )
-    if cash:
-        n = int(cash[0][1])
+    n = await count(cash_back)
+    if n:
         found.append(
             Finding(
                 "refund not to the paying card",
                 f"{n} cash refunds of card or wallet sales",
                 n,
-                tuple(c[0] for c in cash),
+                await earliest(cash_back),
             )
         )
     for limit in rules.limits:
-        count, ids = await rows(
-            "kind = 'sale' AND status = 'approved' AND amount >= %(lo)s AND amount < %(hi)s",
-            lo=limit * 95 // 100,
-            hi=limit,
-        )
-        if count >= rules.just_under_count:
-            found.append(
-                Finding("just under a limit", f"{count} sales just under {format_minor(limit, cur)}", count, ids)
-            )
+        near = "kind = 'sale' AND status = 'approved' AND amount >= %(lo)s AND amount < %(hi)s"
+        n = await count(near, lo=limit * 95 // 100, hi=limit)
+        if n >= rules.just_under_count:
+            ids = await earliest(near, lo=limit * 95 // 100, hi=limit)
+            found.append(Finding("just under a limit", f"{n} sales just under {format_minor(limit, cur)}", n, ids))
     return found
 
 

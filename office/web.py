@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "countertop_session"
+WORK_MEM = "-c work_mem=64MB"  # a report's groupings in memory, not spilled to disk
 MAX_DAYS = 3660  # the longest range a report covers
 SETTINGS = web.AppKey("settings", OfficeSettings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
@@ -53,7 +54,9 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def _pool(app: web.Application) -> Any:
-    pool = AsyncConnectionPool(app[SETTINGS].dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True})
+    pool = AsyncConnectionPool(
+        app[SETTINGS].dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True, "options": WORK_MEM}
+    )
     await pool.open(wait=False)
     app[POOL] = pool
     yield

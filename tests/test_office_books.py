@@ -160,7 +160,7 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
                 assert theirs.items_by_revenue and len(theirs.operators) > 2 and len(their_findings) >= 3
             assert [(f.rule, f.detail) for f in our_findings] == [(a.rule, a.detail) for a in their_findings]
             for f, a in zip(our_findings, their_findings, strict=True):
-                assert f.count == len(a.ids) and f.rows == tuple(f"{tid}:{i}" for i in a.ids[:100])
+                assert f.count == len(a.ids) and set(f.rows) == {f"{tid}:{i}" for i in a.ids}
         both, _ = office_report(office.dsn, two_terminals, first, last)
         each = [terminal_report(j, first, last)[0] for j in two_terminals.values()]
         assert both.sales_amount == sum(r.sales_amount for r in each) and both.sales_count == sum(
