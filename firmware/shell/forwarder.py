@@ -81,14 +81,17 @@ class OfficeLink:
         """POST `payload` as JSON; the answer's JSON. _NoAnswer for anything but a 200 with a JSON object."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"}
-        try:
-            conn = self._connect()
-            conn.request("POST", API_PATH, body, headers)
-            answer = conn.getresponse()
-            raw = answer.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise _NoAnswer(f"back office {self._host}:{self._port} not reached: {exc}") from None
+        for fresh in (self._conn is None, True):  # a kept connection the server closed meanwhile: once more, anew
+            try:
+                conn = self._connect()
+                conn.request("POST", API_PATH, body, headers)
+                answer = conn.getresponse()
+                raw = answer.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if fresh:
+                    raise _NoAnswer(f"back office {self._host}:{self._port} not reached: {exc}") from None
         if answer.status != 200:
             self.close()
             raise _NoAnswer(f"back office answered {answer.status}: {raw[:200].decode('utf-8', 'replace')}")
