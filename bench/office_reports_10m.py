@@ -130,10 +130,10 @@ async def measure(dsn: str, terminals: tuple[str, ...]) -> dict[str, float]:
             return lambda: asyncio.run_coroutine_threadsafe(coro_fn(), loop).result()
 
         cases = {
-            "day report, all terminals": reports.Scope(terminals, date(2025, 6, 16), date(2025, 6, 16), "CNY"),
+            "day report, all terminals": reports.Scope(terminals, date(2025, 6, 16), date(2025, 6, 16), "CNY", True),
             "day report, one terminal": reports.Scope(terminals[:1], date(2025, 6, 16), date(2025, 6, 16), "CNY"),
-            "month report, all terminals": reports.Scope(terminals, date(2025, 6, 1), date(2025, 6, 30), "CNY"),
-            "year report, all terminals": reports.Scope(terminals, date(2025, 1, 1), date(2025, 12, 31), "CNY"),
+            "month report, all terminals": reports.Scope(terminals, date(2025, 6, 1), date(2025, 6, 30), "CNY", True),
+            "year report, all terminals": reports.Scope(terminals, date(2025, 1, 1), date(2025, 12, 31), "CNY", True),
             "year report, one terminal": reports.Scope(terminals[:1], date(2025, 1, 1), date(2025, 12, 31), "CNY"),
         }
         for label, scope in cases.items():

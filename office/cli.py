@@ -166,7 +166,9 @@ def _report(args: argparse.Namespace) -> int:
                 " AND (%(t)s = '' OR terminal_id = %(t)s) ORDER BY terminal_id",
                 {"s": args.shop, "t": args.terminal},
             )
-            scope = reports.Scope(tuple(t for (t,) in await cur.fetchall()), first, last, settings.currency)
+            terminals = tuple(t for (t,) in await cur.fetchall())
+            every = not args.shop and not args.terminal
+            scope = reports.Scope(terminals, first, last, settings.currency, every)
             if args.office_command == "export":
                 async with conn.transaction():
                     async for chunk in reports.export_csv(conn, scope):

@@ -37,6 +37,7 @@ class Scope:
     first: date
     last: date
     currency: str
+    every: bool = False  # every terminal there is: no filter by terminal at all (the owner's usual question)
 
     def args(self, **more: Any) -> dict[str, Any]:
         """The query's parameters: the terminals, the dates, and the range as whole months [m0, m1) with the days
@@ -49,7 +50,15 @@ class Scope:
         else:  # no whole month: every day from the day totals
             d1, d2, d3, d4, m0, m1 = first, last, last + one, last, first, first
         dates = {"d1": d1, "d2": d2, "d3": d3, "d4": d4, "m0": m0, "m1": m1}
-        return {"t": list(self.terminals), "first": first, "last": last, "cur": self.currency, **dates, **more}
+        return {
+            "t": list(self.terminals),
+            "every": self.every,
+            "first": first,
+            "last": last,
+            "cur": self.currency,
+            **dates,
+            **more,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,13 @@ class Finding:
     rows: tuple[str, ...]
 
 
-_IN = "local_day BETWEEN %(first)s AND %(last)s AND terminal_id = ANY(%(t)s) AND currency = %(cur)s"
+# A query's parameters are planned as the values they are (never prepared: see _all), so "every" folds away.
+_TERMINALS = "(%(every)s OR terminal_id = ANY(%(t)s))"
+_IN = f"local_day BETWEEN %(first)s AND %(last)s AND {_TERMINALS} AND currency = %(cur)s"
 _TOTALS = (  # days outside whole months from the day totals, whole months from the month totals
     "((span = 'day' AND (period BETWEEN %(d1)s AND %(d2)s OR period BETWEEN %(d3)s AND %(d4)s))"
     " OR (span = 'month' AND period >= %(m0)s AND period < %(m1)s))"
-    " AND terminal_id = ANY(%(t)s) AND currency = %(cur)s"
+    f" AND {_TERMINALS} AND currency = %(cur)s"
 )
 
 
@@ -183,7 +194,7 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
             rows = await _all(
                 conn,
                 f"SELECT {_ROW}, masked_pan FROM txns WHERE {_IN} AND {where} AND card_token = %(token)s ORDER BY id",
-                {**s.args(), "t": [terminal], "token": token},
+                {**s.args(), "t": [terminal], "every": False, "token": token},
             )
             out.append((len(rows), rows[0][1], tuple(x[0] for x in rows[:ROWS_SHOWN])))
         return out

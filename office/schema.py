@@ -200,17 +200,19 @@ REBUILD_TOTALS = """
     INSERT INTO sale_totals
         SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
             terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount)
-        FROM txns, spans s GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator;
+        FROM txns, spans s GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator
+        ORDER BY 1, 2, 3;  -- a period's rows together, as a day's are when they are counted as it goes
     INSERT INTO hour_totals
         SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
             terminal_id, currency, local_hour, COUNT(*), SUM(amount)
         FROM txns, spans s WHERE kind = 'sale' AND status = 'approved'
-        GROUP BY s.span, p, terminal_id, currency, local_hour;
+        GROUP BY s.span, p, terminal_id, currency, local_hour ORDER BY 1, 2, 3;
     INSERT INTO item_totals
         SELECT s.span, CASE s.span WHEN 'day' THEN t.local_day ELSE date_trunc('month', t.local_day)::date END AS p,
             t.terminal_id, t.currency, l.plu, l.name, SUM(l.quantity), SUM(l.quantity * l.unit_price)
         FROM sale_lines l JOIN txns t ON t.terminal_id = l.terminal_id AND t.id = l.transaction_id, spans s
-        WHERE t.kind = 'sale' AND t.status = 'approved' GROUP BY s.span, p, t.terminal_id, t.currency, l.plu, l.name;
+        WHERE t.kind = 'sale' AND t.status = 'approved' GROUP BY s.span, p, t.terminal_id, t.currency, l.plu, l.name
+        ORDER BY 1, 2, 3;
     DROP VIEW spans;
     ANALYZE sale_totals; ANALYZE hour_totals; ANALYZE item_totals;
 """

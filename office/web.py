@@ -209,7 +209,8 @@ async def _scope(request: web.Request, conn: Any) -> _Asked:
         {"us": user.shop, "s": q.get("shop", ""), "t": q.get("terminal", "")},
     )
     terminals = tuple(t for (t,) in await cur.fetchall())
-    return _Asked(user, reports.Scope(terminals, first, last, request.app[SETTINGS].currency))
+    every = not (user.shop or q.get("shop") or q.get("terminal"))  # the owner asking for every terminal
+    return _Asked(user, reports.Scope(terminals, first, last, request.app[SETTINGS].currency, every))
 
 
 async def _report(request: web.Request) -> web.Response:

@@ -104,21 +104,21 @@ def forward_all(office, terminal_id: str, journal: Journal, batch: int = 25) -> 
     return requests
 
 
-async def _office_report(dsn: str, terminals: tuple[str, ...], first: date, last: date):
+async def _office_report(dsn: str, terminals: tuple[str, ...], first: date, last: date, every: bool = False):
     import psycopg
 
     from office import reports as office_reports
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        scope = office_reports.Scope(terminals, first, last, "CNY")
+        scope = office_reports.Scope(terminals, first, last, "CNY", every)
         r = await office_reports.report(conn, scope)
         return r, await office_reports.anomalies(conn, scope, RULES, r)
 
 
-def office_report(dsn, terminals, first, last=None):
+def office_report(dsn, terminals, first, last=None, every=False):
     import asyncio
 
-    return asyncio.run(_office_report(dsn, tuple(terminals), first, last or first))
+    return asyncio.run(_office_report(dsn, tuple(terminals), first, last or first, every))
 
 
 def terminal_report(journal: Journal, first: date, last: date | None = None):
@@ -161,7 +161,8 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
             assert [(f.rule, f.detail) for f in our_findings] == [(a.rule, a.detail) for a in their_findings]
             for f, a in zip(our_findings, their_findings, strict=True):
                 assert f.count == len(a.ids) and set(f.rows) == {f"{tid}:{i}" for i in a.ids}
-        both, _ = office_report(office.dsn, two_terminals, first, last)
+        both, found = office_report(office.dsn, two_terminals, first, last)
+        assert office_report(office.dsn, (), first, last, every=True) == (both, found)  # every terminal, unfiltered
         each = [terminal_report(j, first, last)[0] for j in two_terminals.values()]
         assert both.sales_amount == sum(r.sales_amount for r in each) and both.sales_count == sum(
             r.sales_count for r in each
