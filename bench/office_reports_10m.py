@@ -28,6 +28,7 @@ from firmware.core.reports import AnomalyRules
 from office import reports
 from office.localdb import LocalPostgres
 from office.schema import migrate, rebuild_totals
+from office.web import WORK_MEM
 
 FILL = """
 SET session_replication_role = replica;  -- the totals' triggers off: counted once afterwards
@@ -123,7 +124,7 @@ def main() -> int:
 async def measure(dsn: str, terminals: tuple[str, ...]) -> dict[str, float]:
     rules = AnomalyRules(limits=(10000, 5000000))
     out: dict[str, float] = {}
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=WORK_MEM) as conn:  # as served
         loop = asyncio.get_running_loop()
 
         def run(coro_fn):

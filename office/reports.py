@@ -182,22 +182,20 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
         return int((await _all(conn, f"SELECT COUNT(*) FROM txns WHERE {_IN} AND {where}", s.args(**more)))[0][0])
 
     async def per_card(where: str, least: int) -> list[tuple[int, str, tuple[str, ...]]]:
-        """Cards (terminal, token) with at least `least` such rows: how many, the first one's mask, the rows."""
-        hits = await _all(
+        """Cards (terminal, token) with at least `least` such rows, found first, then each one's rows through the
+        partial index on (terminal, token): how many, the first row's mask, the rows."""
+        got = await _all(
             conn,
-            f"SELECT terminal_id, card_token FROM txns WHERE {_IN} AND {where} AND card_token <> ''"
-            ' GROUP BY terminal_id, card_token HAVING COUNT(*) >= %(n)s ORDER BY terminal_id COLLATE "C", MIN(id)',
-            s.args(n=least),
+            "SELECT h.n, x.masked, x.ids FROM (SELECT terminal_id, card_token, COUNT(*) AS n, MIN(id) AS first_id"
+            f" FROM txns t WHERE {_IN} AND {where} AND card_token <> '' GROUP BY terminal_id, card_token"
+            " HAVING COUNT(*) >= %(n)s) h, LATERAL (SELECT (array_agg(t.masked_pan ORDER BY t.id))[1] AS masked,"
+            " (array_agg(t.terminal_id || ':' || t.id ORDER BY t.id))[1:%(shown)s] AS ids FROM txns t"
+            " WHERE t.terminal_id = h.terminal_id AND t.card_token = h.card_token"
+            f" AND t.local_day BETWEEN %(first)s AND %(last)s AND t.currency = %(cur)s AND {where}) x"
+            ' ORDER BY h.terminal_id COLLATE "C", h.first_id',
+            s.args(n=least, shown=ROWS_SHOWN),
         )
-        out = []
-        for terminal, token in hits:
-            rows = await _all(
-                conn,
-                f"SELECT {_ROW}, masked_pan FROM txns WHERE {_IN} AND {where} AND card_token = %(token)s ORDER BY id",
-                {**s.args(), "t": [terminal], "every": False, "token": token},
-            )
-            out.append((len(rows), rows[0][1], tuple(x[0] for x in rows[:ROWS_SHOWN])))
-        return out
+        return [(int(n), masked, tuple(ids)) for n, masked, ids in got]
 
     if r.refund_count and r.refund_amount * 100 > rules.refund_share_percent * r.sales_amount:
         share = r.refund_amount * 100 // r.sales_amount if r.sales_amount else 100
@@ -210,7 +208,7 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
                 ids,
             )
         )
-    for n, masked, ids in await per_card("kind = 'sale' AND status = 'declined'", rules.declines_per_card):
+    for n, masked, ids in await per_card("t.kind = 'sale' AND t.status = 'declined'", rules.declines_per_card):
         found.append(Finding("declines on one card", f"{n} declines of {masked}", n, ids))
     start, end = rules.opening
     late = sum(c for h, (c, _) in r.by_hour.items() if not start <= h < end)  # from the hour totals
@@ -221,7 +219,7 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
             close=end,
         )
         found.append(Finding("outside opening hours", f"{late} sales outside {start:02d}:00-{end:02d}:00", late, ids))
-    for n, masked, ids in await per_card("kind = 'sale' AND chip_swiped", rules.fallback_per_card):
+    for n, masked, ids in await per_card("t.kind = 'sale' AND t.chip_swiped", rules.fallback_per_card):
         found.append(
             Finding("fallback swipes of a chip card", f"{n} swipes of chip card {masked} (a copied stripe?)", n, ids)
         )

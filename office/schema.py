@@ -76,7 +76,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX txns_day ON txns (local_day, terminal_id);
     -- what the anomaly rules look for, each in a partial index (the rows are few; the rules never scan a year)
-    CREATE INDEX txns_refunds ON txns (local_day) WHERE kind = 'refund';
+    CREATE INDEX txns_refunds ON txns (local_day) INCLUDE (terminal_id, currency, method, original_id, id)
+        WHERE kind = 'refund' AND status = 'approved';
     CREATE INDEX txns_sold_hour ON txns (local_hour, local_day) WHERE kind = 'sale' AND status = 'approved';
     CREATE INDEX txns_sold_amount ON txns (amount, local_day) INCLUDE (terminal_id, currency)
         WHERE kind = 'sale' AND status = 'approved';
