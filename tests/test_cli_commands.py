@@ -29,6 +29,7 @@ COMMANDS = {
     "items": ["list"],
     "config": ["install", "new.toml"],
     "check-config": [],
+    "office": ["migrate"],
 }
 
 
