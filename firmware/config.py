@@ -641,7 +641,7 @@ class OfficeConfig:
     """The back office that gathers the journals of a shop's terminals (empty url: none; forwarding off)."""
 
     url: str = ""  # https://office.example:8443
-    token_file: str = ""  # this terminal's credential, from `countertop office terminal add`
+    token_file: str = ""  # this terminal's credential, from `countertop office terminal ID --token-file FILE`
     ca_file: str = ""  # the back office's certificate (or its CA) to trust instead of the system's
     batch: int = 200  # snapshots per request
     interval: float = 2.0  # seconds between looks at an empty outbox

@@ -93,7 +93,7 @@ class Office:
     server: object
 
     def register(self, terminal_id: str, shop: str = "") -> str:
-        """A terminal's token file (as `countertop office terminal add --token-file` writes it)."""
+        """A terminal's token file (as `countertop office terminal ID --token-file FILE` writes it)."""
         import psycopg
 
         from office.users import add_terminal
