@@ -767,6 +767,48 @@ def _release_key(v: str) -> str | None:
     return None if not v or (len(v) == 64 and _HEX.fullmatch(v)) else "must be an Ed25519 public key, 64 hex digits"
 
 
+@dataclass(frozen=True)
+class OfficeConfig:
+    """The back office that gathers the journals of a shop's terminals (empty url: none; forwarding off)."""
+
+    url: str = ""  # https://office.example:8443
+    token_file: str = ""  # this terminal's credential, from `countertop office terminal ID --token-file FILE`
+    ca_file: str = ""  # the back office's certificate (or its CA) to trust instead of the system's
+    batch: int = 200  # snapshots per request
+    interval: float = 2.0  # seconds between looks at an empty outbox
+    heartbeat: float = 60.0  # seconds between contacts when there is nothing to send
+    timeout: float = 10.0
+    retry_max: float = 60.0  # the longest pause after a failed contact (from 1 s, doubling)
+
+
+def _read_office(sec: _Section) -> OfficeConfig:
+    """[office]; TLS unless the back office is on this machine, and a url comes with its credential."""
+    office = OfficeConfig(
+        url=sec.text("url", "", _office_url),
+        token_file=sec.text("token_file", ""),
+        ca_file=sec.text("ca_file", ""),
+        batch=sec.integer("batch", 200, lo=1, hi=5000),
+        interval=sec.number("interval", 2.0, lo=0.05, hi=600),
+        heartbeat=sec.number("heartbeat", 60.0, lo=1, hi=3600),
+        timeout=sec.number("timeout", 10.0, lo=0.5, hi=120),
+        retry_max=sec.number("retry_max", 60.0, lo=1, hi=3600),
+    )
+    if office.url and not office.token_file:
+        raise sec.fail("token_file", "missing: the back office takes rows only from a terminal with its token")
+    sec.done()
+    return office
+
+
+def _office_url(v: str) -> str | None:
+    if (
+        not v
+        or re.fullmatch(r"https://[^/\s]+", v)
+        or re.fullmatch(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]+", v)
+    ):
+        return None
+    return "must be https://HOST[:PORT] (plain http only to a back office on this machine)"
+
+
 # --- the whole file --------------------------------------------------------------------------------------
 
 
@@ -794,6 +836,7 @@ class Config:
     reports: ReportsConfig = ReportsConfig()
     keys: KeysConfig = KeysConfig()
     update: UpdateConfig = UpdateConfig()
+    office: OfficeConfig = OfficeConfig()
 
 
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
@@ -821,6 +864,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         chip=_read_chip(top.sub("chip")) if "chip" in doc else None,
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),
+        office=_read_office(top.sub("office")),
     )
     top.done()
     problem = _pin_scheme_problem(cfg.pin, cfg.keys, cfg.host)

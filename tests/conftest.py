@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import Config, Timeouts, load
+from office_fixtures import chromium, link, office, office_db, postgres  # noqa: F401 - the back office's
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_TOML = ROOT / "config" / "sim.toml"

@@ -59,15 +59,19 @@ ALLOWED = {
     "firmware.records": {"firmware.core", "firmware.errors", "firmware.records"},
     "firmware.config": {"firmware.core", "firmware.errors", "firmware.security"},
     "firmware.errors": set(),
-    "firmware.shell": {"firmware", "drivers", "hwsim"},  # the composition root; hwsim: see below
+    "firmware.shell": {"firmware", "drivers", "hwsim", "office"},  # the composition root; hwsim, office: see below
     "drivers": {"firmware.core", "firmware.errors", "firmware.config", "drivers"},
+    # the back office: its own package, on the terminal's vocabulary (core: money, report layout) and errors only;
+    # never the terminal's shell, drivers, journal or hosts
+    "office": {"office", "firmware.core", "firmware.errors"},
 }
 HWSIM_ALLOWED_IN = {"firmware/shell/cli.py"}  # `countertop sim` starts the simulator, lazily
+OFFICE_ALLOWED_IN = {"firmware/shell/cli.py"}  # `countertop office ...` declares the back office's commands
 
 
 def _modules() -> list[tuple[str, Path]]:
     found = []
-    for top in ("firmware", "drivers"):
+    for top in ("firmware", "drivers", "office"):
         for path in sorted((ROOT / top).rglob("*.py")):
             rel = path.relative_to(ROOT).with_suffix("")
             parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
@@ -109,7 +113,7 @@ def _inside(target: str, allowed: set[str]) -> bool:
     return any(target == a or target.startswith(a + ".") for a in allowed)
 
 
-PROJECT = ("firmware", "drivers", "hwsim")
+PROJECT = ("firmware", "drivers", "hwsim", "office")
 
 
 def layer_problems(name: str, path: Path, where: str) -> list[str]:
@@ -123,6 +127,8 @@ def layer_problems(name: str, path: Path, where: str) -> list[str]:
             continue
         if target.startswith("hwsim") and where not in HWSIM_ALLOWED_IN:
             wrong.append(f"line {line}: {target} (the firmware never imports the simulator)")
+        elif target.split(".")[0] == "office" and layer != "office" and where not in OFFICE_ALLOWED_IN:
+            wrong.append(f"line {line}: {target} (the terminal never depends on the back office)")
         elif not _inside(target, ALLOWED[layer]):
             wrong.append(f"line {line}: {target}")
     return wrong
@@ -179,3 +185,11 @@ def test_the_checks_see_violations(tmp_path):
     assert any("firmware.records" in w for w in found) and any("hwsim" in w for w in found)
     assert layer_problems("firmware.shell.cli", bad, "firmware/shell/cli.py") == []
     assert layer_problems("drivers.bad", bad, "drivers/bad.py") != []
+    shell = tmp_path / "shell.py"
+    shell.write_text(
+        "from firmware.shell import terminal\nfrom drivers import hid\nimport office.web\n", encoding="utf-8"
+    )
+    assert len(layer_problems("office.bad", shell, "office/bad.py")) == 2  # the back office: no shell, no drivers
+    assert layer_problems("firmware.shell.forwarder", shell, "firmware/shell/forwarder.py") == [
+        "line 3: office.web (the terminal never depends on the back office)"
+    ]

@@ -39,6 +39,9 @@ def audit_hash(prev: str, at: str, actor: str, action: str, detail: str) -> str:
     return hashlib.sha256("\x1f".join((prev, at, actor, action, detail)).encode("utf-8")).hexdigest()
 
 
+# Tables whose AUTOINCREMENT high-water mark the counters' copy keeps (as these names): a transaction id or an
+# outbox version is never handed out twice, whatever happens to the journal file.
+HIGH_WATER = {"transactions": "transaction_id_seq", "forward_queue": "forward_seq"}
 MIN_FREE = 1 << 20  # bytes free on the journal's disk before a sale, void or refund may start
 STAN_STEP: Callable[[int], int] = lambda v: v % 999_999 + 1  # noqa: E731 - 1..999999, wrapping
 
@@ -235,6 +238,7 @@ class Journal:
             seq = self.counter("stan_seq")
             if seq is not None and self.counter("stan") != stan_of(seq):
                 self._set("stan", stan_of(seq))
+            self._restore_high_water(copied)
             self._copy_pending.update(self._one_way_counters())  # the copy never behind the journal
 
     def _set(self, name: str, value: int) -> None:
@@ -326,7 +330,44 @@ class Journal:
     def _before_commit(self, committing: bool) -> None:
         pending, self._copy_pending = self._copy_pending, {}
         if committing and pending:
+            pending.update(self._high_water())  # the copy is written anyway: ids and versions go with it
             self._copy.write(pending)
+
+    def _high_water(self) -> dict[str, int]:
+        """The highest transaction id and outbox version handed out (AUTOINCREMENT's own record of them)."""
+        return {
+            HIGH_WATER[name]: seq
+            for name, seq in self._db.execute("SELECT name, seq FROM sqlite_sequence")
+            if name in HIGH_WATER
+        }
+
+    def _restore_high_water(self, copied: dict[str, int]) -> None:
+        """A journal behind its copy (restored from a backup, or started new) continues transaction ids and
+        outbox versions after the highest ever handed out, so the back office never takes a new row for an old
+        one. Caller holds a transaction."""
+        for table, key in HIGH_WATER.items():
+            if copied.get(key, 0) > self._high_water().get(key, 0):
+                log.warning("journal: %s continue after %d, per the counters' copy", table, copied[key])
+                self._db.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+                self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, copied[key]))
+
+    def set_forwarding(self, on: bool) -> None:
+        """Forwarding to the back office on or off ([office] configured or not). Turned on, the outbox starts
+        with every row as it is now (the back office keeps the newest version of each); turned off, it is
+        emptied and nothing more is queued."""
+        with self._tx():
+            was = self.counter("forwarding") == 1
+            self._set("forwarding", int(on))
+            if on and not was:
+                for sql in (
+                    "SELECT 'transaction', id, 0, body FROM forward_transaction ORDER BY id",
+                    "SELECT 'line', transaction_id, line_no, body FROM forward_line ORDER BY transaction_id, line_no",
+                    "SELECT 'settlement', batch, 0, body FROM forward_settlement ORDER BY batch",
+                ):
+                    self._db.execute(f"INSERT INTO forward_queue (entity, row_id, line_no, body) {sql}")
+                self._copy_pending.update(self._high_water())
+            elif not on:
+                self._db.execute("DELETE FROM forward_queue")
 
     def current_batch(self) -> int:
         """The open batch's number (record_settlement closes it)."""

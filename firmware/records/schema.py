@@ -157,4 +157,62 @@ MIGRATIONS: tuple[str, ...] = (
         note          TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 12: the back office's outbox. While forwarding is on (counter 'forwarding' = 1, set at boot from [office]),
+    # every new or changed transaction, basket line and settlement leaves a snapshot of itself here, written by
+    # these triggers in the same transaction as the change; the forwarder sends them in `seq` order and deletes
+    # what the back office acknowledged. `seq` (AUTOINCREMENT: never reused) is the snapshot's version.
+    """
+    CREATE TABLE forward_queue (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        entity  TEXT NOT NULL CHECK (entity IN ('transaction', 'line', 'settlement')),
+        row_id  INTEGER NOT NULL,           -- the transaction's id (a line's: its sale's), a settlement's batch
+        line_no INTEGER NOT NULL DEFAULT 0,
+        body    TEXT NOT NULL               -- the row as it was at that moment, JSON (masked PAN, card token)
+    );
+    CREATE VIEW forward_transaction AS SELECT id, json_object(
+        'id', id, 'kind', kind, 'method', method, 'entry_mode', entry_mode, 'amount', amount,
+        'currency', currency, 'status', status, 'stan', stan, 'masked_pan', masked_pan,
+        'response_code', response_code, 'auth_code', auth_code, 'rrn', rrn, 'note', note,
+        'terminal_id', terminal_id, 'merchant_id', merchant_id, 'created_at', created_at,
+        'updated_at', updated_at, 'original_id', original_id, 'batch', batch, 'provider', provider,
+        'order_no', order_no, 'wallet_trade_no', wallet_trade_no, 'payer', payer, 'card_token', card_token,
+        'operator', operator, 'chip_swiped', chip_swiped, 'cvm', cvm, 'app_label', app_label) AS body
+        FROM transactions;
+    CREATE VIEW forward_line AS SELECT transaction_id, line_no, json_object(
+        'transaction_id', transaction_id, 'line_no', line_no, 'plu', plu, 'name', name, 'quantity', quantity,
+        'unit_price', unit_price, 'tax_rate_bp', tax_rate_bp) AS body
+        FROM sale_lines;
+    CREATE VIEW forward_settlement AS SELECT batch, json_object(
+        'batch', batch, 'created_at', created_at, 'debits', debits, 'debit_amount', debit_amount,
+        'credits', credits, 'credit_amount', credit_amount, 'host_debits', host_debits,
+        'host_debit_amount', host_debit_amount, 'host_credits', host_credits,
+        'host_credit_amount', host_credit_amount, 'response_code', response_code,
+        'in_balance', in_balance) AS body
+        FROM settlements;
+    CREATE TRIGGER forward_new_transaction AFTER INSERT ON transactions
+    WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 BEGIN
+        INSERT INTO forward_queue (entity, row_id, body)
+            SELECT 'transaction', id, body FROM forward_transaction WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER forward_changed_transaction AFTER UPDATE OF status, amount, response_code, auth_code, rrn,
+        wallet_trade_no, payer, operator, masked_pan, card_token, order_no ON transactions
+    WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 AND (
+        OLD.status IS NOT NEW.status OR OLD.amount IS NOT NEW.amount OR OLD.response_code IS NOT NEW.response_code
+        OR OLD.auth_code IS NOT NEW.auth_code OR OLD.rrn IS NOT NEW.rrn OR OLD.wallet_trade_no IS NOT
+        NEW.wallet_trade_no OR OLD.payer IS NOT NEW.payer OR OLD.operator IS NOT NEW.operator OR OLD.masked_pan
+        IS NOT NEW.masked_pan OR OLD.card_token IS NOT NEW.card_token OR OLD.order_no IS NOT NEW.order_no) BEGIN
+        INSERT INTO forward_queue (entity, row_id, body)
+            SELECT 'transaction', id, body FROM forward_transaction WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER forward_new_line AFTER INSERT ON sale_lines
+    WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 BEGIN
+        INSERT INTO forward_queue (entity, row_id, line_no, body) SELECT 'line', transaction_id, line_no, body
+            FROM forward_line WHERE transaction_id = NEW.transaction_id AND line_no = NEW.line_no;
+    END;
+    CREATE TRIGGER forward_new_settlement AFTER INSERT ON settlements
+    WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 BEGIN
+        INSERT INTO forward_queue (entity, row_id, body)
+            SELECT 'settlement', batch, body FROM forward_settlement WHERE batch = NEW.batch;
+    END;
+    """,
 )

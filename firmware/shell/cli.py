@@ -657,6 +657,13 @@ def _read_test(args: argparse.Namespace) -> int:
     return asyncio.run(devicetest.read_input(args.device, dev_cfg, keys, count, args.seconds, sys.stdout))
 
 
+def _add_office(add: _AddParser) -> None:
+    p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
+    from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
+
+    declare(p)
+
+
 # --- the command line ------------------------------------------------------------------------------------
 
 _COMMANDS = (
@@ -677,6 +684,7 @@ _COMMANDS = (
     _add_doctor,
     _add_print_test,
     _add_read_test,
+    _add_office,
 )
 
 

@@ -53,6 +53,7 @@ from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
 from firmware.shell import watchdog
 from firmware.shell.chipdesk import ChipDesk
+from firmware.shell.forwarder import office_forwarder
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
 from firmware.wallets.desk import WalletDesk
@@ -291,6 +292,9 @@ class Terminal:
         """Boot, then process events until stop() is called."""
         booted, due = self._boot()
         self._after_boot = booted
+        forwarder = office_forwarder(self.config, booted.journal)  # [office]: the journal to the back office
+        if forwarder is not None:
+            self._spawn(forwarder.run())
         self._spawn(self._keep_flushing())  # what a crash or an outage left for the host
         self._spawn(
             self._input_loop(

@@ -1,0 +1,152 @@
+"""Who may use the back office: the owner's and managers' sign-ins (scrypt password hashes, sessions that expire,
+a lock after repeated wrong passwords) and each terminal's credential (a random token; only its SHA-256 is kept).
+Cashiers have no sign-in here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from office.errors import OfficeError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("owner", "manager")
+MIN_PASSWORD = 8
+MAX_FAILURES, LOCK_MINUTES = 5, 5
+_N, _R, _P = 2**14, 8, 1  # scrypt cost: about 50 ms and 16 MiB per check here
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-in user: what they may see (a manager with a shop sees only that shop's terminals)."""
+
+    name: str
+    role: str
+    shop: str
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """`scrypt$N$r$p$salt$hash` (hex)."""
+    salt = salt or secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return f"scrypt${_N}${_R}${_P}${salt.hex()}${key.hex()}"
+
+
+def password_matches(password: str, stored: str) -> bool:
+    """True when `password` hashes to `stored` (compared in constant time)."""
+    try:
+        _, n, r, p, salt, key = stored.split("$")
+        got = hashlib.scrypt(
+            password.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(key) // 2
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got.hex(), key)
+
+
+_DUMMY = hash_password("not a password of anyone", b"\x00" * 16)  # unknown names cost as much as known ones
+
+
+def digest(token: str) -> str:
+    """SHA-256 (hex) of a random token: what the database keeps of session cookies and terminal tokens."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_user(conn: Any, name: str, password: str, role: str, shop: str = "") -> None:
+    """A new user, or a new password (and role, shop) for an existing one (sync psycopg connection)."""
+    if role not in ROLES:
+        raise OfficeError(f"role must be {' or '.join(ROLES)}")
+    if not name or len(name) > 64 or not name.isprintable():
+        raise OfficeError("a user name is 1 to 64 printable characters")
+    if len(password) < MIN_PASSWORD:
+        raise OfficeError(f"a password has at least {MIN_PASSWORD} characters")
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO users (name, password_hash, role, shop) VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
+            " SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, shop = EXCLUDED.shop, failures = 0,"
+            " locked_until = NULL",
+            (name, hash_password(password), role, shop),
+        )
+        conn.execute("DELETE FROM sessions WHERE user_name = %s", (name,))  # a new password ends old sign-ins
+
+
+def add_terminal(conn: Any, terminal_id: str, shop: str = "", rotate: bool = False) -> str:
+    """Register a terminal (or, with `rotate`, give it a new token); returns its token, shown only now."""
+    if not (len(terminal_id) == 8 and terminal_id.isascii() and terminal_id.isprintable()):
+        raise OfficeError("a terminal id is 8 printable ASCII characters (ISO 8583 field 41), as in its config")
+    token = secrets.token_urlsafe(32)
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM terminals WHERE terminal_id = %s", (terminal_id,)).fetchone()
+        if exists and not rotate:
+            raise OfficeError(f"terminal {terminal_id} is registered already (--rotate gives it a new token)")
+        conn.execute(
+            "INSERT INTO terminals (terminal_id, shop, token_hash) VALUES (%s, %s, %s) ON CONFLICT (terminal_id) DO"
+            " UPDATE SET token_hash = EXCLUDED.token_hash, shop = COALESCE(NULLIF(EXCLUDED.shop, ''), terminals.shop)",
+            (terminal_id, shop, digest(token)),
+        )
+    return token
+
+
+async def terminal_of(conn: Any, token: str) -> str | None:
+    """The terminal whose token this is (async connection), or None."""
+    cur = await conn.execute("SELECT terminal_id FROM terminals WHERE token_hash = %s", (digest(token),))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def sign_in(conn: Any, name: str, password: str, hours: float) -> tuple[str, User] | None:
+    """A new session's token and its user, or None (wrong name or password, or locked after MAX_FAILURES wrong
+    passwords for LOCK_MINUTES). The password is checked in a thread: scrypt takes tens of milliseconds."""
+    import asyncio
+
+    cur = await conn.execute(
+        "SELECT password_hash, role, shop, locked_until > now() FROM users WHERE name = %s", (name,)
+    )
+    row = await cur.fetchone()
+    stored = row[0] if row else _DUMMY
+    ok = await asyncio.to_thread(password_matches, password, stored)
+    if row is None:
+        return None
+    if row[3]:
+        log.warning("office: sign-in of %s refused: locked after wrong passwords", name)
+        return None
+    async with conn.transaction():
+        if not ok:
+            await conn.execute(
+                "UPDATE users SET failures = failures + 1, locked_until = CASE WHEN failures + 1 >= %s THEN"
+                " now() + make_interval(mins => %s) END WHERE name = %s",
+                (MAX_FAILURES, LOCK_MINUTES, name),
+            )
+            log.warning("office: wrong password for %s", name)
+            return None
+        token = secrets.token_urlsafe(32)
+        await conn.execute("DELETE FROM sessions WHERE expires_at < now()")
+        await conn.execute("UPDATE users SET failures = 0, locked_until = NULL WHERE name = %s", (name,))
+        await conn.execute(
+            "INSERT INTO sessions (token_hash, user_name, expires_at)"
+            " VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (digest(token), name, hours * 3600),
+        )
+    log.info("office: %s signed in", name)
+    return token, User(name, row[1], row[2])
+
+
+async def session_user(conn: Any, token: str) -> User | None:
+    """The user of an unexpired session, or None."""
+    cur = await conn.execute(
+        "SELECT u.name, u.role, u.shop FROM sessions s JOIN users u ON u.name = s.user_name"
+        " WHERE s.token_hash = %s AND s.expires_at > now()",
+        (digest(token),),
+    )
+    row = await cur.fetchone()
+    return None if row is None else User(*row)
+
+
+async def sign_out(conn: Any, token: str) -> None:
+    """End a session."""
+    await conn.execute("DELETE FROM sessions WHERE token_hash = %s", (digest(token),))

@@ -1,0 +1,344 @@
+"""The back office's web server (aiohttp): the terminals' API (a bearer token each; they write only their own rows)
+and the owner's page with its JSON and CSV, behind a sign-in (session cookie: HttpOnly, SameSite=Strict, Secure
+over TLS, expiring). PostgreSQL through a psycopg connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from firmware.core.money import Currency
+from firmware.core.reports import report_csv
+from office import ingest, reports, users
+from office.config import OfficeSettings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "countertop_session"
+WORK_MEM = "-c work_mem=64MB"  # a report's groupings in memory, not spilled to disk
+MAX_DAYS = 3660  # the longest range a report covers
+SETTINGS = web.AppKey("settings", OfficeSettings)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Security headers on every answer; no caching of the API; the database being down is a 503, not a 500."""
+    try:
+        response = await handler(request)
+    except psycopg.Error as exc:
+        log.error("office: database: %s", exc)
+        response = web.json_response({"error": "the database is not available"}, status=503)
+    response.headers.update(_HEADERS)
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _pool(app: web.Application) -> Any:
+    pool = AsyncConnectionPool(
+        app[SETTINGS].dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True, "options": WORK_MEM}
+    )
+    await pool.open(wait=False)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+def make_app(settings: OfficeSettings) -> web.Application:
+    """The application: routes, the pool opened at start and closed at cleanup."""
+    app = web.Application(middlewares=[_guard], client_max_size=16 << 20)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_pool)
+    app.router.add_post("/api/v1/journal", _journal)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_post("/api/login", _login)
+    app.router.add_post("/api/logout", _logout)
+    app.router.add_get("/api/me", _me)
+    app.router.add_get("/api/report", _report)
+    app.router.add_get("/api/report.csv", _report_csv)
+    app.router.add_get("/api/export.csv", _export)
+    app.router.add_get("/api/terminals", _terminals)
+    return app
+
+
+# --- the terminals' API ---------------------------------------------------------------------------------------
+
+
+async def _journal(request: web.Request) -> web.Response:
+    """A terminal's snapshots: stored in one transaction, the last seq acknowledged."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    async with request.app[POOL].connection() as conn:
+        terminal = await users.terminal_of(conn, token.strip()) if scheme == "Bearer" and token else None
+        if terminal is None:
+            return web.json_response({"error": "unknown terminal token"}, status=401)
+        try:
+            batch = ingest.check(terminal, await request.json(loads=_loads))
+        except ingest.NotYours as exc:
+            log.warning("office: terminal %s refused: %s", terminal, exc)
+            return web.json_response({"error": str(exc)}, status=403)
+        except (ingest.BadBatch, ValueError) as exc:
+            log.warning("office: terminal %s sent a bad request: %s", terminal, exc)
+            return web.json_response({"error": str(exc)[:300]}, status=400)
+        await ingest.store(conn, batch)
+    return web.json_response({"terminal_id": terminal, "acknowledged": batch.last_seq, "stored": batch.count})
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --- the owner's page -----------------------------------------------------------------------------------------
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object from a same-origin script (a form on another site cannot send application/json)."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="application/json only")
+    try:
+        body = await request.json(loads=_loads)
+    except ValueError:
+        raise web.HTTPBadRequest(text="not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="not a JSON object")
+    return body
+
+
+async def _login(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    name, password = body.get("name"), body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024:
+        raise web.HTTPBadRequest(text="name and password")
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].connection() as conn:
+        got = await users.sign_in(conn, name, password, settings.server.session_hours)
+    if got is None:
+        return web.json_response({"error": "wrong name or password"}, status=401)
+    token, user = got
+    response = web.json_response({"name": user.name, "role": user.role, "shop": user.shop})
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(settings.server.session_hours * 3600),
+        httponly=True,
+        secure=bool(settings.server.cert_file),
+        samesite="Strict",
+        path="/",
+    )
+    return response
+
+
+async def _logout(request: web.Request) -> web.Response:
+    await _json_body(request)
+    token = request.cookies.get(COOKIE, "")
+    if token:
+        async with request.app[POOL].connection() as conn:
+            await users.sign_out(conn, token)
+    response = web.json_response({})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+async def _user(request: web.Request, conn: Any) -> users.User:
+    token = request.cookies.get(COOKIE, "")
+    user = await users.session_user(conn, token) if token else None
+    if user is None:
+        raise web.HTTPUnauthorized(text="sign in first")
+    return user
+
+
+async def _me(request: web.Request) -> web.Response:
+    async with request.app[POOL].connection() as conn:
+        user = await _user(request, conn)
+        cur = await conn.execute(
+            "SELECT terminal_id, shop FROM terminals WHERE %(s)s = '' OR shop = %(s)s"
+            ' ORDER BY terminal_id COLLATE "C"',
+            {"s": user.shop},
+        )
+        terminals = [{"terminal_id": t, "shop": s} for t, s in await cur.fetchall()]
+    return web.json_response({"name": user.name, "role": user.role, "shop": user.shop, "terminals": terminals})
+
+
+@dataclass(frozen=True)
+class _Asked:
+    user: users.User
+    scope: reports.Scope
+
+
+async def _scope(request: web.Request, conn: Any) -> _Asked:
+    """Who asks, and for which books: ?from=&to= (local dates), ?terminal= or ?shop= (default: all they see)."""
+    user = await _user(request, conn)
+    q = request.query
+    try:
+        first = date.fromisoformat(q.get("from", "")) if q.get("from") else date.today()
+        last = date.fromisoformat(q.get("to", "")) if q.get("to") else first
+    except ValueError:
+        raise web.HTTPBadRequest(text="from and to are dates, YYYY-MM-DD") from None
+    if last < first or last - first > timedelta(days=MAX_DAYS):
+        raise web.HTTPBadRequest(text=f"the range must run forward, {MAX_DAYS} days at most")
+    cur = await conn.execute(
+        "SELECT terminal_id FROM terminals WHERE (%(us)s = '' OR shop = %(us)s) AND (%(s)s = '' OR shop = %(s)s)"
+        " AND (%(t)s = '' OR terminal_id = %(t)s) ORDER BY terminal_id COLLATE \"C\"",
+        {"us": user.shop, "s": q.get("shop", ""), "t": q.get("terminal", "")},
+    )
+    terminals = tuple(t for (t,) in await cur.fetchall())
+    every = not (user.shop or q.get("shop") or q.get("terminal"))  # the owner asking for every terminal
+    return _Asked(user, reports.Scope(terminals, first, last, request.app[SETTINGS].currency, every))
+
+
+async def _report(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        r = await reports.report(conn, asked.scope)
+        found = await reports.anomalies(conn, asked.scope, settings.rules, r)
+        settled = await reports.settlements(conn, asked.scope)
+        status = await _status(conn, asked.scope.terminals)
+    data = reports.report_json(r, found, Currency.of(settings.currency))
+    data["terminals"], data["settlements"] = status, settled
+    return web.json_response(data)
+
+
+async def _report_csv(request: web.Request) -> web.Response:
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        r = await reports.report(conn, asked.scope)
+    text = report_csv(r, Currency.of(asked.scope.currency))
+    return _download(text, f"report-{asked.scope.first}-{asked.scope.last}.csv")
+
+
+def _download(text: str, name: str) -> web.Response:
+    return web.Response(
+        body=text.encode("utf-8-sig"),  # the BOM: Excel then reads the Chinese text as UTF-8
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def _export(request: web.Request) -> web.StreamResponse:
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        name = f"transactions-{asked.scope.first}-{asked.scope.last}.csv"
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{name}"',
+                **_HEADERS,
+            }
+        )
+        await response.prepare(request)
+        await response.write(b"\xef\xbb\xbf")
+        async with conn.transaction():  # a server-side cursor lives in a transaction
+            async for chunk in reports.export_csv(conn, asked.scope):
+                await response.write(chunk.encode("utf-8"))
+        await response.write_eof()
+    return response
+
+
+async def _terminals(request: web.Request) -> web.Response:
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        return web.json_response(await _status(conn, asked.scope.terminals))
+
+
+async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each terminal's last contact (and seconds since), its queue depth then, and the last version stored."""
+    cur = await conn.execute(
+        "SELECT terminal_id, shop, last_contact, EXTRACT(EPOCH FROM now() - last_contact)::float8, queue_depth,"
+        ' last_seq, received FROM terminals WHERE terminal_id = ANY(%s) ORDER BY terminal_id COLLATE "C"',
+        (list(terminals),),
+    )
+    return [
+        {
+            "terminal_id": t,
+            "shop": shop,
+            "last_contact": at.isoformat() if at else None,
+            "seconds_since": round(ago, 1) if ago is not None else None,
+            "queue_depth": depth,
+            "last_seq": seq,
+            "received": received,
+        }
+        for t, shop, at, ago, depth, seq, received in await cur.fetchall()
+    ]
+
+
+# --- running it -----------------------------------------------------------------------------------------------
+
+
+def tls_context(settings: OfficeSettings) -> ssl.SSLContext | None:
+    """The server's TLS (1.2 or later) from [server] cert_file/key_file, or None for plain HTTP on loopback."""
+    if not settings.server.cert_file:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.server.cert_file, settings.server.key_file)
+    return ctx
+
+
+def serve(settings: OfficeSettings) -> None:
+    """Run the back office until SIGINT or SIGTERM."""
+    web.run_app(
+        make_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        ssl_context=tls_context(settings),
+        print=lambda text: log.info("office: %s", text),
+    )
+
+
+class BackgroundOffice:
+    """The back office in a thread of its own (tests, benchmarks): `start()` returns once it listens; `port`."""
+
+    def __init__(self, settings: OfficeSettings, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.settings, self.host, self.port = settings, host, port
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="office", daemon=True)
+
+    def start(self) -> BackgroundOffice:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(make_app(self.settings), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=tls_context(self.settings))
+        await site.start()
+        server: Any = site._server  # noqa: SLF001 - an asyncio.Server: the port the OS gave
+        self.port = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
