@@ -15,12 +15,12 @@ from typing import Any
 from firmware.core.money import Currency, format_minor
 from firmware.core.reports import (
     EXPORT_COLUMNS,
-    METHOD_NAMES,
     AnomalyRules,
     ItemLine,
     MethodLine,
     OperatorLine,
     Report,
+    method_name,
     spreadsheet_safe,
 )
 
@@ -100,14 +100,15 @@ async def report(conn: Any, s: Scope) -> Report:
     }
     # Shares in tenths of a percent, rounded half up in integers, as the terminal rounds them.
     methods = [
-        MethodLine(METHOD_NAMES.get((m, e), f"{m} {e}"), int(n), int(a), int(share))
-        for m, e, n, a, share in await _all(
+        MethodLine(method_name(m, e, p), int(n), int(a), int(share))
+        for m, e, p, n, a, share in await _all(
             conn,
-            "SELECT method, entry_mode, SUM(n)::bigint, SUM(amount)::bigint,"
+            "SELECT method, entry_mode, provider, SUM(n)::bigint, SUM(amount)::bigint,"
             " (SUM(amount)::bigint * 1000 + SUM(SUM(amount)::bigint) OVER () / 2)"
             " / NULLIF(SUM(SUM(amount)::bigint) OVER (), 0)"
             f" FROM sale_totals WHERE {_TOTALS} AND kind = 'sale' AND status = 'approved'"
-            ' GROUP BY method, entry_mode HAVING SUM(n) <> 0 ORDER BY method COLLATE "C", entry_mode COLLATE "C"',
+            " GROUP BY method, entry_mode, provider HAVING SUM(n) <> 0"
+            ' ORDER BY method COLLATE "C", entry_mode COLLATE "C", provider COLLATE "C"',
             s.args(),
         )
     ]

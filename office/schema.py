@@ -192,16 +192,72 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER sale_lines_totals AFTER INSERT ON sale_lines
         FOR EACH ROW EXECUTE FUNCTION office_line_totals();
     """,
+    # 3: the method split counts each wallet apart (Alipay, WeChat Pay), as the terminal's own report does:
+    # the totals gain the row's provider, counted again from the rows
+    """
+    ALTER TABLE sale_totals ADD COLUMN provider text NOT NULL DEFAULT '';
+    ALTER TABLE sale_totals DROP CONSTRAINT sale_totals_pkey;
+    ALTER TABLE sale_totals
+        ADD PRIMARY KEY (span, period, terminal_id, currency, kind, status, method, entry_mode, provider, operator);
+    CREATE OR REPLACE FUNCTION office_count(t txns, sign integer) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        spans text[] := ARRAY['day', 'month'];
+        periods date[] := ARRAY[t.local_day, date_trunc('month', t.local_day)::date];
+    BEGIN
+        FOR i IN 1..2 LOOP
+            INSERT INTO sale_totals AS d (span, period, terminal_id, currency, kind, status, method, entry_mode,
+                operator, n, amount, provider)
+            VALUES (spans[i], periods[i], t.terminal_id, t.currency, t.kind, t.status, t.method, t.entry_mode,
+                t.operator, sign, sign * t.amount, t.provider)
+            ON CONFLICT (span, period, terminal_id, currency, kind, status, method, entry_mode, provider, operator)
+            DO UPDATE SET n = d.n + EXCLUDED.n, amount = d.amount + EXCLUDED.amount;
+            IF t.kind = 'sale' AND t.status = 'approved' THEN
+                INSERT INTO hour_totals AS h VALUES (spans[i], periods[i], t.terminal_id, t.currency, t.local_hour,
+                    sign, sign * t.amount)
+                ON CONFLICT (span, period, terminal_id, currency, local_hour)
+                DO UPDATE SET n = h.n + EXCLUDED.n, amount = h.amount + EXCLUDED.amount;
+                INSERT INTO item_totals AS it
+                    SELECT spans[i], periods[i], t.terminal_id, t.currency, l.plu, l.name, sign * SUM(l.quantity),
+                        sign * SUM(l.quantity * l.unit_price)
+                    FROM sale_lines l WHERE l.terminal_id = t.terminal_id AND l.transaction_id = t.id
+                    GROUP BY l.plu, l.name
+                ON CONFLICT (span, period, terminal_id, currency, plu, name)
+                DO UPDATE SET quantity = it.quantity + EXCLUDED.quantity, revenue = it.revenue + EXCLUDED.revenue;
+            END IF;
+        END LOOP;
+    END $$;
+    CREATE OR REPLACE FUNCTION office_txns_totals() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND (OLD.local_day, OLD.currency, OLD.kind, OLD.status, OLD.method, OLD.entry_mode,
+            OLD.provider, OLD.operator, OLD.amount, OLD.local_hour) IS NOT DISTINCT FROM (NEW.local_day,
+            NEW.currency, NEW.kind, NEW.status, NEW.method, NEW.entry_mode, NEW.provider, NEW.operator, NEW.amount,
+            NEW.local_hour) THEN
+            RETURN NULL;
+        END IF;
+        IF TG_OP <> 'INSERT' THEN PERFORM office_count(OLD, -1); END IF;
+        IF TG_OP <> 'DELETE' THEN PERFORM office_count(NEW, 1); END IF;
+        RETURN NULL;
+    END $$;
+    TRUNCATE sale_totals;
+    INSERT INTO sale_totals (span, period, terminal_id, currency, kind, status, method, entry_mode, operator, n,
+        amount, provider)
+        SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
+            terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount), provider
+        FROM txns, (VALUES ('day'), ('month')) AS s (span)
+        GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator, provider;
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).
 REBUILD_TOTALS = """
     TRUNCATE sale_totals, hour_totals, item_totals;
     CREATE TEMPORARY VIEW spans AS SELECT * FROM (VALUES ('day'), ('month')) AS s (span);
-    INSERT INTO sale_totals
+    INSERT INTO sale_totals (span, period, terminal_id, currency, kind, status, method, entry_mode, operator, n,
+        amount, provider)
         SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,
-            terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount)
-        FROM txns, spans s GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator
+            terminal_id, currency, kind, status, method, entry_mode, operator, COUNT(*), SUM(amount), provider
+        FROM txns, spans s
+        GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator, provider
         ORDER BY 1, 2, 3;  -- a period's rows together, as a day's are when they are counted as it goes
     INSERT INTO hour_totals
         SELECT s.span, CASE s.span WHEN 'day' THEN local_day ELSE date_trunc('month', local_day)::date END AS p,

@@ -100,15 +100,21 @@ class Report:
         return self.sales_amount - self.refund_amount
 
 
+def method_name(method: str, entry: str, provider: str = "") -> str:
+    """A line of the method split: "card swipe", "alipay (code shown)", "wechat pay (code scanned)"."""
+    name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
+    if method == "wallet" and provider:  # each wallet counted apart
+        name = name.replace("wallet", PROVIDER_NAMES.get(provider, provider), 1)
+    return name
+
+
 def build(figures: dict[str, Any], first: date, last: date, currency: str) -> Report:
     """Turn the journal's aggregates into a Report (pure)."""
     sales_amount = figures["sales"][1]
     methods = []
     for (method, entry, provider), (count, amount) in sorted(figures["methods"].items()):
         share = (amount * 1000 + sales_amount // 2) // sales_amount if sales_amount else 0
-        name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
-        if method == "wallet" and provider:  # "alipay (code shown)", "wechat pay (code scanned)"
-            name = name.replace("wallet", PROVIDER_NAMES.get(provider, provider), 1)
+        name = method_name(method, entry, provider)
         methods.append(MethodLine(name, count, amount, share))
     best = figures.get("best", {})
     operators = [OperatorLine(op, *v) for op, v in sorted(figures.get("operators", {}).items())]
