@@ -142,3 +142,49 @@ def test_fallback_to_the_stripe_after_the_chip_failed_goes_out_as_801(tmp_path, 
         sim.wait_for("DECLINED")  # the simulated issuer declines a chip card's stripe (05), as many do
         [req] = requests(sim)
         assert req["22"] == "801"  # fallback, said to the host
+
+
+def test_an_offline_pin_the_card_checks_wrong_then_right(csim):
+    start(csim)
+    csim.insert("visa-chip-dda")  # plaintext PIN checked by the card first
+    csim.pin("9999")
+    csim.wait_for("WRONG PIN, 2 TRIES LEFT")
+    csim.pin("1234")
+    csim.wait_for("APPROVED")
+    [req] = requests(csim)
+    assert "52" not in req  # the card checked it: no PIN block went to the host
+    assert sales(csim)[0]["cvm"] == "offline_pin"
+
+
+def test_an_enciphered_offline_pin(csim):
+    start(csim)
+    csim.insert("mc-chip-cda")
+    csim.pin("1234")
+    csim.wait_for("APPROVED")
+    assert sales(csim)[0]["cvm"] == "offline_enciphered_pin" and "52" not in requests(csim)[0]
+
+
+def test_no_pin_where_the_card_allows_it_goes_on_with_a_signature(csim):
+    start(csim)
+    csim.insert("unionpay-debit-chip")  # online PIN, else signature
+    csim.wait_for("NO PIN? PRESS ENTER")
+    csim.keys("{ENTER}")  # ENTER on the empty prompt: no PIN
+    csim.wait_for("APPROVED")
+    [req] = requests(csim)
+    assert "52" not in req and sales(csim)[0]["cvm"] == "signature"
+    assert "CARDHOLDER SIGNATURE" in csim.wait_for_receipts(2)[-2]
+
+
+def test_an_answer_whose_arpc_the_card_rejects_is_reversed(csim):
+    def bad_arpc(request, answer):
+        icc = answer.get("55", "")
+        assert icc.startswith("910A"), icc  # the ARPC (8 bytes) and the response code
+        return [{**answer, "55": "910A" + "00" * 8 + icc[20:24] + icc[24:]}]
+
+    start(csim)
+    csim.insert("unionpay-debit-chip")
+    csim.host.lie(bad_arpc)
+    csim.pin("1234")
+    csim.wait_for("NOT APPROVED")
+    wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="the approval reversed")
+    assert csim.host.ledger[0]["reversed"]

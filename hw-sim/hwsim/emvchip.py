@@ -303,7 +303,9 @@ class ChipApplet:
         else:
             return b"\x69\x85"
         atc = self.atc.to_bytes(2, "big")
-        ac = generate_ac(self._scheme, {**tags, "82": self._aip(), "9F36": atc}, CVR)
+        # The issuer reads the CVR from the IAD as each scheme lays it out: 4 bytes for Visa, 6 for Mastercard.
+        cvr = CVR if self.profile.kernel == "visa" else CVR + bytes(2)
+        ac = generate_ac(self._scheme, {**tags, "82": self._aip(), "9F36": atc}, cvr)
         if self.gen_ac == 1 and kind == 0x80:
             self.arqc = ac
         iad = (b"\x06\x01\x0a" + CVR) if self.profile.kernel == "visa" else (b"\x01\x10" + CVR + bytes(12))
