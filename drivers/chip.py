@@ -265,6 +265,7 @@ class ChipReader:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
+            log.debug("chip: connecting to pcscd")  # a stall seen once under load ended before "watching"
             hr, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
             if hr != scard.SCARD_S_SUCCESS:
                 self._fail("pcscd", f"pcscd not reachable: {_why(hr)}; retrying every {RECONNECT_DELAY:g} s")
