@@ -407,3 +407,27 @@ def sim_cards():
     from hwsim.emvcard import PROFILE_DIR
 
     return PROFILE_DIR
+
+
+def test_a_private_pcscd_never_takes_a_vpcd_port_another_process_listens_on(pcscd, monkeypatch):
+    """Two suites on one machine: the port chosen for vpcd may be taken by the other's vpcd before ours binds;
+    then our card would reach their reader. The daemon checks that its own process listens, else moves on."""
+    import socket
+
+    import hwsim.pcscd as pcscd_module
+
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    other.bind(("0.0.0.0", 0))
+    other.listen()
+    taken = other.getsockname()[1]
+    choices = iter([taken])
+    real = pcscd_module._free_port_pair
+    monkeypatch.setattr(pcscd_module, "_free_port_pair", lambda: next(choices, None) or real())
+    daemon = pcscd_module.PrivatePcscd()
+    try:
+        daemon.start()
+        assert daemon.port != taken and pcscd_module._listens(daemon._proc.pid, daemon.port)
+    finally:
+        daemon.close()
+        other.close()

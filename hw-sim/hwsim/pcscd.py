@@ -79,11 +79,35 @@ def _free_port_pair() -> int:
     raise PcscdUnavailable("no free pair of TCP ports for vpcd")
 
 
-def _listening(port: int) -> bool:
-    probe = _bound(port)
-    if probe is None:
-        return True
-    probe.close()
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on `port` in this network namespace (/proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(f"socket:[{f[9]}]")
+    return found
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on `port`: another suite's vpcd on this machine may hold the port
+    ours was given (ports are chosen by binding and letting go), and then our card would reach theirs."""
+    wanted = _listening_inodes(port)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                return True
+        except OSError:
+            continue
     return False
 
 
@@ -130,9 +154,9 @@ class PrivatePcscd:
             if not self.port:
                 self.port = _free_port_pair()
             self._spawn(unshare, pcscd, driver)
-            if _listening(self.port):
+            if self._proc is not None and _listens(self._proc.pid, self.port):
                 return
-            log.warning("pcscd: vpcd could not listen on port %d; trying other ports", self.port)
+            log.warning("pcscd: vpcd is not the one listening on port %d; trying other ports", self.port)
             self.stop()
             self.port = 0
         raise PcscdUnavailable(f"pcscd started but vpcd never listened; see {self.dir / 'pcscd.log'}")
