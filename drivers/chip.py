@@ -153,6 +153,7 @@ class ChipSession:
         if hr != scard.SCARD_S_SUCCESS:
             gone = hr in _CARD_GONE or self._removed.is_set()
             if gone:
+                log.info("chip: the card in %s left before it was powered (%s)", self.reader, _why(hr))
                 self._end(ChipCardRemoved(f"card left before it was powered: {_why(hr)}"), removed=True)
             else:  # a card that does not answer its reset, or a reader another program holds
                 self._end(ChipReaderError(f"cannot power the card: {_why(hr)}"))
@@ -176,7 +177,10 @@ class ChipSession:
         while True:
             item = self._requests.get()
             if item is None:
-                return scard.SCARD_LEAVE_CARD if self._removed.is_set() else scard.SCARD_UNPOWER_CARD
+                # Left powered, not powered down: pcscd powers an idle card down itself, and Debian's vpcd
+                # stops watching a card powered down from here, so a card taken out after a failed read went
+                # unnoticed and the next card was never seen (test_chip_sale's fallback case, reproduced).
+                return scard.SCARD_LEAVE_CARD
             apdu, future = item
             if self._ended is not None:
                 _call(self._loop, _settle, future, _again(self._ended))
@@ -343,6 +347,7 @@ class ChipReader:
                 self._card_left(ChipReaderError("the chip reader went away"), post=False)
                 return int(scard.SCARD_E_READER_UNAVAILABLE)
             now, events = bool(event & scard.SCARD_STATE_PRESENT), event >> 16  # pcsc-lite counts insertions
+            log.debug("chip: %s state %#x (present %s, insertions %d)", reader, event & 0xFFFF, now, events)
             if present and (not now or events != count):  # out, or out and in again between two waits
                 self._card_left(ChipCardRemoved("the card was taken out"), post=True)
                 present = False

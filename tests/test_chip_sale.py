@@ -188,3 +188,22 @@ def test_an_answer_whose_arpc_the_card_rejects_is_reversed(csim):
     csim.wait_for("NOT APPROVED")
     wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="the approval reversed")
     assert csim.host.ledger[0]["reversed"]
+
+
+def test_a_card_taken_out_after_a_failed_read_leaves_the_reader_seeing_the_next(tmp_path, pcscd):
+    """A card the terminal gave up on, then taken out: the next card must be seen. (Powering the first card
+    down from the terminal made Debian's vpcd miss its removal, and with it every card after.)"""
+    unreadable = tmp_path / "odd-chip.toml"
+    chip_dir = ROOT / "hw-sim/hwsim/cards/chip"
+    unreadable.write_text(
+        (chip_dir / "unionpay-debit-chip.toml").read_text().replace("A000000333010101", "A0000009990101")
+    )
+    cfg = dataclasses.replace(sim_config(host=2.0), chip=ChipConfig(reader="hwsim chip slot"))
+    with Simulator(tmp_path / "data", cfg) as sim:
+        start(sim)
+        sim.insert(profile=unreadable)
+        sim.wait_for("NOT SUPPORTED")
+        sim.remove_card()
+        sim.insert("unionpay-debit-chip")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
