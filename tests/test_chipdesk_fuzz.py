@@ -17,6 +17,7 @@ from firmware.shell.chipdesk import ChipDesk
 from hwsim.emvcard import chip_catalog, cryptogram_scheme
 from hwsim.emvchip import ChipApplet
 from hwsim.emvpki import TestPki
+from test_emv_contact import garbled
 
 CATALOG = chip_catalog()
 
@@ -65,19 +66,7 @@ def test_chip_desk_survives_lies(tmp_path_factory, card_id, data):
     class Session:
         async def transceive(self, apdu):
             real = applet.process(apdu)
-            if not online["done"]:
-                return real
-            how = data.draw(st.sampled_from(["real", "real", "random", "cut", "sw", "flip"]))
-            if how == "random":
-                return data.draw(st.binary(max_size=80))
-            if how == "cut":
-                return real[: data.draw(st.integers(0, len(real)))]
-            if how == "sw":
-                return real[:-2] + data.draw(st.binary(min_size=2, max_size=2))
-            if how == "flip" and len(real) > 2:
-                i = data.draw(st.integers(0, len(real) - 3))
-                return real[:i] + bytes([real[i] ^ data.draw(st.integers(1, 255))]) + real[i + 1 :]
-            return real
+            return garbled(data, real, truth=2, max_size=80) if online["done"] else real
 
         def close(self):
             pass

@@ -395,6 +395,22 @@ def test_whole_transaction_over_t0(pki):
 # --- Malformed card answers -------------------------------------------------------------------------------------
 
 
+def garbled(data, real: bytes, truth: int = 3, max_size: int = 300) -> bytes:
+    """A card's answer as a broken or lying card might give it instead of `real` (drawn by hypothesis): as it
+    is (`truth` chances in `truth` + 4), random bytes, cut short, another status word, or one byte flipped."""
+    how = data.draw(st.sampled_from(["real"] * truth + ["random", "cut", "sw", "flip"]))
+    if how == "random":
+        return data.draw(st.binary(max_size=max_size))
+    if how == "cut":
+        return real[: data.draw(st.integers(0, len(real)))]
+    if how == "sw":
+        return real[:-2] + data.draw(st.binary(min_size=2, max_size=2))
+    if how == "flip" and len(real) > 2:
+        i = data.draw(st.integers(0, len(real) - 3))
+        return real[:i] + bytes([real[i] ^ data.draw(st.integers(1, 255))]) + real[i + 1 :]
+    return real
+
+
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(st.sampled_from(["visa-chip-dda", "mc-chip-cda", "unionpay-dual-app", "visa-chip-sda-signature"]), st.data())
 def test_malformed_card_answers_only_raise_card_error(pki, card_id, data):
@@ -402,18 +418,7 @@ def test_malformed_card_answers_only_raise_card_error(pki, card_id, data):
 
     class Liar:
         def process(self, apdu):
-            real = chip.process(apdu)
-            how = data.draw(st.sampled_from(["real", "real", "real", "random", "cut", "sw", "flip"]))
-            if how == "random":
-                return data.draw(st.binary(max_size=300))
-            if how == "cut":
-                return real[: data.draw(st.integers(0, len(real)))]
-            if how == "sw":
-                return real[:-2] + data.draw(st.binary(min_size=2, max_size=2))
-            if how == "flip" and len(real) > 2:
-                i = data.draw(st.integers(0, len(real) - 3))
-                return real[:i] + bytes([real[i] ^ data.draw(st.integers(1, 255))]) + real[i + 1 :]
-            return real
+            return garbled(data, chip.process(apdu))
 
     try:
         out, _ = run(Liar(), params(pki), pins=("1234",) * 4, host=Host(chip.profile))

@@ -128,7 +128,7 @@ ANSWERS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)  # the same examples every run
 @given(st.lists(ANSWERS, min_size=20, max_size=20), st.sampled_from(["qr", "code"]))
 def test_any_answers_end_an_order_and_only_a_paid_answer_approves_it(answers, kind):
     """Whatever the provider answers, the order ends within a bounded number of calls; it is approved exactly
