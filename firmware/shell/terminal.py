@@ -261,6 +261,7 @@ class Terminal:
                     self._record,
                     lambda: self._spawn(self._keep_flushing()),
                     lambda amount, reason: self._journal_failed_read(amount, reason, "chip"),
+                    journal.chip_result,
                 ),
             )
         except BaseException:
