@@ -286,3 +286,65 @@ app_version = "0096"
     assert req["22"] == "051" and "MY CHIP CARD" not in req.get("55", "")
     [row] = sales(csim)
     assert (row["masked_pan"], row["app_label"], row["cvm"]) == ("476173******0200", "MY CHIP CARD", "signature")
+
+
+# --- fallback ---------------------------------------------------------------------------------------------------
+
+CHIP_STRIPE = ";6250941006529100=30122010000000000000?"  # the UnionPay chip card's stripe: service code 201
+
+
+def test_a_fallback_is_journaled_as_one_and_the_anomaly_report_counts_it_apart(tmp_path, pcscd):
+    from firmware.core import reports
+    from firmware.core.money import Currency
+    from firmware.records.journal import Journal
+
+    unreadable = tmp_path / "odd-chip.toml"  # its only application is one this terminal does not take
+    unreadable.write_text((CHIP_DIR / "unionpay-debit-chip.toml").read_text().replace("A000000333", "A000000999"))
+    with Simulator(tmp_path / "data", chip_config(fallback=True)) as sim:
+        start(sim)
+        sim.insert(profile=unreadable)
+        sim.wait_for("NOT SUPPORTED")
+        sim.remove_card()
+        sim.swipe(track2=CHIP_STRIPE)
+        sim.pin("1234")
+        sim.wait_for("DECLINED")  # the simulated issuer declines a chip card's stripe
+        sim.keys("{ENTER}")
+        start(sim, "1200")  # and an ordinary chip sale, for the count
+        sim.insert("unionpay-debit-chip")
+        sim.pin("1234")
+        sim.wait_for("APPROVED")
+        [fallback] = [r for r in sales(sim) if r["entry_mode"] == "fallback"]
+        assert fallback["chip_swiped"] == 1 and requests(sim)[0]["22"] == "801"
+        assert any("降级刷卡 FALLBACK" in " ".join(r.split()) for r in sim.wait_for_receipts(4))
+        journal = Journal(sim.data_dir / "journal.sqlite3")
+        try:
+            rows = journal.anomaly_rows("2000-01-01", "2100-01-01")
+        finally:
+            journal.close()
+    all_day = reports.AnomalyRules(opening=(0, 24), limits=())
+    [found] = reports.anomalies(rows, all_day, Currency.of("CNY"))
+    assert found.rule == "fallbacks from chip" and found.ids == (fallback["id"],)
+    assert found.detail.startswith("1 of 2 card sales sent") and "0 approved" in found.detail
+
+
+def test_the_fallback_rule_is_apart_from_repeated_swipes_of_one_chip_card(tmp_path):
+    from datetime import datetime
+
+    from firmware.core import reports
+    from firmware.core.money import Currency
+    from firmware.records.journal import Journal, NewSale
+
+    j = Journal(tmp_path / "j.sqlite3")
+    at = datetime(2026, 11, 3, 12, 0)
+    for entry, token in (("swipe", "A"), ("fallback", "B"), ("fallback", "C"), ("chip", "D")):
+        sale = NewSale("card", entry, 800, "CNY", "625094******9100", "T1", "M1", card_token=token, chip_swiped=True)
+        row, _ = j.begin_sale(sale, at)
+        j.finish(row, "approved", at)
+    rows = j.anomaly_rows("2026-11-03", "2026-11-03")
+    j.close()
+    rules = reports.AnomalyRules(opening=(0, 24), limits=())
+    [found] = reports.anomalies(rows, rules, Currency.of("CNY"))  # one card each: the per-card rule is quiet
+    assert (found.rule, found.ids) == ("fallbacks from chip", (2, 3)) and found.detail.startswith("2 of 4")
+    assert (
+        reports.anomalies(rows, reports.AnomalyRules(opening=(0, 24), limits=(), fallbacks=3), Currency.of("CNY")) == []
+    )

@@ -83,6 +83,7 @@ _ZH = {
     "CARDHOLDER SIGNATURE": "持卡人签名",
     "CONTACTLESS": "非接",
     "CHIP": "插卡",
+    "FALLBACK": "降级刷卡",
     "APP": "应用",
     "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式",
@@ -96,7 +97,14 @@ _ZH = {
     "REPRINT": "重打印",
 }
 
-_ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "chip": "CHIP", "qr": "QR", "code": "CODE"}
+_ENTRY = {
+    "swipe": "SWIPE",
+    "fallback": "FALLBACK",  # the stripe after the chip failed (801)
+    "contactless": "CONTACTLESS",
+    "chip": "CHIP",
+    "qr": "QR",
+    "code": "CODE",
+}
 _ROUTE = {"card": "CARD", "wallet": "WALLET", "cash": "CASH"}
 
 
