@@ -348,3 +348,52 @@ def test_the_fallback_rule_is_apart_from_repeated_swipes_of_one_chip_card(tmp_pa
     assert (
         reports.anomalies(rows, reports.AnomalyRules(opening=(0, 24), limits=(), fallbacks=3), Currency.of("CNY")) == []
     )
+
+
+# --- the console simulator's chip reader ------------------------------------------------------------------------
+
+
+def test_countertop_sim_starts_its_own_pcscd_and_the_console_inserts_a_chip_card(tmp_path, pcscd):
+    """`countertop sim` as a person runs it (its own process, no pcscd given): it starts a private pcscd with
+    vpcd, and insert / remove work from the console."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in pcscd.environ()}
+    typed = "\n".join(
+        ["2500", "", "insert unionpay-debit-chip", "pin 1234", "wait APPROVED", "remove", "journal", "quit", ""]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "firmware.shell.cli", "sim", "--data", str(tmp_path / "data")],
+        input=typed,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "chip reader: hwsim chip slot through a private pcscd" in out
+    assert "APPROVED" in out and "?? " not in out
+    assert "625094******9100 rc 00" in out  # the journal listing: the chip sale, approved
+
+
+def test_the_console_says_why_the_chip_reader_is_off(tmp_path, monkeypatch):
+    import io
+
+    import hwsim.pcscd
+    from hwsim.console import interactive
+
+    for name in (hwsim.pcscd.SOCKET_ENV, hwsim.pcscd.PORT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hwsim.pcscd, "VPCD_DRIVERS", ())  # a machine without vsmartcard-vpcd
+    out = io.StringIO()
+    typed = io.StringIO("2500\n\ninsert unionpay-debit-chip\ncards\nquit\n")
+    assert interactive(sim_config(), tmp_path / "data", inp=typed, out=out, chip_reader=True) == 0
+    text = out.getvalue()
+    off = [ln for ln in text.splitlines() if ln.startswith("chip reader: OFF (")]
+    assert off and ("vsmartcard-vpcd" in off[0] or "pcscd" in off[0]) and "insert does not work" in off[0]
+    assert "?? the chip reader is off: " in text
+    assert "unionpay-debit-chip" in text  # the chip cards are still listed
