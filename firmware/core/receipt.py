@@ -83,6 +83,7 @@ _ZH = {
     "CARDHOLDER SIGNATURE": "持卡人签名",
     "CONTACTLESS": "非接",
     "CHIP": "插卡",
+    "FALLBACK": "降级刷卡",
     "APP": "应用",
     "VERIFIED ON DEVICE": "设备已验证持卡人",
     "WALLET": "支付方式",
@@ -96,7 +97,14 @@ _ZH = {
     "REPRINT": "重打印",
 }
 
-_ENTRY = {"swipe": "SWIPE", "contactless": "CONTACTLESS", "chip": "CHIP", "qr": "QR", "code": "CODE"}
+_ENTRY = {
+    "swipe": "SWIPE",
+    "fallback": "FALLBACK",  # the stripe after the chip failed (801)
+    "contactless": "CONTACTLESS",
+    "chip": "CHIP",
+    "qr": "QR",
+    "code": "CODE",
+}
 _ROUTE = {"card": "CARD", "wallet": "WALLET", "cash": "CASH"}
 
 
@@ -115,7 +123,11 @@ class ReceiptFacts:
     cvm: str = "online_pin"  # none | online_pin | cdcvm
     aid: str = ""  # chip data for contactless receipts
     label: str = ""
-    cryptogram: str = ""
+    cryptogram: str = ""  # the first cryptogram (ARQC), as sent online
+    tvr: str = ""  # contact chip: TVR and TSI as the transaction ended, the final cryptogram's type and value
+    tsi: str = ""
+    final_ac_type: str = ""  # "TC" | "AAC"
+    final_ac: str = ""
     wallet: str = ""  # wallet payments: provider, order and trade numbers
     order_no: str = ""  # a card sale's reference (printed and as a QR code), or the wallet order number
     trade_no: str = ""
@@ -142,6 +154,10 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         aid=row["aid"],
         label=row["app_label"],
         cryptogram=row["cryptogram"],
+        tvr=row.get("tvr") or "",
+        tsi=row.get("tsi") or "",
+        final_ac_type=row.get("final_ac_type") or "",
+        final_ac=row.get("final_ac") or "",
         wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else "",
         order_no=row["order_no"] if kind == "SALE" else "",
         trade_no=row["wallet_trade_no"] if wallet_sale else "",
@@ -210,6 +226,11 @@ def sale_receipt(
         lines += _pair(_label("APP", lang), sale.label or "-", w)
         lines += _pair("AID", sale.aid, w)
         lines += _pair("ARQC", sale.cryptogram, w)
+        if sale.tvr:  # a contact chip: what the terminal saw and the card's last word, as EMV receipts print
+            lines += _pair("TVR", sale.tvr, w)
+            lines += _pair("TSI", sale.tsi, w)
+        if sale.final_ac_type and sale.final_ac:
+            lines += _pair(sale.final_ac_type, sale.final_ac, w)
     lines += _pair(_label("DATE/TIME", lang), printed_at.strftime("%Y-%m-%d %H:%M:%S"), w)
     lines += _pair(_label("TRACE", lang), f"{sale.stan:06d}", w)
     if sale.original_stan is not None:

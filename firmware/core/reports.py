@@ -22,6 +22,7 @@ METHOD_NAMES = {
     ("card", "swipe"): "card swipe",
     ("card", "contactless"): "card contactless",
     ("card", "chip"): "card chip",
+    ("card", "fallback"): "card fallback (chip failed)",
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }
@@ -354,6 +355,7 @@ class AnomalyRules:
     limits: tuple[int, ...] = ()  # amounts a fraudster stays just under (CVM limit, max amount)
     just_under_count: int = 3  # this many sales within 5 % below one of the limits
     fallback_per_card: int = 2  # this many swipes of one chip card's stripe (fallback)
+    fallbacks: int = 1  # this many sales by the stripe after the chip failed (entry mode 801), whatever the card
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,17 @@ def anomalies(rows: list[dict[str, Any]], rules: AnomalyRules, cur: Currency) ->
                     tuple(ids),
                 )
             )
+    fell_back = [r for r in rows if r["kind"] == "sale" and r["entry_mode"] == "fallback"]
+    if fell_back and len(fell_back) >= rules.fallbacks:
+        cards = sum(1 for r in rows if r["kind"] == "sale" and r["method"] == "card" and r["status"] != "failed")
+        approved = sum(1 for r in fell_back if r["status"] == "approved")
+        found.append(
+            Anomaly(
+                "fallbacks from chip",
+                f"{len(fell_back)} of {cards} card sales sent by stripe after a chip failed (801), {approved} approved",
+                tuple(r["id"] for r in fell_back),
+            )
+        )
     cash_back = [r["id"] for r in refunds if r["method"] == "cash" and r.get("original_method") in ("card", "wallet")]
     if cash_back:
         found.append(

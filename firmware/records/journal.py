@@ -719,6 +719,16 @@ class Journal:
                     "UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?", (stamp, original)
                 )
 
+    def chip_result(self, row_id: int, *, tvr: str, tsi: str, ac_type: str, ac: str, scripts: str = "") -> None:
+        """What a chip card's transaction ended with, for its receipt: TVR, TSI, the final cryptogram (type and
+        value) and the issuer script results (hex; none of it is card data). Written before the outcome."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE transactions SET tvr = ?, tsi = ?, final_ac_type = ?, final_ac = ?, script_results = ?"
+                " WHERE id = ?",
+                (tvr, tsi, ac_type, ac, scripts, row_id),
+            )
+
     def _queue_reversal(self, sale_id: int, stamp: str) -> int:
         # Caller holds a transaction. The reversal takes its own STAN now and keeps it for every retry.
         stan = self._advance("stan", 1, STAN_STEP)

@@ -215,4 +215,14 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 'settlement', batch, body FROM forward_settlement WHERE batch = NEW.batch;
     END;
     """,
+    # 13: what an EMV chip receipt prints of the card's last word: the terminal verification results (TVR) and
+    # transaction status information (TSI) as they ended, the final cryptogram's type (TC or AAC) and value,
+    # and the issuer script results (5 bytes per script, hex). None of these is card data.
+    """
+    ALTER TABLE transactions ADD COLUMN tvr TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN tsi TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN final_ac_type TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN final_ac TEXT NOT NULL DEFAULT '';
+    ALTER TABLE transactions ADD COLUMN script_results TEXT NOT NULL DEFAULT '';
+    """,
 )

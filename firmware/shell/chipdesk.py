@@ -60,10 +60,12 @@ class ChipDesk:
         record: Callable[..., bool],
         reverse_soon: Callable[[], object],
         failed_read: Callable[[int, str], None],
+        chip_result: Callable[..., None] | None = None,
     ) -> None:
         self._config, self._pinpad, self._clock, self._post = config, pinpad, clock, post
         self._send_sale, self._answered, self._record = send_sale, answered, record
         self._reverse_soon, self._failed_read = reverse_soon, failed_read
+        self._chip_result = chip_result  # Journal.chip_result: TVR, TSI, final cryptogram, script results
         self._waiting: asyncio.Future[Any] | None = None  # the cardholder's answer the kernel waits for
 
     def answer(self, choice: int | None) -> None:
@@ -199,6 +201,7 @@ class ChipDesk:
             self._post(events.CardFailed(screen, outcome.reason or why, declined=True))
             return
         response = online.response
+        self._journal_chip_result(online.row, outcome)
         if response.approved and not outcome.approved:
             # The issuer approved, the card's second GENERATE AC declined: the authorization is reversed.
             log.warning("chip: stan %06d approved by the host, declined by the card: reversing", online.stan)
@@ -207,6 +210,22 @@ class ChipDesk:
             self._post(events.HostFailed("declined by the card", sent=True, stan=online.stan, title="CARD DECLINED"))
             return
         self._answered(online.row, online.stan, replace(response, icc=""), facts)
+
+    def _journal_chip_result(self, row: int, outcome: ChipOutcome) -> None:
+        """The card's last word on the sale's row, before its outcome (the receipt prints it)."""
+        if self._chip_result is None:
+            return
+        try:
+            self._chip_result(
+                row,
+                tvr=outcome.tvr,
+                tsi=outcome.tsi,
+                ac_type=outcome.cryptogram_type,
+                ac=outcome.cryptogram,
+                scripts="".join(outcome.scripts),
+            )
+        except TerminalError as exc:  # the outcome's own write will meet the same trouble and be handled there
+            log.error("chip: the card's results could not be journaled: %s", exc)
 
     def _journal_failure(self, amount: int, reason: str) -> None:
         try:

@@ -151,7 +151,7 @@ def _sim(args: argparse.Namespace) -> int:
         return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
     from hwsim.console import interactive
 
-    return interactive(cfg, data)
+    return interactive(cfg, data, chip_reader=True)  # a private pcscd with vpcd, where this machine has them
 
 
 def _add_hash_pin(add: _AddParser) -> None:

@@ -261,6 +261,7 @@ class Terminal:
                     self._record,
                     lambda: self._spawn(self._keep_flushing()),
                     lambda amount, reason: self._journal_failed_read(amount, reason, "chip"),
+                    journal.chip_result,
                 ),
             )
         except BaseException:
@@ -685,7 +686,7 @@ class Terminal:
         chip = eff.card if isinstance(eff.card, ChipCard) else None
         return NewSale(
             method="card",
-            entry_mode=("chip" if chip.kernel == "contact" else "contactless") if chip else "swipe",
+            entry_mode=("chip" if chip.kernel == "contact" else "contactless") if chip else self._swipe_entry(eff),
             amount=eff.amount,
             currency=t.currency.alpha,
             masked_pan=eff.card.masked_pan,
@@ -702,13 +703,19 @@ class Terminal:
             cryptogram=chip.cryptogram if chip else "",
         )
 
+    def _swipe_entry(self, eff: effects.Authorize) -> str:
+        """A swipe's entry mode: "fallback" for a chip card's stripe where the terminal has a chip reader (the
+        flow lets it through only after the chip failed and the config allows fallback), else "swipe"."""
+        chip_card = isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6")
+        return "fallback" if chip_card and self.config.chip else "swipe"
+
     def _sale_request(self, eff: effects.Authorize, stan: int, now: datetime) -> dict[str, str]:
         """The 0200 for a card sale (field 7 the same moment the journal's row says it was transmitted)."""
         t = self.config.terminal
         chip = eff.card if isinstance(eff.card, ChipCard) else None
         entry = POS_ENTRY_CHIP if chip and chip.kernel == "contact" else POS_ENTRY_CONTACTLESS
         extra = {"entry_mode": entry, "icc_data": icc_hex(chip.icc)} if chip else {}
-        if isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6") and self.config.chip:
+        if self._swipe_entry(eff) == "fallback":
             extra = {"entry_mode": POS_ENTRY_FALLBACK}  # the flow let a chip card's stripe through: fallback
         return sale_to_iso(
             SaleRequest(

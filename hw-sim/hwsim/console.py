@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shlex
 import sys
 import threading
@@ -9,10 +11,11 @@ from pathlib import Path
 from typing import TextIO
 
 from drivers.display import ConsoleDisplay
-from firmware.config import Config
+from firmware.config import ChipConfig, Config
 
 from .cards import CATALOG
-from .emvcard import contactless_catalog
+from .emvcard import chip_catalog, contactless_catalog
+from .pcscd import FRIENDLY_NAME, PORT_ENV, SOCKET_ENV, PcscdUnavailable, PrivatePcscd
 from .simulator import Simulator
 
 DEVICES = ("keypad", "magstripe", "scanner", "printer")
@@ -23,6 +26,8 @@ Type keypad keys, or a command:
   enter | cancel | clear | f1..f4 | menu      one named key ({ENTER} style works too)
   swipe CARD      swipe a test card (see 'cards'); swipe-raw TEXT swipes raw characters
   tap CARD        hold a contactless card (or a profile .toml file) in the field; remove takes it away
+  insert CARD     put a chip card (or a profile .toml file) into the chip reader; remove takes it out
+                  (needs pcscd and vsmartcard-vpcd: the simulator starts a private pcscd of its own)
   f3              at ENTER AMOUNT: key an item's PLU code, ENTER, a quantity, ENTER (the sample
                   catalogue config/items-sample.csv: 1001 water, 1002 cola, 2001 apples, ...); F3 again
                   for the next item, CLEAR drops the last line, ENTER pays the basket
@@ -33,6 +38,7 @@ Type keypad keys, or a command:
                   user_cancels
   screenshot FILE save the screen as a PNG
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
+  wait TEXT       wait (up to 30 s) until TEXT is on the screen, for typed-ahead or piped scripts
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
   fault KIND      the next host request: timeout | late | drop | twice | garble | badmac | badkcv | none
@@ -57,14 +63,71 @@ def _receipt_printer(sim: Simulator, out: TextIO, stop: threading.Event) -> None
         seen = len(receipts)
 
 
-def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF."""
+class ChipReader:
+    """The console's chip reader: a private pcscd with vpcd (hwsim/pcscd.py), or the one this process was given
+    (PCSCLITE_CSOCK_NAME and HWSIM_VPCD_PORT set, as the tests do), or none and the reason why."""
+
+    def __init__(self) -> None:
+        self.daemon: PrivatePcscd | None = None
+        self.off = "not asked for"  # why there is no chip reader ("" = there is one)
+
+    def start(self, cfg: Config) -> Config:
+        """The config with [chip] naming the simulated slot, or [chip] removed (and `off` saying why)."""
+        self.off = ""
+        given = os.environ.get(SOCKET_ENV, "")
+        if given and os.environ.get(PORT_ENV) and Path(given).exists():
+            return dataclasses.replace(cfg, chip=ChipConfig(reader=FRIENDLY_NAME))
+        daemon = PrivatePcscd()
+        try:
+            daemon.start()
+        except PcscdUnavailable as exc:
+            daemon.close()
+            self.off = str(exc).splitlines()[0]
+            return dataclasses.replace(cfg, chip=None)
+        except OSError as exc:
+            daemon.close()
+            self.off = f"pcscd could not be started: {exc}"
+            return dataclasses.replace(cfg, chip=None)
+        # pcsc-lite reads the socket's name once, at the first PC/SC call: before the terminal makes one
+        os.environ.update(daemon.environ())
+        self.daemon = daemon
+        return dataclasses.replace(cfg, chip=ChipConfig(reader=FRIENDLY_NAME))
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            self.daemon.close()
+            for name in self.daemon.environ():
+                os.environ.pop(name, None)
+            self.daemon = None
+
+    @property
+    def banner(self) -> str:
+        if self.off:
+            return f"chip reader: OFF ({self.off}); insert does not work\n"
+        return f"chip reader: {FRIENDLY_NAME} through a private pcscd and vpcd (insert CARD, remove)\n"
+
+
+def interactive(
+    cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout, chip_reader: bool = False
+) -> int:
+    """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF. With
+    `chip_reader` (the command line's `sim`), a chip reader when this machine can run pcscd with vpcd: pcsc-lite
+    reads its socket's name once per process, so a process that already uses another pcscd must not ask."""
+    reader = ChipReader()
+    try:
+        return _interactive(reader.start(cfg) if chip_reader else cfg, data_dir, inp, out, reader)
+    finally:
+        reader.close()
+
+
+def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: ChipReader) -> int:
     display = ConsoleDisplay(out, cfg.display.width)
     stop = threading.Event()
     items = Path(__file__).resolve().parents[2] / "config" / "items-sample.csv"
     with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None) as sim:
         threading.Thread(target=_receipt_printer, args=(sim, out, stop), daemon=True).start()
         out.write(f"Countertop simulator: terminal {cfg.terminal.terminal_id}, journal in {data_dir}\n{HELP}\n")
+        out.write(reader.banner)
         while True:
             out.write("> ")
             out.flush()
@@ -85,6 +148,9 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                     out.write("contactless (tap ID):\n")
                     for p in contactless_catalog().values():
                         out.write(f"  {p.id:22} {p.kernel:10} {p.label}\n")
+                    out.write("chip (insert ID):\n")
+                    for p in chip_catalog().values():
+                        out.write(f"  {p.id:22} {p.contact.get('oda', 'none'):10} {p.label}\n")
                 elif cmd == "tap" and rest:
                     if rest[0].endswith(".toml"):
                         sim.tap(profile=rest[0])
@@ -97,6 +163,21 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                             sim.wait_while("PROCESSING", timeout=sim.config.timeouts.host + 1)
                         except TimeoutError:
                             out.write("?? the card was not read (is the field on? amount over the tap limit?)\n")
+                elif cmd == "insert" and rest:
+                    if reader.off:
+                        out.write(f"?? the chip reader is off: {reader.off}\n")
+                    else:
+                        before = sim.screen
+                        if rest[0].endswith(".toml"):
+                            sim.insert(profile=rest[0])
+                        else:
+                            sim.insert(rest[0])
+                        try:  # like a customer: the card stays in; the reader sees it within pcscd's 400 ms poll
+                            sim.wait_while(before, timeout=3)
+                        except TimeoutError:
+                            out.write("?? the terminal did not take the card (is it waiting for a card?)\n")
+                elif cmd == "wait" and rest:
+                    sim.wait_for(" ".join(rest), timeout=30)
                 elif cmd == "remove":
                     sim.remove_card()
                 elif cmd == "scan" and rest:

@@ -303,12 +303,15 @@ class ChipApplet:
         else:
             return b"\x69\x85"
         atc = self.atc.to_bytes(2, "big")
+        # The CVR says which cryptogram each GENERATE AC returned (Visa's byte 2: the second's in bits 8-7, 01
+        # TC / 00 AAC, the first's in bits 6-5, 10 ARQC), so a TC differs from the ARQC over the same data.
+        card_cvr = CVR if self.gen_ac == 1 else bytes([0x03, 0x60 if kind == 0x40 else 0x20, 0x00, 0x00])
         # The issuer reads the CVR from the IAD as each scheme lays it out: 4 bytes for Visa, 6 for Mastercard.
-        cvr = CVR if self.profile.kernel == "visa" else CVR + bytes(2)
+        cvr = card_cvr if self.profile.kernel == "visa" else card_cvr + bytes(2)
         ac = generate_ac(self._scheme, {**tags, "82": self._aip(), "9F36": atc}, cvr)
         if self.gen_ac == 1 and kind == 0x80:
             self.arqc = ac
-        iad = (b"\x06\x01\x0a" + CVR) if self.profile.kernel == "visa" else (b"\x01\x10" + CVR + bytes(12))
+        iad = (b"\x06\x01\x0a" + card_cvr) if self.profile.kernel == "visa" else (b"\x01\x10" + card_cvr + bytes(12))
         cid = bytes([kind])
         if cda and kind != 0x00 and self.oda == "cda" and self.selected is not None:
             shown = _t("9F27", cid) + _t("9F36", atc) + _t("9F10", iad)
