@@ -659,6 +659,7 @@ def _chip_card(run: _Run) -> ChipCard:
         cryptogram=c.get("9F26", b"").hex().upper(),
         icc=icc_fields(items, ONLINE_TAGS),
         kernel="contact",
+        name=c.get("5F20", b"").decode("ascii", "replace").strip(),
     )
 
 
