@@ -4,9 +4,7 @@ the application's label. For the screen only: nothing here is logged or journale
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from firmware.core.emv import ChipCard
-from firmware.core.track import MagCard
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -20,8 +18,18 @@ class CardFace:
     label: str = ""
 
 
-def face_of(card: MagCard | ChipCard) -> CardFace:
-    """What the screen may show of a card that was read."""
+class _ReadCard(Protocol):
+    """A card that was read (a MagCard or a ChipCard)."""
+
+    @property
+    def masked_pan(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def face_of(card: _ReadCard) -> CardFace:
+    """What the screen may show of a card that was read (a stripe has no label)."""
     return CardFace(card.masked_pan, card.name.strip(), getattr(card, "label", "").strip())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from firmware.core.cardface import face_of, holder_name
+from firmware.core.cardface import CardFace, face_of, holder_name
 from firmware.core.effects import (
     AbortAuthorization,
     Authorize,
@@ -205,9 +205,15 @@ def _await_card_screen(state: AwaitCard, cfg: FlowConfig) -> tuple[str, ...]:
 
 
 def card_lines(card: Card, cfg: FlowConfig) -> tuple[str, ...]:
-    """What the customer sees of the card read: the application's label (chip and tap), the masked number
-    (first 6 / last 4), and the holder's name when the card carries one, cut to the display's width."""
-    face = face_of(card)
+    """What the customer sees of the card read: see face_lines."""
+    return face_lines(face_of(card), cfg)
+
+
+def face_lines(face: CardFace | None, cfg: FlowConfig) -> tuple[str, ...]:
+    """The application's label (chip and tap), the masked number (first 6 / last 4), and the holder's name
+    when the card carries one, cut to the display's width; nothing when the card is not known yet."""
+    if face is None:
+        return ()
     name = holder_name(face.name, cfg.language)
     return tuple(line for line in (face.label, face.masked_pan, clip(name, cfg.width)) if line)
 

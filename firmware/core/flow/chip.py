@@ -19,6 +19,7 @@ from firmware.core.events import (
     PinProgress,
     TimerExpired,
 )
+from firmware.core.flow.card import face_lines
 from firmware.core.flow.common import (
     DECLINE_TEXT,
     TERMINAL_ERROR,
@@ -43,7 +44,8 @@ def _asked(amount: int, basket: Any, event: ChipAsks) -> Step:
     if event.what == "choose":
         return go(ChipChoosing(amount, event.options, basket))
     # The shell's chip desk has armed the PIN pad for the kernel: digits never pass through the flow.
-    return go(ChipPin(amount, event.offline, event.tries_left, event.retry, event.bypass, basket=basket))
+    pin = ChipPin(amount, event.offline, event.tries_left, event.retry, event.bypass, basket=basket, face=event.face)
+    return go(pin)
 
 
 def _ended(state: ChipReading, event: Event, cfg: FlowConfig) -> Step | None:
@@ -129,7 +131,7 @@ def _pin_screen(state: ChipPin, cfg: FlowConfig) -> tuple[str, ...]:
         lines.append(say(cfg, "WRONG PIN, {tries} TRIES LEFT", tries=left) if left else say(cfg, "WRONG PIN"))
     elif state.tries_left == 1:
         lines.append(say(cfg, "LAST PIN TRY"))
-    lines += [money(state.amount, cfg), say(cfg, "ENTER PIN"), "*" * state.digits or "_"]
+    lines += [money(state.amount, cfg), *face_lines(state.face, cfg), say(cfg, "ENTER PIN"), "*" * state.digits or "_"]
     if state.bypass and not state.digits:
         lines.append(say(cfg, BYPASS_HINT))
     return tuple(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from firmware.core.cardface import CardFace
 from firmware.core.events import Card, FollowUpKind, OriginalSale, Payout, Task
 from firmware.core.items import BasketLine, Item
 
@@ -142,6 +143,7 @@ class ChipPin:
     bypass: bool = False
     digits: int = 0
     basket: tuple[BasketLine, ...] = ()
+    face: CardFace | None = None  # the card as the screen shows it
 
 
 @dataclass(frozen=True)
