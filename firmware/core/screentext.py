@@ -147,6 +147,7 @@ ZH_CN_TEXTS: dict[str, str] = {
     "ORDER NOT FOUND": "订单不存在",
     "ORDER NOT PAID": "订单未支付",
     "ORDER ALREADY PAID": "订单已支付",
+    "ORDERPAID": "订单已支付",  # WeChat Pay's own code, as a close that found the order paid says it
     "ORDER STATE WRONG": "订单状态有误",
     "PAYER DAILY LIMIT": "超出付款人日限额",
     "PAYER MONTHLY LIMIT": "超出付款人月限额",
