@@ -441,3 +441,29 @@ def test_device_lines_follow_the_language_on_screen():
     till, _ = flow.advance(Till(AwaitCard(1250)), DeviceTrouble("printer", "PRINTER: NO PAPER"), cfg)
     till, effects = flow.advance(till, Key(LANGUAGE_KEY), cfg)
     assert screen_of(effects)[-1] == "打印机缺纸"
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+
+
+def test_the_shops_language_and_card_confirmation_are_read_and_checked(tmp_path):
+    from firmware.config import load
+    from firmware.errors import ConfigError
+
+    sim_toml = ROOT / "config" / "sim.toml"
+    text = sim_toml.read_text(encoding="utf-8")
+    assert load(sim_toml).terminal.language == EN and not load(sim_toml).terminal.confirm_card
+    anchor = 'currency = "CNY"'
+    assert anchor in text
+    path = tmp_path / "t.toml"
+    path.write_text(text.replace(anchor, anchor + '\nlanguage = "zh-CN"\nconfirm_card = true', 1), encoding="utf-8")
+    cfg = load(path)
+    assert cfg.terminal.language == ZH_CN and cfg.terminal.confirm_card
+    for bad, message in [
+        ('language = "zh"', '[terminal] language: must be "en" (English) or "zh-CN" (Simplified Chinese)'),
+        ('confirm_card = "yes"', "[terminal] confirm_card: expected"),
+    ]:
+        path.write_text(text.replace(anchor, anchor + "\n" + bad, 1), encoding="utf-8")
+        with pytest.raises(ConfigError) as exc:
+            load(path)
+        assert message in str(exc.value)
