@@ -126,6 +126,7 @@ ZH_CN_TEXTS: dict[str, str] = {
     "SCAN TO PAY  {time}": "请扫码支付 {time}",
     "F2 PRINT CODE": "F2打印二维码",
     "CODE EXPIRED, CLOSING": "二维码过期 关闭中",
+    "CODE EXPIRED": "二维码已过期",
     "CLOSING ORDER...": "正在关闭订单...",
     "CONFIRM IN YOUR APP": "请在手机上确认",
     "PAID": "支付成功",

@@ -65,6 +65,16 @@ from firmware.core.flow.states import (
 
 KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT", "reprint": "REPRINT"}
 TRACE_DIGITS = 6
+# Why a sale cannot be voided or refunded, by its journal status.
+NOT_APPROVED = {
+    "declined": "SALE IS DECLINED",
+    "voided": "SALE IS VOIDED",
+    "reversed": "SALE IS REVERSED",
+    "pending": "SALE IS PENDING",
+    "failed": "SALE IS FAILED",
+    "unknown": "SALE IS UNKNOWN",
+    "cancelled": "SALE IS CANCELLED",
+}
 SETTLED_TITLE = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE", "failed": "SETTLEMENT FAILED"}
 
 
@@ -175,7 +185,7 @@ def _looking(state: Looking, event: Event, cfg: FlowConfig) -> Step:
 def _found(kind: str, event: OriginalFound) -> Step:
     sale = event.sale
     if sale.status != "approved":
-        return go(Result(("NOT ALLOWED", f"SALE IS {sale.status.upper()}")))
+        return go(Result(("NOT ALLOWED", NOT_APPROVED.get(sale.status, "SALE IS NOT APPROVED"))))
     if kind == "refund":
         if sale.refunded >= sale.amount:
             return go(Result(("NOT ALLOWED", "ALREADY FULLY REFUNDED")))
