@@ -414,7 +414,7 @@ def test_a_tapped_card_is_confirmed_first_when_the_shop_wants_it():
     language=st.sampled_from([EN, ZH_CN]),
     confirm=st.booleans(),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)  # the same examples every run
 def test_any_name_and_label_a_card_carries_fit_and_never_bring_the_number(name, label, amount, language, confirm):
     cfg = config(language, confirm)
     read = CardRead(chip_card("online_pin", name, label))

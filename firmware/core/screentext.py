@@ -76,7 +76,7 @@ ZH_CN_TEXTS: dict[str, str] = {
     "HOST NOT AVAILABLE": "无法连接主机",
     "TERMINAL ERROR": "终端故障",
     # the issuer's reasons (response codes)
-    "DO NOT HONOR": "发卡行拒绝",
+    "DO NOT HONOR": "发卡行不予承兑",
     "INVALID CARD NUMBER": "无效卡号",
     "LOST CARD": "挂失卡",
     "STOLEN CARD": "被窃卡",
@@ -86,7 +86,7 @@ ZH_CN_TEXTS: dict[str, str] = {
     "OVER LIMIT": "超出金额限制",
     "PIN TRIES EXCEEDED": "密码错误次数超限",
     "CARD AUTH FAILED": "卡片认证失败",
-    "ISSUER UNAVAILABLE": "发卡行无应答",
+    "ISSUER UNAVAILABLE": "发卡行不能操作",
     "SYSTEM ERROR": "系统故障",
     # what card readers, kernels and the host link say (drivers/, firmware/core/emv/, firmware/errors.py)
     "CARD ERROR": "读卡错误",
