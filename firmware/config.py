@@ -171,6 +171,8 @@ class TerminalConfig:
     min_amount: int
     max_amount: int
     data_dir: Path
+    language: str = "en"  # the customer screen's language: "en" or "zh-CN" (see firmware/core/screentext.py)
+    confirm_card: bool = False  # a read card is shown (number, name, label, amount) until ENTER, before the PIN
 
 
 def _read_terminal(sec: _Section, base: Path) -> TerminalConfig:
@@ -187,8 +189,13 @@ def _read_terminal(sec: _Section, base: Path) -> TerminalConfig:
     if hi < lo:
         raise sec.fail("max_amount", f"must not be below min_amount ({lo})")
     data_dir = Path(sec.text("data_dir", "data"))
+    language = sec.choice(
+        "language", ("en", "zh-CN"), "en", what='must be "en" (English) or "zh-CN" (Simplified Chinese)'
+    )
+    confirm_card = sec.flag("confirm_card", False)
     sec.done()
-    return TerminalConfig(tid, mid, currency, lo, hi, data_dir if data_dir.is_absolute() else base / data_dir)
+    where = data_dir if data_dir.is_absolute() else base / data_dir
+    return TerminalConfig(tid, mid, currency, lo, hi, where, language, confirm_card)
 
 
 @dataclass(frozen=True)

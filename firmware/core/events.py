@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from firmware.core.cardface import CardFace
 from firmware.core.emv import ChipCard
 from firmware.core.items import Item
 from firmware.core.track import MagCard
@@ -103,6 +104,7 @@ class ChipAsks:
     tries_left: int | None = None
     retry: bool = False
     bypass: bool = False
+    face: CardFace | None = None  # for a PIN: the card as the screen shows it
 
 
 @dataclass(frozen=True)

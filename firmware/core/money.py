@@ -57,6 +57,21 @@ def format_minor(amount: int, currency: Currency) -> str:
     return f"{sign}{amount // scale}.{amount % scale:0{currency.exponent}d}"
 
 
+# The sign a language writes before an amount instead of the ISO code: Chinese writes yuan as ¥12.50
+# (U+00A5, one column); any other currency, and any currency in English, reads CNY 12.50 / USD 12.50.
+_SYMBOLS: dict[str, dict[str, str]] = {"zh-CN": {"CNY": "\u00a5"}}
+
+
+def format_amount(amount: int, currency: Currency, language: str = "en") -> str:
+    """An amount as the screen shows it in `language`: 'CNY 12.50' in English, '¥12.50' in Chinese (a
+    negative one '-¥12.50' / 'CNY -12.50'); the one place amounts become screen text."""
+    symbol = _SYMBOLS.get(language, {}).get(currency.alpha)
+    digits = format_minor(amount, currency)
+    if symbol is None:
+        return f"{currency.alpha} {digits}"
+    return f"-{symbol}{digits[1:]}" if digits.startswith("-") else f"{symbol}{digits}"
+
+
 def parse_major(text: str, currency: Currency) -> int:
     """Parse a decimal amount like '500.00' into minor units, exactly (no floats)."""
     s = text.strip()

@@ -17,6 +17,7 @@ from typing import Any
 
 from firmware.config import Config
 from firmware.core import effects, events
+from firmware.core.cardface import CardFace
 from firmware.core.emv import CardError
 from firmware.core.emv.contact import (
     ChipOutcome,
@@ -137,9 +138,9 @@ class ChipDesk:
                     self._post(events.ChipAsks("choose", request.options))
                     answer = await self._wait()
                 elif isinstance(request, OfflinePin):
-                    answer = await self._pin(True, request.tries_left, request.retry)
+                    answer = await self._pin(True, request.tries_left, request.retry, face=request.face)
                 elif isinstance(request, OnlinePin):
-                    got = await self._pin(False, None, False, request.pan)
+                    got = await self._pin(False, None, False, request.pan, request.face)
                     if isinstance(got, events.EncryptedPin):
                         pin, answer = got, True
                     else:
@@ -169,11 +170,14 @@ class ChipDesk:
             self._pinpad.end()
             session.close()
 
-    async def _pin(self, offline: bool, tries_left: int | None, retry: bool, pan: str = "") -> Any:
+    async def _pin(
+        self, offline: bool, tries_left: int | None, retry: bool, pan: str = "", face: CardFace | None = None
+    ) -> Any:
         """Ask the flow for a PIN screen and the PIN pad for the PIN: digits (offline), a PIN block (online),
         "" (no PIN), or None (cancelled)."""
         bypass = self._config.emv.pin_bypass
-        self._post(events.ChipAsks("pin", offline=offline, tries_left=tries_left, retry=retry, bypass=bypass))
+        asks = events.ChipAsks("pin", offline=offline, tries_left=tries_left, retry=retry, bypass=bypass, face=face)
+        self._post(asks)
         self._pinpad.arm_chip(offline, bypass, pan, self._give)
         got = await self._wait()
         if isinstance(got, TerminalError):

@@ -24,6 +24,7 @@ from firmware.core.events import AuthResponse
 from firmware.core.flow import common, states
 from firmware.core.receipt import Header, Line, Receipt
 from firmware.core.reports import BatchTotals
+from firmware.core.screentext import say
 from firmware.core.track import MagCard
 from firmware.errors import (
     AnswerMismatch,
@@ -67,6 +68,8 @@ DEVICE_MISSING = {
     "magstripe": "CARD READER DISCONNECTED",
     "scanner": "SCANNER DISCONNECTED",
 }  # said under the screen while the device is away
+# Keys that reach the flow while the PIN pad takes the digits: CANCEL, and the customer's language key.
+_PAST_PIN_PAD = ("CANCEL", flow.LANGUAGE_KEY)
 RETRY_MAX = 300.0  # seconds: the longest pause between outbox retries ([timeouts] retry doubles to it)
 
 
@@ -133,6 +136,9 @@ class Terminal:
             fallback=config.emv.fallback,
             wallets=tuple(self._wallet_providers),
             qr_timeout=config.wallet.qr_timeout,
+            language=t.language,
+            confirm_card=t.confirm_card,
+            width=config.display.width,
         )
         self.header = Header(
             config.merchant.name,
@@ -202,7 +208,8 @@ class Terminal:
         except TerminalError as exc:
             # Nothing is sold on a journal that cannot be trusted; the screen says so, the log says why.
             log.critical("terminal cannot start: %s", exc)
-            self.devices.display.show((exc.screen, "TERMINAL STOPPED", "SEE LOG / 请查看日志"))
+            lang = self.flow_cfg.language
+            self.devices.display.show(tuple(say(lang, text) for text in (exc.screen, "TERMINAL STOPPED", "SEE LOG")))
             if journal is not None:
                 journal.close()
             raise
@@ -461,7 +468,7 @@ class Terminal:
             event = events.TimerExpired() if posted.generation == self._timer_gen else None
         elif isinstance(posted, (events.ChipReaderFailed, events.ChipReaderReady)):
             event = events.DeviceTrouble("chip", posted.screen if isinstance(posted, events.ChipReaderFailed) else "")
-        elif isinstance(posted, events.Key) and self._booted.pinpad.armed and posted.name != "CANCEL":
+        elif isinstance(posted, events.Key) and self._booted.pinpad.armed and posted.name not in _PAST_PIN_PAD:
             event = self._booted.pinpad.key(posted.name)  # digits stay in the PIN pad
         else:
             event = posted

@@ -21,6 +21,7 @@ from typing import Any
 from drivers.display import Display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
+from firmware.core.screentext import say
 from firmware.host.signon import MASTER_KEY
 from firmware.security.keystore import KeyStore
 from firmware.shell.terminal import Devices, Terminal
@@ -197,9 +198,10 @@ class Simulator:
             target=self._run, args=(self._loop, self.terminal), name="countertop-firmware", daemon=True
         )
         self._thread.start()
+        idle = say(cfg.terminal.language, "ENTER AMOUNT")  # the idle screen, in the shop's language
         with self._cond:  # ready, or stopped: a terminal that refused to start is not waited for
-            self._cond.wait_for(lambda: "ENTER AMOUNT" in self.display.text or not self._running, 10)
-        if "ENTER AMOUNT" not in self.display.text:
+            self._cond.wait_for(lambda: idle in self.display.text or not self._running, 10)
+        if idle not in self.display.text:
             if not self._running:
                 raise TerminalStopped(
                     f"the terminal stopped before it was ready ({self.failure}); screen:\n{self.screen}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from datetime import time as clock_time
 
+from firmware.core.cardface import CardFace
 from firmware.core.emv import cvm as cv
 from firmware.core.emv.contactless import ChipCard
 from firmware.core.emv.data import (
@@ -112,7 +113,7 @@ from firmware.core.emv.select import (
     pse_candidates,
     supported_only,
 )
-from firmware.core.pan import luhn_valid
+from firmware.core.pan import luhn_valid, mask
 
 APPROVAL_CODES = ("00", "10", "11")  # approved, partial (refused later by the flow), approved (VIP)
 AC_ANSWER_TAGS = frozenset({"9F27", "9F36", "9F26", "9F10", "9F4B"})  # what a GENERATE AC answer may set
@@ -136,6 +137,7 @@ class OfflinePin:
     enciphered: bool
     tries_left: int | None  # from the PIN try counter (9F17), when the card gives it
     retry: bool = False  # the PIN before was wrong
+    face: CardFace | None = None  # what the PIN screen shows of the card
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class OnlinePin:
     (bypass) or None."""
 
     pan: str = field(default="", repr=False)
+    face: CardFace | None = None  # what the PIN screen shows of the card
 
 
 @dataclass(frozen=True)
@@ -450,7 +453,7 @@ def _offline_pin(run: _Run, enciphered: bool) -> Steps[bool]:
         return False
     retry = False
     while True:
-        pin = yield OfflinePin(enciphered, tries, retry)
+        pin = yield OfflinePin(enciphered, tries, retry, _face(run))
         if pin is None:
             raise Cancelled("the cardholder cancelled the PIN entry")
         if pin == "":
@@ -480,12 +483,17 @@ def _offline_pin(run: _Run, enciphered: bool) -> Steps[bool]:
         return False
 
 
+def _face(run: _Run) -> CardFace:
+    """The card as the PIN screen shows it: masked PAN, holder name (5F20), the application's label."""
+    return CardFace(mask(run.pan), run.card.get("5F20", b"").decode("ascii", "replace").strip(), run.label)
+
+
 def _perform(run: _Run, method: int) -> Steps[bool]:
     """Perform one method the terminal supports; whether it succeeded."""
     if method in (cv.PLAIN_PIN, cv.PLAIN_PIN_SIGN, cv.ENC_PIN, cv.ENC_PIN_SIGN):
         return (yield from _offline_pin(run, method in (cv.ENC_PIN, cv.ENC_PIN_SIGN)))
     if method == cv.ONLINE_PIN:
-        entered = yield OnlinePin(run.pan)
+        entered = yield OnlinePin(run.pan, _face(run))
         if entered is None:
             raise Cancelled("the cardholder cancelled the PIN entry")
         run.set(ONLINE_PIN_ENTERED if entered else PIN_NOT_ENTERED)
@@ -659,6 +667,7 @@ def _chip_card(run: _Run) -> ChipCard:
         cryptogram=c.get("9F26", b"").hex().upper(),
         icc=icc_fields(items, ONLINE_TAGS),
         kernel="contact",
+        name=c.get("5F20", b"").decode("ascii", "replace").strip(),
     )
 
 

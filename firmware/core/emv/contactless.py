@@ -125,6 +125,7 @@ class ChipCard:
     icc: dict[str, str] = field(repr=False)  # tag -> hex value, for field 55
     kernel: str = ""  # "visa" (GPO cryptogram) | "mastercard" (GENERATE AC) | "contact"
     apdus: int = 0  # commands the kernel sent
+    name: str = field(default="", repr=False)  # cardholder name (5F20), for the screen only
 
     @property
     def masked_pan(self) -> str:
@@ -331,6 +332,7 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
         cryptogram=card["9F26"].hex().upper(),
         icc=icc_data(terminal, card, app.aid, extra),
         kernel=style,
+        name=card.get("5F20", b"").decode("ascii", "replace").strip(),
     )
 
 

@@ -3,7 +3,9 @@
 Each activity owns the transitions, screens and timers of its states: amount.py (amount and basket entry,
 results), card.py (a card payment), wallet.py (a wallet payment), backoffice.py (operator, void, refund,
 report, settlement, reprint). This module routes a state to its activity through one table and turns a
-handler's Step into effects: entering a state adds its screen and its timer."""
+handler's Step into effects: entering a state adds its screen and its timer. Every line a screen shows passes
+through the catalogue (firmware/core/screentext.py) in the screen's language: the shop's, or the one the customer
+chose for the sale with LANGUAGE_KEY."""
 
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from firmware.core.effects import (
     StartQrOrder,
     SubmitFollowUp,
 )
-from firmware.core.events import ChipInserted, DeviceTrouble, Event, OperatorChecked, Tapped
+from firmware.core.events import ChipInserted, DeviceTrouble, Event, Key, OperatorChecked, Tapped
 from firmware.core.flow import amount, backoffice, card, chip, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
-from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, State, Till
+from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, Result, State, Till
+from firmware.core.screentext import EN, ZH_CN, say
 
 TABLE: dict[type, Route[Any]] = {
     **amount.ROUTES,
@@ -38,7 +41,28 @@ TABLE: dict[type, Route[Any]] = {
 
 wants_tap = card.wants_tap
 
-__all__ = ["IDLE", "TABLE", "FlowConfig", "State", "Till", "advance", "enter", "put", "render", "step", "wants_tap"]
+# The customer's key for the other language, for this sale only. F4 signs a cashier in at the idle screen, and
+# no state of a payment uses it: there (and at the PIN pad, which lets it through) it switches the language.
+LANGUAGE_KEY = "F4"
+# The states in which the customer is at the terminal: the key works there, and the sale's language holds
+# until the sale's outcome (a Result) is left.
+CUSTOMER_STATES: tuple[type, ...] = (*card.ROUTES, *chip.ROUTES, *wallet.ROUTES)
+
+__all__ = [
+    "CUSTOMER_STATES",
+    "IDLE",
+    "LANGUAGE_KEY",
+    "TABLE",
+    "FlowConfig",
+    "State",
+    "Till",
+    "advance",
+    "enter",
+    "put",
+    "render",
+    "step",
+    "wants_tap",
+]
 
 
 def _route(state: State) -> Route[Any]:
@@ -46,10 +70,11 @@ def _route(state: State) -> Route[Any]:
 
 
 def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
-    """The screen for a state: its activity's lines, under the state's notice when it has one."""
+    """The screen for a state in cfg's language: its activity's lines, under the state's notice when it has one.
+    Texts made elsewhere (a notice, an outcome, a device's or the host's words) are said here."""
     lines = _route(state).screen(state, cfg)
     notice = getattr(state, "notice", "")
-    return (notice, *lines) if notice else lines
+    return tuple(say(cfg.language, line) for line in ((notice, *lines) if notice else lines))
 
 
 def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
@@ -73,31 +98,51 @@ def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effec
     the manager on the effects that journal or audit what they did), and keep what is wrong with the devices
     on every screen."""
     state = till.state
+    shown = spoken(till, cfg)
     if isinstance(event, DeviceTrouble):
         known = dict(till.problems)
         if known.get(event.device, "") == event.screen:
             return till, []
         known[event.device] = event.screen
         till = replace(till, problems=tuple((d, s) for d, s in known.items() if s))
-        return till, [_bannered(Show(render(state, cfg), _route(state).qr(state)), till)]  # redrawn, no timer
+        return till, [_bannered(_redrawn(state, shown), till, shown)]  # redrawn, no timer
+    if isinstance(event, Key) and event.name == LANGUAGE_KEY and isinstance(state, CUSTOMER_STATES):
+        till = replace(till, language=ZH_CN if shown.language == EN else EN)
+        if till.language == cfg.language:
+            till = replace(till, language="")
+        shown = spoken(till, cfg)
+        return till, [_bannered(_redrawn(state, shown), till, shown)]  # the same screen in the other language
     if isinstance(event, OperatorChecked) and event.ok and isinstance(state, OperatorPin):
         till = replace(till, cashier=event.who) if state.purpose == "signin" else replace(till, manager=event.who)
-    new, todo = step(state, event, cfg)
+    new, todo = step(state, event, shown)
     till = replace(till, state=new)
-    return till, [_bannered(_named(eff, till, state), till) for eff in todo]
+    if till.language and not isinstance(new, (*CUSTOMER_STATES, Result)):  # the sale is over: the shop's language
+        till, shown = replace(till, language=""), cfg
+        todo = [_redrawn(new, cfg) if isinstance(eff, Show) else eff for eff in todo]
+    return till, [_bannered(_named(eff, till, state), till, shown) for eff in todo]
+
+
+def spoken(till: Till, cfg: FlowConfig) -> FlowConfig:
+    """The flow's configuration in the language on screen: the sale's when the customer chose one."""
+    return replace(cfg, language=till.language) if till.language and till.language != cfg.language else cfg
 
 
 def put(till: Till, state: State, cfg: FlowConfig, *extra: Effect) -> tuple[Till, list[Effect]]:
     """The shell's own move of the flow (boot, after a failure): `enter` the state, device lines kept."""
-    new, todo = enter(state, cfg, *extra)
+    shown = spoken(till, cfg)
+    new, todo = enter(state, shown, *extra)
     till = replace(till, state=new)
-    return till, [_bannered(eff, till) for eff in todo]
+    return till, [_bannered(eff, till, shown) for eff in todo]
 
 
-def _bannered(eff: Effect, till: Till) -> Effect:
+def _redrawn(state: State, cfg: FlowConfig) -> Show:
+    return Show(render(state, cfg), _route(state).qr(state))
+
+
+def _bannered(eff: Effect, till: Till, cfg: FlowConfig) -> Effect:
     """A screen with a line for each device in trouble under what the flow shows."""
     if isinstance(eff, Show) and till.problems:
-        return replace(eff, lines=eff.lines + tuple(screen for _, screen in till.problems))
+        return replace(eff, lines=eff.lines + tuple(say(cfg.language, screen) for _, screen in till.problems))
     return eff
 
 

@@ -17,6 +17,7 @@ from firmware.core.flow.common import (
     go,
     money,
     result_timer,
+    say,
     stay,
 )
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, ItemCode, ItemQty, Looking, OperatorPin, Result
@@ -161,10 +162,10 @@ def _amount_screen(state: Amount, cfg: FlowConfig) -> tuple[str, ...]:
         last = state.basket[-1]
         return (
             f"{last.name} x{last.quantity}",
-            "TOTAL " + money(state.value, cfg),
-            f"F3 ADD  ENTER PAY ({len(state.basket)})",
+            say(cfg, "TOTAL {amount}", amount=money(state.value, cfg)),
+            say(cfg, "F3 ADD  ENTER PAY ({lines})", lines=len(state.basket)),
         )
-    return ("ENTER AMOUNT", money(state.value, cfg))
+    return (say(cfg, "ENTER AMOUNT"), money(state.value, cfg))
 
 
 def _amount_timer(state: Amount, cfg: FlowConfig) -> StartTimer | StopTimer:
@@ -172,13 +173,15 @@ def _amount_timer(state: Amount, cfg: FlowConfig) -> StartTimer | StopTimer:
 
 
 def _item_code_screen(state: ItemCode, cfg: FlowConfig) -> tuple[str, ...]:
-    return ("ITEM CODE (PLU)", state.code or "_") + (
-        (f"{len(state.basket)} LINES " + money(total(state.basket), cfg),) if state.basket else ()
+    return (say(cfg, "ITEM CODE (PLU)"), state.code or "_") + (
+        (say(cfg, "{lines} LINES {amount}", lines=len(state.basket), amount=money(total(state.basket), cfg)),)
+        if state.basket
+        else ()
     )
 
 
 def _item_qty_screen(state: ItemQty, cfg: FlowConfig) -> tuple[str, ...]:
-    return (state.item.name, money(state.item.price, cfg), f"QTY {state.quantity or 1}")
+    return (state.item.name, money(state.item.price, cfg), say(cfg, "QTY {quantity}", quantity=state.quantity or 1))
 
 
 ROUTES: dict[type, Route[Any]] = {

@@ -47,6 +47,7 @@ from firmware.core.flow.common import (
     money,
     no_timer,
     pressed,
+    say,
     stay,
 )
 from firmware.core.flow.states import (
@@ -64,6 +65,16 @@ from firmware.core.flow.states import (
 
 KIND_TITLE = {"void": "VOID", "refund": "REFUND", "settle": "SETTLEMENT", "reprint": "REPRINT"}
 TRACE_DIGITS = 6
+# Why a sale cannot be voided or refunded, by its journal status.
+NOT_APPROVED = {
+    "declined": "SALE IS DECLINED",
+    "voided": "SALE IS VOIDED",
+    "reversed": "SALE IS REVERSED",
+    "pending": "SALE IS PENDING",
+    "failed": "SALE IS FAILED",
+    "unknown": "SALE IS UNKNOWN",
+    "cancelled": "SALE IS CANCELLED",
+}
 SETTLED_TITLE = {"in_balance": "SETTLED, IN BALANCE", "out_of_balance": "OUT OF BALANCE", "failed": "SETTLEMENT FAILED"}
 
 
@@ -174,7 +185,7 @@ def _looking(state: Looking, event: Event, cfg: FlowConfig) -> Step:
 def _found(kind: str, event: OriginalFound) -> Step:
     sale = event.sale
     if sale.status != "approved":
-        return go(Result(("NOT ALLOWED", f"SALE IS {sale.status.upper()}")))
+        return go(Result(("NOT ALLOWED", NOT_APPROVED.get(sale.status, "SALE IS NOT APPROVED"))))
     if kind == "refund":
         if sale.refunded >= sale.amount:
             return go(Result(("NOT ALLOWED", "ALREADY FULLY REFUNDED")))
@@ -256,63 +267,63 @@ def _submitting(state: Submitting, event: Event, cfg: FlowConfig) -> Step:
             return go(Result(("NO HOST ANSWER", "WILL RETRY BY ITSELF")))
         return go(Result((event.title or "HOST NOT AVAILABLE", "NOTHING SENT")))
     if pressed(event, "CANCEL"):
-        return stay(state, Show(("PLEASE WAIT",) + _submitting_screen(state, cfg)))
+        return stay(state, Show((say(cfg, "PLEASE WAIT"),) + _submitting_screen(state, cfg)))
     return stay(state)
 
 
 def _operator_pin_screen(state: OperatorPin, cfg: FlowConfig) -> tuple[str, ...]:
-    return ("CASHIER SIGN-IN PIN" if state.purpose == "signin" else "MANAGER PIN", "*" * state.digits or "_")
+    return (say(cfg, "CASHIER SIGN-IN PIN" if state.purpose == "signin" else "MANAGER PIN"), "*" * state.digits or "_")
 
 
 def _trace_entry_screen(state: TraceEntry, cfg: FlowConfig) -> tuple[str, ...]:
     if state.kind == "reprint":
-        return ("REPRINT 重打印", "TRACE NO.", state.value or "_", "ENTER ALONE: LAST")
-    return (KIND_TITLE[state.kind], "TRACE NO. OR SCAN", state.value or "_", "F2 SEARCH")
+        return (say(cfg, "REPRINT"), say(cfg, "TRACE NO."), state.value or "_", say(cfg, "ENTER ALONE: LAST"))
+    return (say(cfg, KIND_TITLE[state.kind]), say(cfg, "TRACE NO. OR SCAN"), state.value or "_", say(cfg, "F2 SEARCH"))
 
 
 def _search_screen(state: SearchEntry, cfg: FlowConfig) -> tuple[str, ...]:
     prompt = {"date": "DATE MMDD", "amount": "AMOUNT", "last4": "CARD LAST 4"}[state.field]
     shown = money(int(state.value or 0), cfg) if state.field == "amount" else (state.value or "_")
-    return (f"{KIND_TITLE[state.kind]} SEARCH", prompt, shown)
+    return (say(cfg, "{kind} SEARCH", kind=say(cfg, KIND_TITLE[state.kind])), say(cfg, prompt), shown)
 
 
 def _confirm_void_screen(state: ConfirmVoid, cfg: FlowConfig) -> tuple[str, ...]:
     sale = state.sale
     return (
-        f"VOID {money(sale.amount, cfg)}",
+        say(cfg, "{kind} {amount}", kind=say(cfg, "VOID"), amount=money(sale.amount, cfg)),
         sale.masked_pan,
         sale.created_at[:16].replace("T", " "),
-        "ENTER TO CONFIRM",
+        say(cfg, "ENTER TO CONFIRM"),
     )
 
 
 def _refund_amount_screen(state: RefundAmount, cfg: FlowConfig) -> tuple[str, ...]:
     sale = state.sale
     return (
-        f"REFUND TRACE {sale.stan:06d}",
-        f"PAID {money(sale.amount, cfg)}",
-        f"LEFT {money(sale.amount - sale.refunded, cfg)}",
-        f"AMOUNT {money(state.value, cfg)}",
+        say(cfg, "REFUND TRACE {trace}", trace=f"{sale.stan:06d}"),
+        say(cfg, "PAID {amount}", amount=money(sale.amount, cfg)),
+        say(cfg, "LEFT {amount}", amount=money(sale.amount - sale.refunded, cfg)),
+        say(cfg, "AMOUNT {amount}", amount=money(state.value, cfg)),
     )
 
 
 def _refund_route_screen(state: RefundRoute, cfg: FlowConfig) -> tuple[str, ...]:
-    back = _way_back(state.sale).upper()
-    return (f"REFUND {money(state.amount, cfg)}", f"1 TO {back}  2 CASH")
+    choice = "1 TO WALLET  2 CASH" if _way_back(state.sale) == "wallet" else "1 TO CARD  2 CASH"
+    return (say(cfg, "{kind} {amount}", kind=say(cfg, "REFUND"), amount=money(state.amount, cfg)), say(cfg, choice))
 
 
 def _submitting_screen(state: Submitting, cfg: FlowConfig) -> tuple[str, ...]:
-    return (KIND_TITLE[state.kind], money(state.amount, cfg), "PROCESSING...")
+    return (say(cfg, KIND_TITLE[state.kind]), money(state.amount, cfg), say(cfg, "PROCESSING..."))
 
 
 MENU_SCREEN = ("1 VOID  2 REFUND", "3 TODAY'S REPORT", "4 SETTLEMENT", "5 REPRINT", "CANCEL TO EXIT")
 
 ROUTES: dict[type, Route[Any]] = {
     OperatorPin: Route(_operator_pin, _operator_pin_screen, amount_timer),
-    Menu: Route(_menu, lambda state, cfg: MENU_SCREEN, amount_timer),
+    Menu: Route(_menu, lambda state, cfg: tuple(say(cfg, line) for line in MENU_SCREEN), amount_timer),
     TraceEntry: Route(_trace_entry, _trace_entry_screen, amount_timer),
     SearchEntry: Route(_search, _search_screen, amount_timer),
-    Looking: Route(_looking, lambda state, cfg: (KIND_TITLE[state.kind], "SEARCHING..."), no_timer),
+    Looking: Route(_looking, lambda state, cfg: (say(cfg, KIND_TITLE[state.kind]), say(cfg, "SEARCHING...")), no_timer),
     ConfirmVoid: Route(_confirm_void, _confirm_void_screen, amount_timer),
     RefundAmount: Route(_refund_amount, _refund_amount_screen, amount_timer),
     RefundRoute: Route(_refund_route, _refund_route_screen, amount_timer),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from firmware.core.cardface import CardFace, face_of, holder_name
 from firmware.core.effects import (
     AbortAuthorization,
     Authorize,
@@ -21,6 +22,7 @@ from firmware.core.effects import (
 from firmware.core.emv import ChipCard
 from firmware.core.events import (
     BadRead,
+    Card,
     CardFailed,
     CardRead,
     ChipInserted,
@@ -48,6 +50,7 @@ from firmware.core.flow.common import (
     money,
     no_timer,
     pressed,
+    say,
     stay,
 )
 from firmware.core.flow.states import (
@@ -56,12 +59,14 @@ from firmware.core.flow.states import (
     AwaitCard,
     AwaitPin,
     ChipReading,
+    ConfirmCard,
     ReadingCard,
     Result,
     State,
     WalletBusy,
 )
 from firmware.core.paycode import classify_code
+from firmware.core.screentext import clip
 
 
 def wants_tap(state: State, cfg: FlowConfig) -> bool:
@@ -73,8 +78,8 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, Swiped):
         chip_card = event.card.service_code[:1] in ("2", "6")  # ISO 7813: an IC is on the card
         if cfg.chip_reader and chip_card and not (state.chip_failed and cfg.fallback):
-            return go(replace(state, notice="USE CHIP READER 请插卡"))
-        return go(AwaitPin(state.amount, event.card, basket=state.basket), CollectPin(event.card.pan))
+            return go(replace(state, notice="USE CHIP READER"))
+        return _card_read(state.amount, event.card, state.basket, cfg)
     if isinstance(event, BadRead):
         return go(replace(state, notice="READ ERROR, SWIPE AGAIN"))
     if isinstance(event, ChipInserted):
@@ -107,15 +112,34 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     return stay(state)
 
 
+def _card_read(amount: int, card: Card, basket: Any, cfg: FlowConfig) -> Step:
+    """A card was read: shown for the customer to confirm when the shop wants that, else on to the PIN."""
+    if cfg.confirm_card:
+        return go(ConfirmCard(amount, card, basket))
+    return _go_on(amount, card, basket)
+
+
+def _go_on(amount: int, card: Card, basket: Any) -> Step:
+    """The PIN screen for a stripe and for a card that asks for an online PIN; else straight to the host."""
+    if not isinstance(card, ChipCard) or card.cvm == "online_pin":
+        return go(AwaitPin(amount, card, basket=basket), CollectPin(card.pan))
+    return go(Authorizing(amount, card, 1, basket=basket), Authorize(amount, card, None, basket))
+
+
+def _confirm_card(state: ConfirmCard, event: Event, cfg: FlowConfig) -> Step:
+    """The card and the amount on screen: ENTER goes on, CANCEL (or the timer) stops without charging."""
+    if pressed(event, "ENTER"):
+        return _go_on(state.amount, state.card, state.basket)
+    if pressed(event, "CANCEL"):
+        return go(Result(("CANCELLED", "NOT CHARGED")))
+    if isinstance(event, TimerExpired):
+        return go(Result(("TIMEOUT", "NOT CHARGED")))
+    return stay(state)
+
+
 def _reading_card(state: ReadingCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, CardRead):
-        card = event.card
-        if card.cvm == "online_pin":
-            return go(AwaitPin(state.amount, card, basket=state.basket), CollectPin(card.pan))
-        return go(
-            Authorizing(state.amount, card, 1, basket=state.basket),
-            Authorize(state.amount, card, None, state.basket),
-        )
+        return _card_read(state.amount, event.card, state.basket, cfg)
     if isinstance(event, CardFailed):
         return go(AwaitCard(state.amount, notice=event.screen, basket=state.basket))
     return stay(state)  # the kernel takes milliseconds; CANCEL waits for it
@@ -171,24 +195,55 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
 
 
 def _await_card_screen(state: AwaitCard, cfg: FlowConfig) -> tuple[str, ...]:
-    lines = (money(state.amount, cfg), "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD")
+    prompt = "TAP OR SWIPE CARD" if wants_tap(state, cfg) else "PLEASE SWIPE CARD"
+    lines = (money(state.amount, cfg), say(cfg, prompt))
     if len(cfg.wallets) < 2:
         return lines
-    keys = "  ".join(f"{key} {WALLET_TITLE.get(w, w.upper())}" for key, w in zip(QR_KEYS, cfg.wallets, strict=False))
+    titles = (say(cfg, WALLET_TITLE.get(w, w.upper())) for w in cfg.wallets)
+    keys = "  ".join(f"{key} {title}" for key, title in zip(QR_KEYS, titles, strict=False))
     return (*lines, keys)  # which key shows whose code
 
 
+def card_lines(card: Card, cfg: FlowConfig) -> tuple[str, ...]:
+    """What the customer sees of the card read: see face_lines."""
+    return face_lines(face_of(card), cfg)
+
+
+def face_lines(face: CardFace | None, cfg: FlowConfig) -> tuple[str, ...]:
+    """The application's label (chip and tap), the masked number (first 6 / last 4), and the holder's name
+    when the card carries one, cut to the display's width; nothing when the card is not known yet."""
+    if face is None:
+        return ()
+    name = holder_name(face.name, cfg.language)
+    return tuple(line for line in (face.label, face.masked_pan, clip(name, cfg.width)) if line)
+
+
+def _confirm_card_screen(state: ConfirmCard, cfg: FlowConfig) -> tuple[str, ...]:
+    return (
+        money(state.amount, cfg),
+        *card_lines(state.card, cfg),
+        say(cfg, "ENTER TO GO ON"),
+        say(cfg, "CANCEL TO STOP"),
+    )
+
+
 def _await_pin_screen(state: AwaitPin, cfg: FlowConfig) -> tuple[str, ...]:
-    return (money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_")
+    shown = () if cfg.confirm_card else card_lines(state.card, cfg)  # confirmed already: the PIN screen stays short
+    return (money(state.amount, cfg), *shown, say(cfg, "ENTER PIN"), "*" * state.digits or "_")
+
+
+def _reading_card_screen(state: ReadingCard, cfg: FlowConfig) -> tuple[str, ...]:
+    return (money(state.amount, cfg), say(cfg, "READING CARD..."))
 
 
 def _authorizing_screen(state: Authorizing, cfg: FlowConfig) -> tuple[str, ...]:
-    return (money(state.amount, cfg), "CANCELLING..." if state.cancelling else "PROCESSING...")
+    return (money(state.amount, cfg), say(cfg, "CANCELLING..." if state.cancelling else "PROCESSING..."))
 
 
 ROUTES: dict[type, Route[Any]] = {
     AwaitCard: Route(_await_card, _await_card_screen, lambda state, cfg: StartTimer(cfg.card_timeout)),
-    ReadingCard: Route(_reading_card, lambda state, cfg: (money(state.amount, cfg), "READING CARD..."), no_timer),
+    ReadingCard: Route(_reading_card, _reading_card_screen, no_timer),
+    ConfirmCard: Route(_confirm_card, _confirm_card_screen, lambda state, cfg: StartTimer(cfg.card_timeout)),
     AwaitPin: Route(_await_pin, _await_pin_screen, lambda state, cfg: StartTimer(cfg.pin_timeout)),
     Authorizing: Route(_authorizing, _authorizing_screen, no_timer),
 }

@@ -19,6 +19,7 @@ from firmware.core.events import (
     PinProgress,
     TimerExpired,
 )
+from firmware.core.flow.card import face_lines
 from firmware.core.flow.common import (
     DECLINE_TEXT,
     TERMINAL_ERROR,
@@ -30,11 +31,12 @@ from firmware.core.flow.common import (
     money,
     no_timer,
     pressed,
+    say,
     stay,
 )
 from firmware.core.flow.states import AwaitCard, ChipChoosing, ChipPin, ChipReading, Result
 
-BYPASS_HINT = "NO PIN? PRESS ENTER 无密码请按确认"
+BYPASS_HINT = "NO PIN? PRESS ENTER"
 
 
 def _asked(amount: int, basket: Any, event: ChipAsks) -> Step:
@@ -42,7 +44,8 @@ def _asked(amount: int, basket: Any, event: ChipAsks) -> Step:
     if event.what == "choose":
         return go(ChipChoosing(amount, event.options, basket))
     # The shell's chip desk has armed the PIN pad for the kernel: digits never pass through the flow.
-    return go(ChipPin(amount, event.offline, event.tries_left, event.retry, event.bypass, basket=basket))
+    pin = ChipPin(amount, event.offline, event.tries_left, event.retry, event.bypass, basket=basket, face=event.face)
+    return go(pin)
 
 
 def _ended(state: ChipReading, event: Event, cfg: FlowConfig) -> Step | None:
@@ -118,18 +121,19 @@ def _pin(state: ChipPin, event: Event, cfg: FlowConfig) -> Step:
 
 
 def _choosing_screen(state: ChipChoosing, cfg: FlowConfig) -> tuple[str, ...]:
-    return ("SELECT APPLICATION", *(f"{n} {name}" for n, name in enumerate(state.options, 1)))
+    return (say(cfg, "SELECT APPLICATION"), *(f"{n} {name}" for n, name in enumerate(state.options, 1)))
 
 
 def _pin_screen(state: ChipPin, cfg: FlowConfig) -> tuple[str, ...]:
     lines: list[str] = []
     if state.retry:
-        lines.append("WRONG PIN" + (f", {state.tries_left} TRIES LEFT" if state.tries_left else ""))
+        left = state.tries_left
+        lines.append(say(cfg, "WRONG PIN, {tries} TRIES LEFT", tries=left) if left else say(cfg, "WRONG PIN"))
     elif state.tries_left == 1:
-        lines.append("LAST PIN TRY")
-    lines += [money(state.amount, cfg), "ENTER PIN", "*" * state.digits or "_"]
+        lines.append(say(cfg, "LAST PIN TRY"))
+    lines += [money(state.amount, cfg), *face_lines(state.face, cfg), say(cfg, "ENTER PIN"), "*" * state.digits or "_"]
     if state.bypass and not state.digits:
-        lines.append(BYPASS_HINT)
+        lines.append(say(cfg, BYPASS_HINT))
     return tuple(lines)
 
 

@@ -9,7 +9,9 @@ from typing import Generic, TypeVar
 from firmware.core.effects import Effect, StartTimer, StopTimer
 from firmware.core.events import Event, Key
 from firmware.core.flow.states import State
-from firmware.core.money import Currency, format_minor
+from firmware.core.money import Currency, format_amount
+from firmware.core.screentext import EN
+from firmware.core.screentext import say as _say
 
 AMOUNT_DIGITS = 10  # at most 10 digits of minor units can be keyed
 TERMINAL_ERROR = "terminal error"  # HostFailed.reason when the shell itself failed
@@ -54,6 +56,9 @@ class FlowConfig:
     fallback: bool = False  # ... unless its chip failed and the shop allows the stripe then
     wallets: tuple[str, ...] = ()  # the wallets the shop takes ("alipay", "wechat"); F1 shows the first's code
     qr_timeout: int = 120  # seconds a shown code stays valid
+    language: str = EN  # the screen's language ("en" | "zh-CN"): the shop's, or the sale's after LANGUAGE_KEY
+    confirm_card: bool = False  # after a card is read, a screen shows it and waits for ENTER (else: the PIN screen)
+    width: int = 20  # the display's columns (a cardholder name longer than that is cut)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,13 @@ class Route(Generic[S]):
 
 
 def money(amount: int, cfg: FlowConfig) -> str:
-    """'CNY 12.50' for the screen."""
-    return f"{cfg.currency.alpha} {format_minor(amount, cfg.currency)}"
+    """An amount for the screen in its language: 'CNY 12.50' / '¥12.50'."""
+    return format_amount(amount, cfg.currency, cfg.language)
+
+
+def say(cfg: FlowConfig, msgid: str, **fields: object) -> str:
+    """A text of the catalogue (firmware/core/screentext.py) in the screen's language, its fields filled in."""
+    return _say(cfg.language, msgid, **fields)
 
 
 def pressed(event: Event, *names: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from firmware.core.cardface import CardFace
 from firmware.core.events import Card, FollowUpKind, OriginalSale, Payout, Task
 from firmware.core.items import BasketLine, Item
 
@@ -81,6 +82,15 @@ class ReadingCard:
 
 
 @dataclass(frozen=True)
+class ConfirmCard:
+    """Card read (`[terminal] confirm_card`): the screen shows it and the amount; ENTER goes on, CANCEL stops."""
+
+    amount: int
+    card: Card
+    basket: tuple[BasketLine, ...] = ()
+
+
+@dataclass(frozen=True)
 class AwaitPin:
     """Card read; the customer types the PIN."""
 
@@ -133,6 +143,7 @@ class ChipPin:
     bypass: bool = False
     digits: int = 0
     basket: tuple[BasketLine, ...] = ()
+    face: CardFace | None = None  # the card as the screen shows it
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,7 @@ State = (
     # card.py
     | AwaitCard
     | ReadingCard
+    | ConfirmCard
     | AwaitPin
     | Authorizing
     # chip.py
@@ -251,10 +263,12 @@ IDLE = Amount()
 @dataclass(frozen=True)
 class Till:
     """What outlives a single sale: where the flow stands, who signed in at the till (F4, named on every sale),
-    who last opened the back office (named on every void, refund, report and settlement), and what is wrong
-    with the devices (a line each under every screen until it is fine again)."""
+    who last opened the back office (named on every void, refund, report and settlement), what is wrong with
+    the devices (a line each under every screen until it is fine again), and the language the customer chose
+    for the sale on screen."""
 
     state: State = IDLE
     cashier: str = ""
     manager: str = ""
     problems: tuple[tuple[str, str], ...] = ()  # (device, what the screen says is wrong with it)
+    language: str = ""  # the sale's language when the customer switched it (LANGUAGE_KEY); "": the shop's

@@ -24,6 +24,7 @@ from firmware.core.flow.common import (
     money,
     no_timer,
     pressed,
+    say,
     stay,
     timer,
 )
@@ -74,8 +75,8 @@ def _showing(state: ShowingQR, event: Event, cfg: FlowConfig) -> Step:
 def _showing_screen(state: ShowingQR, cfg: FlowConfig) -> tuple[str, ...]:
     return (
         money(state.amount, cfg),
-        f"SCAN TO PAY  {state.remaining // 60}:{state.remaining % 60:02d}",
-        "F2 PRINT CODE",
+        say(cfg, "SCAN TO PAY  {time}", time=f"{state.remaining // 60}:{state.remaining % 60:02d}"),
+        say(cfg, "F2 PRINT CODE"),
     )
 
 
