@@ -164,14 +164,27 @@ class Renderer:
         unit = min(h, w * 3 // 4)  # type sizes follow the shorter side (a 4:3 canvas's height)
         self.title_px, self.text_px, self.amount_px = max(12, unit // 10), max(12, unit // 11), max(18, unit // 5)
 
-    def figure_box(self, lines: int) -> tuple[int, int, int, int]:
-        """Where a figure goes (left, top, right, bottom) when one is shown with `lines` lines of text."""
+    def _has_title(self, lines: tuple[str, ...]) -> bool:
+        return bool(lines) and not _AMOUNT.fullmatch(lines[0])  # an amount first stays large, with no band
+
+    def _rows(self, lines: tuple[str, ...]) -> list[tuple[str, int, int]]:
+        """The lines under the title band: (text, font size, row height) each."""
+        body = lines[1:] if self._has_title(lines) else lines
+        sizes = [self.amount_px if _AMOUNT.fullmatch(line) else self.text_px for line in body]
+        return [(line, px, int(px * 1.4)) for line, px in zip(body, sizes, strict=True)]
+
+    def _top(self, lines: tuple[str, ...]) -> int:
+        return (self.title_px * 2 if self._has_title(lines) else 0) + self.text_px // 2
+
+    def figure_box(self, lines: tuple[str, ...]) -> tuple[int, int, int, int]:
+        """Where a figure goes (left, top, right, bottom) on a screen of `lines`: on a wide screen a square on
+        the right under the title, on a tall one the space under the text."""
         w, h = self.size
-        if w > h:  # wide: the figure takes a square on the right, under the title
+        if w > h:
             side = min(h - self.title_px * 2, w * 3 // 5)
             return w - side, h - side, w, h
-        top = self.title_px * 2 + int(self.text_px * 1.4) * max(lines - 1, 0)
-        side = min(w, h - top)
+        top = self._top(lines) + sum(height for _, _, height in self._rows(lines))
+        side = max(min(w, h - top), 0)
         return (w - side) // 2, h - side, (w + side) // 2, h
 
     def render(self, lines: tuple[str, ...], qr: str = "", figure: Image.Image | None = None) -> Image.Image:
@@ -181,17 +194,14 @@ class Renderer:
         draw = ImageDraw.Draw(image)
         if qr:
             figure = qr_image(qr)
-        box = self.figure_box(len(lines)) if figure is not None else None
+        box = self.figure_box(lines) if figure is not None else None
         text_right = box[0] if box is not None and w > h else w
-        y, body = self.text_px // 2, lines
-        if lines and not _AMOUNT.fullmatch(lines[0]):  # a title; an amount first stays large, with no band
+        if self._has_title(lines):
             band = self.title_px * 2
             draw.rectangle((0, 0, w, band - 1), fill=BAND)
             self._line(draw, lines[0], self.title_px, (0, 0, w, band), BAND_INK)
-            y, body = band + self.text_px // 2, lines[1:]
-        for line in body:
-            px = self.amount_px if _AMOUNT.fullmatch(line) else self.text_px
-            height = int(px * 1.4)
+        y = self._top(lines)
+        for line, px, height in self._rows(lines):
             self._line(draw, line, px, (0, y, text_right, y + height), INK)
             y += height
         if figure is not None and box is not None:
