@@ -181,7 +181,7 @@ class Renderer:
         the right under the title, on a tall one the space under the text."""
         w, h = self.size
         if w > h:
-            side = min(h - self.title_px * 2, w * 3 // 5)
+            side = min(h - (self.title_px * 2 if self._has_title(lines) else 0), w * 3 // 5)
             return w - side, h - side, w, h
         top = self._top(lines) + sum(height for _, _, height in self._rows(lines))
         side = max(min(w, h - top), 0)
