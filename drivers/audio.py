@@ -89,7 +89,7 @@ def _pin_screen(lines: tuple[str, ...]) -> bool:
 def utterance(previous: tuple[str, ...], lines: tuple[str, ...]) -> Utterance | None:
     """What to say when the screen changes from `previous` to `lines`: a click when only a PIN screen's mask
     changed (a key was pressed), nothing when only the amount being keyed changed, else the screen's known
-    prompts and its amount in the screen's language (None when it has neither)."""
+    prompts and its amount in the screen's language (None when it shows no known prompt)."""
     if _prompt(previous) == _prompt(lines) and previous:
         return CLICK if _pin_screen(lines) and _pin_screen(previous) else None
     lang = language(lines)
@@ -104,7 +104,9 @@ def utterance(previous: tuple[str, ...], lines: tuple[str, ...]) -> Utterance | 
             if shown in line and phrase not in parts:
                 parts.append(phrase)
                 break
-    return Utterance(("，" if lang == "zh" else ", ").join(parts), lang) if parts else None
+    if not any(phrase in parts for _, en, zh in PHRASES for phrase in (en, zh)):
+        return None  # an amount alone (the cashier keying it) is not said
+    return Utterance(("，" if lang == "zh" else ", ").join(parts), lang)
 
 
 def espeak_wav(text: str, voice: str, speed: int) -> bytes:

@@ -11,6 +11,7 @@ import zxingcpp
 from PIL import Image, ImageChops, ImageFont
 
 from conftest import SIM_TOML
+from display_packages import display_packages  # noqa: F401 - a fixture
 from drivers.framebuffer import (
     BAND,
     DEFAULT_FONT,
@@ -33,7 +34,11 @@ from firmware.errors import ConfigError, DeviceError
 from hwsim.framebuffer import SimFramebuffer
 
 ALIPAY_URL = "https://qr.alipay.com/bax08861ybyvmxqb9ghm0005"  # the shape precreate answers
-CJK_FONT = pytest.mark.skipif(not Fonts().cjk, reason=f"{DEFAULT_FONT} missing: tools/system-packages display")
+
+
+@pytest.fixture
+def cjk_font(display_packages):  # noqa: F811 - the fixture imported above
+    assert Fonts().cjk, f"tools/system-packages display installed no {DEFAULT_FONT}"
 
 
 @pytest.fixture
@@ -263,8 +268,7 @@ def glyph(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, char: str) -> byte
     return bytes(font.getmask(char))
 
 
-@CJK_FONT
-def test_chinese_is_drawn_with_real_glyphs_not_boxes():
+def test_chinese_is_drawn_with_real_glyphs_not_boxes(cjk_font):
     font = Fonts().at(32)
     notdef = glyph(font, "\U000f0000")  # a private-use code point no font has: its .notdef box
     for char in "请输入密码交易成功扫码支付":
@@ -272,8 +276,7 @@ def test_chinese_is_drawn_with_real_glyphs_not_boxes():
         assert any(mask) and mask != notdef, char
 
 
-@CJK_FONT
-def test_a_chinese_screen_renders_through_the_driver(fb):
+def test_a_chinese_screen_renders_through_the_driver(fb, cjk_font):
     display = display_on(fb(480, 320, 16))
     try:
         display.show(("交易成功 APPROVED", "¥12.50", "请取走卡片"))
