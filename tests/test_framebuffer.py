@@ -343,3 +343,15 @@ def test_display_config_takes_the_framebuffer_keys():
 def test_bad_display_and_audio_keys_are_named(extra, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("*", r"\*")):
         config(extra)
+
+
+def test_run_with_a_framebuffer_that_is_not_there_says_so(tmp_path, capsys):
+    from firmware.shell.cli import main
+
+    text = SIM_TOML.read_text(encoding="utf-8")
+    assert '[display]\nkind = "console"' in text and 'data_dir = "data/sim"' in text
+    text = text.replace('[display]\nkind = "console"', '[display]\nkind = "framebuffer"\ndevice = "/dev/fb-none"')
+    toml = tmp_path / "t.toml"
+    toml.write_text(text.replace('data_dir = "data/sim"', f'data_dir = "{tmp_path / "data"}"'), encoding="utf-8")
+    assert main(["run", "--config", str(toml)]) == 1
+    assert "display: cannot read the geometry of /dev/fb-none from /sys/class/graphics/fb-none" in capsys.readouterr().err
