@@ -317,6 +317,8 @@ class FramebufferDisplay(Display):
             self.draws += 1
         except (OSError, ValueError, DeviceError) as exc:
             log.error("display: cannot draw the screen on %s: %s", self.framebuffer.device, exc)
+        except Exception:  # the drawing thread must outlive a bad screen: the next one may draw
+            log.exception("display: drawing a screen failed")
 
 
 def open_display(cfg: DisplayConfig, sysfs: Path = SYSFS_GRAPHICS) -> FramebufferDisplay:
