@@ -3,10 +3,12 @@ drawn with Pillow (a CJK font, the amount large, the QR code as real pixels) and
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import mmap
 import os
 import re
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 SYSFS_GRAPHICS = Path("/sys/class/graphics")
 DEFAULT_FONT = DisplayConfig.font  # Debian fonts-wqy-microhei
 ROTATIONS = (0, 90, 180, 270)
+FBIOGET_VSCREENINFO = 0x4600  # linux/fb.h
+_VSCREENINFO_SIZE = 160  # sizeof(struct fb_var_screeninfo): 40 __u32
 QUIET_ZONE = 4  # modules of white around a QR code (ISO/IEC 18004)
 BACKGROUND, INK, BAND, BAND_INK = (255, 255, 255), (0, 0, 0), (24, 48, 96), (255, 255, 255)
 # A line that is only an amount ("CNY 12.50", "¥12.50", "12.50 CNY"): drawn large.
@@ -31,21 +35,57 @@ _FONT_STEP = 0.85  # a line too wide for its font is tried again this much small
 
 @dataclass(frozen=True)
 class Geometry:
-    """A framebuffer's visible size in pixels, bits per pixel and bytes per row (the kernel's stride)."""
+    """A framebuffer's visible size in pixels, bits per pixel, bytes per row (the kernel's stride), and whether
+    its pixels hold blue in the high bits and red in the low ones (a BGR panel)."""
 
     width: int
     height: int
     bpp: int
     stride: int
+    bgr: bool = False
 
     @property
     def bytes(self) -> int:
         return self.stride * self.height
 
 
+@dataclass(frozen=True)
+class ScreenInfo:
+    """What FBIOGET_VSCREENINFO tells that sysfs does not: the visible resolution (the virtual one can be taller,
+    for panning) and where red and blue sit in a pixel."""
+
+    xres: int
+    yres: int
+    red_offset: int
+    blue_offset: int
+
+
+def parse_screeninfo(raw: bytes) -> ScreenInfo:
+    """The start of `struct fb_var_screeninfo` (linux/fb.h, all __u32): xres, yres, xres_virtual, yres_virtual,
+    xoffset, yoffset, bits_per_pixel, grayscale, then red, green, blue as {offset, length, msb_right}."""
+    fields = struct.unpack_from("=17I", raw)
+    return ScreenInfo(xres=fields[0], yres=fields[1], red_offset=fields[8], blue_offset=fields[14])
+
+
+def kernel_screeninfo(device: str | Path) -> ScreenInfo | None:
+    """The kernel's FBIOGET_VSCREENINFO answer for `device`, or None where it has none (a file standing in for a
+    framebuffer, a device that cannot be opened: opening it to draw says why)."""
+    try:
+        fd = os.open(device, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return parse_screeninfo(fcntl.ioctl(fd, FBIOGET_VSCREENINFO, bytes(_VSCREENINFO_SIZE)))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_geometry(device: str | Path, sysfs: Path = SYSFS_GRAPHICS, size: tuple[int, int] | None = None) -> Geometry:
-    """The geometry fbdev publishes in sysfs (`<sysfs>/fbN/{virtual_size,bits_per_pixel,stride}`) for `device`;
-    `size` overrides the visible size (a panel whose virtual size is larger than what it shows)."""
+    """The geometry of `device`: bits per pixel, stride and virtual size from sysfs (`<sysfs>/fbN/{bits_per_pixel,
+    stride,virtual_size}`), the visible size and colour order from FBIOGET_VSCREENINFO where the device answers it;
+    `size` overrides the visible size."""
     node = sysfs / Path(device).name
     try:
         vw, vh = (int(x) for x in (node / "virtual_size").read_text().strip().split(","))
@@ -53,20 +93,30 @@ def read_geometry(device: str | Path, sysfs: Path = SYSFS_GRAPHICS, size: tuple[
         stride = int((node / "stride").read_text())
     except (OSError, ValueError) as exc:
         raise DeviceError(f"display: cannot read the geometry of {device} from {node}: {exc}") from exc
+    return fit(str(device), (vw, vh), bpp, stride, kernel_screeninfo(device), size)
+
+
+def fit(
+    device: str, virtual: tuple[int, int], bpp: int, stride: int, info: ScreenInfo | None, size: tuple[int, int] | None
+) -> Geometry:
+    """The geometry to draw in, from what sysfs and the kernel said; refuses what cannot be drawn."""
     if bpp not in (16, 32):
         raise DeviceError(f"display: {device} has {bpp} bits per pixel; only 16 (RGB565) and 32 (XRGB8888) are drawn")
-    width, height = size or (vw, vh)
-    if width > vw or height > vh or stride < width * bpp // 8:
+    vw, vh = virtual
+    width, height = size or ((info.xres, info.yres) if info else virtual)
+    if not (0 < width <= vw and 0 < height <= vh) or stride < width * bpp // 8:
         raise DeviceError(f"display: {width}x{height} does not fit {device} ({vw}x{vh}, stride {stride})")
-    return Geometry(width, height, bpp, stride)
+    return Geometry(width, height, bpp, stride, bgr=info is not None and info.red_offset < info.blue_offset)
 
 
-def pack(image: Image.Image, bpp: int) -> bytes:
+def pack(image: Image.Image, bpp: int, bgr: bool = False) -> bytes:
     """An RGB image as framebuffer pixels, row after row: 16 bpp is RGB565 little-endian (R in the top five bits),
-    32 bpp XRGB8888 little-endian (bytes B, G, R, X)."""
-    if bpp == 32:
-        return image.tobytes("raw", "BGRX")
+    32 bpp XRGB8888 little-endian (bytes B, G, R, X); `bgr` swaps red and blue (BGR565, XBGR8888)."""
     r, g, b = image.split()
+    if bgr:
+        r, b = b, r
+    if bpp == 32:
+        return (Image.merge("RGB", (r, g, b)) if bgr else image).tobytes("raw", "BGRX")
     # RGB565 LE: low byte GGGBBBBB, high byte RRRRRGGG; the parts of each byte never overlap, so adding is OR.
     high = ImageChops.add(r.point(lambda v: v & 0xF8), g.point(lambda v: v >> 5))
     low = ImageChops.add(g.point(lambda v: (v & 0x1C) << 3), b.point(lambda v: v >> 3))
@@ -77,8 +127,10 @@ def unpack(data: bytes, geometry: Geometry) -> Image.Image:
     """Framebuffer pixels (with the kernel's stride) as an RGB image: what the panel shows."""
     size, stride = (geometry.width, geometry.height), geometry.stride
     if geometry.bpp == 32:
-        return Image.frombuffer("RGB", size, data, "raw", "BGRX", stride, 1).copy()
-    return Image.frombuffer("RGB", size, data, "raw", "BGR;16", stride, 1).copy()  # Pillow's name for RGB565 LE
+        raw = "RGBX" if geometry.bgr else "BGRX"
+    else:
+        raw = "RGB;16" if geometry.bgr else "BGR;16"  # Pillow's names for BGR565 and RGB565, little-endian
+    return Image.frombuffer("RGB", size, data, "raw", raw, stride, 1).convert("RGB")  # raw RGBX gives four bands
 
 
 class Framebuffer:
@@ -100,7 +152,7 @@ class Framebuffer:
     def write(self, image: Image.Image) -> None:
         """Put an RGB image of the framebuffer's size on screen."""
         g = self.geometry
-        data, row = pack(image, g.bpp), g.width * g.bpp // 8
+        data, row = pack(image, g.bpp, g.bgr), g.width * g.bpp // 8
         if row == g.stride:
             self._map[: len(data)] = data
             return

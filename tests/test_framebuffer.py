@@ -4,6 +4,7 @@ the QR code in whole pixels with its quiet zone), CJK glyphs, redrawing only on 
 from __future__ import annotations
 
 import logging
+import struct
 import tomllib
 
 import pytest
@@ -21,8 +22,12 @@ from drivers.framebuffer import (
     FramebufferDisplay,
     Geometry,
     Renderer,
+    ScreenInfo,
+    fit,
+    kernel_screeninfo,
     open_display,
     pack,
+    parse_screeninfo,
     qr_image,
     read_geometry,
     rotate,
@@ -151,6 +156,35 @@ def test_geometry_comes_from_sysfs_and_size_can_be_overridden(fb):
     assert read_geometry(sim_fb.device, sim_fb.sysfs, (400, 300)) == Geometry(400, 300, 32, 1920)
     with pytest.raises(DeviceError, match="does not fit"):
         read_geometry(sim_fb.device, sim_fb.sysfs, (800, 480))
+
+
+def var_screeninfo(xres: int, yres: int, vyres: int, bpp: int, red: int, blue: int) -> bytes:
+    """A `struct fb_var_screeninfo` as the kernel fills it (40 __u32; only what the driver reads set)."""
+    fields = [xres, yres, xres, vyres, 0, 0, bpp, 0, red, 5, 0, 5, 6, 0, blue, 5, 0] + [0] * 23
+    return struct.pack("=40I", *fields)
+
+
+def test_the_kernels_visible_size_and_colour_order_win_over_the_virtual_size():
+    rgb = parse_screeninfo(var_screeninfo(480, 320, 640, 16, red=11, blue=0))  # panning: twice as tall
+    assert rgb == ScreenInfo(xres=480, yres=320, red_offset=11, blue_offset=0)
+    assert fit("/dev/fb1", (480, 640), 16, 960, rgb, None) == Geometry(480, 320, 16, 960, bgr=False)
+    bgr = parse_screeninfo(var_screeninfo(320, 240, 240, 16, red=0, blue=11))
+    assert fit("/dev/fb1", (320, 240), 16, 640, bgr, None).bgr
+    assert fit("/dev/fb1", (480, 640), 16, 960, None, None) == Geometry(480, 640, 16, 960)  # sysfs alone
+    assert fit("/dev/fb1", (480, 640), 16, 960, rgb, (400, 300)).height == 300  # [display] size wins
+
+
+def test_a_file_standing_in_for_a_framebuffer_has_no_kernel_screeninfo(fb, tmp_path):
+    assert kernel_screeninfo(fb().device) is None  # a regular file: the ioctl fails, sysfs is used
+    assert kernel_screeninfo(tmp_path / "none") is None
+
+
+@pytest.mark.parametrize("bpp", [16, 32])
+def test_a_bgr_panel_gets_red_and_blue_swapped(bpp):
+    image = Image.new("RGB", (1, 1), (255, 0, 0))
+    assert pack(image, bpp, bgr=True) == pack(Image.new("RGB", (1, 1), (0, 0, 255)), bpp)
+    back = unpack(pack(image, bpp, bgr=True), Geometry(1, 1, bpp, bpp // 8, bgr=True))
+    assert back.getpixel((0, 0)) == (255, 0, 0)
 
 
 def test_a_missing_or_unsupported_framebuffer_is_a_clear_error(fb, tmp_path):
@@ -354,4 +388,5 @@ def test_run_with_a_framebuffer_that_is_not_there_says_so(tmp_path, capsys):
     toml = tmp_path / "t.toml"
     toml.write_text(text.replace('data_dir = "data/sim"', f'data_dir = "{tmp_path / "data"}"'), encoding="utf-8")
     assert main(["run", "--config", str(toml)]) == 1
-    assert "display: cannot read the geometry of /dev/fb-none from /sys/class/graphics/fb-none" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "display: cannot read the geometry of /dev/fb-none from /sys/class/graphics/fb-none" in err
