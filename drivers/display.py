@@ -1,5 +1,5 @@
-"""Display drivers: the screen model (lines of text and an optional QR code), a text-console renderer for
-the board's tty, and a raster rendering for graphic displays (and the simulator's screenshots)."""
+"""Display drivers: the screen model (lines of text and an optional QR code) and a text-console renderer for
+the board's tty (pixel panels: drivers/framebuffer.py)."""
 
 from __future__ import annotations
 
@@ -63,30 +63,6 @@ class Display:
             self._lines, self._qr = fitted, qr
         for callback in self._listeners:
             callback(fitted)
-
-    def png(self, scale: int = 4) -> bytes:
-        """The screen as a PNG, as a graphic display would show it: the text, then the code."""
-        from PIL import Image, ImageDraw  # deferred: graphic rendering only
-
-        lines, payload = self.lines, self.qr
-        line_h, margin = 14, 8
-        qr_img = None
-        if payload:
-            buf = io.BytesIO()
-            qr_symbol(payload).save(buf, kind="png", scale=scale, border=4)
-            qr_img = Image.open(io.BytesIO(buf.getvalue())).convert("L")
-        text_w = max(6 * self.width, 120)
-        width = max(text_w, qr_img.width if qr_img else 0) + 2 * margin
-        height = margin * 2 + line_h * max(len(lines), 1) + (qr_img.height + margin if qr_img else 0)
-        image = Image.new("L", (width, height), 255)
-        draw = ImageDraw.Draw(image)
-        for i, line in enumerate(lines):
-            draw.text((margin, margin + i * line_h), line.encode("ascii", "replace").decode(), fill=0)
-        if qr_img is not None:
-            image.paste(qr_img, ((width - qr_img.width) // 2, margin + line_h * len(lines) + margin))
-        out = io.BytesIO()
-        image.save(out, format="PNG")
-        return out.getvalue()
 
 
 class ConsoleDisplay(Display):

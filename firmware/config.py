@@ -340,19 +340,69 @@ def _read_printer(sec: _Section) -> PrinterConfig:
 
 @dataclass(frozen=True)
 class DisplayConfig:
-    """The customer/cashier display."""
+    """The customer/cashier display: a text console, or a pixel panel on a Linux framebuffer."""
 
     kind: str = "console"
     tty: str = "-"  # "-" is standard output
     width: int = 20
+    device: str = "/dev/fb0"  # framebuffer only, as are the keys below
+    size: tuple[int, int] | None = None  # visible pixels when the device's own size is wrong
+    rotation: int = 0  # degrees clockwise the panel is mounted
+    font: str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"  # Debian fonts-wqy-microhei
+
+
+_SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")
 
 
 def _read_display(sec: _Section) -> DisplayConfig:
+    """[display]; device, size, rotation and font matter to the framebuffer kind only."""
+    size = sec.text("size", "", lambda v: None if not v or _SIZE.fullmatch(v) else 'must be "WIDTHxHEIGHT" pixels')
+    wh = _SIZE.fullmatch(size)
     display = DisplayConfig(
-        sec.choice("kind", ("console",), "console"), sec.text("tty", "-"), sec.integer("width", 20, lo=16, hi=80)
+        sec.choice("kind", ("console", "framebuffer"), "console"),
+        sec.text("tty", "-"),
+        sec.integer("width", 20, lo=16, hi=80),
+        device=sec.text("device", "/dev/fb0", _not_empty),
+        size=(int(wh[1]), int(wh[2])) if wh else None,
+        rotation=sec.get("rotation", int, 0, lambda v: None if v in (0, 90, 180, 270) else "must be 0, 90, 180 or 270"),
+        font=sec.text("font", DisplayConfig.font, _not_empty),
     )
+    if display.size and not (32 <= min(display.size) and max(display.size) <= 4096):
+        raise sec.fail("size", f"{size}: each side must be 32 to 4096 pixels")
     sec.done()
     return display
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Spoken prompts for customers who cannot read the screen (espeak-ng), off unless enabled."""
+
+    enabled: bool = False
+    device: str = ""  # ALSA device for aplay ("" is the default output)
+    voice_en: str = "en-us"  # espeak-ng voices by the screen's language
+    voice_zh: str = "cmn"
+    speed: int = 150  # words per minute
+
+
+def _read_audio(sec: _Section) -> AudioConfig:
+    """[audio]"""
+    audio = AudioConfig(
+        enabled=sec.flag("enabled", False),
+        device=sec.text("device", ""),
+        voice_en=sec.text("voice_en", "en-us", _voice),
+        voice_zh=sec.text("voice_zh", "cmn", _voice),
+        speed=sec.integer("speed", 150, lo=80, hi=450),
+    )
+    sec.done()
+    return audio
+
+
+def _voice(v: str) -> str | None:
+    return (
+        None
+        if re.fullmatch(r"[A-Za-z][A-Za-z0-9+_-]{0,40}", v)
+        else "must be an espeak-ng voice name (espeak-ng --voices)"
+    )
 
 
 @dataclass(frozen=True)
@@ -844,6 +894,7 @@ class Config:
     keys: KeysConfig = KeysConfig()
     update: UpdateConfig = UpdateConfig()
     office: OfficeConfig = OfficeConfig()
+    audio: AudioConfig = AudioConfig()
 
 
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
@@ -872,6 +923,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),
         office=_read_office(top.sub("office")),
+        audio=_read_audio(top.sub("audio")),
     )
     top.done()
     problem = _pin_scheme_problem(cfg.pin, cfg.keys, cfg.host)

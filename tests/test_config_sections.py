@@ -123,7 +123,7 @@ def test_numbers_are_held_to_their_range(section, key, lo, hi):
     [
         ("printer", "backend", "lpt", "must be one of usb, serial, network, file, none"),
         ("printer", "language", "de", 'must be "en" or "zh"'),
-        ("display", "kind", "lcd", 'must be "console"'),
+        ("display", "kind", "lcd", 'must be "console" or "framebuffer"'),
         ("host", "dialect", "aes", 'must be "default" or "aes-dukpt"'),
         ("keys", "scheme", "des", 'must be "", "tdes" or "aes"'),
         ("pin", "scheme", "dukpt", 'must be "tdes", "aes" or "session"'),

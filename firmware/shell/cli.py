@@ -109,12 +109,28 @@ def _add_run(add: _AddParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from drivers.display import ConsoleDisplay
-
     cfg = load(args.config)
     logs.setup(_log_level(args), cfg.terminal.data_dir / "countertop.log")
-    stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
-    return serve(build_terminal(cfg, ConsoleDisplay(stream, cfg.display.width)))
+    return serve(build_terminal(cfg, _display(cfg)))
+
+
+def _display(cfg: Config) -> Display:
+    """The display `[display] kind` names, with spoken prompts when `[audio]` is enabled."""
+    from drivers.display import ConsoleDisplay
+
+    display: Display
+    if cfg.display.kind == "framebuffer":
+        from drivers.framebuffer import open_display
+
+        display = open_display(cfg.display)
+    else:
+        stream = sys.stdout if cfg.display.tty == "-" else open(cfg.display.tty, "w", encoding="utf-8")  # noqa: SIM115
+        display = ConsoleDisplay(stream, cfg.display.width)
+    if cfg.audio.enabled:
+        from drivers.audio import Speaker
+
+        display.listen(Speaker(cfg.audio).heard)
+    return display
 
 
 def _add_sim(add: _AddParser) -> None:

@@ -36,7 +36,8 @@ Type keypad keys, or a command:
   scan CODE       scan a code with the 2D scanner (Alipay: 28 then 16 digits; WeChat: 13 then 16 digits)
   wallet BEHAVIOUR  the next scanned payer (either wallet): pay | confirm | insufficient | never_confirm |
                   user_cancels
-  screenshot FILE save the screen as a PNG
+  screenshot [FILE]  save what the pixel display shows as a PNG (default: screen-N.png in the data
+                  folder); the picture is the framebuffer driver's, read back from its framebuffer
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   wait TEXT       wait (up to 30 s) until TEXT is on the screen, for typed-ahead or piped scripts
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
@@ -61,6 +62,14 @@ def _receipt_printer(sim: Simulator, out: TextIO, stop: threading.Event) -> None
             out.write("\n.------------- receipt -------------.\n" + text + "\n'----------------- cut -------------'\n")
         out.flush()
         seen = len(receipts)
+
+
+def _next_screenshot(data_dir: Path) -> Path:
+    """The first screen-N.png not yet in the data folder."""
+    n = 1
+    while (data_dir / f"screen-{n}.png").exists():
+        n += 1
+    return data_dir / f"screen-{n}.png"
 
 
 class ChipReader:
@@ -192,8 +201,8 @@ def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: 
                     else:
                         sim.wallet.next_code(rest[0])
                         sim.wechat.next_code(rest[0])
-                elif cmd == "screenshot" and rest:
-                    out.write(f"saved {sim.screenshot(rest[0])}\n")
+                elif cmd == "screenshot":
+                    out.write(f"saved {sim.screenshot(rest[0] if rest else _next_screenshot(data_dir))}\n")
                 elif cmd == "swipe" and rest:
                     sim.swipe(rest[0])
                 elif cmd == "swipe-raw" and rest:

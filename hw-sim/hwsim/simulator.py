@@ -16,9 +16,10 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.display import Display
+from drivers.framebuffer import FramebufferDisplay, open_display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
 from firmware.core.screentext import say
@@ -31,7 +32,11 @@ from .cards import card
 from .emvcard import CardApplet, chip_catalog, contactless_catalog, load_profile
 from .emvchip import ChipApplet
 from .emvpki import TestPki
+from .framebuffer import SimFramebuffer
 from .inputs import SimInputDevice, type_keys, type_text
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +76,22 @@ class Simulator:
         self._cond = threading.Condition()
         self._wallet: dict[str, CardApplet] = {}
         self._chips: dict[str, Any] = {}  # contact cards by id (ChipApplet)
-        self.display = display or Display(base.display.width)
+        self.pixels = self._pixel_display(base)
+        self.display = display or self.pixels
+        if display is not None:  # another display (the console's) drives the screen: the panel shows it too
+            display.listen(lambda lines: self.pixels.show(lines, display.qr))
         self.display.listen(self._screen_changed)
         self.config: Config = base
         self.host: Acquirer | None = None
         self.terminal: Terminal | None = None
+
+    def _pixel_display(self, base: Config) -> FramebufferDisplay:
+        """The real framebuffer driver on a memory-backed framebuffer: `[display] size` (default a 480x320
+        RGB565 panel, as 3.5-inch SPI TFTs are), rotation and font as configured."""
+        width, height = base.display.size or (480, 320)
+        fb = self._framebuffer = SimFramebuffer(width, height, bpp=16)
+        cfg = dataclasses.replace(base.display, kind="framebuffer", device=str(fb.device), size=None)
+        return open_display(cfg, fb.sysfs)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -315,6 +331,8 @@ class Simulator:
 
     def close(self) -> None:
         """Shut everything down."""
+        self.pixels.close()
+        self._framebuffer.close()
         if self.terminal is not None:
             self._halt(crash=False)
             self.terminal = None
@@ -498,10 +516,14 @@ class Simulator:
         """The payload of the QR code on screen ("" when none)."""
         return self.display.qr
 
+    def screen_image(self) -> Image.Image:
+        """What the simulated panel shows (read back from its framebuffer once the last screen is drawn)."""
+        return self.pixels.screenshot()
+
     def screenshot(self, path: str | Path) -> Path:
-        """Save the screen as a PNG, as a graphic display would show it."""
+        """Save what the simulated panel shows as a PNG."""
         path = Path(path)
-        path.write_bytes(self.display.png())
+        self.screen_image().save(path, format="PNG")
         return path
 
     def remove_card(self, card: CardApplet | None = None) -> None:
