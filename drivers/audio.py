@@ -24,7 +24,7 @@ PHRASES: tuple[tuple[str, str, str], ...] = (
     ("ENTER PIN", "please enter your PIN", "请输入密码"),
     ("输入密码", "please enter your PIN", "请输入密码"),
     ("TAP OR SWIPE", "please tap, insert or swipe your card", "请挥卡、插卡或刷卡"),
-    ("请刷卡", "please tap, insert or swipe your card", "请挥卡、插卡或刷卡"),
+    ("刷卡", "please tap, insert or swipe your card", "请挥卡、插卡或刷卡"),
     ("INSERT CARD", "please insert your card", "请插卡"),
     ("REMOVE CARD", "please remove your card", "请取卡"),
     ("SCAN TO PAY", "please scan the code to pay", "请扫码支付"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
-import textwrap
 import threading
 import unicodedata
 from collections.abc import Callable
 from typing import TextIO
 
+from firmware.core.screentext import clip, columns, wrap
 from firmware.core.text import clean
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Display:
     def show(self, lines: tuple[str, ...], qr: str = "") -> None:
         """Replace the screen; a line wider than the display wraps at word boundaries. Control characters
         (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in."""
-        fitted = tuple(part for line in lines for part in (textwrap.wrap(clean(line), self.width) or [""]))
+        fitted = tuple(part for line in lines for part in _rows(clean(line), self.width))
         with self._lock:
             self._lines, self._qr = fitted, qr
         for callback in self._listeners:
@@ -95,3 +95,18 @@ def _center(text: str, width: int) -> str:
     used = sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
     left = max(0, width - used) // 2
     return " " * left + text + " " * max(0, width - used - left)
+
+
+def _rows(line: str, width: int) -> list[str]:
+    """`line` as display rows of at most `width` columns (CJK characters take two): broken at spaces, and a word
+    wider than the display broken where it reaches the edge."""
+    if columns(line) <= width:
+        return [line]  # as it is, double spaces and all
+    rows: list[str] = []
+    for row in wrap(line, width):
+        while columns(row) > width:
+            head = clip(row, width) or row[0]  # a display narrower than one wide character
+            rows.append(head)
+            row = row[len(head) :]
+        rows.append(row)
+    return rows

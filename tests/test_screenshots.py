@@ -16,6 +16,7 @@ from PIL import Image, ImageChops
 
 from conftest import sim_config
 from drivers.framebuffer import Geometry, pack, unpack
+from firmware.core.screentext import ZH_CN, say
 from hwsim import Simulator
 
 
@@ -41,8 +42,19 @@ ENGLISH_MARKS = {
     "menu": "1 VOID",
 }
 OTHER_MARKS = {"cancelled": "CANCELLED"}  # waited for, not photographed
-# Once `[terminal] language` exists: "zh": Language({"terminal": {"language": "zh"}}, {... Chinese marks ...}).
-LANGUAGES = {"en": Language({}, ENGLISH_MARKS, OTHER_MARKS)}
+# The Chinese marks are the catalogue's own texts, so a change of wording there cannot leave this test behind.
+CHINESE_MARKS = {
+    **{name: say(ZH_CN, mark) for name, mark in ENGLISH_MARKS.items()},
+    "amount": "12.50",
+    "card": say(ZH_CN, "TAP OR SWIPE CARD"),
+    "wallet": say(ZH_CN, "SCAN TO PAY  {time}", time="").strip(),
+    "processing": say(ZH_CN, "PROCESSING..."),
+    "menu": say(ZH_CN, "1 VOID  2 REFUND"),
+}
+LANGUAGES = {
+    "en": Language({}, ENGLISH_MARKS, OTHER_MARKS),
+    "zh": Language({"terminal": {"language": ZH_CN}}, CHINESE_MARKS, {"cancelled": say(ZH_CN, "CANCELLED")}),
+}
 
 
 def configured(language: Language):

@@ -22,7 +22,7 @@ from drivers.display import Display
 from drivers.framebuffer import FramebufferDisplay, open_display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, load
-from firmware.core.screentext import say
+from firmware.core.screentext import ZH_CN, say
 from firmware.host.signon import MASTER_KEY
 from firmware.security.keystore import KeyStore
 from firmware.shell.terminal import Devices, Terminal
@@ -356,11 +356,13 @@ class Simulator:
         """The display's text now."""
         return self.display.text
 
-    def wait_for(self, text: str, timeout: float = 10) -> str:
-        """Block until the screen contains `text`; TimeoutError shows what the screen says instead."""
+    def wait_for(self, text: str, timeout: float = 10, *more: str) -> str:
+        """Block until the screen contains `text` (or any of `more`); TimeoutError shows what the screen says
+        instead."""
+        texts = (text, *more)
         with self._cond:
-            if not self._cond.wait_for(lambda: text in self.display.text, timeout):
-                raise TimeoutError(f"{text!r} not on screen after {timeout} s; screen:\n{self.display.text}")
+            if not self._cond.wait_for(lambda: any(t in self.display.text for t in texts), timeout):
+                raise TimeoutError(f"{texts!r} not on screen after {timeout} s; screen:\n{self.display.text}")
             return self.display.text
 
     def wait_while(self, text: str, timeout: float = 10) -> str:
@@ -416,8 +418,9 @@ class Simulator:
         self._settle(self.keypad_device)
 
     def pin(self, digits: str, timeout: float = 5.0) -> None:
-        """Wait for the PIN prompt as a customer would, then type the digits and ENTER."""
-        self.wait_for("ENTER PIN", timeout)
+        """Wait for the PIN prompt as a customer would (in either language: F4 switches a sale's), then type the
+        digits and ENTER."""
+        self.wait_for("ENTER PIN", timeout, say(ZH_CN, "ENTER PIN"))
         self.keys(digits + "{ENTER}")
 
     def swipe(
