@@ -31,6 +31,7 @@ class Display:
         self.width = width
         self._lines: tuple[str, ...] = ()
         self._qr = ""
+        self._strokes: tuple[tuple[tuple[int, int], ...], ...] = ()
         self._listeners: list[Callable[[tuple[str, ...]], None]] = []
         self._lock = threading.Lock()
 
@@ -51,16 +52,23 @@ class Display:
             return self._qr
 
     @property
+    def strokes(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """The signature being drawn on screen: polylines in display pixels (a touch screen's layer), or ()."""
+        with self._lock:
+            return self._strokes
+
+    @property
     def text(self) -> str:
         """The screen as one string, lines joined by newlines."""
         return "\n".join(self.lines)
 
-    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
+    def show(self, lines: tuple[str, ...], qr: str = "", strokes: tuple[tuple[tuple[int, int], ...], ...] = ()) -> None:
         """Replace the screen; a line wider than the display wraps at word boundaries. Control characters
-        (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in."""
+        (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in. `strokes`: a signature
+        being drawn (display pixels), for a graphic display to draw over the screen."""
         fitted = tuple(part for line in lines for part in (textwrap.wrap(clean(line), self.width) or [""]))
         with self._lock:
-            self._lines, self._qr = fitted, qr
+            self._lines, self._qr, self._strokes = fitted, qr, strokes
         for callback in self._listeners:
             callback(fitted)
 
@@ -97,11 +105,15 @@ class ConsoleDisplay(Display):
         super().__init__(width)
         self._stream = stream
 
-    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
+    def show(self, lines: tuple[str, ...], qr: str = "", strokes: tuple[tuple[tuple[int, int], ...], ...] = ()) -> None:
         redraw_qr = qr and qr != self.qr
-        super().show(lines, qr)
+        before = (self.lines, self.qr, bool(self.strokes))
+        super().show(lines, qr, strokes)
+        if strokes and before == (self.lines, self.qr, True):
+            return  # only the signature's ink grew: a text console shows words only, not redrawn per touch
+        shown = (*self.lines, "SIGNING...") if strokes else self.lines
         border = "+" + "-" * (self.width + 2) + "+"
-        body = [f"| {_center(line, self.width)} |" for line in self.lines] or [f"| {'':{self.width}} |"]
+        body = [f"| {_center(line, self.width)} |" for line in shown] or [f"| {'':{self.width}} |"]
         text = "\n".join([border, *body, border]) + "\n"
         if redraw_qr:
             buf = io.StringIO()

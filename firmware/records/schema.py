@@ -215,4 +215,15 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 'settlement', batch, body FROM forward_settlement WHERE batch = NEW.batch;
     END;
     """,
+    # 13: the cardholder's signature drawn on the touch screen, kept with its sale: a small 1-bit PNG (not card
+    # data), printed on the merchant copy; png NULL with a note when none was drawn (cancelled, timed out: the
+    # cashier collected it on the paper copy). One per sale.
+    """
+    CREATE TABLE signatures (
+        transaction_id INTEGER PRIMARY KEY REFERENCES transactions (id),
+        png            BLOB,
+        note           TEXT NOT NULL DEFAULT '',
+        created_at     TEXT NOT NULL
+    );
+    """,
 )

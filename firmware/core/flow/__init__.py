@@ -24,7 +24,7 @@ from firmware.core.effects import (
     SubmitFollowUp,
 )
 from firmware.core.events import ChipInserted, DeviceTrouble, Event, OperatorChecked, Tapped
-from firmware.core.flow import amount, backoffice, card, chip, wallet
+from firmware.core.flow import amount, backoffice, card, chip, sign, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, State, Till
 
@@ -32,6 +32,7 @@ TABLE: dict[type, Route[Any]] = {
     **amount.ROUTES,
     **card.ROUTES,
     **chip.ROUTES,
+    **sign.ROUTES,
     **wallet.ROUTES,
     **backoffice.ROUTES,
 }
@@ -55,7 +56,7 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
 def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
     """Move to `state`: `extra` effects first, then its screen (and code, when it shows one) and its timer."""
     route = _route(state)
-    return state, [*extra, Show(render(state, cfg), route.qr(state)), route.timer(state, cfg)]
+    return state, [*extra, Show(render(state, cfg), route.qr(state), route.ink(state)), route.timer(state, cfg)]
 
 
 def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
@@ -79,7 +80,8 @@ def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effec
             return till, []
         known[event.device] = event.screen
         till = replace(till, problems=tuple((d, s) for d, s in known.items() if s))
-        return till, [_bannered(Show(render(state, cfg), _route(state).qr(state)), till)]  # redrawn, no timer
+        route = _route(state)
+        return till, [_bannered(Show(render(state, cfg), route.qr(state), route.ink(state)), till)]  # no timer
     if isinstance(event, OperatorChecked) and event.ok and isinstance(state, OperatorPin):
         till = replace(till, cashier=event.who) if state.purpose == "signin" else replace(till, manager=event.who)
     new, todo = step(state, event, cfg)

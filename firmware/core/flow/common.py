@@ -54,6 +54,8 @@ class FlowConfig:
     fallback: bool = False  # ... unless its chip failed and the shop allows the stripe then
     wallets: tuple[str, ...] = ()  # the wallets the shop takes ("alipay", "wechat"); F1 shows the first's code
     qr_timeout: int = 120  # seconds a shown code stays valid
+    touch: tuple[int, int] | None = None  # a touch screen (width, height in pixels): the cardholder signs on it
+    sign_timeout: float = 90.0  # seconds to sign on the screen before the paper copy is signed instead
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Route(Generic[S]):
     screen: Callable[[S, FlowConfig], tuple[str, ...]]
     timer: Callable[[S, FlowConfig], StartTimer | StopTimer]
     qr: Callable[[S], str] = lambda state: ""
+    ink: Callable[[S], tuple[tuple[tuple[int, int], ...], ...]] = lambda state: ()  # strokes drawn on screen
 
 
 def money(amount: int, cfg: FlowConfig) -> str:

@@ -136,6 +136,18 @@ class ChipPin:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """An approved sale whose cardholder verifies by signature signs on the touch screen: `strokes` so far
+    (each the touch's number and its points), until ENTER keeps them, CLEAR starts again, CANCEL or the timer
+    leaves the signature to the paper copy. `approved` is the result screen's lines."""
+
+    stan: int
+    approved: tuple[str, ...]
+    strokes: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
+    notice: str = ""
+
+
+@dataclass(frozen=True)
 class Result:
     """The outcome on screen until a key or the timer."""
 
@@ -230,6 +242,8 @@ State = (
     | ChipReading
     | ChipChoosing
     | ChipPin
+    # sign.py
+    | Signing
     # wallet.py
     | WalletBusy
     | ShowingQR
