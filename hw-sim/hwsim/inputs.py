@@ -197,10 +197,14 @@ class SimTouchDevice(SimInputDevice):
         abs_caps: list = [(code, axis) if absinfo else code for code in axes]
         slot = AbsInfo(value=0, min=0, max=1, fuzz=0, flat=0, resolution=0)
         track = AbsInfo(value=0, min=0, max=65535, fuzz=0, flat=0, resolution=0)
-        abs_caps += [(ecodes.ABS_MT_SLOT, slot), (ecodes.ABS_MT_TRACKING_ID, track)] if absinfo else [
-            ecodes.ABS_MT_SLOT,
-            ecodes.ABS_MT_TRACKING_ID,
-        ]
+        abs_caps += (
+            [(ecodes.ABS_MT_SLOT, slot), (ecodes.ABS_MT_TRACKING_ID, track)]
+            if absinfo
+            else [
+                ecodes.ABS_MT_SLOT,
+                ecodes.ABS_MT_TRACKING_ID,
+            ]
+        )
         return {ecodes.EV_KEY: [ecodes.BTN_TOUCH], ecodes.EV_ABS: abs_caps}
 
     def _units(self, x: int, y: int) -> tuple[int, int]:
