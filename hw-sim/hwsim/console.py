@@ -32,6 +32,8 @@ Type keypad keys, or a command:
   wallet BEHAVIOUR  the next scanned payer (either wallet): pay | confirm | insufficient | never_confirm |
                   user_cancels
   screenshot FILE save the screen as a PNG
+  sign [X,Y X,Y / X,Y ...]   sign on the touch screen (sim --touch or [touch]): points in display pixels,
+                  '/' between strokes; alone, a sample signature. Then ENTER keeps it, CLEAR starts again
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
   cards           list the test cards and what the issuer answers
@@ -57,12 +59,32 @@ def _receipt_printer(sim: Simulator, out: TextIO, stop: threading.Event) -> None
         seen = len(receipts)
 
 
-def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF."""
+SAMPLE_SIGNATURE = [[(60, 220), (110, 120), (150, 230), (200, 110), (240, 220)], [(270, 200), (420, 190)]]
+
+
+def _strokes(words: list[str]) -> list[list[tuple[int, int]]]:
+    """`X,Y X,Y / X,Y ...` as strokes (ValueError for anything else); none given: the sample signature."""
+    if not words:
+        return SAMPLE_SIGNATURE
+    strokes: list[list[tuple[int, int]]] = [[]]
+    for word in words:
+        if word == "/":
+            strokes.append([])
+            continue
+        x, y = word.split(",")
+        strokes[-1].append((int(x), int(y)))
+    return [s for s in strokes if s]
+
+
+def interactive(
+    cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout, touch: bool = False
+) -> int:
+    """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF (`touch`:
+    with a touch screen the cardholder signs on)."""
     display = ConsoleDisplay(out, cfg.display.width)
     stop = threading.Event()
     items = Path(__file__).resolve().parents[2] / "config" / "items-sample.csv"
-    with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None) as sim:
+    with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None, touch=touch) as sim:
         threading.Thread(target=_receipt_printer, args=(sim, out, stop), daemon=True).start()
         out.write(f"Countertop simulator: terminal {cfg.terminal.terminal_id}, journal in {data_dir}\n{HELP}\n")
         while True:
@@ -113,6 +135,8 @@ def interactive(cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextI
                         sim.wechat.next_code(rest[0])
                 elif cmd == "screenshot" and rest:
                     out.write(f"saved {sim.screenshot(rest[0])}\n")
+                elif cmd == "sign":
+                    sim.sign(_strokes(rest))
                 elif cmd == "swipe" and rest:
                     sim.swipe(rest[0])
                 elif cmd == "swipe-raw" and rest:
