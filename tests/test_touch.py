@@ -133,3 +133,24 @@ def test_read_touch_reads_the_simulated_panel_through_evdevs_own_loop():
     assert panel.grabbed
     assert [p for t in got for p in t.points] == [(1, 10, 10), (1, 20, 15), (1, 30, 30), (2, 200, 100)]
     panel.destroy()
+
+
+def test_touch_config_names_the_panel_and_refuses_typos():
+    import tomllib
+
+    from conftest import SIM_TOML
+    from firmware.config import TouchConfig, loads
+    from firmware.errors import ConfigError
+
+    base = SIM_TOML.read_text(encoding="utf-8")
+    assert loads(base.encode(), "sim.toml").touch is None  # no section: no touch screen
+    cfg = loads((base + '\n[touch]\nname = "ft5x06"\nheight = 272\ntimeout = 45\n').encode(), "t.toml")
+    assert cfg.touch == TouchConfig(cfg.touch.device, 480, 272, 45.0) and cfg.touch.device.name == "ft5x06"
+    for bad, word in (
+        ('name = "x"\nwidht = 1', "widht"),
+        ("width = 480", "path"),
+        ('name = "x"\ntimeout = 1', "timeout"),
+    ):
+        with pytest.raises(ConfigError, match=word):
+            loads((base + f"\n[touch]\n{bad}\n").encode(), "t.toml")
+    assert "touch" not in tomllib.loads(base)
