@@ -99,3 +99,10 @@ def test_a_device_problem_redraws_the_ink():
 
     _, eff = flow.advance(till, DeviceTrouble("printer", "PRINTER: NO PAPER"), TOUCH)
     assert eff[0].strokes == (((10, 20), (11, 21)),) and "PRINTER: NO PAPER" in eff[0].lines
+
+
+def test_touches_outside_signing_change_nothing():
+    from firmware.core.flow.states import IDLE, AwaitCard, AwaitPin
+
+    for state in (IDLE, AwaitCard(1250), AwaitPin(1250, CARD), Result(LINES), ChipReading(1250)):
+        assert flow.step(state, Touched(((1, 10, 20),)), TOUCH) == (state, [])

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from conftest import sim_config
+from conftest import sim_config, wait_until
 from firmware.config import ChipConfig
 from firmware.core.flow.sign import TEXT
 from hwsim import Simulator
@@ -118,3 +118,16 @@ def test_without_a_touch_screen_the_cashier_is_told_to_collect_the_signature(tmp
         assert signatures(sim) == []
         with pytest.raises(ValueError, match="no touch screen"):
             sim.sign(STROKES)
+
+
+@pytest.mark.usefixtures("pcscd")
+def test_a_power_cut_while_signing_still_prints_the_receipts_with_the_paper_line(tmp_path):
+    with chip_sim(tmp_path, touch=True) as sim:
+        signature_sale(sim)
+        sim.wait_for(TEXT["sign"])
+        sim.sign([[(10, 10), (50, 50)]])
+        sim.restart(crash=True)
+        merchant, customer = sim.wait_for_receipts(2)[-2:]
+        assert "CARDHOLDER SIGNATURE" in merchant and "[image]" not in merchant and "APPROVED" in customer
+        wait_until(lambda: [r["receipt"] for r in sim.journal() if r["kind"] == "sale"] == [1], what="marked printed")
+        assert [r["status"] for r in sim.journal() if r["kind"] == "sale"] == ["approved"]
