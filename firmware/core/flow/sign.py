@@ -14,9 +14,9 @@ from firmware.core.flow.states import Result, Signing
 
 # The screen texts of signing, in one place (for the language catalogue).
 TEXT = {
-    "sign": "PLEASE SIGN ON SCREEN",
+    "sign": "SIGN ON THE SCREEN",
     "keys": "ENTER OK  CLEAR REDO",
-    "sign_first": "SIGN FIRST, THEN ENTER",
+    "sign_first": "PLEASE SIGN FIRST",
     "paper": "SIGN MERCHANT COPY",
 }
 MAX_POINTS = 4000  # what one signature keeps at most (a long one is a few hundred points)
