@@ -15,6 +15,8 @@ from firmware.core.text import clean
 
 log = logging.getLogger(__name__)
 
+Strokes = tuple[tuple[tuple[int, int], ...], ...]  # a signature being drawn: strokes of (x, y) display pixels
+
 
 def qr_symbol(payload: str):  # noqa: ANN201 - segno.QRCode
     """The QR symbol for a payload (segno; error correction M, as wallets use)."""
@@ -31,6 +33,7 @@ class Display:
         self.width = width
         self._lines: tuple[str, ...] = ()
         self._qr = ""
+        self._strokes: Strokes = ()
         self._listeners: list[Callable[[tuple[str, ...]], None]] = []
         self._lock = threading.Lock()
 
@@ -51,16 +54,23 @@ class Display:
             return self._qr
 
     @property
+    def strokes(self) -> Strokes:
+        """The signature being drawn on screen: polylines in display pixels (a touch screen's layer), or ()."""
+        with self._lock:
+            return self._strokes
+
+    @property
     def text(self) -> str:
         """The screen as one string, lines joined by newlines."""
         return "\n".join(self.lines)
 
-    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
+    def show(self, lines: tuple[str, ...], qr: str = "", strokes: Strokes = ()) -> None:
         """Replace the screen; a line wider than the display wraps at word boundaries. Control characters
-        (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in."""
+        (ANSI escapes, bidi overrides) never reach the screen, whatever text comes in. `strokes`: a signature
+        being drawn (display pixels), for a graphic display to draw over the screen."""
         fitted = tuple(part for line in lines for part in _rows(clean(line), self.width))
         with self._lock:
-            self._lines, self._qr = fitted, qr
+            self._lines, self._qr, self._strokes = fitted, qr, strokes
         for callback in self._listeners:
             callback(fitted)
 
@@ -73,11 +83,15 @@ class ConsoleDisplay(Display):
         super().__init__(width)
         self._stream = stream
 
-    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
+    def show(self, lines: tuple[str, ...], qr: str = "", strokes: Strokes = ()) -> None:
         redraw_qr = qr and qr != self.qr
-        super().show(lines, qr)
+        before = (self.lines, self.qr, bool(self.strokes))
+        super().show(lines, qr, strokes)
+        if strokes and before == (self.lines, self.qr, True):
+            return  # only the signature's ink grew: a text console shows words only, not redrawn per touch
+        shown = (*self.lines, "SIGNING...") if strokes else self.lines
         border = "+" + "-" * (self.width + 2) + "+"
-        body = [f"| {_center(line, self.width)} |" for line in self.lines] or [f"| {'':{self.width}} |"]
+        body = [f"| {_center(line, self.width)} |" for line in shown] or [f"| {'':{self.width}} |"]
         text = "\n".join([border, *body, border]) + "\n"
         if redraw_qr:
             buf = io.StringIO()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from drivers.display import Display, qr_symbol
+from drivers.display import Display, Strokes, qr_symbol
 from firmware.config import DisplayConfig
 from firmware.errors import DeviceError
 
@@ -26,6 +26,7 @@ DEFAULT_FONT = DisplayConfig.font  # Debian fonts-wqy-microhei
 ROTATIONS = (0, 90, 180, 270)
 FBIOGET_VSCREENINFO = 0x4600  # linux/fb.h
 _VSCREENINFO_SIZE = 160  # sizeof(struct fb_var_screeninfo): 40 __u32
+INK = (0, 0, 0)  # a signature's strokes
 QUIET_ZONE = 4  # modules of white around a QR code (ISO/IEC 18004)
 BACKGROUND, INK, BAND, BAND_INK = (255, 255, 255), (0, 0, 0), (24, 48, 96), (255, 255, 255)
 # A line that is only an amount ("CNY 12.50", "¥12.50", "12.50 CNY"): drawn large.
@@ -318,17 +319,17 @@ class FramebufferDisplay(Display):
         canvas = (g.height, g.width) if rotation in (90, 270) else (g.width, g.height)
         self.renderer = Renderer(canvas, fonts)
         self.draws = 0  # screens drawn (a screen shown again unchanged is not drawn)
-        self._wanted: tuple[tuple[str, ...], str] | None = None
-        self._drawn: tuple[tuple[str, ...], str] | None = None
+        self._wanted: tuple[tuple[str, ...], str, Strokes] | None = None
+        self._drawn: tuple[tuple[str, ...], str, Strokes] | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def show(self, lines: tuple[str, ...], qr: str = "") -> None:
-        super().show(lines, qr)
+    def show(self, lines: tuple[str, ...], qr: str = "", strokes: Strokes = ()) -> None:
+        super().show(lines, qr, strokes)
         with self._cond:
-            self._wanted = (self.lines, self.qr)
+            self._wanted = (self.lines, self.qr, self.strokes)
             self._cond.notify_all()
 
     def settle(self, timeout: float = 5.0) -> bool:
@@ -362,9 +363,17 @@ class FramebufferDisplay(Display):
                 self._drawn = wanted
                 self._cond.notify_all()
 
-    def _draw(self, lines: tuple[str, ...], qr: str) -> None:
+    def _draw(self, lines: tuple[str, ...], qr: str, strokes: Strokes) -> None:
         try:
-            picture = rotate(self.renderer.render(lines, qr), self.rotation)
+            picture = self.renderer.render(lines, qr)
+            if strokes:  # a signature being drawn: the ink over the screen, in the screen's own pixels
+                ink = ImageDraw.Draw(picture)
+                for stroke in strokes:
+                    if len(stroke) == 1:
+                        ink.point(stroke, fill=INK)
+                    else:
+                        ink.line(stroke, fill=INK, width=3, joint="curve")
+            picture = rotate(picture, self.rotation)
             self.framebuffer.write(picture)
             self.draws += 1
         except (OSError, ValueError, DeviceError) as exc:

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import pickle
@@ -232,6 +233,9 @@ class ReceiptPrinter:
                 double_width=line.big,
                 normal_textsize=not line.big,
             )
+            if line.image:
+                self._print_image(dev, line.image)
+                continue
             text = clean(line.text)  # no control character reaches the printer: ESC p would open the drawer
             if self._cfg.chinese and not text.isascii():
                 dev._raw(FS_CHINESE_ON + text.encode("gb18030", errors="replace") + FS_CHINESE_OFF + b"\n")
@@ -244,6 +248,34 @@ class ReceiptPrinter:
             dev.qr(qr, native=True, size=5)  # GS ( k: the printer draws it
             dev.set_with_default()
         dev.cut()
+
+    def _print_image(self, dev: Any, png: bytes) -> None:
+        """A picture line (the cardholder's signature) as a GS v 0 raster image, scaled to fit the paper."""
+        from PIL import Image  # noqa: PLC0415 - python-escpos's own dependency; only for a picture
+
+        image: Image.Image = Image.open(io.BytesIO(png))
+        image.load()
+        dots = self._paper_dots(dev)
+        if image.width > dots:
+            height = max(1, round(image.height * dots / image.width))
+            image = (
+                image.convert("L").resize((dots, height), Image.Resampling.BOX).point(lambda v: 255 if v > 160 else 0)
+            )
+        dev.set(align="left")
+        # python-escpos prints a note to stdout when the profile does not know the paper's width: kept out of
+        # the terminal's console (logged instead).
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):
+            dev.image(image.convert("1"), impl="bitImageRaster")
+        if said.getvalue().strip():
+            log.debug("printer: python-escpos: %s", said.getvalue().strip())
+
+    def _paper_dots(self, dev: Any) -> int:
+        """How many dots a line of paper has: the profile's media width, else 12 per character column."""
+        try:
+            return int(dev.profile.profile_data["media"]["width"]["pixels"])
+        except (KeyError, TypeError, ValueError):
+            return 12 * self._cfg.width
 
     def _drop(self) -> None:
         dev, self._device = self._device, None

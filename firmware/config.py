@@ -866,6 +866,35 @@ def _office_url(v: str) -> str | None:
     return "must be https://HOST[:PORT] (plain http only to a back office on this machine)"
 
 
+# --- [touch]: a touch screen for the cardholder's signature ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TouchConfig:
+    """[touch]: the touch panel over the display (evdev, multitouch protocol B or single-touch), where the
+    cardholder signs when the card's CVM is signature; without it the cashier collects the signature on paper."""
+
+    device: InputDeviceConfig
+    width: int = 480  # the display's size in pixels: touches are scaled to it from the panel's own range
+    height: int = 320
+    timeout: float = 90.0  # seconds to sign before the cashier collects the signature on the receipt instead
+
+
+def _read_touch(sec: _Section) -> TouchConfig:
+    """[touch]: path, usb or name of the panel (as [keypad]'s), the display size it maps to, the signing time."""
+    path, usb, name = sec.text("path", ""), sec.text("usb", "", _usb_id), sec.text("name", "")
+    touch = TouchConfig(
+        InputDeviceConfig(path=path, usb=usb, name=name),
+        width=sec.integer("width", 480, lo=64, hi=4096),
+        height=sec.integer("height", 320, lo=64, hi=4096),
+        timeout=sec.number("timeout", 90.0, lo=5.0, hi=600.0),
+    )
+    sec.done()
+    if not (path or usb or name):
+        raise sec.fail("path", "missing: give path, usb (vendor:product) or name of the touch panel")
+    return touch
+
+
 # --- the whole file --------------------------------------------------------------------------------------
 
 
@@ -895,6 +924,7 @@ class Config:
     update: UpdateConfig = UpdateConfig()
     office: OfficeConfig = OfficeConfig()
     audio: AudioConfig = AudioConfig()
+    touch: TouchConfig | None = None  # [touch]: the cardholder signs on the screen
 
 
 def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
@@ -924,6 +954,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         update=_read_update(top.sub("update")),
         office=_read_office(top.sub("office")),
         audio=_read_audio(top.sub("audio")),
+        touch=_read_touch(top.sub("touch")) if "touch" in doc else None,
     )
     top.done()
     problem = _pin_scheme_problem(cfg.pin, cfg.keys, cfg.host)

@@ -60,3 +60,14 @@ def test_devices_can_be_pulled_out_from_the_console(tmp_path):
     assert interactive(sim_config(), tmp_path / "data", inp=typed, out=out) == 0
     text = out.getvalue()
     assert text.count("?? ") == 1  # only the toaster is not a device
+
+
+def test_sign_needs_a_touch_screen_and_takes_strokes_as_points(tmp_path):
+    typed = io.StringIO("\n".join(["sign", "quit", ""]))
+    out = io.StringIO()
+    assert interactive(sim_config(), tmp_path / "plain", inp=typed, out=out) == 0
+    assert "?? this simulator has no touch screen" in out.getvalue()
+    typed = io.StringIO("\n".join(["sign 10,10 20,20 / 30,30", "sign", "sign 1,2,3", "quit", ""]))
+    out = io.StringIO()
+    assert interactive(sim_config(), tmp_path / "touch", inp=typed, out=out, touch=True) == 0
+    assert out.getvalue().count("?? ") == 1  # only the point with three numbers

@@ -51,6 +51,7 @@ from firmware.core.events import (
     Swiped,
     Tapped,
     TimerExpired,
+    Touched,
     WalletConfirming,
     WalletEnded,
     WalletPaid,
@@ -151,6 +152,8 @@ EVENTS = [
     CashRefunded(9),
     DeviceTrouble("printer", "PRINTER: NO PAPER"),
     DeviceTrouble("printer", ""),
+    replace(answer("00"), cvm="signature"),  # then the cardholder signs on the touch screen
+    Touched(((1, 40, 60), (1, 90, 120))),
 ]
 
 ALLOWED_LATIN = {"IC", "MMDD"}  # words Chinese terminals write in Latin letters (IC卡, the date's format)
@@ -165,6 +168,7 @@ def config(language: str, confirm_card: bool) -> FlowConfig:
         chip_reader=True,
         wallets=("alipay", "wechat"),
         qr_timeout=2,
+        touch=(480, 320),
         language=language,
         confirm_card=confirm_card,
     )

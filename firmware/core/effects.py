@@ -13,10 +13,12 @@ from firmware.core.items import BasketLine
 
 @dataclass(frozen=True)
 class Show:
-    """Put these lines (and, when given, this QR code) on the display."""
+    """Put these lines (and, when given, this QR code, and the strokes of a signature being drawn) on the
+    display."""
 
     lines: tuple[str, ...]
     qr: str = ""
+    strokes: tuple[tuple[tuple[int, int], ...], ...] = ()  # display pixels, each stroke a polyline
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,34 @@ class Reprint:
     operator: str = ""  # who the journal and the audit trail name (stamped by flow.advance)
 
 
+@dataclass(frozen=True)
+class AwaitSignature:
+    """The approved sale `stan` waits for the cardholder's signature on the screen: its receipt is due now, so
+    that a power cut while signing still prints it (with the paper signature line)."""
+
+    stan: int
+
+
+@dataclass(frozen=True)
+class KeepSignature:
+    """Keep the signature drawn for sale `stan` with it in the journal (a small 1-bit PNG, printed on the
+    merchant copy); `width` x `height` is the drawing area the strokes are in."""
+
+    stan: int
+    strokes: tuple[tuple[tuple[int, int], ...], ...]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class NoSignature:
+    """Sale `stan` (approved: it stays approved) got no signature on the screen (`reason`: cancelled, timeout,
+    no touch screen); the journal says so and the cashier collects it on the merchant copy."""
+
+    stan: int
+    reason: str
+
+
 Effect = (
     CheckCatalogue
     | StartChip
@@ -242,4 +272,7 @@ Effect = (
     | PrintReport
     | Settle
     | PrintCode
+    | AwaitSignature
+    | KeepSignature
+    | NoSignature
 )

@@ -175,10 +175,12 @@ class PinFailed:
 
 @dataclass(frozen=True)
 class HostAnswered:
-    """The acquirer answered (already journaled by the shell)."""
+    """The acquirer answered (already journaled by the shell). `cvm`: how the cardholder was verified, where
+    the card said ("signature" in it: the cardholder signs after an approval)."""
 
     response: AuthResponse
     stan: int
+    cvm: str = ""
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,14 @@ class Reprinted:
     notice: str
 
 
+@dataclass(frozen=True)
+class Touched:
+    """Fingers on the touch screen since the last report: (stroke, x, y) in display pixels; a new stroke
+    number is a finger put down anew (one number per touch, never reused while the terminal runs)."""
+
+    points: tuple[tuple[int, int, int], ...]
+
+
 Event = (
     CatalogueChecked
     | ItemFound
@@ -356,4 +366,5 @@ Event = (
     | WalletPaid
     | WalletEnded
     | Settled
+    | Touched
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ class Line:
     align: str = "left"  # left | center | right
     bold: bool = False
     big: bool = False  # double height and width
+    image: bytes = field(default=b"", repr=False)  # a picture printed as this line instead of text (PNG)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class ReceiptFacts:
     wallet: str = ""  # wallet payments: provider, order and trade numbers
     order_no: str = ""  # a card sale's reference (printed and as a QR code), or the wallet order number
     trade_no: str = ""
+    signature: bytes = field(default=b"", repr=False)  # the cardholder's signature drawn on the screen (PNG)
 
 
 def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
@@ -161,6 +163,7 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else "",
         order_no=row["order_no"] if kind == "SALE" else "",
         trade_no=row["wallet_trade_no"] if wallet_sale else "",
+        signature=row.get("signature") or b"",
     )
 
 
@@ -264,6 +267,9 @@ def sale_receipt(
                 lines.append(Line(_label("VERIFIED ON DEVICE", lang), align="center"))
             if "signature" not in sale.cvm:
                 lines.append(Line(_label("NO SIGNATURE REQUIRED", lang), align="center"))
+            elif copy == "MERCHANT COPY" and sale.signature:  # signed on the screen: the signature printed
+                lines += [Line(""), Line(_label("CARDHOLDER SIGNATURE", lang)), Line("", image=sale.signature)]
+                lines.append(Line("_" * w))
             elif copy == "MERCHANT COPY":  # the chip's CVM was signature: the cashier collects it here
                 lines += [Line(""), Line(_label("CARDHOLDER SIGNATURE", lang)), Line(""), Line("_" * w)]
         elif copy == "MERCHANT COPY":

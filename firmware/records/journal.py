@@ -896,9 +896,34 @@ class Journal:
     # --- receipts -------------------------------------------------------------------------------
 
     _RECEIPT_SELECT = (
-        "SELECT t.*, o.stan AS original_stan, o.method AS original_method FROM transactions t"
-        " LEFT JOIN transactions o ON o.id = t.original_id"
+        "SELECT t.*, o.stan AS original_stan, o.method AS original_method, s.png AS signature FROM transactions t"
+        " LEFT JOIN transactions o ON o.id = t.original_id LEFT JOIN signatures s ON s.transaction_id = t.id"
     )
+
+    def cvm_of(self, row_id: int) -> str:
+        """How the cardholder of sale `row_id` was verified, as journaled ("" when not known)."""
+        found = self._db.execute("SELECT cvm FROM transactions WHERE id = ?", (row_id,)).fetchone()
+        return "" if found is None else str(found[0])
+
+    def keep_signature(self, stan: int, png: bytes | None, note: str, now: datetime) -> int | None:
+        """Keep the signature of the newest sale with trace `stan` (png None: none drawn, `note` says why);
+        the sale's row id, or None when there is no such sale."""
+        found = self._db.execute(
+            "SELECT id FROM transactions WHERE stan = ? AND kind = 'sale' ORDER BY id DESC LIMIT 1", (stan,)
+        ).fetchone()
+        if found is None:
+            return None
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO signatures (transaction_id, png, note, created_at) VALUES (?, ?, ?, ?)",
+                (found[0], png, note, now.isoformat(timespec="seconds")),
+            )
+        return int(found[0])
+
+    def signature(self, row_id: int) -> tuple[bytes | None, str] | None:
+        """(png or None, note) kept for sale `row_id`, or None when nothing was kept."""
+        found = self._db.execute("SELECT png, note FROM signatures WHERE transaction_id = ?", (row_id,)).fetchone()
+        return None if found is None else (None if found[0] is None else bytes(found[0]), str(found[1]))
 
     def receipt_row(self, stan: int) -> dict[str, Any] | None:
         """The newest sale, void or refund with this trace number, with its original's trace and method."""

@@ -225,4 +225,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE transactions ADD COLUMN final_ac TEXT NOT NULL DEFAULT '';
     ALTER TABLE transactions ADD COLUMN script_results TEXT NOT NULL DEFAULT '';
     """,
+    # 14: the cardholder's signature drawn on the touch screen, kept with its sale: a small 1-bit PNG (not card
+    # data), printed on the merchant copy; png NULL with a note when none was drawn (cancelled, timed out: the
+    # cashier collected it on the paper copy). One per sale.
+    """
+    CREATE TABLE signatures (
+        transaction_id INTEGER PRIMARY KEY REFERENCES transactions (id),
+        png            BLOB,
+        note           TEXT NOT NULL DEFAULT '',
+        created_at     TEXT NOT NULL
+    );
+    """,
 )

@@ -145,6 +145,9 @@ def _add_sim(add: _AddParser) -> None:
         help="run the terminal as its own process, SIGKILL it at random points of random "
         "transactions, reboot it and check the journal against the hosts each time",
     )
+    p.add_argument(
+        "--touch", action="store_true", help="a touch screen over the display: the cardholder signs on it (sign)"
+    )
     p.add_argument("--kills", type=int, default=2000, help="kill harness: stop after this many kills")
     p.add_argument("--seed", type=int, default=7, help="kill harness: random seed")
     p.add_argument("--minutes", type=float, default=30.0, help="kill harness: stop after this long")
@@ -167,7 +170,9 @@ def _sim(args: argparse.Namespace) -> int:
         return run_scenario(args.scenario, cfg, Path(args.data) if args.data else None)
     from hwsim.console import interactive
 
-    return interactive(cfg, data, chip_reader=True)  # a private pcscd with vpcd, where this machine has them
+    return interactive(
+        cfg, data, chip_reader=True, touch=args.touch
+    )  # chip: a private pcscd with vpcd, where this machine has them
 
 
 def _add_hash_pin(add: _AddParser) -> None:

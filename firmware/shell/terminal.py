@@ -17,6 +17,7 @@ from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
 from drivers.printer import ReceiptPrinter
+from drivers.touch import read_touch
 from firmware.config import Config
 from firmware.core import effects, events, flow, reports
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
@@ -57,6 +58,7 @@ from firmware.shell.chipdesk import ChipDesk
 from firmware.shell.forwarder import office_forwarder
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
+from firmware.shell.signature import signature_png
 from firmware.wallets.desk import WalletDesk
 from firmware.wallets.providers import make_wallets
 
@@ -82,6 +84,7 @@ class Devices:
     printer: ReceiptPrinter
     display: Display
     open_scanner: Callable[[], InputDevice] | None = None
+    open_touch: Callable[[], InputDevice] | None = None  # the touch panel the cardholder signs on ([touch])
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Terminal:
             language=t.language,
             confirm_card=t.confirm_card,
             width=config.display.width,
+            **_touch_settings(config),
         )
         self.header = Header(
             config.merchant.name,
@@ -316,6 +320,7 @@ class Terminal:
             self._spawn(
                 self._input_loop("scanner", self.devices.open_scanner, lambda dev: read_scanner(dev, self.post))
             )
+        self._start_touch()
         if booted.wallet is not None:
             self._spawn(booted.wallet.reconcile())  # orders a crash or an outage left open
         if booted.nfc is not None:
@@ -522,7 +527,7 @@ class Terminal:
 
     def _perform_one(self, eff: effects.Effect) -> None:
         if isinstance(eff, effects.Show):
-            self._show(eff.lines, eff.qr)
+            self._show(eff.lines, eff.qr, eff.strokes)
         elif isinstance(eff, effects.StartTimer):
             self._set_timer(eff.seconds)
         elif isinstance(eff, effects.StopTimer):
@@ -595,6 +600,8 @@ class Terminal:
                 Line("SCAN TO PAY 扫码支付", align="center"),
             )
             self._booted.receipts.queue([Receipt(lines, qr=eff.payload)], keep=False)  # useless later: not kept
+        elif isinstance(eff, (effects.AwaitSignature, effects.KeepSignature, effects.NoSignature)):
+            self._signature(eff)
         elif isinstance(eff, effects.Settle):
             self._auth_task = self._spawn(self._settle(eff.operator), events.Settled("failed", "TERMINAL ERROR"))
         else:
@@ -685,7 +692,7 @@ class Terminal:
             self._spawn(self._keep_flushing())
             return
         log.info("sale stan %06d: response %s", stan, response.response_code)
-        self.post(events.HostAnswered(response, stan))
+        self.post(events.HostAnswered(response, stan, self._booted.journal.cvm_of(row)))
 
     def _new_sale(self, eff: effects.Authorize, now: datetime) -> NewSale:
         """The journal's pending row for a card sale: masked PAN, card token and the chip's facts, no card data."""
@@ -997,9 +1004,52 @@ class Terminal:
 
     # --- what the screen says: the flow's lines, then any device that is missing ---------------------
 
-    def _show(self, lines: tuple[str, ...], qr: str = "") -> None:
-        self.devices.display.show(lines, qr)
+    def _show(self, lines: tuple[str, ...], qr: str = "", strokes: Any = ()) -> None:
+        if strokes:
+            self.devices.display.show(lines, qr, strokes)  # a signature being drawn
+        else:
+            self.devices.display.show(lines, qr)
 
     def _device_problem(self, device: str, screen: str) -> None:
         """Say (screen text) or clear ("") what is wrong with a device: the flow keeps it under every screen."""
         self.post(events.DeviceTrouble(device, screen))
+
+    # --- the cardholder's signature on the touch screen -------------------------------------------------
+
+    def _start_touch(self) -> None:
+        """Read the touch panel ([touch]) as the other input devices are read: reopened when it comes back."""
+        touch, opener = self.config.touch, self.devices.open_touch
+        if touch is None or opener is None:
+            return
+        self._spawn(
+            self._input_loop("touch", opener, lambda dev: read_touch(dev, touch.width, touch.height, self.post))
+        )
+
+    def _signature(self, eff: effects.AwaitSignature | effects.KeepSignature | effects.NoSignature) -> None:
+        """The signature's journal side: the receipt due while the cardholder signs (a power cut then still
+        prints it, with the paper line), the drawn signature kept with the sale, or why there is none."""
+        journal = self._booted.journal
+        if isinstance(eff, effects.AwaitSignature):
+            row = journal.receipt_row(eff.stan)
+            if row is not None:
+                journal.mark_receipt(row["id"], printed=False)
+            return
+        now = self._clock()
+        if isinstance(eff, effects.KeepSignature):
+            png = signature_png(eff.strokes, eff.width, eff.height)
+            kept = journal.keep_signature(eff.stan, png, "signed on screen", now)
+            log.info("sale stan %06d: signature kept (%d strokes, %d bytes)", eff.stan, len(eff.strokes), len(png))
+        else:
+            kept = journal.keep_signature(eff.stan, None, eff.reason, now)
+            log.warning(
+                "sale stan %06d: no signature on the screen (%s): the merchant copy is signed", eff.stan, eff.reason
+            )
+        if kept is None:
+            log.error("signature: no sale with trace %06d in the journal", eff.stan)
+
+
+def _touch_settings(config: Config) -> dict[str, Any]:
+    """The flow's view of [touch]: the screen's size to sign on, and how long signing may take."""
+    if config.touch is None:
+        return {}
+    return {"touch": (config.touch.width, config.touch.height), "sign_timeout": config.touch.timeout}

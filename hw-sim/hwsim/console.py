@@ -38,6 +38,8 @@ Type keypad keys, or a command:
                   user_cancels
   screenshot [FILE]  save what the pixel display shows as a PNG (default: screen-N.png in the data
                   folder); the picture is the framebuffer driver's, read back from its framebuffer
+  sign [X,Y X,Y / X,Y ...]   sign on the touch screen (sim --touch or [touch]): points in display pixels,
+                  '/' between strokes; alone, a sample signature. Then ENTER keeps it, CLEAR starts again
   pin 1234        type a PIN and ENTER (waits for the PIN prompt)
   wait TEXT       wait (up to 30 s) until TEXT is on the screen, for typed-ahead or piped scripts
   menu            back office: manager PIN 8888, then 1 VOID / 2 REFUND by trace number
@@ -62,6 +64,23 @@ def _receipt_printer(sim: Simulator, out: TextIO, stop: threading.Event) -> None
             out.write("\n.------------- receipt -------------.\n" + text + "\n'----------------- cut -------------'\n")
         out.flush()
         seen = len(receipts)
+
+
+SAMPLE_SIGNATURE = [[(60, 220), (110, 120), (150, 230), (200, 110), (240, 220)], [(270, 200), (420, 190)]]
+
+
+def _strokes(words: list[str]) -> list[list[tuple[int, int]]]:
+    """`X,Y X,Y / X,Y ...` as strokes (ValueError for anything else); none given: the sample signature."""
+    if not words:
+        return SAMPLE_SIGNATURE
+    strokes: list[list[tuple[int, int]]] = [[]]
+    for word in words:
+        if word == "/":
+            strokes.append([])
+            continue
+        x, y = word.split(",")
+        strokes[-1].append((int(x), int(y)))
+    return [s for s in strokes if s]
 
 
 def _next_screenshot(data_dir: Path) -> Path:
@@ -117,23 +136,29 @@ class ChipReader:
 
 
 def interactive(
-    cfg: Config, data_dir: Path, inp: TextIO = sys.stdin, out: TextIO = sys.stdout, chip_reader: bool = False
+    cfg: Config,
+    data_dir: Path,
+    inp: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    chip_reader: bool = False,
+    touch: bool = False,
 ) -> int:
     """Run the simulator with the screen drawn on `out` and commands read from `inp` until quit/EOF. With
     `chip_reader` (the command line's `sim`), a chip reader when this machine can run pcscd with vpcd: pcsc-lite
-    reads its socket's name once per process, so a process that already uses another pcscd must not ask."""
+    reads its socket's name once per process, so a process that already uses another pcscd must not ask. With
+    `touch`, a touch screen the cardholder signs on."""
     reader = ChipReader()
     try:
-        return _interactive(reader.start(cfg) if chip_reader else cfg, data_dir, inp, out, reader)
+        return _interactive(reader.start(cfg) if chip_reader else cfg, data_dir, inp, out, reader, touch)
     finally:
         reader.close()
 
 
-def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: ChipReader) -> int:
+def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: ChipReader, touch: bool) -> int:
     display = ConsoleDisplay(out, cfg.display.width)
     stop = threading.Event()
     items = Path(__file__).resolve().parents[2] / "config" / "items-sample.csv"
-    with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None) as sim:
+    with Simulator(data_dir, cfg, display=display, items=items if items.exists() else None, touch=touch) as sim:
         threading.Thread(target=_receipt_printer, args=(sim, out, stop), daemon=True).start()
         out.write(f"Countertop simulator: terminal {cfg.terminal.terminal_id}, journal in {data_dir}\n{HELP}\n")
         out.write(reader.banner)
@@ -203,6 +228,8 @@ def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: 
                         sim.wechat.next_code(rest[0])
                 elif cmd == "screenshot":
                     out.write(f"saved {sim.screenshot(rest[0] if rest else _next_screenshot(data_dir))}\n")
+                elif cmd == "sign":
+                    sim.sign(_strokes(rest))
                 elif cmd == "swipe" and rest:
                     sim.swipe(rest[0])
                 elif cmd == "swipe-raw" and rest:

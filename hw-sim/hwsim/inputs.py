@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from evdev import ecodes
+from evdev import AbsInfo, ecodes
 from evdev.eventio_async import EventIO
 
 _EVENT = struct.Struct("llHHi")  # struct input_event on 64-bit Linux: timeval, type, code, value
@@ -177,3 +177,61 @@ def type_keys(device: SimInputDevice, keymap: dict[str, str], text: str) -> None
         else:
             raise ValueError(f"the keypad has no key {named!r}; it has {', '.join(keymap)}")
         device.press(code)
+
+
+TOUCH_RANGE = 4095  # the simulated panel's axes: 0..4095, as many resistive and capacitive controllers report
+
+
+class SimTouchDevice(SimInputDevice):
+    """A touch panel (multitouch protocol B, two slots): declares its axes with absinfo as the kernel does, and
+    draws strokes as a finger would."""
+
+    def __init__(self, name: str, vendor: int = 0x1209, product: int = 0x0004, width: int = 480, height: int = 320):
+        super().__init__(name, vendor, product, keys=[ecodes.BTN_TOUCH])
+        self.width, self.height = width, height
+        self._tracking = 0
+
+    def capabilities(self, verbose: bool = False, absinfo: bool = True) -> dict[int, list]:  # type: ignore[override]
+        axis = AbsInfo(value=0, min=0, max=TOUCH_RANGE, fuzz=0, flat=0, resolution=0)
+        axes = [ecodes.ABS_X, ecodes.ABS_Y, ecodes.ABS_MT_POSITION_X, ecodes.ABS_MT_POSITION_Y]
+        abs_caps: list = [(code, axis) if absinfo else code for code in axes]
+        slot = AbsInfo(value=0, min=0, max=1, fuzz=0, flat=0, resolution=0)
+        track = AbsInfo(value=0, min=0, max=65535, fuzz=0, flat=0, resolution=0)
+        abs_caps += (
+            [(ecodes.ABS_MT_SLOT, slot), (ecodes.ABS_MT_TRACKING_ID, track)]
+            if absinfo
+            else [
+                ecodes.ABS_MT_SLOT,
+                ecodes.ABS_MT_TRACKING_ID,
+            ]
+        )
+        return {ecodes.EV_KEY: [ecodes.BTN_TOUCH], ecodes.EV_ABS: abs_caps}
+
+    def _units(self, x: int, y: int) -> tuple[int, int]:
+        """Display pixels -> the panel's own units."""
+        return round(x * TOUCH_RANGE / (self.width - 1)), round(y * TOUCH_RANGE / (self.height - 1))
+
+    def draw(self, strokes: list[list[tuple[int, int]]]) -> None:
+        """Each stroke as one finger put down at its first point, moved through the rest and lifted, in slot 0
+        (with the single-touch axes and BTN_TOUCH a kernel driver also reports), one SYN_REPORT per point."""
+        syn = (ecodes.EV_SYN, ecodes.SYN_REPORT, 0)
+        for stroke in strokes:
+            if not stroke:
+                continue
+            self._tracking += 1
+            events: list[tuple[int, int, int]] = [
+                (ecodes.EV_ABS, ecodes.ABS_MT_SLOT, 0),
+                (ecodes.EV_ABS, ecodes.ABS_MT_TRACKING_ID, self._tracking),
+            ]
+            for n, (px, py) in enumerate(stroke):
+                x, y = self._units(px, py)
+                events += [(ecodes.EV_ABS, ecodes.ABS_MT_POSITION_X, x), (ecodes.EV_ABS, ecodes.ABS_MT_POSITION_Y, y)]
+                if n == 0:
+                    events.append((ecodes.EV_KEY, ecodes.BTN_TOUCH, 1))
+                events += [(ecodes.EV_ABS, ecodes.ABS_X, x), (ecodes.EV_ABS, ecodes.ABS_Y, y), syn]
+            events += [
+                (ecodes.EV_ABS, ecodes.ABS_MT_TRACKING_ID, -1),
+                (ecodes.EV_KEY, ecodes.BTN_TOUCH, 0),
+                syn,
+            ]
+            self.emit(events)

@@ -60,6 +60,9 @@ class EscposDecoder:
     paper_left: int | None = None  # receipts the roll still has room for (None: endless); the next ends it
     lost: int = 0  # receipts cut while there was no paper, or cut short by its end
     queries: list[int] = field(default_factory=list)  # DLE EOT n requests not yet answered
+    # GS v 0 raster images: (the receipt they are part of, by index in `receipts`, width in dots, the rows as
+    # sets of black dots' x), in the order printed
+    images: list[tuple[int, int, list[set[int]]]] = field(default_factory=list)
 
     def _flush_text(self) -> None:
         # Bytes of the current mode: GB18030 in Chinese mode, code page 437 (ESC t 0) otherwise.
@@ -146,6 +149,10 @@ class EscposDecoder:
             if len(b) < size:
                 return 0
             self._lines.append("[image]")
+            if self.paper:
+                self.images.append(
+                    (len(self.receipts), 8 * (b[4] + 256 * b[5]), raster_rows(bytes(b[8:size]), b[4] + 256 * b[5]))
+                )
             return size
         if cmd not in _FIXED:
             self.unknown.append(bytes(b[:2]))
@@ -158,6 +165,15 @@ class EscposDecoder:
         elif cmd in ((FS, ord(".")), (ESC, ord("@"))):
             self._set_chinese(False)
         return size
+
+
+def raster_rows(data: bytes, width_bytes: int) -> list[set[int]]:
+    """GS v 0 raster data as rows of the black dots' x (each byte 8 dots, the most significant bit leftmost)."""
+    rows = []
+    for start in range(0, len(data), width_bytes):
+        row = data[start : start + width_bytes]
+        rows.append({8 * n + bit for n, byte in enumerate(row) for bit in range(8) if byte & (0x80 >> bit)})
+    return rows
 
 
 class VirtualPrinter:
@@ -258,6 +274,11 @@ class VirtualPrinter:
         """Decoded receipts so far, one per cut."""
         with self._cond:
             return list(self.decoder.receipts)
+
+    def images(self, receipt: int) -> list[tuple[int, list[set[int]]]]:
+        """The raster images printed on receipt number `receipt` (as in `receipts`): (width in dots, rows)."""
+        with self._cond:
+            return [(width, rows) for n, width, rows in self.decoder.images if n == receipt]
 
     def wait_for_receipts(self, count: int, timeout: float) -> list[str]:
         """Block until at least `count` receipts were cut; TimeoutError otherwise."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.display import Display
 from drivers.framebuffer import FramebufferDisplay, open_display
 from drivers.printer import ReceiptPrinter
-from firmware.config import Config, load
+from firmware.config import Config, InputDeviceConfig, TouchConfig, load
 from firmware.core.screentext import ZH_CN, say
 from firmware.host.signon import MASTER_KEY
 from firmware.security.keystore import KeyStore
@@ -33,7 +33,7 @@ from .emvcard import CardApplet, chip_catalog, contactless_catalog, load_profile
 from .emvchip import ChipApplet
 from .emvpki import TestPki
 from .framebuffer import SimFramebuffer
-from .inputs import SimInputDevice, type_keys, type_text
+from .inputs import SimInputDevice, SimTouchDevice, type_keys, type_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,8 +67,11 @@ class Simulator:
         late_delay: float | None = None,
         display: Display | None = None,
         items: str | Path | None = None,
+        touch: bool = False,
     ) -> None:
         base = config if isinstance(config, Config) else load(config or DEFAULT_CONFIG)
+        if touch and base.touch is None:  # a touch screen over the display: the cardholder signs on it
+            base = dataclasses.replace(base, touch=TouchConfig(InputDeviceConfig(name="hwsim touch")))
         self.data_dir = Path(data_dir)
         self._base = base
         self._late_delay = late_delay
@@ -196,6 +199,10 @@ class Simulator:
         self.scanner_device = (
             SimInputDevice(cfg.scanner.name or "hwsim scanner", 0x1209, 0x0003) if cfg.scanner else None
         )
+        t = cfg.touch
+        self.touch_device = (
+            SimTouchDevice(t.device.name or "hwsim touch", width=t.width, height=t.height) if t is not None else None
+        )
         self._unplugged: set[str] = set()
         self._retired: list[SimInputDevice] = []
         devices = Devices(
@@ -204,6 +211,7 @@ class Simulator:
             printer=ReceiptPrinter(cfg.printer),
             display=self.display,
             open_scanner=(lambda: self._open("scanner")) if self.scanner_device else None,
+            open_touch=(lambda: self.touch_device) if self.touch_device else None,  # type: ignore[return-value,arg-type]
         )
         self.terminal = Terminal(cfg, devices)
         self._loop = asyncio.new_event_loop()
@@ -297,7 +305,7 @@ class Simulator:
             if self._thread.is_alive():
                 raise RuntimeError("simulator: the terminal did not stop within 10 s")
             self._loop.close()
-        for dev in (self.keypad_device, self.reader_device, self.scanner_device, *self._retired):
+        for dev in (self.keypad_device, self.reader_device, self.scanner_device, self.touch_device, *self._retired):
             if dev is not None:
                 dev.destroy()
 
@@ -506,6 +514,14 @@ class Simulator:
             applet = self._wallet[chosen.id] = CardApplet(chosen)
         applet.apdus = 0
         return applet
+
+    def sign(self, strokes: list[list[tuple[int, int]]]) -> None:
+        """Sign on the touch screen: each stroke a list of (x, y) display pixels, drawn by one finger (put down,
+        moved, lifted); returns when the terminal has read them. Needs a touch screen (Simulator(touch=True))."""
+        if self.touch_device is None:
+            raise ValueError("this simulator has no touch screen: Simulator(..., touch=True) or [touch] in config")
+        self.touch_device.draw(strokes)
+        self._settle(self.touch_device)
 
     def scan(self, code: str) -> None:
         """Scan a code with the 2D scanner (typed as a keyboard-mode scanner types it, then Enter)."""

@@ -26,7 +26,7 @@ from firmware.core.effects import (
     SubmitFollowUp,
 )
 from firmware.core.events import ChipInserted, DeviceTrouble, Event, Key, OperatorChecked, Tapped
-from firmware.core.flow import amount, backoffice, card, chip, wallet
+from firmware.core.flow import amount, backoffice, card, chip, sign, wallet
 from firmware.core.flow.common import FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, Result, State, Till
 from firmware.core.screentext import EN, ZH_CN, say
@@ -35,6 +35,7 @@ TABLE: dict[type, Route[Any]] = {
     **amount.ROUTES,
     **card.ROUTES,
     **chip.ROUTES,
+    **sign.ROUTES,
     **wallet.ROUTES,
     **backoffice.ROUTES,
 }
@@ -46,7 +47,7 @@ wants_tap = card.wants_tap
 LANGUAGE_KEY = "F4"
 # The states in which the customer is at the terminal: the key works there, and the sale's language holds
 # until the sale's outcome (a Result) is left.
-CUSTOMER_STATES: tuple[type, ...] = (*card.ROUTES, *chip.ROUTES, *wallet.ROUTES)
+CUSTOMER_STATES: tuple[type, ...] = (*card.ROUTES, *chip.ROUTES, *wallet.ROUTES, *sign.ROUTES)
 
 __all__ = [
     "CUSTOMER_STATES",
@@ -80,7 +81,7 @@ def render(state: State, cfg: FlowConfig) -> tuple[str, ...]:
 def enter(state: State, cfg: FlowConfig, *extra: Effect) -> tuple[State, list[Effect]]:
     """Move to `state`: `extra` effects first, then its screen (and code, when it shows one) and its timer."""
     route = _route(state)
-    return state, [*extra, Show(render(state, cfg), route.qr(state)), route.timer(state, cfg)]
+    return state, [*extra, Show(render(state, cfg), route.qr(state), route.ink(state)), route.timer(state, cfg)]
 
 
 def step(state: State, event: Event, cfg: FlowConfig) -> tuple[State, list[Effect]]:
@@ -136,7 +137,8 @@ def put(till: Till, state: State, cfg: FlowConfig, *extra: Effect) -> tuple[Till
 
 
 def _redrawn(state: State, cfg: FlowConfig) -> Show:
-    return Show(render(state, cfg), _route(state).qr(state))
+    route = _route(state)
+    return Show(render(state, cfg), route.qr(state), route.ink(state))
 
 
 def _bannered(eff: Effect, till: Till, cfg: FlowConfig) -> Effect:

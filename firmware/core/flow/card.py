@@ -38,6 +38,7 @@ from firmware.core.events import (
     Tapped,
     TimerExpired,
 )
+from firmware.core.flow import sign
 from firmware.core.flow.common import (
     DECLINE_TEXT,
     QR_KEYS,
@@ -167,8 +168,8 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, HostAnswered):
         resp = event.response
         receipt = PrintReceipts(event.stan)
-        if resp.approved:
-            return go(Result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
+        if resp.approved:  # then the signature, when the card's CVM is one (sign.py)
+            return sign.approved(event.stan, state.amount, resp.auth_code, event.cvm, cfg)
         if resp.response_code == "55" and isinstance(state.card, ChipCard) and not state.cancelling:
             # A new PIN needs a new cryptogram: the card must be tapped again.
             return go(AwaitCard(state.amount, notice="WRONG PIN, TAP AGAIN", basket=state.basket))

@@ -19,6 +19,7 @@ from firmware.core.events import (
     PinProgress,
     TimerExpired,
 )
+from firmware.core.flow import sign
 from firmware.core.flow.card import face_lines
 from firmware.core.flow.common import (
     DECLINE_TEXT,
@@ -52,8 +53,8 @@ def _ended(state: ChipReading, event: Event, cfg: FlowConfig) -> Step | None:
     """How a chip sale ends: the host's answer (after the card's final say), no answer, or the card's error."""
     if isinstance(event, HostAnswered):
         resp, receipt = event.response, PrintReceipts(event.stan)
-        if resp.approved:
-            return go(Result(("APPROVED", money(state.amount, cfg), f"AUTH CODE {resp.auth_code}")), receipt)
+        if resp.approved:  # then the signature, when the card's CVM is one (sign.py)
+            return sign.approved(event.stan, state.amount, resp.auth_code, event.cvm, cfg)
         return go(Result(("DECLINED", DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}"))), receipt)
     if isinstance(event, HostFailed):
         if event.reason == TERMINAL_ERROR:

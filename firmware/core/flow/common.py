@@ -59,6 +59,8 @@ class FlowConfig:
     language: str = EN  # the screen's language ("en" | "zh-CN"): the shop's, or the sale's after LANGUAGE_KEY
     confirm_card: bool = False  # after a card is read, a screen shows it and waits for ENTER (else: the PIN screen)
     width: int = 20  # the display's columns (a cardholder name longer than that is cut)
+    touch: tuple[int, int] | None = None  # a touch screen (width, height in pixels): the cardholder signs on it
+    sign_timeout: float = 90.0  # seconds to sign on the screen before the paper copy is signed instead
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Route(Generic[S]):
     screen: Callable[[S, FlowConfig], tuple[str, ...]]
     timer: Callable[[S, FlowConfig], StartTimer | StopTimer]
     qr: Callable[[S], str] = lambda state: ""
+    ink: Callable[[S], tuple[tuple[tuple[int, int], ...], ...]] = lambda state: ()  # strokes drawn on screen
 
 
 def money(amount: int, cfg: FlowConfig) -> str:

@@ -147,6 +147,20 @@ class ChipPin:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """An approved sale whose cardholder verifies by signature signs on the touch screen: `strokes` so far
+    (each the touch's number and its points), until ENTER keeps them, CLEAR starts again, CANCEL or the timer
+    leaves the signature to the paper copy. The approval (amount, auth code) is said in the screen's language
+    when drawn: the customer's language key works while signing."""
+
+    stan: int
+    amount: int
+    auth_code: str
+    strokes: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
+    notice: str = ""
+
+
+@dataclass(frozen=True)
 class Result:
     """The outcome on screen until a key or the timer."""
 
@@ -242,6 +256,8 @@ State = (
     | ChipReading
     | ChipChoosing
     | ChipPin
+    # sign.py
+    | Signing
     # wallet.py
     | WalletBusy
     | ShowingQR
