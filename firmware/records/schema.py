@@ -5,8 +5,10 @@ date at open; one written by newer firmware is refused."""
 
 def _count(row: str, sign: str) -> str:
     """The statements that add (sign '1') or take out (sign '-1') the figures of transaction `row` (NEW or OLD)."""
-    day, hour, month = f"substr({row}.created_at, 1, 10)", f"CAST(substr({row}.created_at, 12, 2) AS INTEGER)", (
-        f"substr({row}.created_at, 1, 7)"
+    day, hour, month = (
+        f"substr({row}.created_at, 1, 10)",
+        f"CAST(substr({row}.created_at, 12, 2) AS INTEGER)",
+        (f"substr({row}.created_at, 1, 7)"),
     )
     approved_sale = f"{row}.kind = 'sale' AND {row}.status = 'approved'"
     return f"""
