@@ -657,6 +657,30 @@ def _read_test(args: argparse.Namespace) -> int:
     return asyncio.run(devicetest.read_input(args.device, dev_cfg, keys, count, args.seconds, sys.stdout))
 
 
+def _add_bench(add: _AddParser) -> None:
+    p = add("bench", help="measure speed and footprint on the simulator, beside floors (bench/suite.py)")
+    p.add_argument("--quick", action="store_true", help="short windows and small counts (seconds, not minutes)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-': JSON on stdout)")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Run bench/suite.py of this checkout with this interpreter (a development tool: not in an install)."""
+    import subprocess
+
+    suite = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
+    if not suite.is_file():
+        print(f"countertop: bench needs a checkout of the project ({suite} is not there)", file=sys.stderr)
+        return 2
+    argv = [
+        sys.executable,
+        str(suite),
+        *(["--quick"] if args.quick else []),
+        *(["--json", args.json] if args.json else []),
+    ]
+    return subprocess.run(argv, check=False).returncode
+
+
 def _add_office(add: _AddParser) -> None:
     p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
     from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
@@ -684,6 +708,7 @@ _COMMANDS = (
     _add_doctor,
     _add_print_test,
     _add_read_test,
+    _add_bench,
     _add_office,
 )
 
