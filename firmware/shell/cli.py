@@ -6,7 +6,6 @@ handler; `main` builds the parser from the list of them and turns errors into on
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import signal
@@ -55,6 +54,8 @@ def build_terminal(
 
 def serve(terminal: Terminal) -> int:
     """Run the terminal's loop until SIGINT or SIGTERM asks it to stop cleanly."""
+
+    import asyncio  # here: the commands that run no loop do not pay for asyncio (and the ssl it imports)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -627,6 +628,8 @@ def _add_read_test(add: _AddParser) -> None:
 
 
 def _read_test(args: argparse.Namespace) -> int:
+    import asyncio
+
     from firmware.config import ContactlessConfig, InputDeviceConfig
     from firmware.shell import devicetest
 

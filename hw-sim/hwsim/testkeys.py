@@ -43,6 +43,16 @@ def keypair(name: str) -> tuple[bytes, bytes]:
     return _pair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
 
+@functools.lru_cache(maxsize=32)
+def private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """The harness's own TEST-ONLY private key from its PEM, loaded once, without the RSA consistency check (which
+    costs ~28 ms a key: these keys are the harness's own, and the firmware still checks the keys it is given)."""
+    key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
 def main() -> None:
     """Write a new TEST-ONLY key for every kept name."""
     FOLDER.mkdir(exist_ok=True)

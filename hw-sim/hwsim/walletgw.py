@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives import serialization
 from firmware.wallets.alipay import (
     CHINA,
     TIME_FORMAT,
-    load_private_key,
     load_public_key,
     response_key,
     rsa2_sign,
@@ -174,7 +173,7 @@ class WalletGateway:
         self.merchant_private_pem, self.merchant_public_pem = test_keypair("merchant")
         gateway_private, self.gateway_public_pem = test_keypair("gateway")
         self._merchant_key = load_public_key(self.merchant_public_pem)
-        self._key = load_private_key(gateway_private)
+        self._key = testkeys.private_key(gateway_private)
         self.orders: dict[str, Order] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[tuple[str, str | None]] = []
