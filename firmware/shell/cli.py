@@ -684,11 +684,12 @@ def _bench(args: argparse.Namespace) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-def _add_office(add: _AddParser) -> None:
+def _add_office(add: _AddParser, subcommands: bool = True) -> None:
     p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
-    from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
+    if subcommands:  # importing office.cli costs ~50 ms: `main` skips it unless the command line says `office`
+        from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
 
-    declare(p)
+        declare(p)
 
 
 # --- the command line ------------------------------------------------------------------------------------
@@ -712,22 +713,23 @@ _COMMANDS = (
     _add_print_test,
     _add_read_test,
     _add_bench,
-    _add_office,
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """`countertop` and its subcommands, in the order --help lists them; each names its handler."""
+def build_parser(office: bool = True) -> argparse.ArgumentParser:
+    """`countertop` and its subcommands, in the order --help lists them; each names its handler. `office`: with
+    the back office's own subcommands (which import office.cli)."""
     top = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
     sub = top.add_subparsers(dest="command", required=True)
     for add_command in _COMMANDS:
         add_command(sub.add_parser)
+    _add_office(sub.add_parser, office)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `countertop` console command: one line and an exit status for what goes wrong."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(office="office" in (sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         code: int = args.handler(args)
         return code
