@@ -4,7 +4,8 @@ date at open; one written by newer firmware is refused."""
 
 
 def _count(row: str, sign: str) -> str:
-    """The statements that add (sign '1') or take out (sign '-1') the figures of transaction `row` (NEW or OLD)."""
+    """The statements that add (sign '1') or take out (sign '-1') the figures of transaction `row` (NEW or OLD).
+    Each upsert names its conflict target: SQLite before 3.35 (Debian bullseye has 3.34) requires it."""
     day, hour, month = (
         f"substr({row}.created_at, 1, 10)",
         f"CAST(substr({row}.created_at, 12, 2) AS INTEGER)",
@@ -14,12 +15,15 @@ def _count(row: str, sign: str) -> str:
     return f"""
         INSERT INTO day_totals VALUES ({day}, {row}.kind, {row}.status, {row}.method, {row}.entry_mode,
             {row}.provider, {row}.operator, {sign}, {sign} * {row}.amount)
-        ON CONFLICT DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
+        ON CONFLICT (day, kind, status, method, entry_mode, provider, operator)
+        DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
         INSERT INTO hour_totals SELECT {day}, {hour}, {sign}, {sign} * {row}.amount WHERE {approved_sale}
-        ON CONFLICT DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
+        ON CONFLICT (day, hour)
+        DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
         INSERT INTO item_totals SELECT {month}, plu, name, {sign} * SUM(quantity), {sign} * SUM(quantity * unit_price)
             FROM sale_lines WHERE transaction_id = {row}.id AND {approved_sale} GROUP BY plu, name
-        ON CONFLICT DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;"""
+        ON CONFLICT (month, plu, name)
+        DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;"""
 
 
 _COUNTED = ("kind", "status", "method", "entry_mode", "provider", "operator", "amount", "created_at")
@@ -275,7 +279,8 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO item_totals SELECT substr(created_at, 1, 7), NEW.plu, NEW.name, NEW.quantity,
             NEW.quantity * NEW.unit_price FROM transactions WHERE id = NEW.transaction_id AND kind = 'sale'
             AND status = 'approved'
-        ON CONFLICT DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;
+        ON CONFLICT (month, plu, name)
+        DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;
     END;
     """,
 )
