@@ -32,6 +32,7 @@ COMMANDS = {
     "doctor": [],
     "print-test": [],
     "read-test": ["keypad"],
+    "bench": [],
     "office": ["migrate"],
 }
 

@@ -548,16 +548,31 @@ class Journal:
 
     def best_sellers(self, first: str, last: str, limit: int = 10) -> dict[str, list[tuple[str, str, int, int]]]:
         """Items of approved sales in first..last: the top `limit` by quantity and by revenue, each as
-        (plu, name, quantity, revenue)."""
-        rows = [
-            (p, n, int(q), int(a))
-            for p, n, q, a in self._db.execute(
+        (plu, name, quantity, revenue). Whole months are read from the month totals, the days at either end
+        from their sales."""
+        found: dict[str, list[Any]] = {}
+
+        def add(plu: str, name: str, quantity: int, revenue: int) -> None:
+            entry = found.setdefault(plu, [name, 0, 0])
+            entry[0], entry[1], entry[2] = max(entry[0], name), entry[1] + quantity, entry[2] + revenue
+
+        months, days = _whole_months(first, last)
+        if months:
+            for plu, name, quantity, revenue in self._db.execute(
+                "SELECT plu, MAX(name), SUM(quantity), SUM(revenue) FROM item_totals WHERE month >= ? AND month <= ?"
+                " AND quantity > 0 GROUP BY plu",
+                months,
+            ):
+                add(plu, name, int(quantity), int(revenue))
+        for day_first, day_last in days:
+            for plu, name, quantity, revenue in self._db.execute(
                 "SELECT l.plu, MAX(l.name), SUM(l.quantity), SUM(l.quantity * l.unit_price) FROM sale_lines l"
                 " JOIN transactions t ON t.id = l.transaction_id WHERE t.kind = 'sale' AND t.status = 'approved'"
                 " AND t.created_at >= ? AND t.created_at < ? GROUP BY l.plu",
-                (first, last + "\uffff"),
-            )
-        ]
+                (day_first, day_last + "\uffff"),
+            ):
+                add(plu, name, int(quantity), int(revenue))
+        rows = [(plu, name, quantity, revenue) for plu, (name, quantity, revenue) in found.items()]
         return {
             "by_quantity": sorted(rows, key=lambda r: (-r[2], -r[3], r[0]))[:limit],
             "by_revenue": sorted(rows, key=lambda r: (-r[3], -r[2], r[0]))[:limit],
@@ -567,9 +582,9 @@ class Journal:
         """Per operator: (sales count, sales amount, refunds count, refunds amount) of first..last."""
         out: dict[str, list[int]] = {}
         for op, kind, count, amount in self._db.execute(
-            "SELECT operator, kind, COUNT(*), SUM(amount) FROM transactions WHERE kind IN ('sale', 'refund')"
-            " AND status = 'approved' AND created_at >= ? AND created_at < ? GROUP BY operator, kind",
-            (first, last + "\uffff"),
+            "SELECT operator, kind, SUM(n), SUM(amount) FROM day_totals WHERE day >= ? AND day <= ?"
+            " AND kind IN ('sale', 'refund') AND status = 'approved' GROUP BY operator, kind HAVING SUM(n) > 0",
+            (first, last),
         ):
             entry = out.setdefault(op, [0, 0, 0, 0])
             base = 0 if kind == "sale" else 2
@@ -800,43 +815,48 @@ class Journal:
             )
 
     def figures(self, first: str, last: str) -> dict[str, Any]:
-        """Aggregates for local dates first..last (YYYY-MM-DD, inclusive), counted by SQLite."""
-        span = (first, last + "\uffff")  # created_at starts with the local date
-        where = "created_at >= ? AND created_at < ?"
+        """Aggregates for local dates first..last (YYYY-MM-DD, inclusive), read from the totals the journal's
+        triggers keep per day (and per month for the items) in the same transaction as each change."""
+        sums: dict[tuple[str, str], list[int]] = {}
+        methods: dict[tuple[str, str, str], tuple[int, int]] = {}
+        operators: dict[str, list[int]] = {}
+        for kind, status, method, entry, provider, op, count, amount in self._db.execute(
+            "SELECT kind, status, method, entry_mode, provider, operator, SUM(n), SUM(amount) FROM day_totals"
+            " WHERE day >= ? AND day <= ? GROUP BY 1, 2, 3, 4, 5, 6 HAVING SUM(n) > 0",
+            (first, last),
+        ):
+            count, amount = int(count), int(amount)
+            total = sums.setdefault((kind, status), [0, 0])
+            total[0], total[1] = total[0] + count, total[1] + amount
+            if (kind, status) == ("sale", "approved"):
+                c, a = methods.get((method, entry, provider), (0, 0))
+                methods[(method, entry, provider)] = (c + count, a + amount)
+            if kind in ("sale", "refund") and status == "approved":
+                per = operators.setdefault(op, [0, 0, 0, 0])
+                base = 0 if kind == "sale" else 2
+                per[base], per[base + 1] = per[base] + count, per[base + 1] + amount
 
-        def one(sql: str) -> tuple[int, int]:
-            count, amount = self._db.execute(sql + f" AND {where}", span).fetchone()
-            return int(count), int(amount or 0)
+        def pair(kind: str, status: str) -> tuple[int, int]:
+            count, amount = sums.get((kind, status), [0, 0])
+            return count, amount
 
-        sales = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale' AND status = 'approved'")
-        refunds = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'refund' AND status = 'approved'")
-        voids = one("SELECT COUNT(*), SUM(amount) FROM transactions WHERE kind = 'void' AND status = 'approved'")
-        declined = one("SELECT COUNT(*), 0 FROM transactions WHERE kind = 'sale' AND status = 'declined'")[0]
-        methods = {
-            (m, e, p): (c, a)
-            for m, e, p, c, a in self._db.execute(
-                "SELECT method, entry_mode, provider, COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
-                f" AND status = 'approved' AND {where} GROUP BY method, entry_mode, provider",
-                span,
-            )
-        }
         by_hour = {
-            int(h): (c, a)
+            int(h): (int(c), int(a))
             for h, c, a in self._db.execute(
-                "SELECT substr(created_at, 12, 2), COUNT(*), SUM(amount) FROM transactions WHERE kind = 'sale'"
-                f" AND status = 'approved' AND {where} GROUP BY 1",
-                span,
+                "SELECT hour, SUM(n), SUM(amount) FROM hour_totals WHERE day >= ? AND day <= ? GROUP BY hour"
+                " HAVING SUM(n) > 0",
+                (first, last),
             )
         }
         return {
-            "sales": sales,
-            "refunds": refunds,
-            "voids": voids,
-            "declined": declined,
+            "sales": pair("sale", "approved"),
+            "refunds": pair("refund", "approved"),
+            "voids": pair("void", "approved"),
+            "declined": pair("sale", "declined")[0],
             "methods": methods,
             "by_hour": by_hour,
             "best": self.best_sellers(first, last),
-            "operators": self.by_operator(first, last),
+            "operators": {op: (v[0], v[1], v[2], v[3]) for op, v in operators.items()},
         }
 
     def anomaly_rows(self, first: str, last: str) -> list[dict[str, Any]]:
@@ -958,6 +978,26 @@ class Journal:
     def rows(self) -> list[dict[str, Any]]:
         """Every transaction row, oldest first, with a sale's approved refunds summed as `refunded`."""
         return [dict(r) for r in self._db.execute("SELECT * FROM transaction_summary ORDER BY id")]
+
+
+def _whole_months(first: str, last: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+    """Split local dates first..last into the whole months inside it (first and last YYYY-MM, or None) and
+    the one or two runs of days (first, last) outside them."""
+    start, end = _date.fromisoformat(first), _date.fromisoformat(last)
+    if start > end:
+        return None, []
+    month_from = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after_end = end + timedelta(days=1)
+    month_until = after_end.replace(day=1)  # the first day not in a whole month at the end
+    if month_from >= month_until:
+        return None, [(first, last)]
+    days = []
+    if start < month_from:
+        days.append((first, (month_from - timedelta(days=1)).isoformat()))
+    if month_until <= end:
+        days.append((month_until.isoformat(), last))
+    last_month = month_until - timedelta(days=1)
+    return (month_from.isoformat()[:7], last_month.isoformat()[:7]), days
 
 
 def _read_only(folder: Path) -> bool:

@@ -2,6 +2,32 @@
 which have run). A migration is only ever appended: a journal written by older firmware is brought up to
 date at open; one written by newer firmware is refused."""
 
+
+def _count(row: str, sign: str) -> str:
+    """The statements that add (sign '1') or take out (sign '-1') the figures of transaction `row` (NEW or OLD).
+    Each upsert names its conflict target: SQLite before 3.35 (Debian bullseye has 3.34) requires it."""
+    day, hour, month = (
+        f"substr({row}.created_at, 1, 10)",
+        f"CAST(substr({row}.created_at, 12, 2) AS INTEGER)",
+        (f"substr({row}.created_at, 1, 7)"),
+    )
+    approved_sale = f"{row}.kind = 'sale' AND {row}.status = 'approved'"
+    return f"""
+        INSERT INTO day_totals VALUES ({day}, {row}.kind, {row}.status, {row}.method, {row}.entry_mode,
+            {row}.provider, {row}.operator, {sign}, {sign} * {row}.amount)
+        ON CONFLICT (day, kind, status, method, entry_mode, provider, operator)
+        DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
+        INSERT INTO hour_totals SELECT {day}, {hour}, {sign}, {sign} * {row}.amount WHERE {approved_sale}
+        ON CONFLICT (day, hour)
+        DO UPDATE SET n = n + excluded.n, amount = amount + excluded.amount;
+        INSERT INTO item_totals SELECT {month}, plu, name, {sign} * SUM(quantity), {sign} * SUM(quantity * unit_price)
+            FROM sale_lines WHERE transaction_id = {row}.id AND {approved_sale} GROUP BY plu, name
+        ON CONFLICT (month, plu, name)
+        DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;"""
+
+
+_COUNTED = ("kind", "status", "method", "entry_mode", "provider", "operator", "amount", "created_at")
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: transactions and counters
     """
@@ -235,5 +261,47 @@ MIGRATIONS: tuple[str, ...] = (
         note           TEXT NOT NULL DEFAULT '',
         created_at     TEXT NOT NULL
     );
+    """,
+    # 15: report totals kept by triggers in the same transaction as the change, so that a report of whole days reads
+    # a few rows per day instead of every transaction: per local day the rows by kind, status, method, entry mode,
+    # provider and operator; per day and hour the approved sales; per month the items of approved sales. A row's
+    # change takes its old figures out and puts its new ones in; the totals are back-filled from the journal.
+    f"""
+    CREATE TABLE day_totals (
+        day TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, method TEXT NOT NULL,
+        entry_mode TEXT NOT NULL, provider TEXT NOT NULL, operator TEXT NOT NULL,
+        n INTEGER NOT NULL, amount INTEGER NOT NULL,
+        PRIMARY KEY (day, kind, status, method, entry_mode, provider, operator)
+    ) WITHOUT ROWID;
+    CREATE TABLE hour_totals (
+        day TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL, amount INTEGER NOT NULL,
+        PRIMARY KEY (day, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE item_totals (
+        month TEXT NOT NULL, plu TEXT NOT NULL, name TEXT NOT NULL, quantity INTEGER NOT NULL,
+        revenue INTEGER NOT NULL,
+        PRIMARY KEY (month, plu, name)
+    ) WITHOUT ROWID;
+    INSERT INTO day_totals SELECT substr(created_at, 1, 10), kind, status, method, entry_mode, provider, operator,
+        COUNT(*), SUM(amount) FROM transactions GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    INSERT INTO hour_totals SELECT substr(created_at, 1, 10), CAST(substr(created_at, 12, 2) AS INTEGER), COUNT(*),
+        SUM(amount) FROM transactions WHERE kind = 'sale' AND status = 'approved' GROUP BY 1, 2;
+    INSERT INTO item_totals SELECT substr(t.created_at, 1, 7), l.plu, l.name, SUM(l.quantity),
+        SUM(l.quantity * l.unit_price) FROM sale_lines l JOIN transactions t ON t.id = l.transaction_id
+        WHERE t.kind = 'sale' AND t.status = 'approved' GROUP BY 1, 2, 3;
+    CREATE TRIGGER totals_new_transaction AFTER INSERT ON transactions BEGIN {_count("NEW", "1")}
+    END;
+    CREATE TRIGGER totals_changed_transaction AFTER UPDATE OF {", ".join(_COUNTED)} ON transactions
+    WHEN {" OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in _COUNTED)} BEGIN {_count("OLD", "-1")} {_count("NEW", "1")}
+    END;
+    CREATE TRIGGER totals_gone_transaction AFTER DELETE ON transactions BEGIN {_count("OLD", "-1")}
+    END;
+    CREATE TRIGGER totals_new_line AFTER INSERT ON sale_lines BEGIN
+        INSERT INTO item_totals SELECT substr(created_at, 1, 7), NEW.plu, NEW.name, NEW.quantity,
+            NEW.quantity * NEW.unit_price FROM transactions WHERE id = NEW.transaction_id AND kind = 'sale'
+            AND status = 'approved'
+        ON CONFLICT (month, plu, name)
+        DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;
+    END;
     """,
 )

@@ -6,7 +6,6 @@ handler; `main` builds the parser from the list of them and turns errors into on
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import signal
@@ -55,6 +54,8 @@ def build_terminal(
 
 def serve(terminal: Terminal) -> int:
     """Run the terminal's loop until SIGINT or SIGTERM asks it to stop cleanly."""
+
+    import asyncio  # here: the commands that run no loop do not pay for asyncio (and the ssl it imports)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -648,6 +649,8 @@ def _add_read_test(add: _AddParser) -> None:
 
 
 def _read_test(args: argparse.Namespace) -> int:
+    import asyncio
+
     from firmware.config import ContactlessConfig, InputDeviceConfig
     from firmware.shell import devicetest
 
@@ -678,11 +681,36 @@ def _read_test(args: argparse.Namespace) -> int:
     return asyncio.run(devicetest.read_input(args.device, dev_cfg, keys, count, args.seconds, sys.stdout))
 
 
-def _add_office(add: _AddParser) -> None:
-    p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
-    from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
+def _add_bench(add: _AddParser) -> None:
+    p = add("bench", help="measure speed and footprint on the simulator, beside floors (bench/suite.py)")
+    p.add_argument("--quick", action="store_true", help="short windows and small counts (seconds, not minutes)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE ('-': JSON on stdout)")
+    p.set_defaults(handler=_bench)
 
-    declare(p)
+
+def _bench(args: argparse.Namespace) -> int:
+    """Run bench/suite.py of this checkout with this interpreter (a development tool: not in an install)."""
+    import subprocess
+
+    suite = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
+    if not suite.is_file():
+        print(f"countertop: bench needs a checkout of the project ({suite} is not there)", file=sys.stderr)
+        return 2
+    argv = [
+        sys.executable,
+        str(suite),
+        *(["--quick"] if args.quick else []),
+        *(["--json", args.json] if args.json else []),
+    ]
+    return subprocess.run(argv, check=False).returncode
+
+
+def _add_office(add: _AddParser, subcommands: bool = True) -> None:
+    p = add("office", help="the back office: the terminals' journals in PostgreSQL, reports, the owner's page")
+    if subcommands:  # importing office.cli costs ~50 ms: `main` skips it unless the command line says `office`
+        from office.cli import declare  # its subcommands and their handlers (which import psycopg, aiohttp)
+
+        declare(p)
 
 
 # --- the command line ------------------------------------------------------------------------------------
@@ -705,22 +733,24 @@ _COMMANDS = (
     _add_doctor,
     _add_print_test,
     _add_read_test,
-    _add_office,
+    _add_bench,
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """`countertop` and its subcommands, in the order --help lists them; each names its handler."""
+def build_parser(office: bool = True) -> argparse.ArgumentParser:
+    """`countertop` and its subcommands, in the order --help lists them; each names its handler. `office`: with
+    the back office's own subcommands (which import office.cli)."""
     top = argparse.ArgumentParser(prog="countertop", description="Countertop payment terminal firmware")
     sub = top.add_subparsers(dest="command", required=True)
     for add_command in _COMMANDS:
         add_command(sub.add_parser)
+    _add_office(sub.add_parser, office)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `countertop` console command: one line and an exit status for what goes wrong."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(office="office" in (sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         code: int = args.handler(args)
         return code

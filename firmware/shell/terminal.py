@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.chip import ChipReader
 from drivers.display import Display
@@ -59,8 +59,10 @@ from firmware.shell.forwarder import office_forwarder
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
 from firmware.shell.signature import signature_png
-from firmware.wallets.desk import WalletDesk
 from firmware.wallets.providers import make_wallets
+
+if TYPE_CHECKING:
+    from firmware.wallets.desk import WalletDesk
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,8 @@ class Terminal:
             )
             wallet = None
             if self._wallet_providers:
+                from firmware.wallets.desk import WalletDesk  # only with a wallet: its modules cost boot time
+
                 wallet = WalletDesk(self._wallet_providers, journal, self.config, self._clock, self.post, self._spawn)
             nfc = None
             if self.config.contactless.device:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from firmware.config import Config
 from firmware.errors import ConfigError
-from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
-from firmware.wallets.wechat import WechatPayClient
+
+if TYPE_CHECKING:
+    from firmware.wallets.alipay import WalletProvider
 
 
 def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
@@ -23,6 +25,8 @@ def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, Wal
         wechat = config.wechat
         if not wechat.device_id:  # WeChat's scene_info names the till
             wechat = dataclasses.replace(wechat, device_id=config.terminal.terminal_id)
+        from firmware.wallets.wechat import WechatPayClient  # imported only when configured (boot time)
+
         providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
     return providers
 
@@ -32,6 +36,8 @@ def make_wallet(config: Config) -> WalletProvider | None:
     w = config.wallet
     if not w.provider:
         return None
+    from firmware.wallets.alipay import AlipayClient, WalletError  # imported only when configured (boot time)
+
     try:
         with open(w.private_key, "rb") as f:
             private = f.read()

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 FAULTS = ("timeout", "late", "drop", "twice", "garble", "badmac", "badkcv")
 SIGN_ON_MTIS = ("0800", "0810")
 PIN_TRIES = 3
+KEEP_MESSAGES = 1000  # host messages the harness keeps in host_log (older ones are counted): flat memory in a soak
 
 # The acquirer's own copy of the dialect contract: default_ascii, field 53 carries the 20-digit KSN.
 SPEC = copy.deepcopy(iso8583.specs.default_ascii)
@@ -197,7 +198,8 @@ class Acquirer:
         self.working: dict[str, tuple[bytes, bytes]] = {}  # terminal id -> (PIN key, MAC key) of its sign-on
         self.issuer = Issuer(bdk, list(CATALOG.values()) if cards is None else cards, contactless)
         self.ledger: list[dict[str, Any]] = []
-        self.host_log: list[tuple[str, bytes]] = []
+        self.host_log: list[tuple[str, bytes]] = []  # the last KEEP_MESSAGES (a soak stays flat)
+        self.host_log_dropped = 0  # messages logged before those, no longer kept
         self.late_delay = late_delay
         self.port = 0
         self._faults: list[str] = []
@@ -265,6 +267,9 @@ class Acquirer:
     def _log(self, direction: str, raw: bytes) -> None:
         with self._lock:
             self.host_log.append((direction, bytes(raw)))
+            if len(self.host_log) > KEEP_MESSAGES:
+                del self.host_log[0]
+                self.host_log_dropped += 1
 
     # --- protocol ----------------------------------------------------------------------------
 

@@ -45,11 +45,16 @@ _FIXED = {
 }
 
 
+KEEP_RECEIPTS = 200  # receipts the harness keeps (older ones are counted): its memory stays flat in a soak
+KEEP_RAW = 512 * 1024  # bytes of printer input kept, the newest
+
+
 @dataclass
 class EscposDecoder:
     """Incremental ESC/POS decoder: text lines per receipt, split at each cut (GS V)."""
 
-    receipts: list[str] = field(default_factory=list)
+    receipts: list[str] = field(default_factory=list)  # the last KEEP_RECEIPTS cut (a soak stays flat)
+    dropped: int = 0  # receipts cut before those, no longer kept
     unknown: list[bytes] = field(default_factory=list)
     _buf: bytearray = field(default_factory=bytearray)
     _line: bytearray = field(default_factory=bytearray)
@@ -95,17 +100,24 @@ class EscposDecoder:
             self._lines.pop()
         self.receipts.append("\n".join(self._lines))
         self._lines = []
+        if len(self.receipts) > KEEP_RECEIPTS:
+            del self.receipts[0]
+            self.dropped += 1
+
+    def cut(self) -> int:
+        """Receipts cut: those kept and those dropped beyond KEEP_RECEIPTS."""
+        return self.dropped + len(self.receipts)
 
     def feed(self, data: bytes) -> int:
         """Decode what can be decoded; returns how many receipts were completed by this data."""
         self._buf += data
-        done = len(self.receipts)
+        done = self.cut()
         while self._buf:
             used = self._step()
             if used == 0:
                 break  # incomplete command: wait for more bytes
             del self._buf[:used]
-        return len(self.receipts) - done
+        return self.cut() - done
 
     def _step(self) -> int:
         b = self._buf
@@ -256,6 +268,8 @@ class VirtualPrinter:
                 continue  # into a switched-off printer: gone
             with self._cond:
                 self.raw += data
+                if len(self.raw) > KEEP_RAW:
+                    del self.raw[: len(self.raw) - KEEP_RAW]
                 done = self.decoder.feed(data)
                 answers = bytes(self._status(n) for n in self.decoder.queries)
                 self.decoder.queries.clear()
@@ -271,7 +285,7 @@ class VirtualPrinter:
 
     @property
     def receipts(self) -> list[str]:
-        """Decoded receipts so far, one per cut."""
+        """Decoded receipts so far, one per cut (the last KEEP_RECEIPTS of them)."""
         with self._cond:
             return list(self.decoder.receipts)
 
@@ -281,10 +295,11 @@ class VirtualPrinter:
             return [(width, rows) for n, width, rows in self.decoder.images if n == receipt]
 
     def wait_for_receipts(self, count: int, timeout: float) -> list[str]:
-        """Block until at least `count` receipts were cut; TimeoutError otherwise."""
+        """Block until at least `count` receipts were cut; TimeoutError otherwise. Returns the receipts kept
+        (the last KEEP_RECEIPTS)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self.decoder.receipts) >= count, timeout):
-                raise TimeoutError(f"{len(self.decoder.receipts)} receipts after {timeout} s, expected {count}")
+            if not self._cond.wait_for(lambda: self.decoder.cut() >= count, timeout):
+                raise TimeoutError(f"{self.decoder.cut()} receipts after {timeout} s, expected {count}")
             return list(self.decoder.receipts)
 
     def close(self) -> None:

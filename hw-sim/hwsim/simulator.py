@@ -391,12 +391,12 @@ class Simulator:
 
     @property
     def printer_bytes(self) -> bytes:
-        """Every byte the printer received."""
+        """The bytes the printer received (the newest 512 kB)."""
         return bytes(self.printer.raw)
 
     @property
     def host_log(self) -> list[tuple[str, bytes]]:
-        """('request' | 'response', raw ISO 8583 bytes without the length header), in order."""
+        """('request' | 'response', raw ISO 8583 bytes without the length header), in order (the last 1,000)."""
         assert self.host is not None
         return list(self.host.host_log)
 

@@ -14,7 +14,6 @@ while, run out of balance, cancel, or never scan. Faults make the next answers m
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
 import logging
@@ -34,18 +33,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware.wallets.alipay import (
     CHINA,
     TIME_FORMAT,
-    load_private_key,
     load_public_key,
     response_key,
     rsa2_sign,
     rsa2_verify,
     sign_content,
 )
+
+from . import testkeys
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,10 @@ QR_PREFIX = "https://qr.alipay.com/"
 SIGNATURE_FAILED = "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配，网关生成的验签字符串为："
 
 
-@functools.lru_cache(maxsize=2)
 def test_keypair(name: str) -> tuple[bytes, bytes]:
-    """A 2048-bit RSA key pair (private PEM, public PEM), made once per process per name."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
+    """A TEST-ONLY 2048-bit RSA key pair (private PKCS#8 PEM, public PEM): the one kept in hwsim/testkeys/ for
+    `name` (so a simulator starts without making keys), else one made once per process."""
+    return testkeys.keypair(name)
 
 
 def bare_base64(pem: bytes, pkcs1: bool = False) -> bytes:
@@ -179,7 +173,7 @@ class WalletGateway:
         self.merchant_private_pem, self.merchant_public_pem = test_keypair("merchant")
         gateway_private, self.gateway_public_pem = test_keypair("gateway")
         self._merchant_key = load_public_key(self.merchant_public_pem)
-        self._key = load_private_key(gateway_private)
+        self._key = testkeys.private_key(gateway_private)
         self.orders: dict[str, Order] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[tuple[str, str | None]] = []

@@ -19,7 +19,6 @@ genuine answer for another order replayed whole, or SYSTEMERROR after the reques
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
 import logging
@@ -53,6 +52,7 @@ from firmware.wallets.wechat import (
     verify,
 )
 
+from . import testkeys
 from .walletgw import _shutdown
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@functools.lru_cache(maxsize=8)
 def test_keypair(name: str) -> tuple[bytes, bytes]:
-    """A 2048-bit RSA key pair (private PKCS#8 PEM, public PEM), made once per process per name."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
+    """A TEST-ONLY 2048-bit RSA key pair (private PKCS#8 PEM, public PEM): the one kept in hwsim/testkeys/ for
+    `name` (so a simulator starts without making keys), else one made once per process."""
+    return testkeys.keypair(name)
 
 
 def _load_private(pem: bytes) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
+    return testkeys.private_key(pem)
 
 
 def _name(common: str) -> x509.Name:

@@ -10,8 +10,6 @@ from collections.abc import Generator
 from datetime import date
 from typing import Any, TypeAlias, TypeVar
 
-import pyemv.tlv
-
 from firmware.errors import TerminalError
 
 SW_OK = b"\x90\x00"
@@ -103,6 +101,8 @@ def check(sw: bytes, what: str) -> None:
 
 def tlv(data: bytes) -> dict[str, bytes]:
     """BER-TLV decode (pyemv), flattened into tag -> value; CardError on malformed data."""
+    import pyemv.tlv  # here, not at the top: the pyemv package imports all its cryptogram modules (~17 ms of boot)
+
     try:
         return pyemv.tlv.decode(bytes(data), flatten=True)
     except (pyemv.tlv.DecodeError, ValueError, IndexError, TypeError, RecursionError) as exc:
