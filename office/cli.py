@@ -41,6 +41,11 @@ def declare(parser: argparse.ArgumentParser) -> None:
     p.add_argument("terminal_id", nargs="?", help="the terminal's [terminal] terminal_id; none: list them")
     p.add_argument("--shop", default="")
     p.add_argument("--rotate", action="store_true", help="give a registered terminal a new token")
+    p.add_argument(
+        "--new-journal",
+        action="store_true",
+        help="the terminal's storage was replaced: take its new journal (its rows go after the old ones)",
+    )
     p.add_argument("--token-file", help="write the token to this file (mode 0600) instead of printing it")
     for name, text in (("report", "the books' report for a date range"), ("export", "every row of a range as CSV")):
         p = add(name, text, _report)
@@ -122,17 +127,24 @@ def _user(args: argparse.Namespace) -> int:
 
 
 def _terminal(args: argparse.Namespace) -> int:
-    from office.users import add_terminal
+    from office.users import add_terminal, take_new_journal
 
     with _connect(args) as conn:
         if not args.terminal_id:
             rows = conn.execute(
-                "SELECT terminal_id, shop, last_contact, queue_depth, last_seq FROM terminals ORDER BY terminal_id"
+                "SELECT terminal_id, shop, last_contact, queue_depth, last_seq, last_refusal FROM terminals"
+                " ORDER BY terminal_id"
             ).fetchall()
-            for t, shop, contact, depth, seq in rows:
+            for t, shop, contact, depth, seq, refusal in rows:
                 seen = contact.isoformat(timespec="seconds") if contact else "never"
                 waiting = "-" if depth is None else depth
                 print(f"{t}  shop={shop or '-'}  last contact {seen}  waiting {waiting}  last seq {seq}")
+                if refusal:
+                    print(f"    refused: {refusal}")
+            return 0
+        if args.new_journal:
+            ids, versions, batches = take_new_journal(conn, args.terminal_id)
+            print(f"office: {args.terminal_id}'s new journal is taken: rows go after id {ids}, batch {batches}")
             return 0
         token = add_terminal(conn, args.terminal_id, args.shop, args.rotate)
     if args.token_file:

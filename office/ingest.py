@@ -9,7 +9,7 @@ is the one its token names: every row it sends must be its own, or the whole req
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -60,11 +60,42 @@ SETTLEMENT_FIELDS: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("created_at", "response_code"), (str,)),
 }
 
+# The range each number may take, as the terminal's journal and ISO 8583 write it (and the column holds): a value
+# outside is a bad row, never a database error. Amounts: 12 digits, as field 4 carries.
+_INT4 = 2**31 - 1
+_MONEY = 999_999_999_999
+_ROW_ID = 2**62
+BOUNDS: dict[str, tuple[int, int]] = {
+    "id": (1, _ROW_ID),
+    "original_id": (1, _ROW_ID),
+    "transaction_id": (1, _ROW_ID),
+    "amount": (1, _MONEY),
+    "stan": (0, 999_999),
+    "batch": (0, 999_999),
+    "chip_swiped": (0, 1),
+    "line_no": (0, _INT4),
+    "quantity": (1, _INT4),
+    "unit_price": (0, _MONEY),
+    "tax_rate_bp": (0, 10_000),
+    "debits": (0, _INT4),
+    "credits": (0, _INT4),
+    "host_debits": (0, _INT4),
+    "host_credits": (0, _INT4),
+    "debit_amount": (0, _ROW_ID),
+    "credit_amount": (0, _ROW_ID),
+    "host_debit_amount": (0, _ROW_ID),
+    "host_credit_amount": (0, _ROW_ID),
+    "in_balance": (0, 1),
+}
+NUL_STAND_IN = "\ufffd"  # PostgreSQL text cannot hold NUL: a host's or wallet's NUL is kept as U+FFFD
+
 TXN_COLUMNS = (
     "terminal_id, id, version, kind, method, entry_mode, amount, currency, status, stan, masked_pan, response_code,"
     " auth_code, rrn, note, merchant_id, created_at, created_local, local_day, local_hour, updated_at, original_id,"
     " batch, provider, order_no, wallet_trade_no, payer, card_token, operator, chip_swiped, cvm, app_label"
 )
+_ORIGINAL = TXN_COLUMNS.replace(" ", "").split(",").index("original_id")
+_BATCH = TXN_COLUMNS.replace(" ", "").split(",").index("batch")
 _TXN_UPSERT = (
     f"INSERT INTO txns ({TXN_COLUMNS}) VALUES ({', '.join(['%s'] * 32)})"
     " ON CONFLICT (terminal_id, id) DO UPDATE SET "
@@ -93,7 +124,23 @@ class BadBatch(OfficeError):
 
 
 class NotYours(OfficeError):
-    """A request carrying rows of another terminal (403); nothing of it was stored."""
+    """A request sent in another terminal's name (403); nothing of it was stored."""
+
+
+class BadRow(OfficeError):
+    """One row the back office will not store (a value out of range, an unmasked card number, another terminal's
+    row): set aside with its reason and acknowledged, so the rows after it still arrive; the terminal's journal
+    keeps it, and the owner's page says how many were set aside and why."""
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A row not stored: its place in the terminal's queue, what it was, and why (never its body)."""
+
+    seq: int
+    entity: str
+    row_id: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -107,71 +154,98 @@ class Batch:
     txns: list[tuple[Any, ...]]
     lines: list[tuple[Any, ...]]
     settlements: list[tuple[Any, ...]]
+    set_aside: list[SetAside]
+    journal: int | None = None  # the terminal journal's identity (None: firmware that does not send one)
 
 
 def _fields(seq: int, body: Any, spec: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """The body's fields checked against `spec` and BOUNDS; a NUL in a text is kept as U+FFFD."""
     if not isinstance(body, dict):
-        raise BadBatch(f"row {seq}: body must be an object")
+        raise BadRow(f"row {seq}: body must be an object")
+    out = dict(body)
     for name, kinds in spec.items():
         value = body.get(name)
-        if type(value) not in kinds or (type(value) is str and "\x00" in value):
-            raise BadBatch(f"row {seq}: {name} must be {' or '.join(k.__name__ for k in kinds)}")
-    return body
+        if type(value) not in kinds:
+            raise BadRow(f"row {seq}: {name} must be {' or '.join(k.__name__ for k in kinds)}")
+        if type(value) is str and "\x00" in value:
+            out[name] = value.replace("\x00", NUL_STAND_IN)
+        elif type(value) is int and name in BOUNDS:
+            low, high = BOUNDS[name]
+            if not low <= value <= high:
+                raise BadRow(f"row {seq}: {name} {value} is outside {low}..{high}")
+    return out
 
 
 def check(terminal_id: str, payload: Any) -> Batch:
-    """The request as rows to store; BadBatch or NotYours (naming the row and field) otherwise."""
+    """The request as rows to store and rows set aside (BadRow: each with its reason); the whole request is
+    refused only when it cannot be read in order (BadBatch) or is sent in another terminal's name (NotYours)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
         raise BadBatch("the request must be an object with a list of rows")
     if payload.get("terminal_id") != terminal_id:
         raise NotYours(f"the request names terminal {str(payload.get('terminal_id'))[:20]!r}, its token {terminal_id}")
     depth = payload.get("queue_depth", 0)
-    if type(depth) is not int or depth < 0:
+    if type(depth) is not int or not 0 <= depth <= _ROW_ID:
         raise BadBatch("queue_depth must be a count")
-    txns, lines, settlements, last = [], [], [], 0
+    journal = payload.get("journal")
+    if journal is not None and (type(journal) is not int or not 0 < journal < 2**63):
+        raise BadBatch("journal must be the journal's identity, a positive number")
+    batch = Batch(terminal_id, depth, 0, len(payload["rows"]), [], [], [], [], journal)
+    last = 0
     for row in payload["rows"]:
         seq = row.get("seq") if isinstance(row, dict) else None
-        if type(seq) is not int or seq <= last:
+        if type(seq) is not int or seq <= last or seq > _ROW_ID:
             raise BadBatch(f"after row {last}: every row needs a seq, each above the one before")
         last, entity, row_id = seq, row.get("entity"), row.get("row_id")
-        if entity not in ENTITIES or type(row_id) is not int:
-            raise BadBatch(f"row {seq}: entity must be one of {', '.join(ENTITIES)} and row_id a number")
-        if entity == "transaction":
-            txns.append(_txn(terminal_id, seq, row_id, _fields(seq, row.get("body"), TXN_FIELDS)))
-        elif entity == "line":
-            b = _fields(seq, row.get("body"), LINE_FIELDS)
-            if b["transaction_id"] != row_id or b["quantity"] <= 0:
-                raise BadBatch(f"row {seq}: a line of sale {row_id} must say so, with a quantity above 0")
-            lines.append(
-                (terminal_id, row_id, b["line_no"], seq, b["plu"], b["name"], b["quantity"], b["unit_price"])
-                + (b["tax_rate_bp"],)
+        try:
+            _row(terminal_id, seq, entity, row_id, row.get("body"), batch)
+        except BadRow as exc:
+            batch.set_aside.append(
+                SetAside(seq, str(entity)[:20], row_id if type(row_id) is int else 0, str(exc)[:300])
             )
-        else:
-            b = _fields(seq, row.get("body"), SETTLEMENT_FIELDS)
-            if b["batch"] != row_id:
-                raise BadBatch(f"row {seq}: settlement of batch {row_id} must say so")
-            settlements.append(
-                (terminal_id, row_id, seq, b["created_at"], b["debits"], b["debit_amount"], b["credits"])
-                + (b["credit_amount"], b["host_debits"], b["host_debit_amount"], b["host_credits"])
-                + (b["host_credit_amount"], b["response_code"], bool(b["in_balance"]))
-            )
-    return Batch(terminal_id, depth, last, len(payload["rows"]), txns, lines, settlements)
+    return replace(batch, last_seq=last)
+
+
+def _row(terminal_id: str, seq: int, entity: Any, row_id: Any, body: Any, batch: Batch) -> None:
+    """One row checked into `batch`'s lists; BadRow otherwise."""
+    if entity not in ENTITIES or type(row_id) is not int or not 0 <= row_id <= _ROW_ID:
+        raise BadRow(f"row {seq}: entity must be one of {', '.join(ENTITIES)} and row_id a number")
+    if entity == "transaction":
+        batch.txns.append(_txn(terminal_id, seq, row_id, _fields(seq, body, TXN_FIELDS)))
+    elif entity == "line":
+        b = _fields(seq, body, LINE_FIELDS)
+        if b["transaction_id"] != row_id:
+            raise BadRow(f"row {seq}: a line of sale {row_id} must say so")
+        if any(r.entity == "transaction" and r.row_id == row_id for r in batch.set_aside):
+            raise BadRow(f"row {seq}: a line of sale {row_id}, which was set aside")
+        batch.lines.append(
+            (terminal_id, row_id, b["line_no"], seq, b["plu"], b["name"], b["quantity"], b["unit_price"])
+            + (b["tax_rate_bp"],)
+        )
+    else:
+        b = _fields(seq, body, SETTLEMENT_FIELDS)
+        if b["batch"] != row_id:
+            raise BadRow(f"row {seq}: settlement of batch {row_id} must say so")
+        batch.settlements.append(
+            (terminal_id, row_id, seq, b["created_at"], b["debits"], b["debit_amount"], b["credits"])
+            + (b["credit_amount"], b["host_debits"], b["host_debit_amount"], b["host_credits"])
+            + (b["host_credit_amount"], b["response_code"], bool(b["in_balance"]))
+        )
 
 
 def _txn(terminal_id: str, seq: int, row_id: int, b: dict[str, Any]) -> tuple[Any, ...]:
     if b["terminal_id"] != terminal_id:
-        raise NotYours(f"row {seq} is terminal {b['terminal_id'][:20]!r}'s, the token is {terminal_id}'s")
+        raise BadRow(f"row {seq} is terminal {b['terminal_id'][:20]!r}'s, not {terminal_id}'s (its id changed?)")
     if b["id"] != row_id:
-        raise BadBatch(f"row {seq}: transaction {row_id} must say so")
+        raise BadRow(f"row {seq}: transaction {row_id} must say so")
     if b["masked_pan"] and not _MASKED.fullmatch(b["masked_pan"]):
-        raise BadBatch(f"row {seq}: masked_pan is not masked (first 6 / last 4 at most): refused")
+        raise BadRow(f"row {seq}: masked_pan is not masked (first 6 / last 4 at most): not stored")
     try:
         created = datetime.fromisoformat(b["created_at"])
         day, hour = date.fromisoformat(b["created_at"][:10]), int(b["created_at"][11:13])
     except ValueError:
-        raise BadBatch(f"row {seq}: created_at is not an ISO 8601 time") from None
+        raise BadRow(f"row {seq}: created_at is not an ISO 8601 time") from None
     if created.tzinfo is None:
-        raise BadBatch(f"row {seq}: created_at has no UTC offset")
+        raise BadRow(f"row {seq}: created_at has no UTC offset")
     return (
         terminal_id,
         row_id,
@@ -208,18 +282,77 @@ def _txn(terminal_id: str, seq: int, row_id: int, b: dict[str, Any]) -> tuple[An
     )
 
 
+class ReplacedJournal(OfficeError):
+    """The terminal sends from another journal than the one the back office has its rows from (409): its storage
+    was replaced, and its new rows would take the old ones' ids. Nothing is stored or acknowledged until the
+    owner takes the new journal (`countertop office terminal ID --new-journal`)."""
+
+
 async def store(conn: Any, batch: Batch) -> None:
-    """Store a checked batch and note the terminal's contact, in one transaction (psycopg AsyncConnection)."""
+    """Store a checked batch, note the rows set aside and the terminal's contact, in one transaction (psycopg
+    AsyncConnection). The terminal's row is locked first, so two requests of one terminal (a retry racing the
+    request it repeats) are stored one after the other. ReplacedJournal, storing nothing, for another journal."""
     async with conn.transaction():
         async with conn.cursor() as cur:
+            await cur.execute(
+                "SELECT journal_id, id_offset, seq_offset, batch_offset FROM terminals WHERE terminal_id = %s"
+                " FOR UPDATE",
+                (batch.terminal_id,),
+            )
+            known, ids, seqs, batches = await cur.fetchone()
+            if batch.journal is not None and known is None:
+                await cur.execute(
+                    "UPDATE terminals SET journal_id = %s WHERE terminal_id = %s", (batch.journal, batch.terminal_id)
+                )
+            elif batch.journal is not None and known != batch.journal:
+                raise ReplacedJournal(
+                    f"terminal {batch.terminal_id} sends from a new journal ({batch.journal}, the books hold"
+                    f" {known}'s rows): its storage was replaced? Take it with: countertop office terminal"
+                    f" {batch.terminal_id} --new-journal"
+                )
             if batch.txns:
-                await cur.executemany(_TXN_UPSERT, batch.txns)
+                await cur.executemany(_TXN_UPSERT, [_shifted_txn(t, ids, seqs, batches) for t in batch.txns])
             if batch.lines:
-                await cur.executemany(_LINE_INSERT, batch.lines)
+                await cur.executemany(_LINE_INSERT, [(t, i + ids, n, v + seqs, *r) for t, i, n, v, *r in batch.lines])
             if batch.settlements:
-                await cur.executemany(_SETTLEMENT_UPSERT, batch.settlements)
+                await cur.executemany(
+                    _SETTLEMENT_UPSERT, [(t, b + batches, v + seqs, *r) for t, b, v, *r in batch.settlements]
+                )
+            if batch.set_aside:
+                await cur.executemany(
+                    "INSERT INTO set_aside_rows (terminal_id, seq, entity, row_id, reason) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [(batch.terminal_id, r.seq + seqs, r.entity, r.row_id, r.reason) for r in batch.set_aside],
+                )
+                last = batch.set_aside[-1]
+                await cur.execute(
+                    "UPDATE terminals SET last_refusal = %s, last_refusal_at = now() WHERE terminal_id = %s",
+                    (last.reason, batch.terminal_id),
+                )
+            else:  # taken whole: a refusal before this one is over (the rows set aside stay counted)
+                await cur.execute("UPDATE terminals SET last_refusal = '' WHERE terminal_id = %s", (batch.terminal_id,))
             await cur.execute(
                 "UPDATE terminals SET last_contact = now(), queue_depth = GREATEST(%s - %s, 0),"
                 " last_seq = GREATEST(last_seq, %s), received = received + %s WHERE terminal_id = %s",
                 (batch.queue_depth, batch.count, batch.last_seq, batch.count, batch.terminal_id),
             )
+
+
+def _shifted_txn(row: tuple[Any, ...], ids: int, seqs: int, batches: int) -> tuple[Any, ...]:
+    """A transaction row with a taken-over journal's offsets: its id, version, original id and batch moved past
+    the rows the books hold from the terminal's earlier journals."""
+    shifted = list(row)
+    shifted[1] += ids
+    shifted[2] += seqs
+    shifted[_BATCH] += batches
+    if shifted[_ORIGINAL] is not None:
+        shifted[_ORIGINAL] += ids
+    return tuple(shifted)
+
+
+async def refused(conn: Any, terminal_id: str, reason: str) -> None:
+    """Note a refused request on the terminal's row: it was heard from, and why nothing was stored."""
+    await conn.execute(
+        "UPDATE terminals SET last_contact = now(), last_refusal = %s, last_refusal_at = now() WHERE terminal_id = %s",
+        (reason[:300], terminal_id),
+    )

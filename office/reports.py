@@ -104,8 +104,7 @@ async def report(conn: Any, s: Scope) -> Report:
         for m, e, p, n, a, share in await _all(
             conn,
             "SELECT method, entry_mode, provider, SUM(n)::bigint, SUM(amount)::bigint,"
-            " (SUM(amount)::bigint * 1000 + SUM(SUM(amount)::bigint) OVER () / 2)"
-            " / NULLIF(SUM(SUM(amount)::bigint) OVER (), 0)"
+            " div(SUM(amount) * 1000 + div(SUM(SUM(amount)) OVER (), 2), NULLIF(SUM(SUM(amount)) OVER (), 0))"
             f" FROM sale_totals WHERE {_TOTALS} AND kind = 'sale' AND status = 'approved'"
             " GROUP BY method, entry_mode, provider HAVING SUM(n) <> 0"
             ' ORDER BY method COLLATE "C", entry_mode COLLATE "C", provider COLLATE "C"',

@@ -246,6 +246,25 @@ MIGRATIONS: tuple[str, ...] = (
         FROM txns, (VALUES ('day'), ('month')) AS s (span)
         GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator, provider;
     """,
+    # 4: rows the office will not store are set aside (their reason, never their body) and acknowledged, so the
+    # rows after them still arrive; each terminal's last refusal is shown. A terminal's journal has an identity:
+    # rows from a replaced journal are refused until the owner takes it, whose rows then go past the old ones'
+    # ids, versions and batch numbers (the offsets).
+    """
+    ALTER TABLE terminals ADD COLUMN journal_id bigint, ADD COLUMN id_offset bigint NOT NULL DEFAULT 0,
+        ADD COLUMN seq_offset bigint NOT NULL DEFAULT 0, ADD COLUMN batch_offset integer NOT NULL DEFAULT 0,
+        ADD COLUMN last_refusal text NOT NULL DEFAULT '',
+        ADD COLUMN last_refusal_at timestamptz;
+    CREATE TABLE set_aside_rows (
+        terminal_id text NOT NULL REFERENCES terminals,
+        seq         bigint NOT NULL,
+        entity      text NOT NULL,
+        row_id      bigint NOT NULL,
+        reason      text NOT NULL,
+        at          timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (terminal_id, seq)
+    );
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).

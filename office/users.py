@@ -61,6 +61,8 @@ def add_user(conn: Any, name: str, password: str, role: str, shop: str = "") -> 
     """A new user, or a new password (and role, shop) for an existing one (sync psycopg connection)."""
     if role not in ROLES:
         raise OfficeError(f"role must be {' or '.join(ROLES)}")
+    if role == "manager" and not shop:
+        raise OfficeError("a manager is a shop's: give the shop (--shop); the owner sees every shop")
     if not name or len(name) > 64 or not name.isprintable():
         raise OfficeError("a user name is 1 to 64 printable characters")
     if len(password) < MIN_PASSWORD:
@@ -92,6 +94,39 @@ def add_terminal(conn: Any, terminal_id: str, shop: str = "", rotate: bool = Fal
     return token
 
 
+def take_new_journal(conn: Any, terminal_id: str) -> tuple[int, int, int]:
+    """Let a terminal whose storage was replaced send from its new journal (sync connection): its rows will be
+    stored past the ids, versions and batch numbers the books hold of it, so nothing old is overwritten. Returns
+    the offsets (ids, versions, batches)."""
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM terminals WHERE terminal_id = %s FOR UPDATE", (terminal_id,)).fetchone() is None:
+            raise OfficeError(f"terminal {terminal_id} is not registered")
+        ids, seqs, batches = conn.execute(
+            "SELECT GREATEST((SELECT MAX(id) FROM txns WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(transaction_id) FROM sale_lines WHERE terminal_id = %(t)s), 0),"
+            " GREATEST((SELECT MAX(version) FROM txns WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(version) FROM sale_lines WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(version) FROM settlements WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(seq) FROM set_aside_rows WHERE terminal_id = %(t)s), 0),"
+            " GREATEST((SELECT MAX(batch) FROM txns WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(batch) FROM settlements WHERE terminal_id = %(t)s), 0)",
+            {"t": terminal_id},
+        ).fetchone()
+        conn.execute(
+            "UPDATE terminals SET journal_id = NULL, id_offset = %s, seq_offset = %s, batch_offset = %s,"
+            " last_seq = 0, last_refusal = '' WHERE terminal_id = %s",
+            (ids, seqs, batches, terminal_id),
+        )
+    log.warning(
+        "office: terminal %s's next journal is taken: its rows go past id %d, version %d, batch %d",
+        terminal_id,
+        ids,
+        seqs,
+        batches,
+    )
+    return ids, seqs, batches
+
+
 async def terminal_of(conn: Any, token: str) -> str | None:
     """The terminal whose token this is (async connection), or None."""
     cur = await conn.execute("SELECT terminal_id FROM terminals WHERE token_hash = %s", (digest(token),))
@@ -101,30 +136,27 @@ async def terminal_of(conn: Any, token: str) -> str | None:
 
 async def sign_in(conn: Any, name: str, password: str, hours: float) -> tuple[str, User] | None:
     """A new session's token and its user, or None (wrong name or password, or locked after MAX_FAILURES wrong
-    passwords for LOCK_MINUTES). The password is checked in a thread: scrypt takes tens of milliseconds."""
+    passwords for LOCK_MINUTES). The attempt is counted (and the lock set when it is the last allowed) before the
+    password is checked, in one statement: guesses sent at once cannot outrun the lock. The password is checked in
+    a thread (scrypt takes tens of milliseconds); unknown and locked names cost a check too."""
     import asyncio
 
     cur = await conn.execute(
-        "SELECT password_hash, role, shop, locked_until > now() FROM users WHERE name = %s", (name,)
+        "UPDATE users SET failures = failures + 1, locked_until = CASE WHEN failures + 1 >= %s THEN"
+        " now() + make_interval(mins => %s) ELSE locked_until END"
+        " WHERE name = %s AND (locked_until IS NULL OR locked_until <= now()) RETURNING password_hash, role, shop",
+        (MAX_FAILURES, LOCK_MINUTES, name),
     )
     row = await cur.fetchone()
-    stored = row[0] if row else _DUMMY
-    ok = await asyncio.to_thread(password_matches, password, stored)
+    ok = await asyncio.to_thread(password_matches, password, row[0] if row else _DUMMY)
     if row is None:
+        log.warning("office: sign-in as %r refused: no such user, or locked after wrong passwords", name[:64])
         return None
-    if row[3]:
-        log.warning("office: sign-in of %s refused: locked after wrong passwords", name)
+    if not ok:
+        log.warning("office: wrong password for %s", name)
         return None
+    token = secrets.token_urlsafe(32)
     async with conn.transaction():
-        if not ok:
-            await conn.execute(
-                "UPDATE users SET failures = failures + 1, locked_until = CASE WHEN failures + 1 >= %s THEN"
-                " now() + make_interval(mins => %s) END WHERE name = %s",
-                (MAX_FAILURES, LOCK_MINUTES, name),
-            )
-            log.warning("office: wrong password for %s", name)
-            return None
-        token = secrets.token_urlsafe(32)
         await conn.execute("DELETE FROM sessions WHERE expires_at < now()")
         await conn.execute("UPDATE users SET failures = 0, locked_until = NULL WHERE name = %s", (name,))
         await conn.execute(

@@ -29,6 +29,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "countertop_session"
 WORK_MEM = "-c work_mem=64MB"  # a report's groupings in memory, not spilled to disk
 MAX_DAYS = 3660  # the longest range a report covers
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)  # the dates a report may ask for (its months stay dates)
+MAX_FORM = 64 << 10  # the largest sign-in or sign-out body
 SETTINGS = web.AppKey("settings", OfficeSettings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 _HEADERS = {
@@ -44,6 +46,9 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     """Security headers on every answer; no caching of the API; the database being down is a 503, not a 500."""
     try:
         response = await handler(request)
+    except psycopg.DataError as exc:  # a value the database cannot take (a NUL in a name): the asker's, not ours
+        log.warning("office: a request the database cannot take: %s", exc)
+        response = web.json_response({"error": "a value in the request cannot be stored or searched"}, status=400)
     except psycopg.Error as exc:
         log.error("office: database: %s", exc)
         response = web.json_response({"error": "the database is not available"}, status=503)
@@ -55,7 +60,12 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def _pool(app: web.Application) -> Any:
     pool = AsyncConnectionPool(
-        app[SETTINGS].dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True, "options": WORK_MEM}
+        app[SETTINGS].dsn,
+        min_size=1,
+        max_size=8,
+        open=False,
+        kwargs={"autocommit": True, "options": WORK_MEM},
+        check=AsyncConnectionPool.check_connection,  # a connection the database dropped (a restart) is not handed out
     )
     await pool.open(wait=False)
     app[POOL] = pool
@@ -85,22 +95,49 @@ def make_app(settings: OfficeSettings) -> web.Application:
 
 
 async def _journal(request: web.Request) -> web.Response:
-    """A terminal's snapshots: stored in one transaction, the last seq acknowledged."""
+    """A terminal's snapshots: stored in one transaction, the last seq acknowledged. The body is read before a
+    database connection is taken, so terminals on slow links never hold the pool's connections."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        return web.json_response({"error": "unknown terminal token"}, status=401)
+    try:
+        payload = await request.json(loads=_loads)
+    except (ValueError, RecursionError):
+        payload = _NOT_JSON
     async with request.app[POOL].connection() as conn:
-        terminal = await users.terminal_of(conn, token.strip()) if scheme == "Bearer" and token else None
+        terminal = await users.terminal_of(conn, token.strip())
         if terminal is None:
             return web.json_response({"error": "unknown terminal token"}, status=401)
         try:
-            batch = ingest.check(terminal, await request.json(loads=_loads))
+            if payload is _NOT_JSON:
+                raise ingest.BadBatch("the request is not JSON")
+            batch = ingest.check(terminal, payload)
+            await ingest.store(conn, batch)
         except ingest.NotYours as exc:
             log.warning("office: terminal %s refused: %s", terminal, exc)
+            await ingest.refused(conn, terminal, str(exc))
             return web.json_response({"error": str(exc)}, status=403)
-        except (ingest.BadBatch, ValueError) as exc:
+        except ingest.ReplacedJournal as exc:
+            log.error("office: %s", exc)
+            await ingest.refused(conn, terminal, str(exc))
+            return web.json_response({"error": str(exc)}, status=409)
+        except ingest.BadBatch as exc:
             log.warning("office: terminal %s sent a bad request: %s", terminal, exc)
+            await ingest.refused(conn, terminal, str(exc))
             return web.json_response({"error": str(exc)[:300]}, status=400)
-        await ingest.store(conn, batch)
-    return web.json_response({"terminal_id": terminal, "acknowledged": batch.last_seq, "stored": batch.count})
+    for row in batch.set_aside:
+        log.warning("office: terminal %s: %s %d set aside: %s", terminal, row.entity, row.row_id, row.reason)
+    return web.json_response(
+        {
+            "terminal_id": terminal,
+            "acknowledged": batch.last_seq,
+            "stored": batch.count - len(batch.set_aside),
+            "set_aside": [{"seq": r.seq, "reason": r.reason} for r in batch.set_aside],
+        }
+    )
+
+
+_NOT_JSON = object()
 
 
 def _loads(text: str) -> Any:
@@ -122,9 +159,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     """A JSON object from a same-origin script (a form on another site cannot send application/json)."""
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text="application/json only")
+    if request.content_length is None or request.content_length > MAX_FORM:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_FORM, actual_size=request.content_length or 0)
     try:
         body = await request.json(loads=_loads)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise web.HTTPBadRequest(text="not JSON") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="not a JSON object")
@@ -136,6 +175,8 @@ async def _login(request: web.Request) -> web.Response:
     name, password = body.get("name"), body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or len(password) > 1024:
         raise web.HTTPBadRequest(text="name and password")
+    if "\x00" in name:  # no user has such a name (the database could not even be asked)
+        return web.json_response({"error": "wrong name or password"}, status=401)
     settings = request.app[SETTINGS]
     async with request.app[POOL].connection() as conn:
         got = await users.sign_in(conn, name, password, settings.server.session_hours)
@@ -203,6 +244,8 @@ async def _scope(request: web.Request, conn: Any) -> _Asked:
         raise web.HTTPBadRequest(text="from and to are dates, YYYY-MM-DD") from None
     if last < first or last - first > timedelta(days=MAX_DAYS):
         raise web.HTTPBadRequest(text=f"the range must run forward, {MAX_DAYS} days at most")
+    if first < FIRST_DAY or last > LAST_DAY:
+        raise web.HTTPBadRequest(text=f"dates from {FIRST_DAY} to {LAST_DAY}")
     cur = await conn.execute(
         "SELECT terminal_id FROM terminals WHERE (%(us)s = '' OR shop = %(us)s) AND (%(s)s = '' OR shop = %(s)s)"
         " AND (%(t)s = '' OR terminal_id = %(t)s) ORDER BY terminal_id COLLATE \"C\"",
@@ -270,10 +313,13 @@ async def _terminals(request: web.Request) -> web.Response:
 
 
 async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Each terminal's last contact (and seconds since), its queue depth then, and the last version stored."""
+    """Each terminal's last contact (and seconds since), its queue depth then, the last version stored, and what
+    the office would not take from it: rows set aside, and the last refusal's reason."""
     cur = await conn.execute(
         "SELECT terminal_id, shop, last_contact, EXTRACT(EPOCH FROM now() - last_contact)::float8, queue_depth,"
-        ' last_seq, received FROM terminals WHERE terminal_id = ANY(%s) ORDER BY terminal_id COLLATE "C"',
+        " last_seq, received, last_refusal, last_refusal_at,"
+        " (SELECT COUNT(*) FROM set_aside_rows r WHERE r.terminal_id = t.terminal_id)"
+        ' FROM terminals t WHERE terminal_id = ANY(%s) ORDER BY terminal_id COLLATE "C"',
         (list(terminals),),
     )
     return [
@@ -285,8 +331,11 @@ async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]
             "queue_depth": depth,
             "last_seq": seq,
             "received": received,
+            "set_aside": aside,
+            "last_refusal": refusal,
+            "last_refusal_at": refused_at.isoformat() if refused_at else None,
         }
-        for t, shop, at, ago, depth, seq, received in await cur.fetchall()
+        for t, shop, at, ago, depth, seq, received, refusal, refused_at, aside in await cur.fetchall()
     ]
 
 

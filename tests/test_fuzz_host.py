@@ -119,3 +119,17 @@ def test_flipped_bytes_of_a_maced_answer_are_no_answer(noise, where):
         return
     assert doc == dialect.decode(bytes(raw))  # the MAC verified: the bytes say the same as before
     assert iso_to_response(bind(REQUEST, doc)).approved
+
+
+def test_an_auth_code_padded_with_nuls_is_kept_without_them_and_a_control_character_is_no_answer():
+    """An acquirer padding field 38 (or 37) with NULs: the padding is dropped, as spaces are, so no NUL reaches
+    the journal, the receipt or the back office; a control character inside a field is no valid answer."""
+    padded = iso_to_response(bind(REQUEST, {**TRUE, "38": "12\x00\x00\x00\x00", "37": "263360000002\x00"}))
+    assert (padded.auth_code, padded.rrn, padded.approved) == ("12", "263360000002", True)
+    for field, value in (("38", "12\x0734"), ("37", "2633\n0000002")):
+        try:
+            iso_to_response(bind(REQUEST, {**TRUE, field: value}))
+        except CodecError as exc:
+            assert f"field {field}" in str(exc)
+        else:
+            raise AssertionError(f"field {field} {value!r} was taken")

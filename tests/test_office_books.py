@@ -193,7 +193,7 @@ def test_sent_twice_stored_once_and_older_versions_lose(office, two_terminals):
     for _ in range(2):  # the whole outbox, twice: an answer lost, the request resent
         assert post(office, token, payload) == (
             200,
-            {"terminal_id": tid, "acknowledged": rows[-1].seq, "stored": len(rows)},
+            {"terminal_id": tid, "acknowledged": rows[-1].seq, "stored": len(rows), "set_aside": []},
         )
     theirs, _ = terminal_report(journal, date(2026, 11, 1), date(2026, 11, 3))
     assert office_report(office.dsn, [tid], date(2026, 11, 1), date(2026, 11, 3))[0] == theirs
@@ -217,20 +217,26 @@ def test_a_terminal_writes_only_its_own_rows(office, two_terminals):
     mine = open(office.folder / "SHOP0001.token").read().strip()
     # SHOP0001's token with SHOP0002's rows, whether the request names SHOP0002 or SHOP0001
     assert post(office, mine, {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": theirs})[0] == 403
-    assert post(office, mine, {"terminal_id": "SHOP0001", "queue_depth": 0, "rows": theirs})[0] == 403
+    # in its own name, another terminal's sales (and their lines) are set aside (acknowledged, so its queue moves
+    # on), never stored
+    status, answer = post(office, mine, {"terminal_id": "SHOP0001", "queue_depth": 0, "rows": theirs})
+    sales = [r["seq"] for r in theirs if r["entity"] in ("transaction", "line")]
+    assert status == 200 and [r["seq"] for r in answer["set_aside"]] == sales, answer
     assert post(office, "not-a-token", {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": theirs})[0] == 401
     assert post(office, "", {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": theirs})[0] == 401
-    assert office.sql("SELECT COUNT(*) FROM txns") == [(0,)]
-    # and nothing that is not as it should be: a full card number, a row out of order, a wrong type
+    assert office.sql("SELECT COUNT(*) FROM txns") == [(0,)] == office.sql("SELECT COUNT(*) FROM sale_lines")
+    # and nothing that is not as it should be: a full card number or a wrong type is set aside with its reason,
+    # rows out of order refuse the whole request
     own = open(office.folder / "SHOP0002.token").read().strip()
-    bad_pan = json.loads(json.dumps(theirs))
+    bad_pan = json.loads(json.dumps(theirs[:1]))
     bad_pan[0]["body"]["masked_pan"] = "4242424242424242"
-    reordered = [theirs[1], theirs[0]]
-    wrong_type = json.loads(json.dumps(theirs))
+    wrong_type = json.loads(json.dumps(theirs[:1]))
     wrong_type[0]["body"]["amount"] = "12.50"
-    for rows in (bad_pan, reordered, wrong_type):
+    for rows, why in ((bad_pan, "masked_pan"), (wrong_type, "amount")):
         status, answer = post(office, own, {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": rows})
-        assert status == 400 and answer["error"], answer
+        assert status == 200 and answer["stored"] == 0 and why in answer["set_aside"][0]["reason"], answer
+    status, answer = post(office, own, {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": [theirs[1], theirs[0]]})
+    assert status == 400 and answer["error"], answer
     assert office.sql("SELECT COUNT(*) FROM txns") == [(0,)]
     assert post(office, own, {"terminal_id": "SHOP0002", "queue_depth": 0, "rows": theirs})[0] == 200
 

@@ -134,10 +134,20 @@ def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
     return answer
 
 
+def _text(doc: dict[str, str], field: str) -> str:
+    """An answer's text field as the terminal keeps it: padding (spaces, NULs) off; CodecError for a control
+    character inside, which no alphanumeric field holds (and no receipt, journal or back office should get)."""
+    value = doc.get(field, "").strip(" \x00")
+    if not value.isprintable():
+        raise CodecError(f"field {field} of the answer holds control characters")
+    return value
+
+
 def iso_to_response(doc: dict[str, str]) -> AuthResponse:
     """Validate a decoded 0210 and turn it into an AuthResponse; CodecError on anything off."""
     stan, rc = _checked(doc, "0210")
-    if rc in APPROVED and not doc.get("38", "").strip():
+    auth_code, rrn = _text(doc, "38"), _text(doc, "37")
+    if rc in APPROVED and not auth_code:
         raise CodecError("approval without an authorization code (field 38)")
     icc = doc.get("55", "").strip()
     if icc and (len(icc) % 2 or any(c not in "0123456789abcdefABCDEF" for c in icc)):
@@ -145,8 +155,8 @@ def iso_to_response(doc: dict[str, str]) -> AuthResponse:
     return AuthResponse(
         stan=stan,
         response_code=rc,
-        auth_code=doc.get("38", "").strip(),
-        rrn=doc.get("37", "").strip(),
+        auth_code=auth_code,
+        rrn=rrn,
         terminal_id=doc.get("41", "").strip(),
         icc=icc,
     )

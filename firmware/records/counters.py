@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 # Counters that only ever grow. The STAN wraps at 999999, so what is kept of it is `stan_seq`, the number
 # of STANs ever handed out (the STAN is derived from it); every value here can be compared with `max`.
-ONE_WAY = ("stan_seq", "batch", "audit_entries")
+# `journal_id` is the journal's identity for the back office, set once: kept in the copy so that a journal
+# started new on this storage keeps it (its ids continue after the old ones), while new storage is a new journal.
+ONE_WAY = ("stan_seq", "batch", "audit_entries", "journal_id")
 ONE_WAY_PREFIXES = ("dukpt:", "dukpt-aes:")
 STAN_MAX = 999_999
 

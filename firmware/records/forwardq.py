@@ -59,6 +59,11 @@ class ForwardQueue:
         ).fetchall()
         return [Pending(seq, entity, row_id, line_no, json.loads(body)) for seq, entity, row_id, line_no, body in rows]
 
+    def identity(self) -> int | None:
+        """This journal's identity for the back office (set when forwarding was turned on), or None."""
+        row = self._db.execute("SELECT value FROM counters WHERE name = 'journal_id'").fetchone()
+        return int(row[0]) if row and row[0] else None
+
     def depth(self) -> int:
         """How many snapshots wait (two probes of the key: only ever the oldest are deleted, and seq has no gaps)."""
         return int(self._db.execute("SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM forward_queue").fetchone()[0])

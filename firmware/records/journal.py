@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -358,6 +359,9 @@ class Journal:
         with self._tx():
             was = self.counter("forwarding") == 1
             self._set("forwarding", int(on))
+            if on and not self.counter("journal_id"):  # who this journal is, for the back office (counters.py)
+                self._set("journal_id", secrets.randbits(62) or 1)
+                self._copy_pending["journal_id"] = self.counter("journal_id") or 0
             if on and not was:
                 for sql in (
                     "SELECT 'transaction', id, 0, body FROM forward_transaction ORDER BY id",

@@ -35,6 +35,10 @@ class _NoAnswer(Exception):
     """The back office could not be reached, refused the request, or answered something that is not its answer."""
 
 
+class _Refused(_NoAnswer):
+    """The back office answered and refused the request (4xx): nothing moves until someone acts on the reason."""
+
+
 def office_forwarder(config: Config, journal: Journal) -> Forwarder | None:
     """Forwarding on or off in the journal as [office] says; the forwarder to run when it is on. A journal that
     cannot say so now is logged and left as it was: the back office never keeps the terminal from selling."""
@@ -94,7 +98,8 @@ class OfficeLink:
                     raise _NoAnswer(f"back office {self._host}:{self._port} not reached: {exc}") from None
         if answer.status != 200:
             self.close()
-            raise _NoAnswer(f"back office answered {answer.status}: {raw[:200].decode('utf-8', 'replace')}")
+            why = f"back office answered {answer.status}: {raw[:300].decode('utf-8', 'replace')}"
+            raise (_Refused if 400 <= answer.status < 500 else _NoAnswer)(why)
         try:
             data = json.loads(raw)
         except ValueError:
@@ -125,7 +130,7 @@ class Forwarder:
         worker = ThreadPoolExecutor(1, thread_name_prefix="office-forwarder")
         link = OfficeLink(self._cfg, self._terminal_id)
         queue: ForwardQueue | None = None
-        pause, last_contact, down = 1.0, float("-inf"), False
+        pause, last_contact, down, said = 1.0, float("-inf"), False, ""
         try:
             while True:
                 try:
@@ -137,15 +142,17 @@ class Forwarder:
                         continue
                     await loop.run_in_executor(worker, self._exchange, link, queue, rows)
                 except (_NoAnswer, Exception) as exc:  # noqa: BLE001 - the forwarder never stops the terminal
-                    if not down:
-                        log.warning("office: cannot forward (%s); trying again, up to every %.0f s", exc, pause)
+                    if str(exc) != said:  # each new reason once (a refusal waits for someone to act: an error)
+                        level = logging.ERROR if isinstance(exc, _Refused) else logging.WARNING
+                        log.log(level, "office: cannot forward (%s); trying again, up to every %.0f s", exc, pause)
+                        said = str(exc)
                     down = True
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, self._cfg.retry_max)
                     continue
                 if down:
                     log.info("office: back office reached again")
-                pause, last_contact, down = 1.0, time.monotonic(), False
+                pause, last_contact, down, said = 1.0, time.monotonic(), False, ""
                 if len(rows) < self._cfg.batch:
                     await asyncio.sleep(self._cfg.interval)
         finally:
@@ -157,11 +164,14 @@ class Forwarder:
 
     def _exchange(self, link: OfficeLink, queue: ForwardQueue, rows: list[Pending]) -> None:
         """One request (blocking): the snapshots and the queue's depth; delete what the answer acknowledges."""
-        payload = {
+        payload: dict[str, Any] = {
             "terminal_id": self._terminal_id,
             "queue_depth": queue.depth(),
             "rows": [r.wire() for r in rows],
         }
+        journal = queue.identity()
+        if journal:
+            payload["journal"] = journal
         answer = link.post(payload)
         acked = answer.get("acknowledged")
         # The answer must be this request's: this terminal, and the last snapshot sent (0 when none was).
@@ -169,6 +179,11 @@ class Forwarder:
         if answer.get("terminal_id") != self._terminal_id or type(acked) is not int or acked != expected:
             link.close()
             raise _NoAnswer(f"the back office's answer is not this request's: {str(answer)[:200]}")
+        for row in answer.get("set_aside") or ():  # stored here still; the back office says why it would not
+            if isinstance(row, dict):
+                log.error(
+                    "office: the back office did not take row %s: %s", row.get("seq"), str(row.get("reason"))[:300]
+                )
         if rows and not self._stopped:
             queue.acknowledge(acked)
             self.sent += len(rows)

@@ -13,7 +13,7 @@ const TEXT = {
     balance: "对账", all: "全部终端", shop_of: "门店：", nothing_unusual: "没有异常", no_data: "暂无数据",
     never: "从未", seconds_ago: "秒前", minutes_ago: "分钟前", hours_ago: "小时前", in_balance: "平账",
     out_of_balance: "不平", not_signed_in: "未登录收银员", wrong_password: "用户名或密码错误", updated: "更新于",
-    count: "笔", behind: "落后", rows: "记录",
+    count: "笔", behind: "落后", rows: "记录", refused: "未收记录",
     "card swipe": "刷卡", "card contactless": "闪付", "wallet (code shown)": "扫码（主扫）",
     "wallet (code scanned)": "付款码（被扫）", "refund share": "退货比例高", "declines on one card": "同一卡多次拒绝",
     "outside opening hours": "营业时间外销售", "fallback swipes of a chip card": "芯片卡刷磁条",
@@ -29,7 +29,7 @@ const TEXT = {
     all: "All terminals", shop_of: "Shop: ", nothing_unusual: "Nothing unusual", no_data: "No data yet",
     never: "never", seconds_ago: "s ago", minutes_ago: "min ago", hours_ago: "h ago", in_balance: "in balance",
     out_of_balance: "OUT OF BALANCE", not_signed_in: "not signed in", wrong_password: "Wrong name or password",
-    updated: "Updated", count: "", behind: "behind", rows: "rows",
+    updated: "Updated", count: "", behind: "behind", rows: "rows", refused: "Not taken",
   },
 };
 
@@ -129,8 +129,9 @@ function render(d) {
     list.append(li);
   });
   rows($("operators"), d.operators.map((o) => [o.operator || t("not_signed_in"), `${m(o.sales_amount)} (${o.sales_count})`, `${m(o.refund_amount)} (${o.refund_count})`]));
-  rows($("terminals"), d.terminals.map((x) => [x.terminal_id, x.shop, ago(x.seconds_since), x.queue_depth === null ? "–" : String(x.queue_depth)]),
-       (tr, i) => { const x = d.terminals[i]; if (x.seconds_since === null || x.seconds_since > 600 || x.queue_depth > 0) tr.classList.add("late"); });
+  rows($("terminals"), d.terminals.map((x) => [x.terminal_id, x.shop, ago(x.seconds_since), x.queue_depth === null ? "–" : String(x.queue_depth),
+                                             x.last_refusal ? `${x.set_aside} · ${x.last_refusal}` : String(x.set_aside)]),
+       (tr, i) => { const x = d.terminals[i]; if (x.seconds_since === null || x.seconds_since > 600 || x.queue_depth > 0 || x.last_refusal) tr.classList.add("late"); });
   rows($("settlements"), d.settlements.map((s) => [s.terminal_id, String(s.batch), m(s.debit_amount - s.credit_amount), s.in_balance ? t("in_balance") : t("out_of_balance")]));
   $("status").textContent = `${t("updated")} ${new Date().toLocaleTimeString(lang)}`;
 }
