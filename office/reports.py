@@ -223,6 +223,13 @@ async def anomalies(conn: Any, s: Scope, rules: AnomalyRules, r: Report | None =
         found.append(
             Finding("fallback swipes of a chip card", f"{n} swipes of chip card {masked} (a copied stripe?)", n, ids)
         )
+    fell_back = "kind = 'sale' AND entry_mode = 'fallback'"
+    n = await count(fell_back)
+    if n and n >= rules.fallbacks:
+        cards = await count("kind = 'sale' AND method = 'card' AND status <> 'failed'")
+        approved = await count(f"{fell_back} AND status = 'approved'")
+        detail = f"{n} of {cards} card sales sent by stripe after a chip failed (801), {approved} approved"
+        found.append(Finding("fallbacks from chip", detail, n, await earliest(fell_back)))
     cash_back = (
         "kind = 'refund' AND status = 'approved' AND method = 'cash' AND EXISTS (SELECT 1 FROM txns o WHERE"
         " o.terminal_id = txns.terminal_id AND o.id = txns.original_id AND o.method IN ('card', 'wallet'))"

@@ -30,11 +30,13 @@ ITEMS = [("1001", "矿泉水 WATER"), ("1002", "苹果 APPLE"), ("2001", "面包
 def busy_journal(path, terminal_id: str, seed: int) -> Journal:
     """A journal with every kind of row over three days: card and wallet sales (approved, declined, failed,
     reversed, voided, refunded in part, to the card and in cash), baskets, cashiers, a settlement, and what the
-    anomaly rules look for (declines of one card, fallback swipes, late sales, amounts just under a limit)."""
+    anomaly rules look for (declines of one card, fallback swipes, fallbacks from chip, late sales, amounts just
+    under a limit)."""
     rng = random.Random(seed)
     journal = Journal(path)
     journal.set_forwarding(True)
-    methods = [("card", "swipe"), ("card", "contactless"), ("wallet", "qr"), ("wallet", "code")]
+    methods = [("card", "swipe"), ("card", "contactless"), ("card", "chip"), ("card", "fallback"), ("wallet", "qr")]
+    methods.append(("wallet", "code"))
     approved = []
     for i in range(60):
         at = datetime(2026, 11, 1 + i % 3, rng.choice([7, 9, 12, 15, 21, 23]), rng.randrange(60), tzinfo=CN)
@@ -156,8 +158,9 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
             ours, our_findings = office_report(office.dsn, [tid], first, last)
             assert ours == theirs, f"{tid} {first}..{last}"
             if last > first:  # the books hold every kind of figure, not just zeros
-                assert theirs.void_count and theirs.refund_count and theirs.declined_count and len(theirs.methods) == 4
+                assert theirs.void_count and theirs.refund_count and theirs.declined_count and len(theirs.methods) == 6
                 assert theirs.items_by_revenue and len(theirs.operators) > 2 and len(their_findings) >= 3
+                assert "fallbacks from chip" in {a.rule for a in their_findings}
             assert [(f.rule, f.detail) for f in our_findings] == [(a.rule, a.detail) for a in their_findings]
             for f, a in zip(our_findings, their_findings, strict=True):
                 assert f.count == len(a.ids) and set(f.rows) == {f"{tid}:{i}" for i in a.ids}

@@ -17,6 +17,7 @@ const TEXT = {
     "card swipe": "刷卡", "card contactless": "闪付", "wallet (code shown)": "扫码（主扫）",
     "wallet (code scanned)": "付款码（被扫）", "refund share": "退货比例高", "declines on one card": "同一卡多次拒绝",
     "outside opening hours": "营业时间外销售", "fallback swipes of a chip card": "芯片卡刷磁条",
+    "fallbacks from chip": "芯片失败后降级刷卡", "card fallback (chip failed)": "降级刷卡", "card chip": "插卡",
     "refund not to the paying card": "现金退还卡/钱包付款", "just under a limit": "金额刚低于限额",
   },
   en: {
