@@ -25,7 +25,7 @@ METHOD_NAMES = {
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }
-PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay"}  # each wallet counted apart in the split
+PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay", "unionpay": "unionpay"}  # each wallet counted apart in the split
 
 
 @dataclass(frozen=True)

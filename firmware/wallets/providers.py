@@ -1,4 +1,5 @@
-"""Which wallet provider clients a configuration asks for: Alipay ([wallet]) and WeChat Pay ([wechat])."""
+"""Which wallet provider clients a configuration asks for: Alipay ([wallet]), WeChat Pay ([wechat]) and UnionPay
+QR ([unionpay])."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from datetime import UTC, datetime
 from firmware.config import Config
 from firmware.errors import ConfigError
 from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
+from firmware.wallets.unionpay import UnionPayClient
 from firmware.wallets.wechat import WechatPayClient
 
 
 def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
     """The configured wallet providers' clients, by name, in the order F1/F2 show their codes ([wallet]'s
-    Alipay, then [wechat]); none: no wallet payments."""
+    Alipay, then [wechat], then [unionpay]: F1, F2, F3); none: no wallet payments."""
     providers: dict[str, WalletProvider] = {}
     alipay = make_wallet(config)
     if alipay is not None:
@@ -24,6 +26,11 @@ def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, Wal
         if not wechat.device_id:  # WeChat's scene_info names the till
             wechat = dataclasses.replace(wechat, device_id=config.terminal.terminal_id)
         providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
+    if config.unionpay is not None:
+        unionpay = config.unionpay
+        if not unionpay.term_id:  # UnionPay's termId names the till
+            unionpay = dataclasses.replace(unionpay, term_id=config.terminal.terminal_id)
+        providers["unionpay"] = UnionPayClient.from_config(unionpay, clock=lambda: clock().astimezone(UTC))
     return providers
 
 

@@ -92,6 +92,7 @@ class Simulator:
         from .pcscd import vpcd_port
         from .printer import VirtualPrinter
         from .walletgw import WalletGateway
+        from .unionpaygw import UnionPayGateway
         from .wechatgw import WechatGateway
 
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0
@@ -122,6 +123,11 @@ class Simulator:
         (keys / "wechat_apiclient_key.pem").write_bytes(self.wechat.merchant_private_pem)
         (keys / "wechat_apiv3_key.txt").write_bytes(self.wechat.apiv3_key)
         (keys / "wechat_pub_key.pem").write_bytes(self.wechat.public_key_pem)
+        up = b.unionpay
+        self.unionpay = UnionPayGateway(up.mer_id) if up is not None else UnionPayGateway()
+        (keys / "unionpay_sign.pem").write_bytes(self.unionpay.merchant_pem)
+        (keys / "unionpay_root.cer").write_bytes(self.unionpay.root_pem)
+        (keys / "unionpay_middle.cer").write_bytes(self.unionpay.middle_pem)
         self.config = dataclasses.replace(
             b,
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
@@ -150,6 +156,15 @@ class Simulator:
                 public_key_id=self.wechat.public_key_id,
             )
             if wc is not None
+            else None,
+            unionpay=dataclasses.replace(
+                up,
+                gateway=self.unionpay.url,
+                sign_cert=str(keys / "unionpay_sign.pem"),
+                root_cert=str(keys / "unionpay_root.cer"),
+                middle_cert=str(keys / "unionpay_middle.cer"),
+            )
+            if up is not None
             else None,
         )
         if self._items is not None:
@@ -323,6 +338,7 @@ class Simulator:
         self.chip.close()
         self.wallet.close()
         self.wechat.close()
+        self.unionpay.close()
         shutil.rmtree(self._own, ignore_errors=True)
 
     # --- observation ----------------------------------------------------------------------
