@@ -724,7 +724,9 @@ def _read_unionpay(sec: _Section) -> UnionPayConfig:
         sign_cert_password=sec.text("sign_cert_password", ""),
         gateway=sec.text("gateway", "https://gateway.95516.com", _gateway_url),
         back_url=sec.text("back_url", "", lambda v: _https_url(v) if v else None),
-        term_id=sec.text("term_id", "", lambda v: None if not v or _ALNUM.fullmatch(v) else "must be letters and digits"),
+        term_id=sec.text(
+            "term_id", "", lambda v: None if not v or _ALNUM.fullmatch(v) else "must be letters and digits"
+        ),
         access_type=sec.choice("access_type", ("0", "1"), "0", 'must be "0" (merchant) or "1" (acquirer)'),
         test_environment=sec.flag("test_environment", False),
         timeout=sec.number("timeout", 10.0, lo=1, hi=60),

@@ -45,7 +45,9 @@ def test_our_signature_is_what_the_sdk_computes_and_verifies_back():
     key = _load_private(keypair("unionpay-merchant")[0])
     fields = {"version": "5.1.0", "txnAmt": "880", "merId": "777290058110048", "orderId": "T1260101120000ABCDEF"}
     signature = unionpay.sign(key, fields)
-    assert unionpay.sign_content(fields) == "merId=777290058110048&orderId=T1260101120000ABCDEF&txnAmt=880&version=5.1.0"
+    assert (
+        unionpay.sign_content(fields) == "merId=777290058110048&orderId=T1260101120000ABCDEF&txnAmt=880&version=5.1.0"
+    )
     assert unionpay.verify(key.public_key(), {**fields, "signature": signature})
     assert not unionpay.verify(key.public_key(), {**fields, "txnAmt": "881", "signature": signature})
 
@@ -147,7 +149,9 @@ def test_the_unionpay_section_reads_and_names_a_bad_key(tmp_path):
     from firmware.config import loads
 
     base = (Path(__file__).parent.parent / "config" / "sim.toml").read_text(encoding="utf-8")
-    section = '[unionpay]\nmer_id = "777290058110048"\nsign_cert = "s.pfx"\nroot_cert = "r.cer"\nmiddle_cert = "m.cer"\n'
+    section = (
+        '[unionpay]\nmer_id = "777290058110048"\nsign_cert = "s.pfx"\nroot_cert = "r.cer"\nmiddle_cert = "m.cer"\n'
+    )
     cfg = loads((base + "\n" + section).encode(), "t.toml", tmp_path)
     assert isinstance(cfg.unionpay, UnionPayConfig) and cfg.unionpay.gateway == "https://gateway.95516.com"
     with pytest.raises(ConfigError, match=r"\[unionpay\] mer_id"):

@@ -178,6 +178,8 @@ def order_txn_time(order_no: str) -> str:
 
 def load_signing(data: bytes, password: bytes = b"") -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     """The merchant's signing key and certificate: a PKCS#12 (.pfx, as UnionPay issues it) or PEM holding both."""
+    key: object
+    cert: x509.Certificate | None
     try:
         if data.lstrip().startswith(b"-----"):
             key = serialization.load_pem_private_key(data, password=password or None)
@@ -188,7 +190,8 @@ def load_signing(data: bytes, password: bytes = b"") -> tuple[rsa.RSAPrivateKey,
         raise WalletError("[unionpay] sign_cert is not a signing certificate with its key (.pfx or PEM)") from None
     if not isinstance(key, rsa.RSAPrivateKey) or cert is None:
         raise WalletError("[unionpay] sign_cert must hold an RSA key and its certificate")
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+    mine = cert.public_key()
+    if not isinstance(mine, rsa.RSAPublicKey) or key.public_key().public_numbers() != mine.public_numbers():
         raise WalletError("[unionpay] sign_cert: the key is not the certificate's")
     return key, cert
 
@@ -221,6 +224,7 @@ class _Txn:
     state: str  # paid | pending | failed | not_found
     query_id: str = ""
     code: str = ""  # origRespCode (or respCode 34)
+    amount: int = 0  # txnAmt of a success
 
 
 class UnionPayClient:
@@ -357,7 +361,9 @@ class UnionPayClient:
                 cert = x509.load_pem_x509_certificate(pem.encode())
                 cert.verify_directly_issued_by(self._middle)
             except (ValueError, TypeError, InvalidSignature):
-                raise WalletError(f"{what}: the answer's certificate was not issued by [unionpay] middle_cert") from None
+                raise WalletError(
+                    f"{what}: the answer's certificate was not issued by [unionpay] middle_cert"
+                ) from None
             owner = cn_owner(cert)
             if owner != self._owner:
                 raise WalletError(f"{what}: the answer is signed by {_clean(owner, 60)!r}, not {self._owner}")
@@ -417,7 +423,7 @@ class UnionPayClient:
             query_id = d.get("queryId", "")
             if not _DIGITS_ONLY.fullmatch(query_id) and not _ORDER_ID.fullmatch(query_id):
                 raise WalletMismatch(f"{what}: a success without a queryId")
-            return _Txn("paid", query_id, orig)
+            return _Txn("paid", query_id, orig, _fen(d.get("txnAmt", "")) or 0)
         if orig in _PENDING or not orig:
             return _Txn("pending", code=orig)
         return _Txn("failed", code=orig)
@@ -514,18 +520,18 @@ class UnionPayClient:
             if after.state == "failed":
                 return WalletResult("closed", "PAYMENT CANCELLED")
             return WalletResult("retry") if after.state == "pending" else self._cancel_result(after)
-        return await self._cancel_paid(order_no, t.query_id)
+        return await self._cancel_paid(order_no, t)
 
     def _cancel_result(self, t: _Txn) -> WalletResult:
         return WalletResult("refused", "ORDERPAID") if t.state == "paid" else WalletResult("not_found")
 
-    async def _cancel_paid(self, order_no: str, query_id: str) -> WalletResult:
+    async def _cancel_paid(self, order_no: str, paid: _Txn) -> WalletResult:
         what = "cancellation"
         cancel_id = order_no[:39] + "C"
         when = self._sent.get(cancel_id) or txn_time(self._clock())
         self._sent[cancel_id] = when
         sent = self._common(CANCEL, cancel_id, when)
-        sent.update(origQryId=query_id)
+        sent.update(origQryId=paid.query_id, txnAmt=str(paid.amount), currencyCode=CURRENCY)
         d = await self._call(what, BACK_PATH, sent)
         self._same(what, d, sent, "txnTime", "origQryId")
         t = await self._query(cancel_id, when, None)

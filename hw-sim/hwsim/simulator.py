@@ -91,8 +91,8 @@ class Simulator:
         from .nfcfield import RfField
         from .pcscd import vpcd_port
         from .printer import VirtualPrinter
-        from .walletgw import WalletGateway
         from .unionpaygw import UnionPayGateway
+        from .walletgw import WalletGateway
         from .wechatgw import WechatGateway
 
         late = self._late_delay if self._late_delay is not None else self._base.timeouts.host + 1.0

@@ -117,16 +117,21 @@ class UnionPayGateway:
         merchant_key = _load_private(test_keypair("unionpay-merchant")[0])
         self.root = _cert("hwsim CFCA ACS TEST ROOT", root_key, _name("hwsim CFCA ACS TEST ROOT"), root_key, True, now)
         self.middle = _cert("hwsim CFCA ACS TEST OCA31", middle_key, self.root.subject, root_key, True, now)
-        self.sign_cert = _cert(f"041@Z12@{UNIONPAY_CN}@00000062", self._sign_key, self.middle.subject, middle_key, False, now)
-        self.foreign_cert = _cert("041@Z12@somebody else@00000063", self._other_key, self.middle.subject, middle_key, False, now)
-        self.rogue_cert = _cert(f"041@Z12@{UNIONPAY_CN}@00000062", self._other_key, _name("rogue"), self._other_key, False, now)
-        self.merchant_cert = _cert(f"041@Z12@{mer_id}@00000001", merchant_key, self.middle.subject, middle_key, False, now)
-        self.merchant_pem = (
-            merchant_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            + self.merchant_cert.public_bytes(serialization.Encoding.PEM)
+        self.sign_cert = _cert(
+            f"041@Z12@{UNIONPAY_CN}@00000062", self._sign_key, self.middle.subject, middle_key, False, now
         )
+        self.foreign_cert = _cert(
+            "041@Z12@somebody else@00000063", self._other_key, self.middle.subject, middle_key, False, now
+        )
+        self.rogue_cert = _cert(
+            f"041@Z12@{UNIONPAY_CN}@00000062", self._other_key, _name("rogue"), self._other_key, False, now
+        )
+        self.merchant_cert = _cert(
+            f"041@Z12@{mer_id}@00000001", merchant_key, self.middle.subject, middle_key, False, now
+        )
+        self.merchant_pem = merchant_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ) + self.merchant_cert.public_bytes(serialization.Encoding.PEM)
         self.root_pem = self.root.public_bytes(serialization.Encoding.PEM)
         self.middle_pem = self.middle.public_bytes(serialization.Encoding.PEM)
         self.txns: dict[str, Txn] = {}
@@ -312,8 +317,15 @@ class UnionPayGateway:
             return {**echo, "respCode": "00", "respMsg": "成功"}
         original = next((t for t in self.txns.values() if t.query_id and t.query_id == f.get("origQryId")), None)
         if original is None or original.state != "paid":
-            return {**echo, "respCode": "35", "respMsg": "原交易不存在或状态不正确", "origQryId": f.get("origQryId", "")}
+            return {
+                **echo,
+                "respCode": "35",
+                "respMsg": "原交易不存在或状态不正确",
+                "origQryId": f.get("origQryId", ""),
+            }
         if endpoint == "cancel":
+            if f.get("txnAmt") != str(original.amount):
+                return {**echo, "respCode": "36", "respMsg": "与原交易信息不符", "origQryId": original.query_id}
             t = Txn(order_id, f["txnTime"], "cancel", original.amount, orig=original.query_id)
             self._paid(t)
             original.cancelled = True
