@@ -246,6 +246,21 @@ MIGRATIONS: tuple[str, ...] = (
         FROM txns, (VALUES ('day'), ('month')) AS s (span)
         GROUP BY s.span, p, terminal_id, currency, kind, status, method, entry_mode, operator, provider;
     """,
+    # 4: WeChat Pay's payment callbacks, checked and decrypted, for the terminals to learn from (a hint only)
+    """
+    CREATE TABLE wallet_notices (
+        provider text NOT NULL,
+        out_trade_no text NOT NULL,
+        mchid text NOT NULL,
+        transaction_id text NOT NULL,
+        trade_state text NOT NULL,
+        total bigint NOT NULL,
+        currency text NOT NULL,
+        payer text NOT NULL,
+        received_at timestamptz NOT NULL,
+        PRIMARY KEY (provider, out_trade_no)
+    );
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).
