@@ -669,6 +669,7 @@ class WechatConfig:
     gateway: str = "https://api.mch.weixin.qq.com"
     device_id: str = ""  # scene_info.device_id of code payments (empty: none sent)
     timeout: float = 10.0  # seconds per request
+    office_notices: bool = False  # learn of payments from the back office's WeChat callbacks too ([office] url)
 
 
 def _read_wechat(sec: _Section) -> WechatConfig:
@@ -687,6 +688,7 @@ def _read_wechat(sec: _Section) -> WechatConfig:
         gateway=sec.text("gateway", "https://api.mch.weixin.qq.com", _gateway_url),
         device_id=sec.text("device_id", "", _device_id),
         timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+        office_notices=sec.flag("office_notices", False),
     )
     if platform == "public_key":
         if not wechat.public_key:

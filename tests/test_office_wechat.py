@@ -134,3 +134,84 @@ def test_a_terminal_waiting_for_its_notice_gets_it_when_the_callback_arrives(wec
     assert post(wechat_office, "/api/v1/wechat/notify", *gw.callback(no))[0] == 204
     waiter.join(30)
     assert got["answer"][0] == 200 and json.loads(got["answer"][1])["trade_state"] == "SUCCESS"
+
+
+def test_a_shown_wechat_code_learns_of_its_payment_from_the_back_office_callback(office_db, tmp_path, monkeypatch):
+    """The terminal's first poll is ten minutes away: only the back office's notice can make it ask WeChat now;
+    and what it shows then is what WeChat's own answer to its query said."""
+    import socket
+
+    from conftest import sim_config
+    from firmware.config import OfficeConfig
+    from firmware.core import walletorder
+    from hwsim import Simulator
+    from office.tlscert import self_signed
+    from office.web import BackgroundOffice
+    from office_fixtures import Office
+
+    monkeypatch.setattr(walletorder, "POLL_MAX", 600.0)
+    with socket.socket() as s:  # the office's port, known before the terminal boots
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path / "office"
+    folder.mkdir()
+    cert, key, _ = self_signed(["127.0.0.1", "localhost"])
+    (folder / "cert.pem").write_bytes(cert)
+    (folder / "key.pem").write_bytes(key)
+    office = Office(f"https://127.0.0.1:{port}", port, str(folder / "cert.pem"), office_db, folder, None)
+    cfg = sim_config(host=2.0)
+    cfg = dataclasses.replace(
+        cfg,
+        terminal=dataclasses.replace(cfg.terminal, terminal_id="SHOPW001"),
+        wallet=dataclasses.replace(cfg.wallet, poll_interval=600.0, qr_timeout=900),
+        wechat=dataclasses.replace(cfg.wechat, office_notices=True),
+        office=OfficeConfig(
+            url=office.url, token_file=office.register("SHOPW001"), ca_file=office.ca_file, timeout=3.0
+        ),
+    )
+    with Simulator(tmp_path / "data", cfg) as sim:
+        gw = sim.wechat
+        (folder / "apiv3.txt").write_bytes(gw.apiv3_key)
+        (folder / "platform.pem").write_bytes(gw.platform[-1].pem)
+        notify = WechatNotifyConfig(
+            gw.mchid, str(folder / "apiv3.txt"), str(folder / "platform.pem"), gw.platform[-1].serial
+        )
+        settings = OfficeSettings(
+            "test",
+            office_db,
+            ServerConfig("127.0.0.1", port, str(folder / "cert.pem"), str(folder / "key.pem")),
+            wechat=notify,
+        )
+        server = BackgroundOffice(settings, port=port).start()
+        try:
+            sim.keys("1250{ENTER}")
+            sim.wait_for("F2 WECHAT PAY")
+            sim.keys("{F2}")
+            sim.wait_for("SCAN TO PAY")
+            order_no = gw.pay(sim.display_qr)
+            assert post(office, "/api/v1/wechat/notify", *gw.callback(order_no))[0] == 204
+            sim.wait_for("PAID")
+            [row] = [r for r in sim.journal() if r["method"] == "wallet"]
+            assert (row["order_no"], row["status"]) == (order_no, "approved")
+            assert [e for e, _, _ in gw.requests].count("query") == 1  # asked once, right after the notice
+        finally:
+            server.stop()
+
+
+def test_a_notice_wakes_the_terminal_only_when_it_is_this_orders_payment():
+    from firmware.config import OfficeConfig
+    from firmware.wallets.notices import OfficeNotices
+
+    n = OfficeNotices(OfficeConfig(url="https://127.0.0.1:1"), "1900000109")
+    good = {"out_trade_no": "T1", "mchid": "1900000109", "trade_state": "SUCCESS", "total": 880, "currency": "CNY"}
+    assert n.bound(good, "T1", 880)
+    for lie in (
+        {"out_trade_no": "T2"},
+        {"mchid": "1900000110"},
+        {"total": 881},
+        {"total": "880"},
+        {"total": 880.0},
+        {"trade_state": "NOTPAY"},
+    ):
+        assert not n.bound({**good, **lie}, "T1", 880), lie
+    assert not n.bound(None, "T1", 880)
