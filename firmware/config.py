@@ -737,6 +737,38 @@ def _read_unionpay(sec: _Section) -> UnionPayConfig:
     return unionpay
 
 
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """An aggregator (聚合支付) taking every wallet's code and showing one code for all: Lakala's open platform."""
+
+    appid: str  # the open-platform app id (OP…)
+    serial_no: str  # the serial of the merchant certificate whose key signs requests
+    private_key: str  # path: that key (PEM)
+    platform_cert: str  # path: Lakala's platform certificate (PEM), which signs its answers
+    merchant_no: str  # Lakala's merchant number
+    term_no: str  # Lakala's terminal number for this till
+    provider: str = "lakala"  # the only aggregator supported
+    gateway: str = "https://s2.lakala.com"
+    timeout: float = 10.0
+
+
+def _read_aggregator(sec: _Section) -> AggregatorConfig:
+    """[aggregator]; the app, its keys and the merchant and terminal numbers."""
+    cfg = AggregatorConfig(
+        provider=sec.choice("provider", ("lakala",), "lakala", 'must be "lakala"'),
+        appid=sec.text("appid", check=_not_empty),
+        serial_no=sec.text("serial_no", check=_not_empty),
+        private_key=sec.text("private_key", check=_not_empty),
+        platform_cert=sec.text("platform_cert", check=_not_empty),
+        merchant_no=sec.text("merchant_no", check=_not_empty),
+        term_no=sec.text("term_no", check=_not_empty),
+        gateway=sec.text("gateway", "https://s2.lakala.com", _gateway_url),
+        timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+    )
+    sec.done()
+    return cfg
+
+
 def _digits(lo: int, hi: int) -> _Check:
     return lambda v: None if lo <= len(v) <= hi and v.isascii() and v.isdigit() else f"must be {lo} to {hi} digits"
 
@@ -873,6 +905,7 @@ class Config:
     scanner: InputDeviceConfig | None = None
     wechat: WechatConfig | None = None
     unionpay: UnionPayConfig | None = None  # [unionpay]: UnionPay QR over UnionPay's online API
+    aggregator: AggregatorConfig | None = None  # [aggregator]: one provider for every wallet's code
     chip: ChipConfig | None = None  # [chip]: a contact chip reader
     reports: ReportsConfig = ReportsConfig()
     keys: KeysConfig = KeysConfig()
@@ -903,6 +936,7 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
         wechat=_read_wechat(top.sub("wechat")) if "wechat" in doc else None,
         unionpay=_read_unionpay(top.sub("unionpay")) if "unionpay" in doc else None,
+        aggregator=_read_aggregator(top.sub("aggregator")) if "aggregator" in doc else None,
         chip=_read_chip(top.sub("chip")) if "chip" in doc else None,
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),

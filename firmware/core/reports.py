@@ -26,7 +26,7 @@ METHOD_NAMES = {
     ("wallet", "code"): "wallet (code scanned)",
 }
 # Each wallet counted apart in the split.
-PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay", "unionpay": "unionpay"}
+PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay", "unionpay": "unionpay", "aggregator": "aggregator"}
 
 
 @dataclass(frozen=True)

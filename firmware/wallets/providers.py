@@ -1,5 +1,5 @@
 """Which wallet provider clients a configuration asks for: Alipay ([wallet]), WeChat Pay ([wechat]) and UnionPay
-QR ([unionpay])."""
+QR ([unionpay]) and an aggregator taking them all ([aggregator])."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from firmware.config import Config
 from firmware.errors import ConfigError
+from firmware.wallets.aggregator import LakalaClient
 from firmware.wallets.alipay import AlipayClient, WalletError, WalletProvider
 from firmware.wallets.unionpay import UnionPayClient
 from firmware.wallets.wechat import WechatPayClient
@@ -16,7 +17,7 @@ from firmware.wallets.wechat import WechatPayClient
 
 def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
     """The configured wallet providers' clients, by name, in the order F1/F2 show their codes ([wallet]'s
-    Alipay, then [wechat], then [unionpay]: F1, F2, F3); none: no wallet payments."""
+    Alipay, then [wechat], [unionpay], [aggregator]: F1 to F4); none: no wallet payments."""
     providers: dict[str, WalletProvider] = {}
     alipay = make_wallet(config)
     if alipay is not None:
@@ -31,6 +32,8 @@ def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, Wal
         if not unionpay.term_id:  # UnionPay's termId names the till
             unionpay = dataclasses.replace(unionpay, term_id=config.terminal.terminal_id)
         providers["unionpay"] = UnionPayClient.from_config(unionpay, clock=lambda: clock().astimezone(UTC))
+    if config.aggregator is not None:  # last: the codes of wallets not set up directly go to it
+        providers["aggregator"] = LakalaClient.from_config(config.aggregator, clock=lambda: clock().astimezone(UTC))
     return providers
 
 

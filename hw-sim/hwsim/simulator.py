@@ -88,6 +88,7 @@ class Simulator:
     def start(self) -> None:
         """Start the acquirer and printer, then boot the terminal."""
         from .chipslot import ChipSlot
+        from .lakalagw import LakalaGateway
         from .nfcfield import RfField
         from .pcscd import vpcd_port
         from .printer import VirtualPrinter
@@ -128,6 +129,10 @@ class Simulator:
         (keys / "unionpay_sign.pem").write_bytes(self.unionpay.merchant_pem)
         (keys / "unionpay_root.cer").write_bytes(self.unionpay.root_pem)
         (keys / "unionpay_middle.cer").write_bytes(self.unionpay.middle_pem)
+        ag = b.aggregator
+        self.aggregator = LakalaGateway(ag.appid, ag.merchant_no, ag.term_no) if ag is not None else LakalaGateway()
+        (keys / "lakala_private.pem").write_bytes(self.aggregator.merchant_private_pem)
+        (keys / "lakala_platform.pem").write_bytes(self.aggregator.platform_cert_pem)
         self.config = dataclasses.replace(
             b,
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
@@ -165,6 +170,15 @@ class Simulator:
                 middle_cert=str(keys / "unionpay_middle.cer"),
             )
             if up is not None
+            else None,
+            aggregator=dataclasses.replace(
+                ag,
+                gateway=self.aggregator.url,
+                serial_no=self.aggregator.serial_no,
+                private_key=str(keys / "lakala_private.pem"),
+                platform_cert=str(keys / "lakala_platform.pem"),
+            )
+            if ag is not None
             else None,
         )
         if self._items is not None:
@@ -339,6 +353,7 @@ class Simulator:
         self.wallet.close()
         self.wechat.close()
         self.unionpay.close()
+        self.aggregator.close()
         shutil.rmtree(self._own, ignore_errors=True)
 
     # --- observation ----------------------------------------------------------------------
