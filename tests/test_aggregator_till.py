@@ -1,6 +1,6 @@
 """The aggregator (聚合支付, Lakala's open platform) at the till, end to end through the simulator: codes of
-wallets the shop has not set up directly go to it and it says which wallet paid; its key (here F3) shows its one cashier code
-any wallet app can pay; lies, lost answers, revokes and refunds; its signing checked both ways."""
+wallets the shop has not set up directly go to it and it says which wallet paid; its key (here F3) shows its
+one cashier code any wallet app can pay; lies, lost answers, revokes and refunds; its signing both ways."""
 
 from __future__ import annotations
 
