@@ -130,7 +130,7 @@ def test_refunds_through_the_aggregator_once_each(asim):
 def test_a_request_signed_with_another_key_is_refused_and_our_signature_is_checked():
     gw = LakalaGateway()
     try:
-        from hwsim.wechatgw import test_keypair as keypair
+        from hwsim.unionpaygw import sim_keypair as keypair
 
         other = aggregator.LakalaClient(
             gw.url, gw.appid, gw.serial_no, keypair("lakala-other")[0], gw.platform_cert_pem, gw.merchant_no, gw.term_no

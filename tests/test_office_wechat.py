@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import ssl
 import urllib.request
 from pathlib import Path
@@ -215,3 +216,23 @@ def test_a_notice_wakes_the_terminal_only_when_it_is_this_orders_payment():
     ):
         assert not n.bound({**good, **lie}, "T1", 880), lie
     assert not n.bound(None, "T1", 880)
+
+
+def test_the_office_wechat_table_reads_and_names_what_is_wrong(tmp_path):
+    from firmware.errors import ConfigError
+    from office.config import parse
+
+    doc = {
+        "database": {"dsn": "dbname=x"},
+        "server": {"host": "127.0.0.1"},
+        "wechat": {"mchid": "1900000109", "apiv3_key": "k.txt", "verify_key": "p.pem", "verify_serial": "PUB_KEY_ID_1"},
+    }
+    settings = parse(doc, "office.toml", tmp_path)
+    assert settings.wechat is not None and settings.wechat.apiv3_key == str(tmp_path / "k.txt")
+    for change, message in (
+        ({"mchid": "wx"}, "[wechat] mchid"),
+        ({"verify_serial": ""}, "[wechat] verify_serial"),
+        ({"colour": "red"}, "[wechat] colour: unknown key"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse({**doc, "wechat": {**doc["wechat"], **change}}, "office.toml", tmp_path)

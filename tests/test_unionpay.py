@@ -18,8 +18,8 @@ from firmware.errors import ConfigError
 from firmware.wallets import unionpay
 from firmware.wallets.alipay import WalletError, WalletMismatch
 from hwsim.unionpaygw import UnionPayGateway
+from hwsim.unionpaygw import sim_keypair as keypair
 from hwsim.wechatgw import _load_private
-from hwsim.wechatgw import test_keypair as keypair
 
 VECTORS = json.loads((Path(__file__).parent / "unionpay_vectors.json").read_text(encoding="utf-8"))
 UNIONPAY_CODE = "6223685882046899894"  # 19 digits starting 62

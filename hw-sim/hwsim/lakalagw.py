@@ -30,8 +30,9 @@ from cryptography.x509.oid import NameOID
 from firmware.core.paycode import classify_code
 from firmware.wallets import aggregator as lkl
 
+from .unionpaygw import sim_keypair
 from .walletgw import _shutdown
-from .wechatgw import _load_private, test_keypair
+from .wechatgw import _load_private
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ class LakalaGateway:
     ) -> None:
         self.appid, self.merchant_no, self.term_no = appid, merchant_no, term_no
         self._lock = threading.Lock()
-        self.merchant_private_pem, merchant_public = test_keypair("lakala-merchant")
+        self.merchant_private_pem, merchant_public = sim_keypair("lakala-merchant")
         self._merchant_key = serialization.load_pem_public_key(merchant_public)
         self.serial_no = f"{secrets.randbits(64):x}"
-        self._platform_key = _load_private(test_keypair("lakala-platform")[0])
-        self._other_key = _load_private(test_keypair("lakala-other")[0])
+        self._platform_key = _load_private(sim_keypair("lakala-platform")[0])
+        self._other_key = _load_private(sim_keypair("lakala-other")[0])
         now = datetime.now(UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hwsim Lakala open platform")])
         self.platform_cert_pem = (

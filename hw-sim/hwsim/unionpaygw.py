@@ -14,6 +14,7 @@ another order or amount, HTTP 500 before or after the request was carried out, a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
@@ -34,7 +35,7 @@ from cryptography.x509.oid import NameOID
 from firmware.wallets.unionpay import BACK_PATH, QUERY_PATH, UNIONPAY_CN, sign, verify
 
 from .walletgw import _shutdown
-from .wechatgw import _load_private, test_keypair
+from .wechatgw import _load_private
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ FAULTS = (
 ENDPOINTS = ("qr", "code", "query", "reversal", "cancel", "refund")
 QR_PREFIX = "https://qr.95516.com/00010000/"
 CODE_PATTERN = re.compile(r"62\d{17}")
+
+
+@functools.lru_cache(maxsize=16)
+def sim_keypair(name: str) -> tuple[bytes, bytes]:
+    """A 2048-bit RSA key pair (private PKCS#8 PEM, public PEM), made once per process per name (a cache of its
+    own: WeChat's simulator keeps its keys in another, which these must not push out)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
 
 
 def _name(common: str, org: str = "hwsim CFCA") -> x509.Name:
@@ -110,11 +123,11 @@ class UnionPayGateway:
         self.mer_id = mer_id
         self._lock = threading.Lock()
         now = datetime.now(UTC)
-        root_key = _load_private(test_keypair("unionpay-root")[0])
-        middle_key = _load_private(test_keypair("unionpay-middle")[0])
-        self._sign_key = _load_private(test_keypair("unionpay-sign")[0])
-        self._other_key = _load_private(test_keypair("unionpay-other")[0])
-        merchant_key = _load_private(test_keypair("unionpay-merchant")[0])
+        root_key = _load_private(sim_keypair("unionpay-root")[0])
+        middle_key = _load_private(sim_keypair("unionpay-middle")[0])
+        self._sign_key = _load_private(sim_keypair("unionpay-sign")[0])
+        self._other_key = _load_private(sim_keypair("unionpay-other")[0])
+        merchant_key = _load_private(sim_keypair("unionpay-merchant")[0])
         self.root = _cert("hwsim CFCA ACS TEST ROOT", root_key, _name("hwsim CFCA ACS TEST ROOT"), root_key, True, now)
         self.middle = _cert("hwsim CFCA ACS TEST OCA31", middle_key, self.root.subject, root_key, True, now)
         self.sign_cert = _cert(
