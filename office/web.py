@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import threading
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ POOL = web.AppKey("pool", AsyncConnectionPool)
 NOTICES = web.AppKey("notices", wechatnotify.WechatNotices)
 WAITERS = web.AppKey("waiters", dict)  # order number -> asyncio.Event set when its callback arrives
 NOTICE_WAIT_MAX = 25.0  # seconds a terminal's notice request may wait
+# What follows the terminal id in its wallet order numbers (yymmddHHMMSS + 6 hex digits): a terminal asks
+# only about order numbers it could have made.
+_ORDER_TAIL = re.compile(r"[0-9]{12}[0-9A-F]{6}")
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -144,7 +148,7 @@ async def _wallet_notice(request: web.Request) -> web.Response:
         terminal = await users.terminal_of(conn, token.strip()) if scheme == "Bearer" and token else None
         if terminal is None:
             return web.json_response({"error": "unknown terminal token"}, status=401)
-        if not order.startswith(terminal) or len(order) > 64:
+        if not order.startswith(terminal) or not _ORDER_TAIL.fullmatch(order[len(terminal) :]):
             return web.json_response({"error": "not one of this terminal's orders"}, status=403)
         found = await wechatnotify.lookup(conn, order)
     if found is None and wait > 0:

@@ -96,6 +96,10 @@ def test_a_signed_callback_is_decrypted_stored_and_read_by_its_own_terminal_only
         wechat_office, f"/api/v1/wallet/notice?order={no}", {"Authorization": f"Bearer {other}"}, method="GET"
     )
     assert status == 403  # another terminal's order
+    status, _ = post(  # its own id, but not an order number it could have made
+        wechat_office, "/api/v1/wallet/notice?order=SHOP0001%25", {"Authorization": f"Bearer {token}"}, method="GET"
+    )
+    assert status == 403
     assert post(wechat_office, f"/api/v1/wallet/notice?order={no}", {}, method="GET")[0] == 401
 
 
