@@ -726,6 +726,7 @@ class WechatConfig:
     gateway: str = "https://api.mch.weixin.qq.com"
     device_id: str = ""  # scene_info.device_id of code payments (empty: none sent)
     timeout: float = 10.0  # seconds per request
+    office_notices: bool = False  # learn of payments from the back office's WeChat callbacks too ([office] url)
 
 
 def _read_wechat(sec: _Section) -> WechatConfig:
@@ -744,6 +745,7 @@ def _read_wechat(sec: _Section) -> WechatConfig:
         gateway=sec.text("gateway", "https://api.mch.weixin.qq.com", _gateway_url),
         device_id=sec.text("device_id", "", _device_id),
         timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+        office_notices=sec.flag("office_notices", False),
     )
     if platform == "public_key":
         if not wechat.public_key:
@@ -752,6 +754,76 @@ def _read_wechat(sec: _Section) -> WechatConfig:
             raise sec.fail("public_key_id", 'must be the public key\'s id, "PUB_KEY_ID_…"')
     sec.done()
     return wechat
+
+
+@dataclass(frozen=True)
+class UnionPayConfig:
+    """UnionPay QR over UnionPay's online API (全渠道 ACP 5.1.0): merchant id, certificate files."""
+
+    mer_id: str  # the 15-digit merchant id (商户号)
+    sign_cert: str  # path: the merchant's signing certificate with its key (.pfx as issued, or PEM key + cert)
+    root_cert: str  # path: UnionPay's root certificate (acp_prod_root.cer)
+    middle_cert: str  # path: UnionPay's intermediate certificate (acp_prod_middle.cer)
+    sign_cert_password: str = ""  # path: a file holding the .pfx password (empty: none)
+    gateway: str = "https://gateway.95516.com"
+    back_url: str = ""  # backUrl UnionPay notifies (the terminal polls; empty: none sent)
+    term_id: str = ""  # termId sent with consumes (empty: none)
+    access_type: str = "0"  # 0: a merchant of its own; 1: through an acquirer (收单机构)
+    test_environment: bool = False  # answers signed by UnionPay's test certificate (CN 00040000:SIGN)
+    timeout: float = 10.0  # seconds per request
+
+
+def _read_unionpay(sec: _Section) -> UnionPayConfig:
+    """[unionpay]; the merchant id and the three certificate files."""
+    unionpay = UnionPayConfig(
+        mer_id=sec.text("mer_id", check=_digits(15, 15)),
+        sign_cert=sec.text("sign_cert", check=_not_empty),
+        root_cert=sec.text("root_cert", check=_not_empty),
+        middle_cert=sec.text("middle_cert", check=_not_empty),
+        sign_cert_password=sec.text("sign_cert_password", ""),
+        gateway=sec.text("gateway", "https://gateway.95516.com", _gateway_url),
+        back_url=sec.text("back_url", "", lambda v: _https_url(v) if v else None),
+        term_id=sec.text(
+            "term_id", "", lambda v: None if not v or _ALNUM.fullmatch(v) else "must be letters and digits"
+        ),
+        access_type=sec.choice("access_type", ("0", "1"), "0", 'must be "0" (merchant) or "1" (acquirer)'),
+        test_environment=sec.flag("test_environment", False),
+        timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+    )
+    sec.done()
+    return unionpay
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """An aggregator (聚合支付) taking every wallet's code and showing one code for all: Lakala's open platform."""
+
+    appid: str  # the open-platform app id (OP…)
+    serial_no: str  # the serial of the merchant certificate whose key signs requests
+    private_key: str  # path: that key (PEM)
+    platform_cert: str  # path: Lakala's platform certificate (PEM), which signs its answers
+    merchant_no: str  # Lakala's merchant number
+    term_no: str  # Lakala's terminal number for this till
+    provider: str = "lakala"  # the only aggregator supported
+    gateway: str = "https://s2.lakala.com"
+    timeout: float = 10.0
+
+
+def _read_aggregator(sec: _Section) -> AggregatorConfig:
+    """[aggregator]; the app, its keys and the merchant and terminal numbers."""
+    cfg = AggregatorConfig(
+        provider=sec.choice("provider", ("lakala",), "lakala", 'must be "lakala"'),
+        appid=sec.text("appid", check=_not_empty),
+        serial_no=sec.text("serial_no", check=_not_empty),
+        private_key=sec.text("private_key", check=_not_empty),
+        platform_cert=sec.text("platform_cert", check=_not_empty),
+        merchant_no=sec.text("merchant_no", check=_not_empty),
+        term_no=sec.text("term_no", check=_not_empty),
+        gateway=sec.text("gateway", "https://s2.lakala.com", _gateway_url),
+        timeout=sec.number("timeout", 10.0, lo=1, hi=60),
+    )
+    sec.done()
+    return cfg
 
 
 def _digits(lo: int, hi: int) -> _Check:
@@ -918,6 +990,8 @@ class Config:
     wallet: WalletConfig = WalletConfig()
     scanner: InputDeviceConfig | None = None
     wechat: WechatConfig | None = None
+    unionpay: UnionPayConfig | None = None  # [unionpay]: UnionPay QR over UnionPay's online API
+    aggregator: AggregatorConfig | None = None  # [aggregator]: one provider for every wallet's code
     chip: ChipConfig | None = None  # [chip]: a contact chip reader
     reports: ReportsConfig = ReportsConfig()
     keys: KeysConfig = KeysConfig()
@@ -949,6 +1023,8 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
         wallet=_read_wallet(top.sub("wallet")),
         scanner=_read_input_device(top.sub("scanner"), with_keys=False) if "scanner" in doc else None,
         wechat=_read_wechat(top.sub("wechat")) if "wechat" in doc else None,
+        unionpay=_read_unionpay(top.sub("unionpay")) if "unionpay" in doc else None,
+        aggregator=_read_aggregator(top.sub("aggregator")) if "aggregator" in doc else None,
         chip=_read_chip(top.sub("chip")) if "chip" in doc else None,
         reports=_read_reports(top.sub("reports")),
         update=_read_update(top.sub("update")),

@@ -12,6 +12,7 @@ from typing import Any
 from firmware.core.money import Currency
 from firmware.core.reports import AnomalyRules
 from firmware.errors import ConfigError
+from office.wechatnotify import WechatNotifyConfig
 
 _HOURS = re.compile(r"([0-9]{1,2})-([0-9]{1,2})")
 
@@ -36,6 +37,7 @@ class OfficeSettings:
     server: ServerConfig = ServerConfig()
     currency: str = "CNY"  # the currency the books are kept in (rows in another are not counted)
     rules: AnomalyRules = field(default_factory=AnomalyRules)
+    wechat: WechatNotifyConfig | None = None  # [wechat]: WeChat Pay's payment callbacks are received here
 
 
 class _Table:
@@ -128,8 +130,30 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> OfficeSettings:
         fallback_per_card=rep.integer("fallback_per_card", 2, 1, 100),
     )
     rep.done()
+    wechat = _read_wechat(_Table(source, "wechat", doc["wechat"]), base) if "wechat" in doc else None
+    top.seen.add("wechat")
     top.done()
-    return OfficeSettings(source, dsn, server, Currency.of(currency).alpha, rules)
+    return OfficeSettings(source, dsn, server, Currency.of(currency).alpha, rules, wechat)
+
+
+def _read_wechat(t: _Table, base: Path) -> WechatNotifyConfig:
+    """[wechat]: the merchant whose callbacks `/api/v1/wechat/notify` takes, its APIv3 key and WeChat's key."""
+
+    def path(key: str) -> str:
+        value: str = t.get(key, str, "")
+        if not value:
+            raise t.fail(key, "missing")
+        return str(base / value) if not Path(value).is_absolute() else value
+
+    mchid: str = t.get("mchid", str, "")
+    if not (mchid.isascii() and mchid.isdigit() and 8 <= len(mchid) <= 32):
+        raise t.fail("mchid", "must be the WeChat Pay merchant id (digits)")
+    serial: str = t.get("verify_serial", str, "")
+    if not serial:
+        raise t.fail("verify_serial", "missing: the public key's id (PUB_KEY_ID_…) or the certificate's serial")
+    cfg = WechatNotifyConfig(mchid, path("apiv3_key"), path("verify_key"), serial)
+    t.done()
+    return cfg
 
 
 def load(path: str | Path) -> OfficeSettings:

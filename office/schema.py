@@ -265,6 +265,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (terminal_id, seq)
     );
     """,
+    # 5: WeChat Pay's payment callbacks, checked and decrypted, for the terminals to learn from (a hint only)
+    """
+    CREATE TABLE wallet_notices (
+        provider text NOT NULL,
+        out_trade_no text NOT NULL,
+        mchid text NOT NULL,
+        transaction_id text NOT NULL,
+        trade_state text NOT NULL,
+        total bigint NOT NULL,
+        currency text NOT NULL,
+        payer text NOT NULL,
+        received_at timestamptz NOT NULL,
+        PRIMARY KEY (provider, out_trade_no)
+    );
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).

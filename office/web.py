@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import threading
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from firmware.core.money import Currency
 from firmware.core.reports import report_csv
-from office import ingest, reports, users
+from office import ingest, reports, users, wechatnotify
 from office.config import OfficeSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)  # the dates a report
 MAX_FORM = 64 << 10  # the largest sign-in or sign-out body
 SETTINGS = web.AppKey("settings", OfficeSettings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
+NOTICES = web.AppKey("notices", wechatnotify.WechatNotices)
+WAITERS = web.AppKey("waiters", dict)  # order number -> asyncio.Event set when its callback arrives
+NOTICE_WAIT_MAX = 25.0  # seconds a terminal's notice request may wait
+# What follows the terminal id in its wallet order numbers (yymmddHHMMSS + 6 hex digits): a terminal asks
+# only about order numbers it could have made.
+_ORDER_TAIL = re.compile(r"[0-9]{12}[0-9A-F]{6}")
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -88,6 +95,11 @@ def make_app(settings: OfficeSettings) -> web.Application:
     app.router.add_get("/api/report.csv", _report_csv)
     app.router.add_get("/api/export.csv", _export)
     app.router.add_get("/api/terminals", _terminals)
+    if settings.wechat is not None:
+        app[NOTICES] = wechatnotify.WechatNotices(settings.wechat)
+        app[WAITERS] = {}
+        app.router.add_post("/api/v1/wechat/notify", _wechat_notify)
+        app.router.add_get("/api/v1/wallet/notice", _wallet_notice)
     return app
 
 
@@ -138,6 +150,59 @@ async def _journal(request: web.Request) -> web.Response:
 
 
 _NOT_JSON = object()
+
+
+async def _wechat_notify(request: web.Request) -> web.Response:
+    """A WeChat Pay payment callback: believed (signature, time, merchant), decrypted and stored; 204. One that
+    is not believed is answered 401 with WeChat's {"code": "FAIL"} and logged; WeChat sends it again."""
+    now = datetime.now(UTC)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        notice = request.app[NOTICES].read(headers, await request.read(), now)
+    except wechatnotify.NoticeRefused as exc:
+        log.warning("office: a WeChat Pay callback refused: %s", exc)
+        return web.json_response({"code": "FAIL", "message": str(exc)[:120]}, status=401)
+    if notice is not None:
+        async with request.app[POOL].connection() as conn:
+            await wechatnotify.store(conn, notice, now)
+        log.info("office: WeChat Pay says order %s is %s", notice.out_trade_no, notice.trade_state)
+        waiter = request.app[WAITERS].get(notice.out_trade_no)
+        if waiter is not None:
+            waiter.set()
+    return web.Response(status=204)
+
+
+async def _wallet_notice(request: web.Request) -> web.Response:
+    """What a callback said about one of this terminal's orders (?order=…), waiting up to ?wait= seconds for
+    one to arrive; 404 when none has. A terminal reads only its own orders (their numbers start with its id)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    order = request.query.get("order", "")
+    try:
+        wait = min(max(float(request.query.get("wait", "0")), 0.0), NOTICE_WAIT_MAX)
+    except ValueError:
+        wait = 0.0
+    async with request.app[POOL].connection() as conn:
+        terminal = await users.terminal_of(conn, token.strip()) if scheme == "Bearer" and token else None
+        if terminal is None:
+            return web.json_response({"error": "unknown terminal token"}, status=401)
+        if not order.startswith(terminal) or not _ORDER_TAIL.fullmatch(order[len(terminal) :]):
+            return web.json_response({"error": "not one of this terminal's orders"}, status=403)
+        found = await wechatnotify.lookup(conn, order)
+    if found is None and wait > 0:
+        waiters = request.app[WAITERS]
+        event: asyncio.Event = waiters.setdefault(order, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), wait)
+        except TimeoutError:
+            pass
+        finally:
+            if waiters.get(order) is event:
+                del waiters[order]
+        async with request.app[POOL].connection() as conn:
+            found = await wechatnotify.lookup(conn, order)
+    if found is None:
+        return web.json_response({"error": "no callback for this order"}, status=404)
+    return web.json_response(found)
 
 
 def _loads(text: str) -> Any:

@@ -491,3 +491,14 @@ def test_the_shops_language_and_card_confirmation_are_read_and_checked(tmp_path)
         with pytest.raises(ConfigError) as exc:
             load(path)
         assert message in str(exc.value)
+
+
+def test_with_four_wallets_f4_at_the_card_screen_shows_the_fourth_code_and_switches_language_elsewhere():
+    """F4 is the customer's language key, but a shop with four wallets shows the fourth one's code on F4 at the
+    card screen (F1-F4 in config order): there the wallet wins; on the PIN screen F4 still switches language."""
+    cfg = replace(config(EN, False), wallets=("alipay", "wechat", "unionpay", "aggregator"))
+    till, _ = flow.advance(Till(state=AwaitCard(1250)), Key(LANGUAGE_KEY), cfg)
+    assert till.language == "" and type(till.state).__name__ == "WalletBusy" and till.state.provider == "aggregator"
+    three = replace(cfg, wallets=("alipay", "wechat", "unionpay"))
+    till, _ = flow.advance(Till(state=AwaitCard(1250)), Key(LANGUAGE_KEY), three)
+    assert till.language == ZH_CN and isinstance(till.state, AwaitCard)

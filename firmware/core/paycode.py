@@ -4,10 +4,25 @@ from __future__ import annotations
 
 
 def classify_code(code: str) -> str:
-    """Which wallet a scanned payment code belongs to: "alipay", "wechat", or "" (not a payment code)."""
+    """Which wallet a scanned payment code belongs to: "alipay", "wechat", "unionpay", or "" (not a payment code).
+    UnionPay's C2B payment codes are 19 digits starting 62 (UnionPay QR specification; 云闪付 shows them)."""
     if code.isascii() and code.isdigit():  # str.isdigit() is true for "²", which int() refuses
         if 25 <= int(code[:2] or 0) <= 30 and 16 <= len(code) <= 24:
             return "alipay"
         if 10 <= int(code[:2] or 0) <= 15 and len(code) == 18:
             return "wechat"
+        if code.startswith("62") and len(code) == 19:
+            return "unionpay"
     return ""
+
+
+def route_code(code: str, wallets: tuple[str, ...]) -> tuple[str, str]:
+    """(provider to charge, wallet the code belongs to) for a scanned code: the wallet's own provider when the
+    shop takes it directly, else an aggregator ("aggregator") that takes every wallet's code; provider "" when
+    nobody configured can take it (wallet "" when it is no payment code at all)."""
+    kind = classify_code(code)
+    if not kind:
+        return "", ""
+    if kind in wallets:
+        return kind, kind
+    return ("aggregator", kind) if "aggregator" in wallets else ("", kind)

@@ -17,7 +17,13 @@ from firmware.core.money import Currency, format_minor
 PIN_CVMS = frozenset(
     {"online_pin", "offline_pin", "offline_enciphered_pin", "offline_pin_signature", "offline_enciphered_pin_signature"}
 )
-WALLET_NAMES = {"alipay": "ALIPAY 支付宝", "wechat": "WECHAT PAY 微信支付"}  # as the receipt names them
+# As the receipt names each wallet.
+WALLET_NAMES = {
+    "alipay": "ALIPAY 支付宝",
+    "wechat": "WECHAT PAY 微信支付",
+    "unionpay": "UNIONPAY 云闪付",
+    "aggregator": "聚合支付 LAKALA",
+}
 
 
 @dataclass(frozen=True)

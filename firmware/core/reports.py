@@ -26,7 +26,8 @@ METHOD_NAMES = {
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
 }
-PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay"}  # each wallet counted apart in the split
+# Each wallet counted apart in the split.
+PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay", "unionpay": "unionpay", "aggregator": "aggregator"}
 
 
 @dataclass(frozen=True)

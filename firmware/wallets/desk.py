@@ -27,6 +27,7 @@ from firmware.core.walletorder import WalletResult
 from firmware.errors import TerminalError
 from firmware.records.journal import FollowUp, Journal, NewSale
 from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider
+from firmware.wallets.notices import OfficeNotices
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class _Order:
     amount: int
     created: datetime
     code: str = field(default="", repr=False)  # the payer's scanned code (a code payment's pay call)
+    shown: bool = False  # a code on the screen: its waits may be cut short by a back-office payment notice
 
 
 class WalletDesk:
@@ -63,6 +65,7 @@ class WalletDesk:
         self._reconciling = asyncio.Lock()
         self._chase_task: asyncio.Task[Any] | None = None
         self._unrecorded: dict[int, str] = {}  # rows whose outcome the journal refused (disk full): 'unknown'
+        self._notices = OfficeNotices.from_config(config)  # WeChat callbacks at the back office: a hint only
 
     def _begin(
         self, amount: int, kind: str, lines: tuple[BasketLine, ...], operator: str, provider: str
@@ -159,7 +162,10 @@ class WalletDesk:
             if isinstance(request, walletorder.Call):
                 answer = await self._call(request.op, order)
             elif isinstance(request, walletorder.Wait):
-                await asyncio.sleep(request.seconds)
+                if order.shown and order.provider == "wechat" and self._notices is not None:
+                    await self._notices.wait(order.order_no, order.amount, request.seconds)  # the query decides
+                else:
+                    await asyncio.sleep(request.seconds)
                 answer = loop.time() - started
             elif isinstance(request, walletorder.Tell):
                 shown = events.OrderShown(request.qr, order.order_no)
@@ -201,7 +207,7 @@ class WalletDesk:
             return
         row, order_no, stan, created = started
         machine = walletorder.qr_order(self._config.wallet.poll_interval)
-        outcome = await self._run(machine, _Order(provider, order_no, amount, created))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created, shown=True))
         self._conclude(row, order_no, stan, "qr", outcome)
 
     async def code_payment(

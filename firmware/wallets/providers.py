@@ -1,4 +1,5 @@
-"""Which wallet provider clients a configuration asks for: Alipay ([wallet]) and WeChat Pay ([wechat])."""
+"""Which wallet provider clients a configuration asks for: Alipay ([wallet]), WeChat Pay ([wechat]) and UnionPay
+QR ([unionpay]) and an aggregator taking them all ([aggregator])."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, WalletProvider]:
     """The configured wallet providers' clients, by name, in the order F1/F2 show their codes ([wallet]'s
-    Alipay, then [wechat]); none: no wallet payments."""
+    Alipay, then [wechat], [unionpay], [aggregator]: F1 to F4); none: no wallet payments."""
     providers: dict[str, WalletProvider] = {}
     alipay = make_wallet(config)
     if alipay is not None:
@@ -28,6 +29,17 @@ def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, Wal
         from firmware.wallets.wechat import WechatPayClient  # imported only when configured (boot time)
 
         providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
+    if config.unionpay is not None:
+        unionpay = config.unionpay
+        if not unionpay.term_id:  # UnionPay's termId names the till
+            unionpay = dataclasses.replace(unionpay, term_id=config.terminal.terminal_id)
+        from firmware.wallets.unionpay import UnionPayClient  # imported only when configured (boot time)
+
+        providers["unionpay"] = UnionPayClient.from_config(unionpay, clock=lambda: clock().astimezone(UTC))
+    if config.aggregator is not None:  # last: the codes of wallets not set up directly go to it
+        from firmware.wallets.aggregator import LakalaClient  # imported only when configured (boot time)
+
+        providers["aggregator"] = LakalaClient.from_config(config.aggregator, clock=lambda: clock().astimezone(UTC))
     return providers
 
 

@@ -31,10 +31,12 @@ Type keypad keys, or a command:
   f3              at ENTER AMOUNT: key an item's PLU code, ENTER, a quantity, ENTER (the sample
                   catalogue config/items-sample.csv: 1001 water, 1002 cola, 2001 apples, ...); F3 again
                   for the next item, CLEAR drops the last line, ENTER pays the basket
-  f1 | f2         on the card screen: show the Alipay (F1) or WeChat Pay (F2) code; then: wallet pay
+  f1 | f2 ...     on the card screen: show the code of the first, second ... wallet set up (Alipay, WeChat Pay,
+                  UnionPay, the aggregator); then: wallet pay (an aggregator's code: wallet pay alipay, say)
                   (wallet scan: an Alipay payer scans and has not paid yet)
-  scan CODE       scan a code with the 2D scanner (Alipay: 28 then 16 digits; WeChat: 13 then 16 digits)
-  wallet BEHAVIOUR  the next scanned payer (either wallet): pay | confirm | insufficient | never_confirm |
+  scan CODE       scan a code with the 2D scanner (Alipay: 28 then 16 digits; WeChat: 13 then 16 digits;
+                  UnionPay: 62 then 17 digits)
+  wallet BEHAVIOUR  the next scanned payer (any wallet): pay | confirm | insufficient | never_confirm |
                   user_cancels
   screenshot [FILE]  save what the pixel display shows as a PNG (default: screen-N.png in the data
                   folder); the picture is the framebuffer driver's, read back from its framebuffer
@@ -218,14 +220,24 @@ def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: 
                     sim.scan(rest[0])
                 elif cmd == "wallet" and rest:
                     qr = sim.display_qr
-                    wechat = qr.startswith("weixin://")
-                    if rest[0] == "pay":
-                        out.write(f"customer paid order {sim.wechat.pay(qr) if wechat else sim.wallet.pay()}\n")
+                    if rest[0] == "pay":  # the shown code's own gateway: told by its prefix
+                        if qr.startswith("weixin://"):
+                            paid = sim.wechat.pay(qr)
+                        elif qr.startswith("https://qr.95516.com/"):
+                            paid = sim.unionpay.pay(qr)
+                        elif qr.startswith("https://q.lakala.com/"):
+                            paid = sim.aggregator.pay(qr, wallet=rest[1] if len(rest) > 1 else "wechat")
+                        else:
+                            paid = sim.wallet.pay()
+                        out.write(f"customer paid order {paid}\n")
                     elif rest[0] == "scan":
                         sim.wallet.scan()
                     else:
                         sim.wallet.next_code(rest[0])
                         sim.wechat.next_code(rest[0])
+                        for gateway in (sim.unionpay, sim.aggregator):  # the behaviours each one plays
+                            if rest[0] in ("pay", "confirm", "insufficient", "never_confirm"):
+                                gateway.next_code(rest[0])
                 elif cmd == "screenshot":
                     out.write(f"saved {sim.screenshot(rest[0] if rest else _next_screenshot(data_dir))}\n")
                 elif cmd == "sign":

@@ -108,9 +108,11 @@ class Simulator:
     def start(self) -> None:
         """Start the acquirer and printer, then boot the terminal."""
         from .chipslot import ChipSlot
+        from .lakalagw import LakalaGateway
         from .nfcfield import RfField
         from .pcscd import vpcd_port
         from .printer import VirtualPrinter
+        from .unionpaygw import UnionPayGateway
         from .walletgw import WalletGateway
         from .wechatgw import WechatGateway
 
@@ -142,6 +144,15 @@ class Simulator:
         (keys / "wechat_apiclient_key.pem").write_bytes(self.wechat.merchant_private_pem)
         (keys / "wechat_apiv3_key.txt").write_bytes(self.wechat.apiv3_key)
         (keys / "wechat_pub_key.pem").write_bytes(self.wechat.public_key_pem)
+        up = b.unionpay
+        self.unionpay = UnionPayGateway(up.mer_id) if up is not None else UnionPayGateway()
+        (keys / "unionpay_sign.pem").write_bytes(self.unionpay.merchant_pem)
+        (keys / "unionpay_root.cer").write_bytes(self.unionpay.root_pem)
+        (keys / "unionpay_middle.cer").write_bytes(self.unionpay.middle_pem)
+        ag = b.aggregator
+        self.aggregator = LakalaGateway(ag.appid, ag.merchant_no, ag.term_no) if ag is not None else LakalaGateway()
+        (keys / "lakala_private.pem").write_bytes(self.aggregator.merchant_private_pem)
+        (keys / "lakala_platform.pem").write_bytes(self.aggregator.platform_cert_pem)
         self.config = dataclasses.replace(
             b,
             terminal=dataclasses.replace(b.terminal, data_dir=self.data_dir),
@@ -170,6 +181,24 @@ class Simulator:
                 public_key_id=self.wechat.public_key_id,
             )
             if wc is not None
+            else None,
+            unionpay=dataclasses.replace(
+                up,
+                gateway=self.unionpay.url,
+                sign_cert=str(keys / "unionpay_sign.pem"),
+                root_cert=str(keys / "unionpay_root.cer"),
+                middle_cert=str(keys / "unionpay_middle.cer"),
+            )
+            if up is not None
+            else None,
+            aggregator=dataclasses.replace(
+                ag,
+                gateway=self.aggregator.url,
+                serial_no=self.aggregator.serial_no,
+                private_key=str(keys / "lakala_private.pem"),
+                platform_cert=str(keys / "lakala_platform.pem"),
+            )
+            if ag is not None
             else None,
         )
         if self._items is not None:
@@ -351,6 +380,8 @@ class Simulator:
         self.chip.close()
         self.wallet.close()
         self.wechat.close()
+        self.unionpay.close()
+        self.aggregator.close()
         shutil.rmtree(self._own, ignore_errors=True)
 
     # --- observation ----------------------------------------------------------------------

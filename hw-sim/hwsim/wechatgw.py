@@ -298,6 +298,40 @@ class WechatGateway:
         with self._lock:
             self._faults = [] if kind is None else [(kind, endpoint)] * times
 
+    def callback(self, order_no: str, fault: str | None = None) -> tuple[dict[str, str], bytes]:
+        """The payment callback (支付成功通知) WeChat Pay would POST to notify_url for a paid order: (headers,
+        body), the transaction encrypted (AEAD_AES_256_GCM) under the APIv3 key, signed as an answer is (with
+        the WeChat Pay public key in public-key mode, else the newest platform certificate). `fault`: one of
+        "bad_signature", "stale_timestamp", "wrong_serial" (as for answers), "other_merchant" (another mchid
+        inside), "wrong_key" (encrypted under another APIv3 key)."""
+        with self._lock:
+            order = self.orders[order_no]
+            transaction = self._transaction(order)
+        if fault == "other_merchant":
+            transaction["mchid"] = str(int(self.mchid) + 1)
+        nonce = "".join(secrets.choice(_ALNUM) for _ in range(12))
+        key = self.apiv3_key if fault != "wrong_key" else self.apiv3_key[::-1]
+        plain = json.dumps(transaction, ensure_ascii=False).encode()
+        event = {
+            "id": secrets.token_hex(16),
+            "create_time": self._time(),
+            "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS",
+            "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction",
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": encrypt_resource(key, nonce, "transaction", plain),
+                "associated_data": "transaction",
+                "nonce": nonce,
+            },
+        }
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        sign_as = {"wechatpay-serial": self.public_key_id} if self.mode == "public_key" else {}
+        headers = self._signed_headers(sign_as, text, fault if fault != "other_merchant" else None)
+        headers["Content-Type"] = "application/json"
+        return headers, text.encode()
+
     def _paid(self, order: Order) -> None:
         now = self._clock()
         order.state = "SUCCESS"

@@ -27,7 +27,7 @@ from firmware.core.effects import (
 )
 from firmware.core.events import ChipInserted, DeviceTrouble, Event, Key, OperatorChecked, Tapped
 from firmware.core.flow import amount, backoffice, card, chip, sign, wallet
-from firmware.core.flow.common import FlowConfig, Route, Step
+from firmware.core.flow.common import QR_KEYS, FlowConfig, Route, Step
 from firmware.core.flow.states import IDLE, Amount, AwaitCard, OperatorPin, Result, State, Till
 from firmware.core.screentext import EN, ZH_CN, say
 
@@ -108,6 +108,8 @@ def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effec
         till = replace(till, problems=tuple((d, s) for d, s in known.items() if s))
         return till, [_bannered(_redrawn(state, shown), till, shown)]  # redrawn, no timer
     if isinstance(event, Key) and event.name == LANGUAGE_KEY and isinstance(state, CUSTOMER_STATES):
+        if isinstance(state, AwaitCard) and QR_KEYS[LANGUAGE_KEY] < len(cfg.wallets):
+            return _stepped(till, state, event, cfg)  # a fourth wallet's code is on F4 at the card screen
         till = replace(till, language=ZH_CN if shown.language == EN else EN)
         if till.language == cfg.language:
             till = replace(till, language="")
@@ -115,6 +117,12 @@ def advance(till: Till, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effec
         return till, [_bannered(_redrawn(state, shown), till, shown)]  # the same screen in the other language
     if isinstance(event, OperatorChecked) and event.ok and isinstance(state, OperatorPin):
         till = replace(till, cashier=event.who) if state.purpose == "signin" else replace(till, manager=event.who)
+    return _stepped(till, state, event, cfg)
+
+
+def _stepped(till: Till, state: State, event: Event, cfg: FlowConfig) -> tuple[Till, list[Effect]]:
+    """The flow's step for the event in the screen's language; the shop's language back once the sale is over."""
+    shown = spoken(till, cfg)
     new, todo = step(state, event, shown)
     till = replace(till, state=new)
     if till.language and not isinstance(new, (*CUSTOMER_STATES, Result)):  # the sale is over: the shop's language

@@ -66,7 +66,7 @@ from firmware.core.flow.states import (
     State,
     WalletBusy,
 )
-from firmware.core.paycode import classify_code
+from firmware.core.paycode import route_code
 from firmware.core.screentext import clip
 
 
@@ -92,10 +92,10 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, CardFailed):
         return go(replace(state, notice=event.screen))
     if isinstance(event, Scanned):
-        kind = classify_code(event.code)
-        if kind and kind in cfg.wallets:
-            pay = PayByCode(state.amount, event.code, state.basket, provider=kind)
-            return go(WalletBusy(state.amount, "PROCESSING...", provider=kind), pay)
+        provider, kind = route_code(event.code, cfg.wallets)
+        if provider:
+            pay = PayByCode(state.amount, event.code, state.basket, provider=provider)
+            return go(WalletBusy(state.amount, "PROCESSING...", provider=provider), pay)
         notice = f"{kind.upper()} NOT SET UP" if kind else "CODE NOT SUPPORTED"
         return go(replace(state, notice=notice))
     if isinstance(event, Key):

@@ -35,8 +35,8 @@ DECLINE_TEXT = {
 
 
 # What the screen calls each wallet, and which key at the card screen shows whose code.
-WALLET_TITLE = {"alipay": "ALIPAY", "wechat": "WECHAT PAY"}
-QR_KEYS = {"F1": 0, "F2": 1}
+WALLET_TITLE = {"alipay": "ALIPAY", "wechat": "WECHAT PAY", "unionpay": "UNIONPAY", "aggregator": "ANY WALLET"}
+QR_KEYS = {"F1": 0, "F2": 1, "F3": 2, "F4": 3}
 
 
 @dataclass(frozen=True)
