@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import secrets
-import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from firmware.core.paycode import classify_code
 from firmware.wallets import aggregator as lkl
 
+from .loopback import serve
 from .unionpaygw import sim_keypair
 from .walletgw import _shutdown
 from .wechatgw import _load_private
@@ -164,15 +164,7 @@ class LakalaGateway:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("lakala-gateway: " + fmt, *args)
 
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                if isinstance(sys.exc_info()[1], ConnectionError):
-                    return
-                super().handle_error(request, client_address)
-
-        server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, name="hwsim-lakala-gateway", daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
+        return serve(Handler, "lakala-gateway")
 
     def _authorized(self, header: str, body: str) -> bool:
         schema, _, params = header.partition(" ")

@@ -19,7 +19,6 @@ import itertools
 import logging
 import re
 import secrets
-import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from firmware.wallets.unionpay import BACK_PATH, QUERY_PATH, UNIONPAY_CN, sign, verify
 
+from .loopback import serve
 from .walletgw import _shutdown
 from .wechatgw import _load_private
 
@@ -219,15 +219,7 @@ class UnionPayGateway:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("unionpay-gateway: " + fmt, *args)
 
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                if isinstance(sys.exc_info()[1], ConnectionError):
-                    return
-                super().handle_error(request, client_address)
-
-        server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, name="hwsim-unionpay-gateway", daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
+        return serve(Handler, "unionpay-gateway")
 
     @staticmethod
     def _endpoint(path: str, f: dict[str, str]) -> str:

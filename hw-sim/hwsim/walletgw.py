@@ -20,7 +20,6 @@ import logging
 import secrets
 import socket
 import string
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -45,6 +44,7 @@ from firmware.wallets.alipay import (
 )
 
 from . import testkeys
+from .loopback import serve
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +137,8 @@ def _serve(handler: Callable[[str, str, str], tuple[int, str]], name: str) -> tu
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug(name + ": " + fmt, *args)
 
-    class Server(ThreadingHTTPServer):
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            if isinstance(sys.exc_info()[1], ConnectionError):  # a terminal that went away mid-answer
-                log.debug("%s: %s dropped the connection", name, client_address)
-                return
-            super().handle_error(request, client_address)
-
-    server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, name=f"hwsim-{name}", daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/gateway.do"
+    server, url = serve(Handler, name)
+    return server, url + "/gateway.do"
 
 
 def _shutdown(server: ThreadingHTTPServer) -> None:

@@ -25,7 +25,6 @@ import logging
 import re
 import secrets
 import string
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from firmware.wallets.wechat import (
 )
 
 from . import testkeys
+from .loopback import serve
 from .walletgw import _shutdown
 
 log = logging.getLogger(__name__)
@@ -365,15 +365,7 @@ class WechatGateway:
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("wechat-gateway: " + fmt, *args)
 
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                if isinstance(sys.exc_info()[1], ConnectionError):
-                    return
-                super().handle_error(request, client_address)
-
-        server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, name="hwsim-wechat-gateway", daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
+        return serve(Handler, "wechat-gateway")
 
     @staticmethod
     def _route(method: str, path: str) -> tuple[str, str]:
