@@ -81,7 +81,7 @@ class Shots:
         image = self.sim.screen_image()
         lines, qr = self.sim.display.lines, self.sim.display.qr  # the screen stays until a key or the host moves it
         assert self.marks[name] in "\n".join(lines)
-        expected = as_the_panel_shows(self.sim.pixels.renderer.render(lines, qr))
+        expected = as_the_panel_shows(self.sim.panel().renderer.render(lines, qr))
         assert ImageChops.difference(image, expected).getbbox() is None, f"{name}: the panel shows another screen"
         assert image.size == (480, 320) and len(image.getcolors(maxcolors=1 << 16) or ()) > 1, name
         path = self.sim.screenshot(self.folder / f"{self.language}-{name}.png")

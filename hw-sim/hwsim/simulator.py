@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.display import Display
-from drivers.framebuffer import FramebufferDisplay, open_display
 from drivers.printer import ReceiptPrinter
 from firmware.config import Config, InputDeviceConfig, TouchConfig, load
 from firmware.core.screentext import ZH_CN, say
@@ -32,11 +31,12 @@ from .cards import card
 from .emvcard import CardApplet, chip_catalog, contactless_catalog, load_profile
 from .emvchip import ChipApplet
 from .emvpki import TestPki
-from .framebuffer import SimFramebuffer
 from .inputs import SimInputDevice, SimTouchDevice, type_keys, type_text
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from drivers.framebuffer import FramebufferDisplay
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +79,33 @@ class Simulator:
         self._cond = threading.Condition()
         self._wallet: dict[str, CardApplet] = {}
         self._chips: dict[str, Any] = {}  # contact cards by id (ChipApplet)
-        self.pixels = self._pixel_display(base)
-        self.display = display or self.pixels
-        if display is not None:  # another display (the console's) drives the screen: the panel shows it too
-            display.listen(lambda lines: self.pixels.show(lines, display.qr))
+        self.display = display or Display(base.display.width)
         self.display.listen(self._screen_changed)
+        self._pixels: FramebufferDisplay | None = None  # the pixel panel, made when first looked at: panel()
         self.config: Config = base
         self.host: Acquirer | None = None
         self.terminal: Terminal | None = None
 
-    def _pixel_display(self, base: Config) -> FramebufferDisplay:
-        """The real framebuffer driver on a memory-backed framebuffer: `[display] size` (default a 480x320
-        RGB565 panel, as 3.5-inch SPI TFTs are), rotation and font as configured."""
-        width, height = base.display.size or (480, 320)
-        fb = self._framebuffer = SimFramebuffer(width, height, bpp=16)
-        cfg = dataclasses.replace(base.display, kind="framebuffer", device=str(fb.device), size=None)
-        return open_display(cfg, fb.sysfs)
+    def panel(self) -> FramebufferDisplay:
+        """The simulated pixel panel: the real framebuffer driver on a memory-backed framebuffer (`[display]
+        size`, default a 480x320 RGB565 panel as 3.5-inch SPI TFTs are; rotation and font as configured),
+        showing the terminal's screen from now on. Made when first asked for (a screenshot): drawing every
+        screen in pixels costs the simulator's boot and every sale some milliseconds of CPU that tests and
+        benchmarks which never look at the pixels should not pay."""
+        if self._pixels is None:
+            from drivers.framebuffer import open_display  # deferred: Pillow and the fonts, only for pixels
+
+            from .framebuffer import SimFramebuffer
+
+            width, height = self._base.display.size or (480, 320)
+            fb = SimFramebuffer(width, height, bpp=16)
+            cfg = dataclasses.replace(self._base.display, kind="framebuffer", device=str(fb.device), size=None)
+            pixels = self._pixels = open_display(cfg, fb.sysfs)
+            self._framebuffer = fb
+            screen = self.display
+            screen.listen(lambda lines: pixels.show(lines, screen.qr, screen.strokes))
+            pixels.show(screen.lines, screen.qr, screen.strokes)
+        return self._pixels
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -368,8 +379,9 @@ class Simulator:
 
     def close(self) -> None:
         """Shut everything down."""
-        self.pixels.close()
-        self._framebuffer.close()
+        if self._pixels is not None:
+            self._pixels.close()
+            self._framebuffer.close()
         if self.terminal is not None:
             self._halt(crash=False)
             self.terminal = None
@@ -568,7 +580,7 @@ class Simulator:
 
     def screen_image(self) -> Image.Image:
         """What the simulated panel shows (read back from its framebuffer once the last screen is drawn)."""
-        return self.pixels.screenshot()
+        return self.panel().screenshot()
 
     def screenshot(self, path: str | Path) -> Path:
         """Save what the simulated panel shows as a PNG."""
