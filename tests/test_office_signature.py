@@ -23,14 +23,14 @@ STROKES = [[(40, 200), (120, 120), (200, 220), (280, 100)], [(300, 250), (420, 2
 AT = datetime(2026, 11, 2, 10, tzinfo=CN)
 
 
-def signed_sale(journal: Journal, terminal_id: str, amount: int, strokes=STROKES) -> tuple[int, bytes]:
+def signed_sale(journal: Journal, terminal_id: str, amount: int, strokes=STROKES, at=AT) -> tuple[int, bytes]:
     """An approved chip sale verified by signature, its signature kept as the terminal keeps it; (row, png)."""
     row, stan = journal.begin_sale(
-        NewSale("card", "chip", amount, "CNY", "622848******1234", terminal_id, "102030405060708", card_token="t"), AT
+        NewSale("card", "chip", amount, "CNY", "622848******1234", terminal_id, "102030405060708", card_token="t"), at
     )
-    journal.finish(row, "approved", AT, response_code="00", auth_code="654321")
+    journal.finish(row, "approved", at, response_code="00", auth_code="654321")
     png = signature_png(strokes, 480, 320)
-    assert journal.keep_signature(stan, png, "", AT) == row
+    assert journal.keep_signature(stan, png, "", at) == row
     return row, png
 
 
@@ -199,6 +199,7 @@ def test_the_owner_finds_a_sale_on_the_page_and_sees_its_signature(office, tmp_p
     row, _ = signed_sale(journal, "SHOPA001", 2500)
     unsigned, _ = journal.begin_sale(NewSale("card", "swipe", 1250, "CNY", "622848******1234", "SHOPA001", "1"), AT)
     journal.finish(unsigned, "approved", AT, response_code="00")
+    late, _ = signed_sale(journal, "SHOPA001", 3300, STROKES[1:], AT.replace(hour=23))  # outside opening hours
     forward_all(office, "SHOPA001", journal)
     journal.close()
 
@@ -231,3 +232,17 @@ def test_the_owner_finds_a_sale_on_the_page_and_sees_its_signature(office, tmp_p
     browser.find_element("id", "find-sale-button").click()
     until(browser, lambda b: b.find_element("id", "sale-error").text == "找不到这笔交易", "no such sale")
     assert not browser.find_element("id", "sale").is_displayed()
+
+    # the anomaly list names the late sale as TERMINAL:ID; clicking it opens the sale
+    browser.execute_script(
+        "for (const id of ['from', 'to']) { const e = document.getElementById(id); e.value = arguments[0];"
+        " e.dispatchEvent(new Event('change')); }",
+        AT.date().isoformat(),
+    )
+    link = f"SHOPA001:{late}"
+    until(browser, lambda b: b.find_elements("link text", link), "the late sale named in the anomalies")
+    browser.find_element("link text", link).click()
+    until(browser, lambda b: "33.00" in b.find_element("id", "sale").text, "the late sale opened")
+    until(browser, lambda b: b.execute_script(image) > 0, "its signature")
+    assert browser.find_element("id", "sale-id").get_attribute("value") == str(late)
+    assert browser.find_element("id", "sale-error").text == ""

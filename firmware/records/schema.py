@@ -323,11 +323,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE forward_queue;
     ALTER TABLE forward_queue_new RENAME TO forward_queue;
     PRAGMA legacy_alter_table = OFF;
-    CREATE VIEW forward_signature AS SELECT transaction_id, json_object(
+    CREATE VIEW IF NOT EXISTS forward_signature AS SELECT transaction_id, json_object(
         'transaction_id', transaction_id, 'png_hex', CASE WHEN png IS NULL THEN NULL ELSE hex(png) END,
         'note', note, 'created_at', created_at) AS body
         FROM signatures;
-    CREATE TRIGGER forward_new_signature AFTER INSERT ON signatures
+    CREATE TRIGGER IF NOT EXISTS forward_new_signature AFTER INSERT ON signatures
     WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 BEGIN
         INSERT INTO forward_queue (entity, row_id, body)
             SELECT 'signature', transaction_id, body FROM forward_signature WHERE transaction_id = NEW.transaction_id;
