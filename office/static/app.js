@@ -179,11 +179,14 @@ function showSale(s) {
   ];
   if (s.lines.length) fields.push([t("items"), s.lines.map((l) => `${l.name} ×${l.quantity}`).join(", ")]);
   rows($("sale-fields"), fields);
-  const img = $("sale-signature"), signed = s.signature && s.signature.image;
+  const signed = s.signature && s.signature.image, shown = $("sale-signature");
   const src = "/api/signature.png?" + new URLSearchParams({ terminal: s.terminal_id, id: String(s.id) }).toString();
-  if (signed && img.getAttribute("src") !== src) img.src = src;
-  if (!signed) img.removeAttribute("src");
-  img.alt = t("signature"); img.hidden = !signed;
+  if (!signed) $("sale-image").replaceChildren();  // the <img> is made only for a sale that has a signature
+  else if (!shown || shown.getAttribute("src") !== src) {
+    const img = document.createElement("img");
+    img.id = "sale-signature"; img.src = src; img.alt = t("signature");
+    $("sale-image").replaceChildren(img);
+  } else shown.alt = t("signature");
   const note = s.signature && s.signature.note;
   $("sale-unsigned").textContent = signed ? "" : t("no_signature") + (note ? " · " + note : "");
   $("sale").hidden = false;
