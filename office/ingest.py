@@ -2,20 +2,23 @@
 
 Each snapshot is keyed by terminal id + row + version (the terminal's outbox seq). A transaction row replaces the
 stored one only when its version is newer, so a snapshot sent twice is stored once and a sale later voided or
-refunded ends as its latest state; basket lines never change; a settlement is keyed by its batch. The terminal
+refunded ends as its latest state; basket lines never change; a settlement is keyed by its batch, a sale's
+signature (a small PNG, never card data) by its sale. The terminal
 is the one its token names: every row it sends must be its own, or the whole request is refused.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 from office.errors import OfficeError
 
-ENTITIES = ("transaction", "line", "settlement")
+ENTITIES = ("transaction", "line", "settlement", "signature")
+MAX_PNG = 64 << 10  # the largest signature image taken (the terminal's are a few KiB: 1 bit a dot, compressed)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MASKED = re.compile(r"[0-9]{0,6}\*+[0-9]{0,4}")  # first 6 / last 4 at most: the only card number a row may hold
 
 # The snapshot's fields and their JSON types (None: may be null), as firmware/records/schema.py writes them.
@@ -58,6 +61,11 @@ SETTLEMENT_FIELDS: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("batch", "debits", "debit_amount", "credits", "credit_amount", "in_balance"), (int,)),
     **dict.fromkeys(("host_debits", "host_debit_amount", "host_credits", "host_credit_amount"), (int, type(None))),
     **dict.fromkeys(("created_at", "response_code"), (str,)),
+}
+SIGNATURE_FIELDS: dict[str, tuple[type, ...]] = {
+    "transaction_id": (int,),
+    "png_hex": (str, type(None)),  # None: none was drawn (the note says why; the paper copy was signed)
+    **dict.fromkeys(("note", "created_at"), (str,)),
 }
 
 # The range each number may take, as the terminal's journal and ISO 8583 write it (and the column holds): a value
@@ -105,6 +113,12 @@ _TXN_UPSERT = (
 _LINE_INSERT = (
     "INSERT INTO sale_lines (terminal_id, transaction_id, line_no, version, plu, name, quantity, unit_price,"
     " tax_rate_bp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_SIGNATURE_UPSERT = (
+    "INSERT INTO signatures (terminal_id, transaction_id, version, png, note, created_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (terminal_id, transaction_id) DO UPDATE SET version = EXCLUDED.version, png = EXCLUDED.png,"
+    " note = EXCLUDED.note, created_at = EXCLUDED.created_at WHERE signatures.version < EXCLUDED.version"
 )
 _SETTLEMENT_UPSERT = (
     "INSERT INTO settlements (terminal_id, batch, version, created_at, debits, debit_amount, credits, credit_amount,"
@@ -156,6 +170,7 @@ class Batch:
     settlements: list[tuple[Any, ...]]
     set_aside: list[SetAside]
     journal: int | None = None  # the terminal journal's identity (None: firmware that does not send one)
+    signatures: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _fields(seq: int, body: Any, spec: dict[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -215,12 +230,20 @@ def _row(terminal_id: str, seq: int, entity: Any, row_id: Any, body: Any, batch:
         b = _fields(seq, body, LINE_FIELDS)
         if b["transaction_id"] != row_id:
             raise BadRow(f"row {seq}: a line of sale {row_id} must say so")
-        if any(r.entity == "transaction" and r.row_id == row_id for r in batch.set_aside):
+        if _sale_set_aside(batch, row_id):
             raise BadRow(f"row {seq}: a line of sale {row_id}, which was set aside")
         batch.lines.append(
             (terminal_id, row_id, b["line_no"], seq, b["plu"], b["name"], b["quantity"], b["unit_price"])
             + (b["tax_rate_bp"],)
         )
+    elif entity == "signature":
+        b = _fields(seq, body, SIGNATURE_FIELDS)
+        if b["transaction_id"] != row_id:
+            raise BadRow(f"row {seq}: the signature of sale {row_id} must say so")
+        if _sale_set_aside(batch, row_id):
+            raise BadRow(f"row {seq}: the signature of sale {row_id}, which was set aside")
+        png = None if b["png_hex"] is None else _png(seq, b["png_hex"])
+        batch.signatures.append((terminal_id, row_id, seq, png, b["note"], b["created_at"]))
     else:
         b = _fields(seq, body, SETTLEMENT_FIELDS)
         if b["batch"] != row_id:
@@ -230,6 +253,23 @@ def _row(terminal_id: str, seq: int, entity: Any, row_id: Any, body: Any, batch:
             + (b["credit_amount"], b["host_debits"], b["host_debit_amount"], b["host_credits"])
             + (b["host_credit_amount"], b["response_code"], bool(b["in_balance"]))
         )
+
+
+def _sale_set_aside(batch: Batch, row_id: int) -> bool:
+    return any(r.entity == "transaction" and r.row_id == row_id for r in batch.set_aside)
+
+
+def _png(seq: int, text: str) -> bytes:
+    """A signature image from its hex: a PNG (its signature bytes first) of at most MAX_PNG bytes; BadRow otherwise."""
+    if len(text) > 2 * MAX_PNG:
+        raise BadRow(f"row {seq}: the signature image is over {MAX_PNG} bytes")
+    try:
+        png = bytes.fromhex(text)
+    except ValueError:
+        raise BadRow(f"row {seq}: the signature image is not hex") from None
+    if not png.startswith(PNG_MAGIC):
+        raise BadRow(f"row {seq}: the signature image is not a PNG")
+    return png
 
 
 def _txn(terminal_id: str, seq: int, row_id: int, b: dict[str, Any]) -> tuple[Any, ...]:
@@ -314,6 +354,10 @@ async def store(conn: Any, batch: Batch) -> None:
                 await cur.executemany(_TXN_UPSERT, [_shifted_txn(t, ids, seqs, batches) for t in batch.txns])
             if batch.lines:
                 await cur.executemany(_LINE_INSERT, [(t, i + ids, n, v + seqs, *r) for t, i, n, v, *r in batch.lines])
+            if batch.signatures:
+                await cur.executemany(
+                    _SIGNATURE_UPSERT, [(t, i + ids, v + seqs, *r) for t, i, v, *r in batch.signatures]
+                )
             if batch.settlements:
                 await cur.executemany(
                     _SETTLEMENT_UPSERT, [(t, b + batches, v + seqs, *r) for t, b, v, *r in batch.settlements]

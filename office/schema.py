@@ -280,6 +280,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, out_trade_no)
     );
     """,
+    # 6: each sale's signature as the terminal kept it (issue 16): a small PNG (png NULL when none was drawn, the note
+    # says why), shown with the sale on the owner's page; keyed like the sale, replaced only by a newer version
+    """
+    CREATE TABLE signatures (
+        terminal_id    text NOT NULL REFERENCES terminals,
+        transaction_id bigint NOT NULL,
+        version        bigint NOT NULL,
+        png            bytea CHECK (octet_length(png) <= 65536),
+        note           text NOT NULL DEFAULT '',
+        created_at     text NOT NULL,
+        PRIMARY KEY (terminal_id, transaction_id)
+    );
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).

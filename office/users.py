@@ -103,10 +103,12 @@ def take_new_journal(conn: Any, terminal_id: str) -> tuple[int, int, int]:
             raise OfficeError(f"terminal {terminal_id} is not registered")
         ids, seqs, batches = conn.execute(
             "SELECT GREATEST((SELECT MAX(id) FROM txns WHERE terminal_id = %(t)s),"
-            " (SELECT MAX(transaction_id) FROM sale_lines WHERE terminal_id = %(t)s), 0),"
+            " (SELECT MAX(transaction_id) FROM sale_lines WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(transaction_id) FROM signatures WHERE terminal_id = %(t)s), 0),"
             " GREATEST((SELECT MAX(version) FROM txns WHERE terminal_id = %(t)s),"
             " (SELECT MAX(version) FROM sale_lines WHERE terminal_id = %(t)s),"
             " (SELECT MAX(version) FROM settlements WHERE terminal_id = %(t)s),"
+            " (SELECT MAX(version) FROM signatures WHERE terminal_id = %(t)s),"
             " (SELECT MAX(seq) FROM set_aside_rows WHERE terminal_id = %(t)s), 0),"
             " GREATEST((SELECT MAX(batch) FROM txns WHERE terminal_id = %(t)s),"
             " (SELECT MAX(batch) FROM settlements WHERE terminal_id = %(t)s), 0)",

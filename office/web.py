@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from firmware.core.money import Currency
 from firmware.core.reports import report_csv
+from firmware.errors import ConfigError
 from office import ingest, reports, users, wechatnotify
 from office.config import OfficeSettings
 
@@ -95,6 +96,8 @@ def make_app(settings: OfficeSettings) -> web.Application:
     app.router.add_get("/api/report.csv", _report_csv)
     app.router.add_get("/api/export.csv", _export)
     app.router.add_get("/api/terminals", _terminals)
+    app.router.add_get("/api/sale", _sale)
+    app.router.add_get("/api/signature.png", _signature_png)
     if settings.wechat is not None:
         app[NOTICES] = wechatnotify.WechatNotices(settings.wechat)
         app[WAITERS] = {}
@@ -402,6 +405,77 @@ async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]
         }
         for t, shop, at, ago, depth, seq, received, refusal, refused_at, aside in await cur.fetchall()
     ]
+
+
+# What the owner's page shows of one sale: never more of a card than its masked number (no card token).
+_SALE_COLUMNS = (
+    "terminal_id, id, kind, method, entry_mode, amount, currency, status, stan, masked_pan, response_code,"
+    " auth_code, rrn, note, created_local, original_id, batch, provider, order_no, wallet_trade_no, operator, cvm,"
+    " app_label"
+)
+
+
+async def _asked_sale(request: web.Request, conn: Any) -> tuple[str, int]:
+    """The sale asked for (?terminal=&id=) if the one asking may see its terminal (a manager: their shop's only);
+    404 otherwise, the same whether the terminal is another shop's or not there at all."""
+    user = await _user(request, conn)
+    terminal, number = request.query.get("terminal", ""), request.query.get("id", "")
+    if not re.fullmatch("[0-9]{1,19}", number) or not 0 < int(number) <= ingest.BOUNDS["id"][1]:
+        raise web.HTTPBadRequest(text="id is a transaction number")
+    cur = await conn.execute(
+        "SELECT 1 FROM terminals WHERE terminal_id = %s AND (%s = '' OR shop = %s)", (terminal, user.shop, user.shop)
+    )
+    if await cur.fetchone() is None:
+        raise web.HTTPNotFound(text="no such sale")
+    return terminal, int(number)
+
+
+async def _sale(request: web.Request) -> web.Response:
+    """One transaction of a terminal, its basket and whether a signature was kept with it (JSON)."""
+    async with request.app[POOL].connection() as conn:
+        terminal, number = await _asked_sale(request, conn)
+        cur = await conn.execute(
+            f"SELECT {_SALE_COLUMNS} FROM txns WHERE terminal_id = %s AND id = %s", (terminal, number)
+        )
+        found = await cur.fetchone()
+        if found is None:
+            return web.json_response({"error": "no such sale"}, status=404)
+        sale = dict(zip(_SALE_COLUMNS.replace(" ", "").split(","), found, strict=True))
+        cur = await conn.execute(
+            "SELECT line_no, plu, name, quantity, unit_price FROM sale_lines WHERE terminal_id = %s"
+            " AND transaction_id = %s ORDER BY line_no",
+            (terminal, number),
+        )
+        lines = [
+            dict(zip(("line_no", "plu", "name", "quantity", "unit_price"), r, strict=True))
+            for r in await cur.fetchall()
+        ]
+        cur = await conn.execute(
+            "SELECT png IS NOT NULL, note, created_at FROM signatures WHERE terminal_id = %s AND transaction_id = %s",
+            (terminal, number),
+        )
+        signed = await cur.fetchone()
+    try:
+        sale["exponent"] = Currency.of(sale["currency"]).exponent
+    except ConfigError:  # a currency the office does not know: shown in hundredths
+        sale["exponent"] = 2
+    sale["lines"] = lines
+    sale["signature"] = None if signed is None else {"image": signed[0], "note": signed[1], "created_at": signed[2]}
+    return web.json_response(sale)
+
+
+async def _signature_png(request: web.Request) -> web.Response:
+    """The signature kept with one sale, as the terminal drew it (image/png); 404 when none was drawn."""
+    async with request.app[POOL].connection() as conn:
+        terminal, number = await _asked_sale(request, conn)
+        cur = await conn.execute(
+            "SELECT png FROM signatures WHERE terminal_id = %s AND transaction_id = %s AND png IS NOT NULL",
+            (terminal, number),
+        )
+        found = await cur.fetchone()
+    if found is None:
+        return web.json_response({"error": "no signature for this sale"}, status=404)
+    return web.Response(body=bytes(found[0]), content_type="image/png")
 
 
 # --- running it -----------------------------------------------------------------------------------------------

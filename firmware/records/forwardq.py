@@ -25,7 +25,7 @@ class Pending:
     """One snapshot to send: `seq` is its place in the queue and its version."""
 
     seq: int
-    entity: str  # "transaction" | "line" | "settlement"
+    entity: str  # "transaction" | "line" | "settlement" | "signature"
     row_id: int
     line_no: int
     body: dict[str, Any]

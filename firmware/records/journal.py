@@ -367,6 +367,7 @@ class Journal:
                     "SELECT 'transaction', id, 0, body FROM forward_transaction ORDER BY id",
                     "SELECT 'line', transaction_id, line_no, body FROM forward_line ORDER BY transaction_id, line_no",
                     "SELECT 'settlement', batch, 0, body FROM forward_settlement ORDER BY batch",
+                    "SELECT 'signature', transaction_id, 0, body FROM forward_signature ORDER BY transaction_id",
                 ):
                     self._db.execute(f"INSERT INTO forward_queue (entity, row_id, line_no, body) {sql}")
                 self._copy_pending.update(self._high_water())

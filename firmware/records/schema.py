@@ -304,4 +304,33 @@ MIGRATIONS: tuple[str, ...] = (
         DO UPDATE SET quantity = quantity + excluded.quantity, revenue = revenue + excluded.revenue;
     END;
     """,
+    # 16: the signatures go to the back office too, through the same outbox (issue 16: shown in the back office's
+    # report of the sale). The queue's CHECK names its entities, so the table is made again with 'signature' among
+    # them, rows and its AUTOINCREMENT high water kept (a version is never reused); legacy_alter_table leaves the
+    # triggers that name forward_queue as they are. The PNG travels as hex (SQLite has hex(), not base64).
+    """
+    PRAGMA legacy_alter_table = ON;
+    CREATE TABLE forward_queue_new (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        entity  TEXT NOT NULL CHECK (entity IN ('transaction', 'line', 'settlement', 'signature')),
+        row_id  INTEGER NOT NULL,           -- the transaction's id (a line's, a signature's: its sale's), a batch
+        line_no INTEGER NOT NULL DEFAULT 0,
+        body    TEXT NOT NULL               -- the row as it was at that moment, JSON (masked PAN, card token)
+    );
+    INSERT INTO forward_queue_new SELECT seq, entity, row_id, line_no, body FROM forward_queue;
+    DELETE FROM sqlite_sequence WHERE name = 'forward_queue_new';
+    UPDATE sqlite_sequence SET name = 'forward_queue_new' WHERE name = 'forward_queue';
+    DROP TABLE forward_queue;
+    ALTER TABLE forward_queue_new RENAME TO forward_queue;
+    PRAGMA legacy_alter_table = OFF;
+    CREATE VIEW IF NOT EXISTS forward_signature AS SELECT transaction_id, json_object(
+        'transaction_id', transaction_id, 'png_hex', CASE WHEN png IS NULL THEN NULL ELSE hex(png) END,
+        'note', note, 'created_at', created_at) AS body
+        FROM signatures;
+    CREATE TRIGGER IF NOT EXISTS forward_new_signature AFTER INSERT ON signatures
+    WHEN (SELECT value FROM counters WHERE name = 'forwarding') = 1 BEGIN
+        INSERT INTO forward_queue (entity, row_id, body)
+            SELECT 'signature', transaction_id, body FROM forward_signature WHERE transaction_id = NEW.transaction_id;
+    END;
+    """,
 )

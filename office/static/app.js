@@ -19,6 +19,10 @@ const TEXT = {
     "outside opening hours": "营业时间外销售", "fallback swipes of a chip card": "芯片卡刷磁条",
     "fallbacks from chip": "芯片失败后降级刷卡", "card fallback (chip failed)": "降级刷卡", "card chip": "插卡",
     "refund not to the paying card": "现金退还卡/钱包付款", "just under a limit": "金额刚低于限额",
+    find_sale: "查找交易", sale_no: "交易号", find: "查找", no_sale: "找不到这笔交易", signature: "签名",
+    no_signature: "无电子签名", time: "时间", amount: "金额", status: "状态", method: "支付方式", card: "卡号",
+    auth_code: "授权码", rrn: "参考号", cvm: "持卡人验证", items: "商品", sale: "消费", void: "撤销", refund: "退货",
+    approved: "成功", pending: "处理中", failed: "失败", unknown: "结果未知", reversed: "已冲正",
   },
   en: {
     title: "Back office", other_language: "中文", sign_in: "Sign in", sign_out: "Sign out", name: "Name",
@@ -31,12 +35,16 @@ const TEXT = {
     never: "never", seconds_ago: "s ago", minutes_ago: "min ago", hours_ago: "h ago", in_balance: "in balance",
     out_of_balance: "OUT OF BALANCE", not_signed_in: "not signed in", wrong_password: "Wrong name or password",
     updated: "Updated", count: "", behind: "behind", rows: "rows", refused: "Not taken",
+    find_sale: "Find a sale", sale_no: "Transaction no.", find: "Find", no_sale: "No such sale", signature: "Signature",
+    no_signature: "No electronic signature", time: "Time", amount: "Amount", status: "Status", method: "Method",
+    card: "Card", auth_code: "Auth code", rrn: "Reference", cvm: "Verified by", items: "Items", sale: "sale",
   },
 };
 
 let lang = localStorage.getItem("lang") || (((navigator.languages || [])[0] || navigator.language || "").startsWith("zh") ? "zh-CN" : "en");
 let last = null;
 let timer = null;
+let sale = null;
 const $ = (id) => document.getElementById(id);
 const t = (key) => (TEXT[lang][key] !== undefined ? TEXT[lang][key] : key);
 
@@ -57,6 +65,7 @@ function translate() {
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
   document.title = "Countertop · " + t("title");
   if (last) render(last);
+  if (sale) showSale(sale);
 }
 
 async function api(path, options) {
@@ -86,6 +95,7 @@ async function start() {
   option("", t("all"));
   [...new Set(me.terminals.map((x) => x.shop).filter(Boolean))].forEach((s) => option("shop:" + s, t("shop_of") + s));
   me.terminals.forEach((x) => option("terminal:" + x.terminal_id, x.terminal_id + (x.shop ? " · " + x.shop : "")));
+  $("terminal-list").replaceChildren(...me.terminals.map((x) => { const o = document.createElement("option"); o.value = x.terminal_id; return o; }));
   const today = localDate(new Date());
   if (!$("from").value) { $("from").value = today; $("to").value = today; }
   await load();
@@ -126,7 +136,15 @@ function render(d) {
   list.replaceChildren();
   (d.anomalies.length ? d.anomalies : [null]).forEach((a) => {
     const li = document.createElement("li");
-    li.textContent = a ? `${t(a.rule)}: ${a.detail} (${t("rows")} ${a.rows.slice(0, 12).join(", ")}${a.count > 12 ? " …" : ""})` : t("nothing_unusual");
+    if (!a) { li.textContent = t("nothing_unusual"); list.append(li); return; }
+    li.append(`${t(a.rule)}: ${a.detail} (${t("rows")} `);
+    a.rows.slice(0, 12).forEach((row, i) => {  // each row TERMINAL:ID opens that sale
+      const link = document.createElement("a");
+      link.href = "#sale"; link.textContent = row; link.className = "row";
+      link.addEventListener("click", (ev) => { ev.preventDefault(); const [term, id] = row.split(/:(?=[^:]*$)/); findSale(term, id); });
+      li.append(i ? ", " : "", link);
+    });
+    li.append(`${a.count > 12 ? " …" : ""})`);
     list.append(li);
   });
   rows($("operators"), d.operators.map((o) => [o.operator || t("not_signed_in"), `${m(o.sales_amount)} (${o.sales_count})`, `${m(o.refund_amount)} (${o.refund_count})`]));
@@ -135,6 +153,43 @@ function render(d) {
        (tr, i) => { const x = d.terminals[i]; if (x.seconds_since === null || x.seconds_since > 600 || x.queue_depth > 0 || x.last_refusal) tr.classList.add("late"); });
   rows($("settlements"), d.settlements.map((s) => [s.terminal_id, String(s.batch), m(s.debit_amount - s.credit_amount), s.in_balance ? t("in_balance") : t("out_of_balance")]));
   $("status").textContent = `${t("updated")} ${new Date().toLocaleTimeString(lang)}`;
+}
+
+async function findSale(terminal, id) {
+  $("sale-terminal").value = terminal; $("sale-id").value = id;
+  $("sale-error").textContent = "";
+  try {
+    sale = await api("/api/sale?" + new URLSearchParams({ terminal, id }).toString());
+  } catch (e) {
+    sale = null; $("sale").hidden = true;
+    if (e.message !== "signed out") $("sale-error").textContent = t("no_sale");
+    return;
+  }
+  showSale(sale);
+  $("sale").scrollIntoView({ block: "nearest" });
+}
+
+function showSale(s) {
+  const m = (v) => s.currency + " " + money(v, s.exponent);
+  const fields = [
+    [t("terminal"), `${s.terminal_id}:${s.id}`], [t("time"), s.created_local], [t("amount"), m(s.amount)],
+    [t("status"), `${t(s.kind)} · ${t(s.status)}`], [t("method"), t(`${s.method} ${s.entry_mode}`)],
+    [t("card"), s.masked_pan || "–"], [t("auth_code"), s.auth_code || "–"], [t("rrn"), s.rrn || "–"],
+    [t("cvm"), s.cvm || "–"], [t("operator"), s.operator || t("not_signed_in")],
+  ];
+  if (s.lines.length) fields.push([t("items"), s.lines.map((l) => `${l.name} ×${l.quantity}`).join(", ")]);
+  rows($("sale-fields"), fields);
+  const signed = s.signature && s.signature.image, shown = $("sale-signature");
+  const src = "/api/signature.png?" + new URLSearchParams({ terminal: s.terminal_id, id: String(s.id) }).toString();
+  if (!signed) $("sale-image").replaceChildren();  // the <img> is made only for a sale that has a signature
+  else if (!shown || shown.getAttribute("src") !== src) {
+    const img = document.createElement("img");
+    img.id = "sale-signature"; img.src = src; img.alt = t("signature");
+    $("sale-image").replaceChildren(img);
+  } else shown.alt = t("signature");
+  const note = s.signature && s.signature.note;
+  $("sale-unsigned").textContent = signed ? "" : t("no_signature") + (note ? " · " + note : "");
+  $("sale").hidden = false;
 }
 
 function ago(seconds) {
@@ -205,7 +260,8 @@ document.addEventListener("DOMContentLoaded", () => {
     $("password").value = "";
     start();
   });
-  $("signout").addEventListener("click", async () => { await post("/api/logout", {}); last = null; showSignIn(); });
+  $("signout").addEventListener("click", async () => { await post("/api/logout", {}); last = null; sale = null; $("sale").hidden = true; showSignIn(); });
+  $("find-sale").addEventListener("submit", (ev) => { ev.preventDefault(); findSale($("sale-terminal").value.trim(), $("sale-id").value.trim()); });
   ["from", "to", "scope"].forEach((id) => $(id).addEventListener("change", () => load().catch(() => {})));
   $("today").addEventListener("click", () => { const d = localDate(new Date()); $("from").value = d; $("to").value = d; load().catch(() => {}); });
   start();
