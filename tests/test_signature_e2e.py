@@ -75,6 +75,11 @@ def test_a_signature_drawn_on_the_screen_prints_on_the_merchant_copy_and_stays_w
         assert not sim.printer.receipts  # nothing printed before the signature
         sim.sign(STROKES)
         assert sim.display.strokes == tuple(tuple(s) for s in STROKES)  # drawn live, as signed
+        shot = sim.screen_image().convert("L")  # ... and on the pixel panel, in the screen's own pixels
+        ink = {(x, y) for x in range(480) for y in range(320) if shot.getpixel((x, y)) < 64}
+        for stroke in STROKES:
+            for x, y in stroke:
+                assert any(abs(x - ix) <= 2 and abs(y - iy) <= 2 for ix, iy in ink), f"no ink at {x, y} on the panel"
         sim.keys("{ENTER}")
         merchant, customer = sim.wait_for_receipts(2)[-2:]
         assert "CARDHOLDER SIGNATURE" in merchant and "[image]" in merchant and "[image]" not in customer
