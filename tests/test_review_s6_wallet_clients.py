@@ -1,7 +1,7 @@
 """Review (session 6) of issue 14's provider clients against their simulated gateways: a UnionPay refund whose
 answer was lost before a restart can never be settled; Lakala answers believed without the amount they must be
-bound to; a Lakala order that never reached Lakala is never "not found". Each test fails on the code as merged
-(7bf7a9f)."""
+bound to; a Lakala order that never reached Lakala is never "not found". Each test failed on the code as merged
+(7bf7a9f); fixed on branch walletfix."""
 
 from __future__ import annotations
 
@@ -53,17 +53,19 @@ def lk_client(gw: LakalaGateway) -> aggregator.LakalaClient:
 
 def test_unionpay_refund_whose_answer_was_lost_before_a_restart_is_found_after_it(upgw):
     """A power cut mid-refund: the refund was made (UnionPay holds it under its orderId and txnTime), its answer
-    lost. The desk resends it at boot under the same request number, but the rebooted client has forgotten the
-    txnTime (unionpay.py keeps it in `_sent`, memory only) and sends a new one: UnionPay says duplicate (12), the
-    query under the new txnTime finds nothing (34), and refund() raises 'not final' on every pass, for ever.
-    (On a later day the same orderId with a new txnTime may even be a second refund.)"""
+    lost. The desk resends it at boot under the same request number. The client used to keep the txnTime only in
+    memory, so the rebooted one sent a new one: UnionPay said duplicate (12), the query under the new txnTime
+    found nothing (34), and refund() raised 'not final' on every pass, for ever (on a later day the same orderId
+    with a new txnTime might even be a second refund). Now the desk passes the time it journaled the refund
+    (`at`, the row's created_at) with every send, and the txnTime is made from it."""
     upgw.refund_delay = 0
     no = order_no()
+    journaled = datetime.now(UTC)  # the refund row's created_at, passed by the desk with every send
     before = up_client(upgw)
     assert asyncio.run(before.pay_by_code(no, 2000, UNIONPAY_CODE, "x")).state == "paid"
     upgw.fault("lost", endpoint="refund")
     with pytest.raises(WalletError):
-        asyncio.run(before.refund(no, 500, "b" * 32, 0, 2000))
+        asyncio.run(before.refund(no, 500, "b" * 32, 0, 2000, journaled))
     assert [(r.amount, r.state) for r in upgw.txns[no].refunds] == [(500, "paid")]  # made, once
 
     later = datetime.now(UTC) + timedelta(minutes=3)  # booted again a few minutes later
@@ -76,14 +78,15 @@ def test_unionpay_refund_whose_answer_was_lost_before_a_restart_is_found_after_i
         refund_waits=(0.0, 0.0),
         clock=lambda: later,
     )
-    result = asyncio.run(after.refund(no, 500, "b" * 32, 0, 2000))
+    result = asyncio.run(after.refund(no, 500, "b" * 32, 0, 2000, journaled))
     assert result.state == "refunded"
     assert [r.amount for r in upgw.txns[no].refunds] == [500]
 
 
 def test_unionpay_cancellation_is_confirmed_only_by_a_query_of_its_own_amount(upgw, monkeypatch):
-    """消费撤销's confirming query is asked with amount None (unionpay.py _cancel_paid): a genuinely signed query
-    answer for the cancellation that names another amount still makes the sale 'closed, REFUNDED TO PAYER'."""
+    """消费撤销's confirming query used to be asked with amount None (unionpay.py _cancel_paid): a genuinely signed
+    query answer for the cancellation naming another amount made the sale 'closed, REFUNDED TO PAYER'. It is
+    asked with the paid amount now, and a mismatch is no answer."""
     no = order_no()
     c = up_client(upgw)
     assert asyncio.run(c.pay_by_code(no, 2000, UNIONPAY_CODE, "x")).state == "paid"
@@ -107,9 +110,8 @@ def test_unionpay_cancellation_is_confirmed_only_by_a_query_of_its_own_amount(up
 
 
 def test_lakala_refund_is_not_confirmed_by_a_query_that_names_no_amount(lkgw, monkeypatch):
-    """refund() checks the refund query's total_amount only when it is there (aggregator.py: `got is not None
-    and got != amount`): a SUCCESS that names no amount is taken as this refund's, unlike every other answer
-    (_trade with an amount refuses a paid state without one)."""
+    """refund() used to check the refund query's total_amount only when it was there: a SUCCESS that names no
+    amount was taken as this refund's, unlike every other answer. A missing amount is a mismatch now."""
     lkgw.refund_delay = 0
     no = order_no()
     c = lk_client(lkgw)
@@ -138,9 +140,9 @@ def test_lakala_refund_is_not_confirmed_by_a_query_that_names_no_amount(lkgw, mo
 
 
 def test_lakala_payment_answer_that_says_the_trade_is_not_paid_is_not_a_payment(lkgw, monkeypatch):
-    """pay_by_code takes any BBS00000 answer bound to the order and amount as paid without reading its
-    trade_state (aggregator.py pay_by_code: `return self._paid(d)`); the simulated gateway itself sends
-    trade_state in that answer. One that says DEAL (the payer has not confirmed) must be asked about, not paid."""
+    """pay_by_code used to take any BBS00000 answer bound to the order and amount as paid without reading its
+    trade_state; the simulated gateway itself sends trade_state in that answer. One that says DEAL (the payer
+    has not confirmed) is asked about (the trade query), not paid: only SUCCESS is."""
     real = lkgw._business
 
     def deal(endpoint, req):
@@ -157,11 +159,11 @@ def test_lakala_payment_answer_that_says_the_trade_is_not_paid_is_not_a_payment(
     assert result.state != "paid", "paid on an answer whose trade_state says the payment is still in progress"
 
 
-def test_lakala_order_that_never_reached_lakala_is_not_found_not_an_error_for_ever(lkgw):
+def test_lakala_order_that_never_reached_lakala_is_not_found(lkgw):
     """A micropay that never reached Lakala (HTTP 500 before it was carried out): Lakala's trade query answers
-    BBS11105 (no such trade), which the client raises as an error (_Unknown), so query() and cancel() never say
-    not_found and the desk's reconcile_order leaves the sale 'unknown' for ever (UnionPay's 34 and WeChat's
-    ORDER_NOT_EXIST become not_found, final after walletorder.CODE_NOT_FOUND_WAIT)."""
+    BBS11105 (no such trade). The client used to raise it as an error, so query() and cancel() never said
+    not_found and the desk left the sale 'unknown' for ever; it is not_found now, like UnionPay's 34 and
+    WeChat's ORDER_NOT_EXIST, final after walletorder.CODE_NOT_FOUND_WAIT."""
     no = order_no()
     c = lk_client(lkgw)
     lkgw.fault("http500", endpoint="micropay")

@@ -1,7 +1,8 @@
 """Review (session 6) of issue 14 at the till: a cancel of a scanned code that was paid (UnionPay 消费撤销, Lakala
 revoke) whose answer is lost to a power cut is reconciled at boot as approved although the money went back to
-the payer; a UnionPay order that failed, whose answer was lost, is never settled. Each test fails on the code
-as merged (7bf7a9f)."""
+the payer; a UnionPay order that failed, whose answer was lost, is never settled. Each test failed on the code
+as merged (7bf7a9f); fixed on branch walletfix (the desk journals a cancel before sending it, reconciliation
+cancels a marked order again instead of approving it, a failed order is final)."""
 
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ def _scan(sim, amount="880"):
 
 def test_unionpay_power_cut_after_a_cancellation_of_a_paid_code_is_not_reconciled_as_approved(usim):
     """The payer confirms, the cashier presses CANCEL a moment later: the terminal sends 消费撤销 (the money goes
-    back), the answer is lost, the power goes. At boot the original consume's query still says origRespCode 00
-    and reconcile_order journals the sale approved: the shop's books hold a sale whose money the payer has."""
+    back), the answer is lost, the power goes. At boot the original consume's query still says origRespCode 00;
+    reconcile_order used to journal the sale approved (the shop's books held a sale whose money the payer has).
+    The desk now journals the cancel before sending it, and reconciliation sends it again (the same txnTime:
+    UnionPay says duplicate, its query confirms it) and journals the sale cancelled."""
     usim.unionpay.next_code("confirm")
     _scan(usim)
     usim.wait_for("CONFIRM IN YOUR APP")
@@ -75,7 +78,8 @@ def test_unionpay_power_cut_after_a_cancellation_of_a_paid_code_is_not_reconcile
 
 def test_aggregator_power_cut_after_a_revoke_of_a_paid_code_is_not_reconciled_as_approved(asim):
     """The same through Lakala: the revoke of a paid trade (trade_state REFUND afterwards) loses its answer, the
-    power goes; at boot LakalaClient.query maps REFUND to paid (aggregator.py _PAID) and the sale is approved."""
+    power goes; at boot LakalaClient.query used to map REFUND to paid (aggregator.py _PAID) and approve the sale.
+    REFUND (all of it back to the payer) is now closed, and the journaled cancel is never reconciled as paid."""
     asim.aggregator.next_code("confirm")
     _scan(asim)
     asim.wait_for("CONFIRM IN YOUR APP")
@@ -91,9 +95,9 @@ def test_aggregator_power_cut_after_a_revoke_of_a_paid_code_is_not_reconciled_as
 
 
 def test_unionpay_failed_order_whose_answer_was_lost_is_settled(usim):
-    """Insufficient balance, the answer lost: the order stays 'unknown' and is never settled, because
-    reconcile_order drops a 'failed' query result (walletorder.py: `done.status != "declined"`). Alipay's and
-    WeChat's queries never say failed; UnionPay's (origRespCode 51) and Lakala's (FAIL) do."""
+    """Insufficient balance, the answer lost: the order used to stay 'unknown' for ever, because reconcile_order
+    dropped a 'failed' query result. A failed order is final now (declined). Alipay's and WeChat's queries
+    never say failed; UnionPay's (origRespCode 51) and Lakala's (FAIL) do."""
     usim.unionpay.next_code("insufficient")
     usim.unionpay.fault("lost", endpoint="code")
     _scan(usim)
