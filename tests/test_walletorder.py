@@ -130,7 +130,7 @@ def test_an_order_whose_cancel_was_sent_is_never_reconciled_as_paid():
     assert calls(again[0]) == ["query", "cancel"] and again[1] == Final("cancelled", refunded)
     for answer in (DOWN, WalletResult("retry"), PAID):  # not confirmed: asked again later, not approved
         assert drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, cancelling=True), [PAID, answer])[1] is None
-    refused = WalletResult("refused", "CANCEL REFUSED")  # the provider will not cancel it: nothing moved
+    refused = WalletResult("refused", "ORDERPAID")  # the provider will not cancel it: nothing moved
     kept = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, cancelling=True), [PAID, refused])
     assert kept[1] == Final("approved", PAID)
     # Still open when asked, the cancel not confirmed, paid when asked again: asked again later, not approved.

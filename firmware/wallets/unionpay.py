@@ -545,7 +545,7 @@ class UnionPayClient:
         if t.state == "paid":
             return WalletResult("closed", "REFUNDED TO PAYER", trade_no=t.query_id)
         if t.state == "failed" or (t.state == "not_found" and answer not in ("00", _DUPLICATE, *_PENDING)):
-            return WalletResult("refused", "CANCEL REFUSED")  # UnionPay refused it: nothing moved
+            return WalletResult("refused", "ORDERPAID")  # UnionPay refused the cancellation: nothing moved
         raise WalletError(f"{what}: {cancel_id} not confirmed (respCode {_clean(answer, 4)}); asked again")
 
     async def refund(
