@@ -154,3 +154,18 @@ def test_a_power_cut_mid_order_is_reconciled_at_boot(usim):
     usim.restart(crash=True)  # the power goes while the payer types the password
     usim.unionpay.confirm(order_no)
     wait_until(lambda: wallet_rows(usim)[0]["status"] == "approved", what="reconciled at boot", timeout=20)
+
+
+def test_a_refund_whose_answer_was_lost_to_a_power_cut_is_found_after_the_restart(usim):
+    """The refund was made, its answer lost, the power goes: after the restart the desk resends it with the time
+    it journaled the refund, so UnionPay's duplicate (12) and the query under the same txnTime settle it, once."""
+    scan(usim, amount="2000")
+    usim.wait_for("PAID")
+    sale = wallet_rows(usim)[0]
+    usim.unionpay.fault("lost", times=1000, endpoint="refund")  # every answer lost until the power goes
+    _manager_refund(usim, sale["stan"], "500", "1")
+    usim.wait_for("WILL RETRY BY ITSELF")
+    usim.restart(crash=True)
+    usim.unionpay.fault(None)
+    wait_until(lambda: [r for r in usim.journal() if r["kind"] == "refund"][0]["status"] == "approved", what="found")
+    assert [r.amount for r in usim.unionpay.txns[sale["order_no"]].refunds] == [500]

@@ -114,11 +114,31 @@ def test_reconciliation_says_only_what_the_provider_said():
     assert drive(wo.reconcile_order("qr", QR_TIMEOUT, CREATED), [PAID])[1] == Final("approved", PAID)
     closed = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED), [WAITING, CLOSED])
     assert calls(closed[0]) == ["query", "cancel"] and closed[1] == Final("cancelled", CLOSED)
-    assert drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED), [WalletResult("failed")])[1] is None
+    failed = WalletResult("failed", "INSUFFICIENT BALANCE")  # UnionPay's origRespCode 51, Lakala's FAIL
+    assert drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED), [failed])[1] == Final("declined", failed)
     assert drive(wo.reconcile_order("qr", QR_TIMEOUT, CREATED), [NOT_FOUND, NOT_FOUND, NOT_FOUND])[1] is None
     expired = CREATED + timedelta(seconds=QR_TIMEOUT) + wo.EXPIRY_MARGIN
     gone = drive(wo.reconcile_order("qr", QR_TIMEOUT, CREATED), [NOT_FOUND, NOT_FOUND, NOT_FOUND], now=expired)
     assert gone[1] == Final("cancelled", WalletResult("closed", "NEVER PAID; CODE EXPIRED"))
+
+
+def test_an_order_whose_cancel_was_sent_is_never_reconciled_as_paid():
+    """The cashier's cancel was journaled and sent, its answer lost: the query of the original may still say
+    paid (UnionPay's consume after 消费撤销), so the order is cancelled again, never approved."""
+    refunded = WalletResult("closed", "REFUNDED TO PAYER")
+    again = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, cancelling=True), [PAID, refunded])
+    assert calls(again[0]) == ["query", "cancel"] and again[1] == Final("cancelled", refunded)
+    for answer in (DOWN, WalletResult("retry"), PAID):  # not confirmed: asked again later, not approved
+        assert drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, cancelling=True), [PAID, answer])[1] is None
+    refused = WalletResult("refused", "ORDERPAID")  # the provider will not cancel it: nothing moved
+    kept = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, cancelling=True), [PAID, refused])
+    assert kept[1] == Final("approved", PAID)
+    # Still open when asked, the cancel not confirmed, paid when asked again: asked again later, not approved.
+    still = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, True), [WAITING, WalletResult("retry"), PAID])
+    assert calls(still[0]) == ["query", "cancel", "query"] and still[1] is None
+    reversed_ = drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, True), [WalletResult("failed")])
+    assert reversed_[1] is not None and reversed_[1].status == "cancelled"  # a reversed payment reads failed
+    assert drive(wo.reconcile_order("code", QR_TIMEOUT, CREATED, True), [CLOSED])[1] == Final("cancelled", CLOSED)
 
 
 STATES = ["paid", "waiting", "not_found", "closed", "failed", "retry", "refused", "refunded"]

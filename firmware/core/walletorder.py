@@ -239,20 +239,32 @@ def end_order(kind: str, reason: str, qr_timeout: int, created: datetime, attemp
     return final(ended) or Open(f"ended as {ended.state}")
 
 
-def reconcile_order(kind: str, qr_timeout: int, created: datetime) -> Reconciling:
+def reconcile_order(kind: str, qr_timeout: int, created: datetime, cancelling: bool = False) -> Reconciling:
     """An order whose fate the journal does not know: ask, end it when it is still open, and say what became
-    of it — or None, to be asked again later."""
+    of it — or None, to be asked again later. `cancelling`: a cancel was sent (the desk journals that before
+    sending one) and its answer lost; the money may be on its way back to the payer, so a query that still
+    says paid approves the order only once the provider refuses to cancel it: it is cancelled again (the
+    provider's cancel is idempotent). A provider answers `retry` or `refused` only when nothing moved, and the
+    desk then forgets the cancel; a cancel sent whose effect is not known yet is a Failure."""
     result = yield from _ask("query")
     if isinstance(result, Failure):
         return None
+    if cancelling and result.state == "paid":
+        again = yield from _ask("cancel")
+        if isinstance(again, WalletResult) and again.state == "closed":
+            return Final("cancelled", again)
+        if isinstance(again, WalletResult) and again.state == "refused":  # it will not be cancelled: paid
+            return final(result)
+        return None  # not confirmed yet: cancelled again later
     if result.state in ("waiting", "not_found"):
         ended = yield from end_trade(kind, 1)
-        if ended is None:
+        if ended is None or (cancelling and ended.state == "paid"):
             return None
         result = ended
         if result.state == "not_found":  # a shown code nobody scanned, or a scanned one the provider never had
             if (yield from _now()) < not_found_final(kind, created, qr_timeout):
                 return None  # still payable: ask again later
             result = WalletResult("closed", "NEVER PAID; CODE EXPIRED" if kind == "qr" else "NEVER REACHED THE WALLET")
-    done = final(result)
-    return done if done is not None and done.status != "declined" else None
+    if cancelling and result.state == "failed":  # a reversed payment reads as failed: the cashier's cancel
+        return Final("cancelled", WalletResult("closed", result.reason or "PAYMENT CANCELLED"))
+    return final(result)  # a failed order (UnionPay's origRespCode 51, Lakala's FAIL) is final: declined

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Sale, void and refund statuses; reversal rows are 'queued' then 'acknowledged'.
 STATUSES = ("pending", "approved", "declined", "failed", "unknown", "reversed", "voided", "cancelled")
 FOLLOW_UPS = ("void", "refund")
+CANCEL_MARK = "cancel@"  # a wallet sale's idem_key once a cancel of its order may have been sent
 
 AUDIT_GENESIS = "0" * 64
 
@@ -796,6 +797,33 @@ class Journal:
         ).fetchall()
         return [QueuedReversal(*r) for r in rows]
 
+    def mark_cancel(self, row_id: int, now: datetime) -> datetime:
+        """Before a wallet sale's order is cancelled at the provider (the money may go back to the payer): keep
+        when the first cancel was sent, in the sale's idempotency key ("cancel@<time>"), so that reconciliation
+        knows a cancel may have happened and resends it as the same request. Returns the kept time."""
+        stamp = now.isoformat(timespec="seconds")
+        with self._tx():
+            self._db.execute(
+                "UPDATE transactions SET idem_key = ? WHERE id = ? AND kind = 'sale' AND method = 'wallet'"
+                " AND idem_key = ''",
+                (CANCEL_MARK + stamp, row_id),
+            )
+            got = self._db.execute("SELECT idem_key FROM transactions WHERE id = ?", (row_id,)).fetchone()
+        at = cancel_marked(got[0] if got else "")
+        if at is None:
+            raise JournalError(f"wallet row {row_id}: the cancel could not be journaled")
+        return at
+
+    def clear_cancel(self, row_id: int) -> None:
+        """The provider answered that a wallet sale's cancel did not happen (nothing moved): forget mark_cancel's
+        mark, so that a payment the query reports is the sale's again."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE transactions SET idem_key = '' WHERE id = ? AND kind = 'sale' AND method = 'wallet'"
+                " AND idem_key LIKE ?",
+                (row_id, CANCEL_MARK + "%"),
+            )
+
     def note_attempt(self, row_id: int, now: datetime, note: str) -> None:
         """Count a send attempt (reversal or resent void/refund) that got no usable answer."""
         with self._tx():
@@ -983,6 +1011,16 @@ class Journal:
     def rows(self) -> list[dict[str, Any]]:
         """Every transaction row, oldest first, with a sale's approved refunds summed as `refunded`."""
         return [dict(r) for r in self._db.execute("SELECT * FROM transaction_summary ORDER BY id")]
+
+
+def cancel_marked(idem_key: str) -> datetime | None:
+    """When a cancel was first sent for a wallet sale whose idempotency key is `idem_key` (see mark_cancel)."""
+    if not idem_key.startswith(CANCEL_MARK):
+        return None
+    try:
+        return datetime.fromisoformat(idem_key[len(CANCEL_MARK) :])
+    except ValueError:
+        return None
 
 
 def _whole_months(first: str, last: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:

@@ -58,7 +58,10 @@ OK_CODES = frozenset({"BBS00000", "000000"})  # the trade APIs' success, the cas
 WALLETS = {"WECHAT": "WECHAT PAY", "ALIPAY": "ALIPAY", "UQRCODEPAY": "UNIONPAY"}  # account_type: who paid
 ANSWER_WINDOW = 300
 # trade_state of the trade query
-_PAID = frozenset({"SUCCESS", "PART_REFUND", "REFUND"})
+_PAID = frozenset({"SUCCESS", "PART_REFUND"})
+_REFUNDED = "REFUND"  # all of it back to the payer: for an order being reconciled, its revoke went through
+_NO_TRADE = "BBS11105"  # no such trade (交易不存在): the query's "not found"
+NOT_FOUND = "NOT_FOUND"  # the trade state this client gives a trade Lakala says it does not have
 _OPEN = frozenset({"INIT", "CREATE", "DEAL", "UNKNOWN"})
 _CLOSED = frozenset({"CLOSE"})
 # order_status of a cashier order: 0 waiting, 1 paying, 2 paid, 3 failed, 4 expired, 5 cancelled, 6/7 refunded
@@ -263,13 +266,15 @@ class LakalaClient:
         """(trade_state, the answer) of a trade (a code payment or a refund), bound to it."""
         what = "query"
         code, d = await self._call(what, TRADE_QUERY, {**self._base(), "out_trade_no": out_trade_no})
+        if code == _NO_TRADE:
+            return NOT_FOUND, {}
         if code not in OK_CODES:
             raise _Unknown(f"{what}: Lakala answered {_clean(code, 16)}")
         self._same(what, d, "out_trade_no", out_trade_no, None, "total_amount")
         state = d.get("trade_state")
         if state in _PAID and amount is not None:
             self._same(what, d, "out_trade_no", out_trade_no, amount, "total_amount")
-        if not isinstance(state, str) or state not in _PAID | _OPEN | _CLOSED | {"FAIL"}:
+        if not isinstance(state, str) or state not in _PAID | _OPEN | _CLOSED | {"FAIL", _REFUNDED}:
             raise WalletError(f"{what}: unknown trade_state {_clean(state, 20)!r}")
         return state, d
 
@@ -285,8 +290,12 @@ class LakalaClient:
             return self._paid(d)
         if state in _CLOSED:
             return WalletResult("closed", "ORDER CLOSED", trade_no=_ident(d.get("trade_no")))
+        if state == _REFUNDED:  # the whole of it back to the payer (a revoke): not a payment the shop keeps
+            return WalletResult("closed", "REFUNDED TO PAYER", trade_no=_ident(d.get("trade_no")))
         if state == "FAIL":
             return WalletResult("failed", "PAYMENT FAILED")
+        if state == NOT_FOUND:
+            return WalletResult("not_found", "ORDER NOT FOUND")
         return WalletResult("waiting")
 
     # --- WalletProvider ---------------------------------------------------------------------------------
@@ -306,7 +315,8 @@ class LakalaClient:
         answer, d = await self._call(what, MICROPAY, req)
         if answer in OK_CODES and d:
             self._same(what, d, "out_trade_no", order_no, amount, "total_amount")
-            return self._paid(d)
+            if d.get("trade_state") == "SUCCESS":  # anything else (the payer confirming...): the query decides
+                return self._paid(d)
         state, q = await self._trade(order_no, amount)
         return self._of_state(state, q)
 
@@ -336,6 +346,8 @@ class LakalaClient:
     async def _counter(self, order_no: str, amount: int | None) -> WalletResult:
         what = "cashier query"
         code, d = await self._call(what, COUNTER_QUERY, {"merchant_no": self._merchant, "out_order_no": order_no})
+        if code == _NO_TRADE:
+            return WalletResult("not_found", "ORDER NOT FOUND")
         if code not in OK_CODES:
             raise _Unknown(f"{what}: Lakala answered {_clean(code, 16)}")
         status = str(d.get("order_status"))
@@ -358,7 +370,9 @@ class LakalaClient:
             return await self._counter(order_no, amount)
         if kind is None:
             try:
-                return await self._counter(order_no, amount)
+                counter = await self._counter(order_no, amount)
+                if counter.state != "not_found":
+                    return counter
             except _Unknown:
                 pass
         state, d = await self._trade(order_no, amount)
@@ -370,29 +384,43 @@ class LakalaClient:
         result = await self._counter(order_no, None)
         if result.state == "paid":
             return WalletResult("refused", "ORDERPAID")
-        return result if result.state == "closed" else WalletResult("retry")
+        return result if result.state in ("closed", "not_found") else WalletResult("retry")
 
-    async def cancel(self, order_no: str) -> WalletResult:
+    async def cancel(self, order_no: str, at: datetime | None = None) -> WalletResult:
         """Revoke (撤销) a code payment whatever became of it; closed once the trade query says CLOSE or REFUND."""
-        before, _ = await self._trade(order_no, None)
+        before, b = await self._trade(order_no, None)
         if before in _CLOSED or before == "FAIL":
             return WalletResult("closed", "PAYMENT CANCELLED")
+        if before == _REFUNDED:  # revoked already (a resend after a lost answer)
+            return WalletResult("closed", "REFUNDED TO PAYER", trade_no=_ident(b.get("trade_no")))
+        if before == NOT_FOUND:  # never reached Lakala: the desk decides when that is final
+            return WalletResult("not_found")
         req = {
             **self._base(),
             "out_trade_no": f"{order_no[:30]}RV",
             "origin_out_trade_no": order_no,
             "location_info": self._location(),
         }
-        await self._call("revoke", REVOKE, req)
+        answer, _ = await self._call("revoke", REVOKE, req)
         after, d = await self._trade(order_no, None)
         if after in _CLOSED or after == "FAIL":
             return WalletResult("closed", "PAYMENT CANCELLED", trade_no=_ident(d.get("trade_no")))
-        if after == "REFUND":
+        if after == _REFUNDED:
             return WalletResult("closed", "REFUNDED TO PAYER", trade_no=_ident(d.get("trade_no")))
-        return WalletResult("retry")
+        if after == NOT_FOUND:
+            return WalletResult("not_found")
+        if answer in OK_CODES:  # accepted, not done yet: the money may be moving
+            raise WalletError(f"revoke of {order_no}: accepted, the trade is still {after}; asked again")
+        return WalletResult("retry")  # Lakala refused the revoke: nothing moved
 
     async def refund(
-        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+        self,
+        order_no: str,
+        amount: int,
+        request_no: str,
+        refunded_before: int = 0,
+        total: int | None = None,
+        at: datetime | None = None,
     ) -> WalletResult:
         """Refund `amount` under `request_no` (the refund's own out_trade_no: a resend refunds once); decided by
         the trade query of the refund."""
@@ -410,7 +438,7 @@ class LakalaClient:
             self._same(what, d, "out_trade_no", refund_no, amount, "refund_amount")
         state, q = await self._trade(refund_no, None)
         got = _fen(q.get("total_amount"))
-        if got is not None and got != amount:
+        if state != NOT_FOUND and got != amount:  # an answer that names no amount is not this refund's either
             raise WalletMismatch(f"{what}: the refund's query says {got}, the request {amount}")
         if state == "SUCCESS":
             return WalletResult("refunded", trade_no=_ident(q.get("trade_no")))

@@ -59,7 +59,9 @@ class WalletGatewayError(WalletError):
 
 class WalletProvider(Protocol):
     """What a wallet acquirer offers a terminal. Amounts are minor units; order numbers are the terminal's.
-    Every result has been matched with its request; an answer that does not match raises WalletMismatch."""
+    Every result has been matched with its request; an answer that does not match raises WalletMismatch.
+    `at` (cancel, refund): when the request was first made, as journaled; a resend after a restart carries it,
+    for a provider that names a request by its time (UnionPay's txnTime). Others ignore it."""
 
     name: str
 
@@ -69,9 +71,15 @@ class WalletProvider(Protocol):
     async def pay_by_code(self, order_no: str, amount: int, code: str, subject: str) -> WalletResult: ...
     async def query(self, order_no: str, amount: int) -> WalletResult: ...
     async def close(self, order_no: str) -> WalletResult: ...
-    async def cancel(self, order_no: str) -> WalletResult: ...
+    async def cancel(self, order_no: str, at: datetime | None = None) -> WalletResult: ...
     async def refund(
-        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+        self,
+        order_no: str,
+        amount: int,
+        request_no: str,
+        refunded_before: int = 0,
+        total: int | None = None,
+        at: datetime | None = None,
     ) -> WalletResult: ...
 
 
@@ -503,13 +511,19 @@ class AlipayClient:
         """Close an unpaid order (a shown code): closed, not_found (never scanned), retry, or refused."""
         return await self._end("alipay.trade.close", order_no, "ORDER CLOSED")
 
-    async def cancel(self, order_no: str) -> WalletResult:
+    async def cancel(self, order_no: str, at: datetime | None = None) -> WalletResult:
         """Cancel a scanned-code payment whatever became of it (unpaid: closed; paid: refunded): closed,
         retry (Alipay's retry_flag), or refused."""
         return await self._end("alipay.trade.cancel", order_no, "PAYMENT CANCELLED")
 
     async def refund(
-        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+        self,
+        order_no: str,
+        amount: int,
+        request_no: str,
+        refunded_before: int = 0,
+        total: int | None = None,
+        at: datetime | None = None,
     ) -> WalletResult:
         """Refund `amount` of an order (`total`, the order's amount, Alipay does not need). Alipay answers with
         the order's total refunded so far (refund_fee) and whether money moved this time (fund_change); an

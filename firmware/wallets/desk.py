@@ -24,8 +24,8 @@ from firmware.core import events, walletorder
 from firmware.core.events import AuthResponse
 from firmware.core.items import BasketLine
 from firmware.core.walletorder import WalletResult
-from firmware.errors import TerminalError
-from firmware.records.journal import FollowUp, Journal, NewSale
+from firmware.errors import JournalError, TerminalError
+from firmware.records.journal import FollowUp, Journal, NewSale, cancel_marked
 from firmware.wallets.alipay import WalletError, WalletMismatch, WalletProvider
 from firmware.wallets.notices import OfficeNotices
 
@@ -44,6 +44,7 @@ class _Order:
     created: datetime
     code: str = field(default="", repr=False)  # the payer's scanned code (a code payment's pay call)
     shown: bool = False  # a code on the screen: its waits may be cut short by a back-office payment notice
+    row: int = 0  # the sale's journal row (its cancel is journaled there before it is sent)
 
 
 class WalletDesk:
@@ -187,16 +188,32 @@ class WalletDesk:
             if op == "close":
                 return await p.close(order.order_no)
             if op == "cancel":
-                return await p.cancel(order.order_no)
+                # Journaled before it is sent (the money may go back): a lost answer is never reconciled as
+                # paid, and the resend is the same request (UnionPay names it by this time).
+                at = self.journal.mark_cancel(order.row, self._clock())
+                ended = await p.cancel(order.order_no, at)
+                if ended.state in ("retry", "refused"):  # the provider says nothing moved (a lost answer raises)
+                    self._forget_cancel(order)
+                return ended
             if op == "pay":
                 return await p.pay_by_code(order.order_no, order.amount, order.code, self._config.wallet.subject)
             expires = walletorder.expiry(order.created, self._config.wallet.qr_timeout)
             return await p.create_order(order.order_no, order.amount, self._config.wallet.subject, expires)
+        except JournalError as exc:  # the cancel could not be journaled (a full disk): not sent
+            log.error("wallet order %s: %s not sent: %s", order.order_no, op, exc)
+            return walletorder.Failure(str(exc), exc.screen)
         except WalletError as exc:
             mismatch = isinstance(exc, WalletMismatch)
             what = "an answer that is not this order's, ignored" if mismatch else f"{op} failed"
             log.warning("wallet order %s: %s: %s", order.order_no, what, exc)
             return walletorder.Failure(str(exc), exc.screen, mismatch)
+
+    def _forget_cancel(self, order: _Order) -> None:
+        """The provider answered that the cancel did not happen: a later 'paid' is the payment's again."""
+        try:
+            self.journal.clear_cancel(order.row)
+        except JournalError as exc:  # kept: reconciliation cancels it again rather than approve it
+            log.warning("wallet order %s: the cancel's mark stays: %s", order.order_no, exc)
 
     async def qr_order(
         self, amount: int, lines: tuple[BasketLine, ...] = (), operator: str = "", provider: str = "alipay"
@@ -207,7 +224,7 @@ class WalletDesk:
             return
         row, order_no, stan, created = started
         machine = walletorder.qr_order(self._config.wallet.poll_interval)
-        outcome = await self._run(machine, _Order(provider, order_no, amount, created, shown=True))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created, shown=True, row=row))
         self._conclude(row, order_no, stan, "qr", outcome)
 
     async def code_payment(
@@ -225,7 +242,7 @@ class WalletDesk:
             return
         row, order_no, stan, created = started
         machine = walletorder.code_payment(w.confirm_interval, w.confirm_timeout, w.qr_timeout, created)
-        outcome = await self._run(machine, _Order(provider, order_no, amount, created, code))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created, code, row=row))
         self._conclude(row, order_no, stan, "code", outcome)
 
     async def end_order(self, reason: str) -> None:
@@ -235,7 +252,7 @@ class WalletDesk:
             return
         row, order_no, kind, stan, amount, created, provider = self.order
         machine = walletorder.end_order(kind, reason, self._config.wallet.qr_timeout, created)
-        outcome = await self._run(machine, _Order(provider, order_no, amount, created))
+        outcome = await self._run(machine, _Order(provider, order_no, amount, created, row=row))
         self._conclude(row, order_no, stan, kind, outcome)
 
     async def refund(self, f: FollowUp) -> events.Event:
@@ -249,7 +266,9 @@ class WalletDesk:
             if provider is None:  # left 'unknown': sent once the provider is configured again
                 raise WalletError(f"no {name!r} provider is configured for this sale's refund")
             total = int(original.get("amount") or 0) or None  # WeChat wants the order's total with a refund
-            result = await provider.refund(f.original_order_no, f.amount, f.idem_key, before, total)
+            made = str((self.journal.row(f.id) or {}).get("created_at") or "")
+            at = datetime.fromisoformat(made) if made else None  # a resend after a restart: the same request
+            result = await provider.refund(f.original_order_no, f.amount, f.idem_key, before, total, at)
         except WalletError as exc:
             log.warning("wallet %s %d: %s", f.kind, f.id, exc)
             self._record(f.id, "unknown", note=str(exc)[:200])  # resent at reconcile
@@ -307,8 +326,9 @@ class WalletDesk:
         now = self._clock()
         if created.tzinfo is None and now.tzinfo is not None:
             created = created.astimezone()  # a naive stamp is local time
-        machine = walletorder.reconcile_order(kind, self._config.wallet.qr_timeout, created)
-        order = _Order(str(row["provider"]), order_no, amount, created)
+        cancelling = cancel_marked(str(row.get("idem_key") or "")) is not None  # its answer lost
+        machine = walletorder.reconcile_order(kind, self._config.wallet.qr_timeout, created, cancelling)
+        order = _Order(str(row["provider"]), order_no, amount, created, row=int(row["id"]))
         done: walletorder.Final | None = await self._run(machine, order)
         if done is None:
             log.info("wallet order %s still unknown; asked again later", order_no)

@@ -6,6 +6,10 @@ query stays the source of truth: a notice only ever shortens a wait, and only a 
 The back office (office/web.py `GET /api/v1/wallet/notice?order=…&wait=…`) holds the request open until the
 callback arrives or `wait` seconds pass; the terminal authenticates with its [office] token as the forwarder
 does. Where there is no back office, or it cannot be reached, the terminal simply polls.
+
+Each request runs in a thread of its own (a daemon: a back office that trickles its answer byte by byte can hold
+it past any socket timeout, but never a thread the provider calls share, nor the terminal's shutdown), at most
+one at a time: while one still hangs, the terminal polls without asking.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import http.client
 import json
 import logging
 import ssl
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ class OfficeNotices:
     def __init__(self, cfg: OfficeConfig, mchid: str) -> None:
         self._cfg, self._mchid = cfg, mchid
         self._woken: set[str] = set()  # orders a notice has already hurried: the next waits are plain polls
+        self._asking = False  # a request is in its thread (set and cleared on the event loop only)
 
     @classmethod
     def from_config(cls, config: Config) -> OfficeNotices | None:
@@ -78,6 +84,34 @@ class OfficeNotices:
             and notice.get("total") == amount
         )
 
+    def _ask(self, order_no: str, wait: float) -> asyncio.Future[dict[str, Any] | None]:
+        """_get in its own daemon thread; None at once while an earlier request still hangs."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        if self._asking:
+            answer.set_result(None)
+            return answer
+
+        def done(notice: dict[str, Any] | None) -> None:
+            self._asking = False
+            if not answer.done():  # not given up on (wait_for cancels it at its deadline)
+                answer.set_result(notice)
+
+        def run() -> None:
+            try:
+                notice = self._get(order_no, wait)
+            except Exception as exc:  # e.g. an unreadable [office] ca_file: no notice, and ask again next time
+                log.warning("office notice of %s: %s", order_no, exc)
+                notice = None
+            try:
+                loop.call_soon_threadsafe(done, notice)
+            except RuntimeError:  # the loop has ended meanwhile: nobody is waiting
+                pass
+
+        self._asking = True
+        threading.Thread(target=run, name="office-notice", daemon=True).start()
+        return answer
+
     async def wait(self, order_no: str, amount: int, seconds: float) -> None:
         """Sleep `seconds`, or less when the back office has (or receives meanwhile) a notice bound to this order
         that says it was paid. Never longer, whatever the back office does."""
@@ -85,7 +119,7 @@ class OfficeNotices:
         until = loop.time() + seconds
         if order_no not in self._woken:
             try:
-                notice = await asyncio.wait_for(asyncio.to_thread(self._get, order_no, seconds), seconds)
+                notice = await asyncio.wait_for(self._ask(order_no, seconds), seconds)
             except TimeoutError:
                 notice = None
             if self.bound(notice, order_no, amount):

@@ -24,8 +24,9 @@ in fen; no float is ever an amount.
 
 UnionPay's query needs the original request's `txnTime`. The terminal's order number carries it: the wallet
 desk writes order numbers as terminal id + yymmddHHMMSS + 6 hex digits (see WalletDesk._begin), so the
-client reads it back from there (Beijing time when the terminal's clock runs in Beijing time); refunds keep
-their txnTime in memory, so a refund whose answer was lost across a restart is asked for under a new request.
+client reads it back from there (Beijing time when the terminal's clock runs in Beijing time). A refund's and a
+cancellation's txnTime is the time the wallet desk journaled them (passed as `at`), so a resend after a restart
+is the same request (UnionPay says duplicate, 12) and its query, under that same txnTime, finds it.
 """
 
 from __future__ import annotations
@@ -266,7 +267,8 @@ class UnionPayClient:
         self._clock, self._refund_waits = clock, refund_waits
         self._lock = threading.Lock()
         self._trusted: dict[str, x509.Certificate] = {}  # signPubKeyCert text -> its checked certificate
-        self._sent: dict[str, str] = {}  # orderId -> txnTime of follow-up requests (refunds, cancellations)
+        # orderId -> txnTime of follow-up requests (refunds, cancellations) sent without `at`, this boot only
+        self._sent: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, cfg: UnionPayConfig, clock: Callable[[], datetime] = _utc_now) -> UnionPayClient:
@@ -502,9 +504,12 @@ class UnionPayClient:
             return WalletResult("closed", "ORDER CLOSED")
         return WalletResult("not_found") if t.state == "not_found" else WalletResult("retry")
 
-    async def cancel(self, order_no: str) -> WalletResult:
+    async def cancel(self, order_no: str, at: datetime | None = None) -> WalletResult:
         """Undo a scanned code's payment whatever became of it: a paid one is cancelled (消费撤销, the money
-        goes back to the payer), an unknown one reversed (冲正); closed once the queries confirm it."""
+        goes back to the payer), an unknown one reversed (冲正); closed once the queries confirm it. `at`: when
+        the first cancel was sent (journaled), the cancellation's txnTime, so that a resend after a restart is
+        the same request and its query finds it. A request sent whose effect the queries do not confirm yet
+        raises WalletError (the money may be moving: asked again); `refused` only when UnionPay refused it."""
         when = order_txn_time(order_no)
         t = await self._query(order_no, when, None)
         if t.state == "failed":
@@ -519,28 +524,38 @@ class UnionPayClient:
             after = await self._query(order_no, when, None)
             if after.state == "failed":
                 return WalletResult("closed", "PAYMENT CANCELLED")
-            return WalletResult("retry") if after.state == "pending" else self._cancel_result(after)
-        return await self._cancel_paid(order_no, t)
+            if after.state == "not_found":
+                return WalletResult("not_found")
+            raise WalletError(f"{what}: sent, the order is {after.state} (origRespCode {after.code}); asked again")
+        return await self._cancel_paid(order_no, t, at)
 
-    def _cancel_result(self, t: _Txn) -> WalletResult:
-        return WalletResult("refused", "ORDERPAID") if t.state == "paid" else WalletResult("not_found")
-
-    async def _cancel_paid(self, order_no: str, paid: _Txn) -> WalletResult:
+    async def _cancel_paid(self, order_no: str, paid: _Txn, at: datetime | None) -> WalletResult:
         what = "cancellation"
+        if paid.amount <= 0:  # a success that named no amount: nothing to cancel it with
+            raise WalletMismatch(f"{what}: the payment's query named no amount")
         cancel_id = order_no[:39] + "C"
-        when = self._sent.get(cancel_id) or txn_time(self._clock())
-        self._sent[cancel_id] = when
+        with self._lock:
+            when = txn_time(at) if at is not None else self._sent.setdefault(cancel_id, txn_time(self._clock()))
         sent = self._common(CANCEL, cancel_id, when)
         sent.update(origQryId=paid.query_id, txnAmt=str(paid.amount), currencyCode=CURRENCY)
         d = await self._call(what, BACK_PATH, sent)
         self._same(what, d, sent, "txnTime", "origQryId")
-        t = await self._query(cancel_id, when, None)
+        answer = d.get("respCode", "")
+        t = await self._query(cancel_id, when, paid.amount)  # the cancellation of this amount, none other
         if t.state == "paid":
             return WalletResult("closed", "REFUNDED TO PAYER", trade_no=t.query_id)
-        return WalletResult("retry")
+        if t.state == "failed" or (t.state == "not_found" and answer not in ("00", _DUPLICATE, *_PENDING)):
+            return WalletResult("refused", "ORDERPAID")  # UnionPay refused the cancellation: nothing moved
+        raise WalletError(f"{what}: {cancel_id} not confirmed (respCode {_clean(answer, 4)}); asked again")
 
     async def refund(
-        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+        self,
+        order_no: str,
+        amount: int,
+        request_no: str,
+        refunded_before: int = 0,
+        total: int | None = None,
+        at: datetime | None = None,
     ) -> WalletResult:
         """退货 (04) of `amount` under `request_no` (its orderId): refunded once the refund's own query says
         so, failed when UnionPay refuses it and the query confirms none was made, WalletError while open."""
@@ -550,8 +565,8 @@ class UnionPayClient:
         original = await self._query(order_no, order_txn_time(order_no), total)
         if original.state != "paid":
             return WalletResult("failed", "ORDER NOT PAID" if original.state != "not_found" else "ORDER NOT FOUND")
-        with self._lock:
-            when = self._sent.setdefault(request_no, txn_time(self._clock()))
+        with self._lock:  # `at`: when the refund was journaled, so a resend after a restart is the same request
+            when = txn_time(at) if at is not None else self._sent.setdefault(request_no, txn_time(self._clock()))
         sent = self._common(REFUND, request_no, when)
         sent.update(txnAmt=str(amount), currencyCode=CURRENCY, origQryId=original.query_id)
         if self._back_url:

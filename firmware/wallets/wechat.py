@@ -731,7 +731,7 @@ class WechatPayClient:
             return WalletResult("refused", "ORDERPAID")
         return result if result.state == "not_found" else WalletResult("retry")
 
-    async def cancel(self, order_no: str) -> WalletResult:
+    async def cancel(self, order_no: str, at: datetime | None = None) -> WalletResult:
         """Reverse a code payment whatever became of it (unpaid: closed; paid: refunded to the payer), until
         the order query says REVOKED or CLOSED: closed, or retry."""
         before, state_before = await self._query(order_no, None)
@@ -754,7 +754,13 @@ class WechatPayClient:
         return WalletResult("retry")
 
     async def refund(
-        self, order_no: str, amount: int, request_no: str, refunded_before: int = 0, total: int | None = None
+        self,
+        order_no: str,
+        amount: int,
+        request_no: str,
+        refunded_before: int = 0,
+        total: int | None = None,
+        at: datetime | None = None,
     ) -> WalletResult:
         """Refund `amount` of an order under `request_no` (out_refund_no: a resend refunds once). WeChat wants
         the order's total too: pass it, or it is read from the order query. refunded when WeChat says SUCCESS
