@@ -21,6 +21,8 @@ KEPT = (
     "wechat-root",
     "wechat-public-key",
     *(f"wechat-platform-{n}" for n in range(4)),
+    *(f"unionpay-{n}" for n in ("root", "middle", "sign", "other", "merchant")),
+    *(f"lakala-{n}" for n in ("merchant", "platform", "other")),
 )
 
 

@@ -14,7 +14,6 @@ another order or amount, HTTP 500 before or after the request was carried out, a
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import re
@@ -33,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from firmware.wallets.unionpay import BACK_PATH, QUERY_PATH, UNIONPAY_CN, sign, verify
 
+from . import testkeys
 from .loopback import serve
 from .walletgw import _shutdown
 from .wechatgw import _load_private
@@ -54,16 +54,10 @@ QR_PREFIX = "https://qr.95516.com/00010000/"
 CODE_PATTERN = re.compile(r"62\d{17}")
 
 
-@functools.lru_cache(maxsize=16)
 def sim_keypair(name: str) -> tuple[bytes, bytes]:
-    """A 2048-bit RSA key pair (private PKCS#8 PEM, public PEM), made once per process per name (a cache of its
-    own: WeChat's simulator keeps its keys in another, which these must not push out)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
+    """The TEST-ONLY key pair kept for `name` in hwsim/testkeys/ (private PKCS#8 PEM, public PEM): no RSA key is
+    made at a simulator's start (eight of them cost about 450 ms of every boot)."""
+    return testkeys.keypair(name)
 
 
 def _name(common: str, org: str = "hwsim CFCA") -> x509.Name:
