@@ -37,6 +37,16 @@ _ALNUM = re.compile(r"[0-9A-Za-z]+")
 _Check = Callable[[Any], str | None]  # a value's problem in words, or None when it is fine
 
 
+def key_file(section: str, cfg: Any, key: str) -> bytes:
+    """The bytes of the file a section's key names (a wallet's key or certificate); ConfigError naming the section,
+    the key and the path when it cannot be read."""
+    path = getattr(cfg, key)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[{section}] {key}: cannot read {path}: {exc.strerror}") from None
+
+
 def _error(source: str, section: str, key: str, what: str) -> ConfigError:
     """The one line a user sees: file, [section], key, what is wrong. A quoted TOML key may hold "\\n"."""
     shown = key if key.isprintable() and len(key) <= 40 else repr(key[:40])

@@ -18,8 +18,7 @@ trade query. Amounts are integers in fen, sent as digit strings.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import functools
 import json
 import logging
 import re
@@ -28,16 +27,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from firmware.config import key_file
 from firmware.errors import ConfigError
-from firmware.wallets.alipay import CHINA, WalletError, WalletMismatch, WalletResult, _clean
+from firmware.wallets.alipay import CHINA, WalletError, WalletMismatch, WalletResult, _clean, rsa2_sign, rsa2_verify
 
 if TYPE_CHECKING:
     from firmware.config import AggregatorConfig
@@ -77,18 +76,7 @@ def message(appid: str, serial: str, timestamp: str, nonce: str, body: str) -> b
     return f"{appid}\n{serial}\n{timestamp}\n{nonce}\n{body}\n".encode()
 
 
-def sign(key: rsa.RSAPrivateKey, data: bytes) -> str:
-    """SHA256withRSA (PKCS#1 v1.5), base64."""
-    return base64.b64encode(key.sign(data, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def verify(key: rsa.RSAPublicKey, data: bytes, signature: str) -> bool:
-    """Check a SHA256withRSA signature; False for a wrong or malformed one."""
-    try:
-        key.verify(base64.b64decode(signature, validate=True), data, padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except (InvalidSignature, ValueError, binascii.Error):
-        return False
+sign, verify = rsa2_sign, rsa2_verify  # SHA256withRSA (PKCS#1 v1.5), base64: as Alipay signs
 
 
 def authorization(appid: str, serial: str, key: rsa.RSAPrivateKey, body: str, timestamp: str, nonce: str) -> str:
@@ -152,12 +140,7 @@ class LakalaClient:
     def from_config(cls, cfg: AggregatorConfig, clock: Callable[[], datetime] = _utc_now) -> LakalaClient:
         """The client an [aggregator] section describes; ConfigError naming the key when a file cannot be used."""
 
-        def read(key: str) -> bytes:
-            path = getattr(cfg, key)
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"[aggregator] {key}: cannot read {path}: {exc.strerror}") from None
+        read = functools.partial(key_file, "aggregator", cfg)
 
         try:
             return cls(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import re
@@ -44,7 +45,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from firmware.config import key_file
 from firmware.errors import ConfigError
 from firmware.wallets.alipay import CHINA, WalletError, WalletMismatch, WalletResult, _clean
 
@@ -274,12 +275,7 @@ class UnionPayClient:
     def from_config(cls, cfg: UnionPayConfig, clock: Callable[[], datetime] = _utc_now) -> UnionPayClient:
         """The client a [unionpay] section describes; ConfigError naming the key when a file cannot be used."""
 
-        def read(key: str) -> bytes:
-            path = getattr(cfg, key)
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"[unionpay] {key}: cannot read {path}: {exc.strerror}") from None
+        read = functools.partial(key_file, "unionpay", cfg)
 
         try:
             return cls(

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
@@ -50,17 +51,26 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from firmware.config import key_file
 from firmware.errors import ConfigError
-from firmware.wallets.alipay import CHINA, WalletError, WalletGatewayError, WalletMismatch, WalletResult, _clean
+from firmware.wallets.alipay import (
+    CHINA,
+    WalletError,
+    WalletGatewayError,
+    WalletMismatch,
+    WalletResult,
+    _clean,
+    rsa2_sign,
+    rsa2_verify,
+)
 
 if TYPE_CHECKING:
     from firmware.config import WechatConfig
@@ -136,18 +146,7 @@ def answer_message(timestamp: str, nonce: str, body: str) -> bytes:
     return f"{timestamp}\n{nonce}\n{body}\n".encode()
 
 
-def sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    """SHA256withRSA (PKCS#1 v1.5), base64."""
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
-    """Check a SHA256withRSA signature; False for a wrong or malformed one."""
-    try:
-        key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
-        return True
-    except (InvalidSignature, ValueError, binascii.Error):
-        return False
+sign, verify = rsa2_sign, rsa2_verify  # SHA256withRSA (PKCS#1 v1.5), base64: as Alipay signs
 
 
 def authorization(
@@ -332,12 +331,7 @@ class WechatPayClient:
     def from_config(cls, cfg: WechatConfig, clock: Callable[[], datetime] = _utc_now) -> WechatPayClient:
         """The client a [wechat] section describes; ConfigError naming the key when a file cannot be used."""
 
-        def read(key: str) -> bytes:
-            path = getattr(cfg, key)
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"[wechat] {key}: cannot read {path}: {exc.strerror}") from None
+        read = functools.partial(key_file, "wechat", cfg)
 
         try:
             return cls(
