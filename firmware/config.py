@@ -768,12 +768,13 @@ def _read_wechat(sec: _Section) -> WechatConfig:
 
 @dataclass(frozen=True)
 class UnionPayConfig:
-    """UnionPay QR over UnionPay's online API (全渠道 ACP 5.1.0): merchant id, certificate files."""
+    """UnionPay QR over UnionPay's online API (全渠道 ACP 5.1.0): merchant id, certificate files; or, with
+    via = "acquirer", the customer's codes sent to the acquirer over the ISO 8583 link in place of a card."""
 
-    mer_id: str  # the 15-digit merchant id (商户号)
-    sign_cert: str  # path: the merchant's signing certificate with its key (.pfx as issued, or PEM key + cert)
-    root_cert: str  # path: UnionPay's root certificate (acp_prod_root.cer)
-    middle_cert: str  # path: UnionPay's intermediate certificate (acp_prod_middle.cer)
+    mer_id: str = ""  # the 15-digit merchant id (商户号); ACP only
+    sign_cert: str = ""  # path: the merchant's signing certificate with its key (.pfx as issued, or PEM key + cert)
+    root_cert: str = ""  # path: UnionPay's root certificate (acp_prod_root.cer)
+    middle_cert: str = ""  # path: UnionPay's intermediate certificate (acp_prod_middle.cer)
     sign_cert_password: str = ""  # path: a file holding the .pfx password (empty: none)
     gateway: str = "https://gateway.95516.com"
     back_url: str = ""  # backUrl UnionPay notifies (the terminal polls; empty: none sent)
@@ -781,10 +782,24 @@ class UnionPayConfig:
     access_type: str = "0"  # 0: a merchant of its own; 1: through an acquirer (收单机构)
     test_environment: bool = False  # answers signed by UnionPay's test certificate (CN 00040000:SIGN)
     timeout: float = 10.0  # seconds per request
+    via: str = "unionpay"  # "unionpay": UnionPay's online API; "acquirer": scanned codes over the ISO 8583 link
+    pin_above: int = 100_000  # via the acquirer: the payer enters a PIN on the keypad above this amount
+
+
+# [unionpay]'s keys for UnionPay's own API: a section with via = "acquirer" holding one is a mix-up, said so.
+_UNIONPAY_API_KEYS = frozenset(f.name for f in fields(UnionPayConfig) if f.name not in ("via", "pin_above"))
 
 
 def _read_unionpay(sec: _Section) -> UnionPayConfig:
-    """[unionpay]; the merchant id and the three certificate files."""
+    """[unionpay]; the merchant id and the three certificate files, or via = "acquirer" and its PIN limit."""
+    via = sec.choice("via", ("unionpay", "acquirer"), "unionpay")
+    if via == "acquirer":  # the acquirer's link and keys carry it: nothing of UnionPay's own API is needed
+        acquirer = UnionPayConfig(via=via, pin_above=sec.integer("pin_above", 100_000, lo=0, hi=_MAX_MINOR))
+        for key in sorted(set(sec.table) - sec.seen):
+            if key in _UNIONPAY_API_KEYS:
+                raise sec.fail(key, 'is for UnionPay\'s own API: not used with via = "acquirer"')
+        sec.done()
+        return acquirer
     unionpay = UnionPayConfig(
         mer_id=sec.text("mer_id", check=_digits(15, 15)),
         sign_cert=sec.text("sign_cert", check=_not_empty),
@@ -800,6 +815,8 @@ def _read_unionpay(sec: _Section) -> UnionPayConfig:
         test_environment=sec.flag("test_environment", False),
         timeout=sec.number("timeout", 10.0, lo=1, hi=60),
     )
+    if "pin_above" in sec.table:
+        raise sec.fail("pin_above", 'only with via = "acquirer" (UnionPay\'s own API asks the payer in the app)')
     sec.done()
     return unionpay
 

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from firmware.core.cardface import CardFace
 from firmware.core.emv import ChipCard
 from firmware.core.items import Item
+from firmware.core.paycode import CodeCard
 from firmware.core.track import MagCard
 
-Card = MagCard | ChipCard
+Card = MagCard | ChipCard | CodeCard  # a payment code sent to the acquirer in place of a card is one too
 
 # The kinds of things, spelt out so that a checker sees a misspelt one.
 FollowUpKind = Literal["void", "refund"]  # what goes against an earlier sale
@@ -270,6 +271,7 @@ class OriginalSale:
     created_at: str  # ISO 8601 local time
     batch: int
     refunded: int
+    entry_mode: str = ""  # "code": a payment code the acquirer took as a card (its money goes back to the wallet)
 
 
 @dataclass(frozen=True)

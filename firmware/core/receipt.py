@@ -97,6 +97,7 @@ _ZH = {
     "REFERENCE": "交易参考号",
     "TRADE NO": "交易号",
     "PAYER": "付款账户",
+    "PAYMENT CODE": "付款码",
     "QR": "顾客扫码",
     "CODE": "扫顾客付款码",
     "ITEMS": "商品",
@@ -135,7 +136,8 @@ class ReceiptFacts:
     tsi: str = ""
     final_ac_type: str = ""  # "TC" | "AAC"
     final_ac: str = ""
-    wallet: str = ""  # wallet payments: provider, order and trade numbers
+    wallet: str = ""  # wallet payments (and payment codes sent to the acquirer): provider, order and trade numbers
+    payer: str = "PAYER"  # what masked_pan is under a wallet: the payer's account, or the payment code it paid
     order_no: str = ""  # a card sale's reference (printed and as a QR code), or the wallet order number
     trade_no: str = ""
     signature: bytes = field(default=b"", repr=False)  # the cardholder's signature drawn on the screen (PNG)
@@ -149,6 +151,11 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
     code = row["response_code"] or ("00" if approved else "05")
     response = AuthResponse(row["stan"], code, row["auth_code"], row["rrn"], row["terminal_id"])
     wallet_sale = kind == "SALE" and method == "wallet"
+    code = method == "card" and row["entry_mode"] == "code"  # a payment code the acquirer took as a card
+    wallet = WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else ""
+    if code and kind == "SALE":
+        wallet = WALLET_NAMES.get(row["provider"], row["provider"].upper() or "UNIONPAY")
+    route = _ROUTE.get(method, "") if kind == "REFUND" else ""
     return ReceiptFacts(
         amount=row["amount"],
         masked_pan=row["payer"] if wallet_sale else row["masked_pan"],
@@ -156,7 +163,7 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         response=response,
         stan=row["stan"],
         kind=kind,
-        route=_ROUTE.get(method, "") if kind == "REFUND" else "",
+        route="WALLET" if route == "CARD" and code else route,  # back to the code's wallet
         original_stan=row.get("original_stan"),
         cvm="wallet" if wallet_sale else (row["cvm"] or "online_pin"),
         aid=row["aid"],
@@ -166,7 +173,8 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         tsi=row.get("tsi") or "",
         final_ac_type=row.get("final_ac_type") or "",
         final_ac=row.get("final_ac") or "",
-        wallet=WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else "",
+        wallet=wallet,
+        payer="PAYMENT CODE" if code else "PAYER",
         order_no=row["order_no"] if kind == "SALE" else "",
         trade_no=row["wallet_trade_no"] if wallet_sale else "",
         signature=row.get("signature") or b"",
@@ -226,7 +234,7 @@ def sale_receipt(
     lines += _pair(_label("TERMINAL ID", lang), header.terminal_id, w)
     if sale.wallet:
         lines += _pair(_label("WALLET", lang), sale.wallet, w)
-        lines += _pair(_label("PAYER", lang), sale.masked_pan or "-", w)
+        lines += _pair(_label(sale.payer, lang), sale.masked_pan or "-", w)
     else:
         lines += _pair(_label("CARD", lang), sale.masked_pan, w)
     if sale.kind == "SALE":

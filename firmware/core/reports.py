@@ -25,6 +25,7 @@ METHOD_NAMES = {
     ("card", "fallback"): "card fallback (chip failed)",
     ("wallet", "qr"): "wallet (code shown)",
     ("wallet", "code"): "wallet (code scanned)",
+    ("card", "code"): "wallet (code scanned, acquirer)",  # a payment code the acquirer took in place of a card
 }
 # Each wallet counted apart in the split.
 PROVIDER_NAMES = {"alipay": "alipay", "wechat": "wechat pay", "unionpay": "unionpay", "aggregator": "aggregator"}
@@ -105,7 +106,7 @@ class Report:
 def method_name(method: str, entry: str, provider: str = "") -> str:
     """A line of the method split: "card swipe", "alipay (code shown)", "wechat pay (code scanned)"."""
     name = METHOD_NAMES.get((method, entry), f"{method} {entry}")
-    if method == "wallet" and provider:  # each wallet counted apart
+    if provider and (method == "wallet" or entry == "code"):  # each wallet apart (through the acquirer too)
         name = name.replace("wallet", PROVIDER_NAMES.get(provider, provider), 1)
     return name
 

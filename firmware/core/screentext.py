@@ -51,6 +51,7 @@ ZH_CN_TEXTS: dict[str, str] = {
     "CANCEL TO STOP": "取消键退出",
     "ENTER PIN": "请输入密码",
     "WRONG PIN, TRY AGAIN": "密码错误 请重输",
+    "PAYMENT PIN NEEDED": "请输入支付密码",
     "WRONG PIN, TAP AGAIN": "密码错误 请重新挥卡",
     "WRONG PIN": "密码错误",
     "WRONG PIN, {tries} TRIES LEFT": "密码错误 还剩{tries}次",

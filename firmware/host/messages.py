@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from firmware.core.events import AuthResponse
+from firmware.core.pan import mask
 from firmware.core.reports import BatchTotals
 from firmware.errors import AnswerMismatch, CodecError, PartialApproval, StaleAnswer
 
@@ -13,22 +14,33 @@ POS_ENTRY_MAGSTRIPE_PIN = "021"  # 02 = magnetic stripe read, 1 = terminal can a
 POS_ENTRY_CONTACTLESS = "071"  # 07 = contactless chip (EMV), 1 = terminal can accept PINs
 POS_ENTRY_CHIP = "051"  # 05 = integrated circuit card (EMV contact), 1 = terminal can accept PINs
 POS_ENTRY_FALLBACK = "801"  # 80 = magnetic stripe as fallback after a failed chip read, 1 = PIN capable
+POS_ENTRY_CODE = "031"  # 03 = bar code reader (ISO 8583:1987): a customer's scanned payment code, 1 = PIN capable
+# Field 22 of a sale by the journal's entry mode.
+ENTRY_CODES = {
+    "swipe": POS_ENTRY_MAGSTRIPE_PIN,
+    "fallback": POS_ENTRY_FALLBACK,
+    "chip": POS_ENTRY_CHIP,
+    "contactless": POS_ENTRY_CONTACTLESS,
+    "code": POS_ENTRY_CODE,
+}
 
 
 @dataclass(frozen=True)
 class SaleRequest:
-    """What the terminal asks the acquirer: one 0200 financial request."""
+    """What the terminal asks the acquirer: one 0200 financial request, with a card's track 2 (field 35) or, for
+    a payment code taken in place of a card, the code as the PAN (field 2) and no track."""
 
     stan: int
     amount: int  # minor units
     currency_numeric: str  # ISO 4217 numeric, e.g. "156"
-    track2: str = field(repr=False)
     pin_block: str = field(repr=False)  # "" when no PIN was entered (contactless under the CVM limit)
     ksn: str
     terminal_id: str
     merchant_id: str
     local_time: datetime  # terminal's wall clock, for fields 12/13
     utc_time: datetime  # for field 7
+    track2: str = field(default="", repr=False)
+    pan: str = field(default="", repr=False)  # field 2: only for a payment code (a card's PAN is in its track)
     entry_mode: str = POS_ENTRY_MAGSTRIPE_PIN
     processing_code: str = "000000"
     icc_data: str = ""  # field 55: BER-TLV of the chip data, as hex
@@ -64,13 +76,16 @@ def sale_to_iso(req: SaleRequest) -> dict[str, str]:
     """The 0200 message dict for a sale request."""
     if not 0 < req.amount < 10**12:
         raise CodecError(f"amount {req.amount} does not fit field 4")
+    if bool(req.track2) == bool(req.pan):
+        raise CodecError("a sale carries a card's track 2 or a payment code as its PAN, one of them")
     return {
         "t": "0200",
+        **({"2": req.pan} if req.pan else {}),
         "3": req.processing_code,
         "4": f"{req.amount:012d}",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
         "22": req.entry_mode,
-        "35": req.track2,
+        **({"35": req.track2} if req.track2 else {}),
         **({"52": req.pin_block} if req.pin_block else {}),
         **({"53": req.ksn} if req.pin_block and req.ksn else {}),  # no KSN: the session PIN key
         **({"55": req.icc_data} if req.icc_data else {}),
@@ -95,7 +110,7 @@ def _checked(doc: dict[str, str], mti: str) -> tuple[int, str]:
 # The answer MTI of each request MTI, and the fields an answer must carry back unchanged.
 ANSWER_MTI = {"0200": "0210", "0400": "0410", "0401": "0410", "0500": "0510", "0800": "0810"}
 ECHOED = {
-    "0200": ("3", "4", "41", "42", "49"),
+    "0200": ("2", "3", "4", "41", "42", "49"),  # 2: a payment code sent as the PAN comes back as sent
     "0400": ("3", "4", "41", "42", "49"),
     "0401": ("3", "4", "41", "42", "49"),
     "0500": ("3", "41", "42", "49", "60"),
@@ -105,9 +120,15 @@ PARTIAL_APPROVAL = "10"
 APPROVED = ("00", "11")  # what AuthResponse.approved counts as an approval
 
 
+def _shown(field: str, value: str) -> str:
+    """A field's value as an error message may say it: a PAN (field 2) masked, first 6 / last 4."""
+    return mask(value) if field == "2" else value
+
+
 def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
     """`answer` when it answers `request`: the request's answer MTI, its STAN, and its amount, currency,
-    processing code, terminal and merchant ids echoed unchanged (a missing field is a changed one).
+    processing code, terminal and merchant ids (and a payment code's PAN) echoed unchanged (a missing field is a
+    changed one).
 
     StaleAnswer when the MTI or STAN is another's (a late or replayed answer: discard it and keep waiting);
     AnswerMismatch when the STAN is ours but the content is not (never an approval: the outcome is unknown);
@@ -129,7 +150,10 @@ def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
         )
     changed = [f for f in ECHOED[mti] if f in request and answer.get(f) != request[f]]
     if changed:
-        detail = ", ".join(f"field {f} {answer.get(f, 'missing')!r} for {request[f]!r}" for f in changed)
+        detail = ", ".join(
+            f"field {f} {_shown(f, answer[f]) if f in answer else 'missing'!r} for {_shown(f, request[f])!r}"
+            for f in changed
+        )
         raise AnswerMismatch(f"{expected} for stan {request['11']} does not match the request: {detail}")
     return answer
 

@@ -23,6 +23,7 @@ from firmware.core import effects, events, flow, reports
 from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
 from firmware.core.events import AuthResponse
 from firmware.core.flow import common, states
+from firmware.core.paycode import CodeCard
 from firmware.core.receipt import Header, Line, Receipt
 from firmware.core.reports import BatchTotals
 from firmware.core.screentext import say
@@ -38,9 +39,7 @@ from firmware.errors import (
 from firmware.host.dialect import DIALECTS, Dialect, MacCodec
 from firmware.host.link import HostLink
 from firmware.host.messages import (
-    POS_ENTRY_CHIP,
-    POS_ENTRY_CONTACTLESS,
-    POS_ENTRY_FALLBACK,
+    ENTRY_CODES,
     SaleRequest,
     bind,
     icc_hex,
@@ -145,6 +144,7 @@ class Terminal:
             confirm_card=t.confirm_card,
             width=config.display.width,
             **_touch_settings(config),
+            **_acquirer_codes(config),
         )
         self.header = Header(
             config.merchant.name,
@@ -699,48 +699,65 @@ class Terminal:
         self.post(events.HostAnswered(response, stan, self._booted.journal.cvm_of(row)))
 
     def _new_sale(self, eff: effects.Authorize, now: datetime) -> NewSale:
-        """The journal's pending row for a card sale: masked PAN, card token and the chip's facts, no card data."""
+        """The journal's pending row for a card sale: masked PAN, card token and the chip's facts, no card data.
+        A payment code sent in place of a card names its wallet and gets no token (a one-time code links
+        nothing); its CVM is the payer's PIN when one was entered, else none."""
         t = self.config.terminal
         chip = eff.card if isinstance(eff.card, ChipCard) else None
+        code = eff.card if isinstance(eff.card, CodeCard) else None
+        if code is not None:
+            cvm = "online_pin" if eff.pin else "none"
+        else:
+            cvm = chip.cvm if chip else ""
         return NewSale(
             method="card",
-            entry_mode=("chip" if chip.kernel == "contact" else "contactless") if chip else self._swipe_entry(eff),
+            entry_mode=self._entry_mode(eff),
             amount=eff.amount,
             currency=t.currency.alpha,
             masked_pan=eff.card.masked_pan,
             terminal_id=t.terminal_id,
             merchant_id=t.merchant_id,
             transmitted_at=now.astimezone(UTC).strftime("%m%d%H%M%S"),
-            card_token=card_token(self._booted.token_key, eff.card.pan),
+            card_token="" if code else card_token(self._booted.token_key, eff.card.pan),
             lines=eff.lines,
             operator=eff.operator,
             chip_swiped=isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6"),
-            cvm=chip.cvm if chip else "",
+            cvm=cvm,
             aid=chip.aid if chip else "",
             app_label=chip.label if chip else "",
             cryptogram=chip.cryptogram if chip else "",
+            provider=code.wallet if code else "",
         )
 
-    def _swipe_entry(self, eff: effects.Authorize) -> str:
-        """A swipe's entry mode: "fallback" for a chip card's stripe where the terminal has a chip reader (the
-        flow lets it through only after the chip failed and the config allows fallback), else "swipe"."""
-        chip_card = isinstance(eff.card, MagCard) and eff.card.service_code[:1] in ("2", "6")
+    def _entry_mode(self, eff: effects.Authorize) -> str:
+        """How the card came: "chip", "contactless", "code" (a payment code in place of a card), "fallback" (a
+        chip card's stripe where the terminal has a chip reader: the flow lets it through only after the chip
+        failed and the config allows fallback), else "swipe"."""
+        if isinstance(eff.card, ChipCard):
+            return "chip" if eff.card.kernel == "contact" else "contactless"
+        if isinstance(eff.card, CodeCard):
+            return "code"
+        chip_card = eff.card.service_code[:1] in ("2", "6")
         return "fallback" if chip_card and self.config.chip else "swipe"
 
     def _sale_request(self, eff: effects.Authorize, stan: int, now: datetime) -> dict[str, str]:
-        """The 0200 for a card sale (field 7 the same moment the journal's row says it was transmitted)."""
+        """The 0200 for a card sale (field 7 the same moment the journal's row says it was transmitted); a payment
+        code goes as the PAN (field 2) with no track."""
         t = self.config.terminal
-        chip = eff.card if isinstance(eff.card, ChipCard) else None
-        entry = POS_ENTRY_CHIP if chip and chip.kernel == "contact" else POS_ENTRY_CONTACTLESS
-        extra = {"entry_mode": entry, "icc_data": icc_hex(chip.icc)} if chip else {}
-        if self._swipe_entry(eff) == "fallback":
-            extra = {"entry_mode": POS_ENTRY_FALLBACK}  # the flow let a chip card's stripe through: fallback
+        card = eff.card
+        entry = self._entry_mode(eff)
+        extra: dict[str, str] = {"entry_mode": ENTRY_CODES[entry]}
+        if isinstance(card, ChipCard):
+            extra["icc_data"] = icc_hex(card.icc)
+        if isinstance(card, CodeCard):
+            extra["pan"] = card.pan
+        else:
+            extra["track2"] = card.track2
         return sale_to_iso(
             SaleRequest(
                 stan=stan,
                 amount=eff.amount,
                 currency_numeric=t.currency.numeric,
-                track2=eff.card.track2,
                 pin_block=eff.pin.block if eff.pin else "",
                 ksn=eff.pin.ksn if eff.pin else "",
                 terminal_id=t.terminal_id,
@@ -867,6 +884,7 @@ class Terminal:
             created_at=row["created_at"],
             batch=row["batch"],
             refunded=row["refunded"],
+            entry_mode=row["entry_mode"],
         )
         self.post(events.OriginalFound(sale, self._booted.journal.current_batch(), self._clock().date().isoformat()))
 
@@ -1050,6 +1068,14 @@ class Terminal:
             )
         if kept is None:
             log.error("signature: no sale with trace %06d in the journal", eff.stan)
+
+
+def _acquirer_codes(config: Config) -> dict[str, Any]:
+    """The flow's settings for payment codes the acquirer takes in place of a card ([unionpay] via = "acquirer")."""
+    up = config.unionpay
+    if up is None or up.via != "acquirer":
+        return {}
+    return {"acquirer_codes": ("unionpay",), "code_pin_above": up.pin_above}
 
 
 def _touch_settings(config: Config) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def make_wallets(config: Config, clock: Callable[[], datetime]) -> dict[str, Wal
         from firmware.wallets.wechat import WechatPayClient  # imported only when configured (boot time)
 
         providers["wechat"] = WechatPayClient.from_config(wechat, clock=lambda: clock().astimezone(UTC))
-    if config.unionpay is not None:
+    if config.unionpay is not None and config.unionpay.via == "unionpay":  # via the acquirer: a card sale
         unionpay = config.unionpay
         if not unionpay.term_id:  # UnionPay's termId names the till
             unionpay = dataclasses.replace(unionpay, term_id=config.terminal.terminal_id)

@@ -2,6 +2,9 @@
 
 The issuer holds the test accounts (balance, PIN, status), derives each DUKPT key from the BDK to
 decrypt PIN blocks, and answers 00/05/14/43/51/54/55/75/91. Faults make the next request misbehave.
+Behind it sits UnionPay QR as an acquirer reaches it: a customer's payment code (C2B, 19 digits starting 62)
+comes as the PAN in field 2 with entry mode 03; each code pays once, and tests choose what the payer of the next
+new code does (CODE_BEHAVIOURS).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ log = logging.getLogger(__name__)
 FAULTS = ("timeout", "late", "drop", "twice", "garble", "badmac", "badkcv")
 SIGN_ON_MTIS = ("0800", "0810")
 PIN_TRIES = 3
+# What the payer behind the next new payment code does: pays; pays only with the payment PIN (6 digits, CODE_PIN)
+# whatever the amount; has too little balance; shows a code that has expired (it lives a minute in the app).
+CODE_BEHAVIOURS = ("pay", "password", "insufficient", "expired")
+CODE_PIN = "123456"
+CODE_PIN_ABOVE = 100_000  # above this (fen) every payer's PIN is asked for: UnionPay's password-free limit
+CODE_BALANCE = 5_000_000  # what the payer behind a code can spend (fen)
 KEEP_MESSAGES = 1000  # host messages the harness keeps in host_log (older ones are counted): flat memory in a soak
 
 # The acquirer's own copy of the dialect contract: default_ascii, field 53 carries the 20-digit KSN.
@@ -70,6 +79,50 @@ class Issuer:
         self.accounts = {c.pan: Account(c.pan, c.pin, c.balance, c.status) for c in cards if c.status != "unknown"}
         for profile in contactless:
             self.add_contactless(profile)
+        self.next_codes: list[str] = []  # the behaviours of the next new payment codes, in order ("pay" after)
+        self.spent: set[str] = set()  # payment codes that paid: a code pays once
+
+    def next_code(self, behaviour: str, times: int = 1) -> None:
+        """What the payers behind the next `times` new payment codes do (CODE_BEHAVIOURS)."""
+        if behaviour not in CODE_BEHAVIOURS:
+            raise ValueError(f"unknown payer {behaviour!r}; one of {', '.join(CODE_BEHAVIOURS)}")
+        self.next_codes += [behaviour] * times
+
+    def _code_account(self, code: str) -> Account:
+        """The payer's account behind a payment code: opened when the code is first seen, with the next
+        behaviour as its status (the app that showed the code is the next payer's)."""
+        account = self.accounts.get(code)
+        if account is None:
+            behaviour = self.next_codes.pop(0) if self.next_codes else "pay"
+            balance = 0 if behaviour == "insufficient" else CODE_BALANCE
+            account = self.accounts[code] = Account(code, CODE_PIN, balance, behaviour)
+        return account
+
+    def _decide_code(self, doc: dict[str, str], session: tuple[str, bytes] | None) -> str:
+        """The response code for a payment code sent as the PAN (field 2, entry mode 03): its payer's PIN is
+        checked with the code as the PIN block's PAN (the encryption factor), and the code is spent on approval."""
+        code = doc.get("2", "")
+        if "35" in doc or "55" in doc:
+            return "30"  # a code is no card: no track, no chip data
+        if not (len(code) == 19 and code.isascii() and code.isdigit() and code.startswith("62")) or code in self.spent:
+            return "14"  # not a UnionPay payment code, or one that paid already
+        account = self._code_account(code)
+        if account.status == "expired":
+            return "54"
+        if account.pin_failures >= PIN_TRIES:
+            return "75"
+        amount = int(doc["4"])
+        if "52" in doc:
+            if not self._pin_ok(account, doc["52"], doc.get("53", ""), session):
+                account.pin_failures += 1
+                return "75" if account.pin_failures >= PIN_TRIES else "55"
+        elif account.status == "password" or amount > CODE_PIN_ABOVE:
+            return "55"  # the payer's PIN is needed and none came
+        if amount > account.balance:
+            return "51"
+        account.balance -= amount
+        self.spent.add(code)
+        return "00"
 
     def add_contactless(self, p: CardProfile) -> None:
         """Open (or keep) the account of a contactless card profile."""
@@ -144,6 +197,8 @@ class Issuer:
         self, doc: dict[str, str], today: datetime, session: tuple[str, bytes] | None = None
     ) -> tuple[str, bytes]:
         """The response code, and the verified ARQC when the request carried chip data."""
+        if doc.get("22", "").startswith("03"):
+            return self._decide_code(doc, session), b""
         track2 = doc.get("35", "")
         pan, _, rest = track2.partition("=")
         if len(rest) < 7 or not rest[:4].isdigit():
@@ -430,7 +485,7 @@ class Acquirer:
         return f"{datetime.now():%y%j}{next(self._rrn):07d}"
 
     def _answer_0210(self, doc: dict[str, str], rc: str, rrn: str, icc: str = "") -> bytes:
-        out = {k: doc[k] for k in ("3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
+        out = {k: doc[k] for k in ("2", "3", "4", "7", "11", "12", "13", "41", "42", "49") if k in doc}
         out.update({"t": "0210", "37": rrn, "39": rc})
         if icc:
             out["55"] = icc
@@ -442,7 +497,8 @@ class Acquirer:
     def _sale(self, doc: dict[str, str]) -> bytes:
         if doc.get("3") in ("020000", "200000"):
             return self._follow_up(doc)
-        required = ("3", "4", "7", "11", "12", "13", "22", "35", "41", "42", "49")
+        card = "2" if doc.get("22", "").startswith("03") else "35"  # a payment code comes as the PAN
+        required = ("3", "4", "7", "11", "12", "13", "22", card, "41", "42", "49")
         missing = [f for f in required if f not in doc]
         rc, icc = (
             ("30", "")
@@ -451,7 +507,7 @@ class Acquirer:
         )
         rrn = self._new_rrn()
         with self._lock:
-            self._accounts_of[len(self.ledger)] = doc.get("35", "").partition("=")[0]
+            self._accounts_of[len(self.ledger)] = doc.get("2") or doc.get("35", "").partition("=")[0]
             self.ledger.append(
                 {
                     "kind": "sale",

@@ -37,7 +37,8 @@ Type keypad keys, or a command:
   scan CODE       scan a code with the 2D scanner (Alipay: 28 then 16 digits; WeChat: 13 then 16 digits;
                   UnionPay: 62 then 17 digits)
   wallet BEHAVIOUR  the next scanned payer (any wallet): pay | confirm | insufficient | never_confirm |
-                  user_cancels
+                  user_cancels; a UnionPay code the acquirer takes ([unionpay] via = "acquirer"): pay |
+                  password (its payment PIN, 123456, is asked for) | insufficient | expired
   screenshot [FILE]  save what the pixel display shows as a PNG (default: screen-N.png in the data
                   folder); the picture is the framebuffer driver's, read back from its framebuffer
   sign [X,Y X,Y / X,Y ...]   sign on the touch screen (sim --touch or [touch]): points in display pixels,
@@ -238,6 +239,9 @@ def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: 
                         for gateway in (sim.unionpay, sim.aggregator):  # the behaviours each one plays
                             if rest[0] in ("pay", "confirm", "insufficient", "never_confirm"):
                                 gateway.next_code(rest[0])
+                        acquirer_payer = {"confirm": "password", "pay": "pay", "insufficient": "insufficient"}
+                        if rest[0] in (*acquirer_payer, "expired", "password"):  # a code sent as a card
+                            sim.host.issuer.next_code(acquirer_payer.get(rest[0], rest[0]))
                 elif cmd == "screenshot":
                     out.write(f"saved {sim.screenshot(rest[0] if rest else _next_screenshot(data_dir))}\n")
                 elif cmd == "sign":

@@ -155,7 +155,7 @@ class Simulator:
         (keys / "wechat_apiclient_key.pem").write_bytes(self.wechat.merchant_private_pem)
         (keys / "wechat_apiv3_key.txt").write_bytes(self.wechat.apiv3_key)
         (keys / "wechat_pub_key.pem").write_bytes(self.wechat.public_key_pem)
-        up = b.unionpay
+        up = b.unionpay if b.unionpay is not None and b.unionpay.via == "unionpay" else None  # else: the acquirer's
         self.unionpay = UnionPayGateway(up.mer_id) if up is not None else UnionPayGateway()
         (keys / "unionpay_sign.pem").write_bytes(self.unionpay.merchant_pem)
         (keys / "unionpay_root.cer").write_bytes(self.unionpay.root_pem)
@@ -201,7 +201,7 @@ class Simulator:
                 middle_cert=str(keys / "unionpay_middle.cer"),
             )
             if up is not None
-            else None,
+            else b.unionpay,
             aggregator=dataclasses.replace(
                 ag,
                 gateway=self.aggregator.url,

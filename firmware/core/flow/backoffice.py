@@ -308,7 +308,8 @@ def _refund_amount_screen(state: RefundAmount, cfg: FlowConfig) -> tuple[str, ..
 
 
 def _refund_route_screen(state: RefundRoute, cfg: FlowConfig) -> tuple[str, ...]:
-    choice = "1 TO WALLET  2 CASH" if _way_back(state.sale) == "wallet" else "1 TO CARD  2 CASH"
+    to_wallet = _way_back(state.sale) == "wallet" or state.sale.entry_mode == "code"  # a code: via the acquirer
+    choice = "1 TO WALLET  2 CASH" if to_wallet else "1 TO CARD  2 CASH"
     return (say(cfg, "{kind} {amount}", kind=say(cfg, "REFUND"), amount=money(state.amount, cfg)), say(cfg, choice))
 
 

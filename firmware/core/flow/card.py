@@ -40,6 +40,7 @@ from firmware.core.events import (
 )
 from firmware.core.flow import sign
 from firmware.core.flow.common import (
+    CODE_DECLINE_TEXT,
     DECLINE_TEXT,
     QR_KEYS,
     TERMINAL_ERROR,
@@ -66,7 +67,7 @@ from firmware.core.flow.states import (
     State,
     WalletBusy,
 )
-from firmware.core.paycode import route_code
+from firmware.core.paycode import CodeCard, classify_code, route_code
 from firmware.core.screentext import clip
 
 
@@ -92,6 +93,9 @@ def _await_card(state: AwaitCard, event: Event, cfg: FlowConfig) -> Step:
     if isinstance(event, CardFailed):
         return go(replace(state, notice=event.screen))
     if isinstance(event, Scanned):
+        kind = classify_code(event.code)
+        if kind and kind in cfg.acquirer_codes:  # the acquirer takes this wallet's codes in place of a card
+            return _card_read(state.amount, CodeCard(event.code, kind), state.basket, cfg)
         provider, kind = route_code(event.code, cfg.wallets)
         if provider:
             pay = PayByCode(state.amount, event.code, state.basket, provider=provider)
@@ -117,11 +121,15 @@ def _card_read(amount: int, card: Card, basket: Any, cfg: FlowConfig) -> Step:
     """A card was read: shown for the customer to confirm when the shop wants that, else on to the PIN."""
     if cfg.confirm_card:
         return go(ConfirmCard(amount, card, basket))
-    return _go_on(amount, card, basket)
+    return _go_on(amount, card, basket, cfg)
 
 
-def _go_on(amount: int, card: Card, basket: Any) -> Step:
-    """The PIN screen for a stripe and for a card that asks for an online PIN; else straight to the host."""
+def _go_on(amount: int, card: Card, basket: Any, cfg: FlowConfig) -> Step:
+    """The PIN screen for a stripe and for a card that asks for an online PIN; else straight to the host. A
+    payment code asks for its payer's PIN above the acquirer's limit; below it, only when the host asks (55):
+    it goes as attempt 0, no PIN tried yet."""
+    if isinstance(card, CodeCard) and amount <= cfg.code_pin_above:
+        return go(Authorizing(amount, card, 0, basket=basket), Authorize(amount, card, None, basket))
     if not isinstance(card, ChipCard) or card.cvm == "online_pin":
         return go(AwaitPin(amount, card, basket=basket), CollectPin(card.pan))
     return go(Authorizing(amount, card, 1, basket=basket), Authorize(amount, card, None, basket))
@@ -130,7 +138,7 @@ def _go_on(amount: int, card: Card, basket: Any) -> Step:
 def _confirm_card(state: ConfirmCard, event: Event, cfg: FlowConfig) -> Step:
     """The card and the amount on screen: ENTER goes on, CANCEL (or the timer) stops without charging."""
     if pressed(event, "ENTER"):
-        return _go_on(state.amount, state.card, state.basket)
+        return _go_on(state.amount, state.card, state.basket, cfg)
     if pressed(event, "CANCEL"):
         return go(Result(("CANCELLED", "NOT CHARGED")))
     if isinstance(event, TimerExpired):
@@ -174,11 +182,11 @@ def _authorizing(state: Authorizing, event: Event, cfg: FlowConfig) -> Step:
             # A new PIN needs a new cryptogram: the card must be tapped again.
             return go(AwaitCard(state.amount, notice="WRONG PIN, TAP AGAIN", basket=state.basket))
         if resp.response_code == "55" and state.attempt < cfg.pin_attempts and not state.cancelling:
-            retry = AwaitPin(
-                state.amount, state.card, state.attempt + 1, notice="WRONG PIN, TRY AGAIN", basket=state.basket
-            )
+            notice = "WRONG PIN, TRY AGAIN" if state.attempt else "PAYMENT PIN NEEDED"  # 0: none was tried
+            retry = AwaitPin(state.amount, state.card, state.attempt + 1, notice=notice, basket=state.basket)
             return go(retry, CollectPin(state.card.pan))
-        reason = DECLINE_TEXT.get(resp.response_code, f"CODE {resp.response_code}")
+        texts = {**DECLINE_TEXT, **CODE_DECLINE_TEXT} if isinstance(state.card, CodeCard) else DECLINE_TEXT
+        reason = texts.get(resp.response_code, f"CODE {resp.response_code}")
         return go(Result(("DECLINED", reason)), receipt)
     if isinstance(event, HostFailed):
         if event.reason == TERMINAL_ERROR:

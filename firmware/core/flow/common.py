@@ -34,6 +34,10 @@ DECLINE_TEXT = {
 }
 
 
+# A payment code sent to the acquirer is declined in a code's words where a card's would mislead.
+CODE_DECLINE_TEXT = {"14": "PAYMENT CODE INVALID", "54": "PAYMENT CODE EXPIRED", "51": "INSUFFICIENT BALANCE"}
+
+
 # What the screen calls each wallet, and which key at the card screen shows whose code.
 WALLET_TITLE = {"alipay": "ALIPAY", "wechat": "WECHAT PAY", "unionpay": "UNIONPAY", "aggregator": "ANY WALLET"}
 QR_KEYS = {"F1": 0, "F2": 1, "F3": 2, "F4": 3}
@@ -61,6 +65,8 @@ class FlowConfig:
     width: int = 20  # the display's columns (a cardholder name longer than that is cut)
     touch: tuple[int, int] | None = None  # a touch screen (width, height in pixels): the cardholder signs on it
     sign_timeout: float = 90.0  # seconds to sign on the screen before the paper copy is signed instead
+    acquirer_codes: tuple[str, ...] = ()  # wallets whose scanned codes go to the acquirer as cards ("unionpay")
+    code_pin_above: int = 100_000  # such a code's payer enters a PIN on the keypad above this amount
 
 
 @dataclass(frozen=True)
