@@ -14,9 +14,9 @@ pipes per boot, so nothing typed for a dead terminal reaches the next one.
 Transactions, chosen at random (seeded per transaction): swipe (sometimes a card the issuer declines),
 tap (Visa- and Mastercard-style cards and a phone; online PIN above the CVM limit), wallet with the code
 on screen (the customer pays, or the cashier cancels), wallet with the customer's code scanned (pays at
-once, or confirms in the app after a few queries), refund (to the card or wallet, sometimes cash), void,
-settlement. Every sale has an amount no other customer has, so a double charge shows as two standing
-charges of one amount.
+once, or confirms in the app after a few queries), a UnionPay payment code the acquirer takes in place of a
+card (pays, or wants its payment PIN first), refund (to the card or wallet, sometimes cash), void, settlement.
+Every sale has an amount no other customer has, so a double charge shows as two standing charges of one amount.
 
 Kill points, one plan per transaction (seeded):
 - `timer`: after starting step i of the transaction (typing the amount, swiping, tapping, the PIN, ENTER
@@ -61,6 +61,7 @@ from typing import Any, TextIO
 from firmware.config import Config, load
 
 from . import invariants as inv
+from .acquirer import CODE_PIN
 from .cards import card as magstripe_card
 from .emvcard import CardApplet, contactless_catalog
 from .inputs import SimInputDevice, type_keys, type_text
@@ -71,8 +72,8 @@ from .simulator import DEFAULT_CONFIG
 
 log = logging.getLogger(__name__)
 
-KINDS = ("swipe", "tap", "wallet_qr", "wallet_scan", "refund", "void", "settlement")
-WEIGHTS = (5, 3, 2, 2, 2, 2, 1)
+KINDS = ("swipe", "tap", "wallet_qr", "wallet_scan", "unionpay_code", "refund", "void", "settlement")
+WEIGHTS = (5, 3, 2, 2, 2, 2, 2, 1)
 ALIPAY_CODE = "286123456789012345"
 MANAGER_PIN = "8888"
 RESULTS = (
@@ -230,6 +231,7 @@ class TerminalProcess:
         overrides = hosts.overrides(data_dir, self.printer.devfile, self.field.port)
         if cfg.wallet.provider:
             overrides["wallet"].update(WALLET_TIMINGS)
+        overrides["unionpay"] = {"via": "acquirer"}  # UnionPay codes go to the acquirer as cards
         inputs = [self.keypad, self.magstripe] + ([self.scanner] if self.scanner else [])
         cmd = [
             sys.executable,
@@ -615,6 +617,21 @@ class KillHarness:
         assert proc.scanner is not None
         scanner = proc.scanner
         screen = self._step(lambda: type_text(scanner, ALIPAY_CODE + "\n"), WALLET_RESULTS, title=True)
+        return self._end(screen)
+
+    def _do_unionpay_code(self, rng: random.Random) -> str:
+        assert self.hosts is not None
+        amount = self._amount()
+        proc = self.proc
+        assert proc is not None
+        self._step(self._keys(f"{amount}{{ENTER}}"), ("SWIPE CARD",))
+        self.hosts.acquirer.issuer.next_code(rng.choice(("pay", "pay", "password")))
+        code = f"62{self.seed % 1000:03d}{self._txn:014d}"  # a new code each time: a code pays once
+        assert proc.scanner is not None
+        scanner = proc.scanner
+        screen = self._step(lambda: type_text(scanner, code + "\n"), ("PAYMENT PIN NEEDED",) + RESULTS, title=True)
+        if "PAYMENT PIN NEEDED" in screen:
+            screen = self._step(self._keys(f"{CODE_PIN}{{ENTER}}"), RESULTS, title=True)
         return self._end(screen)
 
     def _manager(self) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from firmware.config import Config
+from firmware.config import Config, UnionPayConfig
 from firmware.host.signon import MASTER_KEY
 from firmware.security.keystore import KeyStore
 
@@ -22,12 +22,17 @@ from .wechatgw import WechatGateway
 log = logging.getLogger(__name__)
 
 Overrides = dict[str, dict[str, Any]]
+# Sections an override may add where the config has none: those whose every key has a default.
+OPTIONAL_SECTIONS: dict[str, Callable[[], Any]] = {"unionpay": UnionPayConfig}
 
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
-    """`cfg` with `{section: {key: value}}` replaced (JSON-friendly values; `data_dir` becomes a Path)."""
+    """`cfg` with `{section: {key: value}}` replaced (JSON-friendly values; `data_dir` becomes a Path); an
+    optional section the config lacks is added with its defaults and these values (e.g. [unionpay])."""
     for section, values in overrides.items():
         current = getattr(cfg, section)
+        if current is None and section in OPTIONAL_SECTIONS:
+            current = OPTIONAL_SECTIONS[section]()
         if current is None or not dataclasses.is_dataclass(current):
             raise ValueError(f"config has no [{section}] to override")
         fixed = {k: Path(v) if k == "data_dir" else v for k, v in values.items()}
