@@ -50,6 +50,15 @@ def scan(sim, code=CODE, amount="880"):
     sim.scan(code)
 
 
+def paid(sim, code=CODE, amount="1250"):
+    """A code's sale approved, both copies printed, back at the amount screen."""
+    printed = len(sim.receipts)
+    scan(sim, code, amount)
+    sim.wait_for("APPROVED")
+    sim.wait_for_receipts(printed + 2)
+    sim.keys("{ENTER}")
+
+
 def test_a_scanned_code_is_a_card_sale_at_the_acquirer_and_is_kept_nowhere(asim, tmp_path):
     scan(asim)
     asim.wait_for("APPROVED")
@@ -171,10 +180,7 @@ def test_an_answer_for_another_code_is_never_an_approval(asim, lie):
 
 def test_void_and_partial_refunds_go_back_through_the_acquirer(asim):
     issuer = asim.host.issuer
-    scan(asim, amount="1250")
-    asim.wait_for("APPROVED")
-    asim.wait_for_receipts(2)
-    asim.keys("{ENTER}")
+    paid(asim)
     sale = sales(asim)[0]
     after_sale = issuer.accounts[CODE].balance
     start(asim, "refund", sale["stan"])
@@ -196,14 +202,8 @@ def test_void_and_partial_refunds_go_back_through_the_acquirer(asim):
 
 def test_a_void_gives_everything_back_and_the_settlement_balances(asim):
     issuer = asim.host.issuer
-    scan(asim, amount="1250")
-    asim.wait_for("APPROVED")
-    asim.wait_for_receipts(2)
-    asim.keys("{ENTER}")
-    scan(asim, code=OTHER, amount="990")
-    asim.wait_for("APPROVED")
-    asim.wait_for_receipts(4)
-    asim.keys("{ENTER}")
+    paid(asim)
+    paid(asim, code=OTHER, amount="990")
     start(asim, "void", sales(asim)[0]["stan"])
     asim.wait_for("ENTER TO CONFIRM")
     asim.keys("{ENTER}")
@@ -218,10 +218,7 @@ def test_a_void_gives_everything_back_and_the_settlement_balances(asim):
 
 
 def test_the_reports_count_unionpay_through_the_acquirer_apart(asim, tmp_path):
-    scan(asim, amount="880")
-    asim.wait_for("APPROVED")
-    asim.wait_for_receipts(2)
-    asim.keys("{ENTER}")
+    paid(asim, amount="880")
     asim.keys("1250{ENTER}")
     asim.wait_for("SWIPE CARD")
     asim.swipe("visa-approve")

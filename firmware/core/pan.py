@@ -34,3 +34,19 @@ def redact(text: str) -> str:
     """Mask PAN-shaped digit runs and drop track discretionary data from free text."""
     text = _PAN_LIKE.sub(lambda m: m.group(1) + "*" * (len(m.group(0)) - 10) + m.group(2), text)
     return _TRACK_TAIL.sub(lambda m: m.group(1) + "…", text)
+
+
+class ShownPan:
+    """What of a card's `pan` may be shown: `masked_pan` and `last4` (mixed into the card types)."""
+
+    pan: str
+
+    @property
+    def masked_pan(self) -> str:
+        """First 6 / last 4 of the PAN."""
+        return mask(self.pan)
+
+    @property
+    def last4(self) -> str:
+        """Last four digits of the PAN."""
+        return self.pan[-4:]

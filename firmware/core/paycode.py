@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from firmware.core.pan import mask
+from firmware.core.pan import ShownPan
 
 
 def classify_code(code: str) -> str:
@@ -33,7 +33,7 @@ def route_code(code: str, wallets: tuple[str, ...]) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class CodeCard:
+class CodeCard(ShownPan):
     """A customer's payment code carried over the acquirer's ISO 8583 link in place of a card (UnionPay's C2B code:
     a one-time 19-digit token starting 62, sent as the PAN, field 2). The code is what a PAN is there: the PIN
     block's encryption factor comes from it; only `masked_pan` may be shown or stored."""
@@ -41,13 +41,3 @@ class CodeCard:
     pan: str = field(repr=False)
     wallet: str  # whose code: "unionpay"
     name: str = ""  # a code carries no holder's name
-
-    @property
-    def masked_pan(self) -> str:
-        """First 6 / last 4 of the code."""
-        return mask(self.pan)
-
-    @property
-    def last4(self) -> str:
-        """Last four digits of the code."""
-        return self.pan[-4:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from firmware.core.pan import luhn_valid, mask
+from firmware.core.pan import ShownPan, luhn_valid
 from firmware.errors import CardReadError
 
 # One track: a start sentinel, anything but sentinels, an end sentinel.
@@ -20,7 +20,7 @@ _TRACK2 = re.compile(r";([0-9]{12,19})=([0-9]{4})([0-9]{3})([0-9]*)\?")
 
 
 @dataclass(frozen=True)
-class MagCard:
+class MagCard(ShownPan):
     """A good swipe: card data stays out of repr; only `masked_pan` may be shown or stored."""
 
     pan: str = field(repr=False)
@@ -28,16 +28,6 @@ class MagCard:
     service_code: str
     track2: str = field(repr=False)  # track 2 data between the sentinels, for ISO 8583 field 35
     name: str = field(default="", repr=False)
-
-    @property
-    def masked_pan(self) -> str:
-        """First 6 / last 4 of the PAN."""
-        return mask(self.pan)
-
-    @property
-    def last4(self) -> str:
-        """Last four digits of the PAN."""
-        return self.pan[-4:]
 
 
 def _valid_expiry(yymm: str) -> bool:
