@@ -5,7 +5,7 @@ under its own root and intermediate): a scanned 62… code, a shown code, lies, 
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -49,6 +49,18 @@ def test_a_scanned_unionpay_code_pays_with_unionpay_and_the_receipt_says_so(usim
     assert "云闪付" in receipts[-1] and "UNIONPAY" in receipts[-1] and txn.query_id in receipts[-1]
     assert UNIONPAY_CODE not in receipts[-1] and UNIONPAY_CODE not in str(row)  # the payer's code is not kept
     assert not usim.wallet.requests and not usim.wechat.requests  # nobody else heard of it
+
+
+def test_the_txn_time_is_beijing_time_whatever_zone_the_terminals_clock_runs_in(usim):
+    # UnionPay names a request by its txnTime (Beijing time) and the query must repeat it: a board whose clock
+    # runs in UTC (this machine's, often a Raspberry Pi's) would send a time eight hours off.
+    scan(usim)
+    usim.wait_for("PAID")
+    [row] = wallet_rows(usim)
+    txn = usim.unionpay.txns[row["order_no"]]
+    created = datetime.fromisoformat(row["created_at"])
+    assert txn.txn_time == created.astimezone(timezone(timedelta(hours=8))).strftime("%Y%m%d%H%M%S")
+    assert row["order_no"][-18:-6] == txn.txn_time[2:]  # and the order number carries it for later queries
 
 
 def test_a_payer_who_enters_a_password_then_pays(usim):

@@ -76,7 +76,11 @@ class WalletDesk:
         t = self._config.terminal
         self.journal.check_room()
         now = self._clock().replace(microsecond=0)  # the journal keeps seconds; so does the expiry
-        order_no = f"{t.terminal_id}{now:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
+        # The order number's time: the terminal's, or the provider's zone where the provider reads it back
+        # (UnionPay's txnTime is Beijing time; a board whose clock runs in UTC would be eight hours off).
+        zone = getattr(self.providers.get(provider), "order_zone", None)
+        stamp = now.astimezone(zone) if zone is not None else now
+        order_no = f"{t.terminal_id}{stamp:%y%m%d%H%M%S}{secrets.token_hex(3).upper()}"
         row, stan = self.journal.begin_sale(
             NewSale(
                 "wallet",

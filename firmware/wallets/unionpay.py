@@ -23,8 +23,9 @@ that finds nothing (34) is "not found" which the desk treats as final only after
 in fen; no float is ever an amount.
 
 UnionPay's query needs the original request's `txnTime`. The terminal's order number carries it: the wallet
-desk writes order numbers as terminal id + yymmddHHMMSS + 6 hex digits (see WalletDesk._begin), so the
-client reads it back from there (Beijing time when the terminal's clock runs in Beijing time). A refund's and a
+desk writes order numbers as terminal id + yymmddHHMMSS + 6 hex digits (see WalletDesk._begin), the time in
+the client's `order_zone` (Beijing time, whatever zone the terminal's clock runs in), so the client reads it
+back from there. A refund's and a
 cancellation's txnTime is the time the wallet desk journaled them (passed as `at`), so a resend after a restart
 is the same request (UnionPay says duplicate, 12) and its query, under that same txnTime, finds it.
 """
@@ -234,6 +235,7 @@ class UnionPayClient:
     cancellation, refund."""
 
     name = "unionpay"
+    order_zone = CHINA  # the order number's time is the txnTime: Beijing time (see the module's docstring)
 
     def __init__(
         self,
