@@ -66,6 +66,17 @@ def sim(tmp_path):
         yield s
 
 
+@pytest.fixture
+def csim(tmp_path, pcscd):
+    """A running simulator with the chip reader: the simulated slot behind the private pcscd."""
+    from firmware.config import ChipConfig
+    from hwsim import Simulator
+
+    cfg = dataclasses.replace(sim_config(host=2.0), chip=ChipConfig(reader="hwsim chip slot"))
+    with Simulator(tmp_path / "data", cfg) as s:
+        yield s
+
+
 @pytest.fixture(scope="session")
 def pcscd():
     """A private pcscd with the simulated chip slot's virtual reader (hwsim/pcscd.py), for the whole session.

@@ -3,23 +3,13 @@ host."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import pytest
 
-from conftest import sim_config, wait_until
-from firmware.config import ChipConfig
+from conftest import wait_until
 from firmware.core.emv.data import encode_tlv, tlv_items
-from hwsim import Simulator
 from hwsim.emvcard import chip_catalog
-
-
-@pytest.fixture
-def csim(tmp_path, pcscd):
-    cfg = dataclasses.replace(sim_config(host=2.0), chip=ChipConfig(reader="hwsim chip slot"))
-    with Simulator(tmp_path / "data", cfg) as sim:
-        yield sim
 
 
 def sales(sim):

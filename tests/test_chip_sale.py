@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from conftest import ROOT, sim_config, wait_until
 from firmware.config import ChipConfig
 from firmware.host import dialect
 from hwsim import Simulator
-
-
-@pytest.fixture
-def csim(tmp_path, pcscd):
-    cfg = dataclasses.replace(sim_config(host=2.0), chip=ChipConfig(reader="hwsim chip slot"))
-    with Simulator(tmp_path / "data", cfg) as sim:
-        yield sim
 
 
 def start(sim, amount="2500"):

@@ -201,6 +201,7 @@ class ReversalRequest:
     utc_time: datetime
     repeat: bool = False
     processing_code: str = "000000"
+    icc_data: str = ""  # field 55 of a chip sale's reversal: what the card said (TVR, IAD, ATC...), BER-TLV hex
 
 
 def original_data_elements(mti: str, stan: int, transmitted_at: str) -> str:
@@ -215,6 +216,7 @@ def reversal_to_iso(req: ReversalRequest) -> dict[str, str]:
         "3": req.processing_code,
         "4": f"{req.amount:012d}",
         **_header(req.stan, req.local_time, req.utc_time, req.terminal_id, req.merchant_id, req.currency_numeric),
+        **({"55": req.icc_data} if req.icc_data else {}),
         "90": original_data_elements("0200", req.original_stan, req.original_transmitted_at),
     }
 

@@ -174,6 +174,7 @@ class Outbox:
                 local_time=now,
                 utc_time=now.astimezone(UTC),
                 repeat=q.attempts > 0,
+                icc_data=q.original_icc,
             )
         )
 

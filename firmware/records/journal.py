@@ -70,6 +70,7 @@ class NewSale:
     aid: str = ""  # chip cards: the application, its label and cryptogram, for the receipt
     app_label: str = ""
     cryptogram: str = ""
+    reversal_icc: str = ""  # chip sales: field 55 of a reversal (TVR, IAD, ATC...: no card data), BER-TLV hex
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class QueuedReversal:
     terminal_id: str
     merchant_id: str
     original_created_at: str = ""  # when the sale was journaled (ISO 8601 with its offset)
+    original_icc: str = ""  # a chip sale's field 55 for its reversal (BER-TLV hex), "" for others
 
 
 # The schema's refusals of a void or refund (its triggers' messages), as the screen says them.
@@ -467,8 +469,8 @@ class Journal:
             cur = self._db.execute(
                 "INSERT INTO transactions (kind, method, entry_mode, amount, currency, status, stan, masked_pan,"
                 " terminal_id, merchant_id, created_at, updated_at, transmitted_at, batch, provider, order_no,"
-                " card_token, operator, chip_swiped, cvm, aid, app_label, cryptogram)"
-                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " card_token, operator, chip_swiped, cvm, aid, app_label, cryptogram, reversal_icc)"
+                " VALUES ('sale', ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     sale.method,
                     sale.entry_mode,
@@ -491,6 +493,7 @@ class Journal:
                     sale.aid,
                     sale.app_label,
                     sale.cryptogram,
+                    sale.reversal_icc,
                 ),
             )
             row = _rowid(cur)
@@ -740,14 +743,17 @@ class Journal:
                     "UPDATE transactions SET status = 'voided', updated_at = ? WHERE id = ?", (stamp, original)
                 )
 
-    def chip_result(self, row_id: int, *, tvr: str, tsi: str, ac_type: str, ac: str, scripts: str = "") -> None:
+    def chip_result(
+        self, row_id: int, *, tvr: str, tsi: str, ac_type: str, ac: str, scripts: str = "", reversal_icc: str = ""
+    ) -> None:
         """What a chip card's transaction ended with, for its receipt: TVR, TSI, the final cryptogram (type and
-        value) and the issuer script results (hex; none of it is card data). Written before the outcome."""
+        value) and the issuer script results (hex; none of it is card data); and, when the card declined after
+        the issuer approved, the field 55 its reversal carries. Written before the outcome."""
         with self._tx():
             self._db.execute(
-                "UPDATE transactions SET tvr = ?, tsi = ?, final_ac_type = ?, final_ac = ?, script_results = ?"
-                " WHERE id = ?",
-                (tvr, tsi, ac_type, ac, scripts, row_id),
+                "UPDATE transactions SET tvr = ?, tsi = ?, final_ac_type = ?, final_ac = ?, script_results = ?,"
+                " reversal_icc = CASE WHEN ? <> '' THEN ? ELSE reversal_icc END WHERE id = ?",
+                (tvr, tsi, ac_type, ac, scripts, reversal_icc, reversal_icc, row_id),
             )
 
     def _queue_reversal(self, sale_id: int, stamp: str) -> int:
@@ -791,7 +797,7 @@ class Journal:
         """Reversals not yet acknowledged by the host, oldest first."""
         rows = self._db.execute(
             "SELECT r.id, r.stan, r.attempts, o.id, o.stan, o.transmitted_at, o.amount, o.currency,"
-            " o.terminal_id, o.merchant_id, o.created_at"
+            " o.terminal_id, o.merchant_id, o.created_at, o.reversal_icc"
             " FROM transactions r JOIN transactions o ON o.id = r.original_id"
             " WHERE r.kind = 'reversal' AND r.status = 'queued' ORDER BY r.id"
         ).fetchall()

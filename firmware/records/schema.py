@@ -332,5 +332,10 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO forward_queue (entity, row_id, body)
             SELECT 'signature', transaction_id, body FROM forward_signature WHERE transaction_id = NEW.transaction_id;
     END;
+    """,  # 17: what a chip sale's reversal must tell the issuer of the card (ISO 8583 field 55 of the 0400): the TVR,
+    # the issuer application data, the ATC, the IFD serial and the script results, as BER-TLV hex — as sent
+    # online, then as the card ended when it declined after the issuer approved. None of these is card data.
+    """
+    ALTER TABLE transactions ADD COLUMN reversal_icc TEXT NOT NULL DEFAULT '';
     """,
 )

@@ -31,6 +31,7 @@ from firmware.core.emv.contact import (
 )
 from firmware.core.emv.oda import CaKey, ca_keys_from_doc
 from firmware.errors import ChipReaderError, TerminalError
+from firmware.host.messages import icc_hex
 from firmware.shell.pinpad import PinPad
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class ChipDesk:
                 ac_type=outcome.cryptogram_type,
                 ac=outcome.cryptogram,
                 scripts="".join(outcome.scripts),
+                reversal_icc=icc_hex(outcome.icc) if outcome.reversal else "",  # the card's last word, for the 0400
             )
         except TerminalError as exc:  # the outcome's own write will meet the same trouble and be handled there
             log.error("chip: the card's results could not be journaled: %s", exc)

@@ -20,7 +20,7 @@ from drivers.printer import ReceiptPrinter
 from drivers.touch import read_touch
 from firmware.config import Config
 from firmware.core import effects, events, flow, reports
-from firmware.core.emv import CardError, ChipCard, KernelParams, kernel
+from firmware.core.emv import CardError, ChipCard, KernelParams, kernel, reversal_fields
 from firmware.core.events import AuthResponse
 from firmware.core.flow import common, states
 from firmware.core.paycode import CodeCard
@@ -727,6 +727,7 @@ class Terminal:
             app_label=chip.label if chip else "",
             cryptogram=chip.cryptogram if chip else "",
             provider=code.wallet if code else "",
+            reversal_icc=icc_hex(reversal_fields(chip.icc)) if chip else "",
         )
 
     def _entry_mode(self, eff: effects.Authorize) -> str:

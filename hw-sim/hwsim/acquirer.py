@@ -520,6 +520,7 @@ class Acquirer:
                     "terminal_id": doc.get("41", "").strip(),
                     "transmitted_at": doc.get("7", ""),
                     "settled": False,
+                    "icc": doc.get("55", ""),  # the chip data the sale came with
                 }
             )
         return self._answer_0210(doc, rc, rrn, icc)
@@ -599,6 +600,7 @@ class Acquirer:
                     entry["terminal_id"],
                 ) == (stan, transmitted, doc.get("41", "").strip()):
                     rc = "00"
+                    entry.setdefault("reversal_icc", doc.get("55", ""))  # what the first 0400 said of the card
                     if entry["response_code"] == "00" and not entry["reversed"]:
                         entry["reversed"] = True
                         account = self.issuer.accounts.get(self._accounts_of.get(i, ""))

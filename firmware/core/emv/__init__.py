@@ -48,6 +48,7 @@ from firmware.core.emv.phases import (
     processing_restrictions,
     read_application_data,
     read_record,
+    reversal_fields,
     terminal_action_analysis,
 )
 from firmware.core.emv.select import (
@@ -105,6 +106,7 @@ __all__ = [
     "processing_restrictions",
     "read_application_data",
     "read_record",
+    "reversal_fields",
     "select_application",
     "select_cvm",
     "select_ppse",

@@ -405,6 +405,11 @@ REVERSAL_TAGS = ("95", "9F1E", "9F10", "9F36", "DF31", "9F5B")
 ADVICE_TAGS = ("9F26", "9F27", "9F10", "9F37", "9F36", "95", "9B", "9A", "82", "9F1A", "9F33", "9F1E", "DF31", "9F5B")
 
 
+def reversal_fields(icc: dict[str, str]) -> dict[str, str]:
+    """What of a chip sale's field 55 (tag -> hex) its reversal carries: REVERSAL_TAGS, in that order."""
+    return {t: icc[t] for t in REVERSAL_TAGS if t in icc}
+
+
 def icc_fields(data: dict[str, bytes], tags: tuple[str, ...]) -> dict[str, str]:
     """The `tags` that `data` has, hex, in the order given."""
     return {t: data[t].hex().upper() for t in tags if t in data}
