@@ -181,6 +181,7 @@ def test_a_journal_from_before_the_totals_is_back_filled(tmp_path):
         "DROP TRIGGER totals_new_transaction; DROP TRIGGER totals_changed_transaction;"
         " DROP TRIGGER totals_gone_transaction; DROP TRIGGER totals_new_line;"
         " DROP TABLE day_totals; DROP TABLE hour_totals; DROP TABLE item_totals;"
+        " ALTER TABLE transactions DROP COLUMN reversal_icc;"  # a later migration's column: that journal had none
         f" PRAGMA user_version = {TOTALS_MIGRATION - 1};"
     )
     db.close()
