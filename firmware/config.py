@@ -1063,6 +1063,10 @@ def parse(doc: dict[str, Any], source: str, base: Path) -> Config:
     problem = _pin_scheme_problem(cfg.pin, cfg.keys, cfg.host)
     if problem:
         raise _error(source, "pin", "scheme", problem)
+    if cfg.unionpay is not None and cfg.unionpay.via == "acquirer" and cfg.scanner is None:
+        raise _error(
+            source, "unionpay", "via", '"acquirer" takes the codes the 2D scanner reads: there is no [scanner]'
+        )
     return cfg
 
 

@@ -142,7 +142,7 @@ def test_a_lost_answer_is_reversed_and_the_payer_gets_the_money_back(asim):
     wait_until(lambda: sales(asim)[0]["status"] == "reversed", what="the reversal")
     reversal = [r for r in requests(asim) if r["t"] in ("0400", "0401")][0]
     assert reversal["4"] == "000000000880" and "2" not in reversal  # found by trace and time, no code again
-    assert asim.host.issuer.accounts[CODE].balance == CODE_BALANCE and asim.host.ledger[0]["reversed"]
+    assert asim.host.issuer.codes[CODE].balance == CODE_BALANCE and asim.host.ledger[0]["reversed"]
     assert_ledger_agrees(asim)
 
 
@@ -151,10 +151,10 @@ def test_a_power_cut_while_the_host_is_asked_is_reversed_at_boot(asim):
     asim.host.fault("timeout")
     scan(asim, amount="2500")
     wait_until(lambda: asim.host.ledger, what="the issuer's decision")
-    before = issuer.accounts[CODE].balance
+    before = issuer.codes[CODE].balance
     asim.restart(crash=True)
     wait_until(lambda: sales(asim)[0]["status"] == "reversed", what="the reversal at boot")
-    assert issuer.accounts[CODE].balance == before + 2500
+    assert issuer.codes[CODE].balance == before + 2500
     assert_ledger_agrees(asim)
 
 
@@ -182,7 +182,7 @@ def test_void_and_partial_refunds_go_back_through_the_acquirer(asim):
     issuer = asim.host.issuer
     paid(asim)
     sale = sales(asim)[0]
-    after_sale = issuer.accounts[CODE].balance
+    after_sale = issuer.codes[CODE].balance
     start(asim, "refund", sale["stan"])
     asim.wait_for("REFUND TRACE")
     asim.keys("500{ENTER}")
@@ -190,7 +190,7 @@ def test_void_and_partial_refunds_go_back_through_the_acquirer(asim):
     asim.keys("1")
     asim.wait_for("REFUND APPROVED")
     asim.keys("{ENTER}")
-    assert issuer.accounts[CODE].balance == after_sale + 500
+    assert issuer.codes[CODE].balance == after_sale + 500
     receipt = asim.wait_for_receipts(4)[2]
     assert "原路退回 TO WALLET" in receipt
     [follow] = [r for r in requests(asim) if r["3"] == "200000"]
@@ -209,7 +209,7 @@ def test_a_void_gives_everything_back_and_the_settlement_balances(asim):
     asim.keys("{ENTER}")
     asim.wait_for("VOID APPROVED")
     asim.keys("{ENTER}")
-    assert issuer.accounts[CODE].balance == issuer.accounts[OTHER].balance + 990
+    assert issuer.codes[CODE].balance == issuer.codes[OTHER].balance + 990
     manager(asim)
     asim.wait_for("4 SETTLEMENT")
     asim.keys("4")

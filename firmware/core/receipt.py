@@ -151,10 +151,11 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
     code = row["response_code"] or ("00" if approved else "05")
     response = AuthResponse(row["stan"], code, row["auth_code"], row["rrn"], row["terminal_id"])
     wallet_sale = kind == "SALE" and method == "wallet"
-    code = method == "card" and row["entry_mode"] == "code"  # a payment code the acquirer took as a card
-    wallet = WALLET_NAMES.get(row["provider"], row["provider"].upper()) if wallet_sale else ""
-    if code and kind == "SALE":
-        wallet = WALLET_NAMES.get(row["provider"], row["provider"].upper() or "UNIONPAY")
+    # A payment code the acquirer took as a card: its sale, void and refunds (to the wallet or in cash) name the
+    # wallet and the code, never a card.
+    code = row["entry_mode"] == "code" and "card" in (method, row.get("original_method"))
+    provider = row["provider"] or row.get("original_provider") or ""
+    wallet = WALLET_NAMES.get(provider, provider.upper()) if wallet_sale or code else ""
     route = _ROUTE.get(method, "") if kind == "REFUND" else ""
     return ReceiptFacts(
         amount=row["amount"],

@@ -955,7 +955,8 @@ class Journal:
     # --- receipts -------------------------------------------------------------------------------
 
     _RECEIPT_SELECT = (
-        "SELECT t.*, o.stan AS original_stan, o.method AS original_method, s.png AS signature FROM transactions t"
+        "SELECT t.*, o.stan AS original_stan, o.method AS original_method, o.provider AS original_provider,"
+        " s.png AS signature FROM transactions t"
         " LEFT JOIN transactions o ON o.id = t.original_id LEFT JOIN signatures s ON s.transaction_id = t.id"
     )
 

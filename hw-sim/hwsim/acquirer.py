@@ -80,7 +80,12 @@ class Issuer:
         for profile in contactless:
             self.add_contactless(profile)
         self.next_codes: list[str] = []  # the behaviours of the next new payment codes, in order ("pay" after)
+        self.codes: dict[str, Account] = {}  # payment code -> its payer's account (apart from the cards')
         self.spent: set[str] = set()  # payment codes that paid: a code pays once
+
+    def account(self, key: str) -> Account | None:
+        """The account a sale was charged to: a card's (by PAN) or a payment code's payer's (by the code)."""
+        return self.accounts.get(key) or self.codes.get(key)
 
     def next_code(self, behaviour: str, times: int = 1) -> None:
         """What the payers behind the next `times` new payment codes do (CODE_BEHAVIOURS)."""
@@ -91,11 +96,11 @@ class Issuer:
     def _code_account(self, code: str) -> Account:
         """The payer's account behind a payment code: opened when the code is first seen, with the next
         behaviour as its status (the app that showed the code is the next payer's)."""
-        account = self.accounts.get(code)
+        account = self.codes.get(code)
         if account is None:
             behaviour = self.next_codes.pop(0) if self.next_codes else "pay"
             balance = 0 if behaviour == "insufficient" else CODE_BALANCE
-            account = self.accounts[code] = Account(code, CODE_PIN, balance, behaviour)
+            account = self.codes[code] = Account(code, CODE_PIN, balance, behaviour)
         return account
 
     def _decide_code(self, doc: dict[str, str], session: tuple[str, bytes] | None) -> str:
@@ -106,6 +111,8 @@ class Issuer:
             return "30"  # a code is no card: no track, no chip data
         if not (len(code) == 19 and code.isascii() and code.isdigit() and code.startswith("62")) or code in self.spent:
             return "14"  # not a UnionPay payment code, or one that paid already
+        if code in self.accounts:
+            return "14"  # a card's number has a code's shape, but UnionPay finds no payment code by it
         account = self._code_account(code)
         if account.status == "expired":
             return "54"
@@ -555,7 +562,7 @@ class Acquirer:
                     for e in self.ledger
                     if e["kind"] == "refund" and e["original_rrn"] == sale["rrn"] and e["response_code"] == "00"
                 )
-                account = self.issuer.accounts.get(self._accounts_of.get(index, ""))
+                account = self.issuer.account(self._accounts_of.get(index, ""))
                 if sale["reversed"] or sale["voided"]:
                     rc = "12"  # invalid transaction: already undone
                 elif kind == "void" and (amount != sale["amount"] or refunded):
@@ -603,7 +610,7 @@ class Acquirer:
                     entry.setdefault("reversal_icc", doc.get("55", ""))  # what the first 0400 said of the card
                     if entry["response_code"] == "00" and not entry["reversed"]:
                         entry["reversed"] = True
-                        account = self.issuer.accounts.get(self._accounts_of.get(i, ""))
+                        account = self.issuer.account(self._accounts_of.get(i, ""))
                         if account is not None:
                             account.balance += entry["amount"]
                     break

@@ -233,15 +233,23 @@ def _interactive(cfg: Config, data_dir: Path, inp: TextIO, out: TextIO, reader: 
                         out.write(f"customer paid order {paid}\n")
                     elif rest[0] == "scan":
                         sim.wallet.scan()
-                    else:
-                        sim.wallet.next_code(rest[0])
-                        sim.wechat.next_code(rest[0])
-                        for gateway in (sim.unionpay, sim.aggregator):  # the behaviours each one plays
-                            if rest[0] in ("pay", "confirm", "insufficient", "never_confirm"):
-                                gateway.next_code(rest[0])
-                        acquirer_payer = {"confirm": "password", "pay": "pay", "insufficient": "insufficient"}
-                        if rest[0] in (*acquirer_payer, "expired", "password"):  # a code sent as a card
-                            sim.host.issuer.next_code(acquirer_payer.get(rest[0], rest[0]))
+                    else:  # the next payer of every wallet that plays this behaviour
+                        from . import acquirer, lakalagw, unionpaygw, walletgw, wechatgw
+
+                        acquirer_payer = {"confirm": "password"}.get(rest[0], rest[0])  # a code sent as a card
+                        played = [
+                            gateway.next_code(behaviour)
+                            for gateway, behaviour, plays in (
+                                (sim.wallet, rest[0], walletgw.CODE_BEHAVIOURS),
+                                (sim.wechat, rest[0], wechatgw.CODE_BEHAVIOURS),
+                                (sim.unionpay, rest[0], unionpaygw.CODE_BEHAVIOURS),
+                                (sim.aggregator, rest[0], lakalagw.CODE_BEHAVIOURS),
+                                (sim.host.issuer, acquirer_payer, acquirer.CODE_BEHAVIOURS),
+                            )
+                            if behaviour in plays
+                        ]
+                        if not played:
+                            raise ValueError(f"no wallet plays a payer who does {rest[0]!r}")
                 elif cmd == "screenshot":
                     out.write(f"saved {sim.screenshot(rest[0] if rest else _next_screenshot(data_dir))}\n")
                 elif cmd == "sign":
