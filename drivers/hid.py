@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -57,8 +58,53 @@ class InputDevice(Protocol):
     name: str
 
     def grab(self) -> None: ...
-    def async_read_loop(self) -> Any: ...
+    def fileno(self) -> int: ...
+    def read(self) -> Any: ...
     def close(self) -> None: ...
+
+
+def input_events(device: InputDevice) -> InputEvents:
+    """The device's events as they come, until it goes away (OSError, e.g. ENODEV, propagates)."""
+    return InputEvents(device)
+
+
+class InputEvents:
+    """An input device's events as an async iterator (see input_events).
+
+    evdev's own async_read_loop sets its result on a future its reader callback holds; when the task reading
+    it is cancelled (the terminal shutting down) just as the device turns readable, that callback meets a
+    cancelled future and asyncio logs InvalidStateError. Here the reader is removed whenever the wait ends.
+    (An iterator object, not an async generator: a crash leaves no generator for the loop to finalize.)"""
+
+    def __init__(self, device: InputDevice) -> None:
+        self._device, self._batch = device, collections.deque[Any]()
+
+    def __aiter__(self) -> InputEvents:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._batch:
+            await self._readable()
+            try:
+                self._batch.extend(self._device.read())
+            except BlockingIOError:  # woken with nothing to read
+                continue
+        return self._batch.popleft()
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self._device.fileno()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
 
 
 def open_input_device(cfg: InputDeviceConfig) -> evdev.InputDevice:
@@ -174,7 +220,7 @@ async def read_keypad(device: InputDevice, keys: dict[str, str], emit: Callable[
     """Read key events from the keypad until the device goes away (OSError propagates)."""
     keypad = Keypad(keys)
     device.grab()
-    async for event in device.async_read_loop():
+    async for event in input_events(device):
         key = keypad.decode(event)
         if key is not None:
             emit(key)
@@ -193,7 +239,7 @@ async def read_magstripe(device: InputDevice, emit: Callable[[Event], None], pau
 
     device.grab()
     try:
-        async for event in device.async_read_loop():
+        async for event in input_events(device):
             result = swipe.feed(event)
             if timer is not None:
                 timer.cancel()
@@ -212,7 +258,7 @@ async def read_scanner(device: InputDevice, emit: Callable[[Event], None], max_c
     decoder = KeyDecoder()
     buf: list[str] = []
     device.grab()
-    async for event in device.async_read_loop():
+    async for event in input_events(device):
         ch = decoder.feed(event)
         if ch is None:
             continue

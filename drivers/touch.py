@@ -10,6 +10,7 @@ from typing import Any
 
 from evdev import ecodes
 
+from drivers.hid import input_events
 from firmware.core.events import Event, Touched
 from firmware.errors import DeviceError
 
@@ -120,7 +121,7 @@ async def read_touch(device: Any, width: int, height: int, emit: Callable[[Event
     once from the loop's reader (it never blocks the loop)."""
     decoder = decoder_for(device, width, height)
     device.grab()  # the desktop, if any, does not also take the signature as pointer moves
-    async for event in device.async_read_loop():
+    async for event in input_events(device):
         touched = decoder.feed(event)
         if touched is not None:
             emit(touched)
