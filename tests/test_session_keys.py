@@ -231,6 +231,8 @@ def test_dukpt_initial_key_from_the_key_store(tmp_path):
 def test_enter_waits_for_the_sign_on_in_flight(msim):
     """ENTER while the sign-on that PIN entry started is still with the host: the PIN waits for the new keys
     (it used to fail at once with PIN PAD ERROR / SIGN-ON FAILED under load)."""
+    # The boot's own sign-on first: keys invalidated before it answered were renewed by it (0800, 0200 only).
+    wait_until(lambda: len(msim.host_log) >= 2, what="the sign-on at boot")
     msim.host.late_delay = 1.0  # the 0810 takes a second
     msim.host.fault("late")
     msim._loop.call_soon_threadsafe(msim.terminal._session.invalidate)  # the day's keys have gone

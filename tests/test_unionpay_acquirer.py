@@ -252,3 +252,17 @@ def _config_with(tmp_path, unionpay: str):
     path = tmp_path / "terminal.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_mismatched_code_is_named_masked_and_still_told_apart():
+    from firmware.errors import AnswerMismatch
+    from firmware.host.messages import bind
+
+    request = {"t": "0200", "2": CODE, "3": "000000", "4": "000000000880", "11": "000007", "41": "SIM00001"}
+    close = CODE[:9] + "0" + CODE[10:]  # one hidden digit changed: the same mask
+    answer = {**request, "t": "0210", "2": close, "39": "00"}
+    with pytest.raises(AnswerMismatch) as caught:
+        bind(request, answer)
+    said = str(caught.value)
+    assert CODE not in said and close not in said and mask(CODE) in said
+    assert "differs in the hidden digits" in said and "19 digits" in said

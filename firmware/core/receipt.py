@@ -153,9 +153,9 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
     wallet_sale = kind == "SALE" and method == "wallet"
     # A payment code the acquirer took as a card: its sale, void and refunds (to the wallet or in cash) name the
     # wallet and the code, never a card.
-    code = row["entry_mode"] == "code" and "card" in (method, row.get("original_method"))
+    by_code = row["entry_mode"] == "code" and "card" in (method, row.get("original_method"))
     provider = row["provider"] or row.get("original_provider") or ""
-    wallet = WALLET_NAMES.get(provider, provider.upper()) if wallet_sale or code else ""
+    wallet = WALLET_NAMES.get(provider, provider.upper()) if wallet_sale or by_code else ""
     route = _ROUTE.get(method, "") if kind == "REFUND" else ""
     return ReceiptFacts(
         amount=row["amount"],
@@ -164,7 +164,7 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         response=response,
         stan=row["stan"],
         kind=kind,
-        route="WALLET" if route == "CARD" and code else route,  # back to the code's wallet
+        route="WALLET" if route == "CARD" and by_code else route,  # back to the code's wallet
         original_stan=row.get("original_stan"),
         cvm="wallet" if wallet_sale else (row["cvm"] or "online_pin"),
         aid=row["aid"],
@@ -175,7 +175,7 @@ def receipt_facts(row: Mapping[str, Any]) -> ReceiptFacts:
         final_ac_type=row.get("final_ac_type") or "",
         final_ac=row.get("final_ac") or "",
         wallet=wallet,
-        payer="PAYMENT CODE" if code else "PAYER",
+        payer="PAYMENT CODE" if by_code else "PAYER",
         order_no=row["order_no"] if kind == "SALE" else "",
         trade_no=row["wallet_trade_no"] if wallet_sale else "",
         signature=row.get("signature") or b"",

@@ -120,9 +120,13 @@ PARTIAL_APPROVAL = "10"
 APPROVED = ("00", "11")  # what AuthResponse.approved counts as an approval
 
 
-def _shown(field: str, value: str) -> str:
-    """A field's value as an error message may say it: a PAN (field 2) masked, first 6 / last 4."""
-    return mask(value) if field == "2" else value
+def _shown(field: str, value: str, other: str) -> str:
+    """A field's value as an error message may say it: a PAN (field 2) masked, first 6 / last 4 — with its
+    length, and a note when the masks of two different numbers read the same."""
+    if field != "2":
+        return value
+    hidden = " (differs in the hidden digits)" if value != other and mask(value) == mask(other) else ""
+    return f"{mask(value)}, {len(value)} digits{hidden}"
 
 
 def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
@@ -151,7 +155,8 @@ def bind(request: dict[str, str], answer: dict[str, str]) -> dict[str, str]:
     changed = [f for f in ECHOED[mti] if f in request and answer.get(f) != request[f]]
     if changed:
         detail = ", ".join(
-            f"field {f} {_shown(f, answer[f]) if f in answer else 'missing'!r} for {_shown(f, request[f])!r}"
+            f"field {f} {_shown(f, answer[f], request[f]) if f in answer else 'missing'!r}"
+            f" for {_shown(f, request[f], answer.get(f, ''))!r}"
             for f in changed
         )
         raise AnswerMismatch(f"{expected} for stan {request['11']} does not match the request: {detail}")
