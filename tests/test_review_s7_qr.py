@@ -4,6 +4,7 @@ scanned, a refund's receipt is read, and similar; each test fails before the fix
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import pytest
 
@@ -13,6 +14,7 @@ from firmware.core.pan import luhn_valid, mask
 from firmware.host import dialect
 from hwsim import Simulator
 from hwsim.acquirer import Account
+from hwsim.console import interactive
 from test_refunds import start
 
 CODE = "6223685882046899894"  # the lead's example payment code (19 digits starting 62; not Luhn-valid)
@@ -79,3 +81,18 @@ def test_a_refund_receipt_of_a_code_sale_names_the_payment_code_not_a_card(asim)
         assert shown, receipt
         assert not any("CARD" in line for line in shown), shown  # "卡号 CARD    622368*********9894"
         assert "PAYMENT CODE" in receipt
+
+
+def test_the_consoles_acquirer_payers_password_and_expired_reach_the_acquirer(tmp_path):
+    """The console's help offers `wallet password` and `wallet expired` for a code the acquirer takes, but the
+    command hands every behaviour to the Alipay and WeChat gateways first, which refuse both with ValueError: the
+    console prints "?? unknown behaviour" and the acquirer's issuer never hears of the payer."""
+    cfg = dataclasses.replace(sim_config(host=2.0), unionpay=UnionPayConfig(via="acquirer"))
+    typed = io.StringIO(
+        "\n".join(["wallet expired", "880", "enter", "wait SWIPE CARD", f"scan {CODE}", "wait PAYMENT CODE EXPIRED"])
+        + "\nquit\n"
+    )
+    out = io.StringIO()
+    assert interactive(cfg, tmp_path / "data", inp=typed, out=out) == 0
+    text = out.getvalue()
+    assert "?? " not in text, [line for line in text.splitlines() if "?? " in line]
