@@ -8,9 +8,10 @@ import io
 
 import pytest
 
-from conftest import sim_config, wait_until
-from firmware.config import UnionPayConfig
+from conftest import SIM_TOML, sim_config, wait_until
+from firmware.config import UnionPayConfig, load
 from firmware.core.pan import luhn_valid, mask
+from firmware.errors import ConfigError
 from firmware.host import dialect
 from hwsim import Simulator
 from hwsim.acquirer import Account
@@ -96,3 +97,16 @@ def test_the_consoles_acquirer_payers_password_and_expired_reach_the_acquirer(tm
     assert interactive(cfg, tmp_path / "data", inp=typed, out=out) == 0
     text = out.getvalue()
     assert "?? " not in text, [line for line in text.splitlines() if "?? " in line]
+
+
+def test_the_acquirer_shape_without_a_scanner_is_said_so_at_load(tmp_path):
+    """[unionpay] via = "acquirer" does one thing only: take the codes the 2D scanner reads (no F-key shows a
+    UnionPay code in this shape). A terminal configured so but without [scanner] loads silently and can never
+    take a UnionPay payment; as `mer_id` under via = "acquirer" is refused at load, so should this be."""
+    text = SIM_TOML.read_text(encoding="utf-8")
+    head, _, _ = text.partition("[scanner]")  # the simulator's [scanner] is its last section
+    assert "[scanner]" not in head
+    path = tmp_path / "terminal.toml"
+    path.write_text(head + '\n[unionpay]\nvia = "acquirer"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="scanner"):
+        load(path)
