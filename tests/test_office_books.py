@@ -36,7 +36,7 @@ def busy_journal(path, terminal_id: str, seed: int) -> Journal:
     journal = Journal(path)
     journal.set_forwarding(True)
     methods = [("card", "swipe"), ("card", "contactless"), ("card", "chip"), ("card", "fallback"), ("wallet", "qr")]
-    methods.append(("wallet", "code"))
+    methods += [("wallet", "code"), ("card", "code")]  # ("card", "code"): a UnionPay code the acquirer took
     approved = []
     for i in range(60):
         at = datetime(2026, 11, 1 + i % 3, rng.choice([7, 9, 12, 15, 21, 23]), rng.randrange(60), tzinfo=CN)
@@ -53,7 +53,7 @@ def busy_journal(path, terminal_id: str, seed: int) -> Journal:
                 "424242******4242",
                 terminal_id,
                 "102030405060708",
-                provider="alipay" if method == "wallet" else "",
+                provider="alipay" if method == "wallet" else "unionpay" if entry == "code" else "",
                 order_no=f"{terminal_id}-{i}" if method == "wallet" else "",
                 card_token=token,
                 lines=lines if i % 2 else (),
@@ -158,7 +158,7 @@ def test_every_report_equals_the_terminals_own_to_the_cent(office, two_terminals
             ours, our_findings = office_report(office.dsn, [tid], first, last)
             assert ours == theirs, f"{tid} {first}..{last}"
             if last > first:  # the books hold every kind of figure, not just zeros
-                assert theirs.void_count and theirs.refund_count and theirs.declined_count and len(theirs.methods) == 6
+                assert theirs.void_count and theirs.refund_count and theirs.declined_count and len(theirs.methods) == 7
                 assert theirs.items_by_revenue and len(theirs.operators) > 2 and len(their_findings) >= 3
                 assert "fallbacks from chip" in {a.rule for a in their_findings}
             assert [(f.rule, f.detail) for f in our_findings] == [(a.rule, a.detail) for a in their_findings]
