@@ -98,6 +98,8 @@ def make_app(settings: OfficeSettings) -> web.Application:
     app.router.add_get("/api/terminals", _terminals)
     app.router.add_get("/api/sale", _sale)
     app.router.add_get("/api/signature.png", _signature_png)
+    app.router.add_get("/api/set-aside", _set_aside)
+    app.router.add_post("/api/set-aside/retry", _set_aside_retry)
     if settings.wechat is not None:
         app[NOTICES] = wechatnotify.WechatNotices(settings.wechat)
         app[WAITERS] = {}
@@ -127,7 +129,7 @@ async def _journal(request: web.Request) -> web.Response:
             if payload is _NOT_JSON:
                 raise ingest.BadBatch("the request is not JSON")
             batch = ingest.check(terminal, payload)
-            await ingest.store(conn, batch)
+            resend = await ingest.store(conn, batch)
         except ingest.NotYours as exc:
             log.warning("office: terminal %s refused: %s", terminal, exc)
             await ingest.refused(conn, terminal, str(exc))
@@ -142,14 +144,15 @@ async def _journal(request: web.Request) -> web.Response:
             return web.json_response({"error": str(exc)[:300]}, status=400)
     for row in batch.set_aside:
         log.warning("office: terminal %s: %s %d set aside: %s", terminal, row.entity, row.row_id, row.reason)
-    return web.json_response(
-        {
-            "terminal_id": terminal,
-            "acknowledged": batch.last_seq,
-            "stored": batch.count - len(batch.set_aside),
-            "set_aside": [{"seq": r.seq, "reason": r.reason} for r in batch.set_aside],
-        }
-    )
+    answer: dict[str, Any] = {
+        "terminal_id": terminal,
+        "acknowledged": batch.last_seq,
+        "stored": batch.count - len(batch.set_aside),
+        "set_aside": [{"seq": r.seq, "reason": r.reason} for r in batch.set_aside],
+    }
+    if resend:  # rows set aside that the owner asked for again: the terminal queues them anew from its journal
+        answer["resend"] = [r.wire() for r in resend]
+    return web.json_response(answer)
 
 
 _NOT_JSON = object()
@@ -386,7 +389,7 @@ async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]
     cur = await conn.execute(
         "SELECT terminal_id, shop, last_contact, EXTRACT(EPOCH FROM now() - last_contact)::float8, queue_depth,"
         " last_seq, received, last_refusal, last_refusal_at,"
-        " (SELECT COUNT(*) FROM set_aside_rows r WHERE r.terminal_id = t.terminal_id)"
+        " (SELECT COUNT(*) FROM set_aside_rows r WHERE r.terminal_id = t.terminal_id AND r.superseded_seq IS NULL)"
         ' FROM terminals t WHERE terminal_id = ANY(%s) ORDER BY terminal_id COLLATE "C"',
         (list(terminals),),
     )
@@ -476,6 +479,100 @@ async def _signature_png(request: web.Request) -> web.Response:
     if found is None:
         return web.json_response({"error": "no signature for this sale"}, status=404)
     return web.Response(body=bytes(found[0]), content_type="image/png")
+
+
+# What the page shows of a row set aside: where it was in the terminal's queue, what it was, when and why. The
+# office keeps no body of it (so no card number); the reason names a field, never a card number's digits.
+_SET_ASIDE_LIMIT = 200
+
+
+async def _set_aside(request: web.Request) -> web.Response:
+    """The rows set aside of the terminals one may see (?terminal= or ?shop=), newest first, each with its state:
+    open (not taken), asked (the owner asked for it again), stored or set_aside_again (a later version came),
+    missing (the terminal's journal does not hold it), earlier_journal (sent from a journal since replaced)."""
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        cur = await conn.execute(
+            "SELECT a.terminal_id, a.seq, a.entity, a.row_id, a.line_no, a.at, a.reason, a.retry_asked_at,"
+            " a.retry_asked_by, a.superseded_seq, a.seq <= t.seq_offset,"
+            " a.missing_at IS NOT NULL AND a.missing_at >= a.retry_asked_at,"
+            " EXISTS (SELECT 1 FROM set_aside_rows b WHERE b.terminal_id = a.terminal_id AND b.seq = a.superseded_seq)"
+            " FROM set_aside_rows a JOIN terminals t ON t.terminal_id = a.terminal_id WHERE a.terminal_id = ANY(%s)"
+            " ORDER BY a.at DESC, a.terminal_id, a.seq DESC LIMIT %s",
+            (list(asked.scope.terminals), _SET_ASIDE_LIMIT),
+        )
+        found = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT COUNT(*) FROM set_aside_rows WHERE terminal_id = ANY(%s) AND superseded_seq IS NULL",
+            (list(asked.scope.terminals),),
+        )
+        (still,) = await cur.fetchone()
+    rows = []
+    for terminal, seq, entity, row_id, line_no, at, reason, retry_at, retry_by, newer, earlier, missing, again in found:
+        if newer is not None:
+            state = "set_aside_again" if again else "stored"
+        elif earlier:
+            state = "earlier_journal"
+        elif missing:
+            state = "missing"
+        else:
+            state = "asked" if retry_at is not None else "open"
+        rows.append(
+            {
+                "terminal_id": terminal,
+                "version": seq,
+                "entity": entity,
+                "row_id": row_id,
+                "line_no": line_no,
+                "at": at.isoformat(),
+                "reason": reason,
+                "state": state,
+                "retry_asked_at": retry_at.isoformat() if retry_at else None,
+                "retry_asked_by": retry_by,
+                "superseded_by": newer,
+                "can_retry": asked.user.role == "owner" and state in ("open", "asked", "missing"),
+            }
+        )
+    return web.json_response({"rows": rows, "not_taken": still, "limit": _SET_ASIDE_LIMIT})
+
+
+async def _set_aside_retry(request: web.Request) -> web.Response:
+    """The owner asks for a row set aside again ({"terminal_id", "version"}), with the lines and signature set aside
+    with it when it is a sale: the terminal is told at its next contact (the answer's "resend") and queues the row
+    anew from its journal. Owner only (403); 404 for no such row, 409 when it cannot be asked for any more (a later
+    version came, or it was sent from a journal since replaced)."""
+    body = await _json_body(request)
+    terminal, version = body.get("terminal_id"), body.get("version")
+    if not isinstance(terminal, str) or "\x00" in terminal or type(version) is not int or not 0 < version < 2**63:
+        raise web.HTTPBadRequest(text="terminal_id and version")
+    async with request.app[POOL].connection() as conn:
+        user = await _user(request, conn)
+        if user.role != "owner":
+            raise web.HTTPForbidden(text="only the owner asks a terminal for rows again")
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT a.entity, a.row_id, a.superseded_seq IS NULL, a.seq > t.seq_offset FROM set_aside_rows a"
+                " JOIN terminals t ON t.terminal_id = a.terminal_id WHERE a.terminal_id = %s AND a.seq = %s"
+                " FOR UPDATE OF a",
+                (terminal, version),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                return web.json_response({"error": "no such row set aside"}, status=404)
+            entity, row_id, still, present = found
+            if not (still and present):
+                why = "a later version of it has come" if not still else "it came from a journal since replaced"
+                return web.json_response({"error": f"it cannot be asked for again: {why}"}, status=409)
+            cur = await conn.execute(
+                "UPDATE set_aside_rows a SET retry_asked_at = now(), retry_asked_by = %(u)s FROM terminals t"
+                " WHERE t.terminal_id = a.terminal_id AND a.terminal_id = %(t)s AND a.superseded_seq IS NULL"
+                " AND a.seq > t.seq_offset AND (a.seq = %(v)s OR (%(e)s = 'transaction'"
+                " AND a.entity IN ('line', 'signature') AND a.row_id = %(r)s)) RETURNING a.seq",
+                {"u": user.name, "t": terminal, "v": version, "e": entity, "r": row_id},
+            )
+            asked = sorted(v for (v,) in await cur.fetchall())
+    log.warning("office: %s asked terminal %s again for versions %s (set aside)", user.name, terminal, asked)
+    return web.json_response({"asked": asked})
 
 
 # --- running it -----------------------------------------------------------------------------------------------
