@@ -358,6 +358,9 @@ def _download(text: str, name: str) -> web.Response:
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
+    """Every transaction of the range as CSV, streamed (chunked) from a server-side cursor. An error after the
+    answer began (the database gone half way) cannot be a status any more: the connection is closed without the
+    body's last chunk, so the browser marks the download failed instead of keeping a short file that looks whole."""
     async with request.app[POOL].connection() as conn:
         asked = await _scope(request, conn)
         name = f"transactions-{asked.scope.first}-{asked.scope.last}.csv"
@@ -369,12 +372,27 @@ async def _export(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        await response.write(b"\xef\xbb\xbf")
-        async with conn.transaction():  # a server-side cursor lives in a transaction
-            async for chunk in reports.export_csv(conn, asked.scope):
-                await response.write(chunk.encode("utf-8"))
+        try:
+            await response.write(b"\xef\xbb\xbf")
+            async with conn.transaction():  # a server-side cursor lives in a transaction
+                async for chunk in reports.export_csv(conn, asked.scope):
+                    await response.write(chunk.encode("utf-8"))
+        except ConnectionError:  # the browser went away: nothing to tell it
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever broke it, the download must not look whole
+            log.error("office: the export %s broke half way (%s): its download is cut short, and fails", name, exc)
+            _cut_short(request)
+            return response
         await response.write_eof()
     return response
+
+
+def _cut_short(request: web.Request) -> None:
+    """End a streamed answer as failed: close the connection (what was written still goes) without the chunked
+    body's last, empty chunk; an HTTP client then reads an incomplete body (a browser: a failed download)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 async def _terminals(request: web.Request) -> web.Response:
