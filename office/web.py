@@ -37,7 +37,20 @@ SETTINGS = web.AppKey("settings", OfficeSettings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 NOTICES = web.AppKey("notices", wechatnotify.WechatNotices)
 WAITERS = web.AppKey("waiters", dict)  # order number -> asyncio.Event set when its callback arrives
+
+
+class _SignInGate:
+    """Password checks one at a time up to users.CHECKS_AT_ONCE (scrypt's memory), with a bounded queue: a flood
+    of sign-ins waits, or is told to come back, and never holds more than that many database connections."""
+
+    def __init__(self) -> None:
+        self.checks = asyncio.Semaphore(users.CHECKS_AT_ONCE)
+        self.waiting = 0
+
+
+GATE = web.AppKey("sign_in_gate", _SignInGate)
 NOTICE_WAIT_MAX = 25.0  # seconds a terminal's notice request may wait
+SIGN_IN_QUEUE = 16  # sign-ins waiting for a password check beyond these are answered 503 at once
 # What follows the terminal id in its wallet order numbers (yymmddHHMMSS + 6 hex digits): a terminal asks
 # only about order numbers it could have made.
 _ORDER_TAIL = re.compile(r"[0-9]{12}[0-9A-F]{6}")
@@ -85,6 +98,7 @@ def make_app(settings: OfficeSettings) -> web.Application:
     """The application: routes, the pool opened at start and closed at cleanup."""
     app = web.Application(middlewares=[_guard], client_max_size=16 << 20)
     app[SETTINGS] = settings
+    app[GATE] = _SignInGate()
     app.cleanup_ctx.append(_pool)
     app.router.add_post("/api/v1/journal", _journal)
     app.router.add_get("/", _index)
@@ -248,9 +262,20 @@ async def _login(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="name and password")
     if "\x00" in name:  # no user has such a name (the database could not even be asked)
         return web.json_response({"error": "wrong name or password"}, status=401)
-    settings = request.app[SETTINGS]
-    async with request.app[POOL].connection() as conn:
-        got = await users.sign_in(conn, name, password, settings.server.session_hours)
+    settings, gate = request.app[SETTINGS], request.app[GATE]
+    if gate.waiting >= SIGN_IN_QUEUE:
+        log.warning("office: %d sign-ins waiting already; %r is asked to try again", gate.waiting, name[:64])
+        return web.json_response({"error": "busy, try again"}, status=503, headers={"Retry-After": "5"})
+    gate.waiting += 1
+    try:
+        await gate.checks.acquire()
+    finally:
+        gate.waiting -= 1
+    try:
+        async with request.app[POOL].connection() as conn:
+            got = await users.sign_in(conn, name, password, settings.server.session_hours)
+    finally:
+        gate.checks.release()
     if got is None:
         return web.json_response({"error": "wrong name or password"}, status=401)
     token, user = got
