@@ -27,6 +27,7 @@ const TEXT = {
     row: "记录", version: "版本", reason: "原因", state: "状态", retry: "重传", transaction: "交易", line: "商品行",
     settlement: "结算", open: "未收", asked: "已请求重传", stored: "重传后已收", set_aside_again: "新版本也未收",
     missing: "终端日志中没有", earlier_journal: "来自已更换的日志", retry_failed: "未能请求重传",
+    busy: "登录人数过多，请稍后再试",
   },
   en: {
     title: "Back office", other_language: "中文", sign_in: "Sign in", sign_out: "Sign out", name: "Name",
@@ -46,7 +47,7 @@ const TEXT = {
     row: "Row", version: "Version", reason: "Reason", state: "State", retry: "Retry", transaction: "transaction",
     line: "basket line", settlement: "settlement", open: "not taken", asked: "asked again", stored: "taken on retry",
     set_aside_again: "a later version set aside", missing: "not in the terminal's journal", earlier_journal: "from a replaced journal",
-    retry_failed: "Could not ask again",
+    retry_failed: "Could not ask again", busy: "Too many sign-ins at once: try again in a moment",
   },
 };
 
@@ -300,7 +301,7 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     $("signin-error").textContent = "";
     const answer = await post("/api/login", { name: $("name").value, password: $("password").value });
-    if (!answer.ok) { $("signin-error").textContent = t("wrong_password"); return; }
+    if (!answer.ok) { $("signin-error").textContent = t(answer.status === 503 ? "busy" : "wrong_password"); return; }
     $("password").value = "";
     start();
   });
