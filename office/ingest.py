@@ -365,11 +365,12 @@ async def store(conn: Any, batch: Batch) -> list[Resend]:
     async with conn.transaction():
         async with conn.cursor() as cur:
             await cur.execute(
-                "SELECT journal_id, id_offset, seq_offset, batch_offset FROM terminals WHERE terminal_id = %s"
-                " FOR UPDATE",
+                "SELECT journal_id, id_offset, seq_offset, batch_offset, EXISTS (SELECT 1 FROM set_aside_rows a"
+                " WHERE a.terminal_id = t.terminal_id AND a.superseded_seq IS NULL AND a.seq > t.seq_offset)"
+                " FROM terminals t WHERE terminal_id = %s FOR UPDATE",
                 (batch.terminal_id,),
             )
-            known, ids, seqs, batches = await cur.fetchone()
+            known, ids, seqs, batches, open_rows = await cur.fetchone()
             if batch.journal is not None and known is None:
                 await cur.execute(
                     "UPDATE terminals SET journal_id = %s WHERE terminal_id = %s", (batch.journal, batch.terminal_id)
@@ -413,6 +414,8 @@ async def store(conn: Any, batch: Batch) -> list[Resend]:
                 " last_seq = GREATEST(last_seq, %s), received = received + %s WHERE terminal_id = %s",
                 (batch.queue_depth, batch.count, batch.last_seq, batch.count, batch.terminal_id),
             )
+            if not (open_rows or batch.set_aside):  # nothing set aside to follow: the usual request
+                return []
             return await _asked_again(cur, batch, seqs)
 
 

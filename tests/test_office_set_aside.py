@@ -278,3 +278,34 @@ def table(b, name: str = "set-aside") -> list[list[str]]:
         " [...tr.cells].map((c) => c.textContent))",
         name,
     )
+
+
+def test_a_running_terminal_sends_the_row_again_at_its_next_hello(office, tmp_path, lower_bound):
+    """The simulated terminal's own forwarder in its loop: a sale set aside, asked for again by the owner, taken
+    at the terminal's next contact (its hello every `heartbeat`, here half a second) once the office takes it."""
+    import dataclasses
+
+    from conftest import wait_until
+    from hwsim import Simulator
+    from test_office_e2e import office_config
+    from test_office_e2e import outbox as waiting
+    from test_refunds import approved_sale
+
+    office.add_user("owner", "correct horse battery", "owner")
+    direct = dataclasses.make_dataclass("Direct", [("port", int)])(office.port)
+    with Simulator(tmp_path / "t", office_config(office, direct, "SHOPB001")) as sim:
+        approved_sale(sim, "3300")
+        wait_until(lambda: waiting(sim) == 0, 20, "the sale forwarded")
+        owner = sign_in(office, "owner", "correct horse battery")
+        [row] = [r for r in set_aside(owner, office)["rows"] if r["state"] == "open"]
+        assert row["terminal_id"] == "SHOPB001" and "amount 3300" in row["reason"]
+        lower_bound.undo()
+        assert (
+            post_json(owner, office, "/api/set-aside/retry", {"terminal_id": "SHOPB001", "version": row["version"]})[0]
+            == 200
+        )
+        wait_until(
+            lambda: office.sql("SELECT amount FROM txns WHERE terminal_id = 'SHOPB001'") == [(3300,)], 30, "taken"
+        )
+    seen = set_aside(owner, office)
+    assert seen["not_taken"] == 0 and "stored" in {r["state"] for r in seen["rows"]}
