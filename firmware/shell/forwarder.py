@@ -123,9 +123,8 @@ class Forwarder:
         self._cfg, self._terminal_id, self._path = cfg, terminal_id, journal_path
         self._stopped = False  # set when run() ends: a reply that comes after is not acted on
         self.sent = 0  # snapshots the back office has acknowledged since boot
-        self._missing: list[
-            int
-        ] = []  # versions asked for again that the journal does not hold: said in the next request
+        # versions the back office asked for again that the journal does not hold: said in the next request
+        self._missing: list[int] = []
 
     async def run(self) -> None:
         """Send what waits, then look again every `interval` seconds (and say hello every `heartbeat`); after a
