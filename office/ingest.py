@@ -95,6 +95,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
     "host_credit_amount": (0, _ROW_ID),
     "in_balance": (0, 1),
 }
+MAX_RESEND = 100  # rows asked for again in one answer (and versions a terminal may say it lacks in one request)
 NUL_STAND_IN = "\ufffd"  # PostgreSQL text cannot hold NUL: a host's or wallet's NUL is kept as U+FFFD
 
 TXN_COLUMNS = (
@@ -155,6 +156,21 @@ class SetAside:
     entity: str
     row_id: int
     reason: str
+    line_no: int = 0  # a basket line's number (its row_id is its sale's)
+
+
+@dataclass(frozen=True)
+class Resend:
+    """A row set aside that the owner asked for again: the terminal queues it anew from its journal (`seq` is the
+    terminal's own version of the row set aside; line_no 0 for a line: every line of the sale)."""
+
+    seq: int
+    entity: str
+    row_id: int
+    line_no: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "entity": self.entity, "row_id": self.row_id, "line_no": self.line_no}
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,8 @@ class Batch:
     set_aside: list[SetAside]
     journal: int | None = None  # the terminal journal's identity (None: firmware that does not send one)
     signatures: list[tuple[Any, ...]] = field(default_factory=list)
+    arrived: list[tuple[str, int, int, int]] = field(default_factory=list)  # (entity, row_id, line_no, seq) of each
+    missing: list[int] = field(default_factory=list)  # versions asked for again that the terminal's journal lacks
 
 
 def _fields(seq: int, body: Any, spec: dict[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -204,18 +222,29 @@ def check(terminal_id: str, payload: Any) -> Batch:
     journal = payload.get("journal")
     if journal is not None and (type(journal) is not int or not 0 < journal < 2**63):
         raise BadBatch("journal must be the journal's identity, a positive number")
-    batch = Batch(terminal_id, depth, 0, len(payload["rows"]), [], [], [], [], journal)
+    missing = payload.get("missing", [])
+    if (
+        not isinstance(missing, list)
+        or len(missing) > MAX_RESEND
+        or any(type(m) is not int or not 0 < m <= _ROW_ID for m in missing)
+    ):
+        raise BadBatch(f"missing must be a list of at most {MAX_RESEND} versions")
+    batch = Batch(terminal_id, depth, 0, len(payload["rows"]), [], [], [], [], journal, missing=missing)
     last = 0
     for row in payload["rows"]:
         seq = row.get("seq") if isinstance(row, dict) else None
         if type(seq) is not int or seq <= last or seq > _ROW_ID:
             raise BadBatch(f"after row {last}: every row needs a seq, each above the one before")
         last, entity, row_id = seq, row.get("entity"), row.get("row_id")
+        line_no = row.get("line_no") if entity == "line" and type(row.get("line_no")) is int else 0
+        line_no = line_no if 0 <= line_no <= _ROW_ID else 0
+        if entity in ENTITIES and type(row_id) is int and 0 <= row_id <= _ROW_ID:
+            batch.arrived.append((entity, row_id, line_no, seq))
         try:
             _row(terminal_id, seq, entity, row_id, row.get("body"), batch)
         except BadRow as exc:
             batch.set_aside.append(
-                SetAside(seq, str(entity)[:20], row_id if type(row_id) is int else 0, str(exc)[:300])
+                SetAside(seq, str(entity)[:20], row_id if type(row_id) is int else 0, str(exc)[:300], line_no)
             )
     return replace(batch, last_seq=last)
 
@@ -328,18 +357,20 @@ class ReplacedJournal(OfficeError):
     owner takes the new journal (`countertop office terminal ID --new-journal`)."""
 
 
-async def store(conn: Any, batch: Batch) -> None:
+async def store(conn: Any, batch: Batch) -> list[Resend]:
     """Store a checked batch, note the rows set aside and the terminal's contact, in one transaction (psycopg
-    AsyncConnection). The terminal's row is locked first, so two requests of one terminal (a retry racing the
-    request it repeats) are stored one after the other. ReplacedJournal, storing nothing, for another journal."""
+    AsyncConnection); the rows set aside the owner has asked for again, for the answer. The terminal's row is locked
+    first, so two requests of one terminal (a retry racing the request it repeats) are stored one after the other.
+    ReplacedJournal, storing nothing, for another journal."""
     async with conn.transaction():
         async with conn.cursor() as cur:
             await cur.execute(
-                "SELECT journal_id, id_offset, seq_offset, batch_offset FROM terminals WHERE terminal_id = %s"
-                " FOR UPDATE",
+                "SELECT journal_id, id_offset, seq_offset, batch_offset, EXISTS (SELECT 1 FROM set_aside_rows a"
+                " WHERE a.terminal_id = t.terminal_id AND a.superseded_seq IS NULL AND a.seq > t.seq_offset)"
+                " FROM terminals t WHERE terminal_id = %s FOR UPDATE",
                 (batch.terminal_id,),
             )
-            known, ids, seqs, batches = await cur.fetchone()
+            known, ids, seqs, batches, open_rows = await cur.fetchone()
             if batch.journal is not None and known is None:
                 await cur.execute(
                     "UPDATE terminals SET journal_id = %s WHERE terminal_id = %s", (batch.journal, batch.terminal_id)
@@ -364,9 +395,12 @@ async def store(conn: Any, batch: Batch) -> None:
                 )
             if batch.set_aside:
                 await cur.executemany(
-                    "INSERT INTO set_aside_rows (terminal_id, seq, entity, row_id, reason) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    [(batch.terminal_id, r.seq + seqs, r.entity, r.row_id, r.reason) for r in batch.set_aside],
+                    "INSERT INTO set_aside_rows (terminal_id, seq, entity, row_id, line_no, reason)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [
+                        (batch.terminal_id, r.seq + seqs, r.entity, r.row_id, r.line_no, r.reason)
+                        for r in batch.set_aside
+                    ],
                 )
                 last = batch.set_aside[-1]
                 await cur.execute(
@@ -380,6 +414,48 @@ async def store(conn: Any, batch: Batch) -> None:
                 " last_seq = GREATEST(last_seq, %s), received = received + %s WHERE terminal_id = %s",
                 (batch.queue_depth, batch.count, batch.last_seq, batch.count, batch.terminal_id),
             )
+            if not (open_rows or batch.set_aside):  # nothing set aside to follow: the usual request
+                return []
+            return await _asked_again(cur, batch, seqs)
+
+
+async def _asked_again(cur: Any, batch: Batch, seqs: int) -> list[Resend]:
+    """The set-aside rows' bookkeeping for one request (in its transaction): a row set aside is over once a later
+    version of it arrives (stored, or set aside again: that one is then the row not taken); the versions the
+    terminal says its journal lacks are noted; what the owner asked for again and is still not here is returned
+    (sales before their lines and signatures).
+    Only the terminal's present journal's rows (above its version offset) can be asked for."""
+    if batch.arrived:
+        await cur.execute(
+            "WITH x AS (SELECT * FROM unnest(%(e)s::text[], %(r)s::bigint[], %(l)s::integer[], %(s)s::bigint[])"
+            " AS x (entity, row_id, line_no, seq)),"
+            " newer AS (SELECT a.seq AS aside, MAX(x.seq) AS seq FROM set_aside_rows a JOIN x ON x.entity = a.entity"
+            " AND x.row_id = a.row_id AND (x.line_no = a.line_no OR a.line_no = 0) AND x.seq > a.seq"
+            " WHERE a.terminal_id = %(t)s AND a.superseded_seq IS NULL AND a.seq > %(o)s GROUP BY a.seq)"
+            " UPDATE set_aside_rows a SET superseded_seq = newer.seq FROM newer"
+            " WHERE a.terminal_id = %(t)s AND a.seq = newer.aside",
+            {
+                "e": [a[0] for a in batch.arrived],
+                "r": [a[1] for a in batch.arrived],
+                "l": [a[2] for a in batch.arrived],
+                "s": [a[3] + seqs for a in batch.arrived],
+                "t": batch.terminal_id,
+                "o": seqs,
+            },
+        )
+    if batch.missing:
+        await cur.execute(
+            "UPDATE set_aside_rows SET missing_at = now() WHERE terminal_id = %s AND seq = ANY(%s) AND seq > %s"
+            " AND superseded_seq IS NULL AND retry_asked_at IS NOT NULL",
+            (batch.terminal_id, [m + seqs for m in batch.missing], seqs),
+        )
+    await cur.execute(
+        "SELECT seq - %(o)s, entity, row_id, line_no FROM set_aside_rows WHERE terminal_id = %(t)s"
+        " AND superseded_seq IS NULL AND seq > %(o)s AND retry_asked_at IS NOT NULL"
+        " AND (missing_at IS NULL OR missing_at < retry_asked_at) ORDER BY entity <> 'transaction', seq LIMIT %(n)s",
+        {"t": batch.terminal_id, "o": seqs, "n": MAX_RESEND},
+    )
+    return [Resend(*row) for row in await cur.fetchall()]
 
 
 def _shifted_txn(row: tuple[Any, ...], ids: int, seqs: int, batches: int) -> tuple[Any, ...]:

@@ -293,6 +293,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (terminal_id, transaction_id)
     );
     """,
+    # 7: a row set aside can be asked for again (the owner's "retry"; the office kept no body, the terminal's journal
+    # has the row): the basket line's number (0 for rows set aside before), who asked and when, when the terminal
+    # said its journal does not hold the row, and the version that came after it (stored, or set aside again):
+    # a row is still not taken while that is NULL
+    """
+    ALTER TABLE set_aside_rows ADD COLUMN line_no integer NOT NULL DEFAULT 0,
+        ADD COLUMN superseded_seq bigint, ADD COLUMN retry_asked_at timestamptz,
+        ADD COLUMN retry_asked_by text NOT NULL DEFAULT '', ADD COLUMN missing_at timestamptz;
+    CREATE INDEX set_aside_open ON set_aside_rows (terminal_id, seq) WHERE superseded_seq IS NULL;
+    """,
 )
 
 # The totals counted again from the rows (after a bulk load made with the triggers off, or to check them).

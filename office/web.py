@@ -37,7 +37,20 @@ SETTINGS = web.AppKey("settings", OfficeSettings)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 NOTICES = web.AppKey("notices", wechatnotify.WechatNotices)
 WAITERS = web.AppKey("waiters", dict)  # order number -> asyncio.Event set when its callback arrives
+
+
+class _SignInGate:
+    """Password checks one at a time up to users.CHECKS_AT_ONCE (scrypt's memory), with a bounded queue: a flood
+    of sign-ins waits, or is told to come back, and never holds more than that many database connections."""
+
+    def __init__(self) -> None:
+        self.checks = asyncio.Semaphore(users.CHECKS_AT_ONCE)
+        self.waiting = 0
+
+
+GATE = web.AppKey("sign_in_gate", _SignInGate)
 NOTICE_WAIT_MAX = 25.0  # seconds a terminal's notice request may wait
+SIGN_IN_QUEUE = 16  # sign-ins waiting for a password check beyond these are answered 503 at once
 # What follows the terminal id in its wallet order numbers (yymmddHHMMSS + 6 hex digits): a terminal asks
 # only about order numbers it could have made.
 _ORDER_TAIL = re.compile(r"[0-9]{12}[0-9A-F]{6}")
@@ -85,6 +98,7 @@ def make_app(settings: OfficeSettings) -> web.Application:
     """The application: routes, the pool opened at start and closed at cleanup."""
     app = web.Application(middlewares=[_guard], client_max_size=16 << 20)
     app[SETTINGS] = settings
+    app[GATE] = _SignInGate()
     app.cleanup_ctx.append(_pool)
     app.router.add_post("/api/v1/journal", _journal)
     app.router.add_get("/", _index)
@@ -98,6 +112,8 @@ def make_app(settings: OfficeSettings) -> web.Application:
     app.router.add_get("/api/terminals", _terminals)
     app.router.add_get("/api/sale", _sale)
     app.router.add_get("/api/signature.png", _signature_png)
+    app.router.add_get("/api/set-aside", _set_aside)
+    app.router.add_post("/api/set-aside/retry", _set_aside_retry)
     if settings.wechat is not None:
         app[NOTICES] = wechatnotify.WechatNotices(settings.wechat)
         app[WAITERS] = {}
@@ -127,7 +143,7 @@ async def _journal(request: web.Request) -> web.Response:
             if payload is _NOT_JSON:
                 raise ingest.BadBatch("the request is not JSON")
             batch = ingest.check(terminal, payload)
-            await ingest.store(conn, batch)
+            resend = await ingest.store(conn, batch)
         except ingest.NotYours as exc:
             log.warning("office: terminal %s refused: %s", terminal, exc)
             await ingest.refused(conn, terminal, str(exc))
@@ -142,14 +158,15 @@ async def _journal(request: web.Request) -> web.Response:
             return web.json_response({"error": str(exc)[:300]}, status=400)
     for row in batch.set_aside:
         log.warning("office: terminal %s: %s %d set aside: %s", terminal, row.entity, row.row_id, row.reason)
-    return web.json_response(
-        {
-            "terminal_id": terminal,
-            "acknowledged": batch.last_seq,
-            "stored": batch.count - len(batch.set_aside),
-            "set_aside": [{"seq": r.seq, "reason": r.reason} for r in batch.set_aside],
-        }
-    )
+    answer: dict[str, Any] = {
+        "terminal_id": terminal,
+        "acknowledged": batch.last_seq,
+        "stored": batch.count - len(batch.set_aside),
+        "set_aside": [{"seq": r.seq, "reason": r.reason} for r in batch.set_aside],
+    }
+    if resend:  # rows set aside that the owner asked for again: the terminal queues them anew from its journal
+        answer["resend"] = [r.wire() for r in resend]
+    return web.json_response(answer)
 
 
 _NOT_JSON = object()
@@ -245,9 +262,20 @@ async def _login(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="name and password")
     if "\x00" in name:  # no user has such a name (the database could not even be asked)
         return web.json_response({"error": "wrong name or password"}, status=401)
-    settings = request.app[SETTINGS]
-    async with request.app[POOL].connection() as conn:
-        got = await users.sign_in(conn, name, password, settings.server.session_hours)
+    settings, gate = request.app[SETTINGS], request.app[GATE]
+    if gate.waiting >= SIGN_IN_QUEUE:
+        log.warning("office: %d sign-ins waiting already; %r is asked to try again", gate.waiting, name[:64])
+        return web.json_response({"error": "busy, try again"}, status=503, headers={"Retry-After": "5"})
+    gate.waiting += 1
+    try:
+        await gate.checks.acquire()
+    finally:
+        gate.waiting -= 1
+    try:
+        async with request.app[POOL].connection() as conn:
+            got = await users.sign_in(conn, name, password, settings.server.session_hours)
+    finally:
+        gate.checks.release()
     if got is None:
         return web.json_response({"error": "wrong name or password"}, status=401)
     token, user = got
@@ -355,6 +383,9 @@ def _download(text: str, name: str) -> web.Response:
 
 
 async def _export(request: web.Request) -> web.StreamResponse:
+    """Every transaction of the range as CSV, streamed (chunked) from a server-side cursor. An error after the
+    answer began (the database gone half way) cannot be a status any more: the connection is closed without the
+    body's last chunk, so the browser marks the download failed instead of keeping a short file that looks whole."""
     async with request.app[POOL].connection() as conn:
         asked = await _scope(request, conn)
         name = f"transactions-{asked.scope.first}-{asked.scope.last}.csv"
@@ -366,12 +397,27 @@ async def _export(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        await response.write(b"\xef\xbb\xbf")
-        async with conn.transaction():  # a server-side cursor lives in a transaction
-            async for chunk in reports.export_csv(conn, asked.scope):
-                await response.write(chunk.encode("utf-8"))
+        try:
+            await response.write(b"\xef\xbb\xbf")
+            async with conn.transaction():  # a server-side cursor lives in a transaction
+                async for chunk in reports.export_csv(conn, asked.scope):
+                    await response.write(chunk.encode("utf-8"))
+        except ConnectionError:  # the browser went away: nothing to tell it
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever broke it, the download must not look whole
+            log.error("office: the export %s broke half way (%s): its download is cut short, and fails", name, exc)
+            _cut_short(request)
+            return response
         await response.write_eof()
     return response
+
+
+def _cut_short(request: web.Request) -> None:
+    """End a streamed answer as failed: close the connection (what was written still goes) without the chunked
+    body's last, empty chunk; an HTTP client then reads an incomplete body (a browser: a failed download)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 async def _terminals(request: web.Request) -> web.Response:
@@ -386,7 +432,7 @@ async def _status(conn: Any, terminals: tuple[str, ...]) -> list[dict[str, Any]]
     cur = await conn.execute(
         "SELECT terminal_id, shop, last_contact, EXTRACT(EPOCH FROM now() - last_contact)::float8, queue_depth,"
         " last_seq, received, last_refusal, last_refusal_at,"
-        " (SELECT COUNT(*) FROM set_aside_rows r WHERE r.terminal_id = t.terminal_id)"
+        " (SELECT COUNT(*) FROM set_aside_rows r WHERE r.terminal_id = t.terminal_id AND r.superseded_seq IS NULL)"
         ' FROM terminals t WHERE terminal_id = ANY(%s) ORDER BY terminal_id COLLATE "C"',
         (list(terminals),),
     )
@@ -476,6 +522,100 @@ async def _signature_png(request: web.Request) -> web.Response:
     if found is None:
         return web.json_response({"error": "no signature for this sale"}, status=404)
     return web.Response(body=bytes(found[0]), content_type="image/png")
+
+
+# What the page shows of a row set aside: where it was in the terminal's queue, what it was, when and why. The
+# office keeps no body of it (so no card number); the reason names a field, never a card number's digits.
+_SET_ASIDE_LIMIT = 200
+
+
+async def _set_aside(request: web.Request) -> web.Response:
+    """The rows set aside of the terminals one may see (?terminal= or ?shop=), newest first, each with its state:
+    open (not taken), asked (the owner asked for it again), stored or set_aside_again (a later version came),
+    missing (the terminal's journal does not hold it), earlier_journal (sent from a journal since replaced)."""
+    async with request.app[POOL].connection() as conn:
+        asked = await _scope(request, conn)
+        cur = await conn.execute(
+            "SELECT a.terminal_id, a.seq, a.entity, a.row_id, a.line_no, a.at, a.reason, a.retry_asked_at,"
+            " a.retry_asked_by, a.superseded_seq, a.seq <= t.seq_offset,"
+            " a.missing_at IS NOT NULL AND a.missing_at >= a.retry_asked_at,"
+            " EXISTS (SELECT 1 FROM set_aside_rows b WHERE b.terminal_id = a.terminal_id AND b.seq = a.superseded_seq)"
+            " FROM set_aside_rows a JOIN terminals t ON t.terminal_id = a.terminal_id WHERE a.terminal_id = ANY(%s)"
+            " ORDER BY a.at DESC, a.terminal_id, a.seq DESC LIMIT %s",
+            (list(asked.scope.terminals), _SET_ASIDE_LIMIT),
+        )
+        found = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT COUNT(*) FROM set_aside_rows WHERE terminal_id = ANY(%s) AND superseded_seq IS NULL",
+            (list(asked.scope.terminals),),
+        )
+        (still,) = await cur.fetchone()
+    rows = []
+    for terminal, seq, entity, row_id, line_no, at, reason, retry_at, retry_by, newer, earlier, missing, again in found:
+        if newer is not None:
+            state = "set_aside_again" if again else "stored"
+        elif earlier:
+            state = "earlier_journal"
+        elif missing:
+            state = "missing"
+        else:
+            state = "asked" if retry_at is not None else "open"
+        rows.append(
+            {
+                "terminal_id": terminal,
+                "version": seq,
+                "entity": entity,
+                "row_id": row_id,
+                "line_no": line_no,
+                "at": at.isoformat(),
+                "reason": reason,
+                "state": state,
+                "retry_asked_at": retry_at.isoformat() if retry_at else None,
+                "retry_asked_by": retry_by,
+                "superseded_by": newer,
+                "can_retry": asked.user.role == "owner" and state in ("open", "asked", "missing"),
+            }
+        )
+    return web.json_response({"rows": rows, "not_taken": still, "limit": _SET_ASIDE_LIMIT})
+
+
+async def _set_aside_retry(request: web.Request) -> web.Response:
+    """The owner asks for a row set aside again ({"terminal_id", "version"}), with the lines and signature set aside
+    with it when it is a sale: the terminal is told at its next contact (the answer's "resend") and queues the row
+    anew from its journal. Owner only (403); 404 for no such row, 409 when it cannot be asked for any more (a later
+    version came, or it was sent from a journal since replaced)."""
+    body = await _json_body(request)
+    terminal, version = body.get("terminal_id"), body.get("version")
+    if not isinstance(terminal, str) or "\x00" in terminal or type(version) is not int or not 0 < version < 2**63:
+        raise web.HTTPBadRequest(text="terminal_id and version")
+    async with request.app[POOL].connection() as conn:
+        user = await _user(request, conn)
+        if user.role != "owner":
+            raise web.HTTPForbidden(text="only the owner asks a terminal for rows again")
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT a.entity, a.row_id, a.superseded_seq IS NULL, a.seq > t.seq_offset FROM set_aside_rows a"
+                " JOIN terminals t ON t.terminal_id = a.terminal_id WHERE a.terminal_id = %s AND a.seq = %s"
+                " FOR UPDATE OF a",
+                (terminal, version),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                return web.json_response({"error": "no such row set aside"}, status=404)
+            entity, row_id, still, present = found
+            if not (still and present):
+                why = "a later version of it has come" if not still else "it came from a journal since replaced"
+                return web.json_response({"error": f"it cannot be asked for again: {why}"}, status=409)
+            cur = await conn.execute(
+                "UPDATE set_aside_rows a SET retry_asked_at = now(), retry_asked_by = %(u)s FROM terminals t"
+                " WHERE t.terminal_id = a.terminal_id AND a.terminal_id = %(t)s AND a.superseded_seq IS NULL"
+                " AND a.seq > t.seq_offset AND (a.seq = %(v)s OR (%(e)s = 'transaction'"
+                " AND a.entity IN ('line', 'signature') AND a.row_id = %(r)s)) RETURNING a.seq",
+                {"u": user.name, "t": terminal, "v": version, "e": entity, "r": row_id},
+            )
+            asked = sorted(v for (v,) in await cur.fetchall())
+    log.warning("office: %s asked terminal %s again for versions %s (set aside)", user.name, terminal, asked)
+    return web.json_response({"asked": asked})
 
 
 # --- running it -----------------------------------------------------------------------------------------------

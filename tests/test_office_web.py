@@ -32,7 +32,7 @@ class Browser:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(self.office.url + path, data, {"Content-Type": content_type} if data else {})
         try:
-            with self.opener.open(req, timeout=10) as answer:
+            with self.opener.open(req, timeout=60) as answer:  # a sign-in may queue behind others' checks
                 return answer.status, answer.headers, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers, exc.read()

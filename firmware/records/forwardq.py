@@ -41,6 +41,16 @@ class Pending:
         }
 
 
+# A row as the journal holds it now, for the outbox (the views the journal's own triggers queue from).
+_REQUEUE = {
+    "transaction": "SELECT 'transaction', id, 0, body FROM forward_transaction WHERE id = ?",
+    "line": "SELECT 'line', transaction_id, line_no, body FROM forward_line WHERE transaction_id = ?"
+    " AND (line_no = ? OR ? = 0) ORDER BY line_no",
+    "settlement": "SELECT 'settlement', batch, 0, body FROM forward_settlement WHERE batch = ?",
+    "signature": "SELECT 'signature', transaction_id, 0, body FROM forward_signature WHERE transaction_id = ?",
+}
+
+
 class ForwardQueue:
     """Reads and acknowledges the outbox; every method runs in the thread that made the object."""
 
@@ -67,6 +77,24 @@ class ForwardQueue:
     def depth(self) -> int:
         """How many snapshots wait (two probes of the key: only ever the oldest are deleted, and seq has no gaps)."""
         return int(self._db.execute("SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM forward_queue").fetchone()[0])
+
+    def requeue(self, after: int, entity: str, row_id: int, line_no: int = 0) -> bool:
+        """Queue a row anew, as the journal holds it now, because the back office asked for it again (it set aside
+        version `after` of it). Nothing is queued when a version newer than `after` already waits (it is on its
+        way). False when the journal does not hold the row."""
+        select = _REQUEUE.get(entity)
+        if select is None:
+            return False
+        lines = (line_no, line_no) if entity == "line" else (0, 0)
+        waiting = self._db.execute(
+            "SELECT 1 FROM forward_queue WHERE entity = ? AND row_id = ? AND (line_no = ? OR ? = 0) AND seq > ?",
+            (entity, row_id, *lines, after),
+        ).fetchone()
+        if waiting:
+            return True
+        args = (row_id, *lines) if entity == "line" else (row_id,)
+        queued = self._db.execute(f"INSERT INTO forward_queue (entity, row_id, line_no, body) {select}", args)
+        return queued.rowcount > 0
 
     def acknowledge(self, up_to: int) -> int:
         """Delete what the back office has stored (every seq up to `up_to`); returns how many went."""

@@ -29,6 +29,7 @@ from firmware.records.journal import Journal
 log = logging.getLogger(__name__)
 
 API_PATH = "/api/v1/journal"
+RESEND_MAX = 100  # rows the back office may ask for again in one answer, and versions said missing in one request
 
 
 class _NoAnswer(Exception):
@@ -122,6 +123,8 @@ class Forwarder:
         self._cfg, self._terminal_id, self._path = cfg, terminal_id, journal_path
         self._stopped = False  # set when run() ends: a reply that comes after is not acted on
         self.sent = 0  # snapshots the back office has acknowledged since boot
+        # versions the back office asked for again that the journal does not hold: said in the next request
+        self._missing: list[int] = []
 
     async def run(self) -> None:
         """Send what waits, then look again every `interval` seconds (and say hello every `heartbeat`); after a
@@ -172,6 +175,8 @@ class Forwarder:
         journal = queue.identity()
         if journal:
             payload["journal"] = journal
+        if self._missing:
+            payload["missing"] = self._missing[:RESEND_MAX]
         answer = link.post(payload)
         acked = answer.get("acknowledged")
         # The answer must be this request's: this terminal, and the last snapshot sent (0 when none was).
@@ -187,3 +192,34 @@ class Forwarder:
         if rows and not self._stopped:
             queue.acknowledge(acked)
             self.sent += len(rows)
+        self._missing = self._missing[RESEND_MAX:]
+        if not self._stopped:
+            self._resend(queue, answer.get("resend"))
+
+    def _resend(self, queue: ForwardQueue, asked: Any) -> None:
+        """Queue anew the rows the back office set aside and its owner asked for again (the answer's "resend"):
+        each as the journal holds it now, unless a newer version already waits; one the journal does not hold is
+        named in the next request ("missing"), so the back office stops asking."""
+        if not isinstance(asked, list):
+            return
+        for row in asked[:RESEND_MAX]:
+            if not isinstance(row, dict):
+                continue
+            seq, entity, row_id, line_no = row.get("seq"), row.get("entity"), row.get("row_id"), row.get("line_no")
+            if type(seq) is not int or type(row_id) is not int or type(line_no) is not int or type(entity) is not str:
+                continue
+            if min(seq, row_id, line_no) < 0:
+                continue
+            if queue.requeue(seq, entity, row_id, line_no):
+                log.info(
+                    "office: the back office asked again for %s %d (set aside as version %d): queued",
+                    entity,
+                    row_id,
+                    seq,
+                )
+            else:
+                log.error(
+                    "office: the back office asked again for %s %d, which this journal does not hold", entity, row_id
+                )
+                if seq not in self._missing:
+                    self._missing.append(seq)

@@ -23,6 +23,11 @@ const TEXT = {
     no_signature: "无电子签名", time: "时间", amount: "金额", status: "状态", method: "支付方式", card: "卡号",
     auth_code: "授权码", rrn: "参考号", cvm: "持卡人验证", items: "商品", sale: "消费", void: "撤销", refund: "退货",
     approved: "成功", pending: "处理中", failed: "失败", unknown: "结果未知", reversed: "已冲正",
+    set_aside_title: "未收记录", set_aside_help: "后台未能保存的记录（终端日志中仍有）。店主可请终端重传。",
+    row: "记录", version: "版本", reason: "原因", state: "状态", retry: "重传", transaction: "交易", line: "商品行",
+    settlement: "结算", open: "未收", asked: "已请求重传", stored: "重传后已收", set_aside_again: "新版本也未收",
+    missing: "终端日志中没有", earlier_journal: "来自已更换的日志", retry_failed: "未能请求重传",
+    busy: "登录人数过多，请稍后再试",
   },
   en: {
     title: "Back office", other_language: "中文", sign_in: "Sign in", sign_out: "Sign out", name: "Name",
@@ -38,6 +43,11 @@ const TEXT = {
     find_sale: "Find a sale", sale_no: "Transaction no.", find: "Find", no_sale: "No such sale", signature: "Signature",
     no_signature: "No electronic signature", time: "Time", amount: "Amount", status: "Status", method: "Method",
     card: "Card", auth_code: "Auth code", rrn: "Reference", cvm: "Verified by", items: "Items", sale: "sale",
+    set_aside_title: "Rows not taken", set_aside_help: "Rows the back office could not store (the terminal's journal still has them). The owner may ask the terminal to send one again.",
+    row: "Row", version: "Version", reason: "Reason", state: "State", retry: "Retry", transaction: "transaction",
+    line: "basket line", settlement: "settlement", open: "not taken", asked: "asked again", stored: "taken on retry",
+    set_aside_again: "a later version set aside", missing: "not in the terminal's journal", earlier_journal: "from a replaced journal",
+    retry_failed: "Could not ask again", busy: "Too many sign-ins at once: try again in a moment",
   },
 };
 
@@ -45,6 +55,7 @@ let lang = localStorage.getItem("lang") || (((navigator.languages || [])[0] || n
 let last = null;
 let timer = null;
 let sale = null;
+let asides = null;
 const $ = (id) => document.getElementById(id);
 const t = (key) => (TEXT[lang][key] !== undefined ? TEXT[lang][key] : key);
 
@@ -66,6 +77,7 @@ function translate() {
   document.title = "Countertop · " + t("title");
   if (last) render(last);
   if (sale) showSale(sale);
+  if (asides) showSetAside(asides);
 }
 
 async function api(path, options) {
@@ -118,6 +130,39 @@ async function load() {
   $("report-csv").href = "/api/report.csv?" + query();
   last = data;
   render(data);
+  asides = await api("/api/set-aside?" + query());
+  showSetAside(asides);
+}
+
+function showSetAside(a) {  // the rows the office set aside: never a card number (it keeps no body of them)
+  $("set-aside-box").hidden = !a.rows.length;
+  const body = $("set-aside").tBodies[0];
+  body.replaceChildren();
+  a.rows.forEach((r) => {
+    const tr = document.createElement("tr");
+    const what = `${t(r.entity)} ${r.row_id}${r.entity === "line" && r.line_no ? "/" + r.line_no : ""}`;
+    [r.terminal_id, what, String(r.version), new Date(r.at).toLocaleString(lang), r.reason, t(r.state)].forEach((c) => {
+      const td = document.createElement("td"); td.textContent = c; tr.append(td);
+    });
+    const cell = document.createElement("td");
+    if (r.can_retry) {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "retry"; b.textContent = t("retry");
+      b.dataset.terminal = r.terminal_id; b.dataset.version = String(r.version);
+      b.addEventListener("click", () => retry(r.terminal_id, r.version));
+      cell.append(b);
+    }
+    tr.append(cell);
+    if (r.state === "open" || r.state === "missing") tr.classList.add("late");
+    body.append(tr);
+  });
+}
+
+async function retry(terminal, version) {
+  $("set-aside-error").textContent = "";
+  const answer = await post("/api/set-aside/retry", { terminal_id: terminal, version });
+  if (!answer.ok) { $("set-aside-error").textContent = `${t("retry_failed")}: ${await answer.text()}`; return; }
+  load().catch(() => {});
 }
 
 function render(d) {
@@ -256,11 +301,11 @@ document.addEventListener("DOMContentLoaded", () => {
     ev.preventDefault();
     $("signin-error").textContent = "";
     const answer = await post("/api/login", { name: $("name").value, password: $("password").value });
-    if (!answer.ok) { $("signin-error").textContent = t("wrong_password"); return; }
+    if (!answer.ok) { $("signin-error").textContent = t(answer.status === 503 ? "busy" : "wrong_password"); return; }
     $("password").value = "";
     start();
   });
-  $("signout").addEventListener("click", async () => { await post("/api/logout", {}); last = null; sale = null; $("sale").hidden = true; showSignIn(); });
+  $("signout").addEventListener("click", async () => { await post("/api/logout", {}); last = null; sale = null; asides = null; $("set-aside-box").hidden = true; $("sale").hidden = true; showSignIn(); });
   $("find-sale").addEventListener("submit", (ev) => { ev.preventDefault(); findSale($("sale-terminal").value.trim(), $("sale-id").value.trim()); });
   ["from", "to", "scope"].forEach((id) => $(id).addEventListener("change", () => load().catch(() => {})));
   $("today").addEventListener("click", () => { const d = localDate(new Date()); $("from").value = d; $("to").value = d; load().catch(() => {}); });
