@@ -86,6 +86,7 @@ class Till:
         self.sales: deque[Sale] = deque(maxlen=64)  # recent approved sales, for voids/refunds
         self.receipts_due = 0  # receipts the printer must have cut since the last prune
         self.restarts: Counter[str] = Counter()
+        self.after_restart: Callable[[], None] | None = None  # the soak's census of what a restart left behind
         self._seen_row = 0
         self._cond = threading.Condition()
         sim.display.listen(self._changed)
@@ -152,6 +153,8 @@ class Till:
         self.restarts["power cut" if crash else "clean"] += 1
         self.sim.restart(crash=crash)
         self.wait_title("ENTER AMOUNT")
+        if self.after_restart is not None:
+            self.after_restart()
 
     # --- the simulator's world ----------------------------------------------------------------
 
