@@ -31,7 +31,8 @@ from soak import heap_in_use_kb, malloc_kept, open_fds, per_1000, reachable, rss
 def records(sim: Simulator) -> list[Any]:
     """What the simulator keeps of every sale by design."""
     host, printer = sim.host, sim.printer
-    return [host.ledger, host.host_log, host.issuer.accounts, printer.raw, printer.decoder.receipts]
+    kept = [getattr(host, name, {}) for name in ("_answered", "_accounts_of", "_settled_batches")]
+    return [host.ledger, host.host_log, host.issuer.accounts, *kept, printer.raw, printer.decoder.receipts]
 
 
 def sale(sim: Simulator) -> None:
