@@ -353,6 +353,7 @@ def records(sim: Simulator, till: Till) -> list[Any]:
         till.expected,
         till.sales,
         till.restarts,
+        getattr(till.after_restart, "taken", []),  # the soak's own census after each restart
     ]
 
 
