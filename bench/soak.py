@@ -14,10 +14,12 @@ voids, partial and full refunds to the card, the wallet or in cash, settlements,
 power cuts (at rest, while the reader looks for a card, while the host is asked, with a code on screen,
 during a refund) and clean restarts. `--only KIND,...` runs just those kinds, in turn.
 
-Every `--report-every` transactions a line gives resident memory (VmRSS) and memory in use (see
-heap_in_use_kb), open file descriptors, threads, the firmware loop's tasks, Python objects, journal rows and
-the simulator's own records (see below). At the end, once the terminal has sent its reversals and resends
-and reconciled its wallet orders:
+Every `--report-every` transactions a line gives resident memory (VmRSS), memory in use (see heap_in_use_kb)
+and the free memory glibc's malloc keeps (see malloc_kept: how much, in how many arenas, how many keeping a
+block of 8 MiB or more), open file descriptors, threads, the firmware loop's tasks, Python objects, journal
+rows and the simulator's own records (see below). After every restart, once the terminal restarted away is
+gone, the threads, file descriptors, journal connections and event loops alive are counted (RestartCensus).
+At the end, once the terminal has sent its reversals and resends and reconciled its wallet orders:
 
 - accounting (hwsim.invariants): the journal passes `PRAGMA integrity_check`; every approval the acquirer
   holds that was neither reversed nor voided is an approved journal row and vice versa, voids and refunds
@@ -25,7 +27,14 @@ and reconciled its wallet orders:
   refunds agree; no row is left pending, unknown or queued; every receipt that says APPROVED names an
   approved row; sale STANs and DUKPT KSNs only ever increase on the wire; and the journal holds exactly the
   rows the transactions run must have left (kind, method and final status counted);
-- leaks, measured from the end of the warm-up to the end: see THRESHOLDS for what counts as one and why.
+- leaks, measured from the end of the warm-up to the end: see THRESHOLDS for what counts as one and why;
+  and across restarts: a terminal restarted away still alive, or threads, descriptors, journal connections
+  or event loops alive after the last restarts beyond those after the first (judge_restarts).
+
+Resident memory itself is reported, not judged: beyond memory in use it is mostly free memory glibc's malloc
+keeps, and the soak's in-process restarts make that climb in 16 MiB steps a real terminal never takes (see
+malloc_kept). `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304` (as deploy/countertop.service sets) has
+malloc give such blocks back at once: resident memory then follows memory in use.
 
 The simulator keeps records of everything (the acquirer's ledger and message log, the gateway's orders and
 request log, every receipt printed). The soak checks the message log, the request log and the receipts as
@@ -55,6 +64,7 @@ import threading
 import time
 import tracemalloc
 import types
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -97,6 +107,14 @@ THRESHOLDS = {
     # The firmware loop at rest runs its device readers and the event loop's getters; a wallet chase or an
     # outbox flush may be running at a sample. One task left per transaction is thousands.
     "tasks": 3,
+    # Right after each restart, once the terminal restarted away is gone (see RestartCensus): the threads and
+    # file descriptors alive then, from the first restarts to the last. A thread or a descriptor left by each
+    # restart is one per restart (dozens); the slack is for an executor worker or a connection in flight. A
+    # journal connection or an event loop left open is never slack.
+    "restart_threads": 2,
+    "restart_fds": 2,
+    "restart_journal_fds": 0,
+    "restart_loops": 0,
 }
 MIN_JUDGED = 2000
 
@@ -120,6 +138,9 @@ class Sample:
     records_kb: int  # the simulator's records (ledger, orders, logs, receipts) and the soak's own
     records_objects: int
     rows: int
+    kept_kb: int | None = None  # free memory glibc's malloc keeps in its arenas (malloc_kept); None without glibc
+    arenas: int | None = None
+    big_free: int | None = None  # arenas keeping BIG_FREE_KB or more free
 
 
 def rss_kb() -> int:
@@ -196,6 +217,55 @@ def heap_in_use_kb() -> int | None:
     info = mallinfo2()
     small = _pymalloc_allocated()
     return None if small is None else (info.uordblks + info.hblkhd + small) // 1024
+
+
+if _LIBC is not None and hasattr(_LIBC, "malloc_info"):
+    _LIBC.fopen.restype = ctypes.c_void_p
+    _LIBC.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    _LIBC.fclose.argtypes = [ctypes.c_void_p]
+    _LIBC.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+def malloc_arenas() -> list[tuple[int, int]] | None:
+    """(kB from the system, kB of it free) for each of glibc's malloc arenas (malloc_info(3)), the main arena
+    first; None without glibc."""
+    if _LIBC is None or not hasattr(_LIBC, "malloc_info"):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+        stream = _LIBC.fopen(out.name.encode(), b"w")
+        if not stream:
+            return None
+        try:
+            _LIBC.malloc_info(0, stream)
+        finally:
+            _LIBC.fclose(stream)
+        xml = out.read()
+    arenas = []
+    for heap in re.findall(rb'<heap nr="\d+">(.*?)</heap>', xml, re.S):
+        system = re.search(rb'<system type="current" size="(\d+)"/>', heap)
+        free = re.search(rb'<total type="rest" count="\d+" size="(\d+)"/>', heap)
+        arenas.append((int(system.group(1)) // 1024 if system else 0, int(free.group(1)) // 1024 if free else 0))
+    return arenas
+
+
+BIG_FREE_KB = 8 * 1024  # an arena keeping this much free holds a block like scrypt's (16 MiB)
+
+
+def malloc_kept() -> tuple[int | None, int | None, int | None]:
+    """(kB, arenas, big): the free memory glibc's malloc keeps in its arenas, how many arenas there are and how
+    many of them keep BIG_FREE_KB or more free; None without glibc.
+
+    Resident memory beyond memory in use is mostly this. glibc gives each thread an arena (at most 8 per core)
+    and raises its trim threshold to twice the largest block it freed from mmap (mallopt(3)), so a block of
+    scrypt's 16 MiB (an operator PIN check) freed inside a thread's arena stays there as its free top for good.
+    Bounded by the arenas, not a leak. The terminal checks operator PINs on one thread of their own (PinPad), so
+    one arena keeps such a block; but each in-process restart of the soak starts that thread anew, and it may
+    take another arena: the soak's resident memory climbs in 16 MiB steps towards one such block per arena,
+    which a process that really restarts (power cut, systemd) never does."""
+    arenas = malloc_arenas()
+    if arenas is None:
+        return None, None, None
+    return sum(free for _, free in arenas), len(arenas), sum(free >= BIG_FREE_KB for _, free in arenas)
 
 
 def sqlite_in_use_kb() -> int:
@@ -283,6 +353,7 @@ def records(sim: Simulator, till: Till) -> list[Any]:
         till.expected,
         till.sales,
         till.restarts,
+        getattr(till.after_restart, "taken", []),  # the soak's own census after each restart
     ]
 
 
@@ -304,6 +375,7 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
     size, objs = reachable(records(sim, till))
     rss = rss_kb()
     heap = heap_in_use_kb()
+    kept, arenas, big = malloc_kept()
     return Sample(
         done=done,
         elapsed=time.monotonic() - started,
@@ -317,17 +389,92 @@ def sample(sim: Simulator, till: Till, done: int, started: float) -> Sample:
         records_kb=size // 1024,
         records_objects=objs,
         rows=journal_count(sim),
+        kept_kb=kept,
+        arenas=arenas,
+        big_free=big,
     )
 
 
 def line(s: Sample, total: int) -> str:
     heap = f"{s.heap_kb / 1024:5.1f}, sqlite {s.sqlite_kb / 1024:3.1f}" if s.heap_kb is not None else "n/a"
+    kept = ""
+    if s.kept_kb is not None:
+        kept = f"; malloc keeps {s.kept_kb / 1024:5.1f} free, {s.big_free} of {s.arenas} arenas 8 MiB+"
     return (
-        f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap})  "
+        f"{s.done:>6}/{total}  {s.elapsed:7.0f} s  rss {s.rss_kb / 1024:6.1f} MB (in use {heap}{kept})  "
         f"fds {s.fds:3}  "
         f"threads {s.threads:2}  tasks {s.tasks:2}  objects {s.objects:7}  rows {s.rows:6}  "
         f"sim records {s.records_kb / 1024:5.1f} MB"
     )
+
+
+@dataclass
+class AfterRestart:
+    """What is alive right after a restart, once the terminal restarted away is gone."""
+
+    restart: int
+    threads: int
+    fds: int
+    journal_fds: int  # the journal's database file open: one per SQLite connection
+    loops: int  # epoll instances: one per open event loop (the terminal's, the simulated acquirer's)
+    stale: bool  # the terminal restarted away was still alive STALE_AFTER seconds later: something holds it
+
+
+STALE_AFTER = 10.0  # seconds; a power-cut terminal's NFC reader thread ends within a poll (nfcpy: up to 2 s)
+
+
+class RestartCensus:
+    """Called by the till after each restart (power cut or clean): waits until the terminal restarted away has
+    been let go of (its threads ended, nothing else holding it), then counts what is alive."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        self._current = weakref.ref(sim.terminal)
+        self.taken: list[AfterRestart] = []
+
+    def __call__(self) -> None:
+        old, self._current = self._current, weakref.ref(self._sim.terminal)
+        deadline = time.monotonic() + STALE_AFTER
+        while True:
+            gc.collect()
+            if old() is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        fds = open_fds()
+        journal = os.path.realpath(self._sim.data_dir / "journal.sqlite3")
+        self.taken.append(
+            AfterRestart(
+                restart=len(self.taken) + 1,
+                threads=threading.active_count(),
+                fds=sum(fds.values()),
+                journal_fds=fds.get(journal, 0),
+                loops=fds.get("anon_inode:[eventpoll]", 0),
+                stale=old() is not None,
+            )
+        )
+
+
+def judge_restarts(taken: list[AfterRestart]) -> list[str]:
+    """Leaks across restarts: a terminal restarted away that stayed alive; threads, descriptors, journal
+    connections or event loops that grew from the first restarts to the last (the most of the first three
+    against the fewest of the last three, as for the samples)."""
+    leaks = [
+        f"the terminal restarted away at restart {a.restart} was still alive {STALE_AFTER:g} s later"
+        for a in taken
+        if a.stale
+    ]
+    if len(taken) < 2:
+        return leaks
+    first, last = taken[:3], taken[-3:]
+    for what in ("threads", "fds", "journal_fds", "loops"):
+        before = max(getattr(a, what) for a in first)
+        after = min(getattr(a, what) for a in last)
+        limit = THRESHOLDS[f"restart_{what}"]
+        if after - before > limit:
+            leaks.append(
+                f"{what} right after a restart: {before} -> {after} over {len(taken)} restarts (limit +{limit})"
+            )
+    return leaks
 
 
 # --- checking as it goes ----------------------------------------------------------------------------
@@ -587,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
     cards = tempfile.TemporaryDirectory(prefix="countertop-soak-cards-")
     try:
         till = Till(sim, Path(cards.name), rng)
+        restarts = RestartCensus(sim)
+        till.after_restart = restarts
         checks = Checks(cfg.host.dialect)
         counted: Counter[str] = Counter()
         halfway: tracemalloc.Snapshot | None = None
@@ -618,7 +767,9 @@ def main(argv: list[str] | None = None) -> int:
         samples.append(end)
         grown = census()
         grown.subtract(counted)
-        code = report(sim, till, checks, out, errors, samples, left, tasks_end, threads_end, fds_end, grown)
+        code = report(
+            sim, till, checks, out, errors, samples, left, tasks_end, threads_end, fds_end, grown, restarts.taken
+        )
         if halfway is not None and final is not None:
             print_growth(halfway, final)
     finally:
@@ -685,6 +836,7 @@ def report(
     threads: Counter[str],
     fds: dict[str, int],
     grown: Counter[str],
+    after_restarts: list[AfterRestart],
 ) -> int:
     start, end = samples[0], samples[-1]
     findings, rows, tally = account(sim, till, checks)
@@ -694,6 +846,7 @@ def report(
         if k.startswith(("asyncio", "hwsim.simulator", "firmware.shell.terminal: terminal:"))
     }
     leaks, fig = judge(samples)
+    leaks += judge_restarts(after_restarts)
     ledger = sim.host.ledger
     orders = sim.wallet.orders
 
@@ -730,6 +883,14 @@ def report(
         )
     else:
         print("  in use          not measured (needs glibc's mallinfo2, and no tracemalloc)")
+    if start.kept_kb is not None and end.kept_kb is not None and start.heap_kb is not None and end.heap_kb is not None:
+        rest0, rest1 = (x.rss_kb - (x.heap_kb or 0) - (x.kept_kb or 0) for x in (start, end))
+        print(
+            f"  kept free       by glibc's malloc, resident but neither in use nor given back (see malloc_kept): "
+            f"start {start.kept_kb / 1024:.1f} MB, {start.big_free} of {start.arenas} arenas keeping 8 MiB or more; "
+            f"end {end.kept_kb / 1024:.1f} MB, {end.big_free} of {end.arenas}. Resident beyond in use and kept "
+            f"free (code, libraries, stacks): {rest0 / 1024:.1f} -> {rest1 / 1024:.1f} MB"
+        )
     print(
         f"python objects    {start.objects} -> {end.objects} (the records' {start.records_objects} -> "
         f"{end.records_objects}); beyond them, second half: {late_objects}"
@@ -738,6 +899,14 @@ def report(
     print(f"file descriptors  {start.fds} -> {end.fds}   {fds}")
     print(f"threads           {start.threads} -> {end.threads}   {dict(threads)}")
     print(f"firmware tasks    {start.tasks} -> {end.tasks}   {dict(tasks)}")
+    if after_restarts:
+        a, z = after_restarts[0], after_restarts[-1]
+        print(
+            f"after restarts    {len(after_restarts)} (each counted once the terminal restarted away was gone): "
+            f"threads {a.threads} -> {z.threads}, fds {a.fds} -> {z.fds}, journal connections {a.journal_fds} -> "
+            f"{z.journal_fds}, event loops {a.loops} -> {z.loops}; terminals restarted away still alive "
+            f"{STALE_AFTER:g} s later: {sum(x.stale for x in after_restarts)}"
+        )
     if not judged:
         print(
             f"(memory growth not judged: {end.done - start.done} transactions after the warm-up, fewer than "

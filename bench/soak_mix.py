@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -40,9 +41,10 @@ TAP_LIMIT = 500000  # ... transaction_limit
 UNDECIDED = ("pending", "unknown", "queued")
 
 # The soak's own contactless cards: the catalog's approving cards hold 5,000.00, which thousands of taps would
-# spend. Same keys as the catalog's cards, new card numbers (Luhn-valid, unknown to the catalog), ample balance.
+# spend. Same keys as the catalog's cards, new card numbers (Luhn-valid, unknown to the catalog: the simulated
+# issuer keeps the first account of a number, so a clash spends that card's balance; Till checks), ample balance.
 SOAK_CARDS = {
-    "soak-visa-tap": 'kernel = "visa"\naid = "A0000000031010"\nlabel = "SOAK VISA"\npan = "4761739001010085"\n'
+    "soak-visa-tap": 'kernel = "visa"\naid = "A0000000031010"\nlabel = "SOAK VISA"\npan = "4761739001990013"\n'
     'psn = "01"\nexpiry = "3012"\nimk_ac = "0123456789ABCDEFFEDCBA9876543210"\natc = 1\n'
     'balance = "90000000.00"\n',
     "soak-mc-tap": 'kernel = "mastercard"\naid = "A0000000041010"\nlabel = "SOAK MC"\npan = "5413330089020052"\n'
@@ -56,6 +58,13 @@ SOAK_CARDS = {
     'cdcvm = true\nbalance = "90000000.00"\n',
 }
 TAP_APPROVE = ("soak-visa-tap", "soak-mc-tap", "soak-visa-tap-b")
+
+
+def _pan(profile: str) -> str:
+    found = re.search(r'^pan = "(\d+)"$', profile, re.MULTILINE)
+    if found is None:
+        raise ValueError(f"no pan in {profile!r}")
+    return found.group(1)
 
 
 class Unexpected(Exception):
@@ -86,10 +95,15 @@ class Till:
         self.sales: deque[Sale] = deque(maxlen=64)  # recent approved sales, for voids/refunds
         self.receipts_due = 0  # receipts the printer must have cut since the last prune
         self.restarts: Counter[str] = Counter()
+        self.after_restart: Callable[[], None] | None = None  # the soak's census of what a restart left behind
         self._seen_row = 0
         self._cond = threading.Condition()
         sim.display.listen(self._changed)
         self.cards: dict[str, Path] = {}
+        known = sim.host.issuer.accounts if sim.host is not None else {}
+        clash = [name for name, text in SOAK_CARDS.items() if _pan(text) in known]
+        if clash:
+            raise ValueError(f"the soak's cards {clash} have the card number of a catalog card: give them new ones")
         for name, text in SOAK_CARDS.items():
             path = card_dir / f"{name}.toml"
             path.write_text(text, encoding="utf-8")
@@ -152,6 +166,8 @@ class Till:
         self.restarts["power cut" if crash else "clean"] += 1
         self.sim.restart(crash=crash)
         self.wait_title("ENTER AMOUNT")
+        if self.after_restart is not None:
+            self.after_restart()
 
     # --- the simulator's world ----------------------------------------------------------------
 

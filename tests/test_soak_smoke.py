@@ -3,6 +3,7 @@ different kinds through the real command, its accounting catching what does not 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import subprocess
@@ -65,6 +66,10 @@ def test_a_short_soak_runs_every_kind_asked_and_adds_up(tmp_path):
     for figure in ("resident memory   start", "file descriptors", "threads", "firmware tasks", "journal rows"):
         assert figure in out
     assert "power cut': 1" in out
+    assert re.search(r"^after restarts    1 .* journal connections .* event loops .* still alive .*: 0$", out, re.M), (
+        out
+    )
+    assert re.search(r"^  kept free       by glibc's malloc", out, re.MULTILINE), out
     assert (tmp_path / "soak.log").stat().st_size > 0
 
 
@@ -148,3 +153,19 @@ def test_leak_verdicts():
     assert soak.judge(dip)[0] == []
     short = [_sample(d, heap_kb=40_000 + 10 * d) for d in range(100, 1001, 100)]  # too few to judge memory
     assert soak.judge(short)[0] == []
+
+
+def _after(restart: int, threads: int = 12, fds: int = 40, journal_fds: int = 2, loops: int = 2) -> soak.AfterRestart:
+    return soak.AfterRestart(restart, threads, fds, journal_fds, loops, stale=False)
+
+
+def test_restart_verdicts():
+    flat = [_after(n) for n in range(1, 26)]
+    assert soak.judge_restarts(flat) == []
+    # An executor worker at the first census, a connection in flight at the last: no leak.
+    assert soak.judge_restarts([_after(1, threads=13), *flat[1:-1], _after(25, fds=41)]) == []
+    climbing = [_after(n, 12 + n, 40 + n, 2 + n // 10, 2 + n // 10) for n in range(1, 26)]
+    verdicts = soak.judge_restarts(climbing)
+    assert [v.split(" right")[0] for v in verdicts] == ["threads", "fds", "journal_fds", "loops"], verdicts
+    held = [*flat[:5], dataclasses.replace(flat[5], stale=True), *flat[6:]]
+    assert soak.judge_restarts(held) == ["the terminal restarted away at restart 6 was still alive 10 s later"]

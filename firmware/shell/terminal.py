@@ -384,6 +384,7 @@ class Terminal:
                 booted.nfc.stop()
             if booted.chip is not None:
                 booted.chip.stop()
+            booted.pinpad.close()
             booted.journal.close()
         self.devices.printer.close()
 
@@ -393,7 +394,7 @@ class Terminal:
             booted.notifier.notify("STOPPING=1")
         if self._timer is not None:
             self._timer.cancel()
-        booted.pinpad.end()
+        booted.pinpad.close()
         while self._tasks:  # a task ending may start another (a slip to print): again
             for task in list(self._tasks):
                 task.cancel()

@@ -348,6 +348,9 @@ class Simulator:
         for dev in (self.keypad_device, self.reader_device, self.scanner_device, self.touch_device, *self._retired):
             if dev is not None:
                 dev.destroy()
+        # The screen goes dark with the terminal: the next boot is waited for by its own idle screen, not the
+        # one the stopped terminal left (a restart at rest used to return before the new terminal had booted).
+        self.display.show(())
 
     @staticmethod
     def _bury(loop: asyncio.AbstractEventLoop) -> None:
