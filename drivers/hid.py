@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -89,6 +90,8 @@ class InputEvents:
                 self._batch.extend(self._device.read())
             except BlockingIOError:  # woken with nothing to read
                 continue
+            if not self._batch:  # readable and nothing in it: end of file, the device is gone (never spin on it)
+                raise OSError(errno.ENODEV, "input device gone (end of file)")
         return self._batch.popleft()
 
     async def _readable(self) -> None:

@@ -102,3 +102,11 @@ def test_the_reversal_data_survives_a_power_cut(sim):
     [sent] = messages(sim, "0200")
     reversal = messages(sim, "0400", "0401")[-1]
     assert field55(reversal)[ATC] == field55(sent)[ATC]
+
+
+def test_long_chip_data_keeps_its_ber_length_and_never_makes_a_0400_that_cannot_go():
+    from firmware.host.messages import fits_field_55, icc_hex
+
+    assert icc_hex({"9F10": "AB" * 300}) == "9F10820" + "12C" + "AB" * 300  # 300 bytes: 82 and two length bytes
+    assert icc_hex({"9F10": "AB" * 200}).startswith("9F1081C8")
+    assert fits_field_55("00" * 255) and not fits_field_55("00" * 256)

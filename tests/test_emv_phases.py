@@ -377,8 +377,8 @@ def test_first_generate_ac_asks_for_an_arqc_over_cdol1():
     out = script(
         first_generate_ac(card, TERMINAL),
         [
-            # CDOL1: amount (terminal), unpredictable number (the card's wins over the terminal's), ATC (card)
-            ("80AE80000C000000001250FFFFFFFF000500", t("77", t("9F27", b"\x80") + t("9F36", b"\x00\x06")) + OK),
+            # CDOL1: amount (terminal), unpredictable number (the terminal's: a card's 9F37 is ignored), ATC (card)
+            ("80AE80000C00000000125052BF4585000500", t("77", t("9F27", b"\x80") + t("9F36", b"\x00\x06")) + OK),
         ],
     )
     assert out["9F36"] == b"\x00\x06" and out["9F27"] == b"\x80" and out["8C"] == card["8C"]
@@ -492,13 +492,15 @@ def test_cvm_results_and_tsi(cvm, results, status):
 # --- Field 55 and the kernel around the phases ------------------------------------------------------------
 
 
-def test_icc_data_takes_the_cards_value_over_the_terminals_and_the_selected_aid():
+def test_icc_data_takes_the_terminals_own_tags_over_a_cards_and_the_selected_aid():
+    # A tag the terminal owns (95 TVR) that a card also sends goes out as the terminal says (EMV Book 3 Annex A:
+    # its source is the terminal): a card cannot tell the issuer a TVR of its own (found in review).
     icc = icc_data(
         {"9F02": b"\x12", "95": b"\x00" * 5, "9F66": b"\x36"},
         {"95": b"\x11" * 5, "84": b"\x01", "57": b"\x47", "9F26": b"\xab"},
         VISA,
     )
-    assert icc == {"84": VISA, "95": "1111111111", "9F02": "12", "9F26": "AB"}  # no 57, no 9F66: not ICC_TAGS
+    assert icc == {"84": VISA, "95": "0000000000", "9F02": "12", "9F26": "AB"}  # no 57, no 9F66: not ICC_TAGS
 
 
 def test_kernel_counts_the_commands_and_closes_its_phases():

@@ -62,12 +62,20 @@ def _header(
     }
 
 
+FIELD_55_MAX = 255  # bytes of chip data field 55 holds (LLLVAR)
+
+
+def fits_field_55(icc_hex_data: str) -> bool:
+    """True when BER-TLV hex fits ISO 8583 field 55."""
+    return len(icc_hex_data) // 2 <= FIELD_55_MAX
+
+
 def icc_hex(icc: dict[str, str]) -> str:
     """Field 55: the chip data objects as BER-TLV, in hex."""
     out = ""
     for tag, value in icc.items():
         n = len(value) // 2
-        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}"
+        length = f"{n:02X}" if n < 0x80 else f"81{n:02X}" if n < 0x100 else f"82{n:04X}"  # BER: 1, 2 or 3 bytes
         out += tag + length + value
     return out
 

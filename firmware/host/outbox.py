@@ -22,6 +22,7 @@ from firmware.host.messages import (
     ReversalRequest,
     SettlementRequest,
     bind,
+    fits_field_55,
     follow_up_to_iso,
     iso_to_response,
     iso_to_reversal_ack,
@@ -174,7 +175,7 @@ class Outbox:
                 local_time=now,
                 utc_time=now.astimezone(UTC),
                 repeat=q.attempts > 0,
-                icc_data=q.original_icc,
+                icc_data=q.original_icc if fits_field_55(q.original_icc) else "",  # never a 0400 that cannot go
             )
         )
 

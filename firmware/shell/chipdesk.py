@@ -31,7 +31,7 @@ from firmware.core.emv.contact import (
 )
 from firmware.core.emv.oda import CaKey, ca_keys_from_doc
 from firmware.errors import ChipReaderError, TerminalError
-from firmware.host.messages import icc_hex
+from firmware.host.messages import fits_field_55, icc_hex
 from firmware.shell.pinpad import PinPad
 
 log = logging.getLogger(__name__)
@@ -228,10 +228,24 @@ class ChipDesk:
                 ac_type=outcome.cryptogram_type,
                 ac=outcome.cryptogram,
                 scripts="".join(outcome.scripts),
-                reversal_icc=icc_hex(outcome.icc) if outcome.reversal else "",  # the card's last word, for the 0400
+                reversal_icc=self._last_word(outcome),
             )
         except TerminalError as exc:  # the outcome's own write will meet the same trouble and be handled there
             log.error("chip: the card's results could not be journaled: %s", exc)
+
+    @staticmethod
+    def _last_word(outcome: ChipOutcome) -> str:
+        """Field 55 for the reversal of a sale the card declined after the issuer approved: the card's last word,
+        when it fits the field (a card's long IAD may not: then the 0400 says what the 0200 said); "" otherwise."""
+        if not outcome.reversal:
+            return ""
+        data = icc_hex(outcome.icc)
+        if fits_field_55(data):
+            return data
+        log.warning(
+            "chip: the card's last word is %d bytes, over field 55: the reversal repeats the 0200's", len(data) // 2
+        )
+        return ""
 
     def _journal_failure(self, amount: int, reason: str) -> None:
         try:

@@ -627,7 +627,9 @@ def _script_results(run: _Run, templates: list[bytes]) -> Steps[list[bytes]]:
 def _outcome(
     run: _Run, approved: bool, arc: str, online: bool, reversal: bool, scripts: list[bytes], reason: str = ""
 ) -> ChipOutcome:
-    items = {**run.terminal, **run.card, "84": bytes.fromhex(run.aid), "8A": arc.encode("ascii")[:2]}
+    # The terminal's own data objects last: a tag it owns (95 TVR, 9F1E IFD serial...) that a card's record also
+    # carries goes out as the terminal says, never as the card does.
+    items = {**run.card, **run.terminal, "84": bytes.fromhex(run.aid), "8A": arc.encode("ascii")[:2]}
     if scripts:
         items["9F5B" if not run.aid.startswith(UNIONPAY_RID) else "DF31"] = b"".join(scripts)
     tags = REVERSAL_TAGS if reversal else ADVICE_TAGS
@@ -655,7 +657,7 @@ def _outcome(
 def _chip_card(run: _Run) -> ChipCard:
     c = run.card
     track2 = track2_from_57(c["57"]) if c.get("57") else f"{run.pan}={c['5F24'].hex()[:4]}"
-    items = {**run.terminal, **c, "84": bytes.fromhex(run.aid)}
+    items = {**c, **run.terminal, "84": bytes.fromhex(run.aid)}  # the terminal's own tags are its own
     return ChipCard(
         pan=run.pan,
         track2=track2,

@@ -268,7 +268,7 @@ def icc_data(
 ) -> dict[str, str]:
     """Field 55: the ICC_TAGS (and `extra`) the card or the terminal has (the card's value where both do),
     hex; 84 is the selected AID."""
-    icc = {**terminal, **card, "84": bytes.fromhex(aid)}
+    icc = {**card, **terminal, "84": bytes.fromhex(aid)}  # a tag the terminal owns is never the card's to say
     return icc_fields(icc, ICC_TAGS + extra)
 
 
@@ -316,7 +316,7 @@ def contactless_transaction(p: KernelParams) -> Exchanges[ChipCard]:
         cdol1 = card.get("8C")
         if cdol1 is None:
             raise CardError("no cryptogram after GPO and no CDOL1 to ask for one")
-        got, _ = yield from generate_ac(CID_ARQC, build_dol(parse_dol(cdol1), {**terminal, **card}))
+        got, _ = yield from generate_ac(CID_ARQC, build_dol(parse_dol(cdol1), {**card, **terminal}))
         card = {**card, **got}
         track2, pan, cid = card_result(card)
         extra = ()
@@ -342,7 +342,7 @@ def first_generate_ac(card: dict[str, bytes], terminal: dict[str, bytes]) -> Exc
     cdol1 = card.get("8C")
     if cdol1 is None:
         raise CardError("no cryptogram after GPO and no CDOL1 to ask for one")
-    got, _ = yield from generate_ac(CID_ARQC, build_dol(parse_dol(cdol1), {**terminal, **card}))
+    got, _ = yield from generate_ac(CID_ARQC, build_dol(parse_dol(cdol1), {**card, **terminal}))
     return {**card, **got}
 
 
