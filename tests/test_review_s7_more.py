@@ -3,10 +3,15 @@ numbers): each test here failed when it was written and passes once the problem 
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import wait_until
 from firmware.core.emv.data import encode_tlv, tlv_items
+from firmware.core.emv.phases import afl_entries
 from firmware.host import dialect
-from test_chip_attacks import insert, sales
+from hwsim.emvpki import TestPki
+from test_chip_attacks import Wrapped, insert, sales
+from test_emv_contact import Host, applet, params, run
 
 
 def _requests(sim, *mtis):
@@ -44,3 +49,46 @@ def test_a_card_declining_after_approval_with_a_long_iad_is_still_reversed(csim)
     wait_until(lambda: sales(csim)[0]["status"] == "reversed", timeout=20, what="the reversal acknowledged")
     [reversal, *_] = _requests(csim, "0400", "0401")
     assert len(bytes.fromhex(reversal.get("55", ""))) <= 255
+
+
+class _RecordsLie(Wrapped):
+    """A simulated chip card whose unsigned records also carry terminal-sourced tags: a TVR saying all is well
+    (95) and, as the IFD serial (9F1E), eight digits of a card number."""
+
+    signed: frozenset[tuple[int, int]] = frozenset()
+    lied = False
+
+    def process(self, apdu):
+        answer = super().process(apdu)
+        if apdu[:2] == b"\x80\xa8" and answer[-2:] == b"\x90\x00":  # GPO: the records ODA signs stay as they are
+            self.signed = frozenset(
+                (e.sfi, r) for e in afl_entries(_afl(answer[:-2])) for r in range(e.first, e.first + e.oda_records)
+            )
+        if apdu[:2] != b"\x00\xb2" or answer[-2:] != b"\x90\x00" or (apdu[3] >> 3, apdu[2]) in self.signed:
+            return answer
+        [(_, body)] = tlv_items(answer[:-2])
+        self.lied = True
+        return encode_tlv("70", body + encode_tlv("95", bytes(5)) + encode_tlv("9F1E", b"62123456")) + answer[-2:]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return TestPki(tmp_path_factory.mktemp("pki"))
+
+
+def _afl(gpo: bytes) -> bytes:
+    [(tag, value)] = tlv_items(gpo)
+    return value[2:] if tag == "80" else dict(tlv_items(value))["94"]
+
+
+def test_a_cards_records_cannot_speak_for_the_terminal_in_the_reversal(pki):
+    """The contact kernel merges the terminal's data and the card's with the card's last ({**terminal, **card}),
+    so a tag the terminal owns (95 TVR, 9F1E IFD serial) that a card's record also carries goes out as the card
+    says. The reversal now carries those tags and the journal keeps them (reversal_icc): a card could tell the
+    issuer a clean TVR in the reversal, and put digits of its own card number (as 9F1E) into a journal column
+    said to hold no card data. The reversal's field 55 must carry the terminal's own TVR and IFD serial."""
+    for card_id in ("visa-chip-dda", "unionpay-debit-chip"):
+        chip = _RecordsLie(applet(pki, card_id))
+        out, _ = run(chip, params(pki), host=Host(chip.profile, bad_arpc=True))
+        assert out.reversal and chip.lied, card_id
+        assert (out.icc["95"], out.icc["9F1E"]) == (out.tvr, b"CT000001".hex().upper()), card_id
