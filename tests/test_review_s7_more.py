@@ -92,3 +92,41 @@ def test_a_cards_records_cannot_speak_for_the_terminal_in_the_reversal(pki):
         out, _ = run(chip, params(pki), host=Host(chip.profile, bad_arpc=True))
         assert out.reversal and chip.lied, card_id
         assert (out.icc["95"], out.icc["9F1E"]) == (out.tvr, b"CT000001".hex().upper()), card_id
+
+
+def test_a_device_at_end_of_file_does_not_spin_the_reader():
+    """drivers.hid.input_events waits for readability, reads a batch and, when the batch is empty, waits again.
+    A simulated device whose typing side is gone (the kill harness's child terminal when the parent closes its
+    pipe: the child's adopted device never learns `gone`, it sees end of file) stays readable and every read
+    gives no events: the reader went round add_reader / read / remove_reader forever, at full CPU, and never
+    let the terminal's reconnect loop take over. (evdev's async_read_loop, before it, stopped on such a read.)
+    A readable device that gives nothing is gone: the iterator must end with OSError, as an unplug does."""
+    import asyncio
+    import os
+
+    from drivers.hid import input_events
+    from hwsim.inputs import SimInputDevice
+
+    rfd, wfd = os.pipe()
+    device = SimInputDevice.adopt("scanner", rfd)
+    os.close(wfd)  # the other side is gone: end of file
+    reads = 0
+    real_read = device.read
+
+    def counted_read():
+        nonlocal reads
+        reads += 1
+        if reads > 100:
+            raise AssertionError("the reader keeps reading a device that gives nothing: a busy loop")
+        return real_read()
+
+    device.read = counted_read  # type: ignore[method-assign]
+
+    async def first_event():
+        return await input_events(device).__anext__()
+
+    try:
+        with pytest.raises(OSError):
+            asyncio.run(asyncio.wait_for(first_event(), 30))
+    finally:
+        device.destroy()
