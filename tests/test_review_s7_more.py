@@ -7,7 +7,7 @@ import pytest
 
 from conftest import wait_until
 from firmware.core.emv.data import encode_tlv, tlv_items
-from firmware.core.emv.phases import afl_entries
+from firmware.core.emv.phases import afl_entries, reversal_fields
 from firmware.host import dialect
 from hwsim.emvpki import TestPki
 from test_chip_attacks import Wrapped, insert, sales
@@ -52,8 +52,8 @@ def test_a_card_declining_after_approval_with_a_long_iad_is_still_reversed(csim)
 
 
 class _RecordsLie(Wrapped):
-    """A simulated chip card whose unsigned records also carry terminal-sourced tags: a TVR saying all is well
-    (95) and, as the IFD serial (9F1E), eight digits of a card number."""
+    """A simulated chip card whose unsigned records also carry terminal-sourced tags: a TVR of its own (95, a
+    marker) and, as the IFD serial (9F1E), eight digits of a card number."""
 
     signed: frozenset[tuple[int, int]] = frozenset()
     lied = False
@@ -68,7 +68,8 @@ class _RecordsLie(Wrapped):
             return answer
         [(_, body)] = tlv_items(answer[:-2])
         self.lied = True
-        return encode_tlv("70", body + encode_tlv("95", bytes(5)) + encode_tlv("9F1E", b"62123456")) + answer[-2:]
+        lies = encode_tlv("95", bytes.fromhex("A5A5A5A5A5")) + encode_tlv("9F1E", b"62123456")
+        return encode_tlv("70", body + lies) + answer[-2:]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,10 @@ def test_a_cards_records_cannot_speak_for_the_terminal_in_the_reversal(pki):
         chip = _RecordsLie(applet(pki, card_id))
         out, _ = run(chip, params(pki), host=Host(chip.profile, bad_arpc=True))
         assert out.reversal and chip.lied, card_id
-        assert (out.icc["95"], out.icc["9F1E"]) == (out.tvr, b"CT000001".hex().upper()), card_id
+        ifd = b"CT000001".hex().upper()
+        assert (out.icc["95"], out.icc["9F1E"]) == (out.tvr, ifd), card_id  # the card's last word
+        online = reversal_fields(out.card.icc)  # what the 0200 said, kept at begin_sale for a reversal
+        assert online["9F1E"] == ifd and online["95"] != "A5A5A5A5A5", card_id
 
 
 def test_a_device_at_end_of_file_does_not_spin_the_reader():
