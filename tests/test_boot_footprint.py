@@ -12,11 +12,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware.errors import JournalError
 from firmware.records import journal as journal_module
 from firmware.records.journal import Journal
 from firmware.records.schema import MIGRATIONS
+from firmware.wallets.keycheck import CheckedKeys, load_private_key
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -141,3 +144,65 @@ def test_the_bootstrap_compiles_the_projects_code_and_again_after_a_change(tmp_p
     (tree / "drivers" / "broken.py").write_text("def (\n")
     bootstrap()  # a file that does not compile does not stop the command, and the next run tries again
     assert stamp.stat().st_mtime_ns == before and compiled.exists()
+
+
+MERCHANT_PEM = (ROOT / "hw-sim" / "hwsim" / "testkeys" / "merchant.pem").read_bytes()  # a TEST-ONLY key
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Every private-key load by the firmware's wallets (not the simulator's gateways), as (the bytes, whether the
+    RSA check was skipped)."""
+    seen: list[tuple[bytes, bool]] = []
+    real = serialization.load_pem_private_key
+
+    def spy(data, password, backend=None, *, unsafe_skip_rsa_key_validation=False):
+        if sys._getframe(1).f_globals["__name__"].startswith("firmware."):
+            seen.append((bytes(data), unsafe_skip_rsa_key_validation))
+        return real(data, password, unsafe_skip_rsa_key_validation=unsafe_skip_rsa_key_validation)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", spy)
+    return seen
+
+
+def test_a_wallet_key_is_rsa_checked_the_first_time_its_bytes_are_loaded_only(tmp_path, loads):
+    checked = CheckedKeys(tmp_path / "keys" / "checked-keys")
+    first = checked.load(MERCHANT_PEM)
+    again = CheckedKeys(tmp_path / "keys" / "checked-keys").load(MERCHANT_PEM)  # the next boot
+    assert first.private_numbers() == again.private_numbers()
+    other = MERCHANT_PEM + b"\n"  # other bytes (the same key): checked again
+    CheckedKeys(tmp_path / "keys" / "checked-keys").load(other)
+    assert loads == [(MERCHANT_PEM, False), (MERCHANT_PEM, True), (other, False)]
+    assert (tmp_path / "keys" / "checked-keys").stat().st_mode & 0o077 == 0
+    assert load_private_key(MERCHANT_PEM) and loads[-1] == (MERCHANT_PEM, False)  # no list: always checked
+
+
+def test_a_key_that_fails_the_rsa_check_is_refused_at_every_load_and_never_listed(tmp_path):
+    numbers = serialization.load_pem_private_key(MERCHANT_PEM, None).private_numbers()
+    bad = rsa.RSAPrivateNumbers(  # a damaged CRT coefficient: parses, but signs wrongly
+        numbers.p, numbers.q, numbers.d, numbers.dmp1, numbers.dmq1, numbers.iqmp ^ 1, numbers.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    pem = bad.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    checked = CheckedKeys(tmp_path / "checked-keys")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            checked.load(pem)
+    assert not (tmp_path / "checked-keys").exists()
+
+
+def test_a_terminal_checks_its_wallet_keys_at_its_first_boot_only(tmp_path, loads):
+    from hwsim import Simulator
+
+    wechat_pem = (ROOT / "hw-sim" / "hwsim" / "testkeys" / "wechat-merchant.pem").read_bytes()
+    firmware_keys = {MERCHANT_PEM.strip(), wechat_pem.strip()}  # the two the simulator's config hands the terminal
+
+    def terminal_loads() -> list[bool]:
+        return sorted(skipped for data, skipped in loads if data.strip() in firmware_keys)
+
+    with Simulator(tmp_path) as sim:
+        sim.wait_for("ENTER AMOUNT")
+        assert terminal_loads() == [False, False]  # checked in full
+        sim.restart()  # a power cut, and the terminal boots again on the same data
+        sim.wait_for("ENTER AMOUNT")
+    assert terminal_loads() == [False, False, True, True]  # the same bytes: not again
+    assert len((tmp_path / "keys" / "checked-keys").read_text().split()) == 2

@@ -57,6 +57,7 @@ from firmware.shell.forwarder import office_forwarder
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
 from firmware.shell.signature import signature_png
+from firmware.wallets.keycheck import CheckedKeys
 from firmware.wallets.providers import make_wallets
 
 if TYPE_CHECKING:
@@ -126,7 +127,8 @@ class Terminal:
         self.devices = devices
         self._clock = clock
         t = config.terminal
-        self._wallet_providers = make_wallets(config, clock)
+        # A wallet key's RSA check once per key, not at every boot (the list beside the key store)
+        self._wallet_providers = make_wallets(config, clock, CheckedKeys(t.data_dir / "keys" / "checked-keys"))
         self.flow_cfg = flow.FlowConfig(
             currency=t.currency,
             min_amount=t.min_amount,
