@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import importlib.util
 import io
 import logging
 import os
-import pickle
-import platform
-import shutil
 import stat
-import tempfile
 import threading
 import time
 from typing import Any
@@ -36,6 +31,8 @@ def _escpos_files() -> tuple[str, str]:
     """(the folder for python-escpos's capabilities cache, its capabilities.json): one cache folder per installed
     python-escpos (a second install with another capabilities.json never rewrites this one's), in the temp
     folder."""
+    import tempfile  # here and below: these stdlib modules are needed at the first print only, as escpos is
+
     spec = importlib.util.find_spec("escpos")
     if spec is None or spec.origin is None:
         raise DeviceError("printer: python-escpos is not installed", screen="PRINTER OFFLINE")
@@ -67,6 +64,8 @@ def _private(folder: str) -> bool:
 def _loads(path: str, source: str) -> bool:
     """True when `path` holds a whole pickle no older than python-escpos's `source` (else python-escpos would
     rewrite it in place at import); a damaged one (a power cut while it was written) is removed."""
+    import pickle
+
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_mtime < os.stat(source).st_mtime:
@@ -90,6 +89,11 @@ def _import_escpos() -> Any:
     built in a folder of its own and moved into the shared one whole (only a folder no one else can enter is
     shared at all); a damaged or stale one is rebuilt. python-escpos also makes a temp folder at every import,
     whatever it is told: that one is made inside the build folder and goes with it."""
+    import glob
+    import platform
+    import shutil
+    import tempfile
+
     shared, source = _escpos_files()
     name = f"{platform.python_version()}.capabilities.pickle"
     cached = os.path.join(shared, name)

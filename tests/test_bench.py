@@ -53,6 +53,7 @@ def test_bench_quick_json(tmp_path):
     assert "boot_sim_ms" in done.stdout and "floor" in done.stdout  # the table is printed too
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["machine"]["cpus"] >= 1 and result["date"]
+    assert result["bytecode"] is True  # boots measured from compiled code, as installed
     assert set(result["floors"]) == FLOORS
     assert FIGURES <= set(result["figures"])
     for name, f in [*result["floors"].items(), *result["figures"].items()]:

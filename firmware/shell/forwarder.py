@@ -11,7 +11,6 @@ once. The outbox is written by the journal's own transactions, so it survives wh
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import logging
 import ssl
@@ -19,12 +18,15 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.config import Config, OfficeConfig
 from firmware.errors import TerminalError
 from firmware.records.forwardq import ForwardQueue, Pending
 from firmware.records.journal import Journal
+
+if TYPE_CHECKING:
+    import http.client
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class OfficeLink:
         self._conn: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client  # here: a terminal without [office] never loads it (with the email package it brings)
+
         if self._conn is None:
             if self._tls:
                 ctx = ssl.create_default_context(cafile=self._cfg.ca_file or None)
@@ -84,6 +88,8 @@ class OfficeLink:
 
     def post(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST `payload` as JSON; the answer's JSON. _NoAnswer for anything but a 200 with a JSON object."""
+        import http.client  # see _connect
+
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"}
         for fresh in (self._conn is None, True):  # a kept connection the server closed meanwhile: once more, anew

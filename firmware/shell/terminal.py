@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from drivers.chip import ChipReader
 from drivers.display import Display
 from drivers.hid import InputDevice, read_keypad, read_magstripe, read_scanner
 from drivers.nfc import NfcReader
@@ -53,14 +52,16 @@ from firmware.security.cardsec import card_token, load_token_key
 from firmware.security.keystore import KeyStore
 from firmware.security.operators import OperatorGate
 from firmware.shell import watchdog
-from firmware.shell.chipdesk import ChipDesk
 from firmware.shell.forwarder import office_forwarder
 from firmware.shell.pinpad import PinPad, initial_keys
 from firmware.shell.printing import ReceiptDesk
 from firmware.shell.signature import signature_png
+from firmware.wallets.keycheck import CheckedKeys
 from firmware.wallets.providers import make_wallets
 
 if TYPE_CHECKING:
+    from drivers.chip import ChipReader
+    from firmware.shell.chipdesk import ChipDesk
     from firmware.wallets.desk import WalletDesk
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,6 @@ class _Booted:
     notifier: watchdog.Notifier | None  # systemd's notify socket, when run under it
     receipts: ReceiptDesk  # the printer's queue
     chip: ChipReader | None  # with a [chip] reader; run() starts it
-    chipdesk: ChipDesk  # runs the contact kernel for an inserted card
 
 
 def local_now() -> datetime:
@@ -126,7 +126,8 @@ class Terminal:
         self.devices = devices
         self._clock = clock
         t = config.terminal
-        self._wallet_providers = make_wallets(config, clock)
+        # A wallet key's RSA check once per key, not at every boot (the list beside the key store)
+        self._wallet_providers = make_wallets(config, clock, CheckedKeys(t.data_dir / "keys" / "checked-keys"))
         self.flow_cfg = flow.FlowConfig(
             currency=t.currency,
             min_amount=t.min_amount,
@@ -165,6 +166,7 @@ class Terminal:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wallet_task: asyncio.Task[Any] | None = None
         self._chip_task: asyncio.Task[Any] | None = None
+        self._chipdesk: ChipDesk | None = None  # see _chip_desk
         self._flushing = False  # a _keep_flushing task is running
         self._at_once: deque[events.Event] = deque()  # events answering an effect, handled before the next
         self._journal_trouble = "JOURNAL ERROR"  # the screen text of the journal's last refusal
@@ -263,26 +265,42 @@ class Terminal:
                 receipts=ReceiptDesk(
                     self.devices.printer, journal, self.header, self._clock, self._spawn, self._device_problem
                 ),
-                chip=ChipReader(self.config.chip.reader, asyncio.get_running_loop(), self.post)
-                if self.config.chip is not None
-                else None,
-                chipdesk=ChipDesk(
-                    self.config,
-                    pinpad,
-                    self._clock,
-                    self.post,
-                    self._send_sale,
-                    self._answered,
-                    self._record,
-                    lambda: self._spawn(self._keep_flushing()),
-                    lambda amount, reason: self._journal_failed_read(amount, reason, "chip"),
-                    journal.chip_result,
-                ),
+                chip=self._chip_reader(),
             )
         except BaseException:
             journal.close()  # nobody else holds it yet
             raise
         return booted, due
+
+    def _chip_desk(self, booted: _Booted) -> ChipDesk:
+        """The desk that runs the contact kernel for an inserted card: made at boot with a [chip] reader (run()),
+        else only should a chip card ever come (a terminal without a chip reader never loads the kernel)."""
+        if self._chipdesk is None:
+            # the contact kernel and ODA: memory a terminal without a chip reader does not need
+            from firmware.shell.chipdesk import ChipDesk
+
+            journal = booted.journal
+            self._chipdesk = ChipDesk(
+                self.config,
+                booted.pinpad,
+                self._clock,
+                self.post,
+                self._send_sale,
+                self._answered,
+                self._record,
+                lambda: self._spawn(self._keep_flushing()),
+                lambda amount, reason: self._journal_failed_read(amount, reason, "chip"),
+                journal.chip_result,
+            )
+        return self._chipdesk
+
+    def _chip_reader(self) -> ChipReader | None:
+        """The contact chip reader with a [chip] section (not started yet), else None."""
+        if self.config.chip is None:
+            return None
+        from drivers.chip import ChipReader  # only with a chip reader: pyscard and PC/SC's library cost memory
+
+        return ChipReader(self.config.chip.reader, asyncio.get_running_loop(), self.post)
 
     def _host_session(self, keystore: KeyStore, journal: Journal) -> tuple[Session | None, Dialect | MacCodec]:
         """The sign-on session and the host's dialect, MAC-wrapped under the session keys when [keys] has a
@@ -330,6 +348,7 @@ class Terminal:
         if booted.nfc is not None:
             booted.nfc.start()
         if booted.chip is not None:
+            self._chip_desk(booted)
             booted.chip.start()
         self._enter(flow.IDLE)
         for row in due:  # a power cut or an empty printer kept them from paper
@@ -567,10 +586,11 @@ class Terminal:
             self._spawn(self._wallet.end_order(eff.reason), events.WalletEnded("unknown", "TERMINAL ERROR"))
         elif isinstance(eff, effects.StartChip):
             self._chip_task = self._spawn(
-                self._booted.chipdesk.run(eff), events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error")
+                self._chip_desk(self._booted).run(eff),
+                events.CardFailed("CARD ERROR, TRY ANOTHER CARD", "terminal error"),
             )
         elif isinstance(eff, effects.AnswerChip):
-            self._booted.chipdesk.answer(eff.choice)
+            self._chip_desk(self._booted).answer(eff.choice)
         elif isinstance(eff, effects.AbortChip):
             if self._chip_task is not None and not self._chip_task.done():
                 self._chip_task.cancel()

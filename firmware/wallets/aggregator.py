@@ -31,15 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware.config import key_file
 from firmware.errors import ConfigError
+from firmware.wallets import keycheck
 from firmware.wallets.alipay import CHINA, WalletError, WalletMismatch, WalletResult, _clean, rsa2_sign, rsa2_verify
 
 if TYPE_CHECKING:
     from firmware.config import AggregatorConfig
+    from firmware.wallets.keycheck import CheckedKeys
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,13 @@ class LakalaClient:
         *,
         timeout: float = 10.0,
         clock: Callable[[], datetime] = _utc_now,
+        checked: CheckedKeys | None = None,
     ) -> None:
         self._gateway = gateway.rstrip("/")
         self._appid, self._serial, self._merchant, self._term = appid, serial_no, merchant_no, term_no
         self._timeout, self._clock = timeout, clock
         try:
-            key = serialization.load_pem_private_key(private_key.strip(), password=None)
+            key = keycheck.load_private_key(private_key.strip(), checked=checked)
             cert = x509.load_pem_x509_certificate(platform_cert.strip())
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise WalletError("[aggregator] private_key or platform_cert is not a PEM key / certificate") from None
@@ -137,7 +139,9 @@ class LakalaClient:
         self._kinds: dict[str, str] = {}  # order number -> "code" (a trade) | "qr" (a cashier order), this boot
 
     @classmethod
-    def from_config(cls, cfg: AggregatorConfig, clock: Callable[[], datetime] = _utc_now) -> LakalaClient:
+    def from_config(
+        cls, cfg: AggregatorConfig, clock: Callable[[], datetime] = _utc_now, checked: CheckedKeys | None = None
+    ) -> LakalaClient:
         """The client an [aggregator] section describes; ConfigError naming the key when a file cannot be used."""
 
         read = functools.partial(key_file, "aggregator", cfg)
@@ -153,6 +157,7 @@ class LakalaClient:
                 cfg.term_no,
                 timeout=cfg.timeout,
                 clock=clock,
+                checked=checked,
             )
         except WalletError as exc:
             raise ConfigError(str(exc)) from None

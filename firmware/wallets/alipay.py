@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from firmware.core.walletorder import WalletResult
 from firmware.errors import TerminalError
+from firmware.wallets import keycheck
+from firmware.wallets.keycheck import CheckedKeys
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +253,14 @@ _PRIVATE = "the merchant's app private key ([wallet] private_key)"
 _PUBLIC = "Alipay's public key ([wallet] provider_public_key)"
 
 
-def load_private_key(data: bytes) -> rsa.RSAPrivateKey:
-    """The merchant's RSA private key: PEM (PKCS#1 or PKCS#8), or bare base64 of either."""
+def load_private_key(data: bytes, checked: CheckedKeys | None = None) -> rsa.RSAPrivateKey:
+    """The merchant's RSA private key: PEM (PKCS#1 or PKCS#8), or bare base64 of either (RSA-checked unless
+    `checked` knows these bytes)."""
     pem, raw = _key_bytes(data)
     if not raw:
         raise WalletError(f"{_PRIVATE} is neither PEM nor base64")
     try:
-        key = (
-            serialization.load_pem_private_key(raw, password=None)
-            if pem
-            else serialization.load_der_private_key(raw, password=None)
-        )
+        key = keycheck.load_private_key(raw, der=not pem, checked=checked)
     except TypeError:
         raise WalletError(f"{_PRIVATE} is encrypted; give it without a password") from None
     except (ValueError, UnsupportedAlgorithm):
@@ -319,10 +318,17 @@ class AlipayClient:
     name = "alipay"
 
     def __init__(
-        self, gateway: str, app_id: str, private_key: bytes, alipay_public_key: bytes, timeout: float = 10.0
+        self,
+        gateway: str,
+        app_id: str,
+        private_key: bytes,
+        alipay_public_key: bytes,
+        timeout: float = 10.0,
+        *,
+        checked: CheckedKeys | None = None,
     ) -> None:
         self._gateway, self._app_id, self._timeout = gateway, app_id, timeout
-        self._key = load_private_key(private_key)
+        self._key = load_private_key(private_key, checked)
         self._alipay_key = load_public_key(alipay_public_key)
         own = self._key.public_key().public_numbers()
         if self._alipay_key.public_numbers() == own:

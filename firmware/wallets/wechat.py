@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firmware.config import key_file
 from firmware.errors import ConfigError
+from firmware.wallets import keycheck
 from firmware.wallets.alipay import (
     CHINA,
     WalletError,
@@ -74,6 +75,7 @@ from firmware.wallets.alipay import (
 
 if TYPE_CHECKING:
     from firmware.config import WechatConfig
+    from firmware.wallets.keycheck import CheckedKeys
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +212,9 @@ def load_apiv3_key(data: bytes) -> bytes:
     return key
 
 
-def _private_key(data: bytes) -> rsa.RSAPrivateKey:
+def _private_key(data: bytes, checked: CheckedKeys | None = None) -> rsa.RSAPrivateKey:
     try:
-        key = serialization.load_pem_private_key(data.lstrip(b"\xef\xbb\xbf").strip(), password=None)
+        key = keycheck.load_private_key(data.lstrip(b"\xef\xbb\xbf").strip(), checked=checked)
     except TypeError:
         raise WalletError("[wechat] private_key is encrypted; give it without a password") from None
     except (ValueError, UnsupportedAlgorithm):
@@ -299,6 +301,7 @@ class WechatPayClient:
         timeout: float = 10.0,
         clock: Callable[[], datetime] = _utc_now,
         refund_waits: tuple[float, ...] = (1.0, 2.0, 4.0),
+        checked: CheckedKeys | None = None,
     ) -> None:
         if platform not in PLATFORM_MODES:
             raise WalletError(f'[wechat] platform must be "certificates" or "public_key", not {platform!r}')
@@ -306,7 +309,7 @@ class WechatPayClient:
             raise WalletError("[wechat] merchant_serial must be the merchant API certificate's serial number (hex)")
         self._gateway = gateway.rstrip("/")
         self._mchid, self._appid, self._serial = mchid, appid, merchant_serial.upper()
-        self._key = _private_key(private_key)
+        self._key = _private_key(private_key, checked)
         self._apiv3_key = load_apiv3_key(apiv3_key)
         self._platform = platform
         self._public_key: rsa.RSAPublicKey | None = None
@@ -328,7 +331,9 @@ class WechatPayClient:
         self._nonces: dict[str, int] = {}  # answer nonces seen in the window, with their timestamps
 
     @classmethod
-    def from_config(cls, cfg: WechatConfig, clock: Callable[[], datetime] = _utc_now) -> WechatPayClient:
+    def from_config(
+        cls, cfg: WechatConfig, clock: Callable[[], datetime] = _utc_now, checked: CheckedKeys | None = None
+    ) -> WechatPayClient:
         """The client a [wechat] section describes; ConfigError naming the key when a file cannot be used."""
 
         read = functools.partial(key_file, "wechat", cfg)
@@ -348,6 +353,7 @@ class WechatPayClient:
                 device_id=cfg.device_id,
                 timeout=cfg.timeout,
                 clock=clock,
+                checked=checked,
             )
         except WalletError as exc:
             raise ConfigError(str(exc)) from None
