@@ -77,6 +77,17 @@ def csim(tmp_path, pcscd):
         yield s
 
 
+@pytest.fixture
+def asim(tmp_path):
+    """A running simulator whose UnionPay codes go to the acquirer as cards ([unionpay] via = "acquirer")."""
+    from firmware.config import UnionPayConfig
+    from hwsim import Simulator
+
+    cfg = dataclasses.replace(sim_config(host=2.0), unionpay=UnionPayConfig(via="acquirer"))
+    with Simulator(tmp_path / "data", cfg) as s:
+        yield s
+
+
 @pytest.fixture(scope="session")
 def pcscd():
     """A private pcscd with the simulated chip slot's virtual reader (hwsim/pcscd.py), for the whole session.

@@ -41,6 +41,17 @@ class Wrapped:
         return answer
 
 
+def decline_at_second_gac(n, answer):
+    """A GENERATE AC rewrite: the second one answers AAC (the card declines after the issuer approved)."""
+    if n != 2:
+        return answer
+    body = bytearray(answer)
+    if body[0] == 0x80:  # format 1: 80 len CID ...: the CID says AAC
+        body[2] = 0x00
+        return bytes(body)
+    return as_format2(answer, {"9F27": b"\x00"})
+
+
 def insert(sim, card_id, **kw):
     real = sim._chip_card(chip_catalog()[card_id])
     card = Wrapped(real, **kw)
@@ -85,19 +96,9 @@ def test_gac1_answer_cannot_overwrite_what_the_card_said_before(csim):
 
 
 def test_card_declines_after_approval_is_reversed_once(csim):
-    def decline2(n, a):
-        if n != 2:
-            return a
-        body = bytearray(a)
-        # format 1: 80 len CID ...; set CID to AAC
-        if body[0] == 0x80:
-            body[2] = 0x00
-            return bytes(body)
-        return as_format2(a, {"9F27": b"\x00"})
-
     csim.keys("2500{ENTER}")
     csim.wait_for("CARD")
-    insert(csim, "unionpay-debit-chip", rewrite=decline2)
+    insert(csim, "unionpay-debit-chip", rewrite=decline_at_second_gac)
     csim.pin("1234")
     csim.wait_for("NOT APPROVED")
     wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="reversed")

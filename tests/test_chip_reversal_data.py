@@ -9,7 +9,7 @@ from conftest import wait_until
 from firmware.core.emv.data import tlv_items
 from firmware.host import dialect
 from firmware.host.messages import ReversalRequest, reversal_to_iso
-from test_chip_attacks import as_format2, insert, sales
+from test_chip_attacks import decline_at_second_gac, insert, sales
 from test_e2e import sale
 
 ATC, IAD, TVR = "9F36", "9F10", "95"
@@ -67,18 +67,9 @@ def test_a_swipes_reversal_carries_no_chip_data(sim):
 
 
 def test_a_card_that_declines_after_the_approval_is_reversed_with_its_last_word(csim):
-    def decline2(n, answer):
-        if n != 2:
-            return answer
-        body = bytearray(answer)
-        if body[0] == 0x80:  # format 1: 80 len CID ...: the CID says AAC
-            body[2] = 0x00
-            return bytes(body)
-        return as_format2(answer, {"9F27": b"\x00"})
-
     csim.keys("2500{ENTER}")
     csim.wait_for("CARD")
-    insert(csim, "unionpay-debit-chip", rewrite=decline2)
+    insert(csim, "unionpay-debit-chip", rewrite=decline_at_second_gac)
     csim.pin("1234")
     csim.wait_for("NOT APPROVED")
     wait_until(lambda: sales(csim)[0]["status"] == "reversed", what="reversed")

@@ -13,7 +13,6 @@ from firmware.config import UnionPayConfig, load
 from firmware.core.pan import luhn_valid, mask
 from firmware.errors import ConfigError
 from firmware.host import dialect
-from hwsim import Simulator
 from hwsim.acquirer import Account
 from hwsim.console import interactive
 from test_refunds import start
@@ -22,13 +21,6 @@ CODE = "6223685882046899894"  # the lead's example payment code (19 digits start
 # A UnionPay debit card's number as Chinese banks issue them: 19 digits, BIN 62xxxx, Luhn-valid. Printed as a
 # barcode (or a photo of the card run through a barcode app) it has exactly a payment code's shape.
 CARD19 = "6222021234567890128"
-
-
-@pytest.fixture
-def asim(tmp_path):
-    cfg = sim_config(host=2.0)
-    with Simulator(tmp_path / "data", dataclasses.replace(cfg, unionpay=UnionPayConfig(via="acquirer"))) as s:
-        yield s
 
 
 def sales(sim):

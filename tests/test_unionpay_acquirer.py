@@ -6,34 +6,25 @@ approval; the code itself is kept nowhere."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import date
 
 import psec.pinblock
 import pytest
 
-from conftest import SIM_TOML, assert_ledger_agrees, sim_config, wait_until
-from firmware.config import UnionPayConfig, load
+from conftest import SIM_TOML, assert_ledger_agrees, wait_until
+from firmware.config import load
 from firmware.core import reports
 from firmware.core.pan import mask
 from firmware.errors import ConfigError
 from firmware.host import dialect
 from firmware.records.journal import Journal
 from firmware.security import dukpt
-from hwsim import Simulator
 from hwsim.acquirer import CODE_BALANCE, CODE_PIN
 from hwsim.simulator import SIM_BDK
 from test_refunds import manager, start
 
 CODE = "6223685882046899894"  # 19 digits starting 62: a UnionPay payment code (C2B)
 OTHER = "6229876543210987654"
-
-
-@pytest.fixture
-def asim(tmp_path):
-    cfg = sim_config(host=2.0)
-    with Simulator(tmp_path / "data", dataclasses.replace(cfg, unionpay=UnionPayConfig(via="acquirer"))) as s:
-        yield s
 
 
 def requests(sim):
